@@ -1,0 +1,437 @@
+//! Mirror of `relay-ebpf/include/relay_abi.h`. Byte order per field:
+//! "net" = network byte order (store with `to_be`/from octets), "host" = CPU.
+
+use core::{fmt, mem::offset_of};
+
+/// `RELAY_ABI_MAGIC`: "XLRY" as a little-endian u32.
+pub const ABI_MAGIC: u32 = 0x5952_4c58;
+/// `RELAY_ABI_VERSION`: bump with every layout or semantic change.
+pub const ABI_VERSION: u32 = 1;
+
+/// Map names in the object (maps.h).
+pub const MAP_STREAMS: &str = "streams";
+/// Per-stream counters map (PERCPU_ARRAY of [`StreamStats`]).
+pub const MAP_STREAM_STATS: &str = "stream_stats";
+/// Program-wide counters map (PERCPU_ARRAY of [`Counter`]).
+pub const MAP_COUNTERS: &str = "counters";
+/// DEVMAP_HASH of interfaces a packet may be redirected to.
+pub const MAP_TX_PORTS: &str = "tx_ports";
+/// HASH ifindex -> [`IfaceStatus`] (userspace bookkeeping).
+pub const MAP_IFACES: &str = "ifaces";
+
+/// `RELAY_TF_STRICT_SOURCE`: drop packets whose source is not `expect_*`.
+pub const TF_STRICT_SOURCE: u32 = 0x1;
+
+/// `struct relay_key`: the relay-side address and port a packet was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    /// net: local (relay) address, v4-mapped for IPv4.
+    pub addr: [u8; 16],
+    /// net: local UDP port.
+    pub port: u16,
+    /// zero.
+    pub _pad: u16,
+}
+
+/// `struct relay_target`: where a packet that hit a [`StreamKey`] goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamTarget {
+    /// net: destination (the other party), v4-mapped.
+    pub peer_addr: [u8; 16],
+    /// net: relay address the packet leaves from, v4-mapped.
+    pub src_addr: [u8; 16],
+    /// net: expected sender (strict-source), v4-mapped.
+    pub expect_addr: [u8; 16],
+    /// net: destination UDP port.
+    pub peer_port: u16,
+    /// net: relay UDP port the packet leaves from.
+    pub src_port: u16,
+    /// net: expected sender UDP port.
+    pub expect_port: u16,
+    /// zero.
+    pub _pad0: u16,
+    /// host: `TF_*` flags.
+    pub flags: u32,
+    /// host: index into the `stream_stats` array.
+    pub stats_slot: u32,
+}
+
+/// `struct relay_stream_stats`: one CPU's counters for one stream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// host: packets forwarded by XDP.
+    pub packets: u64,
+    /// host: UDP payload bytes forwarded by XDP.
+    pub bytes: u64,
+    /// host: packets dropped (strict-source mismatch).
+    pub dropped: u64,
+    /// host: packets handed to the kernel stack (FIB/neighbour miss).
+    pub passed: u64,
+    /// host: CLOCK_MONOTONIC_COARSE ns of the last packet (take the max over CPUs).
+    pub last_seen_ns: u64,
+}
+
+impl StreamStats {
+    /// Folds one CPU's copy into a total: sums, except the timestamp (max).
+    pub fn accumulate(&mut self, other: &Self) {
+        let Self { packets, bytes, dropped, passed, last_seen_ns } = other;
+        self.packets += packets;
+        self.bytes += bytes;
+        self.dropped += dropped;
+        self.passed += passed;
+        self.last_seen_ns = self.last_seen_ns.max(*last_seen_ns);
+    }
+}
+
+/// `struct relay_counter`: one CPU's count for one [`CounterId`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// host: packets.
+    pub packets: u64,
+    /// host: whole frame bytes as received.
+    pub bytes: u64,
+}
+
+/// `RELAY_XDP_MODE_NATIVE`.
+pub const XDP_MODE_NATIVE: u32 = 1;
+/// `RELAY_XDP_MODE_GENERIC`.
+pub const XDP_MODE_GENERIC: u32 = 2;
+/// `RELAY_MODE_REASON_NATIVE_OK`: native attach and TX self-test passed.
+pub const MODE_REASON_NATIVE_OK: u32 = 0;
+/// `RELAY_MODE_REASON_NATIVE_REFUSED`: the driver refused native XDP.
+pub const MODE_REASON_NATIVE_REFUSED: u32 = 1;
+/// `RELAY_MODE_REASON_NATIVE_TX_LOST`: native XDP_TX frames were dropped.
+pub const MODE_REASON_NATIVE_TX_LOST: u32 = 2;
+/// `RELAY_MODE_REASON_CONFIGURED`: the operator asked for this mode.
+pub const MODE_REASON_CONFIGURED: u32 = 3;
+
+/// `struct relay_iface_status`: how relayd attached to one interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceStatus {
+    /// host: interface index.
+    pub ifindex: u32,
+    /// host: `XDP_MODE_*`.
+    pub mode: u32,
+    /// host: `MODE_REASON_*`.
+    pub reason: u32,
+    /// zero.
+    pub _pad: u32,
+    /// Interface name, NUL-padded.
+    pub name: [u8; 16],
+}
+
+/// `struct relay_abi_meta`: the handshake table compiled into the object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbiMeta {
+    /// host: [`ABI_MAGIC`].
+    pub magic: u32,
+    /// host: [`ABI_VERSION`].
+    pub version: u32,
+    /// host: number of program-wide counters ([`CounterId::COUNT`]).
+    pub counter_max: u32,
+    /// host: [`LAYOUT_LEN`].
+    pub layout_len: u32,
+    /// host: sizes and offsets, in the order of [`LAYOUT`].
+    pub layout: [u32; LAYOUT_LEN],
+}
+
+/// `RELAY_ABI_LAYOUT_LEN`.
+pub const LAYOUT_LEN: usize = 30;
+
+macro_rules! layout {
+    ($( $kind:ident $ty:ident $(. $field:ident)? ),* $(,)?) => {
+        /// Every struct size and field offset of the ABI, named, in the order
+        /// the C object lists them in `relay_abi.layout`.
+        pub const LAYOUT: [(&str, u32); LAYOUT_LEN] = [
+            $( layout!(@entry $kind $ty $(. $field)?) ),*
+        ];
+    };
+    (@entry size $ty:ident) => {
+        (concat!("sizeof(", stringify!($ty), ")"), size_of::<$ty>() as u32)
+    };
+    (@entry off $ty:ident . $field:ident) => {
+        (concat!(stringify!($ty), ".", stringify!($field)), offset_of!($ty, $field) as u32)
+    };
+}
+
+layout![
+    size StreamKey,
+    off StreamKey.addr,
+    off StreamKey.port,
+    off StreamKey._pad,
+    size StreamTarget,
+    off StreamTarget.peer_addr,
+    off StreamTarget.src_addr,
+    off StreamTarget.expect_addr,
+    off StreamTarget.peer_port,
+    off StreamTarget.src_port,
+    off StreamTarget.expect_port,
+    off StreamTarget._pad0,
+    off StreamTarget.flags,
+    off StreamTarget.stats_slot,
+    size StreamStats,
+    off StreamStats.packets,
+    off StreamStats.bytes,
+    off StreamStats.dropped,
+    off StreamStats.passed,
+    off StreamStats.last_seen_ns,
+    size Counter,
+    off Counter.packets,
+    off Counter.bytes,
+    size IfaceStatus,
+    off IfaceStatus.ifindex,
+    off IfaceStatus.mode,
+    off IfaceStatus.reason,
+    off IfaceStatus._pad,
+    off IfaceStatus.name,
+    size AbiMeta,
+];
+
+const _: () = assert!(size_of::<StreamKey>() == 20);
+const _: () = assert!(size_of::<StreamTarget>() == 64);
+const _: () = assert!(size_of::<StreamStats>() == 40);
+const _: () = assert!(size_of::<Counter>() == 16);
+const _: () = assert!(size_of::<IfaceStatus>() == 32);
+const _: () = assert!(size_of::<AbiMeta>() == 16 + 4 * LAYOUT_LEN);
+
+macro_rules! counters {
+    ($( $variant:ident = $value:literal, $name:literal, $doc:literal; )*) => {
+        /// `enum relay_counter_id`: program-wide outcomes. The index is ABI.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum CounterId {
+            $( #[doc = $doc] $variant = $value, )*
+        }
+
+        impl CounterId {
+            /// All counters, in index order.
+            pub const ALL: &'static [CounterId] = &[$(CounterId::$variant),*];
+            /// `RELAY_CNT_MAX`.
+            pub const COUNT: u32 = Self::ALL.len() as u32;
+
+            /// Stable snake_case name, used by relayctl and metrics.
+            pub const fn name(self) -> &'static str {
+                match self { $( CounterId::$variant => $name, )* }
+            }
+
+            /// One-line explanation for humans.
+            pub const fn description(self) -> &'static str {
+                match self { $( CounterId::$variant => $doc, )* }
+            }
+        }
+    };
+}
+
+counters! {
+    FwdTx = 0, "forwarded_tx", "forwarded out of the ingress interface (XDP_TX)";
+    FwdRedirect = 1, "forwarded_redirect", "forwarded to another interface (DEVMAP redirect)";
+    PassNotIp = 2, "passed_not_ip", "passed: ARP or another non-IP ethertype";
+    PassIpv6 = 3, "passed_ipv6", "passed: IPv6 (not in the fast path yet)";
+    PassNotUdp = 4, "passed_not_udp", "passed: IPv4 but not UDP";
+    PassIpOptions = 5, "passed_ip_options", "passed: IPv4 header with options";
+    PassFragment = 6, "passed_fragment", "passed: IPv4 fragment";
+    PassMalformed = 7, "passed_malformed", "passed: truncated or inconsistent headers";
+    PassNoStream = 8, "passed_no_stream", "passed: no stream for the destination address/port";
+    PassFibMiss = 9, "passed_fib_miss", "passed: no route or neighbour entry for the peer yet";
+    PassNoTxPort = 10, "passed_no_tx_port", "passed: egress interface not attached to the relay";
+    DropStrictSource = 11, "dropped_strict_source", "dropped: strict-source stream, unexpected sender";
+}
+
+impl CounterId {
+    /// Whether this outcome forwarded the packet in the kernel.
+    pub const fn is_forwarded(self) -> bool {
+        matches!(self, CounterId::FwdTx | CounterId::FwdRedirect)
+    }
+
+    /// Whether this outcome dropped the packet.
+    pub const fn is_dropped(self) -> bool {
+        matches!(self, CounterId::DropStrictSource)
+    }
+}
+
+/// What the object's ABI table says is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbiMismatch {
+    /// Not an xrelay object at all.
+    Magic {
+        /// The magic number found.
+        found: u32,
+    },
+    /// Built from another ABI version.
+    Version {
+        /// Version in the object.
+        found: u32,
+        /// Version this build expects.
+        expected: u32,
+    },
+    /// Another number of program-wide counters.
+    Counters {
+        /// Count in the object.
+        found: u32,
+        /// Count this build expects.
+        expected: u32,
+    },
+    /// A struct size or field offset differs.
+    Layout {
+        /// Which size or offset (e.g. `StreamTarget.flags`).
+        what: &'static str,
+        /// Value in the object.
+        found: u32,
+        /// Value this build computes.
+        expected: u32,
+    },
+}
+
+impl fmt::Display for AbiMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AbiMismatch::Magic { found } => {
+                write!(f, "not an xrelay object (ABI magic {found:#x})")
+            }
+            AbiMismatch::Version { found, expected } => {
+                write!(f, "object has ABI version {found}, this relayd speaks {expected}")
+            }
+            AbiMismatch::Counters { found, expected } => {
+                write!(f, "object has {found} counters, this relayd expects {expected}")
+            }
+            AbiMismatch::Layout { what, found, expected } => {
+                write!(f, "{what} is {found} in the object but {expected} in relay-common")
+            }
+        }
+    }
+}
+
+impl core::error::Error for AbiMismatch {}
+
+/// The table this build of relay-common expects the object to carry.
+pub fn expected_meta() -> AbiMeta {
+    let mut layout = [0u32; LAYOUT_LEN];
+    for (slot, (_, value)) in layout.iter_mut().zip(LAYOUT.iter()) {
+        *slot = *value;
+    }
+    AbiMeta {
+        magic: ABI_MAGIC,
+        version: ABI_VERSION,
+        counter_max: CounterId::COUNT,
+        layout_len: LAYOUT_LEN as u32,
+        layout,
+    }
+}
+
+/// Parses the raw `relay_abi` bytes of an object (host byte order).
+pub fn parse_meta(bytes: &[u8]) -> Option<AbiMeta> {
+    if bytes.len() < size_of::<AbiMeta>() {
+        return None;
+    }
+    let word = |i: usize| {
+        let b = &bytes[i * 4..i * 4 + 4];
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+    };
+    let mut layout = [0u32; LAYOUT_LEN];
+    for (i, slot) in layout.iter_mut().enumerate() {
+        *slot = word(4 + i);
+    }
+    Some(AbiMeta { magic: word(0), version: word(1), counter_max: word(2), layout_len: word(3), layout })
+}
+
+/// Compares an object's table with [`expected_meta`]; the first difference wins.
+pub fn check_meta(found: &AbiMeta) -> Result<(), AbiMismatch> {
+    let expected = expected_meta();
+    if found.magic != expected.magic {
+        return Err(AbiMismatch::Magic { found: found.magic });
+    }
+    if found.version != expected.version {
+        return Err(AbiMismatch::Version { found: found.version, expected: expected.version });
+    }
+    if found.counter_max != expected.counter_max {
+        return Err(AbiMismatch::Counters {
+            found: found.counter_max,
+            expected: expected.counter_max,
+        });
+    }
+    if found.layout_len != expected.layout_len {
+        return Err(AbiMismatch::Layout {
+            what: "layout table length",
+            found: found.layout_len,
+            expected: expected.layout_len,
+        });
+    }
+    for ((what, want), got) in LAYOUT.iter().zip(found.layout.iter()) {
+        if want != got {
+            return Err(AbiMismatch::Layout { what, found: *got, expected: *want });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), fixed-width integer fields only, explicit padding, so
+    // every bit pattern is valid and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::StreamKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StreamTarget {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StreamStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IfaceStatus {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_meta_checks_clean() {
+        assert_eq!(check_meta(&expected_meta()), Ok(()));
+    }
+
+    #[test]
+    fn a_moved_field_is_named() {
+        let mut meta = expected_meta();
+        let idx = LAYOUT.iter().position(|(n, _)| *n == "StreamTarget.flags").unwrap();
+        meta.layout[idx] += 4;
+        let err = check_meta(&meta).unwrap_err();
+        assert!(matches!(err, AbiMismatch::Layout { what: "StreamTarget.flags", .. }), "{err}");
+    }
+
+    #[test]
+    fn version_and_magic_are_checked() {
+        let mut meta = expected_meta();
+        meta.version += 1;
+        assert!(matches!(check_meta(&meta), Err(AbiMismatch::Version { .. })));
+        meta = expected_meta();
+        meta.magic = 0;
+        assert!(matches!(check_meta(&meta), Err(AbiMismatch::Magic { found: 0 })));
+    }
+
+    #[test]
+    fn parse_meta_round_trips() {
+        let meta = expected_meta();
+        let mut bytes = [0u8; size_of::<AbiMeta>()];
+        let words = [meta.magic, meta.version, meta.counter_max, meta.layout_len];
+        for (i, w) in words.iter().chain(meta.layout.iter()).enumerate() {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        assert_eq!(parse_meta(&bytes), Some(meta));
+        assert_eq!(parse_meta(&bytes[..10]), None);
+    }
+
+    #[test]
+    fn counter_names_are_unique_and_indices_dense() {
+        for (i, c) in CounterId::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            for d in &CounterId::ALL[i + 1..] {
+                assert_ne!(c.name(), d.name());
+            }
+        }
+    }
+}

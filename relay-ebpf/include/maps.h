@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* Every map of the relay program. Names are the ABI (relay_abi.h); all are
+ * pinned by name under relayd's --pin-dir so media keeps flowing while relayd
+ * restarts. */
+#ifndef RELAY_MAPS_H
+#define RELAY_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "consts.h"
+#include "relay_abi.h"
+
+/* relay address:port -> where to forward. Written only by relayd. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RELAY_MAX_STREAMS);
+	__type(key, struct relay_key);
+	__type(value, struct relay_target);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} streams SEC(".maps");
+
+/* Per-stream counters, indexed by relay_target.stats_slot. Per-CPU so the
+ * hot path never contends on a cache line. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RELAY_MAX_STATS_SLOTS);
+	__type(key, __u32);
+	__type(value, struct relay_stream_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} stream_stats SEC(".maps");
+
+/* Program-wide outcome counters, indexed by enum relay_counter_id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RELAY_CNT_MAX);
+	__type(key, __u32);
+	__type(value, struct relay_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} counters SEC(".maps");
+
+/* Interfaces a packet may leave by when it is not the one it came in on:
+ * ifindex -> {ifindex, no egress program}. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, RELAY_MAX_TX_PORTS);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tx_ports SEC(".maps");
+
+/* ifindex -> how relayd attached to it (userspace bookkeeping, see relay_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RELAY_MAX_TX_PORTS);
+	__type(key, __u32);
+	__type(value, struct relay_iface_status);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ifaces SEC(".maps");
+
+#endif /* RELAY_MAPS_H */

@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * The kernel/user ABI of the xrelay XDP program.
+ *
+ * The Rust mirror lives in relay-common/src/abi.rs. The two are tied together
+ * by `relay_abi` (see relay.bpf.c): a table of every struct size and field
+ * offset, compiled into the object. relayd compares it with the table Rust
+ * computes and refuses to program maps from an object that disagrees, and the
+ * `abi_layout` test does the same on every build. Change both files together
+ * and bump RELAY_ABI_VERSION.
+ *
+ * Rules: fixed-width types only, explicit padding, no bool, byte order noted
+ * on every field ("net" = network byte order, "host" = CPU byte order).
+ */
+#ifndef RELAY_ABI_H
+#define RELAY_ABI_H
+
+#include <linux/types.h>
+
+#define RELAY_ABI_MAGIC 0x59524c58u /* "XLRY" read as a little-endian u32 */
+#define RELAY_ABI_VERSION 1u
+
+/* Map names (maps.h): streams, stream_stats, counters, tx_ports, ifaces; relay-common
+ * has the same strings as constants (abi::MAP_*). */
+
+/*
+ * Forwarding key: the relay-side address and UDP port a packet was sent to.
+ * IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d) so that IPv6 can share
+ * the table later without a second key type.
+ */
+struct relay_key {
+	__u8 addr[16]; /* net: local (relay) address, v4-mapped for IPv4 */
+	__be16 port;   /* net: local UDP port */
+	__u16 _pad;    /* zero */
+};
+
+/* Stream flags (relay_target.flags). */
+#define RELAY_TF_STRICT_SOURCE 0x1u /* drop packets whose source != expect_* */
+
+/* Forwarding value: where a packet that hit `relay_key` goes. */
+struct relay_target {
+	__u8 peer_addr[16];   /* net: destination (the other party), v4-mapped */
+	__u8 src_addr[16];    /* net: relay address the packet leaves from, v4-mapped */
+	__u8 expect_addr[16]; /* net: expected sender (strict-source), v4-mapped */
+	__be16 peer_port;     /* net: destination UDP port */
+	__be16 src_port;      /* net: relay UDP port the packet leaves from */
+	__be16 expect_port;   /* net: expected sender UDP port */
+	__u16 _pad0;          /* zero */
+	__u32 flags;          /* host: RELAY_TF_* */
+	__u32 stats_slot;     /* host: index into the stream_stats array */
+};
+
+/* Per-stream counters, one copy per CPU (PERCPU_ARRAY); userspace sums them. */
+struct relay_stream_stats {
+	__u64 packets;      /* host: packets forwarded by XDP */
+	__u64 bytes;        /* host: UDP payload bytes forwarded by XDP */
+	__u64 dropped;      /* host: packets dropped (strict-source mismatch) */
+	__u64 passed;       /* host: packets handed to the kernel stack (FIB/neighbour miss) */
+	__u64 last_seen_ns; /* host: CLOCK_MONOTONIC_COARSE of the last packet; max over CPUs */
+};
+
+/* One program-wide counter (PERCPU_ARRAY indexed by enum relay_counter_id). */
+struct relay_counter {
+	__u64 packets; /* host */
+	__u64 bytes;   /* host: whole frame bytes as received */
+};
+
+/* relay_iface_status.mode */
+#define RELAY_XDP_MODE_NATIVE 1u
+#define RELAY_XDP_MODE_GENERIC 2u
+
+/* relay_iface_status.reason: why the interface runs in that mode. */
+#define RELAY_MODE_REASON_NATIVE_OK 0u       /* native attach and TX self-test passed */
+#define RELAY_MODE_REASON_NATIVE_REFUSED 1u  /* the driver refused native XDP */
+#define RELAY_MODE_REASON_NATIVE_TX_LOST 2u  /* native XDP_TX frames were dropped */
+#define RELAY_MODE_REASON_CONFIGURED 3u      /* the operator asked for this mode */
+
+/*
+ * How relayd attached the program to one interface (the `ifaces` map). Only
+ * userspace reads it (relayctl); it lives in the object so that it is pinned
+ * with the rest and outlives relayd the same way.
+ */
+struct relay_iface_status {
+	__u32 ifindex; /* host */
+	__u32 mode;    /* host: RELAY_XDP_MODE_* */
+	__u32 reason;  /* host: RELAY_MODE_REASON_* */
+	__u32 _pad;    /* zero */
+	char name[16]; /* interface name, NUL-padded */
+};
+
+/*
+ * Program-wide outcomes. Append only: the index is the ABI. The names are in
+ * relay-common (CounterId) for relayctl and metrics.
+ */
+enum relay_counter_id {
+	RELAY_CNT_FWD_TX = 0,         /* forwarded out of the ingress interface */
+	RELAY_CNT_FWD_REDIRECT = 1,   /* forwarded to another interface (DEVMAP) */
+	RELAY_CNT_PASS_NOT_IP = 2,    /* ARP and other non-IP ethertypes */
+	RELAY_CNT_PASS_IPV6 = 3,      /* IPv6: not in the fast path yet */
+	RELAY_CNT_PASS_NOT_UDP = 4,   /* IPv4 but not UDP */
+	RELAY_CNT_PASS_IP_OPTIONS = 5,/* IPv4 header with options (IHL > 5) */
+	RELAY_CNT_PASS_FRAGMENT = 6,  /* any IPv4 fragment, first or later */
+	RELAY_CNT_PASS_MALFORMED = 7, /* truncated or inconsistent headers */
+	RELAY_CNT_PASS_NO_STREAM = 8, /* UDP to an address/port with no stream */
+	RELAY_CNT_PASS_FIB_MISS = 9,  /* no route or no neighbour entry yet */
+	RELAY_CNT_PASS_NO_TX_PORT = 10,/* egress interface not in tx_ports */
+	RELAY_CNT_DROP_STRICT_SOURCE = 11, /* strict stream, unexpected sender */
+	RELAY_CNT_MAX = 12,
+};
+
+/*
+ * Layout table compiled into the object (`relay_abi`): magic, version, then
+ * RELAY_ABI_LAYOUT_LEN numbers (struct sizes and field offsets, in the order
+ * of RELAY_ABI_LAYOUT in relay.bpf.c and LAYOUT in relay-common).
+ */
+#define RELAY_ABI_LAYOUT_LEN 30
+
+struct relay_abi_meta {
+	__u32 magic;                        /* host: RELAY_ABI_MAGIC */
+	__u32 version;                      /* host: RELAY_ABI_VERSION */
+	__u32 counter_max;                  /* host: RELAY_CNT_MAX */
+	__u32 layout_len;                   /* host: RELAY_ABI_LAYOUT_LEN */
+	__u32 layout[RELAY_ABI_LAYOUT_LEN]; /* host: sizes and offsets */
+};
+
+#endif /* RELAY_ABI_H */

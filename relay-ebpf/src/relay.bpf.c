@@ -1,0 +1,264 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * xrelay fast path: forward RTP/RTCP (any UDP) sent to a relay port straight
+ * to the other party, rewriting addresses, ports, TTL, MACs and checksums.
+ *
+ * Anything this program does not fully understand, and every packet for an
+ * address/port without a stream, goes to the kernel stack untouched
+ * (XDP_PASS), where relayd's sockets and its userspace forwarder see it.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "consts.h"
+#include "csum.h"
+#include "maps.h"
+#include "parsing.h"
+#include "relay_abi.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/*
+ * ABI handshake (see relay_abi.h). The order of this table is the order of
+ * LAYOUT in relay-common/src/abi.rs.
+ */
+#define OFF(type, field) ((__u32) __builtin_offsetof(struct type, field))
+__attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
+	.magic = RELAY_ABI_MAGIC,
+	.version = RELAY_ABI_VERSION,
+	.counter_max = RELAY_CNT_MAX,
+	.layout_len = RELAY_ABI_LAYOUT_LEN,
+	.layout = {
+		sizeof(struct relay_key),
+		OFF(relay_key, addr),
+		OFF(relay_key, port),
+		OFF(relay_key, _pad),
+		sizeof(struct relay_target),
+		OFF(relay_target, peer_addr),
+		OFF(relay_target, src_addr),
+		OFF(relay_target, expect_addr),
+		OFF(relay_target, peer_port),
+		OFF(relay_target, src_port),
+		OFF(relay_target, expect_port),
+		OFF(relay_target, _pad0),
+		OFF(relay_target, flags),
+		OFF(relay_target, stats_slot),
+		sizeof(struct relay_stream_stats),
+		OFF(relay_stream_stats, packets),
+		OFF(relay_stream_stats, bytes),
+		OFF(relay_stream_stats, dropped),
+		OFF(relay_stream_stats, passed),
+		OFF(relay_stream_stats, last_seen_ns),
+		sizeof(struct relay_counter),
+		OFF(relay_counter, packets),
+		OFF(relay_counter, bytes),
+		sizeof(struct relay_iface_status),
+		OFF(relay_iface_status, ifindex),
+		OFF(relay_iface_status, mode),
+		OFF(relay_iface_status, reason),
+		OFF(relay_iface_status, _pad),
+		OFF(relay_iface_status, name),
+		sizeof(struct relay_abi_meta),
+	},
+};
+
+_Static_assert(sizeof(struct relay_key) == 20, "relay_key size is ABI");
+_Static_assert(sizeof(struct relay_target) == 64, "relay_target size is ABI");
+_Static_assert(sizeof(struct relay_stream_stats) == 40, "relay_stream_stats size is ABI");
+_Static_assert(sizeof(struct relay_counter) == 16, "relay_counter size is ABI");
+_Static_assert(sizeof(struct relay_iface_status) == 32, "relay_iface_status size is ABI");
+
+static __always_inline __u32 count(__u32 id, __u64 frame_len, __u32 action)
+{
+	struct relay_counter *c = bpf_map_lookup_elem(&counters, &id);
+
+	if (c) {
+		c->packets++;
+		c->bytes += frame_len;
+	}
+	return action;
+}
+
+/* The IPv4 address inside a v4-mapped IPv6 address, as it sits in a header. */
+static __always_inline __be32 mapped_v4(const __u8 addr[16])
+{
+	return *(const __be32 *)&addr[12];
+}
+
+static __always_inline void set_mapped_v4(__u8 addr[16], __be32 v4)
+{
+	__builtin_memset(addr, 0, 10);
+	addr[10] = 0xff;
+	addr[11] = 0xff;
+	*(__be32 *)&addr[12] = v4;
+}
+
+/* Rewrite the IPv4 and UDP headers for the next hop, fixing both checksums
+ * incrementally. A zero UDP checksum means "none" in IPv4 and stays zero. */
+static __always_inline void rewrite_ipv4_udp(struct iphdr *ip, struct udphdr *udp,
+					     __be32 saddr, __be32 daddr, __be16 sport,
+					     __be16 dport)
+{
+	__u16 old_ttl_word = *(__u16 *)&ip->ttl;
+	__u32 ip_acc = csum_start(ip->check);
+	__u32 udp_acc;
+
+	csum_add_change32(&ip_acc, ip->saddr, saddr);
+	csum_add_change32(&ip_acc, ip->daddr, daddr);
+	ip->ttl = RELAY_TTL;
+	csum_add_change16(&ip_acc, old_ttl_word, *(__u16 *)&ip->ttl);
+	ip->check = csum_finish(ip_acc);
+
+	if (udp->check) {
+		udp_acc = csum_start(udp->check);
+		csum_add_change32(&udp_acc, ip->saddr, saddr);
+		csum_add_change32(&udp_acc, ip->daddr, daddr);
+		csum_add_change16(&udp_acc, udp->source, sport);
+		csum_add_change16(&udp_acc, udp->dest, dport);
+		udp->check = csum_finish(udp_acc);
+		if (!udp->check)
+			udp->check = 0xffff; /* a computed zero is sent as all ones */
+	}
+	ip->saddr = saddr;
+	ip->daddr = daddr;
+	udp->source = sport;
+	udp->dest = dport;
+}
+
+static __always_inline struct relay_stream_stats *lookup_stream_stats(const struct relay_target *t)
+{
+	__u32 slot = t->stats_slot;
+
+	return bpf_map_lookup_elem(&stream_stats, &slot);
+}
+
+SEC("xdp")
+int relay_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 frame_len = data_end - data;
+	struct cursor c = { .pos = data, .end = data_end };
+	struct bpf_fib_lookup fib = {};
+	struct relay_stream_stats *st;
+	struct relay_target *t;
+	struct relay_key key = {};
+	struct ethhdr *eth;
+	struct udphdr *udp;
+	struct iphdr *ip;
+	__be32 new_saddr, new_daddr;
+	__u32 action;
+	__be16 proto;
+	long rc;
+
+	eth = parse_eth(&c, &proto);
+	if (!eth)
+		return count(RELAY_CNT_PASS_MALFORMED, frame_len, XDP_PASS);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return count(RELAY_CNT_PASS_IPV6, frame_len, XDP_PASS);
+	if (proto != bpf_htons(ETH_P_IP))
+		return count(RELAY_CNT_PASS_NOT_IP, frame_len, XDP_PASS);
+
+	switch (parse_ipv4(&c, &ip)) {
+	case IPV4_OK:
+		break;
+	case IPV4_OPTIONS:
+		return count(RELAY_CNT_PASS_IP_OPTIONS, frame_len, XDP_PASS);
+	case IPV4_FRAGMENT:
+		return count(RELAY_CNT_PASS_FRAGMENT, frame_len, XDP_PASS);
+	case IPV4_NOT_UDP:
+		return count(RELAY_CNT_PASS_NOT_UDP, frame_len, XDP_PASS);
+	default:
+		return count(RELAY_CNT_PASS_MALFORMED, frame_len, XDP_PASS);
+	}
+	udp = parse_udp(&c, ip);
+	if (!udp)
+		return count(RELAY_CNT_PASS_MALFORMED, frame_len, XDP_PASS);
+
+	set_mapped_v4(key.addr, ip->daddr);
+	key.port = udp->dest;
+	t = bpf_map_lookup_elem(&streams, &key);
+	if (!t)
+		return count(RELAY_CNT_PASS_NO_STREAM, frame_len, XDP_PASS);
+	st = lookup_stream_stats(t);
+
+	if ((t->flags & RELAY_TF_STRICT_SOURCE) &&
+	    (ip->saddr != mapped_v4(t->expect_addr) || udp->source != t->expect_port)) {
+		if (st)
+			st->dropped++;
+		return count(RELAY_CNT_DROP_STRICT_SOURCE, frame_len, XDP_DROP);
+	}
+
+	/* Resolve the next hop before touching the packet, so a miss passes it
+	 * on unmodified and the kernel (ARP, ICMP) and relayd can handle it. */
+	new_saddr = mapped_v4(t->src_addr);
+	new_daddr = mapped_v4(t->peer_addr);
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = t->src_port;
+	fib.dport = t->peer_port;
+	fib.tot_len = bpf_ntohs(ip->tot_len);
+	fib.ipv4_src = new_saddr;
+	fib.ipv4_dst = new_daddr;
+	fib.ifindex = ctx->ingress_ifindex;
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		if (st)
+			st->passed++;
+		return count(RELAY_CNT_PASS_FIB_MISS, frame_len, XDP_PASS);
+	}
+
+	if (fib.ifindex == ctx->ingress_ifindex) {
+		action = XDP_TX;
+	} else {
+		/* Only sets up the redirect; returns the flags value on a miss. */
+		action = bpf_redirect_map(&tx_ports, fib.ifindex, XDP_PASS);
+		if (action != XDP_REDIRECT) {
+			if (st)
+				st->passed++;
+			return count(RELAY_CNT_PASS_NO_TX_PORT, frame_len, XDP_PASS);
+		}
+	}
+
+	rewrite_ipv4_udp(ip, udp, new_saddr, new_daddr, t->src_port, t->peer_port);
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+
+	if (st) {
+		st->packets++;
+		st->bytes += bpf_ntohs(udp->len) - sizeof(*udp);
+		st->last_seen_ns = bpf_ktime_get_coarse_ns();
+	}
+	return count(action == XDP_TX ? RELAY_CNT_FWD_TX : RELAY_CNT_FWD_REDIRECT, frame_len,
+		     action);
+}
+
+/*
+ * Transmit self-test: run with BPF_F_TEST_XDP_LIVE_FRAMES against an
+ * interface, it bounces a probe frame out through the driver's XDP transmit
+ * path. relayd watches the interface's drop counters to learn whether native
+ * XDP_TX really transmits there (on veth it does not unless the peer runs an
+ * XDP program).
+ */
+SEC("xdp")
+int relay_tx_probe(struct xdp_md *ctx)
+{
+	return XDP_TX;
+}
+
+/*
+ * Does nothing but let frames through. On veth, native XDP transmit only
+ * delivers frames to a peer that runs an XDP program of its own: attach this
+ * one to the far end of a veth pair (containers, test namespaces) so relayd
+ * can use native mode on the near end.
+ */
+SEC("xdp")
+int relay_peer_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}

@@ -1,0 +1,104 @@
+//! Forwarding backends behind one small trait.
+//!
+//! The call/session logic programs streams through [`Datapath`] and never
+//! knows whether packets move in XDP or elsewhere; tests use it the same way.
+
+use std::net::SocketAddr;
+
+use relay_common::{CounterId, StreamStats};
+
+pub mod xdp;
+
+/// One forwarding entry: packets arriving at `local` go to `peer`, leaving
+/// the relay from `source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Relay address and port the packets arrive at (the key).
+    pub local: SocketAddr,
+    /// Where they are sent (the other party).
+    pub peer: SocketAddr,
+    /// Relay address and port they leave from.
+    pub source: SocketAddr,
+    /// With `Some`, packets from any other sender are dropped (strict-source).
+    pub strict_source: Option<SocketAddr>,
+    /// Slot of this stream's counters; the caller allocates slots.
+    pub stats_slot: u32,
+}
+
+/// Program-wide counters summed over CPUs, indexed by [`CounterId`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// (packets, bytes) per counter, in [`CounterId::ALL`] order.
+    pub values: Vec<(u64, u64)>,
+}
+
+impl Counters {
+    /// Packets counted under `id`.
+    pub fn packets(&self, id: CounterId) -> u64 {
+        self.values.get(id as usize).map_or(0, |v| v.0)
+    }
+
+    /// Bytes counted under `id`.
+    pub fn bytes(&self, id: CounterId) -> u64 {
+        self.values.get(id as usize).map_or(0, |v| v.1)
+    }
+
+    /// Packets forwarded in the kernel (TX + redirect).
+    pub fn forwarded(&self) -> u64 {
+        CounterId::ALL.iter().filter(|c| c.is_forwarded()).map(|c| self.packets(*c)).sum()
+    }
+
+    /// Per-counter difference `self - earlier` (for tests and rates).
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        let values = CounterId::ALL
+            .iter()
+            .map(|&id| {
+                let (p, b) = (self.packets(id), self.bytes(id));
+                (p.saturating_sub(earlier.packets(id)), b.saturating_sub(earlier.bytes(id)))
+            })
+            .collect();
+        Counters { values }
+    }
+}
+
+/// Errors of a datapath backend.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// IPv6 streams are not in the fast path yet.
+    #[error("stream {0}: IPv6 is not supported by the fast path yet")]
+    Ipv6Unsupported(SocketAddr),
+    /// The stream table or a map operation failed.
+    #[error("{op} failed: {source}")]
+    Map {
+        /// What was being done.
+        op: &'static str,
+        /// The aya error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A system call outside the map API failed.
+    #[error("{op} failed: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No stream is installed for that local address.
+    #[error("no stream installed for {0}")]
+    NoSuchStream(SocketAddr),
+}
+
+/// What the session layer needs from a forwarding backend.
+pub trait Datapath {
+    /// Installs `stream`, replacing any entry for the same local address, and
+    /// zeroes its counters slot.
+    fn install(&mut self, stream: &StreamSpec) -> Result<(), DatapathError>;
+    /// Removes the entry for `local`.
+    fn remove(&mut self, local: SocketAddr) -> Result<(), DatapathError>;
+    /// Counters of one stream slot, summed over CPUs.
+    fn stream_stats(&self, stats_slot: u32) -> Result<StreamStats, DatapathError>;
+    /// Program-wide counters, summed over CPUs.
+    fn counters(&self) -> Result<Counters, DatapathError>;
+}

@@ -1,0 +1,495 @@
+//! The XDP datapath: loads the embedded object, attaches it to interfaces,
+//! pins maps and links under a per-instance bpffs directory, and programs
+//! streams into the maps.
+//!
+//! Attach policy ([`ModePolicy::Auto`]): native on every interface, then the
+//! transmit self-test ([`selftest`]) on every interface; if the driver
+//! refuses native mode or any interface loses probe frames, every interface
+//! is re-attached in generic mode. All or nothing, because a frame
+//! redirected from a native interface leaves through the target's native
+//! transmit path even when the target itself runs generic.
+
+pub mod maps;
+pub mod object;
+pub mod selftest;
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    pin::PinError,
+    programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use relay_common::{
+    IfaceStatus, StreamStats, ABI_VERSION, MAP_COUNTERS, MAP_IFACES, MAP_STREAMS,
+    MAP_STREAM_STATS, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
+    MODE_REASON_NATIVE_REFUSED, MODE_REASON_NATIVE_TX_LOST, XDP_MODE_GENERIC, XDP_MODE_NATIVE,
+};
+use relay_ebpf::{PROGRAM_RELAY, PROGRAM_TX_PROBE};
+
+pub use self::maps::RelayMaps;
+use self::selftest::{probe_native_tx, ProbeError, TxProbe};
+use super::{Counters, Datapath, DatapathError, StreamSpec};
+use crate::{bpffs, netdev};
+
+/// Default bpffs directory for one relayd instance.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xrelay/default";
+
+/// How to attach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModePolicy {
+    /// Native if it attaches and transmits on every interface, else generic.
+    #[default]
+    Auto,
+    /// Native or fail (also when the transmit self-test fails).
+    Native,
+    /// Generic (SKB) mode: slower, works on every interface.
+    Generic,
+}
+
+/// Mode an interface ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Driver (native) XDP.
+    Native,
+    /// Generic (SKB) XDP.
+    Generic,
+}
+
+impl AttachMode {
+    fn abi(self) -> u32 {
+        match self {
+            AttachMode::Native => XDP_MODE_NATIVE,
+            AttachMode::Generic => XDP_MODE_GENERIC,
+        }
+    }
+
+    fn xdp(self) -> XdpMode {
+        match self {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+/// Why an interface is in its mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModeReason {
+    /// Native attach and the transmit self-test passed.
+    NativeOk,
+    /// The driver refused native XDP (the kernel's error).
+    NativeRefused(String),
+    /// Native XDP transmit lost the self-test frames (or could not be shown
+    /// to deliver them) on this interface.
+    NativeTxLost {
+        /// Interface that failed the probe.
+        iface: String,
+        /// What the probe saw.
+        probe: TxProbe,
+    },
+    /// The operator asked for this mode.
+    Configured,
+}
+
+impl ModeReason {
+    fn abi(&self) -> u32 {
+        match self {
+            ModeReason::NativeOk => MODE_REASON_NATIVE_OK,
+            ModeReason::NativeRefused(_) => MODE_REASON_NATIVE_REFUSED,
+            ModeReason::NativeTxLost { .. } => MODE_REASON_NATIVE_TX_LOST,
+            ModeReason::Configured => MODE_REASON_CONFIGURED,
+        }
+    }
+}
+
+impl fmt::Display for ModeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModeReason::NativeOk => write!(f, "native attach and transmit self-test passed"),
+            ModeReason::NativeRefused(e) => write!(f, "the driver refused native XDP: {e}"),
+            ModeReason::NativeTxLost { iface, probe } => {
+                let sent = selftest::PROBE_FRAMES;
+                match probe {
+                    TxProbe::Dropped(n) => write!(f, "native XDP transmit on {iface} dropped {n} of {sent} self-test frames")?,
+                    _ => write!(f, "native XDP transmit on {iface} did not account for its {sent} self-test frames")?,
+                }
+                write!(f, " (on veth the peer needs an XDP program of its own)")
+            }
+            ModeReason::Configured => write!(f, "configured"),
+        }
+    }
+}
+
+/// Human text for an `IfaceStatus.reason` read back from the map.
+pub fn reason_text(reason: u32) -> &'static str {
+    match reason {
+        MODE_REASON_NATIVE_OK => "native attach and transmit self-test passed",
+        MODE_REASON_NATIVE_REFUSED => "the driver refused native XDP",
+        MODE_REASON_NATIVE_TX_LOST => {
+            "native XDP transmit lost its self-test frames (veth peer without an XDP program?)"
+        }
+        MODE_REASON_CONFIGURED => "configured by the operator",
+        _ => "unknown",
+    }
+}
+
+/// Human text for an `IfaceStatus.mode` read back from the map.
+pub fn mode_text(mode: u32) -> &'static str {
+    match mode {
+        XDP_MODE_NATIVE => "native",
+        XDP_MODE_GENERIC => "generic",
+        _ => "none",
+    }
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct XdpConfig {
+    /// Interfaces to attach to (names in the current network namespace).
+    pub interfaces: Vec<String>,
+    /// Instance directory on bpffs; maps and links go below it.
+    pub pin_dir: PathBuf,
+    /// Attach policy.
+    pub mode: ModePolicy,
+    /// Size of the forwarding table and the stream counters array.
+    pub max_streams: u32,
+}
+
+/// Errors starting or running the XDP datapath.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// The embedded object is not compatible.
+    #[error(transparent)]
+    Object(#[from] object::ObjectError),
+    /// No bpffs to pin into.
+    #[error(transparent)]
+    Bpffs(#[from] bpffs::BpffsError),
+    /// An interface does not exist.
+    #[error(transparent)]
+    Netdev(#[from] netdev::NetdevError),
+    /// Loading the object into the kernel failed.
+    #[error("loading the BPF object: {0}")]
+    Load(#[source] EbpfError),
+    /// A program operation failed.
+    #[error("{op}: {source}")]
+    Program {
+        /// What was being done.
+        op: String,
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// Pinning failed.
+    #[error("pinning {path}: {source}")]
+    Pin {
+        /// Pin path.
+        path: PathBuf,
+        /// aya's error.
+        #[source]
+        source: PinError,
+    },
+    /// A map operation failed.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// The transmit self-test could not run.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// `--xdp-mode=native` but native mode does not work here.
+    #[error("native XDP does not work here: {0}; use --xdp-mode=auto or generic")]
+    NativeUnusable(ModeReason),
+    /// Adding an interface to the redirect map failed.
+    #[error("adding an interface to tx_ports: {0}")]
+    TxPort(#[source] aya::maps::xdp::XdpMapError),
+    /// Turning an attachment into a pinnable link failed.
+    #[error("XDP link: {0}")]
+    Link(#[source] aya::programs::links::LinkError),
+    /// No interface given.
+    #[error("no interface to attach to")]
+    NoInterfaces,
+}
+
+impl XdpError {
+    /// Whether the root cause is a permission error (no root / CAP_BPF).
+    pub fn is_permission_denied(&self) -> bool {
+        let mut source: Option<&dyn std::error::Error> = Some(self);
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.raw_os_error() == Some(libc::EPERM) {
+                    return true;
+                }
+            }
+            source = e.source();
+        }
+        false
+    }
+}
+
+/// One interface the program is attached to.
+#[derive(Debug)]
+pub struct Attachment {
+    /// Interface name.
+    pub iface: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Mode it runs in.
+    pub mode: AttachMode,
+    /// Why.
+    pub reason: ModeReason,
+    link: Option<PinnedLink>,
+}
+
+/// The running XDP datapath. Call [`XdpDatapath::shutdown`] to detach and
+/// unpin; dropping it without that detaches but leaves the map pins.
+#[derive(Debug)]
+pub struct XdpDatapath {
+    ebpf: Ebpf,
+    maps: RelayMaps,
+    dir: PathBuf,
+    attachments: Vec<Attachment>,
+}
+
+/// Where the maps and links of an instance live: versioned, so a relayd of
+/// another ABI never reuses these pins.
+pub fn versioned_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join(format!("abi-v{ABI_VERSION}"))
+}
+
+const MAP_NAMES: [&str; 5] = [MAP_STREAMS, MAP_STREAM_STATS, MAP_COUNTERS, MAP_TX_PORTS, MAP_IFACES];
+
+fn link_pin(dir: &Path, iface: &str) -> PathBuf {
+    dir.join(format!("link_{iface}"))
+}
+
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, XdpError> {
+    let program = ebpf.program_mut(name).ok_or_else(|| XdpError::Program {
+        op: format!("finding program {name}"),
+        source: ProgramError::UnexpectedProgramType,
+    })?;
+    program.try_into().map_err(|source| XdpError::Program { op: format!("program {name}"), source })
+}
+
+impl XdpDatapath {
+    /// Loads, attaches and pins. Must run in the interfaces' network namespace.
+    pub fn start(config: &XdpConfig) -> Result<Self, XdpError> {
+        if config.interfaces.is_empty() {
+            return Err(XdpError::NoInterfaces);
+        }
+        let elf = relay_ebpf::relay_object();
+        object::verify(elf)?;
+        let ifindexes = config
+            .interfaces
+            .iter()
+            .map(|name| netdev::ifindex(name))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let dir = versioned_dir(&config.pin_dir);
+        bpffs::ensure_pin_dir(&dir)?;
+        for iface in &config.interfaces {
+            release_stale_link(&dir, iface);
+        }
+
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&dir)
+            .map_max_entries(MAP_STREAMS, config.max_streams)
+            .map_max_entries(MAP_STREAM_STATS, config.max_streams)
+            .load(elf)
+            .map_err(XdpError::Load)?;
+        for name in [PROGRAM_RELAY, PROGRAM_TX_PROBE] {
+            program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| XdpError::Program { op: format!("loading {name}"), source })?;
+        }
+        let mut maps = RelayMaps::take(&mut ebpf)?;
+        for &ifindex in &ifindexes {
+            maps.tx_ports.insert(ifindex, ifindex, None, 0).map_err(XdpError::TxPort)?;
+        }
+
+        let mut datapath = XdpDatapath { ebpf, maps, dir, attachments: Vec::new() };
+        datapath.attach_all(config, &ifindexes)?;
+        datapath.record_statuses()?;
+        Ok(datapath)
+    }
+
+    /// The interfaces and how each is attached.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// The versioned pin directory of this instance.
+    pub fn pin_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The maps, for readers such as tests and benchmarks.
+    pub fn maps(&self) -> &RelayMaps {
+        &self.maps
+    }
+
+    /// The loaded forwarding program (for BPF_PROG_TEST_RUN).
+    pub fn relay_program(&mut self) -> Result<&mut Xdp, XdpError> {
+        program_mut(&mut self.ebpf, PROGRAM_RELAY)
+    }
+
+    fn attach_all(&mut self, config: &XdpConfig, ifindexes: &[u32]) -> Result<(), XdpError> {
+        let (first_mode, reason) = match config.mode {
+            ModePolicy::Generic => (AttachMode::Generic, ModeReason::Configured),
+            ModePolicy::Auto | ModePolicy::Native => (AttachMode::Native, ModeReason::NativeOk),
+        };
+        let outcome = self.attach_each(config, ifindexes, first_mode, reason.clone());
+        let fallback_reason = match (outcome, first_mode) {
+            (Ok(()), AttachMode::Generic) => return Ok(()),
+            (Ok(()), AttachMode::Native) => match self.probe_all()? {
+                None => return Ok(()),
+                Some(lost) => lost,
+            },
+            (Err(XdpError::Program { source, .. }), AttachMode::Native) => {
+                ModeReason::NativeRefused(source.to_string())
+            }
+            (Err(e), _) => return Err(e),
+        };
+        self.detach_all();
+        if config.mode == ModePolicy::Native {
+            return Err(XdpError::NativeUnusable(fallback_reason));
+        }
+        tracing::warn!(reason = %fallback_reason, "falling back to generic XDP on every interface");
+        self.attach_each(config, ifindexes, AttachMode::Generic, fallback_reason)
+    }
+
+    fn attach_each(
+        &mut self,
+        config: &XdpConfig,
+        ifindexes: &[u32],
+        mode: AttachMode,
+        reason: ModeReason,
+    ) -> Result<(), XdpError> {
+        for (iface, &ifindex) in config.interfaces.iter().zip(ifindexes) {
+            let program = program_mut(&mut self.ebpf, PROGRAM_RELAY)?;
+            let attach_err = |source| XdpError::Program { op: format!("attaching to {iface}"), source };
+            let id = program.attach_to_if_index(ifindex, mode.xdp()).map_err(attach_err)?;
+            let link = program.take_link(id).map_err(attach_err)?;
+            let path = link_pin(&self.dir, iface);
+            let pinned = FdLink::try_from(link)
+                .map_err(XdpError::Link)?
+                .pin(&path)
+                .map_err(|source| XdpError::Pin { path: path.clone(), source })?;
+            tracing::info!(%iface, ifindex, ?mode, %reason, "XDP program attached");
+            self.attachments.push(Attachment {
+                iface: iface.clone(),
+                ifindex,
+                mode,
+                reason: reason.clone(),
+                link: Some(pinned),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the transmit self-test on every native attachment; the first
+    /// interface that loses frames is the reason to fall back.
+    fn probe_all(&mut self) -> Result<Option<ModeReason>, XdpError> {
+        let probe = program_mut(&mut self.ebpf, PROGRAM_TX_PROBE)?;
+        for a in &self.attachments {
+            match probe_native_tx(probe, &a.iface)? {
+                TxProbe::Transmitted => {}
+                probe => {
+                    return Ok(Some(ModeReason::NativeTxLost { iface: a.iface.clone(), probe }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn detach_all(&mut self) {
+        for mut a in self.attachments.drain(..) {
+            if let Some(link) = a.link.take() {
+                detach_pinned(link, &a.iface);
+            }
+        }
+    }
+
+    fn record_statuses(&mut self) -> Result<(), XdpError> {
+        for a in &self.attachments {
+            let mut name = [0u8; 16];
+            let bytes = a.iface.as_bytes();
+            name[..bytes.len().min(15)].copy_from_slice(&bytes[..bytes.len().min(15)]);
+            let status = IfaceStatus {
+                ifindex: a.ifindex,
+                mode: a.mode.abi(),
+                reason: a.reason.abi(),
+                _pad: 0,
+                name,
+            };
+            self.maps.ifaces.insert(a.ifindex, status, 0).map_err(|source| {
+                DatapathError::Map { op: "recording interface status", source }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Detaches from every interface and removes this instance's pins.
+    pub fn shutdown(mut self) {
+        self.detach_all();
+        for name in MAP_NAMES {
+            let path = self.dir.join(name);
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "could not unpin map");
+                }
+            }
+        }
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove pin directory");
+        }
+        if let Some(parent) = self.dir.parent() {
+            // The instance directory goes too when nothing else lives there.
+            let _ = std::fs::remove_dir(parent);
+        }
+        tracing::info!("XDP datapath detached and unpinned");
+    }
+}
+
+/// A pinned link left behind by a relayd that did not shut down cleanly:
+/// unpin it so its program detaches and ours can attach.
+fn release_stale_link(dir: &Path, iface: &str) {
+    let path = link_pin(dir, iface);
+    if !path.exists() {
+        return;
+    }
+    match PinnedLink::from_pin(&path) {
+        Ok(link) => {
+            tracing::warn!(%iface, path = %path.display(), "replacing a stale XDP link");
+            detach_pinned(link, iface);
+        }
+        Err(e) => tracing::warn!(%iface, error = %e, "stale link pin unreadable"),
+    }
+}
+
+fn detach_pinned(link: PinnedLink, iface: &str) {
+    match link.unpin() {
+        // Dropping the last reference to the link detaches the program.
+        Ok(fd_link) => drop(fd_link),
+        Err(e) => tracing::warn!(%iface, error = %e, "could not unpin XDP link"),
+    }
+}
+
+impl Datapath for XdpDatapath {
+    fn install(&mut self, stream: &StreamSpec) -> Result<(), DatapathError> {
+        self.maps.install(stream)
+    }
+
+    fn remove(&mut self, local: SocketAddr) -> Result<(), DatapathError> {
+        self.maps.remove(local)
+    }
+
+    fn stream_stats(&self, stats_slot: u32) -> Result<StreamStats, DatapathError> {
+        self.maps.stream_stats(stats_slot)
+    }
+
+    fn counters(&self) -> Result<Counters, DatapathError> {
+        self.maps.counters()
+    }
+}

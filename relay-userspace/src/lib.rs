@@ -1,0 +1,11 @@
+//! xrelay userspace: the library behind `relayd` and `relayctl`.
+//!
+//! - [`datapath`]: the forwarding backend trait and its XDP implementation.
+//! - [`bpffs`]: making sure a BPF filesystem is there to pin into.
+//! - [`netdev`]: interface lookups (index, name, MAC, drop counters).
+//! - [`static_stream`]: the `--static-stream` syntax of relayd.
+
+pub mod bpffs;
+pub mod datapath;
+pub mod netdev;
+pub mod static_stream;

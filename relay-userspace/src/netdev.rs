@@ -1,0 +1,252 @@
+//! Network interface facts relayd needs: index, name, MAC, driver and
+//! statistics.
+//!
+//! Everything goes through sockets (ioctl, getifaddrs' netlink dump) rather
+//! than /sys/class/net, because sysfs shows the network namespace it was
+//! mounted in, not the one the calling thread is in.
+
+use std::{
+    ffi::{CStr, CString},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
+
+/// Why an interface fact could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    /// No interface of that name in this network namespace.
+    #[error("no network interface named {0:?} here (see `ip link`)")]
+    NoSuchInterface(String),
+    /// No interface with that index in this network namespace.
+    #[error("no network interface with index {0}")]
+    NoSuchIndex(u32),
+    /// A system call failed.
+    #[error("{call} on {iface}: {source}")]
+    Sys {
+        /// The call.
+        call: &'static str,
+        /// The interface.
+        iface: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The index of interface `name`.
+pub fn ifindex(name: &str) -> Result<u32, NetdevError> {
+    let c = CString::new(name).map_err(|_| NetdevError::NoSuchInterface(name.to_owned()))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(NetdevError::NoSuchInterface(name.to_owned()));
+    }
+    Ok(index)
+}
+
+/// The name of interface `index`.
+pub fn ifname(index: u32) -> Result<String, NetdevError> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(NetdevError::NoSuchIndex(index));
+    }
+    // SAFETY: on success if_indextoname wrote a NUL-terminated name into buf.
+    let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
+    Ok(name.to_string_lossy().into_owned())
+}
+
+fn sys_err(call: &'static str, iface: &str) -> NetdevError {
+    NetdevError::Sys { call, iface: iface.to_owned(), source: std::io::Error::last_os_error() }
+}
+
+/// A datagram socket to issue interface ioctls on (in this thread's netns).
+fn ioctl_socket(iface: &str) -> Result<OwnedFd, NetdevError> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(sys_err("socket", iface));
+    }
+    // SAFETY: fd is a freshly created, owned descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn ifreq_for(iface: &str) -> Result<libc::ifreq, NetdevError> {
+    let bytes = iface.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IF_NAMESIZE || bytes.contains(&0) {
+        return Err(NetdevError::NoSuchInterface(iface.to_owned()));
+    }
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    Ok(req)
+}
+
+/// The interface's MAC address.
+pub fn mac(iface: &str) -> Result<[u8; 6], NetdevError> {
+    let sock = ioctl_socket(iface)?;
+    let mut req = ifreq_for(iface)?;
+    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr inside `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
+        return Err(sys_err("SIOCGIFHWADDR", iface));
+    }
+    // SAFETY: the ioctl succeeded, so the hwaddr member of the union is set.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (dst, src) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *dst = *src as u8;
+    }
+    Ok(mac)
+}
+
+/// The generic link counters relayd looks at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Frames transmitted (veth also counts XDP frames handed to its peer).
+    pub tx_packets: u64,
+    /// Frames the driver dropped on transmit.
+    pub tx_dropped: u64,
+}
+
+/// Indices in `struct rtnl_link_stats` (linux/if_link.h).
+const RTNL_TX_PACKETS: usize = 1;
+const RTNL_TX_DROPPED: usize = 7;
+
+/// Link counters of `iface` (from the kernel's netlink dump, via getifaddrs).
+pub fn link_stats(iface: &str) -> Result<LinkStats, NetdevError> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } < 0 {
+        return Err(sys_err("getifaddrs", iface));
+    }
+    let mut found = None;
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) };
+        let is_link = !ifa.ifa_addr.is_null()
+            // SAFETY: ifa_addr is non-null and points at a sockaddr.
+            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_PACKET;
+        if is_link && name.to_bytes() == iface.as_bytes() && !ifa.ifa_data.is_null() {
+            // SAFETY: for AF_PACKET entries ifa_data points at a struct
+            // rtnl_link_stats: 23 u32 counters, of which we read the first 8.
+            let stats = unsafe { std::slice::from_raw_parts(ifa.ifa_data as *const u32, 8) };
+            found = Some(LinkStats {
+                tx_packets: u64::from(stats[RTNL_TX_PACKETS]),
+                tx_dropped: u64::from(stats[RTNL_TX_DROPPED]),
+            });
+            break;
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    found.ok_or_else(|| NetdevError::NoSuchInterface(iface.to_owned()))
+}
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GDRVINFO: u32 = 0x3;
+const ETHTOOL_GSTRINGS: u32 = 0x1b;
+const ETHTOOL_GSTATS: u32 = 0x1d;
+const ETH_SS_STATS: u32 = 1;
+const ETH_GSTRING_LEN: usize = 32;
+/// `struct ethtool_drvinfo`: size and the offsets relayd reads.
+const DRVINFO_LEN: usize = 196;
+const DRVINFO_DRIVER: std::ops::Range<usize> = 4..36;
+const DRVINFO_N_STATS: usize = 180;
+
+fn ethtool(iface: &str, buf: &mut [u64]) -> Result<(), NetdevError> {
+    let sock = ioctl_socket(iface)?;
+    let mut req = ifreq_for(iface)?;
+    req.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
+    // SAFETY: SIOCETHTOOL reads the command at the start of `buf` and writes
+    // at most as much as that command's header says `buf` holds.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) } < 0 {
+        return Err(sys_err("SIOCETHTOOL", iface));
+    }
+    Ok(())
+}
+
+fn as_bytes_mut(buf: &mut [u64]) -> &mut [u8] {
+    let len = std::mem::size_of_val(buf);
+    // SAFETY: u64 has no invalid bit patterns and u8 has alignment 1.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), len) }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Driver name and number of ethtool statistics.
+fn drvinfo(iface: &str) -> Result<(String, usize), NetdevError> {
+    let mut buf = vec![0u64; DRVINFO_LEN.div_ceil(8)];
+    as_bytes_mut(&mut buf)[..4].copy_from_slice(&ETHTOOL_GDRVINFO.to_ne_bytes());
+    ethtool(iface, &mut buf)?;
+    let bytes = as_bytes_mut(&mut buf);
+    let raw = &bytes[DRVINFO_DRIVER];
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let driver = String::from_utf8_lossy(&raw[..end]).into_owned();
+    Ok((driver, u32_at(bytes, DRVINFO_N_STATS) as usize))
+}
+
+/// The interface's driver name (`veth`, `ena`, ...).
+pub fn driver(iface: &str) -> Result<String, NetdevError> {
+    drvinfo(iface).map(|(driver, _)| driver)
+}
+
+/// Every driver statistic `ethtool -S` shows, by name.
+pub fn ethtool_stats(iface: &str) -> Result<Vec<(String, u64)>, NetdevError> {
+    let (_, n) = drvinfo(iface)?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut names = vec![0u64; (12 + n * ETH_GSTRING_LEN).div_ceil(8)];
+    {
+        let b = as_bytes_mut(&mut names);
+        b[0..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
+        b[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
+        b[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
+    }
+    ethtool(iface, &mut names)?;
+    let mut values = vec![0u64; 1 + n];
+    {
+        let b = as_bytes_mut(&mut values);
+        b[0..4].copy_from_slice(&ETHTOOL_GSTATS.to_ne_bytes());
+        b[4..8].copy_from_slice(&(n as u32).to_ne_bytes());
+    }
+    ethtool(iface, &mut values)?;
+    let name_bytes = as_bytes_mut(&mut names);
+    let out = (0..n)
+        .map(|i| {
+            let raw = &name_bytes[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN];
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            (String::from_utf8_lossy(&raw[..end]).into_owned(), values[1 + i])
+        })
+        .collect();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_known() {
+        let index = ifindex("lo").expect("lo exists in every namespace");
+        assert_eq!(ifname(index).unwrap(), "lo");
+        assert_eq!(mac("lo").unwrap(), [0; 6]);
+        link_stats("lo").expect("lo has link stats");
+    }
+
+    #[test]
+    fn unknown_interface_is_a_clear_error() {
+        let err = ifindex("nope-not-here").unwrap_err();
+        assert!(err.to_string().contains("nope-not-here"), "{err}");
+        assert!(link_stats("nope-not-here").is_err());
+        assert!(mac("nope-not-here").is_err());
+    }
+}

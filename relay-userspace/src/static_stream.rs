@@ -1,0 +1,78 @@
+//! `--static-stream` entries: forwarding set up at start-up without any
+//! signalling, for demos, tests and fixed trunks.
+//!
+//! Syntax: `LOCAL=PEER[,src=ADDR:PORT][,strict=ADDR:PORT]` where every
+//! address is `IP:PORT`. `src` defaults to LOCAL; `strict` makes the kernel
+//! drop packets from any other sender.
+
+use std::net::SocketAddr;
+
+use crate::datapath::StreamSpec;
+
+/// A malformed `--static-stream` value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bad --static-stream {input:?}: {reason} (expected LOCAL=PEER[,src=IP:PORT][,strict=IP:PORT])")]
+pub struct StaticStreamError {
+    input: String,
+    reason: String,
+}
+
+/// Parses one entry; `stats_slot` is assigned by the caller.
+pub fn parse(input: &str, stats_slot: u32) -> Result<StreamSpec, StaticStreamError> {
+    let fail = |reason: String| StaticStreamError { input: input.to_owned(), reason };
+    let addr = |text: &str, what: &str| -> Result<SocketAddr, StaticStreamError> {
+        text.trim().parse().map_err(|_| fail(format!("{what} {text:?} is not IP:PORT")))
+    };
+    let mut parts = input.split(',');
+    let head = parts.next().unwrap_or_default();
+    let (local, peer) = head.split_once('=').ok_or_else(|| fail("missing `=`".into()))?;
+    let local = addr(local, "LOCAL")?;
+    let mut spec = StreamSpec {
+        local,
+        peer: addr(peer, "PEER")?,
+        source: local,
+        strict_source: None,
+        stats_slot,
+    };
+    for option in parts {
+        match option.split_once('=') {
+            Some(("src", v)) => spec.source = addr(v, "src")?,
+            Some(("strict", v)) => spec.strict_source = Some(addr(v, "strict")?),
+            _ => return Err(fail(format!("unknown option {option:?}"))),
+        }
+    }
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_form() {
+        let s = parse("10.0.0.1:30000=10.0.2.2:4000,src=10.0.2.1:30002,strict=10.0.1.2:5000", 7)
+            .unwrap();
+        assert_eq!(s.local, "10.0.0.1:30000".parse().unwrap());
+        assert_eq!(s.peer, "10.0.2.2:4000".parse().unwrap());
+        assert_eq!(s.source, "10.0.2.1:30002".parse().unwrap());
+        assert_eq!(s.strict_source, Some("10.0.1.2:5000".parse().unwrap()));
+        assert_eq!(s.stats_slot, 7);
+    }
+
+    #[test]
+    fn source_defaults_to_local() {
+        let s = parse("10.0.0.1:30000=10.0.2.2:4000", 0).unwrap();
+        assert_eq!(s.source, s.local);
+        assert_eq!(s.strict_source, None);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert!(parse("10.0.0.1:30000", 0).unwrap_err().to_string().contains("missing `=`"));
+        assert!(parse("10.0.0.1=10.0.2.2:4000", 0).unwrap_err().to_string().contains("LOCAL"));
+        assert!(parse("10.0.0.1:1=10.0.2.2:4000,bogus=1", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown option"));
+    }
+}
