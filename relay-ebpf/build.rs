@@ -24,14 +24,16 @@ fn main() {
     let src = manifest.join("src").join(format!("{PROGRAM}.bpf.c"));
     let obj = out_dir.join(format!("{PROGRAM}.bpf.o"));
     let mut cmd = Command::new(&clang);
-    cmd.args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-mcpu=v3"])
-        .arg(format!("-I{}", manifest.join("include").display()))
-        .args(multiarch_include())
-        .args(&extra)
-        .arg("-c")
-        .arg(&src)
-        .arg("-o")
-        .arg(&obj);
+    cmd.args([
+        "-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-mcpu=v3",
+    ])
+    .arg(format!("-I{}", manifest.join("include").display()))
+    .args(multiarch_include())
+    .args(&extra)
+    .arg("-c")
+    .arg(&src)
+    .arg("-o")
+    .arg(&obj);
 
     let status = match cmd.status() {
         Ok(status) => status,

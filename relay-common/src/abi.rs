@@ -77,7 +77,13 @@ pub struct StreamStats {
 impl StreamStats {
     /// Folds one CPU's copy into a total: sums, except the timestamp (max).
     pub fn accumulate(&mut self, other: &Self) {
-        let Self { packets, bytes, dropped, passed, last_seen_ns } = other;
+        let Self {
+            packets,
+            bytes,
+            dropped,
+            passed,
+            last_seen_ns,
+        } = other;
         self.packets += packets;
         self.bytes += bytes;
         self.dropped += dropped;
@@ -295,13 +301,26 @@ impl fmt::Display for AbiMismatch {
                 write!(f, "not an xrelay object (ABI magic {found:#x})")
             }
             AbiMismatch::Version { found, expected } => {
-                write!(f, "object has ABI version {found}, this relayd speaks {expected}")
+                write!(
+                    f,
+                    "object has ABI version {found}, this relayd speaks {expected}"
+                )
             }
             AbiMismatch::Counters { found, expected } => {
-                write!(f, "object has {found} counters, this relayd expects {expected}")
+                write!(
+                    f,
+                    "object has {found} counters, this relayd expects {expected}"
+                )
             }
-            AbiMismatch::Layout { what, found, expected } => {
-                write!(f, "{what} is {found} in the object but {expected} in relay-common")
+            AbiMismatch::Layout {
+                what,
+                found,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "{what} is {found} in the object but {expected} in relay-common"
+                )
             }
         }
     }
@@ -337,7 +356,13 @@ pub fn parse_meta(bytes: &[u8]) -> Option<AbiMeta> {
     for (i, slot) in layout.iter_mut().enumerate() {
         *slot = word(4 + i);
     }
-    Some(AbiMeta { magic: word(0), version: word(1), counter_max: word(2), layout_len: word(3), layout })
+    Some(AbiMeta {
+        magic: word(0),
+        version: word(1),
+        counter_max: word(2),
+        layout_len: word(3),
+        layout,
+    })
 }
 
 /// Compares an object's table with [`expected_meta`]; the first difference wins.
@@ -347,7 +372,10 @@ pub fn check_meta(found: &AbiMeta) -> Result<(), AbiMismatch> {
         return Err(AbiMismatch::Magic { found: found.magic });
     }
     if found.version != expected.version {
-        return Err(AbiMismatch::Version { found: found.version, expected: expected.version });
+        return Err(AbiMismatch::Version {
+            found: found.version,
+            expected: expected.version,
+        });
     }
     if found.counter_max != expected.counter_max {
         return Err(AbiMismatch::Counters {
@@ -364,7 +392,11 @@ pub fn check_meta(found: &AbiMeta) -> Result<(), AbiMismatch> {
     }
     for ((what, want), got) in LAYOUT.iter().zip(found.layout.iter()) {
         if want != got {
-            return Err(AbiMismatch::Layout { what, found: *got, expected: *want });
+            return Err(AbiMismatch::Layout {
+                what,
+                found: *got,
+                expected: *want,
+            });
         }
     }
     Ok(())
@@ -397,20 +429,38 @@ mod tests {
     #[test]
     fn a_moved_field_is_named() {
         let mut meta = expected_meta();
-        let idx = LAYOUT.iter().position(|(n, _)| *n == "StreamTarget.flags").unwrap();
+        let idx = LAYOUT
+            .iter()
+            .position(|(n, _)| *n == "StreamTarget.flags")
+            .unwrap();
         meta.layout[idx] += 4;
         let err = check_meta(&meta).unwrap_err();
-        assert!(matches!(err, AbiMismatch::Layout { what: "StreamTarget.flags", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                AbiMismatch::Layout {
+                    what: "StreamTarget.flags",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn version_and_magic_are_checked() {
         let mut meta = expected_meta();
         meta.version += 1;
-        assert!(matches!(check_meta(&meta), Err(AbiMismatch::Version { .. })));
+        assert!(matches!(
+            check_meta(&meta),
+            Err(AbiMismatch::Version { .. })
+        ));
         meta = expected_meta();
         meta.magic = 0;
-        assert!(matches!(check_meta(&meta), Err(AbiMismatch::Magic { found: 0 })));
+        assert!(matches!(
+            check_meta(&meta),
+            Err(AbiMismatch::Magic { found: 0 })
+        ));
     }
 
     #[test]

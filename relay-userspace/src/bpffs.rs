@@ -43,7 +43,9 @@ pub enum BpffsError {
 
 /// Whether `path` (which must exist) is on a bpffs.
 pub fn is_bpffs(path: &Path) -> bool {
-    statfs(path).map(|s| s.filesystem_type() == BPF_FS_MAGIC).unwrap_or(false)
+    statfs(path)
+        .map(|s| s.filesystem_type() == BPF_FS_MAGIC)
+        .unwrap_or(false)
 }
 
 /// Makes sure `dir` exists on a bpffs, mounting bpffs at [`DEFAULT_MOUNT`]
@@ -55,17 +57,24 @@ pub fn ensure_pin_dir(dir: &Path) -> Result<(), BpffsError> {
             path: mount_point.to_owned(),
             source,
         })?;
-        mount(Some("bpf"), mount_point, Some("bpf"), MsFlags::empty(), None::<&str>).map_err(
-            |source| BpffsError::NotMounted {
-                path: dir.to_owned(),
-                mount_point: mount_point.to_owned(),
-                source,
-            },
-        )?;
+        mount(
+            Some("bpf"),
+            mount_point,
+            Some("bpf"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|source| BpffsError::NotMounted {
+            path: dir.to_owned(),
+            mount_point: mount_point.to_owned(),
+            source,
+        })?;
         tracing::info!(mount_point = %mount_point.display(), "mounted bpffs");
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|source| BpffsError::CreateDir { path: dir.to_owned(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| BpffsError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })?;
     if !is_bpffs(dir) {
         return Err(BpffsError::NotMounted {
             path: dir.to_owned(),

@@ -57,7 +57,11 @@ pub fn ifname(index: u32) -> Result<String, NetdevError> {
 }
 
 fn sys_err(call: &'static str, iface: &str) -> NetdevError {
-    NetdevError::Sys { call, iface: iface.to_owned(), source: std::io::Error::last_os_error() }
+    NetdevError::Sys {
+        call,
+        iface: iface.to_owned(),
+        source: std::io::Error::last_os_error(),
+    }
 }
 
 /// A datagram socket to issue interface ioctls on (in this thread's netns).
@@ -148,6 +152,31 @@ pub fn link_stats(iface: &str) -> Result<LinkStats, NetdevError> {
     found.ok_or_else(|| NetdevError::NoSuchInterface(iface.to_owned()))
 }
 
+/// Whether IPv4 forwarding is on for `iface`.
+///
+/// XDP's `bpf_fib_lookup` answers "forwarding disabled" for packets that
+/// arrive on an interface without it, so the fast path needs it on.
+/// /proc/sys/net shows the calling thread's network namespace.
+pub fn ipv4_forwarding(iface: &str) -> Result<bool, NetdevError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
+    let text = std::fs::read_to_string(&path).map_err(|source| NetdevError::Sys {
+        call: "reading ipv4 forwarding",
+        iface: iface.to_owned(),
+        source,
+    })?;
+    Ok(text.trim() == "1")
+}
+
+/// Turns IPv4 forwarding on for `iface`.
+pub fn enable_ipv4_forwarding(iface: &str) -> Result<(), NetdevError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
+    std::fs::write(&path, "1").map_err(|source| NetdevError::Sys {
+        call: "enabling ipv4 forwarding",
+        iface: iface.to_owned(),
+        source,
+    })
+}
+
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GDRVINFO: u32 = 0x3;
 const ETHTOOL_GSTRINGS: u32 = 0x1b;
@@ -224,7 +253,10 @@ pub fn ethtool_stats(iface: &str) -> Result<Vec<(String, u64)>, NetdevError> {
         .map(|i| {
             let raw = &name_bytes[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN];
             let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-            (String::from_utf8_lossy(&raw[..end]).into_owned(), values[1 + i])
+            (
+                String::from_utf8_lossy(&raw[..end]).into_owned(),
+                values[1 + i],
+            )
         })
         .collect();
     Ok(out)

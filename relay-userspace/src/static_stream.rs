@@ -11,7 +11,9 @@ use crate::datapath::StreamSpec;
 
 /// A malformed `--static-stream` value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("bad --static-stream {input:?}: {reason} (expected LOCAL=PEER[,src=IP:PORT][,strict=IP:PORT])")]
+#[error(
+    "bad --static-stream {input:?}: {reason} (expected LOCAL=PEER[,src=IP:PORT][,strict=IP:PORT])"
+)]
 pub struct StaticStreamError {
     input: String,
     reason: String,
@@ -19,13 +21,20 @@ pub struct StaticStreamError {
 
 /// Parses one entry; `stats_slot` is assigned by the caller.
 pub fn parse(input: &str, stats_slot: u32) -> Result<StreamSpec, StaticStreamError> {
-    let fail = |reason: String| StaticStreamError { input: input.to_owned(), reason };
+    let fail = |reason: String| StaticStreamError {
+        input: input.to_owned(),
+        reason,
+    };
     let addr = |text: &str, what: &str| -> Result<SocketAddr, StaticStreamError> {
-        text.trim().parse().map_err(|_| fail(format!("{what} {text:?} is not IP:PORT")))
+        text.trim()
+            .parse()
+            .map_err(|_| fail(format!("{what} {text:?} is not IP:PORT")))
     };
     let mut parts = input.split(',');
     let head = parts.next().unwrap_or_default();
-    let (local, peer) = head.split_once('=').ok_or_else(|| fail("missing `=`".into()))?;
+    let (local, peer) = head
+        .split_once('=')
+        .ok_or_else(|| fail("missing `=`".into()))?;
     let local = addr(local, "LOCAL")?;
     let mut spec = StreamSpec {
         local,
@@ -50,8 +59,11 @@ mod tests {
 
     #[test]
     fn full_form() {
-        let s = parse("10.0.0.1:30000=10.0.2.2:4000,src=10.0.2.1:30002,strict=10.0.1.2:5000", 7)
-            .unwrap();
+        let s = parse(
+            "10.0.0.1:30000=10.0.2.2:4000,src=10.0.2.1:30002,strict=10.0.1.2:5000",
+            7,
+        )
+        .unwrap();
         assert_eq!(s.local, "10.0.0.1:30000".parse().unwrap());
         assert_eq!(s.peer, "10.0.2.2:4000".parse().unwrap());
         assert_eq!(s.source, "10.0.2.1:30002".parse().unwrap());
@@ -68,8 +80,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(parse("10.0.0.1:30000", 0).unwrap_err().to_string().contains("missing `=`"));
-        assert!(parse("10.0.0.1=10.0.2.2:4000", 0).unwrap_err().to_string().contains("LOCAL"));
+        assert!(parse("10.0.0.1:30000", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("missing `=`"));
+        assert!(parse("10.0.0.1=10.0.2.2:4000", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("LOCAL"));
         assert!(parse("10.0.0.1:1=10.0.2.2:4000,bogus=1", 0)
             .unwrap_err()
             .to_string()

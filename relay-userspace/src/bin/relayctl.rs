@@ -75,13 +75,19 @@ fn counters(maps: &RelayMaps, as_json: bool) -> Result<()> {
         let map: serde_json::Map<_, _> = CounterId::ALL
             .iter()
             .map(|&id| {
-                (id.name().to_owned(), json!({"packets": counters.packets(id), "bytes": counters.bytes(id)}))
+                (
+                    id.name().to_owned(),
+                    json!({"packets": counters.packets(id), "bytes": counters.bytes(id)}),
+                )
             })
             .collect();
         println!("{}", serde_json::Value::Object(map));
         return Ok(());
     }
-    println!("{:<24} {:>14} {:>16}  {}", "COUNTER", "PACKETS", "BYTES", "MEANING");
+    println!(
+        "{:<24} {:>14} {:>16}  {}",
+        "COUNTER", "PACKETS", "BYTES", "MEANING"
+    );
     for &id in CounterId::ALL {
         println!(
             "{:<24} {:>14} {:>16}  {}",
@@ -111,9 +117,18 @@ fn interfaces(maps: &RelayMaps, as_json: bool) -> Result<()> {
         println!("{}", serde_json::Value::Array(list));
         return Ok(());
     }
-    println!("{:<16} {:>7} {:<8} {}", "INTERFACE", "IFINDEX", "XDP", "WHY");
+    println!(
+        "{:<16} {:>7} {:<8} {}",
+        "INTERFACE", "IFINDEX", "XDP", "WHY"
+    );
     for s in &statuses {
-        println!("{:<16} {:>7} {:<8} {}", name(&s.name), s.ifindex, mode_text(s.mode), reason_text(s.reason));
+        println!(
+            "{:<16} {:>7} {:<8} {}",
+            name(&s.name),
+            s.ifindex,
+            mode_text(s.mode),
+            reason_text(s.reason)
+        );
     }
     Ok(())
 }
@@ -143,11 +158,20 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
         println!("{}", serde_json::Value::Array(list));
         return Ok(());
     }
-    println!("{:<22} {:<22} {:<22} {:>10} {:>12} {:>8} {:>8}", "LOCAL", "SOURCE", "PEER", "PACKETS", "BYTES", "DROPPED", "PASSED");
+    println!(
+        "{:<22} {:<22} {:<22} {:>10} {:>12} {:>8} {:>8}",
+        "LOCAL", "SOURCE", "PEER", "PACKETS", "BYTES", "DROPPED", "PASSED"
+    );
     for (local, source, peer, _, s) in &rows {
         println!(
             "{:<22} {:<22} {:<22} {:>10} {:>12} {:>8} {:>8}",
-            local.to_string(), source.to_string(), peer.to_string(), s.packets, s.bytes, s.dropped, s.passed
+            local.to_string(),
+            source.to_string(),
+            peer.to_string(),
+            s.packets,
+            s.bytes,
+            s.dropped,
+            s.passed
         );
     }
     Ok(())

@@ -22,7 +22,12 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about)]
 struct Args {
     /// Network interface to attach the fast path to (repeatable).
-    #[arg(long = "interface", short = 'i', value_name = "IFNAME", required = true)]
+    #[arg(
+        long = "interface",
+        short = 'i',
+        value_name = "IFNAME",
+        required = true
+    )]
     interfaces: Vec<String>,
     /// bpffs directory of this instance (maps and links are pinned below it).
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
@@ -34,6 +39,10 @@ struct Args {
     /// Size of the kernel forwarding table (streams).
     #[arg(long, default_value_t = 65536)]
     max_streams: u32,
+    /// Do not turn on IPv4 forwarding on the interfaces (the XDP next-hop
+    /// lookup needs it); fail instead when it is off.
+    #[arg(long)]
+    no_enable_forwarding: bool,
     /// Forwarding entry installed at start-up:
     /// LOCAL=PEER[,src=IP:PORT][,strict=IP:PORT] (repeatable).
     #[arg(long = "static-stream", value_name = "SPEC")]
@@ -54,7 +63,11 @@ fn main() -> Result<()> {
         .map(|(slot, spec)| static_stream::parse(spec, slot as u32))
         .collect::<Result<Vec<_>, _>>()?;
     if streams.len() as u64 > u64::from(args.max_streams) {
-        bail!("{} static streams do not fit in --max-streams {}", streams.len(), args.max_streams);
+        bail!(
+            "{} static streams do not fit in --max-streams {}",
+            streams.len(),
+            args.max_streams
+        );
     }
 
     let config = XdpConfig {
@@ -62,6 +75,7 @@ fn main() -> Result<()> {
         pin_dir: args.pin_dir.clone(),
         mode: args.xdp_mode,
         max_streams: args.max_streams,
+        enable_forwarding: !args.no_enable_forwarding,
     };
     let mut datapath = XdpDatapath::start(&config).map_err(explain)?;
     for a in datapath.attachments() {
@@ -77,7 +91,9 @@ fn main() -> Result<()> {
     }
     tracing::info!(pin_dir = %datapath.pin_dir().display(), "relayd ready");
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let signal = runtime.block_on(wait_for_shutdown_signal());
     tracing::info!(signal, "shutting down");
     datapath.shutdown();
@@ -87,9 +103,10 @@ fn main() -> Result<()> {
 /// Waits for SIGINT or SIGTERM and names the one that came.
 async fn wait_for_shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stopping");
         return "none";
     };

@@ -45,7 +45,11 @@ impl Counters {
 
     /// Packets forwarded in the kernel (TX + redirect).
     pub fn forwarded(&self) -> u64 {
-        CounterId::ALL.iter().filter(|c| c.is_forwarded()).map(|c| self.packets(*c)).sum()
+        CounterId::ALL
+            .iter()
+            .filter(|c| c.is_forwarded())
+            .map(|c| self.packets(*c))
+            .sum()
     }
 
     /// Per-counter difference `self - earlier` (for tests and rates).
@@ -54,7 +58,10 @@ impl Counters {
             .iter()
             .map(|&id| {
                 let (p, b) = (self.packets(id), self.bytes(id));
-                (p.saturating_sub(earlier.packets(id)), b.saturating_sub(earlier.bytes(id)))
+                (
+                    p.saturating_sub(earlier.packets(id)),
+                    b.saturating_sub(earlier.bytes(id)),
+                )
             })
             .collect();
         Counters { values }

@@ -48,7 +48,9 @@ impl RelayMaps {
         let mut take = |name: &'static str| {
             ebpf.take_map(name).ok_or(DatapathError::Map {
                 op: "finding a map in the object",
-                source: MapError::InvalidName { name: name.to_owned() },
+                source: MapError::InvalidName {
+                    name: name.to_owned(),
+                },
             })
         };
         Self::from_maps(
@@ -63,7 +65,8 @@ impl RelayMaps {
     /// Opens the maps pinned under `dir` by a running relayd.
     pub fn open_pinned(dir: &Path) -> Result<Self, DatapathError> {
         let open = |name: &str| -> Result<Map, DatapathError> {
-            let data = MapData::from_pin(dir.join(name)).map_err(map_err("opening a pinned map"))?;
+            let data =
+                MapData::from_pin(dir.join(name)).map_err(map_err("opening a pinned map"))?;
             Map::from_map_data(data).map_err(map_err("opening a pinned map"))
         };
         Self::from_maps(
@@ -84,8 +87,12 @@ impl RelayMaps {
     ) -> Result<Self, DatapathError> {
         let check = map_err("checking a map's type and sizes");
         Ok(Self {
-            streams: streams.try_into().map_err(map_err("checking the streams map"))?,
-            stream_stats: stream_stats.try_into().map_err(map_err("checking stream_stats"))?,
+            streams: streams
+                .try_into()
+                .map_err(map_err("checking the streams map"))?,
+            stream_stats: stream_stats
+                .try_into()
+                .map_err(map_err("checking stream_stats"))?,
             counters: counters.try_into().map_err(map_err("checking counters"))?,
             tx_ports: tx_ports.try_into().map_err(map_err("checking tx_ports"))?,
             ifaces: ifaces.try_into().map_err(check)?,
@@ -95,7 +102,9 @@ impl RelayMaps {
     /// Inserts or replaces a stream and zeroes its counters.
     pub fn install(&mut self, spec: &StreamSpec) -> Result<(), DatapathError> {
         let key = stream_key(spec.local)?;
-        let expect = spec.strict_source.unwrap_or(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+        let expect = spec
+            .strict_source
+            .unwrap_or(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
         for addr in [spec.peer, spec.source, expect] {
             if addr.is_ipv6() {
                 return Err(DatapathError::Ipv6Unsupported(addr));
@@ -109,14 +118,30 @@ impl RelayMaps {
             src_port: spec.source.port().to_be(),
             expect_port: expect.port().to_be(),
             _pad0: 0,
-            flags: if spec.strict_source.is_some() { TF_STRICT_SOURCE } else { 0 },
+            flags: if spec.strict_source.is_some() {
+                TF_STRICT_SOURCE
+            } else {
+                0
+            },
             stats_slot: spec.stats_slot,
         };
-        let cpus = nr_cpus().map_err(|(_, source)| DatapathError::Io { op: "counting CPUs", source })?;
-        let zeros = PerCpuValues::try_from(vec![StreamStats::default(); cpus])
-            .map_err(|source| DatapathError::Io { op: "zeroing stream counters", source })?;
-        self.stream_stats.set(spec.stats_slot, zeros, 0).map_err(map_err("zeroing stream counters"))?;
-        self.streams.insert(key, target, 0).map_err(map_err("inserting a stream"))
+        let cpus = nr_cpus().map_err(|(_, source)| DatapathError::Io {
+            op: "counting CPUs",
+            source,
+        })?;
+        let zeros =
+            PerCpuValues::try_from(vec![StreamStats::default(); cpus]).map_err(|source| {
+                DatapathError::Io {
+                    op: "zeroing stream counters",
+                    source,
+                }
+            })?;
+        self.stream_stats
+            .set(spec.stats_slot, zeros, 0)
+            .map_err(map_err("zeroing stream counters"))?;
+        self.streams
+            .insert(key, target, 0)
+            .map_err(map_err("inserting a stream"))
     }
 
     /// Removes the stream keyed by `local`.
@@ -124,13 +149,19 @@ impl RelayMaps {
         let key = stream_key(local)?;
         self.streams.remove(&key).map_err(|e| match e {
             MapError::KeyNotFound => DatapathError::NoSuchStream(local),
-            other => DatapathError::Map { op: "removing a stream", source: other },
+            other => DatapathError::Map {
+                op: "removing a stream",
+                source: other,
+            },
         })
     }
 
     /// One stream slot's counters summed over CPUs.
     pub fn stream_stats(&self, slot: u32) -> Result<StreamStats, DatapathError> {
-        let per_cpu = self.stream_stats.get(&slot, 0).map_err(map_err("reading stream counters"))?;
+        let per_cpu = self
+            .stream_stats
+            .get(&slot, 0)
+            .map_err(map_err("reading stream counters"))?;
         let mut total = StreamStats::default();
         per_cpu.iter().for_each(|s| total.accumulate(s));
         Ok(total)
@@ -140,8 +171,15 @@ impl RelayMaps {
     pub fn counters(&self) -> Result<Counters, DatapathError> {
         let mut values = Vec::with_capacity(CounterId::ALL.len());
         for id in CounterId::ALL {
-            let per_cpu = self.counters.get(&(*id as u32), 0).map_err(map_err("reading counters"))?;
-            values.push(per_cpu.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes)));
+            let per_cpu = self
+                .counters
+                .get(&(*id as u32), 0)
+                .map_err(map_err("reading counters"))?;
+            values.push(
+                per_cpu
+                    .iter()
+                    .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes)),
+            );
         }
         Ok(Counters { values })
     }
@@ -162,5 +200,9 @@ pub fn stream_key(local: SocketAddr) -> Result<StreamKey, DatapathError> {
     if local.is_ipv6() {
         return Err(DatapathError::Ipv6Unsupported(local));
     }
-    Ok(StreamKey { addr: to_abi(local.ip()), port: local.port().to_be(), _pad: 0 })
+    Ok(StreamKey {
+        addr: to_abi(local.ip()),
+        port: local.port().to_be(),
+        _pad: 0,
+    })
 }

@@ -25,9 +25,9 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use relay_common::{
-    IfaceStatus, StreamStats, ABI_VERSION, MAP_COUNTERS, MAP_IFACES, MAP_STREAMS,
-    MAP_STREAM_STATS, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
-    MODE_REASON_NATIVE_REFUSED, MODE_REASON_NATIVE_TX_LOST, XDP_MODE_GENERIC, XDP_MODE_NATIVE,
+    IfaceStatus, StreamStats, ABI_VERSION, MAP_COUNTERS, MAP_IFACES, MAP_STREAMS, MAP_STREAM_STATS,
+    MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK, MODE_REASON_NATIVE_REFUSED,
+    MODE_REASON_NATIVE_TX_LOST, XDP_MODE_GENERIC, XDP_MODE_NATIVE,
 };
 use relay_ebpf::{PROGRAM_RELAY, PROGRAM_TX_PROBE};
 
@@ -157,6 +157,10 @@ pub struct XdpConfig {
     pub mode: ModePolicy,
     /// Size of the forwarding table and the stream counters array.
     pub max_streams: u32,
+    /// Turn IPv4 forwarding on for the interfaces when it is off (the XDP
+    /// FIB lookup refuses to resolve next hops without it). When false, an
+    /// interface without forwarding is an error.
+    pub enable_forwarding: bool,
 }
 
 /// Errors starting or running the XDP datapath.
@@ -210,6 +214,12 @@ pub enum XdpError {
     /// No interface given.
     #[error("no interface to attach to")]
     NoInterfaces,
+    /// Forwarding is off and relayd was told not to change it.
+    #[error(
+        "IPv4 forwarding is off on {0}; XDP cannot resolve next hops without it. \
+         Run `sysctl -w net.ipv4.conf.{0}.forwarding=1` or let relayd set it"
+    )]
+    ForwardingOff(String),
 }
 
 impl XdpError {
@@ -258,7 +268,13 @@ pub fn versioned_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join(format!("abi-v{ABI_VERSION}"))
 }
 
-const MAP_NAMES: [&str; 5] = [MAP_STREAMS, MAP_STREAM_STATS, MAP_COUNTERS, MAP_TX_PORTS, MAP_IFACES];
+const MAP_NAMES: [&str; 5] = [
+    MAP_STREAMS,
+    MAP_STREAM_STATS,
+    MAP_COUNTERS,
+    MAP_TX_PORTS,
+    MAP_IFACES,
+];
 
 fn link_pin(dir: &Path, iface: &str) -> PathBuf {
     dir.join(format!("link_{iface}"))
@@ -269,7 +285,10 @@ fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, XdpErr
         op: format!("finding program {name}"),
         source: ProgramError::UnexpectedProgramType,
     })?;
-    program.try_into().map_err(|source| XdpError::Program { op: format!("program {name}"), source })
+    program.try_into().map_err(|source| XdpError::Program {
+        op: format!("program {name}"),
+        source,
+    })
 }
 
 impl XdpDatapath {
@@ -286,6 +305,10 @@ impl XdpDatapath {
             .map(|name| netdev::ifindex(name))
             .collect::<Result<Vec<_>, _>>()?;
 
+        for iface in &config.interfaces {
+            ensure_forwarding(iface, config.enable_forwarding)?;
+        }
+
         let dir = versioned_dir(&config.pin_dir);
         bpffs::ensure_pin_dir(&dir)?;
         for iface in &config.interfaces {
@@ -301,14 +324,24 @@ impl XdpDatapath {
         for name in [PROGRAM_RELAY, PROGRAM_TX_PROBE] {
             program_mut(&mut ebpf, name)?
                 .load()
-                .map_err(|source| XdpError::Program { op: format!("loading {name}"), source })?;
+                .map_err(|source| XdpError::Program {
+                    op: format!("loading {name}"),
+                    source,
+                })?;
         }
         let mut maps = RelayMaps::take(&mut ebpf)?;
         for &ifindex in &ifindexes {
-            maps.tx_ports.insert(ifindex, ifindex, None, 0).map_err(XdpError::TxPort)?;
+            maps.tx_ports
+                .insert(ifindex, ifindex, None, 0)
+                .map_err(XdpError::TxPort)?;
         }
 
-        let mut datapath = XdpDatapath { ebpf, maps, dir, attachments: Vec::new() };
+        let mut datapath = XdpDatapath {
+            ebpf,
+            maps,
+            dir,
+            attachments: Vec::new(),
+        };
         datapath.attach_all(config, &ifindexes)?;
         datapath.record_statuses()?;
         Ok(datapath)
@@ -368,14 +401,22 @@ impl XdpDatapath {
     ) -> Result<(), XdpError> {
         for (iface, &ifindex) in config.interfaces.iter().zip(ifindexes) {
             let program = program_mut(&mut self.ebpf, PROGRAM_RELAY)?;
-            let attach_err = |source| XdpError::Program { op: format!("attaching to {iface}"), source };
-            let id = program.attach_to_if_index(ifindex, mode.xdp()).map_err(attach_err)?;
+            let attach_err = |source| XdpError::Program {
+                op: format!("attaching to {iface}"),
+                source,
+            };
+            let id = program
+                .attach_to_if_index(ifindex, mode.xdp())
+                .map_err(attach_err)?;
             let link = program.take_link(id).map_err(attach_err)?;
             let path = link_pin(&self.dir, iface);
             let pinned = FdLink::try_from(link)
                 .map_err(XdpError::Link)?
                 .pin(&path)
-                .map_err(|source| XdpError::Pin { path: path.clone(), source })?;
+                .map_err(|source| XdpError::Pin {
+                    path: path.clone(),
+                    source,
+                })?;
             tracing::info!(%iface, ifindex, ?mode, %reason, "XDP program attached");
             self.attachments.push(Attachment {
                 iface: iface.clone(),
@@ -396,7 +437,10 @@ impl XdpDatapath {
             match probe_native_tx(probe, &a.iface)? {
                 TxProbe::Transmitted => {}
                 probe => {
-                    return Ok(Some(ModeReason::NativeTxLost { iface: a.iface.clone(), probe }));
+                    return Ok(Some(ModeReason::NativeTxLost {
+                        iface: a.iface.clone(),
+                        probe,
+                    }));
                 }
             }
         }
@@ -423,9 +467,13 @@ impl XdpDatapath {
                 _pad: 0,
                 name,
             };
-            self.maps.ifaces.insert(a.ifindex, status, 0).map_err(|source| {
-                DatapathError::Map { op: "recording interface status", source }
-            })?;
+            self.maps
+                .ifaces
+                .insert(a.ifindex, status, 0)
+                .map_err(|source| DatapathError::Map {
+                    op: "recording interface status",
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -450,6 +498,21 @@ impl XdpDatapath {
         }
         tracing::info!("XDP datapath detached and unpinned");
     }
+}
+
+fn ensure_forwarding(iface: &str, enable: bool) -> Result<(), XdpError> {
+    if netdev::ipv4_forwarding(iface)? {
+        return Ok(());
+    }
+    if !enable {
+        return Err(XdpError::ForwardingOff(iface.to_owned()));
+    }
+    netdev::enable_ipv4_forwarding(iface)?;
+    tracing::warn!(
+        %iface,
+        "enabled IPv4 forwarding on the interface: the XDP next-hop (FIB) lookup needs it"
+    );
+    Ok(())
 }
 
 /// A pinned link left behind by a relayd that did not shut down cleanly:

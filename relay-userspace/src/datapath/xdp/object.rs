@@ -26,11 +26,16 @@ pub fn read_abi_meta(elf: &[u8]) -> Result<AbiMeta, ObjectError> {
         .symbols()
         .find(|s| s.name() == Ok(symbol_name))
         .ok_or(ObjectError::NoAbiTable(symbol_name))?;
-    let section_index = symbol.section_index().ok_or(ObjectError::NoAbiTable(symbol_name))?;
+    let section_index = symbol
+        .section_index()
+        .ok_or(ObjectError::NoAbiTable(symbol_name))?;
     let data = file.section_by_index(section_index)?.data()?;
-    let start = usize::try_from(symbol.address()).map_err(|_| ObjectError::NoAbiTable(symbol_name))?;
+    let start =
+        usize::try_from(symbol.address()).map_err(|_| ObjectError::NoAbiTable(symbol_name))?;
     let end = start.saturating_add(usize::try_from(symbol.size()).unwrap_or(usize::MAX));
-    let bytes = data.get(start..end).ok_or(ObjectError::NoAbiTable(symbol_name))?;
+    let bytes = data
+        .get(start..end)
+        .ok_or(ObjectError::NoAbiTable(symbol_name))?;
     parse_meta(bytes).ok_or(ObjectError::NoAbiTable(symbol_name))
 }
 
@@ -63,11 +68,17 @@ mod tests {
         let elf = relay_ebpf::relay_object();
         let meta = read_abi_meta(elf).unwrap();
         // Find the table in the file and bump the version in a copy.
-        let needle: Vec<u8> = [meta.magic, meta.version].iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let needle: Vec<u8> = [meta.magic, meta.version]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
         let at = elf.windows(needle.len()).position(|w| w == needle).unwrap();
         let mut copy = elf.to_vec();
         copy[at + 4..at + 8].copy_from_slice(&(meta.version + 1).to_ne_bytes());
         let err = verify(&copy).unwrap_err();
-        assert!(matches!(err, ObjectError::Mismatch(AbiMismatch::Version { .. })), "{err}");
+        assert!(
+            matches!(err, ObjectError::Mismatch(AbiMismatch::Version { .. })),
+            "{err}"
+        );
     }
 }

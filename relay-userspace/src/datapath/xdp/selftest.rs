@@ -50,7 +50,10 @@ fn is_xdp_transmit(name: &str) -> bool {
 }
 
 fn snapshot(iface: &str) -> Result<Snapshot, netdev::NetdevError> {
-    let mut snap = Snapshot { tx_dropped: netdev::link_stats(iface)?.tx_dropped, ..Snapshot::default() };
+    let mut snap = Snapshot {
+        tx_dropped: netdev::link_stats(iface)?.tx_dropped,
+        ..Snapshot::default()
+    };
     // Drivers without ethtool statistics simply give no positive evidence.
     for (name, value) in netdev::ethtool_stats(iface).unwrap_or_default() {
         if is_xdp_failure(&name) {
@@ -128,9 +131,10 @@ pub fn probe_native_tx(probe: &Xdp, iface: &str) -> Result<TxProbe, ProbeError> 
         attrs: TestRunAttrs::new().xdp_live_frames(PROBE_FRAMES),
         ..TestRunOptions::default()
     };
-    probe
-        .test_run(opts)
-        .map_err(|source| ProbeError::Run { iface: iface.to_owned(), source })?;
+    probe.test_run(opts).map_err(|source| ProbeError::Run {
+        iface: iface.to_owned(),
+        source,
+    })?;
     Ok(verdict(before, snapshot(iface)?))
 }
 
@@ -150,11 +154,36 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        let base = Snapshot { xdp_sent: 10, xdp_failed: 1, tx_dropped: 2 };
-        let sent = Snapshot { xdp_sent: 10 + u64::from(PROBE_FRAMES), ..base };
+        let base = Snapshot {
+            xdp_sent: 10,
+            xdp_failed: 1,
+            tx_dropped: 2,
+        };
+        let sent = Snapshot {
+            xdp_sent: 10 + u64::from(PROBE_FRAMES),
+            ..base
+        };
         assert_eq!(verdict(base, sent), TxProbe::Transmitted);
         assert_eq!(verdict(base, base), TxProbe::Unconfirmed(0));
-        assert_eq!(verdict(base, Snapshot { tx_dropped: 5, ..sent }), TxProbe::Dropped(3));
-        assert_eq!(verdict(base, Snapshot { xdp_failed: 9, ..base }), TxProbe::Dropped(8));
+        assert_eq!(
+            verdict(
+                base,
+                Snapshot {
+                    tx_dropped: 5,
+                    ..sent
+                }
+            ),
+            TxProbe::Dropped(3)
+        );
+        assert_eq!(
+            verdict(
+                base,
+                Snapshot {
+                    xdp_failed: 9,
+                    ..base
+                }
+            ),
+            TxProbe::Dropped(8)
+        );
     }
 }

@@ -1,0 +1,174 @@
+//! Network namespaces and veth pairs for tests, removed on drop (also when
+//! the test panics).
+
+use std::{
+    fs::File,
+    os::fd::{AsFd as _, AsRawFd as _},
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{bail, Context as _, Result};
+use nix::sched::{setns, CloneFlags};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `ip` with `args`, failing with its stderr.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `xr-<tag>-<pid>-<n>`, unique among concurrently running tests,
+    /// with `lo` up.
+    pub fn new(tag: &str) -> Result<Self> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("xr-{tag}-{}-{n}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n <ns> args...`
+    pub fn ip(&self, args: &[&str]) -> Result<()> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    fn file(&self) -> Result<File> {
+        File::open(format!("/run/netns/{}", self.name)).context("opening the netns file")
+    }
+
+    /// Runs `f` on a thread that lives in this namespace. Sockets and BPF
+    /// attachments made there stay in the namespace after the thread ends.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let file = self.file()?;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                setns(file.as_fd(), CloneFlags::CLONE_NEWNET).context("setns")?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in netns {} panicked", self.name))?
+        })
+    }
+
+    /// A command that starts inside this namespace (network only: unlike
+    /// `ip netns exec` it keeps the mount namespace, so bpffs pins made by the
+    /// child are visible to everyone).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        use std::os::unix::process::CommandExt as _;
+        let file = self.file()?;
+        let mut cmd = Command::new(program);
+        // SAFETY: the closure only calls setns(2), which is async-signal-safe,
+        // and keeps `file` (hence the fd) alive by moving it in.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("warning: could not delete netns {}: {e}", self.name);
+        }
+    }
+}
+
+/// One end of a veth pair: namespace, name, address with prefix, MAC.
+#[derive(Clone, Copy, Debug)]
+pub struct VethEnd<'a> {
+    /// Namespace the end lives in.
+    pub ns: &'a Netns,
+    /// Interface name.
+    pub name: &'a str,
+    /// `a.b.c.d/len`, or empty for none.
+    pub addr: &'a str,
+    /// MAC address `aa:bb:...`.
+    pub mac: &'a str,
+}
+
+/// Creates a veth pair between two namespaces, addresses it and brings it up.
+/// Deleting either namespace removes the pair.
+pub fn veth(a: VethEnd<'_>, b: VethEnd<'_>) -> Result<()> {
+    ip(&[
+        "link",
+        "add",
+        a.name,
+        "netns",
+        a.ns.name(),
+        "address",
+        a.mac,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b.name,
+        "netns",
+        b.ns.name(),
+        "address",
+        b.mac,
+    ])?;
+    for end in [a, b] {
+        if !end.addr.is_empty() {
+            end.ns.ip(&["addr", "add", end.addr, "dev", end.name])?;
+        }
+        end.ns.ip(&["link", "set", end.name, "up"])?;
+    }
+    Ok(())
+}
+
+/// A child process killed (by PID) and reaped on drop.
+#[derive(Debug)]
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let status = self.0.wait()?;
+        Ok(status)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! The far end of a veth pair needs an XDP program for native XDP transmit
+//! into it to deliver anything; this attaches the object's do-nothing
+//! `relay_peer_pass` there.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    programs::{Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+
+/// Keeps `relay_peer_pass` attached while alive; detaches and removes its
+/// pins on drop.
+#[derive(Debug)]
+pub struct PeerPass {
+    _ebpf: Ebpf,
+    _pins: crate::PinDirGuard,
+}
+
+/// Attaches `relay_peer_pass` natively to `iface` (call from its netns).
+/// `pin_dir` must be on bpffs; the object's maps are pinned there unused.
+pub fn attach_peer_pass(iface: &str, pin_dir: &Path) -> Result<PeerPass> {
+    relay_userspace::bpffs::ensure_pin_dir(pin_dir)?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(relay_ebpf::relay_object())
+        .context("loading the relay object")?;
+    let program: &mut Xdp = ebpf
+        .program_mut(relay_ebpf::PROGRAM_PEER_PASS)
+        .context("relay_peer_pass missing")?
+        .try_into()?;
+    program.load()?;
+    program
+        .attach(iface, XdpMode::Driver)
+        .with_context(|| format!("attaching to {iface}"))?;
+    Ok(PeerPass {
+        _ebpf: ebpf,
+        _pins: crate::PinDirGuard(PathBuf::from(pin_dir)),
+    })
+}
