@@ -60,6 +60,24 @@ impl Netns {
         ip(&all)
     }
 
+    /// Turns off transmit checksum offload on `iface` (`ethtool -K IF tx off`).
+    pub fn ethtool_offload_off(&self, iface: &str) -> Result<()> {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.name, "ethtool", "-K", iface, "tx", "off",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .context("running ethtool (apt-get install ethtool)")?;
+        if !out.status.success() {
+            bail!(
+                "ethtool -K {iface} tx off: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     fn file(&self) -> Result<File> {
         File::open(format!("/run/netns/{}", self.name)).context("opening the netns file")
     }

@@ -2,8 +2,6 @@
 //! into it to deliver anything; this attaches the object's do-nothing
 //! `relay_peer_pass` there.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{Context as _, Result};
 use aya::{
     programs::{Xdp, XdpMode},
@@ -19,11 +17,12 @@ pub struct PeerPass {
 }
 
 /// Attaches `relay_peer_pass` natively to `iface` (call from its netns).
-/// `pin_dir` must be on bpffs; the object's maps are pinned there unused.
-pub fn attach_peer_pass(iface: &str, pin_dir: &Path) -> Result<PeerPass> {
-    relay_userspace::bpffs::ensure_pin_dir(pin_dir)?;
+/// The object's maps get pinned, unused, in a directory of their own.
+pub fn attach_peer_pass(iface: &str) -> Result<PeerPass> {
+    let pins = crate::PinDirGuard::new(&format!("peer-{iface}"));
+    relay_userspace::bpffs::ensure_pin_dir(&pins.0)?;
     let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pin_dir)
+        .default_map_pin_directory(&pins.0)
         .load(relay_ebpf::relay_object())
         .context("loading the relay object")?;
     let program: &mut Xdp = ebpf
@@ -36,6 +35,6 @@ pub fn attach_peer_pass(iface: &str, pin_dir: &Path) -> Result<PeerPass> {
         .with_context(|| format!("attaching to {iface}"))?;
     Ok(PeerPass {
         _ebpf: ebpf,
-        _pins: crate::PinDirGuard(PathBuf::from(pin_dir)),
+        _pins: pins,
     })
 }

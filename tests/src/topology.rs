@@ -1,0 +1,166 @@
+//! The three-namespace topology most tests use:
+//!
+//! ```text
+//!  ns A                 ns R (relay)                  ns B
+//!  a0 10.20.1.2/24 ---- a1 10.20.1.1/24
+//!                       b1 10.20.2.1/24 ---- b0 10.20.2.2/24
+//! ```
+//!
+//! The relay knows both hosts' MACs statically, so the first packet does not
+//! depend on ARP timing.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::netns::{veth, Netns, VethEnd};
+
+/// Host A's address.
+pub const HOST_A: &str = "10.20.1.2";
+/// Relay address on A's side.
+pub const RELAY_A: &str = "10.20.1.1";
+/// Relay address on B's side.
+pub const RELAY_B: &str = "10.20.2.1";
+/// Host B's address.
+pub const HOST_B: &str = "10.20.2.2";
+
+const MAC_A0: &str = "02:00:00:20:01:02";
+const MAC_A1: &str = "02:00:00:20:01:01";
+const MAC_B1: &str = "02:00:00:20:02:01";
+const MAC_B0: &str = "02:00:00:20:02:02";
+
+/// Namespaces of the topology (deleted on drop, taking the veths along).
+#[derive(Debug)]
+pub struct Topology {
+    /// Host A.
+    pub a: Netns,
+    /// The relay.
+    pub r: Netns,
+    /// Host B.
+    pub b: Netns,
+}
+
+impl Topology {
+    /// Builds it; `tag` goes into the namespace names.
+    pub fn new(tag: &str) -> Result<Self> {
+        let t = Topology {
+            a: Netns::new(&format!("{tag}a"))?,
+            r: Netns::new(&format!("{tag}r"))?,
+            b: Netns::new(&format!("{tag}b"))?,
+        };
+        veth(
+            VethEnd {
+                ns: &t.a,
+                name: "a0",
+                addr: "10.20.1.2/24",
+                mac: MAC_A0,
+            },
+            VethEnd {
+                ns: &t.r,
+                name: "a1",
+                addr: "10.20.1.1/24",
+                mac: MAC_A1,
+            },
+        )?;
+        veth(
+            VethEnd {
+                ns: &t.r,
+                name: "b1",
+                addr: "10.20.2.1/24",
+                mac: MAC_B1,
+            },
+            VethEnd {
+                ns: &t.b,
+                name: "b0",
+                addr: "10.20.2.2/24",
+                mac: MAC_B0,
+            },
+        )?;
+        // Hosts on a real wire send complete UDP checksums. A veth sender
+        // leaves a partial one for offload, which only survives the skb
+        // path: after a native XDP redirect it arrives wrong and the
+        // receiver drops it. So the hosts compute checksums themselves.
+        t.a.ethtool_offload_off("a0")?;
+        t.b.ethtool_offload_off("b0")?;
+        t.r.ip(&[
+            "neigh",
+            "replace",
+            HOST_A,
+            "lladdr",
+            MAC_A0,
+            "dev",
+            "a1",
+            "nud",
+            "permanent",
+        ])?;
+        t.r.ip(&[
+            "neigh",
+            "replace",
+            HOST_B,
+            "lladdr",
+            MAC_B0,
+            "dev",
+            "b1",
+            "nud",
+            "permanent",
+        ])?;
+        Ok(t)
+    }
+}
+
+/// A UDP socket bound in `ns` at `addr`, with a receive timeout.
+pub fn bind_udp(ns: &Netns, addr: &str) -> Result<UdpSocket> {
+    let addr: SocketAddr = addr.parse()?;
+    let sock = ns.run(move || UdpSocket::bind(addr))??;
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))?;
+    Ok(sock)
+}
+
+/// Sends `count` numbered datagrams from `from` to `to` and returns what
+/// `rx` received: (source address, payload) per datagram, in order. Stops at
+/// the first receive timeout, so a lossy path returns fewer.
+pub fn exchange(
+    from: &UdpSocket,
+    to: &str,
+    rx: &UdpSocket,
+    count: usize,
+) -> Result<Vec<(SocketAddr, Vec<u8>)>> {
+    let to: SocketAddr = to.parse()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    for i in 0..count {
+        let payload = format!("xrelay test datagram {i:04}");
+        from.send_to(payload.as_bytes(), to).context("send")?;
+        match rx.recv_from(&mut buf) {
+            Ok((n, src)) => got.push((src, buf[..n].to_vec())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => bail!("recv: {e}"),
+        }
+    }
+    Ok(got)
+}
+
+/// Asserts that `got` holds exactly `count` datagrams from `expected_src`
+/// with the payloads [`exchange`] sent.
+pub fn assert_delivered(got: &[(SocketAddr, Vec<u8>)], count: usize, expected_src: &str) {
+    assert_eq!(got.len(), count, "datagrams delivered");
+    let src: SocketAddr = expected_src.parse().unwrap();
+    for (i, (from, payload)) in got.iter().enumerate() {
+        assert_eq!(*from, src, "datagram {i} source");
+        assert_eq!(
+            payload,
+            format!("xrelay test datagram {i:04}").as_bytes(),
+            "datagram {i} payload"
+        );
+    }
+}
