@@ -2,10 +2,12 @@
 //!
 //! - [`datapath`]: the forwarding backend trait and its XDP implementation.
 //! - [`bpffs`]: making sure a BPF filesystem is there to pin into.
+//! - [`caps`]: checking the privileges XDP needs before trying.
 //! - [`netdev`]: interface lookups (index, name, MAC, drop counters).
 //! - [`static_stream`]: the `--static-stream` syntax of relayd.
 
 pub mod bpffs;
+pub mod caps;
 pub mod datapath;
 pub mod netdev;
 pub mod static_stream;

@@ -70,6 +70,15 @@ fn main() -> Result<()> {
         );
     }
 
+    let missing = relay_userspace::caps::missing_for_xdp();
+    if !missing.is_empty() {
+        bail!(
+            "relayd lacks {}: run it as root, or grant them (e.g. systemd \
+             AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN; CAP_SYS_ADMIN mounts bpffs)",
+            missing.join(" and ")
+        );
+    }
+
     let config = XdpConfig {
         interfaces: args.interfaces.clone(),
         pin_dir: args.pin_dir.clone(),

@@ -417,7 +417,7 @@ impl XdpDatapath {
                     path: path.clone(),
                     source,
                 })?;
-            tracing::info!(%iface, ifindex, ?mode, %reason, "XDP program attached");
+            tracing::info!(%iface, ifindex, ?mode, "XDP program attached");
             self.attachments.push(Attachment {
                 iface: iface.clone(),
                 ifindex,

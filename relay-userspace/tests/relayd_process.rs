@@ -1,0 +1,201 @@
+//! The relayd and relayctl binaries, run as processes in network namespaces:
+//! start-up, forwarding, what relayctl reports, clean shutdown, and the
+//! errors operators see first.
+
+use std::{
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use relay_tests::{
+    netns::{ChildGuard, Netns},
+    peer::attach_peer_pass,
+    require_root,
+    topology::{assert_delivered, bind_udp, exchange, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
+    PinDirGuard,
+};
+
+const RELAYD: &str = env!("CARGO_BIN_EXE_relayd");
+const RELAYCTL: &str = env!("CARGO_BIN_EXE_relayctl");
+
+fn relayctl(pin_dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(RELAYCTL)
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .args(args)
+        .output()
+        .expect("relayctl runs")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "relayctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("relayctl --json prints JSON")
+}
+
+/// Starts relayd in `ns` and waits until relayctl sees both interfaces.
+fn start_relayd(ns: &Netns, pins: &PinDirGuard, extra: &[&str]) -> ChildGuard {
+    let mut cmd = ns.command(RELAYD).unwrap();
+    cmd.args(["-i", "a1", "-i", "b1", "--pin-dir"])
+        .arg(&pins.0)
+        .args(extra);
+    let mut child = ChildGuard(cmd.stdout(Stdio::null()).spawn().expect("relayd starts"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("relayd exited during start-up: {status}");
+        }
+        let out = relayctl(&pins.0, &["--json", "interfaces"]);
+        if out.status.success() && json(&out).as_array().is_some_and(|a| a.len() == 2) {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "relayd not ready in time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn static_streams() -> Vec<String> {
+    vec![
+        "--static-stream".into(),
+        format!("{RELAY_A}:30000={HOST_B}:40000,src={RELAY_B}:30002"),
+        "--static-stream".into(),
+        format!("{RELAY_B}:30002={HOST_A}:5000,src={RELAY_A}:30000,strict={HOST_B}:40000"),
+    ]
+}
+
+#[test]
+fn relayd_forwards_reports_and_cleans_up() {
+    require_root!();
+    let t = Topology::new("rd").unwrap();
+    let _pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
+    let _pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
+    let pins = PinDirGuard::new("relayd");
+    let streams = static_streams();
+    let args: Vec<&str> = streams.iter().map(String::as_str).collect();
+    let relayd = start_relayd(&t.r, &pins, &args);
+
+    let ifaces = json(&relayctl(&pins.0, &["interfaces", "--json"]));
+    for iface in ifaces.as_array().unwrap() {
+        assert_eq!(iface["xdp_mode"], "native", "{iface}");
+    }
+
+    let a = bind_udp(&t.a, &format!("{HOST_A}:5000")).unwrap();
+    let b = bind_udp(&t.b, &format!("{HOST_B}:40000")).unwrap();
+    assert_delivered(
+        &exchange(&a, &format!("{RELAY_A}:30000"), &b, 10).unwrap(),
+        10,
+        &format!("{RELAY_B}:30002"),
+    );
+    assert_delivered(
+        &exchange(&b, &format!("{RELAY_B}:30002"), &a, 10).unwrap(),
+        10,
+        &format!("{RELAY_A}:30000"),
+    );
+
+    let counters = json(&relayctl(&pins.0, &["--json", "counters"]));
+    assert_eq!(counters["forwarded_redirect"]["packets"], 20, "{counters}");
+    let streams = json(&relayctl(&pins.0, &["--json", "streams"]));
+    let list = streams.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(list.iter().all(|s| s["packets"] == 10), "{streams}");
+    assert!(list.iter().any(|s| s["strict_source"] == true));
+    let table = relayctl(&pins.0, &["counters"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("forwarded_redirect") && text.contains("20"),
+        "{text}"
+    );
+
+    let status = relayd.terminate().unwrap();
+    assert!(status.success(), "relayd exit status {status}");
+    let not_running = relayctl(&pins.0, &["counters"]);
+    assert_eq!(
+        not_running.status.code(),
+        Some(2),
+        "relayctl exit code without relayd"
+    );
+    for dev in ["a1", "b1"] {
+        let out =
+            t.r.command("ip")
+                .unwrap()
+                .args(["link", "show", dev])
+                .output()
+                .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("xdp"),
+            "XDP still attached after shutdown: {text}"
+        );
+    }
+}
+
+#[test]
+fn relayctl_shows_why_generic_mode_was_chosen() {
+    require_root!();
+    let t = Topology::new("rg").unwrap();
+    let pins = PinDirGuard::new("relayd-generic");
+    let relayd = start_relayd(&t.r, &pins, &[]);
+    let ifaces = json(&relayctl(&pins.0, &["--json", "interfaces"]));
+    for iface in ifaces.as_array().unwrap() {
+        assert_eq!(iface["xdp_mode"], "generic", "{iface}");
+        assert!(
+            iface["reason"].as_str().unwrap().contains("self-test"),
+            "{iface}"
+        );
+    }
+    let text = String::from_utf8_lossy(&relayctl(&pins.0, &["interfaces"]).stdout).into_owned();
+    assert!(text.contains("generic") && text.contains("a1"), "{text}");
+    assert!(relayd.terminate().unwrap().success());
+}
+
+#[test]
+fn operator_errors_say_what_to_do() {
+    require_root!();
+    let ns = Netns::new("re").unwrap();
+    let pins = PinDirGuard::new("relayd-errors");
+    let run = |args: &[&str]| {
+        let out = ns
+            .command(RELAYD)
+            .unwrap()
+            .arg("--pin-dir")
+            .arg(&pins.0)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "relayd {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["-i", "nosuch0"]);
+    assert!(
+        err.contains("no network interface named \"nosuch0\""),
+        "{err}"
+    );
+    let err = run(&["-i", "lo", "--static-stream", "10.0.0.1:1"]);
+    assert!(
+        err.contains("bad --static-stream") && err.contains("missing `=`"),
+        "{err}"
+    );
+    let err = run(&["-i", "lo", "--no-enable-forwarding"]);
+    assert!(err.contains("forwarding is off on lo"), "{err}");
+
+    // Without privileges: nobody, every capability dropped.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .args([RELAYD, "-i", "lo"])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lacks CAP_BPF and CAP_NET_ADMIN") && err.contains("root"),
+        "{err}"
+    );
+}
