@@ -2,14 +2,12 @@
 //! start-up, forwarding, what relayctl reports, clean shutdown, and the
 //! errors operators see first.
 
-use std::{
-    process::{Command, Output, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::{Command, Output, Stdio};
 
 use relay_tests::{
     netns::{ChildGuard, Netns},
     peer::attach_peer_pass,
+    ready::ReadySocket,
     require_root,
     topology::{assert_delivered, bind_udp, exchange, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
     PinDirGuard,

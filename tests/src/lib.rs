@@ -6,6 +6,7 @@ pub mod netns;
 pub mod packet;
 pub mod peer;
 pub mod privileges;
+pub mod ready;
 pub mod topology;
 
 /// A bpffs directory removed (with every pin in it) on drop, so a failing

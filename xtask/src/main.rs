@@ -1,1 +1,171 @@
-fn main() {}
+//! `cargo xtask`: the project's two front doors and their set-up.
+//!
+//! - `cargo xtask demo`: build, then run the forwarding demo (needs root).
+//! - `cargo xtask test`: fmt, clippy, and every test, privileged ones
+//!   included (needs root to run those; without root they skip and say so).
+//! - `cargo xtask deps`: install the Debian packages the build and tests use.
+//! - `cargo xtask build-ebpf`: compile the XDP object alone (clang check).
+//!
+//! This crate depends on nothing that needs clang, so it can run on a fresh
+//! machine and install clang first.
+
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "xrelay developer tasks")]
+struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install missing Debian packages (as root), then build and run the demo.
+    Demo,
+    /// Install missing Debian packages (as root), then fmt, clippy and all tests.
+    Test,
+    /// Install missing Debian packages (needs root).
+    Deps,
+    /// Compile the XDP program (relay-ebpf) only.
+    BuildEbpf,
+}
+
+/// Debian packages and a file or command each one provides.
+const PACKAGES: &[(&str, Probe)] = &[
+    ("clang-19", Probe::Command("clang-19")),
+    ("libbpf-dev", Probe::File("/usr/include/bpf/bpf_helpers.h")),
+    ("linux-libc-dev", Probe::File("/usr/include/linux/bpf.h")),
+    ("iproute2", Probe::Command("ip")),
+    ("ethtool", Probe::Command("ethtool")),
+    ("util-linux", Probe::Command("setpriv")),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    Command(&'static str),
+    File(&'static str),
+}
+
+impl Probe {
+    fn present(self) -> bool {
+        match self {
+            Probe::File(path) => std::path::Path::new(path).exists(),
+            Probe::Command(cmd) => Command::new("sh")
+                .args(["-c", &format!("command -v {cmd} >/dev/null 2>&1")])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false),
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Installs what is missing when root; otherwise says what is missing.
+fn deps(required: bool) -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, probe)| !probe.present())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        let msg = format!(
+            "missing Debian packages: {} (apt-get install them as root)",
+            missing.join(" ")
+        );
+        if required {
+            bail!(msg);
+        }
+        eprintln!("warning: {msg}");
+        return Ok(());
+    }
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn test() -> Result<()> {
+    deps(false)?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    if !is_root() {
+        eprintln!("note: not root: BPF/XDP/netns tests will print SKIPPED and not run");
+    }
+    run(cargo().args(["test", "--workspace"]))
+}
+
+fn demo() -> Result<()> {
+    deps(true)?;
+    if !is_root() {
+        bail!("the demo creates network namespaces and loads XDP programs: run it as root");
+    }
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "relay-userspace",
+        "-p",
+        "relay-tests",
+        "--bins",
+    ]))?;
+    let target = target_dir()?;
+    run(Command::new(target.join("release/xrelay-demo"))
+        .arg("--relayd")
+        .arg(target.join("release/relayd"))
+        .arg("--relayctl")
+        .arg(target.join("release/relayctl")))
+}
+
+fn target_dir() -> Result<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Ok(dir.into());
+    }
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest.parent().context("workspace root")?.join("target"))
+}
+
+fn main() -> Result<()> {
+    match Args::parse().task {
+        Task::Demo => demo(),
+        Task::Test => test(),
+        Task::Deps => deps(true),
+        Task::BuildEbpf => {
+            deps(false)?;
+            run(cargo().args(["build", "-p", "relay-ebpf"]))
+        }
+    }
+}

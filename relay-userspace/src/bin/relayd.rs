@@ -53,6 +53,7 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
 
@@ -99,12 +100,14 @@ fn main() -> Result<()> {
             strict = ?spec.strict_source, "static stream installed");
     }
     tracing::info!(pin_dir = %datapath.pin_dir().display(), "relayd ready");
+    relay_userspace::notify::ready();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let signal = runtime.block_on(wait_for_shutdown_signal());
     tracing::info!(signal, "shutting down");
+    relay_userspace::notify::stopping();
     datapath.shutdown();
     Ok(())
 }
