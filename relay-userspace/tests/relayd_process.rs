@@ -34,25 +34,17 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("relayctl --json prints JSON")
 }
 
-/// Starts relayd in `ns` and waits until relayctl sees both interfaces.
+/// Starts relayd in `ns` and waits for its READY=1.
 fn start_relayd(ns: &Netns, pins: &PinDirGuard, extra: &[&str]) -> ChildGuard {
+    let ready = ReadySocket::new().unwrap();
     let mut cmd = ns.command(RELAYD).unwrap();
     cmd.args(["-i", "a1", "-i", "b1", "--pin-dir"])
         .arg(&pins.0)
         .args(extra);
+    ready.configure(&mut cmd);
     let mut child = ChildGuard(cmd.stdout(Stdio::null()).spawn().expect("relayd starts"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            panic!("relayd exited during start-up: {status}");
-        }
-        let out = relayctl(&pins.0, &["--json", "interfaces"]);
-        if out.status.success() && json(&out).as_array().is_some_and(|a| a.len() == 2) {
-            return child;
-        }
-        assert!(Instant::now() < deadline, "relayd not ready in time");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    ready.wait(&mut child).unwrap();
+    child
 }
 
 fn static_streams() -> Vec<String> {

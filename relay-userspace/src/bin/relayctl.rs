@@ -85,8 +85,8 @@ fn counters(maps: &RelayMaps, as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:>14} {:>16}  {}",
-        "COUNTER", "PACKETS", "BYTES", "MEANING"
+        "{:<24} {:>14} {:>16}  MEANING",
+        "COUNTER", "PACKETS", "BYTES"
     );
     for &id in CounterId::ALL {
         println!(
@@ -117,10 +117,7 @@ fn interfaces(maps: &RelayMaps, as_json: bool) -> Result<()> {
         println!("{}", serde_json::Value::Array(list));
         return Ok(());
     }
-    println!(
-        "{:<16} {:>7} {:<8} {}",
-        "INTERFACE", "IFINDEX", "XDP", "WHY"
-    );
+    println!("{:<16} {:>7} {:<8} WHY", "INTERFACE", "IFINDEX", "XDP");
     for s in &statuses {
         println!(
             "{:<16} {:>7} {:<8} {}",
