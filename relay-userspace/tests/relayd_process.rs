@@ -189,3 +189,32 @@ fn operator_errors_say_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn media_survives_a_relayd_crash_and_a_restart_takes_over() {
+    require_root!();
+    let t = Topology::new("rc").unwrap();
+    let _pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
+    let _pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
+    let pins = PinDirGuard::new("relayd-crash");
+    let streams = static_streams();
+    let args: Vec<&str> = streams.iter().map(String::as_str).collect();
+    let mut first = start_relayd(&t.r, &pins, &args);
+    first.0.kill().unwrap(); // SIGKILL: no clean shutdown
+    first.0.wait().unwrap();
+
+    // The pinned link keeps the program attached and forwarding.
+    let a = bind_udp(&t.a, &format!("{HOST_A}:5000")).unwrap();
+    let b = bind_udp(&t.b, &format!("{HOST_B}:40000")).unwrap();
+    let got = exchange(&a, &format!("{RELAY_A}:30000"), &b, 5).unwrap();
+    assert_delivered(&got, 5, &format!("{RELAY_B}:30002"));
+
+    // A new relayd on the same pin directory replaces the stale link.
+    let second = start_relayd(&t.r, &pins, &args);
+    let got = exchange(&a, &format!("{RELAY_A}:30000"), &b, 5).unwrap();
+    assert_delivered(&got, 5, &format!("{RELAY_B}:30002"));
+    let counters = json(&relayctl(&pins.0, &["--json", "counters"]));
+    // Counters live in the pinned map, so they span both relayd runs.
+    assert_eq!(counters["forwarded_redirect"]["packets"], 10, "{counters}");
+    assert!(second.terminate().unwrap().success());
+}
