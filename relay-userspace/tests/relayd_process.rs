@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use relay_tests::{
     netns::{ChildGuard, Netns},
-    peer::attach_peer_pass,
+    peer::{attach_peer_pass, PeerPass},
     ready::ReadySocket,
     require_root,
     topology::{assert_delivered, bind_udp, exchange, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
@@ -47,6 +47,15 @@ fn start_relayd(ns: &Netns, pins: &PinDirGuard, extra: &[&str]) -> ChildGuard {
     child
 }
 
+/// The topology with peer programs on the hosts' veths, so relayd runs
+/// native XDP.
+fn native_topology(tag: &str) -> (Topology, [PeerPass; 2]) {
+    let t = Topology::new(tag).unwrap();
+    let pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
+    let pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
+    (t, [pa, pb])
+}
+
 fn static_streams() -> Vec<String> {
     vec![
         "--static-stream".into(),
@@ -59,9 +68,7 @@ fn static_streams() -> Vec<String> {
 #[test]
 fn relayd_forwards_reports_and_cleans_up() {
     require_root!();
-    let t = Topology::new("rd").unwrap();
-    let _pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
-    let _pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
+    let (t, _peers) = native_topology("rd");
     let pins = PinDirGuard::new("relayd");
     let streams = static_streams();
     let args: Vec<&str> = streams.iter().map(String::as_str).collect();
@@ -193,9 +200,7 @@ fn operator_errors_say_what_to_do() {
 #[test]
 fn media_survives_a_relayd_crash_and_a_restart_takes_over() {
     require_root!();
-    let t = Topology::new("rc").unwrap();
-    let _pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
-    let _pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
+    let (t, _peers) = native_topology("rc");
     let pins = PinDirGuard::new("relayd-crash");
     let streams = static_streams();
     let args: Vec<&str> = streams.iter().map(String::as_str).collect();

@@ -13,21 +13,21 @@ use nix::sched::{setns, CloneFlags};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// Runs `ip` with `args`, failing with its stderr.
-pub fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
+/// Runs `cmd`, failing with its stderr.
+fn run_checked(cmd: &mut Command) -> Result<()> {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
-        .context("running ip")?;
+        .with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
+}
+
+/// Runs `ip` with `args`, failing with its stderr.
+pub fn ip(args: &[&str]) -> Result<()> {
+    run_checked(Command::new("ip").args(args))
 }
 
 /// A named network namespace (`ip netns add`), deleted on drop.
@@ -62,20 +62,9 @@ impl Netns {
 
     /// Turns off transmit checksum offload on `iface` (`ethtool -K IF tx off`).
     pub fn ethtool_offload_off(&self, iface: &str) -> Result<()> {
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", &self.name, "ethtool", "-K", iface, "tx", "off",
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .context("running ethtool (apt-get install ethtool)")?;
-        if !out.status.success() {
-            bail!(
-                "ethtool -K {iface} tx off: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
+        run_checked(Command::new("ip").args([
+            "netns", "exec", &self.name, "ethtool", "-K", iface, "tx", "off",
+        ]))
     }
 
     fn file(&self) -> Result<File> {

@@ -79,15 +79,76 @@ struct StreamDelta {
     passed: u64,
 }
 
+impl StreamDelta {
+    fn forwarded(bytes: u64) -> Self {
+        StreamDelta {
+            packets: 1,
+            bytes,
+            ..Default::default()
+        }
+    }
+    fn dropped() -> Self {
+        StreamDelta {
+            dropped: 1,
+            ..Default::default()
+        }
+    }
+    fn passed() -> Self {
+        StreamDelta {
+            passed: 1,
+            ..Default::default()
+        }
+    }
+}
+
+/// Every fixture frame arrives on the A-side interface.
+const INGRESS: &str = "fxa";
+
 struct Fixture {
     name: &'static str,
     input: Vec<u8>,
-    ingress: &'static str,
     action: u32,
     /// None: the frame must come out untouched.
     output: Option<Vec<u8>>,
     counter: CounterId,
     stream: Option<(u32, StreamDelta)>,
+}
+
+impl Fixture {
+    /// A frame the program must hand to the stack untouched.
+    fn passes(name: &'static str, input: Vec<u8>, counter: CounterId) -> Self {
+        Fixture {
+            name,
+            input,
+            action: XDP_PASS,
+            output: None,
+            counter,
+            stream: None,
+        }
+    }
+
+    /// A frame of stream `slot` forwarded as `output` with `action`.
+    fn forwards(
+        name: &'static str,
+        input: &UdpFrame,
+        output: UdpFrame,
+        action: u32,
+        slot: u32,
+    ) -> Self {
+        let counter = if action == XDP_TX {
+            CounterId::FwdTx
+        } else {
+            CounterId::FwdRedirect
+        };
+        Fixture {
+            name,
+            input: input.build(),
+            action,
+            output: Some(output.build()),
+            counter,
+            stream: Some((slot, StreamDelta::forwarded(input.payload.len() as u64))),
+        }
+    }
 }
 
 /// A frame from host A to the relay's A-side address.
@@ -98,7 +159,8 @@ fn from_a(dst: &str) -> UdpFrame {
     f
 }
 
-/// What the relay must send for `input` on stream (local, peer, source).
+/// What the relay must send for `input` on a stream: from `source` to
+/// `peer`, TTL 64, MACs of the next hop.
 fn forwarded(
     input: &UdpFrame,
     source: &str,
@@ -115,255 +177,144 @@ fn forwarded(
     out
 }
 
+/// The A -> B stream's expected output for `input`.
+fn to_b(input: &UdpFrame, (_, _, peer, source): (u32, &str, &str, &str)) -> UdpFrame {
+    forwarded(input, source, peer, MAC_B_HOST, MAC_B_RELAY)
+}
+
 fn ipv4_with(mut frame: Vec<u8>, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
     edit(&mut frame[ETH_LEN..]);
     frame
 }
 
 fn fixtures() -> Vec<Fixture> {
-    let (_, cross_local, cross_peer, cross_src) = Streams::CROSS;
+    let (_, cross_local, _, _) = Streams::CROSS;
     let (_, hp_local, hp_peer, hp_src) = Streams::HAIRPIN;
-    let payload = 172;
+    let (_, strict_local, _, _) = Streams::STRICT;
+    let (_, nn_local, _, _) = Streams::NO_NEIGH;
     let mut out = Vec::new();
 
     let hit = from_a(cross_local);
-    out.push(Fixture {
-        name: "hit, redirect to the other interface, full rewrite",
-        input: hit.build(),
-        ingress: "fxa",
-        action: XDP_REDIRECT,
-        output: Some(forwarded(&hit, cross_src, cross_peer, MAC_B_HOST, MAC_B_RELAY).build()),
-        counter: CounterId::FwdRedirect,
-        stream: Some((
-            1,
-            StreamDelta {
-                packets: 1,
-                bytes: payload,
-                ..Default::default()
-            },
-        )),
-    });
-
+    out.push(Fixture::forwards(
+        "hit, redirect to the other interface, full rewrite",
+        &hit,
+        to_b(&hit, Streams::CROSS),
+        XDP_REDIRECT,
+        1,
+    ));
     let hairpin = from_a(hp_local);
-    out.push(Fixture {
-        name: "hit, same interface: XDP_TX",
-        input: hairpin.build(),
-        ingress: "fxa",
-        action: XDP_TX,
-        output: Some(forwarded(&hairpin, hp_src, hp_peer, MAC_A_HOST, MAC_A_RELAY).build()),
-        counter: CounterId::FwdTx,
-        stream: Some((
-            2,
-            StreamDelta {
-                packets: 1,
-                bytes: payload,
-                ..Default::default()
-            },
-        )),
-    });
-
+    out.push(Fixture::forwards(
+        "hit, same interface: XDP_TX",
+        &hairpin,
+        forwarded(&hairpin, hp_src, hp_peer, MAC_A_HOST, MAC_A_RELAY),
+        XDP_TX,
+        2,
+    ));
     let mut zero = from_a(cross_local);
     zero.zero_udp_checksum = true;
-    let zero_out = forwarded(&zero, cross_src, cross_peer, MAC_B_HOST, MAC_B_RELAY);
-    out.push(Fixture {
-        name: "zero UDP checksum stays zero",
-        input: zero.build(),
-        ingress: "fxa",
-        action: XDP_REDIRECT,
-        output: Some(zero_out.build()),
-        counter: CounterId::FwdRedirect,
-        stream: Some((
-            1,
-            StreamDelta {
-                packets: 1,
-                bytes: payload,
-                ..Default::default()
-            },
-        )),
-    });
-
+    out.push(Fixture::forwards(
+        "zero UDP checksum stays zero",
+        &zero,
+        to_b(&zero, Streams::CROSS),
+        XDP_REDIRECT,
+        1,
+    ));
     let mut tagged = from_a(hp_local);
     tagged.vlan = Some(0x0064);
-    out.push(Fixture {
-        name: "802.1Q-tagged hit keeps its tag",
-        input: tagged.build(),
-        ingress: "fxa",
-        action: XDP_TX,
-        output: Some(forwarded(&tagged, hp_src, hp_peer, MAC_A_HOST, MAC_A_RELAY).build()),
-        counter: CounterId::FwdTx,
-        stream: Some((
-            2,
-            StreamDelta {
-                packets: 1,
-                bytes: payload,
-                ..Default::default()
-            },
-        )),
-    });
+    out.push(Fixture::forwards(
+        "802.1Q-tagged hit keeps its tag",
+        &tagged,
+        forwarded(&tagged, hp_src, hp_peer, MAC_A_HOST, MAC_A_RELAY),
+        XDP_TX,
+        2,
+    ));
 
-    let (_, strict_local, strict_peer, strict_src) = Streams::STRICT;
-    let mut intruder = from_a(strict_local);
-    intruder.src = sa("10.10.1.9:5006");
-    out.push(Fixture {
-        name: "strict source, wrong sender: drop",
-        input: intruder.build(),
-        ingress: "fxa",
-        action: XDP_DROP,
-        output: None,
-        counter: CounterId::DropStrictSource,
-        stream: Some((
-            3,
-            StreamDelta {
-                dropped: 1,
-                ..Default::default()
-            },
-        )),
-    });
-    let mut wrong_port = from_a(strict_local);
-    wrong_port.src = sa("10.10.1.2:5007");
-    out.push(Fixture {
-        name: "strict source, right address wrong port: drop",
-        input: wrong_port.build(),
-        ingress: "fxa",
-        action: XDP_DROP,
-        output: None,
-        counter: CounterId::DropStrictSource,
-        stream: Some((
-            3,
-            StreamDelta {
-                dropped: 1,
-                ..Default::default()
-            },
-        )),
-    });
+    for (name, sender) in [
+        ("strict source, wrong sender: drop", "10.10.1.9:5006"),
+        (
+            "strict source, right address wrong port: drop",
+            "10.10.1.2:5007",
+        ),
+    ] {
+        let mut intruder = from_a(strict_local);
+        intruder.src = sa(sender);
+        out.push(Fixture {
+            stream: Some((3, StreamDelta::dropped())),
+            action: XDP_DROP,
+            ..Fixture::passes(name, intruder.build(), CounterId::DropStrictSource)
+        });
+    }
     let mut expected_sender = from_a(strict_local);
     expected_sender.src = sa("10.10.1.2:5006");
-    out.push(Fixture {
-        name: "strict source, expected sender: forwarded",
-        input: expected_sender.build(),
-        ingress: "fxa",
-        action: XDP_REDIRECT,
-        output: Some(
-            forwarded(
-                &expected_sender,
-                strict_src,
-                strict_peer,
-                MAC_B_HOST,
-                MAC_B_RELAY,
-            )
-            .build(),
-        ),
-        counter: CounterId::FwdRedirect,
-        stream: Some((
-            3,
-            StreamDelta {
-                packets: 1,
-                bytes: payload,
-                ..Default::default()
-            },
-        )),
-    });
-
-    let (_, nn_local, _, _) = Streams::NO_NEIGH;
-    out.push(Fixture {
-        name: "peer without neighbour entry: pass untouched",
-        input: from_a(nn_local).build(),
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassFibMiss,
-        stream: Some((
-            4,
-            StreamDelta {
-                passed: 1,
-                ..Default::default()
-            },
-        )),
-    });
+    out.push(Fixture::forwards(
+        "strict source, expected sender: forwarded",
+        &expected_sender,
+        to_b(&expected_sender, Streams::STRICT),
+        XDP_REDIRECT,
+        3,
+    ));
 
     out.push(Fixture {
-        name: "no stream for the port: pass",
-        input: from_a("10.10.1.1:31000").build(),
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassNoStream,
-        stream: None,
+        stream: Some((4, StreamDelta::passed())),
+        ..Fixture::passes(
+            "peer without neighbour entry: pass untouched",
+            from_a(nn_local).build(),
+            CounterId::PassFibMiss,
+        )
     });
-    out.push(Fixture {
-        name: "no stream for the address: pass",
-        input: from_a("10.10.1.7:30000").build(),
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassNoStream,
-        stream: None,
-    });
+    for (name, dst) in [
+        ("no stream for the port: pass", "10.10.1.1:31000"),
+        ("no stream for the address: pass", "10.10.1.7:30000"),
+    ] {
+        out.push(Fixture::passes(
+            name,
+            from_a(dst).build(),
+            CounterId::PassNoStream,
+        ));
+    }
 
     let base = from_a(cross_local).build();
-    out.push(Fixture {
-        name: "TCP: pass",
-        input: ipv4_with(base.clone(), |ip| ip[9] = 6),
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassNotUdp,
-        stream: None,
-    });
-    out.push(Fixture {
-        name: "IPv4 options (IHL 6): pass",
-        input: ipv4_with(base.clone(), |ip| ip[0] = 0x46),
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassIpOptions,
-        stream: None,
-    });
-    out.push(Fixture {
-        name: "first fragment (MF): pass",
-        input: ipv4_with(base.clone(), |ip| ip[6] = 0x20),
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassFragment,
-        stream: None,
-    });
-    out.push(Fixture {
-        name: "later fragment (offset): pass",
-        input: ipv4_with(base.clone(), |ip| ip[7] = 0x10),
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassFragment,
-        stream: None,
-    });
-    out.push(Fixture {
-        name: "IPv4 total length beyond the frame: pass",
-        input: ipv4_with(base.clone(), |ip| ip[2] = 0x0f),
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassMalformed,
-        stream: None,
-    });
-    out.push(Fixture {
-        name: "UDP length beyond the IP payload: pass",
-        input: ipv4_with(base.clone(), |ip| ip[24] = 0x0f),
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassMalformed,
-        stream: None,
-    });
-    out.push(Fixture {
-        name: "not IPv4 version: pass",
-        input: ipv4_with(base.clone(), |ip| ip[0] = 0x55),
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassMalformed,
-        stream: None,
-    });
+    type Edit = fn(&mut [u8]);
+    let edits: [(&'static str, Edit, CounterId); 7] = [
+        ("TCP: pass", |ip| ip[9] = 6, CounterId::PassNotUdp),
+        (
+            "IPv4 options (IHL 6): pass",
+            |ip| ip[0] = 0x46,
+            CounterId::PassIpOptions,
+        ),
+        (
+            "first fragment (MF): pass",
+            |ip| ip[6] = 0x20,
+            CounterId::PassFragment,
+        ),
+        (
+            "later fragment (offset): pass",
+            |ip| ip[7] = 0x10,
+            CounterId::PassFragment,
+        ),
+        (
+            "IPv4 total length beyond the frame: pass",
+            |ip| ip[2] = 0x0f,
+            CounterId::PassMalformed,
+        ),
+        (
+            "UDP length beyond the IP payload: pass",
+            |ip| ip[24] = 0x0f,
+            CounterId::PassMalformed,
+        ),
+        (
+            "not IPv4 version: pass",
+            |ip| ip[0] = 0x55,
+            CounterId::PassMalformed,
+        ),
+    ];
+    for (name, edit, counter) in edits {
+        out.push(Fixture::passes(
+            name,
+            ipv4_with(base.clone(), edit),
+            counter,
+        ));
+    }
 
     // Truncated at every header boundary (and inside each header). Frames
     // shorter than an Ethernet header never reach XDP: the kernel refuses
@@ -376,26 +327,18 @@ fn fixtures() -> Vec<Fixture> {
         ("truncated after UDP", ETH_LEN + 28),
         ("truncated inside payload", ETH_LEN + 28 + 50),
     ] {
-        out.push(Fixture {
+        out.push(Fixture::passes(
             name,
-            input: base[..len].to_vec(),
-            ingress: "fxa",
-            action: XDP_PASS,
-            output: None,
-            counter: CounterId::PassMalformed,
-            stream: None,
-        });
+            base[..len].to_vec(),
+            CounterId::PassMalformed,
+        ));
     }
     let tagged_base = tagged.build();
-    out.push(Fixture {
-        name: "truncated inside the VLAN tag",
-        input: tagged_base[..ETH_LEN + 2].to_vec(),
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassMalformed,
-        stream: None,
-    });
+    out.push(Fixture::passes(
+        "truncated inside the VLAN tag",
+        tagged_base[..ETH_LEN + 2].to_vec(),
+        CounterId::PassMalformed,
+    ));
 
     let mut arp = Vec::new();
     arp.extend_from_slice(&[0xff; 6]);
@@ -404,15 +347,7 @@ fn fixtures() -> Vec<Fixture> {
     arp.extend_from_slice(&MAC_A_HOST);
     arp.extend_from_slice(&[10, 10, 1, 2, 0, 0, 0, 0, 0, 0, 10, 10, 1, 1]);
     arp.resize(60, 0);
-    out.push(Fixture {
-        name: "ARP: pass",
-        input: arp,
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassNotIp,
-        stream: None,
-    });
+    out.push(Fixture::passes("ARP: pass", arp, CounterId::PassNotIp));
 
     let mut v6 = Vec::new();
     v6.extend_from_slice(&MAC_A_RELAY);
@@ -421,15 +356,11 @@ fn fixtures() -> Vec<Fixture> {
     v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
     v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
     v6.extend_from_slice(&[0x13, 0x88, 0x75, 0x30, 0, 8, 0, 0]);
-    out.push(Fixture {
-        name: "IPv6: pass (not in the fast path yet)",
-        input: v6,
-        ingress: "fxa",
-        action: XDP_PASS,
-        output: None,
-        counter: CounterId::PassIpv6,
-        stream: None,
-    });
+    out.push(Fixture::passes(
+        "IPv6: pass (not in the fast path yet)",
+        v6,
+        CounterId::PassIpv6,
+    ));
     out
 }
 
@@ -517,7 +448,7 @@ fn packet_fixtures() {
         dp.install(&spec(Streams::NO_NEIGH, None)).unwrap();
 
         for fx in fixtures() {
-            let ifindex = relay_userspace::netdev::ifindex(fx.ingress).unwrap();
+            let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
             let counters_before = dp.counters().unwrap();
             let stream_before = fx
                 .stream
@@ -569,7 +500,7 @@ fn packet_fixtures() {
         }
 
         // Shorter than an Ethernet header: the kernel refuses to run it.
-        let ifindex = relay_userspace::netdev::ifindex("fxa").unwrap();
+        let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
         let runt = [0u8; 13];
         let ctx = xdp_md_for(ifindex, runt.len());
         let refused = dp.relay_program().unwrap().test_run(TestRunOptions {
