@@ -20,7 +20,7 @@ fn send(state: &str) {
         }
     });
     if let Err(e) = result {
-        tracing::warn!(error = %e, "could not notify NOTIFY_SOCKET");
+        tracing::debug!(error = %e, "could not notify NOTIFY_SOCKET");
     }
 }
 

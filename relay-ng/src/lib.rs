@@ -1,0 +1,1 @@
+//! rtpengine NG protocol (work in progress).

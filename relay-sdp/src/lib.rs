@@ -1,0 +1,1 @@
+//! SDP parsing and rewriting (work in progress).
