@@ -3,6 +3,8 @@
 //! - [`datapath`]: the forwarding backend trait and its XDP implementation.
 //! - [`bpffs`]: making sure a BPF filesystem is there to pin into.
 //! - [`caps`]: checking the privileges XDP needs before trying.
+//! - [`interfaces`]: `--interface=[NAME/]ADDRESS[!ADVERTISED]`.
+//! - [`ports`]: RTP/RTCP port pairs per interface address.
 //! - [`netdev`]: interface lookups (index, name, MAC, drop counters).
 //! - [`notify`]: systemd-style readiness notification.
 //! - [`static_stream`]: the `--static-stream` syntax of relayd.
@@ -10,6 +12,8 @@
 pub mod bpffs;
 pub mod caps;
 pub mod datapath;
+pub mod interfaces;
 pub mod netdev;
 pub mod notify;
+pub mod ports;
 pub mod static_stream;

@@ -1,0 +1,212 @@
+//! Logical interfaces, rtpengine style: `--interface=[NAME/]ADDRESS[!ADVERTISED]`.
+//!
+//! NAME is what `direction=` refers to (default `default`), ADDRESS the local
+//! address media sockets bind to (an IP, or a netdev name meaning its first
+//! IPv4 address), ADVERTISED what goes into SDP (e.g. an EC2 Elastic IP in
+//! front of the private ADDRESS). The XDP program is attached to the netdev
+//! that owns ADDRESS.
+
+use std::{ffi::CStr, net::IpAddr};
+
+/// One `--interface` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceSpec {
+    /// Logical name (`direction=` uses it).
+    pub name: String,
+    /// Address media sockets bind to.
+    pub address: IpAddr,
+    /// Address written into SDP.
+    pub advertised: IpAddr,
+}
+
+/// A malformed or unresolvable `--interface`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InterfaceError {
+    /// Empty name or address part.
+    #[error("bad --interface {0:?}: expected [NAME/]ADDRESS[!ADVERTISED]")]
+    Syntax(String),
+    /// ADDRESS is neither an IP nor a netdev with an IPv4 address.
+    #[error("bad --interface {spec:?}: {what:?} is neither an IP address nor a network interface with an IPv4 address")]
+    Unresolvable {
+        /// The whole value.
+        spec: String,
+        /// The part that did not resolve.
+        what: String,
+    },
+    /// ADVERTISED is not an IP address.
+    #[error("bad --interface {spec:?}: advertised address {what:?} is not an IP address")]
+    BadAdvertised {
+        /// The whole value.
+        spec: String,
+        /// The advertised part.
+        what: String,
+    },
+    /// Two interfaces with the same name.
+    #[error("interface name {0:?} is given twice")]
+    Duplicate(String),
+}
+
+impl InterfaceSpec {
+    /// Parses one value, resolving netdev names in this network namespace.
+    pub fn parse(spec: &str) -> Result<Self, InterfaceError> {
+        let (name, rest) = match spec.split_once('/') {
+            Some((name, rest)) if !name.is_empty() && !name.contains(':') => (name, rest),
+            // "2001:db8::1/..." is not NAME/...: names never contain ':'.
+            _ => ("default", spec),
+        };
+        let (addr_part, adv_part) = match rest.split_once('!') {
+            Some((a, adv)) => (a, Some(adv)),
+            None => (rest, None),
+        };
+        if addr_part.is_empty() || adv_part == Some("") {
+            return Err(InterfaceError::Syntax(spec.to_owned()));
+        }
+        let address = match addr_part.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => netdev_ipv4(addr_part).ok_or_else(|| InterfaceError::Unresolvable {
+                spec: spec.to_owned(),
+                what: addr_part.to_owned(),
+            })?,
+        };
+        let advertised = match adv_part {
+            Some(adv) => adv.parse().map_err(|_| InterfaceError::BadAdvertised {
+                spec: spec.to_owned(),
+                what: adv.to_owned(),
+            })?,
+            None => address,
+        };
+        Ok(InterfaceSpec {
+            name: name.to_owned(),
+            address,
+            advertised,
+        })
+    }
+}
+
+/// Checks that names are unique.
+pub fn check_unique(specs: &[InterfaceSpec]) -> Result<(), InterfaceError> {
+    for (i, a) in specs.iter().enumerate() {
+        if specs[i + 1..].iter().any(|b| b.name == a.name) {
+            return Err(InterfaceError::Duplicate(a.name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Walks getifaddrs and returns the first (name, address) matching `pick`.
+fn find_ifaddr(mut pick: impl FnMut(&str, IpAddr) -> bool) -> Option<(String, IpAddr)> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list freed below.
+    if unsafe { libc::getifaddrs(&mut head) } < 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = head;
+    while !cur.is_null() && found.is_none() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: ifa_addr is non-null; its family says which sockaddr it is.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        let addr = match family {
+            libc::AF_INET => {
+                // SAFETY: AF_INET entries point at a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+            }
+            libc::AF_INET6 => {
+                // SAFETY: AF_INET6 entries point at a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                IpAddr::from(sin6.sin6_addr.s6_addr)
+            }
+            _ => continue,
+        };
+        if pick(&name, addr) {
+            found = Some((name, addr));
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    found
+}
+
+/// The first IPv4 address of netdev `name`.
+fn netdev_ipv4(name: &str) -> Option<IpAddr> {
+    find_ifaddr(|n, a| n == name && a.is_ipv4()).map(|(_, a)| a)
+}
+
+/// The netdev that owns `address` (where the XDP program must go).
+pub fn netdev_of(address: IpAddr) -> Option<String> {
+    find_ifaddr(|_, a| a == address).map(|(n, _)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forms() {
+        let s = InterfaceSpec::parse("10.0.0.5").unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.address, s.advertised),
+            ("default", ip("10.0.0.5"), ip("10.0.0.5"))
+        );
+        let s = InterfaceSpec::parse("pub/10.0.0.5!203.0.113.7").unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.address, s.advertised),
+            ("pub", ip("10.0.0.5"), ip("203.0.113.7"))
+        );
+        let s = InterfaceSpec::parse("2001:db8::1").unwrap();
+        assert_eq!((s.name.as_str(), s.address), ("default", ip("2001:db8::1")));
+        let s = InterfaceSpec::parse("v6/2001:db8::1!2001:db8::99").unwrap();
+        assert_eq!((s.name.as_str(), s.advertised), ("v6", ip("2001:db8::99")));
+        let s = InterfaceSpec::parse("lo").unwrap();
+        assert_eq!(s.address, ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn errors() {
+        assert!(matches!(
+            InterfaceSpec::parse(""),
+            Err(InterfaceError::Syntax(_))
+        ));
+        assert!(matches!(
+            InterfaceSpec::parse("pub/"),
+            Err(InterfaceError::Syntax(_))
+        ));
+        assert!(matches!(
+            InterfaceSpec::parse("pub/10.0.0.1!"),
+            Err(InterfaceError::Syntax(_))
+        ));
+        assert!(matches!(
+            InterfaceSpec::parse("nosuchdev9"),
+            Err(InterfaceError::Unresolvable { .. })
+        ));
+        assert!(matches!(
+            InterfaceSpec::parse("10.0.0.1!elastic"),
+            Err(InterfaceError::BadAdvertised { .. })
+        ));
+        let a = InterfaceSpec::parse("x/10.0.0.1").unwrap();
+        assert_eq!(
+            check_unique(&[a.clone(), a]),
+            Err(InterfaceError::Duplicate("x".into()))
+        );
+    }
+
+    #[test]
+    fn loopback_owner() {
+        assert_eq!(netdev_of(ip("127.0.0.1")).as_deref(), Some("lo"));
+        assert_eq!(netdev_of(ip("192.0.2.123")), None);
+    }
+}

@@ -1,0 +1,198 @@
+//! RTP/RTCP port pairs for one interface address, as rtpengine hands them
+//! out: an even RTP port and the odd RTCP port above it, taken from a free
+//! queue (so a just-released pair is the last to be reused, which keeps late
+//! packets of an old call away from a new one), each bound to a real socket
+//! on the interface address so nothing else can take it.
+
+use std::{
+    collections::VecDeque,
+    net::{IpAddr, SocketAddr, UdpSocket},
+};
+
+/// Why no pair could be had.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PortError {
+    /// Every pair of the range is in use (or could not be bound).
+    #[error("Ran out of ports")]
+    RanOutOfPorts,
+    /// The configured range holds no even/odd pair.
+    #[error("port range {min}-{max} holds no RTP/RTCP pair")]
+    EmptyRange {
+        /// Lowest port.
+        min: u16,
+        /// Highest port.
+        max: u16,
+    },
+}
+
+/// A bound RTP/RTCP pair. Give it back with [`PortPool::release`].
+#[derive(Debug)]
+pub struct PortPair {
+    /// The even port.
+    pub rtp_port: u16,
+    /// Socket bound to the RTP port.
+    pub rtp: UdpSocket,
+    /// Socket bound to the RTCP port (RTP + 1).
+    pub rtcp: UdpSocket,
+}
+
+/// The free pairs of one address's range.
+#[derive(Debug)]
+pub struct PortPool {
+    address: IpAddr,
+    free: VecDeque<u16>,
+    total: usize,
+}
+
+impl PortPool {
+    /// A pool of every even port `p` with `min <= p` and `p + 1 <= max`.
+    pub fn new(address: IpAddr, min: u16, max: u16) -> Result<Self, PortError> {
+        let first = min
+            .checked_add(min % 2)
+            .ok_or(PortError::EmptyRange { min, max })?;
+        let free: VecDeque<u16> = (first..max)
+            .step_by(2)
+            .filter(|p| p.checked_add(1).is_some_and(|q| q <= max))
+            .collect();
+        if free.is_empty() {
+            return Err(PortError::EmptyRange { min, max });
+        }
+        let total = free.len();
+        Ok(PortPool {
+            address,
+            free,
+            total,
+        })
+    }
+
+    /// The address the pool binds on.
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+
+    /// Pairs not in use.
+    pub fn free(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Pairs in use.
+    pub fn used(&self) -> usize {
+        self.total - self.free.len()
+    }
+
+    /// Takes the next free pair and binds both sockets. A pair some other
+    /// program holds is skipped and goes to the back of the queue, to be
+    /// tried again later; when every free pair has been tried, the answer is
+    /// rtpengine's "Ran out of ports".
+    pub fn allocate(&mut self) -> Result<PortPair, PortError> {
+        for _ in 0..self.free.len() {
+            let Some(port) = self.free.pop_front() else {
+                break;
+            };
+            match self.bind_pair(port) {
+                Some((rtp, rtcp)) => {
+                    return Ok(PortPair {
+                        rtp_port: port,
+                        rtp,
+                        rtcp,
+                    })
+                }
+                None => {
+                    tracing::warn!(address = %self.address, port, "port pair busy, skipping it");
+                    self.free.push_back(port);
+                }
+            }
+        }
+        Err(PortError::RanOutOfPorts)
+    }
+
+    fn bind_pair(&self, port: u16) -> Option<(UdpSocket, UdpSocket)> {
+        let rtp = UdpSocket::bind(SocketAddr::new(self.address, port)).ok()?;
+        let rtcp = UdpSocket::bind(SocketAddr::new(self.address, port + 1)).ok()?;
+        Some((rtp, rtcp))
+    }
+
+    /// Returns a pair's port to the back of the queue. The sockets must be
+    /// closed by the caller (dropping the [`PortPair`] or its sockets).
+    pub fn release(&mut self, rtp_port: u16) {
+        debug_assert!(
+            !self.free.contains(&rtp_port),
+            "port {rtp_port} released twice"
+        );
+        if !self.free.contains(&rtp_port) {
+            self.free.push_back(rtp_port);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn pairs_are_even_odd_and_within_range() {
+        let mut pool = PortPool::new(LO, 41001, 41010).unwrap();
+        // 41002, 41004, 41006, 41008 (41010 has no 41011 within range)
+        assert_eq!(pool.free(), 4);
+        let p = pool.allocate().unwrap();
+        assert_eq!(p.rtp_port, 41002);
+        assert_eq!(p.rtp.local_addr().unwrap().port(), 41002);
+        assert_eq!(p.rtcp.local_addr().unwrap().port(), 41003);
+        assert_eq!(pool.used(), 1);
+    }
+
+    #[test]
+    fn exhaustion_is_ran_out_of_ports_and_release_reuses_last() {
+        let mut pool = PortPool::new(LO, 41020, 41025).unwrap();
+        let a = pool.allocate().unwrap();
+        let b = pool.allocate().unwrap();
+        let c = pool.allocate().unwrap();
+        assert_eq!(pool.allocate().unwrap_err(), PortError::RanOutOfPorts);
+        assert_eq!(pool.allocate().unwrap_err().to_string(), "Ran out of ports");
+        let released = a.rtp_port;
+        drop(a);
+        pool.release(released);
+        assert_eq!(pool.allocate().unwrap().rtp_port, released);
+        drop((b, c));
+    }
+
+    #[test]
+    fn no_double_allocation() {
+        let mut pool = PortPool::new(LO, 41030, 41049).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let mut held = Vec::new();
+        while let Ok(p) = pool.allocate() {
+            assert!(
+                seen.insert(p.rtp_port),
+                "port {} handed out twice",
+                p.rtp_port
+            );
+            held.push(p);
+        }
+        assert_eq!(held.len(), 10);
+        assert_eq!(pool.free(), 0);
+    }
+
+    #[test]
+    fn busy_ports_are_skipped() {
+        let squatter = UdpSocket::bind((LO, 41061)).unwrap(); // RTCP of the first pair
+        let mut pool = PortPool::new(LO, 41060, 41063).unwrap();
+        assert_eq!(pool.allocate().unwrap().rtp_port, 41062);
+        assert_eq!(pool.allocate().unwrap_err(), PortError::RanOutOfPorts);
+        drop(squatter);
+    }
+
+    #[test]
+    fn empty_ranges_are_refused() {
+        assert!(matches!(
+            PortPool::new(LO, 41071, 41071),
+            Err(PortError::EmptyRange { .. })
+        ));
+        assert!(matches!(
+            PortPool::new(LO, 65535, 65535),
+            Err(PortError::EmptyRange { .. })
+        ));
+    }
+}
