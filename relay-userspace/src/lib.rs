@@ -1,5 +1,6 @@
 //! xrelay userspace: the library behind `relayd` and `relayctl`.
 //!
+//! - [`calls`]: calls, monologues, medias; learning, forwarding, kernelization.
 //! - [`datapath`]: the forwarding backend trait and its XDP implementation.
 //! - [`bpffs`]: making sure a BPF filesystem is there to pin into.
 //! - [`caps`]: checking the privileges XDP needs before trying.
@@ -10,6 +11,7 @@
 //! - [`static_stream`]: the `--static-stream` syntax of relayd.
 
 pub mod bpffs;
+pub mod calls;
 pub mod caps;
 pub mod datapath;
 pub mod interfaces;

@@ -1,0 +1,595 @@
+//! Calls: the state behind `offer`, `answer`, `delete`, `query` and `list`.
+//!
+//! [`CallManager`] owns the calls, the port pools of the logical interfaces
+//! and the kernel datapath. The NG layer translates requests into
+//! [`Signal`]s and replies from the summaries returned here; the
+//! forwarder tasks report confirmations through [`forwarder::PortEvent`].
+
+pub mod forwarder;
+pub mod kernel;
+pub mod learning;
+pub mod model;
+pub mod port;
+pub mod summary;
+#[cfg(test)]
+mod tests;
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use tokio::{sync::mpsc, time::Instant};
+
+use self::{
+    forwarder::PortEvent,
+    kernel::Kernel,
+    learning::{Learner, LearningMode},
+    model::{unix_now, Call, Media, MediaOffer, Monologue},
+    port::MediaPort,
+    summary::CallSummary,
+};
+use crate::{
+    interfaces::InterfaceSpec,
+    ports::{PortError, PortPair, PortPool},
+};
+
+/// Call-related settings.
+#[derive(Clone, Debug)]
+pub struct CallConfig {
+    /// No media on any stream of a call for this long: the call is deleted.
+    pub timeout: Duration,
+    /// Default delay between `delete` and the call's removal.
+    pub delete_delay: Duration,
+    /// Default endpoint learning.
+    pub learning: LearningMode,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        CallConfig {
+            timeout: Duration::from_secs(60),
+            delete_delay: Duration::from_secs(30),
+            learning: LearningMode::Heuristic,
+        }
+    }
+}
+
+/// A logical interface and its ports.
+#[derive(Debug)]
+pub struct Interface {
+    /// Name, addresses.
+    pub spec: InterfaceSpec,
+    /// Its RTP/RTCP pairs.
+    pub pool: PortPool,
+}
+
+/// Why a request failed; the Display text is the NG `error-reason`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CallError {
+    /// No such call.
+    #[error("Unknown call-id")]
+    UnknownCall,
+    /// The from-tag of an answer names no party of the call.
+    #[error("Unknown from-tag")]
+    UnknownTag,
+    /// `direction=` names no configured interface.
+    #[error("Unknown interface '{0}'")]
+    UnknownInterface(String),
+    /// No port pair left.
+    #[error("Ran out of ports")]
+    RanOutOfPorts,
+    /// The answer has more media sections than were offered.
+    #[error("Answer has more media sections than the offer")]
+    TooManyMedia,
+}
+
+/// An offer or answer, already parsed.
+#[derive(Clone, Debug)]
+pub struct Signal {
+    /// Call-ID.
+    pub call_id: String,
+    /// Tag of the party whose SDP this is (offer) / of the offerer (answer).
+    pub from_tag: String,
+    /// The other tag, if known.
+    pub to_tag: Option<String>,
+    /// via-branch, for forks.
+    pub via_branch: Option<String>,
+    /// `direction=[from, to]` interface names.
+    pub direction: Vec<String>,
+    /// Medias of the SDP, in order.
+    pub medias: Vec<MediaOffer>,
+    /// Endpoint learning for this call.
+    pub learning: Option<LearningMode>,
+    /// Drop packets from unexpected sources once learned.
+    pub strict_source: bool,
+    /// Send to the SDP endpoint rather than the learned source.
+    pub asymmetric: bool,
+}
+
+/// Where the relay wants media of one party: for the SDP sent to the other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaPlan {
+    /// Advertised address.
+    pub address: std::net::IpAddr,
+    /// RTP port.
+    pub rtp_port: u16,
+    /// RTCP port.
+    pub rtcp_port: u16,
+}
+
+/// Result of an offer/answer: what to put in the rewritten SDP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SdpPlan {
+    /// Advertised address of the interface facing the SDP's recipient.
+    pub address: std::net::IpAddr,
+    /// One per media, same order as the request.
+    pub medias: Vec<MediaPlan>,
+}
+
+/// All calls.
+#[derive(Debug)]
+pub struct CallManager {
+    config: CallConfig,
+    interfaces: Vec<Interface>,
+    calls: HashMap<String, Call>,
+    kernel: Kernel,
+    events: mpsc::UnboundedSender<PortEvent>,
+    /// Calls created since start.
+    pub total_calls: u64,
+}
+
+impl CallManager {
+    /// A manager over `interfaces` (the first is the default), with
+    /// `kernel` for the fast path and `events` for its forwarders' reports.
+    pub fn new(
+        config: CallConfig,
+        interfaces: Vec<Interface>,
+        kernel: Kernel,
+        events: mpsc::UnboundedSender<PortEvent>,
+    ) -> Self {
+        CallManager {
+            config,
+            interfaces,
+            calls: HashMap::new(),
+            kernel,
+            events,
+            total_calls: 0,
+        }
+    }
+
+    /// The interfaces.
+    pub fn interfaces(&self) -> &[Interface] {
+        &self.interfaces
+    }
+
+    /// The kernel side.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// Number of calls.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether there are no calls.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    fn interface_index(&self, name: Option<&String>) -> Result<Option<usize>, CallError> {
+        match name {
+            None => Ok(None),
+            Some(n) if n.is_empty() => Ok(None),
+            Some(n) => self
+                .interfaces
+                .iter()
+                .position(|i| &i.spec.name == n)
+                .map(Some)
+                .ok_or_else(|| CallError::UnknownInterface(n.clone())),
+        }
+    }
+
+    /// `offer`: the SDP of `from_tag`'s party, to be sent to the other.
+    pub fn offer(&mut self, sig: &Signal, now: Instant) -> Result<SdpPlan, CallError> {
+        let from_if = self.interface_index(sig.direction.first())?;
+        let to_if = self.interface_index(sig.direction.get(1))?;
+        let is_new_call = !self.calls.contains_key(&sig.call_id);
+        let mut call = self.calls.remove(&sig.call_id).unwrap_or_else(|| Call {
+            id: sig.call_id.clone(),
+            monologues: Vec::new(),
+            created_unix: unix_now(),
+            last_signal: now,
+            last_signal_unix: unix_now(),
+            delete_at: None,
+        });
+        let result = self.offer_in(&mut call, sig, from_if, to_if, now);
+        if result.is_ok() || !is_new_call {
+            if result.is_ok() && is_new_call {
+                self.total_calls += 1;
+            }
+            self.calls.insert(call.id.clone(), call);
+        } else {
+            self.free_call(call);
+        }
+        result
+    }
+
+    fn offer_in(
+        &mut self,
+        call: &mut Call,
+        sig: &Signal,
+        from_if: Option<usize>,
+        to_if: Option<usize>,
+        now: Instant,
+    ) -> Result<SdpPlan, CallError> {
+        let from = match call.find(&sig.from_tag) {
+            Some(i) => i,
+            None => push_monologue(call, Some(sig.from_tag.clone()), None, from_if.unwrap_or(0)),
+        };
+        let to = match (&sig.to_tag, call.monologues[from].peer) {
+            (Some(tag), _) if call.find(tag).is_some() => call.find(tag).unwrap_or_default(),
+            (Some(tag), _) => push_monologue(call, Some(tag.clone()), None, to_if.unwrap_or(0)),
+            (None, Some(peer)) => peer,
+            (None, None) => push_monologue(call, None, sig.via_branch.clone(), to_if.unwrap_or(0)),
+        };
+        call.monologues[from].peer = Some(to);
+        call.monologues[to].peer = Some(from);
+        self.ensure_medias(call, &[from, to], sig.medias.len(), sig, now)?;
+        self.apply_sdp(call, from, sig, now);
+        call.last_signal = now;
+        call.last_signal_unix = unix_now();
+        call.delete_at = None;
+        Ok(self.plan_for(call, to, sig.medias.len()))
+    }
+
+    /// `answer`: the SDP of the party answering `from_tag`'s offer.
+    pub fn answer(&mut self, sig: &Signal, now: Instant) -> Result<SdpPlan, CallError> {
+        let mut call = self
+            .calls
+            .remove(&sig.call_id)
+            .ok_or(CallError::UnknownCall)?;
+        let result = self.answer_in(&mut call, sig, now);
+        self.calls.insert(call.id.clone(), call);
+        result
+    }
+
+    fn answer_in(
+        &mut self,
+        call: &mut Call,
+        sig: &Signal,
+        now: Instant,
+    ) -> Result<SdpPlan, CallError> {
+        let offerer = call.find(&sig.from_tag).ok_or(CallError::UnknownTag)?;
+        let to_tag = sig.to_tag.clone().unwrap_or_default();
+        let answerer = match (call.find(&to_tag), call.monologues[offerer].peer) {
+            (Some(i), _) => i,
+            (None, Some(peer)) => {
+                let m = &mut call.monologues[peer];
+                match &m.tag {
+                    None => m.tag = Some(to_tag),
+                    // Another fork answered: alias it to the answer side.
+                    Some(_) => m.aliases.push(to_tag),
+                }
+                peer
+            }
+            (None, None) => {
+                let iface = call.monologues[offerer].interface;
+                push_monologue(call, Some(to_tag), None, iface)
+            }
+        };
+        call.monologues[offerer].peer = Some(answerer);
+        call.monologues[answerer].peer = Some(offerer);
+        if sig.medias.len() > call.monologues[offerer].medias.len() {
+            return Err(CallError::TooManyMedia);
+        }
+        self.ensure_medias(call, &[offerer, answerer], sig.medias.len(), sig, now)?;
+        self.apply_sdp(call, answerer, sig, now);
+        call.last_signal = now;
+        call.last_signal_unix = unix_now();
+        Ok(self.plan_for(call, offerer, sig.medias.len()))
+    }
+
+    /// Allocates ports so every monologue in `who` has `count` medias. All
+    /// pairs are taken before any is used, so running out leaves nothing
+    /// half-built.
+    fn ensure_medias(
+        &mut self,
+        call: &mut Call,
+        who: &[usize],
+        count: usize,
+        sig: &Signal,
+        now: Instant,
+    ) -> Result<(), CallError> {
+        let mut taken: Vec<(usize, usize, PortPair)> = Vec::new();
+        for &m in who {
+            let iface = call.monologues[m].interface;
+            for _ in call.monologues[m].medias.len()..count {
+                match self.interfaces[iface].pool.allocate() {
+                    Ok(pair) => taken.push((m, iface, pair)),
+                    Err(PortError::RanOutOfPorts | PortError::EmptyRange { .. }) => {
+                        for (_, i, pair) in taken {
+                            self.interfaces[i].pool.release(pair.rtp_port);
+                        }
+                        return Err(CallError::RanOutOfPorts);
+                    }
+                }
+            }
+        }
+        let learning = sig.learning.unwrap_or(self.config.learning);
+        for (m, iface, pair) in taken {
+            let index = call.monologues[m].medias.len();
+            let offer = sig.medias.get(index);
+            match self.open_media(index, offer, pair, learning, sig.strict_source, now) {
+                Ok(media) => call.monologues[m].medias.push(media),
+                Err((port, e)) => {
+                    tracing::error!(error = %e, "cannot use a bound socket");
+                    self.interfaces[iface].pool.release(port);
+                    return Err(CallError::RanOutOfPorts);
+                }
+            }
+        }
+        // Pair each media's ports with the peer's.
+        if let [a, b] = *who {
+            for i in 0..count {
+                let (ma, mb) = (&call.monologues[a].medias[i], &call.monologues[b].medias[i]);
+                MediaPort::pair(&ma.rtp, &mb.rtp);
+                MediaPort::pair(&ma.rtcp, &mb.rtcp);
+            }
+        }
+        Ok(())
+    }
+
+    fn open_media(
+        &self,
+        index: usize,
+        offer: Option<&MediaOffer>,
+        pair: PortPair,
+        learning: LearningMode,
+        strict: bool,
+        now: Instant,
+    ) -> Result<Media, (u16, std::io::Error)> {
+        let port = pair.rtp_port;
+        let rtp = MediaPort::new(pair.rtp, Learner::new(learning, strict, None, now))
+            .map_err(|e| (port, e))?;
+        let rtcp = MediaPort::new(pair.rtcp, Learner::new(learning, strict, None, now))
+            .map_err(|e| (port, e))?;
+        let tasks = vec![
+            forwarder::spawn(rtp.clone(), self.events.clone()),
+            forwarder::spawn(rtcp.clone(), self.events.clone()),
+        ];
+        Ok(Media {
+            index,
+            kind: offer.map(|o| o.kind.clone()).unwrap_or_default(),
+            protocol: offer.map(|o| o.protocol.clone()).unwrap_or_default(),
+            rtp,
+            rtcp,
+            rtcp_mux: false,
+            tasks,
+        })
+    }
+
+    /// Records what `party`'s SDP says about where it wants media.
+    fn apply_sdp(&mut self, call: &mut Call, party: usize, sig: &Signal, now: Instant) {
+        for (media, offer) in call.monologues[party].medias.iter_mut().zip(&sig.medias) {
+            media.kind = offer.kind.clone();
+            media.protocol = offer.protocol.clone();
+            media.rtcp_mux = offer.rtcp_mux;
+            let rtcp = if offer.rtcp_mux {
+                offer.rtp
+            } else {
+                offer.rtcp
+            };
+            for (port, sdp) in [(&media.rtp, offer.rtp), (&media.rtcp, rtcp)] {
+                let unconfirmed = {
+                    let mut st = port.state();
+                    st.symmetric = !sig.asymmetric;
+                    st.learner.resignal(sdp, sig.strict_source, now)
+                };
+                if unconfirmed {
+                    // The endpoint changed: both directions leave the kernel.
+                    self.kernel.remove(port);
+                    if let Some(sink) = port.state().sink.upgrade() {
+                        self.kernel.remove(&sink);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The relay side of `party`: where the other party must send.
+    fn plan_for(&self, call: &Call, party: usize, count: usize) -> SdpPlan {
+        let m = &call.monologues[party];
+        let address = self.interfaces[m.interface].spec.advertised;
+        let medias = m
+            .medias
+            .iter()
+            .take(count)
+            .map(|md| MediaPlan {
+                address,
+                rtp_port: md.rtp.local.port(),
+                rtcp_port: md.rtcp.local.port(),
+            })
+            .collect();
+        SdpPlan { address, medias }
+    }
+
+    /// A forwarder's report.
+    pub fn on_event(&mut self, event: PortEvent) {
+        match event {
+            PortEvent::Confirmed(port) => {
+                let sink = port.state().sink.upgrade();
+                self.kernel.try_install(&port);
+                if let Some(sink) = sink {
+                    self.kernel.try_install(&sink);
+                }
+            }
+        }
+    }
+
+    /// `delete`: the whole call (Kamailio sends the tag of whoever hung up),
+    /// or one unanswered branch when `via_branch` names one. With a delay,
+    /// the call stays (and forwards) until then.
+    pub fn delete(
+        &mut self,
+        call_id: &str,
+        via_branch: Option<&str>,
+        delay: Option<Duration>,
+        now: Instant,
+    ) -> Result<CallSummary, CallError> {
+        let call = self.calls.get_mut(call_id).ok_or(CallError::UnknownCall)?;
+        if let Some(branch) = via_branch {
+            let pending = call
+                .monologues
+                .iter()
+                .position(|m| m.tag.is_none() && m.via_branch.as_deref() == Some(branch));
+            if let Some(i) = pending {
+                let medias = std::mem::take(&mut call.monologues[i].medias);
+                let iface = call.monologues[i].interface;
+                for media in medias {
+                    self.free_media(iface, media);
+                }
+                let call = &self.calls[call_id];
+                return Ok(summary::summarize(call, &self.kernel, &self.interfaces));
+            }
+        }
+        let delay = delay.unwrap_or(self.config.delete_delay);
+        if delay.is_zero() {
+            let call = self.calls.remove(call_id).ok_or(CallError::UnknownCall)?;
+            let summary = summary::summarize(&call, &self.kernel, &self.interfaces);
+            self.free_call(call);
+            Ok(summary)
+        } else {
+            call.delete_at = Some(now + delay);
+            let call = &self.calls[call_id];
+            Ok(summary::summarize(call, &self.kernel, &self.interfaces))
+        }
+    }
+
+    /// `query`.
+    pub fn query(&self, call_id: &str) -> Result<CallSummary, CallError> {
+        let call = self.calls.get(call_id).ok_or(CallError::UnknownCall)?;
+        Ok(summary::summarize(call, &self.kernel, &self.interfaces))
+    }
+
+    /// `list`: up to `limit` call-ids.
+    pub fn list(&self, limit: usize) -> Vec<String> {
+        let mut ids: Vec<String> = self.calls.keys().cloned().collect();
+        ids.sort();
+        ids.truncate(limit);
+        ids
+    }
+
+    /// Periodic work: delayed deletes and media timeouts.
+    pub fn tick(&mut self, now: Instant) {
+        let timeout = self.config.timeout;
+        let expired: Vec<(String, &'static str)> = self
+            .calls
+            .values()
+            .filter_map(|c| {
+                if c.delete_at.is_some_and(|t| now >= t) {
+                    return Some((c.id.clone(), "deleted"));
+                }
+                let idle = now.saturating_duration_since(self.last_activity(c));
+                (idle >= timeout).then(|| (c.id.clone(), "timed out"))
+            })
+            .collect();
+        for (id, why) in expired {
+            if let Some(call) = self.calls.remove(&id) {
+                let s = summary::summarize(&call, &self.kernel, &self.interfaces);
+                tracing::info!(call_id = %id, why, packets = s.totals.packets, bytes = s.totals.bytes, "call removed");
+                self.free_call(call);
+            }
+        }
+    }
+
+    /// Latest sign of life: signalling, a userspace packet, or a kernel one.
+    fn last_activity(&self, call: &Call) -> Instant {
+        let mut last = call.last_signal;
+        for port in call.ports() {
+            if let Some(t) = port.state().last_packet {
+                last = last.max(t);
+            }
+            let k = self.kernel.stats(port);
+            if let Some(t) = kernel_time_to_instant(k.last_seen_ns) {
+                last = last.max(t);
+            }
+        }
+        last
+    }
+
+    /// Removes every call (shutdown).
+    pub fn clear(&mut self) {
+        for (_, call) in std::mem::take(&mut self.calls) {
+            self.free_call(call);
+        }
+    }
+
+    fn free_call(&mut self, call: Call) {
+        for m in call.monologues {
+            for media in m.medias {
+                self.free_media(m.interface, media);
+            }
+        }
+    }
+
+    fn free_media(&mut self, iface: usize, media: Media) {
+        for port in media.ports() {
+            self.kernel.remove(port);
+        }
+        for task in &media.tasks {
+            task.abort();
+        }
+        self.interfaces[iface].pool.release(media.rtp_port());
+    }
+
+    /// Ports in use per interface: (name, used, free).
+    pub fn port_usage(&self) -> Vec<(String, usize, usize)> {
+        self.interfaces
+            .iter()
+            .map(|i| (i.spec.name.clone(), i.pool.used(), i.pool.free()))
+            .collect()
+    }
+
+    /// Endpoints of a port, for tests: (SDP, confirmed).
+    pub fn endpoint_of(port: &MediaPort) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let st = port.state();
+        (st.learner.sdp(), st.learner.confirmed())
+    }
+}
+
+fn push_monologue(
+    call: &mut Call,
+    tag: Option<String>,
+    via_branch: Option<String>,
+    interface: usize,
+) -> usize {
+    call.monologues.push(Monologue {
+        tag,
+        aliases: Vec::new(),
+        via_branch,
+        interface,
+        peer: None,
+        medias: Vec::new(),
+        created_unix: unix_now(),
+    });
+    call.monologues.len() - 1
+}
+
+/// Converts a kernel CLOCK_MONOTONIC_COARSE timestamp into an Instant.
+fn kernel_time_to_instant(ns: u64) -> Option<Instant> {
+    if ns == 0 {
+        return None;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        return None;
+    }
+    let now_ns = (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64);
+    let age = Duration::from_nanos(now_ns.saturating_sub(ns));
+    Instant::now().checked_sub(age)
+}

@@ -1,0 +1,126 @@
+//! The call model, as rtpengine has it: a call holds monologues (one per SIP
+//! tag, i.e. per party), a monologue holds medias (one per `m=` line), a
+//! media holds the party's RTP and RTCP relay ports.
+//!
+//! A monologue's ports are where *its party* sends media; they live on the
+//! interface facing that party. Packets arriving there leave from the
+//! matching port of the monologue it is in dialogue with.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::{task::JoinHandle, time::Instant};
+
+use super::port::MediaPort;
+
+/// One media section of one party.
+#[derive(Debug)]
+pub struct Media {
+    /// `m=` line index.
+    pub index: usize,
+    /// `audio`, `video`, ...
+    pub kind: String,
+    /// Transport protocol (`RTP/AVP`, ...).
+    pub protocol: String,
+    /// RTP port.
+    pub rtp: Arc<MediaPort>,
+    /// RTCP port (RTP + 1).
+    pub rtcp: Arc<MediaPort>,
+    /// The party asked for RTCP multiplexed on the RTP port.
+    pub rtcp_mux: bool,
+    /// The forwarder tasks of both ports.
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+impl Media {
+    /// Both ports.
+    pub fn ports(&self) -> [&Arc<MediaPort>; 2] {
+        [&self.rtp, &self.rtcp]
+    }
+
+    /// The even port, as the pool knows the pair.
+    pub fn rtp_port(&self) -> u16 {
+        self.rtp.local.port()
+    }
+}
+
+/// One party (one SIP tag, or a not yet answered branch).
+#[derive(Debug)]
+pub struct Monologue {
+    /// SIP tag; None until an answer names the branch.
+    pub tag: Option<String>,
+    /// Other to-tags that answered for this branch (forks), rtpengine's
+    /// default of aliasing them to the existing answer side.
+    pub aliases: Vec<String>,
+    /// via-branch of the offer that created it, if given.
+    pub via_branch: Option<String>,
+    /// Index of the logical interface its ports are on.
+    pub interface: usize,
+    /// Index (in the call) of the monologue it is in dialogue with.
+    pub peer: Option<usize>,
+    /// Medias by `m=` index.
+    pub medias: Vec<Media>,
+    /// Wall-clock creation time (seconds since the epoch), for `query`.
+    pub created_unix: u64,
+}
+
+impl Monologue {
+    /// Whether `tag` names this monologue.
+    pub fn answers_to(&self, tag: &str) -> bool {
+        self.tag.as_deref() == Some(tag) || self.aliases.iter().any(|a| a == tag)
+    }
+}
+
+/// A call (one Call-ID).
+#[derive(Debug)]
+pub struct Call {
+    /// The Call-ID.
+    pub id: String,
+    /// Monologues; indices are stable for the call's life.
+    pub monologues: Vec<Monologue>,
+    /// Wall-clock creation time (seconds since the epoch).
+    pub created_unix: u64,
+    /// Last offer/answer.
+    pub last_signal: Instant,
+    /// Last offer/answer, wall clock.
+    pub last_signal_unix: u64,
+    /// When a delayed delete takes effect.
+    pub delete_at: Option<Instant>,
+}
+
+impl Call {
+    /// Index of the monologue that answers to `tag`.
+    pub fn find(&self, tag: &str) -> Option<usize> {
+        self.monologues.iter().position(|m| m.answers_to(tag))
+    }
+
+    /// Every port of the call.
+    pub fn ports(&self) -> impl Iterator<Item = &Arc<MediaPort>> {
+        self.monologues
+            .iter()
+            .flat_map(|m| m.medias.iter())
+            .flat_map(|md| md.ports())
+    }
+}
+
+/// What the SDP of one party says about one media section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaOffer {
+    /// `audio`, `video`, ...
+    pub kind: String,
+    /// Transport protocol.
+    pub protocol: String,
+    /// Where the party wants RTP (None: port 0 / no address).
+    pub rtp: Option<SocketAddr>,
+    /// Where the party wants RTCP.
+    pub rtcp: Option<SocketAddr>,
+    /// `a=rtcp-mux` present.
+    pub rtcp_mux: bool,
+}
+
+/// Seconds since the epoch, for wall-clock fields of replies.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

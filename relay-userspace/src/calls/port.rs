@@ -1,0 +1,103 @@
+//! One relay socket of one party (its RTP or its RTCP port) with what the
+//! forwarder needs per packet: the party's learned endpoint, the matching
+//! port of the other party (where packets leave from), and counters.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, Weak,
+    },
+};
+
+use tokio::{net::UdpSocket, time::Instant};
+
+use super::learning::Learner;
+
+/// Counters of packets received on a port from its party, in userspace.
+#[derive(Debug, Default)]
+pub struct PortStats {
+    /// Packets received from the party (and not dropped).
+    pub packets: AtomicU64,
+    /// Their UDP payload bytes.
+    pub bytes: AtomicU64,
+    /// Packets that could not be forwarded (no destination yet, send error).
+    pub errors: AtomicU64,
+    /// Packets dropped as strict-source mismatches.
+    pub dropped: AtomicU64,
+}
+
+/// Mutable per-port state, behind a short-held lock.
+#[derive(Debug)]
+pub struct PortState {
+    /// Where the party sends from / should be sent to.
+    pub learner: Learner,
+    /// Send to the learned source rather than the SDP endpoint.
+    pub symmetric: bool,
+    /// The other party's matching port: packets received here leave from it.
+    pub sink: Weak<MediaPort>,
+    /// Kernel counters slot while the port's stream is in the kernel.
+    pub kernel_slot: Option<u32>,
+    /// Kernel counters folded in when the stream left the kernel.
+    pub kernel_retired: relay_common::StreamStats,
+    /// Last packet seen in userspace.
+    pub last_packet: Option<Instant>,
+}
+
+/// A relay port.
+#[derive(Debug)]
+pub struct MediaPort {
+    /// Local (bind) address: the key of its kernel stream.
+    pub local: SocketAddr,
+    /// The socket.
+    pub socket: UdpSocket,
+    /// Userspace counters.
+    pub stats: PortStats,
+    state: Mutex<PortState>,
+}
+
+impl MediaPort {
+    /// Wraps a bound socket.
+    pub fn new(socket: std::net::UdpSocket, learner: Learner) -> std::io::Result<Arc<Self>> {
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        let socket = UdpSocket::from_std(socket)?;
+        Ok(Arc::new(MediaPort {
+            local,
+            socket,
+            stats: PortStats::default(),
+            state: Mutex::new(PortState {
+                learner,
+                symmetric: true,
+                sink: Weak::new(),
+                kernel_slot: None,
+                kernel_retired: Default::default(),
+                last_packet: None,
+            }),
+        }))
+    }
+
+    /// Locks the state. A poisoned lock (a panic elsewhere while holding it)
+    /// still yields the state: it holds no invariant a panic could break
+    /// half-way that would make forwarding unsafe.
+    pub fn state(&self) -> MutexGuard<'_, PortState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Links two ports as each other's sink.
+    pub fn pair(a: &Arc<MediaPort>, b: &Arc<MediaPort>) {
+        a.state().sink = Arc::downgrade(b);
+        b.state().sink = Arc::downgrade(a);
+    }
+
+    /// Userspace counters as plain numbers: (packets, bytes, errors, dropped).
+    pub fn user_counts(&self) -> (u64, u64, u64, u64) {
+        let s = &self.stats;
+        (
+            s.packets.load(Ordering::Relaxed),
+            s.bytes.load(Ordering::Relaxed),
+            s.errors.load(Ordering::Relaxed),
+            s.dropped.load(Ordering::Relaxed),
+        )
+    }
+}

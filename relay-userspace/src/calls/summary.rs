@@ -1,0 +1,179 @@
+//! Plain snapshots of a call for `query`, `delete` replies, relayctl and
+//! logs: per stream endpoints, whether it is in the kernel, and counters
+//! summed over the kernel and userspace.
+
+use std::net::SocketAddr;
+
+use super::{kernel::Kernel, model::Call, port::MediaPort, Interface};
+
+/// Packet counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (UDP payload).
+    pub bytes: u64,
+    /// Errors (not forwardable, dropped).
+    pub errors: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+    }
+}
+
+/// One relay port of one party.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// Local (bind) address and port.
+    pub local: SocketAddr,
+    /// Address and port as advertised in SDP.
+    pub advertised: SocketAddr,
+    /// The party's endpoint from SDP.
+    pub sdp_endpoint: Option<SocketAddr>,
+    /// The learned (confirmed) endpoint.
+    pub confirmed: Option<SocketAddr>,
+    /// RTCP port (else RTP).
+    pub rtcp: bool,
+    /// In the kernel fast path now.
+    pub kernelized: bool,
+    /// Received from the party and forwarded, in userspace.
+    pub user: Counts,
+    /// Received from the party and forwarded (or dropped), in the kernel.
+    pub kernel: Counts,
+}
+
+/// One media of one party.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaSummary {
+    /// `m=` index (1-based, as rtpengine reports it).
+    pub index: usize,
+    /// Media type.
+    pub kind: String,
+    /// Protocol.
+    pub protocol: String,
+    /// RTP then RTCP.
+    pub streams: Vec<StreamSummary>,
+}
+
+/// One party.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagSummary {
+    /// Tag (empty while a branch is unanswered).
+    pub tag: String,
+    /// Tag of the party it talks to.
+    pub in_dialogue_with: Option<String>,
+    /// Creation time (unix seconds).
+    pub created: u64,
+    /// Interface name.
+    pub interface: String,
+    /// Medias.
+    pub medias: Vec<MediaSummary>,
+}
+
+/// A call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallSummary {
+    /// Call-ID.
+    pub call_id: String,
+    /// Creation time (unix seconds).
+    pub created: u64,
+    /// Last offer/answer (unix seconds).
+    pub last_signal: u64,
+    /// Parties.
+    pub tags: Vec<TagSummary>,
+    /// RTP totals (kernel + userspace).
+    pub rtp: Counts,
+    /// RTCP totals (kernel + userspace).
+    pub rtcp: Counts,
+    /// All packets.
+    pub totals: Counts,
+}
+
+fn stream(
+    port: &MediaPort,
+    advertised_ip: std::net::IpAddr,
+    rtcp: bool,
+    kernel: &Kernel,
+) -> StreamSummary {
+    let (sdp_endpoint, confirmed, kernelized) = {
+        let st = port.state();
+        (
+            st.learner.sdp(),
+            st.learner.confirmed(),
+            st.kernel_slot.is_some(),
+        )
+    };
+    let (packets, bytes, errors, dropped) = port.user_counts();
+    let k = kernel.stats(port);
+    StreamSummary {
+        local: port.local,
+        advertised: SocketAddr::new(advertised_ip, port.local.port()),
+        sdp_endpoint,
+        confirmed,
+        rtcp,
+        kernelized,
+        user: Counts {
+            packets,
+            bytes,
+            errors: errors + dropped,
+        },
+        kernel: Counts {
+            packets: k.packets,
+            bytes: k.bytes,
+            errors: k.dropped,
+        },
+    }
+}
+
+/// Snapshot of `call`.
+pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> CallSummary {
+    let mut s = CallSummary {
+        call_id: call.id.clone(),
+        created: call.created_unix,
+        last_signal: call.last_signal_unix,
+        tags: Vec::new(),
+        rtp: Counts::default(),
+        rtcp: Counts::default(),
+        totals: Counts::default(),
+    };
+    for m in &call.monologues {
+        let iface = interfaces.get(m.interface);
+        let advertised = iface.map(|i| i.spec.advertised);
+        let mut tag = TagSummary {
+            tag: m.tag.clone().unwrap_or_default(),
+            in_dialogue_with: m
+                .peer
+                .and_then(|p| call.monologues.get(p))
+                .and_then(|p| p.tag.clone()),
+            created: m.created_unix,
+            interface: iface.map(|i| i.spec.name.clone()).unwrap_or_default(),
+            medias: Vec::new(),
+        };
+        for md in &m.medias {
+            let ip = advertised.unwrap_or(md.rtp.local.ip());
+            let streams = vec![
+                stream(&md.rtp, ip, false, kernel),
+                stream(&md.rtcp, ip, true, kernel),
+            ];
+            for st in &streams {
+                let bucket = if st.rtcp { &mut s.rtcp } else { &mut s.rtp };
+                bucket.add(st.user);
+                bucket.add(st.kernel);
+                s.totals.add(st.user);
+                s.totals.add(st.kernel);
+            }
+            tag.medias.push(MediaSummary {
+                index: md.index + 1,
+                kind: md.kind.clone(),
+                protocol: md.protocol.clone(),
+                streams,
+            });
+        }
+        s.tags.push(tag);
+    }
+    s
+}

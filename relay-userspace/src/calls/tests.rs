@@ -1,0 +1,316 @@
+//! Call state machine tests: real sockets on loopback, a fake datapath that
+//! records what would go into the kernel, explicit time for timers.
+
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, UdpSocket},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use relay_common::StreamStats;
+use tokio::{sync::mpsc, time::Instant};
+
+use super::*;
+use crate::datapath::{Counters, Datapath, DatapathError, StreamSpec};
+
+/// Records kernel entries instead of programming BPF maps.
+#[derive(Clone, Default)]
+struct FakeDatapath {
+    entries: Arc<Mutex<HashMap<SocketAddr, StreamSpec>>>,
+}
+
+impl Datapath for FakeDatapath {
+    fn install(&mut self, stream: &StreamSpec) -> Result<(), DatapathError> {
+        self.entries.lock().unwrap().insert(stream.local, *stream);
+        Ok(())
+    }
+    fn remove(&mut self, local: SocketAddr) -> Result<(), DatapathError> {
+        self.entries
+            .lock()
+            .unwrap()
+            .remove(&local)
+            .map(|_| ())
+            .ok_or(DatapathError::NoSuchStream(local))
+    }
+    fn stream_stats(&self, _slot: u32) -> Result<StreamStats, DatapathError> {
+        Ok(StreamStats::default())
+    }
+    fn counters(&self) -> Result<Counters, DatapathError> {
+        Ok(Counters::default())
+    }
+}
+
+struct Harness {
+    mgr: CallManager,
+    events: mpsc::UnboundedReceiver<PortEvent>,
+    kernel: FakeDatapath,
+}
+
+fn harness(port_min: u16, port_max: u16) -> Harness {
+    let spec = InterfaceSpec {
+        name: "default".into(),
+        address: "127.0.0.1".parse().unwrap(),
+        advertised: "203.0.113.1".parse().unwrap(),
+    };
+    let pool = PortPool::new(spec.address, port_min, port_max).unwrap();
+    let kernel = FakeDatapath::default();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mgr = CallManager::new(
+        CallConfig::default(),
+        vec![Interface { spec, pool }],
+        Kernel::new(Some(Box::new(kernel.clone())), 1024),
+        tx,
+    );
+    Harness {
+        mgr,
+        events: rx,
+        kernel,
+    }
+}
+
+fn media(rtp: SocketAddr) -> MediaOffer {
+    MediaOffer {
+        kind: "audio".into(),
+        protocol: "RTP/AVP".into(),
+        rtp: Some(rtp),
+        rtcp: Some(SocketAddr::new(rtp.ip(), rtp.port() + 1)),
+        rtcp_mux: false,
+    }
+}
+
+fn signal(call: &str, from: &str, to: Option<&str>, rtp: SocketAddr) -> Signal {
+    Signal {
+        call_id: call.into(),
+        from_tag: from.into(),
+        to_tag: to.map(Into::into),
+        via_branch: None,
+        direction: Vec::new(),
+        medias: vec![media(rtp)],
+        learning: None,
+        strict_source: false,
+        asymmetric: false,
+    }
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn offer_answer_reoffer_keep_ports_and_advertise() {
+    let mut h = harness(42000, 42099);
+    let now = Instant::now();
+    let offer = h
+        .mgr
+        .offer(&signal("c1", "A", None, sa("10.0.0.1:4000")), now)
+        .unwrap();
+    assert_eq!(
+        offer.address,
+        "203.0.113.1".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(offer.medias.len(), 1);
+    let m = &offer.medias[0];
+    assert_eq!((m.rtp_port % 2, m.rtcp_port), (0, m.rtp_port + 1));
+    let answer = h
+        .mgr
+        .answer(&signal("c1", "A", Some("B"), sa("10.0.0.2:5000")), now)
+        .unwrap();
+    assert_ne!(
+        answer.medias[0].rtp_port, m.rtp_port,
+        "each side has its own ports"
+    );
+    assert_eq!(h.mgr.port_usage()[0].1, 2);
+
+    // re-INVITE from A (now with to-tag), and from B: ports stay.
+    let again = h
+        .mgr
+        .offer(&signal("c1", "A", Some("B"), sa("10.0.0.1:4000")), now)
+        .unwrap();
+    assert_eq!(again, offer);
+    let from_b = h
+        .mgr
+        .offer(&signal("c1", "B", Some("A"), sa("10.0.0.2:5000")), now)
+        .unwrap();
+    assert_eq!(from_b.medias, answer.medias);
+    assert_eq!(h.mgr.port_usage()[0].1, 2, "no new ports for re-INVITEs");
+    assert_eq!(h.mgr.list(32), vec!["c1".to_string()]);
+    drop(h.events);
+}
+
+// Blocking std sockets in the test body: the forwarder needs other threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_flows_in_userspace_then_goes_to_the_kernel() {
+    let mut h = harness(42100, 42199);
+    let now = Instant::now();
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    }
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let offer = h.mgr.offer(&signal("c2", "A", None, a_addr), now).unwrap();
+    let answer = h
+        .mgr
+        .answer(&signal("c2", "A", Some("B"), b_addr), now)
+        .unwrap();
+    // A sends to the port in the answer (its side); B to the one in the offer.
+    let relay_for_a = sa(&format!("127.0.0.1:{}", answer.medias[0].rtp_port));
+    let relay_for_b = sa(&format!("127.0.0.1:{}", offer.medias[0].rtp_port));
+
+    let mut buf = [0u8; 64];
+    a.send_to(b"from A", relay_for_a).unwrap();
+    let (n, src) = b.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], src),
+        (&b"from A"[..], relay_for_b),
+        "B sees the relay's B-side port"
+    );
+    b.send_to(b"from B", relay_for_b).unwrap();
+    let (n, src) = a.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], src), (&b"from B"[..], relay_for_a));
+
+    // Both endpoints matched their SDP exactly: confirmed, so both
+    // directions went into the (fake) kernel.
+    for _ in 0..2 {
+        let ev = tokio::time::timeout(Duration::from_secs(2), h.events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        h.mgr.on_event(ev);
+    }
+    let entries = h.kernel.entries.lock().unwrap().clone();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let a_to_b = &entries[&relay_for_a];
+    assert_eq!((a_to_b.peer, a_to_b.source), (b_addr, relay_for_b));
+    let b_to_a = &entries[&relay_for_b];
+    assert_eq!((b_to_a.peer, b_to_a.source), (a_addr, relay_for_a));
+
+    let q = h.mgr.query("c2").unwrap();
+    assert_eq!(q.rtp.packets, 2);
+    assert!(q.tags.iter().all(|t| t.medias[0].streams[0].kernelized));
+
+    // A re-INVITE moving A elsewhere takes both directions out of the kernel.
+    let moved = sa("127.0.0.1:9");
+    h.mgr
+        .offer(&signal("c2", "A", Some("B"), moved), now)
+        .unwrap();
+    assert!(h.kernel.entries.lock().unwrap().is_empty());
+
+    h.mgr.delete("c2", None, Some(Duration::ZERO), now).unwrap();
+    assert_eq!(h.mgr.port_usage()[0].1, 0);
+}
+
+#[tokio::test]
+async fn running_out_of_ports_leaks_nothing() {
+    // One pair only: an offer needs two (one per side).
+    let mut h = harness(42200, 42201);
+    let err = h
+        .mgr
+        .offer(
+            &signal("c3", "A", None, sa("10.0.0.1:4000")),
+            Instant::now(),
+        )
+        .unwrap_err();
+    assert_eq!(err, CallError::RanOutOfPorts);
+    assert_eq!(err.to_string(), "Ran out of ports");
+    assert_eq!(h.mgr.port_usage()[0], ("default".to_string(), 0, 1));
+    assert!(
+        h.mgr.is_empty(),
+        "a failed first offer leaves no call behind"
+    );
+}
+
+#[tokio::test]
+async fn errors_leave_state_alone() {
+    let mut h = harness(42300, 42399);
+    let now = Instant::now();
+    assert_eq!(
+        h.mgr
+            .answer(&signal("nope", "A", Some("B"), sa("10.0.0.1:1")), now)
+            .unwrap_err(),
+        CallError::UnknownCall
+    );
+    assert_eq!(
+        h.mgr.delete("nope", None, None, now).unwrap_err(),
+        CallError::UnknownCall
+    );
+    assert_eq!(h.mgr.query("nope").unwrap_err(), CallError::UnknownCall);
+    h.mgr
+        .offer(&signal("c4", "A", None, sa("10.0.0.1:4000")), now)
+        .unwrap();
+    assert_eq!(
+        h.mgr
+            .answer(&signal("c4", "X", Some("B"), sa("10.0.0.1:1")), now)
+            .unwrap_err(),
+        CallError::UnknownTag
+    );
+    let mut bad_dir = signal("c5", "A", None, sa("10.0.0.1:4000"));
+    bad_dir.direction = vec!["pub".into(), "priv".into()];
+    assert_eq!(
+        h.mgr.offer(&bad_dir, now).unwrap_err(),
+        CallError::UnknownInterface("pub".into())
+    );
+    assert_eq!(h.mgr.len(), 1);
+    assert_eq!(h.mgr.port_usage()[0].1, 2);
+}
+
+#[tokio::test]
+async fn delete_delay_and_media_timeout() {
+    let mut h = harness(42400, 42499);
+    let now = Instant::now();
+    h.mgr
+        .offer(&signal("delayed", "A", None, sa("10.0.0.1:4000")), now)
+        .unwrap();
+    h.mgr
+        .offer(&signal("idle", "A", None, sa("10.0.0.1:4000")), now)
+        .unwrap();
+    h.mgr
+        .delete("delayed", None, Some(Duration::from_secs(30)), now)
+        .unwrap();
+    h.mgr.tick(now + Duration::from_secs(29));
+    assert_eq!(h.mgr.len(), 2, "delete-delay keeps the call for 30 s");
+    h.mgr.tick(now + Duration::from_secs(30));
+    assert_eq!(h.mgr.list(10), vec!["idle".to_string()]);
+    h.mgr.tick(now + Duration::from_secs(59));
+    assert_eq!(h.mgr.len(), 1);
+    h.mgr.tick(now + Duration::from_secs(60));
+    assert!(h.mgr.is_empty(), "no media for --timeout: deleted");
+    assert_eq!(h.mgr.port_usage()[0].1, 0);
+}
+
+#[tokio::test]
+async fn a_thousand_cycles_leave_nothing_allocated() {
+    let mut h = harness(42500, 42519);
+    let now = Instant::now();
+    for i in 0..1000 {
+        let id = format!("cycle-{i}");
+        h.mgr
+            .offer(&signal(&id, "A", None, sa("10.0.0.1:4000")), now)
+            .unwrap();
+        h.mgr
+            .answer(&signal(&id, "A", Some("B"), sa("10.0.0.2:4000")), now)
+            .unwrap();
+        h.mgr.delete(&id, None, Some(Duration::ZERO), now).unwrap();
+        // Let the aborted forwarder tasks drop their sockets.
+        tokio::task::yield_now().await;
+    }
+    assert!(h.mgr.is_empty());
+    assert_eq!(h.mgr.port_usage()[0], ("default".to_string(), 0, 10));
+    assert!(h.kernel.entries.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn unanswered_branch_can_be_deleted_alone() {
+    let mut h = harness(42600, 42699);
+    let now = Instant::now();
+    let mut s = signal("fork", "A", None, sa("10.0.0.1:4000"));
+    s.via_branch = Some("z9hG4bK-1".into());
+    h.mgr.offer(&s, now).unwrap();
+    assert_eq!(h.mgr.port_usage()[0].1, 2);
+    h.mgr
+        .delete("fork", Some("z9hG4bK-1"), Some(Duration::ZERO), now)
+        .unwrap();
+    assert_eq!(h.mgr.len(), 1, "the call stays");
+    assert_eq!(h.mgr.port_usage()[0].1, 1, "the branch's ports are free");
+}
