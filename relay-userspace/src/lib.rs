@@ -4,7 +4,7 @@
 //! - [`datapath`]: the forwarding backend trait and its XDP implementation.
 //! - [`bpffs`]: making sure a BPF filesystem is there to pin into.
 //! - [`caps`]: checking the privileges XDP needs before trying.
-//! - [`interfaces`]: `--interface=[NAME/]ADDRESS[!ADVERTISED]`.
+//! - [`interfaces`]: logical interfaces (`--interface=NAME/ADDRESS!ADVERTISED`).
 //! - [`ports`]: RTP/RTCP port pairs per interface address.
 //! - [`netdev`]: interface lookups (index, name, MAC, drop counters).
 //! - [`notify`]: systemd-style readiness notification.
