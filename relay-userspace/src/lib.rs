@@ -1,6 +1,7 @@
 //! xrelay userspace: the library behind `relayd` and `relayctl`.
 //!
 //! - [`calls`]: calls, monologues, medias; learning, forwarding, kernelization.
+//! - [`config`]: relayd's options and TOML file.
 //! - [`datapath`]: the forwarding backend trait and its XDP implementation.
 //! - [`bpffs`]: making sure a BPF filesystem is there to pin into.
 //! - [`caps`]: checking the privileges XDP needs before trying.
@@ -13,6 +14,7 @@
 pub mod bpffs;
 pub mod calls;
 pub mod caps;
+pub mod config;
 pub mod datapath;
 pub mod interfaces;
 pub mod netdev;

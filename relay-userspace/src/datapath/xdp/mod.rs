@@ -40,7 +40,8 @@ use crate::{bpffs, netdev};
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xrelay/default";
 
 /// How to attach.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ModePolicy {
     /// Native if it attaches and transmits on every interface, else generic.
     #[default]

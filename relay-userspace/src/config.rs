@@ -1,0 +1,319 @@
+//! relayd's settings: command line (rtpengine's option names, so it is a
+//! drop-in) merged over an optional TOML file with the same keys
+//! (`--config FILE`; the command line wins).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::{
+    calls::learning::LearningMode,
+    datapath::xdp::{ModePolicy, DEFAULT_PIN_DIR},
+    interfaces::{check_unique, InterfaceError, InterfaceSpec},
+};
+
+/// Which forwarding backend carries media.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathMode {
+    /// XDP (native, else generic), else userspace; the reason is logged.
+    #[default]
+    Auto,
+    /// XDP or refuse to start.
+    Xdp,
+    /// Userspace forwarding only.
+    Userspace,
+}
+
+/// Command line of relayd. Every value may also come from `--config`.
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(
+    name = "relayd",
+    version,
+    about = "xrelay media relay daemon (rtpengine NG compatible)"
+)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Options {
+    /// TOML file with the same keys as these options.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Logical interface `[NAME/]ADDRESS[!ADVERTISED]` (repeatable).
+    #[arg(long = "interface", short = 'i', value_name = "SPEC")]
+    #[serde(default)]
+    pub interface: Vec<String>,
+    /// NG control socket, `[ADDR:]PORT` (UDP).
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub listen_ng: Option<String>,
+    /// Lowest media port.
+    #[arg(long)]
+    pub port_min: Option<u16>,
+    /// Highest media port.
+    #[arg(long)]
+    pub port_max: Option<u16>,
+    /// Seconds without media before a call is deleted.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Seconds between `delete` and the call's removal.
+    #[arg(long)]
+    pub delete_delay: Option<u64>,
+    /// Forwarding backend.
+    #[arg(long, value_enum)]
+    pub datapath: Option<DatapathMode>,
+    /// XDP attach mode (native with self-test and fallback, or forced).
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<ModePolicy>,
+    /// bpffs directory of this instance.
+    #[arg(long)]
+    pub pin_dir: Option<PathBuf>,
+    /// Default endpoint learning.
+    #[arg(long, value_enum)]
+    pub endpoint_learning: Option<LearningMode>,
+    /// Kernel forwarding-table size (streams).
+    #[arg(long)]
+    pub max_streams: Option<u32>,
+    /// Fail instead of turning on IPv4 forwarding on the XDP interfaces.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_enable_forwarding: bool,
+    /// Forwarding entry installed at start-up (see README), repeatable.
+    #[arg(long = "static-stream", value_name = "SPEC")]
+    #[serde(default)]
+    pub static_stream: Vec<String>,
+}
+
+/// Resolved settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Logical interfaces (first = default).
+    pub interfaces: Vec<InterfaceSpec>,
+    /// NG socket address.
+    pub listen_ng: SocketAddr,
+    /// Media port range.
+    pub port_min: u16,
+    /// Media port range.
+    pub port_max: u16,
+    /// Media timeout.
+    pub timeout: Duration,
+    /// Delete delay.
+    pub delete_delay: Duration,
+    /// Backend.
+    pub datapath: DatapathMode,
+    /// XDP attach policy.
+    pub xdp_mode: ModePolicy,
+    /// bpffs directory.
+    pub pin_dir: PathBuf,
+    /// Endpoint learning default.
+    pub endpoint_learning: LearningMode,
+    /// Kernel table size.
+    pub max_streams: u32,
+    /// Turn on IPv4 forwarding where XDP needs it.
+    pub enable_forwarding: bool,
+    /// `--static-stream` values.
+    pub static_streams: Vec<String>,
+}
+
+/// A bad setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("{path}: {message}")]
+    Toml {
+        /// File.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// An interface value.
+    #[error(transparent)]
+    Interface(#[from] InterfaceError),
+    /// No interface at all.
+    #[error(
+        "no --interface given (e.g. --interface=eth0 or --interface=pub/10.0.0.5!203.0.113.7)"
+    )]
+    NoInterface,
+    /// A bad `--listen-ng`.
+    #[error("bad --listen-ng {0:?}: expected [ADDR:]PORT")]
+    ListenNg(String),
+    /// An empty port range.
+    #[error("--port-min {min} is above --port-max {max}")]
+    PortRange {
+        /// Min.
+        min: u16,
+        /// Max.
+        max: u16,
+    },
+}
+
+/// rtpengine's usual NG port in Kamailio examples.
+pub const DEFAULT_LISTEN_NG: &str = "127.0.0.1:2223";
+
+/// `[ADDR:]PORT`; a bare port listens on loopback, as rtpengine does.
+pub fn parse_listen(text: &str) -> Option<SocketAddr> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Some(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().ok()
+}
+
+impl Options {
+    /// Fills what the command line left out from `file`'s contents.
+    pub fn merge_file(mut self, path: &std::path::Path, text: &str) -> Result<Self, ConfigError> {
+        let file: Options = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        macro_rules! fill {
+            ($($field:ident),*) => { $( if self.$field.is_none() { self.$field = file.$field; } )* };
+        }
+        fill!(
+            listen_ng,
+            port_min,
+            port_max,
+            timeout,
+            delete_delay,
+            datapath,
+            xdp_mode,
+            pin_dir,
+            endpoint_learning,
+            max_streams
+        );
+        if self.interface.is_empty() {
+            self.interface = file.interface;
+        }
+        if self.static_stream.is_empty() {
+            self.static_stream = file.static_stream;
+        }
+        self.no_enable_forwarding |= file.no_enable_forwarding;
+        Ok(self)
+    }
+
+    /// Reads `--config` if given and resolves defaults.
+    pub fn load(self) -> Result<Config, ConfigError> {
+        let opts = match self.config.clone() {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                self.merge_file(&path, &text)?
+            }
+            None => self,
+        };
+        opts.resolve()
+    }
+
+    /// Applies defaults and validates.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        if self.interface.is_empty() {
+            return Err(ConfigError::NoInterface);
+        }
+        let interfaces = self
+            .interface
+            .iter()
+            .map(|s| InterfaceSpec::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_unique(&interfaces)?;
+        let listen_text = self
+            .listen_ng
+            .unwrap_or_else(|| DEFAULT_LISTEN_NG.to_owned());
+        let listen_ng = parse_listen(&listen_text).ok_or(ConfigError::ListenNg(listen_text))?;
+        let (port_min, port_max) = (
+            self.port_min.unwrap_or(30000),
+            self.port_max.unwrap_or(39999),
+        );
+        if port_min > port_max {
+            return Err(ConfigError::PortRange {
+                min: port_min,
+                max: port_max,
+            });
+        }
+        Ok(Config {
+            interfaces,
+            listen_ng,
+            port_min,
+            port_max,
+            timeout: Duration::from_secs(self.timeout.unwrap_or(60)),
+            delete_delay: Duration::from_secs(self.delete_delay.unwrap_or(30)),
+            datapath: self.datapath.unwrap_or_default(),
+            xdp_mode: self.xdp_mode.unwrap_or_default(),
+            pin_dir: self.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
+            endpoint_learning: self.endpoint_learning.unwrap_or_default(),
+            max_streams: self.max_streams.unwrap_or(65536),
+            enable_forwarding: !self.no_enable_forwarding,
+            static_streams: self.static_stream,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> Options {
+        Options::try_parse_from(std::iter::once("relayd").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_rtpengine() {
+        let c = opts(&["--interface", "127.0.0.1"]).resolve().unwrap();
+        assert_eq!((c.port_min, c.port_max), (30000, 39999));
+        assert_eq!(c.timeout, Duration::from_secs(60));
+        assert_eq!(c.delete_delay, Duration::from_secs(30));
+        assert_eq!(c.listen_ng, "127.0.0.1:2223".parse().unwrap());
+        assert_eq!(c.datapath, DatapathMode::Auto);
+    }
+
+    #[test]
+    fn file_fills_gaps_and_command_line_wins() {
+        let toml = r#"
+            interface = ["pub/127.0.0.1!203.0.113.7"]
+            listen-ng = "127.0.0.1:9999"
+            port-min = 40000
+            port-max = 40100
+            timeout = 10
+            datapath = "userspace"
+        "#;
+        let c = opts(&["--port-max", "40050"])
+            .merge_file("x.toml".as_ref(), toml)
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(c.interfaces[0].name, "pub");
+        assert_eq!(c.listen_ng.port(), 9999);
+        assert_eq!((c.port_min, c.port_max), (40000, 40050));
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert_eq!(c.datapath, DatapathMode::Userspace);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let e = opts(&[])
+            .merge_file("f.toml".as_ref(), "bogus-key = 1")
+            .unwrap_err();
+        assert!(e.to_string().contains("bogus-key"), "{e}");
+        assert!(matches!(opts(&[]).resolve(), Err(ConfigError::NoInterface)));
+        let e = opts(&["-i", "127.0.0.1", "--listen-ng", "nope"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("--listen-ng"), "{e}");
+        let e = opts(&["-i", "127.0.0.1", "--port-min", "5", "--port-max", "4"])
+            .resolve()
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::PortRange { .. }));
+        assert_eq!(
+            parse_listen("2223"),
+            Some("127.0.0.1:2223".parse().unwrap())
+        );
+    }
+}
