@@ -1,0 +1,15 @@
+//! Bencode, the NG protocol's native encoding.
+//!
+//! [`Value`] is the document model shared by the bencode and JSON decoders.
+//! [`decode`](fn@decode) is strict about form (canonical integers and lengths, one
+//! complete value, bounded nesting) but accepts dictionaries whose keys are
+//! out of order, because rtpengine does and Kamailio relies on it.
+//! [`encode`](fn@encode) always writes canonical bencode (keys sorted).
+
+mod decode;
+mod encode;
+mod value;
+
+pub use decode::{decode, decode_prefix, BencodeError, MAX_DEPTH};
+pub use encode::{encode, encode_into};
+pub use value::{Dict, Value};
