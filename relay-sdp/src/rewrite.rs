@@ -1,0 +1,371 @@
+//! Rewriting an SDP body so that both parties send their media to the relay.
+//!
+//! This is rtpengine's `offer`/`answer` rewrite in plain forwarding mode (no transcoding,
+//! no SRTP termination, no ICE agent), reduced to the changes that move media through the
+//! relay. Every line not listed below is copied byte for byte with its own line ending.
+//!
+//! # What changes
+//! - **`o=`**: with [`RewritePlan::origin_address`], the address type and address are
+//!   replaced (rtpengine's `replace=origin`); username, id and version stay.
+//! - **Session `c=`**: gets [`RewritePlan::session_connection`], or else the address of the
+//!   first media that is not rejected. rtpengine 10.5 leaves the session `c=` alone when
+//!   every media has its own `c=` (it is then unused); we rewrite it anyway so the peer's
+//!   address never leaks and the body stays consistent for naive parsers.
+//! - **Media `c=`**: gets the media's [`MediaRewrite::address`]. When a media has no `c=`
+//!   and the session-level one would not give it the right address, a media-level
+//!   `c=IN IPx addr` is inserted after the `m=` line (before its first `b=`/`k=`/`a=`, as
+//!   RFC 8866 orders fields).
+//! - **`m=`**: the port is replaced, a `/count` suffix and everything else is kept.
+//! - **`a=rtcp:` and `a=rtcp-mux`**: removed where they are and re-added at the end of the
+//!   media section as `a=rtcp:PORT` (port only, rtpengine's default without
+//!   `full-rtcp-attribute`) followed by `a=rtcp-mux` when multiplexing is offered or kept.
+//!   rtpengine emits both after the section's other attributes (golden tests
+//!   `'ICE re-invite w rtcp-mux'`, `'rtcp-mux branched w delete-delay'`), so the relative
+//!   order matches. With RTCP on the RTP port (`rtcp_port: None`) the line is
+//!   `a=rtcp:RTP_PORT`, as rtpengine does for `rtcp-mux=require` and accepted mux. Only
+//!   RTP protocols get these lines; for others (`udptl`, SCTP) stale ones are dropped.
+//! - **ICE** ([`RewritePlan::remove_ice`]): `a=ice-ufrag`, `a=ice-pwd`, `a=ice-options`,
+//!   `a=ice-lite`, `a=ice-mismatch`, `a=ice-pacing`, `a=candidate`,
+//!   `a=remote-candidates` and `a=end-of-candidates` are dropped at both levels, in every
+//!   section (rejected ones too).
+//!
+//! # What deliberately does not change
+//! - **Hold addresses**: a `c=` with `0.0.0.0` or `::` is kept (moved to the other
+//!   family's unspecified address if the relay address is of the other family), as
+//!   rtpengine does without `replace=zero-address` (golden tests `'null address test
+//!   A'`–`'F'`). The exception is a media using ICE, where the zero address is a trickle
+//!   placeholder, and rtpengine does replace it (`'trickle ICE test A no ICE'`).
+//! - **Rejected media** (port 0 in the input): the `m=` line, `c=` and `a=rtcp` lines stay
+//!   as they are. rtpengine also keeps port 0 but rewrites the `c=` and strips `a=rtcp`;
+//!   neither matters to a peer that is told the stream is off.
+//! - **Direction attributes, codecs, crypto, fingerprints, `a=mid`, BUNDLE groups**: kept
+//!   in place. rtpengine regenerates several of these (it adds `a=rtpmap` for static
+//!   payload types, moves `a=sendrecv` into each media, adds `a=sendonly` to zero-address
+//!   media, strips BUNDLE); those are normalisations for its transcoding and ICE features,
+//!   not needed to relay media, and keeping the body intact is the point of this crate.
+//!
+//! # Line endings
+//! Copied lines keep their own ending. Added lines, and a last line that had none, get the
+//! ending of the first line (CRLF if it has none), so the output is always terminated.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
+
+use crate::attr::AttrKind;
+use crate::error::SdpError;
+use crate::parse::{IndexedLine, LineKind, MediaSection, Sdp};
+
+/// What to do with `a=rtcp-mux` in a media section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtcpMux {
+    /// Keep what the input says (present stays present, absent stays absent).
+    #[default]
+    Keep,
+    /// Add `a=rtcp-mux` (rtpengine `rtcp-mux=offer`, or accepting the peer's mux).
+    Offer,
+    /// Strip `a=rtcp-mux` (rtpengine `rtcp-mux=demux`); needs a separate RTCP port.
+    Remove,
+}
+
+/// How to rewrite one `m=` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaRewrite {
+    /// The relay address the peer should send this media to. An IPv4-mapped IPv6 address
+    /// is written as IPv4.
+    pub address: IpAddr,
+    /// The relay's RTP port.
+    pub port: u16,
+    /// The relay's RTCP port; `None` means RTCP is multiplexed on the RTP port.
+    pub rtcp_port: Option<u16>,
+    /// What to do with `a=rtcp-mux`.
+    pub rtcp_mux: RtcpMux,
+}
+
+/// Everything [`rewrite`] needs to know, decided by the call logic.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RewritePlan {
+    /// `replace=origin`: the address for the `o=` line (its `IP4`/`IP6` token follows).
+    pub origin_address: Option<IpAddr>,
+    /// The address for the session-level `c=`; `None` uses the first non-rejected media's.
+    /// Ignored when the SDP has no session-level `c=` (none is added).
+    pub session_connection: Option<IpAddr>,
+    /// One entry per `m=` line, in order.
+    pub medias: Vec<MediaRewrite>,
+    /// `ICE=remove`: strip all ICE attributes.
+    pub remove_ice: bool,
+}
+
+/// Rewrites `sdp` according to `plan`; see the module docs for exactly what changes.
+///
+/// Fails only on a plan that does not fit: a media count different from the number of
+/// `m=` lines, or RTCP on the RTP port together with [`RtcpMux::Remove`].
+pub fn rewrite(sdp: &Sdp, plan: &RewritePlan) -> Result<Vec<u8>, SdpError> {
+    let sections = sdp.media_sections();
+    if plan.medias.len() != sections.len() {
+        return Err(SdpError::PlanMediaCount {
+            expected: sections.len(),
+            got: plan.medias.len(),
+        });
+    }
+    for (index, (section, media)) in sections.iter().zip(&plan.medias).enumerate() {
+        let applies = !section.info.is_rejected() && section.info.is_rtp();
+        if applies && media.rtcp_port.is_none() && media.rtcp_mux == RtcpMux::Remove {
+            return Err(SdpError::PlanRtcpConflict { media: index });
+        }
+    }
+
+    let mut w = Writer {
+        raw: sdp.raw(),
+        eol: sdp.default_eol(),
+        out: Vec::with_capacity(sdp.raw().len() + 64 * sections.len() + 64),
+    };
+    let session = session_rewrite(sdp, plan);
+    w.session(sdp, plan, &session);
+    for (section, media) in sections.iter().zip(&plan.medias) {
+        w.media(sdp.lines(), section, media, &session, plan.remove_ice);
+    }
+    for line in slice(sdp.lines(), sdp.trailer_lines()) {
+        w.copy(line);
+    }
+    Ok(w.out)
+}
+
+/// The decisions about the session level, needed by the media sections too.
+#[derive(Debug)]
+struct SessionRewrite {
+    /// The address for the session `c=`, if it is rewritten at all.
+    target: Option<IpAddr>,
+    /// What the session `c=` says after the rewrite (what media without `c=` inherit).
+    effective: Option<IpAddr>,
+    /// Whether a zero address in the session `c=` is a hold to keep.
+    keep_zero: bool,
+}
+
+fn session_rewrite(sdp: &Sdp, plan: &RewritePlan) -> SessionRewrite {
+    let sections = sdp.media_sections();
+    let first_active = sections
+        .iter()
+        .zip(&plan.medias)
+        .find(|(s, _)| !s.info.is_rejected())
+        .or_else(|| sections.iter().zip(&plan.medias).next())
+        .map(|(_, m)| m.address);
+    let target = plan.session_connection.or(first_active).map(canonical);
+    // With ICE anywhere, a zero session address is a trickle placeholder, not a hold.
+    let keep_zero = !sections.iter().any(|s| s.info.has_ice);
+    let effective = sdp
+        .session_connection()
+        .map(|c| target.map_or(c.addr, |t| connection_output(c.addr, t, keep_zero)));
+    SessionRewrite {
+        target,
+        effective,
+        keep_zero,
+    }
+}
+
+/// What a `c=` that said `original` says after the rewrite to `target`.
+fn connection_output(original: IpAddr, target: IpAddr, keep_zero: bool) -> IpAddr {
+    if keep_zero && original.is_unspecified() {
+        unspecified_like(target)
+    } else {
+        target
+    }
+}
+
+/// The zero address of `addr`'s family.
+fn unspecified_like(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Writes IPv4-mapped IPv6 addresses as IPv4: peers expect `IN IP4` for IPv4 media.
+fn canonical(addr: IpAddr) -> IpAddr {
+    addr.to_canonical()
+}
+
+/// `IP4 198.51.100.1` / `IP6 2001:db8::1`: what replaces an address-type-and-address span.
+fn address_field(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("IP4 {a}"),
+        IpAddr::V6(a) => format!("IP6 {a}"),
+    }
+}
+
+fn slice(lines: &[IndexedLine], range: Range<usize>) -> &[IndexedLine] {
+    lines.get(range).unwrap_or_default()
+}
+
+/// Accumulates the output.
+#[derive(Debug)]
+struct Writer<'a> {
+    raw: &'a [u8],
+    eol: &'a [u8],
+    out: Vec<u8>,
+}
+
+impl Writer<'_> {
+    /// Copies a line verbatim, terminating it if it was the unterminated last line.
+    fn copy(&mut self, line: &IndexedLine) {
+        self.out.extend_from_slice(line.line.content(self.raw));
+        self.end_line(line);
+    }
+
+    /// Copies a line with `span` (relative to the line start) replaced by `with`.
+    fn replace(&mut self, line: &IndexedLine, span: &Range<usize>, with: &str) {
+        let content = line.line.content(self.raw);
+        match (content.get(..span.start), content.get(span.end..)) {
+            (Some(before), Some(after)) => {
+                self.out.extend_from_slice(before);
+                self.out.extend_from_slice(with.as_bytes());
+                self.out.extend_from_slice(after);
+                self.end_line(line);
+            }
+            // Spans come from parsing this very line; keep it rather than panic if not.
+            _ => self.copy(line),
+        }
+    }
+
+    fn end_line(&mut self, line: &IndexedLine) {
+        let eol = line.line.eol(self.raw);
+        self.out
+            .extend_from_slice(if eol.is_empty() { self.eol } else { eol });
+    }
+
+    /// Writes a line the relay adds.
+    fn add(&mut self, content: &str) {
+        self.out.extend_from_slice(content.as_bytes());
+        self.out.extend_from_slice(self.eol);
+    }
+
+    /// Writes a `c=` line: verbatim if its address does not change, else rewritten.
+    fn connection(
+        &mut self,
+        line: &IndexedLine,
+        original: IpAddr,
+        span: &Range<usize>,
+        new: IpAddr,
+    ) {
+        if new == original {
+            self.copy(line);
+        } else {
+            self.replace(line, span, &address_field(new));
+        }
+    }
+
+    fn session(&mut self, sdp: &Sdp, plan: &RewritePlan, session: &SessionRewrite) {
+        for line in slice(sdp.lines(), sdp.session_lines()) {
+            match &line.kind {
+                LineKind::Origin { addr_span } => match plan.origin_address {
+                    Some(addr) => self.replace(line, addr_span, &address_field(canonical(addr))),
+                    None => self.copy(line),
+                },
+                LineKind::Connection { addr, addr_span } => match session.target {
+                    Some(target) => {
+                        let new = connection_output(addr.addr, target, session.keep_zero);
+                        self.connection(line, addr.addr, addr_span, new);
+                    }
+                    None => self.copy(line),
+                },
+                LineKind::Attr(AttrKind::Ice { .. }) if plan.remove_ice => {}
+                _ => self.copy(line),
+            }
+        }
+    }
+
+    fn media(
+        &mut self,
+        lines: &[IndexedLine],
+        section: &MediaSection,
+        media: &MediaRewrite,
+        session: &SessionRewrite,
+        remove_ice: bool,
+    ) {
+        let info = &section.info;
+        let active = !info.is_rejected();
+        let address = canonical(media.address);
+        let keep_zero = !info.has_ice;
+
+        // A media without `c=` inherits the session's; add one if that is not right.
+        let mut pending_c = None;
+        if active && section.own_connection.is_none() {
+            let wanted = match session.effective {
+                Some(eff) if eff.is_unspecified() && keep_zero => eff,
+                _ => address,
+            };
+            if session.effective != Some(wanted) {
+                pending_c = Some(format!("c=IN {}", address_field(wanted)));
+            }
+        }
+
+        for line in slice(lines, section.lines.clone()) {
+            if matches!(line.kind, LineKind::Attr(_) | LineKind::BandwidthOrKey) {
+                if let Some(c) = pending_c.take() {
+                    self.add(&c);
+                }
+            }
+            match &line.kind {
+                LineKind::Media { port_span } if active => {
+                    self.replace(line, port_span, &media.port.to_string());
+                }
+                LineKind::Connection { addr, addr_span } if active => {
+                    let new = connection_output(addr.addr, address, keep_zero);
+                    self.connection(line, addr.addr, addr_span, new);
+                }
+                LineKind::Attr(AttrKind::Rtcp | AttrKind::RtcpMux) if active => {}
+                LineKind::Attr(AttrKind::Ice { .. }) if remove_ice => {}
+                _ => self.copy(line),
+            }
+        }
+        if let Some(c) = pending_c {
+            self.add(&c);
+        }
+
+        if active && info.is_rtp() {
+            self.add(&format!("a=rtcp:{}", media.rtcp_port.unwrap_or(media.port)));
+            let mux = match media.rtcp_mux {
+                RtcpMux::Offer => true,
+                RtcpMux::Remove => false,
+                // No RTCP port of its own means RTCP rides on the RTP port: that is mux.
+                RtcpMux::Keep => info.rtcp_mux || media.rtcp_port.is_none(),
+            };
+            if mux {
+                self.add("a=rtcp-mux");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn zero_addresses_stay_zero_in_the_target_family() {
+        let zero4 = ip("0.0.0.0");
+        assert_eq!(connection_output(zero4, ip("203.0.113.1"), true), zero4);
+        assert_eq!(connection_output(zero4, ip("2001:db8::1"), true), ip("::"));
+        assert_eq!(connection_output(ip("::"), ip("203.0.113.1"), true), zero4);
+        // Trickle-ICE placeholder: replaced.
+        assert_eq!(
+            connection_output(zero4, ip("203.0.113.1"), false),
+            ip("203.0.113.1")
+        );
+        assert_eq!(
+            connection_output(ip("198.51.100.1"), ip("2001:db8::1"), true),
+            ip("2001:db8::1")
+        );
+    }
+
+    #[test]
+    fn address_fields() {
+        assert_eq!(address_field(ip("203.0.113.1")), "IP4 203.0.113.1");
+        assert_eq!(address_field(ip("2001:db8::1")), "IP6 2001:db8::1");
+        assert_eq!(canonical(ip("::ffff:203.0.113.1")), ip("203.0.113.1"));
+        assert_eq!(canonical(ip("2001:db8::1")), ip("2001:db8::1"));
+    }
+}
