@@ -2,6 +2,8 @@
 //!
 //! - [`calls`]: calls, monologues, medias; learning, forwarding, kernelization.
 //! - [`config`]: relayd's options and TOML file.
+//! - [`control`]: the NG socket (requests to calls, replies).
+//! - [`daemon`]: relayd put together.
 //! - [`datapath`]: the forwarding backend trait and its XDP implementation.
 //! - [`bpffs`]: making sure a BPF filesystem is there to pin into.
 //! - [`caps`]: checking the privileges XDP needs before trying.
@@ -15,6 +17,8 @@ pub mod bpffs;
 pub mod calls;
 pub mod caps;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod datapath;
 pub mod interfaces;
 pub mod netdev;

@@ -38,7 +38,7 @@ fn json(out: &Output) -> serde_json::Value {
 fn start_relayd(ns: &Netns, pins: &PinDirGuard, extra: &[&str]) -> ChildGuard {
     let ready = ReadySocket::new().unwrap();
     let mut cmd = ns.command(RELAYD).unwrap();
-    cmd.args(["-i", "a1", "-i", "b1", "--pin-dir"])
+    cmd.args(["-i", "a/10.20.1.1", "-i", "b/10.20.2.1", "--pin-dir"])
         .arg(&pins.0)
         .args(extra);
     ready.configure(&mut cmd);
@@ -154,20 +154,30 @@ fn operator_errors_say_what_to_do() {
     let ns = Netns::new("re").unwrap();
     let pins = PinDirGuard::new("relayd-errors");
     let run = |args: &[&str]| {
-        let out = ns
-            .command(RELAYD)
-            .unwrap()
-            .arg("--pin-dir")
+        let mut cmd = ns.command(RELAYD).unwrap();
+        cmd.arg("--pin-dir")
             .arg(&pins.0)
             .args(args)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "relayd {args:?} should fail");
-        String::from_utf8_lossy(&out.stderr).into_owned()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard(cmd.spawn().unwrap());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while child.0.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "relayd {args:?} kept running instead of failing"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let status = child.0.wait().unwrap();
+        assert!(!status.success(), "relayd {args:?} should fail");
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+        err
     };
     let err = run(&["-i", "nosuch0"]);
     assert!(
-        err.contains("no network interface named \"nosuch0\""),
+        err.contains("\"nosuch0\" is neither an IP address nor a network interface"),
         "{err}"
     );
     let err = run(&["-i", "lo", "--static-stream", "10.0.0.1:1"]);
@@ -175,8 +185,20 @@ fn operator_errors_say_what_to_do() {
         err.contains("bad --static-stream") && err.contains("missing `=`"),
         "{err}"
     );
-    let err = run(&["-i", "lo", "--no-enable-forwarding"]);
+    // The namespace may inherit forwarding from the host: turn it off here.
+    let off = ns
+        .command("sh")
+        .unwrap()
+        .args(["-c", "echo 0 > /proc/sys/net/ipv4/conf/lo/forwarding"])
+        .status();
+    assert!(off.unwrap().success());
+    let err = run(&["-i", "lo", "--datapath", "xdp", "--no-enable-forwarding"]);
     assert!(err.contains("forwarding is off on lo"), "{err}");
+    let err = run(&["-i", "192.0.2.77", "--datapath", "xdp"]);
+    assert!(
+        err.contains("192.0.2.77 is not configured on any local network interface"),
+        "{err}"
+    );
 
     // Without privileges: nobody, every capability dropped.
     let out = Command::new("setpriv")
@@ -186,7 +208,7 @@ fn operator_errors_say_what_to_do() {
             "--clear-groups",
             "--inh-caps=-all",
         ])
-        .args([RELAYD, "-i", "lo"])
+        .args([RELAYD, "-i", "lo", "--datapath", "xdp"])
         .output()
         .expect("setpriv (util-linux) runs");
     assert!(!out.status.success());

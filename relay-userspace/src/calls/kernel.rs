@@ -155,6 +155,30 @@ impl Kernel {
         total
     }
 
+    /// Installs a stream given on the command line (`--static-stream`),
+    /// taking a counters slot for it.
+    pub fn install_static(
+        &mut self,
+        mut spec: StreamSpec,
+    ) -> Result<(), crate::datapath::DatapathError> {
+        let Some(dp) = self.datapath.as_mut() else {
+            return Ok(());
+        };
+        let slot = self
+            .slots
+            .take()
+            .ok_or(crate::datapath::DatapathError::NoSlot)?;
+        spec.stats_slot = slot;
+        dp.install(&spec).inspect_err(|_| self.slots.give(slot))
+    }
+
+    /// Releases the datapath (XDP: detach and unpin).
+    pub fn close(&mut self) {
+        if let Some(dp) = self.datapath.as_mut() {
+            dp.close();
+        }
+    }
+
     /// Program-wide counters, when there is a kernel datapath.
     pub fn counters(&self) -> Option<crate::datapath::Counters> {
         self.datapath.as_ref().and_then(|dp| dp.counters().ok())

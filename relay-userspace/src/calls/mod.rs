@@ -541,6 +541,11 @@ impl CallManager {
         self.interfaces[iface].pool.release(media.rtp_port());
     }
 
+    /// Releases the kernel datapath (after [`CallManager::clear`]).
+    pub fn close_kernel(&mut self) {
+        self.kernel.close();
+    }
+
     /// Ports in use per interface: (name, used, free).
     pub fn port_usage(&self) -> Vec<(String, usize, usize)> {
         self.interfaces

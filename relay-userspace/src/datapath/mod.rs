@@ -92,6 +92,9 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    /// Every stream counters slot is taken.
+    #[error("no free kernel stream slot (raise --max-streams)")]
+    NoSlot,
     /// No stream is installed for that local address.
     #[error("no stream installed for {0}")]
     NoSuchStream(SocketAddr),
@@ -108,4 +111,6 @@ pub trait Datapath {
     fn stream_stats(&self, stats_slot: u32) -> Result<StreamStats, DatapathError>;
     /// Program-wide counters, summed over CPUs.
     fn counters(&self) -> Result<Counters, DatapathError>;
+    /// Releases the backend for good (XDP: detach and unpin). Idempotent.
+    fn close(&mut self) {}
 }

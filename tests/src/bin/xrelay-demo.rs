@@ -56,7 +56,8 @@ fn main() -> Result<()> {
         streams[0], streams[1]
     );
     let mut cmd = topo.r.command(&args.relayd)?;
-    cmd.args(["-i", "a1", "-i", "b1", "--pin-dir"]).arg(&pins.0);
+    cmd.args(["-i", "a/10.20.1.1", "-i", "b/10.20.2.1", "--pin-dir"])
+        .arg(&pins.0);
     for s in &streams {
         cmd.args(["--static-stream", s]);
     }

@@ -481,6 +481,13 @@ impl XdpDatapath {
 
     /// Detaches from every interface and removes this instance's pins.
     pub fn shutdown(mut self) {
+        self.close_xdp();
+    }
+
+    fn close_xdp(&mut self) {
+        if self.attachments.is_empty() && !self.dir.exists() {
+            return;
+        }
         self.detach_all();
         for name in MAP_NAMES {
             let path = self.dir.join(name);
@@ -555,5 +562,9 @@ impl Datapath for XdpDatapath {
 
     fn counters(&self) -> Result<Counters, DatapathError> {
         self.maps.counters()
+    }
+
+    fn close(&mut self) {
+        self.close_xdp();
     }
 }

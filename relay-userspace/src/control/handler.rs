@@ -1,0 +1,205 @@
+//! One NG request: decode, answer from the cookie cache or dispatch to the
+//! call manager, encode the reply.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use relay_ng::{
+    command::{Delete, List, OfferAnswer, Query},
+    encode_reply, parse_datagram, reply, Command, CookieCache, Value,
+};
+use relay_sdp::{MediaRewrite, RewritePlan, RtcpMux, Sdp};
+use tokio::time::Instant;
+
+use super::reply::{call_summary, list_reply};
+use crate::calls::{learning::LearningMode, model::MediaOffer, CallManager, SdpPlan, Signal};
+
+/// Answers one datagram; None when it carries no cookie to answer to.
+pub fn handle(
+    datagram: &[u8],
+    calls: &Mutex<CallManager>,
+    cache: &mut CookieCache,
+) -> Option<Vec<u8>> {
+    let now = std::time::Instant::now();
+    let request = match parse_datagram(datagram) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(error = %e, "malformed NG datagram");
+            return e
+                .cookie()
+                .map(|c| encode_reply(c, &reply::error(e.error_reason())));
+        }
+    };
+    if let Some(cached) = cache.get(request.cookie, now) {
+        tracing::debug!("NG retransmission answered from cache");
+        return Some(cached);
+    }
+    let body = match relay_ng::parse(&request.body) {
+        Ok(parsed) => {
+            let mut calls = calls.lock().unwrap_or_else(|e| e.into_inner());
+            dispatch(parsed.command, &parsed.warnings, &mut calls)
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "bad NG request");
+            reply::error(&e.to_string())
+        }
+    };
+    let bytes = encode_reply(request.cookie, &body);
+    cache.insert(request.cookie.to_vec(), bytes.clone(), now);
+    Some(bytes)
+}
+
+fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {
+    if warnings.is_empty() {
+        reply::ok(extra)
+    } else {
+        reply::ok_with_warnings(extra, warnings)
+    }
+}
+
+fn dispatch(command: Command, warnings: &[String], calls: &mut CallManager) -> Value {
+    let now = Instant::now();
+    match command {
+        Command::Ping => reply::pong(),
+        Command::Offer(oa) => offer_answer(&oa, true, warnings, calls, now),
+        Command::Answer(oa) => offer_answer(&oa, false, warnings, calls, now),
+        Command::Delete(Delete {
+            call_id,
+            via_branch,
+            delete_delay,
+            ..
+        }) => {
+            let delay = delete_delay.map(|s| Duration::from_secs(u64::from(s)));
+            match calls.delete(&call_id, via_branch.as_deref(), delay, now) {
+                Ok(summary) => ok(call_summary(&summary), warnings),
+                Err(e) => reply::error(&e.to_string()),
+            }
+        }
+        Command::Query(Query { call_id, .. }) => match calls.query(&call_id) {
+            Ok(summary) => ok(call_summary(&summary), warnings),
+            Err(e) => reply::error(&e.to_string()),
+        },
+        Command::List(List { limit }) => ok(list_reply(&calls.list(limit as usize)), warnings),
+        Command::Statistics => reply::error("Unsupported command: statistics"),
+    }
+}
+
+fn offer_answer(
+    oa: &OfferAnswer,
+    is_offer: bool,
+    warnings: &[String],
+    calls: &mut CallManager,
+    now: Instant,
+) -> Value {
+    let sdp = match relay_sdp::parse(&oa.sdp) {
+        Ok(sdp) => sdp,
+        Err(e) => {
+            tracing::info!(call_id = %oa.call_id, error = %e, "bad SDP");
+            return reply::error(&format!("Failed to parse SDP: {e}"));
+        }
+    };
+    let learning = match oa.endpoint_learning.as_deref().map(LearningMode::from_name) {
+        Some(None) => return reply::error("Invalid 'endpoint-learning' value"),
+        Some(Some(mode)) => Some(mode),
+        None => None,
+    };
+    let signal = Signal {
+        call_id: oa.call_id.clone(),
+        from_tag: oa.from_tag.clone(),
+        to_tag: oa.to_tag.clone(),
+        via_branch: oa.via_branch.clone(),
+        direction: oa.direction.clone(),
+        medias: media_offers(&sdp),
+        learning,
+        strict_source: oa.flags.strict_source,
+        asymmetric: oa.flags.asymmetric,
+    };
+    let planned = if is_offer {
+        calls.offer(&signal, now)
+    } else {
+        calls.answer(&signal, now)
+    };
+    let plan = match planned {
+        Ok(plan) => plan,
+        Err(e) => return reply::error(&e.to_string()),
+    };
+    match relay_sdp::rewrite(&sdp, &rewrite_plan(oa, &plan)) {
+        Ok(out) => {
+            let mut extra = relay_ng::Dict::new();
+            extra.insert(b"sdp".to_vec(), Value::Bytes(out));
+            ok(extra, warnings)
+        }
+        Err(e) => reply::error(&format!("Failed to rewrite SDP: {e}")),
+    }
+}
+
+/// Where the SDP's party wants each media.
+fn media_offers(sdp: &Sdp) -> Vec<MediaOffer> {
+    sdp.medias()
+        .iter()
+        .map(|m| {
+            let ip = m.connection.map(|c| c.addr);
+            let usable = |ip: std::net::IpAddr, port: u16| {
+                (port != 0 && !ip.is_unspecified()).then(|| SocketAddr::new(ip, port))
+            };
+            let rtp = ip.and_then(|ip| usable(ip, m.port));
+            let rtcp = match (&m.rtcp, ip) {
+                (Some(a), _) => a
+                    .address
+                    .map(|c| c.addr)
+                    .or(ip)
+                    .and_then(|ip| usable(ip, a.port)),
+                (None, Some(ip)) => usable(ip, m.port.saturating_add(1)),
+                (None, None) => None,
+            };
+            MediaOffer {
+                kind: m.kind.clone(),
+                protocol: m.proto.clone(),
+                rtp,
+                rtcp,
+                rtcp_mux: m.rtcp_mux,
+            }
+        })
+        .collect()
+}
+
+/// The rewrite for the SDP going to the other party: relay addresses and
+/// ports, rtcp-mux and ICE as the flags ask.
+fn rewrite_plan(oa: &OfferAnswer, plan: &SdpPlan) -> RewritePlan {
+    let has = |list: &[String], word: &str| list.iter().any(|v| v.eq_ignore_ascii_case(word));
+    let rtcp_mux = if has(&oa.rtcp_mux, "demux") || has(&oa.rtcp_mux, "reject") {
+        RtcpMux::Remove
+    } else if has(&oa.rtcp_mux, "offer") || has(&oa.rtcp_mux, "require") {
+        RtcpMux::Offer
+    } else {
+        RtcpMux::Keep
+    };
+    // The relay does no ICE: candidates would let media bypass it, so ICE
+    // attributes go unless the offer says to keep them.
+    let keep_ice = oa
+        .ice
+        .as_deref()
+        .is_some_and(|v| !v.eq_ignore_ascii_case("remove") && !v.eq_ignore_ascii_case("default"));
+    RewritePlan {
+        origin_address: (has(&oa.replace, "origin") || has(&oa.replace, "origin-full"))
+            .then_some(plan.address),
+        session_connection: Some(plan.address),
+        medias: plan
+            .medias
+            .iter()
+            .map(|m| MediaRewrite {
+                address: m.address,
+                port: m.rtp_port,
+                rtcp_port: Some(m.rtcp_port),
+                rtcp_mux,
+            })
+            .collect(),
+        remove_ice: !keep_ice,
+    }
+}
+
+/// Keeps the type used by [`super::serve`] simple to name.
+pub type SharedCalls = Arc<Mutex<CallManager>>;

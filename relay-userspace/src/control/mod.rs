@@ -1,0 +1,45 @@
+//! The NG control socket: datagrams in, replies out.
+//!
+//! One task receives requests on the `--listen-ng` UDP socket and answers
+//! each from the same socket to the exact sender (Kamailio checks). A
+//! retransmitted cookie gets the cached reply and changes nothing; anything
+//! malformed gets an error reply naming the problem (when it has a cookie to
+//! answer to), and the daemon keeps serving.
+
+pub mod handler;
+pub mod reply;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use relay_ng::CookieCache;
+use tokio::net::UdpSocket;
+
+use crate::calls::CallManager;
+
+/// rtpengine keeps answered cookies for two 30-second generations.
+const COOKIE_GENERATION: Duration = Duration::from_secs(30);
+
+/// Serves NG requests on `socket` until the task is dropped.
+pub async fn serve(socket: UdpSocket, calls: Arc<Mutex<CallManager>>) {
+    let mut cache = CookieCache::new(COOKIE_GENERATION);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (len, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "NG socket receive error");
+                continue;
+            }
+        };
+        let Some(reply) = handler::handle(&buf[..len], &calls, &mut cache) else {
+            tracing::debug!(%from, "NG datagram without cookie dropped");
+            continue;
+        };
+        if let Err(e) = socket.send_to(&reply, from).await {
+            tracing::warn!(%from, error = %e, "NG reply not sent");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Call snapshots as NG reply dictionaries, in rtpengine's `query` layout
+//! (key names as rtpengine spells them, spaces included), plus the split
+//! between kernel and userspace counters that xrelay adds.
+
+use std::net::SocketAddr;
+
+use relay_ng::{Dict, Value};
+
+use crate::calls::summary::{CallSummary, Counts, StreamSummary};
+
+fn int(v: u64) -> Value {
+    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn dict<'a>(entries: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
+    Value::dict(entries)
+}
+
+fn counts(c: Counts) -> Value {
+    dict([
+        ("packets", int(c.packets)),
+        ("bytes", int(c.bytes)),
+        ("errors", int(c.errors)),
+    ])
+}
+
+fn endpoint(addr: SocketAddr) -> Value {
+    let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+    dict([
+        ("family", Value::str(family)),
+        ("address", Value::str(&addr.ip().to_string())),
+        ("port", int(u64::from(addr.port()))),
+    ])
+}
+
+fn stream(s: &StreamSummary) -> Value {
+    let mut flags = vec![if s.rtcp { "RTCP" } else { "RTP" }];
+    if s.sdp_endpoint.is_some() || s.confirmed.is_some() {
+        flags.push("filled");
+    }
+    if s.confirmed.is_some() {
+        flags.push("confirmed");
+    }
+    if s.kernelized {
+        flags.push("kernelized");
+    }
+    let total = Counts {
+        packets: s.user.packets + s.kernel.packets,
+        bytes: s.user.bytes + s.kernel.bytes,
+        errors: s.user.errors + s.kernel.errors,
+    };
+    let mut entries = vec![
+        ("local port", int(u64::from(s.local.port()))),
+        ("local address", Value::str(&s.local.ip().to_string())),
+        ("advertised endpoint", endpoint(s.advertised)),
+        ("flags", Value::str_list(flags)),
+        ("stats", counts(total)),
+        ("kernel stats", counts(s.kernel)),
+        ("userspace stats", counts(s.user)),
+    ];
+    if let Some(e) = s.confirmed.or(s.sdp_endpoint) {
+        entries.push(("endpoint", endpoint(e)));
+    }
+    dict(entries)
+}
+
+/// `query`/`delete` reply body (without `result`).
+pub fn call_summary(c: &CallSummary) -> Dict {
+    let tags: Dict = c
+        .tags
+        .iter()
+        .map(|t| {
+            let medias = t
+                .medias
+                .iter()
+                .map(|m| {
+                    dict([
+                        ("index", int(m.index as u64)),
+                        ("type", Value::str(&m.kind)),
+                        ("protocol", Value::str(&m.protocol)),
+                        ("streams", Value::list(m.streams.iter().map(stream))),
+                    ])
+                })
+                .collect::<Vec<_>>();
+            let mut entries = vec![
+                ("tag", Value::str(&t.tag)),
+                ("created", int(t.created)),
+                ("interface", Value::str(&t.interface)),
+                ("medias", Value::list(medias)),
+            ];
+            if let Some(peer) = &t.in_dialogue_with {
+                entries.push(("in dialogue with", Value::str(peer)));
+            }
+            (t.tag.clone().into_bytes(), dict(entries))
+        })
+        .collect();
+    let mut out = Dict::new();
+    out.insert(b"created".to_vec(), int(c.created));
+    out.insert(b"last signal".to_vec(), int(c.last_signal));
+    out.insert(b"tags".to_vec(), Value::Dict(tags));
+    out.insert(
+        b"totals".to_vec(),
+        dict([("RTP", counts(c.rtp)), ("RTCP", counts(c.rtcp))]),
+    );
+    out
+}
+
+/// `list` reply body.
+pub fn list_reply(ids: &[String]) -> Dict {
+    let mut out = Dict::new();
+    out.insert(
+        b"calls".to_vec(),
+        Value::str_list(ids.iter().map(String::as_str)),
+    );
+    out
+}

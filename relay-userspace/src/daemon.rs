@@ -1,0 +1,188 @@
+//! relayd put together: datapath, interfaces and ports, calls, the NG
+//! socket, the forwarder reports and the timers, until shutdown.
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{net::UdpSocket, sync::mpsc};
+
+use crate::{
+    calls::{kernel::Kernel, CallConfig, CallManager, Interface},
+    config::{Config, DatapathMode},
+    control,
+    datapath::{
+        xdp::{XdpConfig, XdpDatapath, XdpError},
+        Datapath,
+    },
+    interfaces::netdev_of,
+    ports::{PortError, PortPool},
+    static_stream,
+};
+
+/// What stops relayd from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// `--datapath=xdp` and XDP could not start.
+    #[error("XDP datapath: {0}")]
+    Xdp(#[source] XdpError),
+    /// An interface address is on no local netdev.
+    #[error("interface address {0} is not configured on any local network interface")]
+    AddressNotLocal(std::net::IpAddr),
+    /// A port range problem.
+    #[error("interface {name}: {source}")]
+    Ports {
+        /// Interface name.
+        name: String,
+        /// The problem.
+        #[source]
+        source: PortError,
+    },
+    /// The NG socket could not be bound.
+    #[error("cannot listen for NG on {addr}: {source}")]
+    ListenNg {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `--static-stream` problem.
+    #[error(transparent)]
+    StaticStream(#[from] static_stream::StaticStreamError),
+    /// A static stream could not be installed.
+    #[error("installing a static stream: {0}")]
+    Install(#[from] crate::datapath::DatapathError),
+}
+
+/// The XDP datapath on the netdevs that own the interface addresses, or
+/// None for userspace forwarding (with the reason logged in `auto`).
+fn start_datapath(config: &Config) -> Result<Option<Box<dyn Datapath + Send>>, DaemonError> {
+    if config.datapath == DatapathMode::Userspace {
+        tracing::info!("datapath: userspace forwarding (--datapath=userspace)");
+        return Ok(None);
+    }
+    let mut netdevs: Vec<String> = Vec::new();
+    for spec in &config.interfaces {
+        let dev = netdev_of(spec.address).ok_or(DaemonError::AddressNotLocal(spec.address))?;
+        if !netdevs.contains(&dev) {
+            netdevs.push(dev);
+        }
+    }
+    let xdp = XdpConfig {
+        interfaces: netdevs,
+        pin_dir: config.pin_dir.clone(),
+        mode: config.xdp_mode,
+        max_streams: config.max_streams,
+        enable_forwarding: config.enable_forwarding,
+    };
+    match XdpDatapath::start(&xdp) {
+        Ok(dp) => {
+            for a in dp.attachments() {
+                tracing::info!(iface = %a.iface, mode = ?a.mode, reason = %a.reason, "datapath: XDP");
+            }
+            Ok(Some(Box::new(dp)))
+        }
+        Err(e) if config.datapath == DatapathMode::Auto => {
+            tracing::warn!(error = %e, "datapath: XDP unavailable, forwarding in userspace");
+            Ok(None)
+        }
+        Err(e) => Err(DaemonError::Xdp(e)),
+    }
+}
+
+/// Runs relayd until `shutdown` completes, then removes every call, kernel
+/// entry and pin.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let datapath = start_datapath(&config)?;
+    let mut kernel = Kernel::new(datapath, config.max_streams);
+    for (i, text) in config.static_streams.iter().enumerate() {
+        let spec = static_stream::parse(text, i as u32)?;
+        if let Err(e) = kernel.install_static(spec) {
+            kernel.close();
+            return Err(e.into());
+        }
+        tracing::info!(local = %spec.local, peer = %spec.peer, "static stream installed");
+    }
+    let mut interfaces = Vec::new();
+    for spec in &config.interfaces {
+        let pool =
+            PortPool::new(spec.address, config.port_min, config.port_max).map_err(|source| {
+                DaemonError::Ports {
+                    name: spec.name.clone(),
+                    source,
+                }
+            });
+        match pool {
+            Ok(pool) => interfaces.push(Interface {
+                spec: spec.clone(),
+                pool,
+            }),
+            Err(e) => {
+                kernel.close();
+                return Err(e);
+            }
+        }
+    }
+    let ng = match UdpSocket::bind(config.listen_ng).await {
+        Ok(s) => s,
+        Err(source) => {
+            kernel.close();
+            return Err(DaemonError::ListenNg {
+                addr: config.listen_ng,
+                source,
+            });
+        }
+    };
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let call_config = CallConfig {
+        timeout: config.timeout,
+        delete_delay: config.delete_delay,
+        learning: config.endpoint_learning,
+    };
+    let calls = Arc::new(Mutex::new(CallManager::new(
+        call_config,
+        interfaces,
+        kernel,
+        events_tx,
+    )));
+
+    let server = tokio::spawn(control::serve(ng, calls.clone()));
+    let reports = {
+        let calls = calls.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                calls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .on_event(event);
+            }
+        })
+    };
+    let ticker = {
+        let calls = calls.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let now = tokio::time::Instant::now();
+                calls.lock().unwrap_or_else(|e| e.into_inner()).tick(now);
+            }
+        })
+    };
+    tracing::info!(listen_ng = %config.listen_ng, "relayd ready");
+    crate::notify::ready();
+
+    shutdown.await;
+    crate::notify::stopping();
+    server.abort();
+    ticker.abort();
+    reports.abort();
+    let mut calls = calls.lock().unwrap_or_else(|e| e.into_inner());
+    calls.clear();
+    calls.close_kernel();
+    tracing::info!("relayd stopped");
+    Ok(())
+}
