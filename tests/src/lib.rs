@@ -3,6 +3,7 @@
 //! test skips (saying why) only on machines that lack the capability.
 
 pub mod netns;
+pub mod ng_client;
 pub mod packet;
 pub mod peer;
 pub mod privileges;

@@ -41,6 +41,8 @@ const PACKAGES: &[(&str, Probe)] = &[
     ("iproute2", Probe::Command("ip")),
     ("ethtool", Probe::Command("ethtool")),
     ("util-linux", Probe::Command("setpriv")),
+    // rtpengine's own NG client, used as an outside client in the tests.
+    ("rtpengine-utils", Probe::Command("rtpengine-ng-client")),
 ];
 
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,512 @@
+//! Calls set up over NG against a real relayd in network namespaces, with
+//! real RTP-sized UDP both ways: the SDP points each side at the relay, the
+//! receivers see the relay's addresses, media moves into the kernel once both
+//! ends are confirmed, `query` reports it, `delete` frees everything.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use relay_ng::Value;
+use relay_tests::{
+    netns::{ChildGuard, Netns},
+    ng_client::{audio_sdp, sdp_endpoint, NgClient},
+    peer::{attach_peer_pass, PeerPass},
+    ready::ReadySocket,
+    require_root,
+    topology::{assert_delivered, bind_udp, exchange, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
+    PinDirGuard,
+};
+
+const RELAYD: &str = env!("CARGO_BIN_EXE_relayd");
+const RELAYCTL: &str = env!("CARGO_BIN_EXE_relayctl");
+const NG: &str = "127.0.0.1:2223";
+
+struct Relay {
+    t: Topology,
+    _peers: [PeerPass; 2],
+    pins: PinDirGuard,
+    relayd: Option<ChildGuard>,
+    ng: NgClient,
+}
+
+impl Relay {
+    fn start(tag: &str, extra: &[&str]) -> Relay {
+        let t = Topology::new(tag).unwrap();
+        let pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
+        let pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
+        let pins = PinDirGuard::new(tag);
+        let ready = ReadySocket::new().unwrap();
+        let mut cmd = t.r.command(RELAYD).unwrap();
+        cmd.args([
+            "-i",
+            "a/10.20.1.1",
+            "-i",
+            "b/10.20.2.1",
+            "--listen-ng",
+            NG,
+            "--port-min",
+            "30000",
+        ])
+        .args(["--port-max", "30999", "--pin-dir"])
+        .arg(&pins.0)
+        .args(extra)
+        .stdout(Stdio::null());
+        ready.configure(&mut cmd);
+        let mut child = ChildGuard(cmd.spawn().unwrap());
+        ready.wait(&mut child).unwrap();
+        let ng = NgClient::new(&t.r, NG.parse().unwrap()).unwrap();
+        Relay {
+            t,
+            _peers: [pa, pb],
+            pins,
+            relayd: Some(child),
+            ng,
+        }
+    }
+
+    fn relayctl_json(&self, what: &str) -> serde_json::Value {
+        let out = Command::new(RELAYCTL)
+            .arg("--pin-dir")
+            .arg(&self.pins.0)
+            .args(["--json", what])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn stop(mut self) {
+        let status = self.relayd.take().unwrap().terminate().unwrap();
+        assert!(status.success(), "relayd exit {status}");
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::str(v)
+}
+
+fn offer(call_id: &str) -> Value {
+    Value::dict([
+        ("command", s("offer")),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+        ("sdp", s(&audio_sdp(HOST_A, 5000))),
+        ("direction", Value::str_list(["a", "b"])),
+        ("supports", Value::str_list(["load limit"])),
+        ("received-from", Value::str_list(["IP4", HOST_A])),
+        ("sip-message-type", s("sip_request")),
+    ])
+}
+
+fn answer(call_id: &str) -> Value {
+    Value::dict([
+        ("command", s("answer")),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+        ("to-tag", s("tag-B")),
+        ("sdp", s(&audio_sdp(HOST_B, 40000))),
+        ("supports", Value::str_list(["load limit"])),
+        ("received-from", Value::str_list(["IP4", HOST_B])),
+    ])
+}
+
+fn command(name: &str, call_id: &str) -> Value {
+    Value::dict([
+        ("command", s(name)),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+    ])
+}
+
+/// RTP streams of `query`, by tag: (flags, userspace packets, kernel packets).
+fn rtp_streams(q: &Value) -> Vec<(String, Vec<String>, i64, i64)> {
+    let mut out = Vec::new();
+    for (tag, t) in q.get("tags").and_then(Value::as_dict).unwrap() {
+        for m in t.get("medias").and_then(Value::as_list).unwrap() {
+            let st = &m.get("streams").and_then(Value::as_list).unwrap()[0];
+            let flags = st.get("flags").and_then(Value::as_list).unwrap();
+            let flags = flags
+                .iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect();
+            let count = |k: &str| {
+                st.get(k)
+                    .and_then(|d| d.get("packets"))
+                    .and_then(Value::as_int)
+                    .unwrap()
+            };
+            out.push((
+                String::from_utf8_lossy(tag).into_owned(),
+                flags,
+                count("userspace stats"),
+                count("kernel stats"),
+            ));
+        }
+    }
+    out
+}
+
+/// Offer, answer, RTP both ways; returns the relay ports (A side, B side).
+fn set_up_call(r: &Relay, call_id: &str) -> (SocketAddr, SocketAddr) {
+    let o = r.ng.ok(&offer(call_id)).unwrap();
+    let (addr, port) = sdp_endpoint(o.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
+    assert_eq!(
+        addr, RELAY_B,
+        "the offer sent to B points at the relay's B side"
+    );
+    let relay_b: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+    let a = r.ng.ok(&answer(call_id)).unwrap();
+    let (addr, port) = sdp_endpoint(a.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
+    assert_eq!(
+        addr, RELAY_A,
+        "the answer sent to A points at the relay's A side"
+    );
+    (format!("{addr}:{port}").parse().unwrap(), relay_b)
+}
+
+fn media_both_ways(
+    r: &Relay,
+    relay_a: SocketAddr,
+    relay_b: SocketAddr,
+    a: &UdpSocket,
+    b: &UdpSocket,
+    n: usize,
+) {
+    let got = exchange(a, &relay_a.to_string(), b, n).unwrap();
+    assert_delivered(&got, n, &relay_b.to_string());
+    let got = exchange(b, &relay_b.to_string(), a, n).unwrap();
+    assert_delivered(&got, n, &relay_a.to_string());
+    let _ = r;
+}
+
+fn wait_kernelized(r: &Relay, call_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let q = r.ng.ok(&command("query", call_id)).unwrap();
+        if rtp_streams(&q)
+            .iter()
+            .all(|(_, flags, _, _)| flags.iter().any(|f| f == "kernelized"))
+        {
+            return q;
+        }
+        assert!(Instant::now() < deadline, "streams never kernelized: {q:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn port_is_free(ns: &Netns, addr: SocketAddr) -> bool {
+    ns.run(move || UdpSocket::bind(addr).is_ok()).unwrap()
+}
+
+#[test]
+fn call_over_ng_moves_media_into_xdp() {
+    require_root!();
+    let r = Relay::start("ngx", &[]);
+    assert_eq!(
+        r.ng.request(&Value::dict([("command", s("ping"))]))
+            .unwrap()
+            .get("result"),
+        Some(&s("pong"))
+    );
+    let (relay_a, relay_b) = set_up_call(&r, "call-xdp");
+    let a = bind_udp(&r.t.a, &format!("{HOST_A}:5000")).unwrap();
+    let b = bind_udp(&r.t.b, &format!("{HOST_B}:40000")).unwrap();
+
+    // First packets: userspace (learning), which confirms both ends.
+    media_both_ways(&r, relay_a, relay_b, &a, &b, 5);
+    let q = wait_kernelized(&r, "call-xdp");
+    let before: Vec<i64> = rtp_streams(&q).iter().map(|s| s.2).collect();
+    let stream_kernel_before: Vec<i64> = rtp_streams(&q).iter().map(|s| s.3).collect();
+    let kernel_before = r.relayctl_json("counters")["forwarded_redirect"]["packets"]
+        .as_u64()
+        .unwrap();
+
+    media_both_ways(&r, relay_a, relay_b, &a, &b, 20);
+    let q = r.ng.ok(&command("query", "call-xdp")).unwrap();
+    let streams = rtp_streams(&q);
+    let after: Vec<i64> = streams.iter().map(|s| s.2).collect();
+    assert_eq!(
+        before, after,
+        "no packet of a kernelized stream reached userspace"
+    );
+    for ((tag, _, _, kernel), earlier) in streams.iter().zip(&stream_kernel_before) {
+        assert_eq!(kernel - earlier, 20, "kernel packets of {tag}'s stream");
+    }
+    let kernel_after = r.relayctl_json("counters")["forwarded_redirect"]["packets"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(kernel_after - kernel_before, 40);
+    let totals = q
+        .get("totals")
+        .and_then(|t| t.get("RTP"))
+        .and_then(|t| t.get("packets"))
+        .and_then(Value::as_int);
+    assert_eq!(totals, Some(50));
+    assert_eq!(r.relayctl_json("streams").as_array().unwrap().len(), 2);
+
+    let listed = r.ng.ok(&Value::dict([("command", s("list"))])).unwrap();
+    assert_eq!(listed.get("calls"), Some(&Value::str_list(["call-xdp"])));
+    let mut del = command("delete", "call-xdp");
+    if let Value::Dict(d) = &mut del {
+        d.insert(b"delete-delay".to_vec(), Value::Int(0));
+    }
+    r.ng.ok(&del).unwrap();
+    assert!(
+        r.relayctl_json("streams").as_array().unwrap().is_empty(),
+        "kernel entries removed"
+    );
+    let gone = r.ng.request(&command("query", "call-xdp")).unwrap();
+    assert_eq!(gone.get("error-reason"), Some(&s("Unknown call-id")));
+    std::thread::sleep(Duration::from_millis(200)); // forwarder tasks close their sockets
+    assert!(
+        port_is_free(&r.t.r, relay_a) && port_is_free(&r.t.r, relay_b),
+        "ports freed"
+    );
+    r.stop();
+}
+
+#[test]
+fn call_over_ng_in_userspace_mode() {
+    require_root!();
+    let r = Relay::start("ngu", &["--datapath", "userspace"]);
+    let (relay_a, relay_b) = set_up_call(&r, "call-user");
+    let a = bind_udp(&r.t.a, &format!("{HOST_A}:5000")).unwrap();
+    let b = bind_udp(&r.t.b, &format!("{HOST_B}:40000")).unwrap();
+    media_both_ways(&r, relay_a, relay_b, &a, &b, 25);
+    let q = r.ng.ok(&command("query", "call-user")).unwrap();
+    for (tag, flags, user, kernel) in rtp_streams(&q) {
+        assert_eq!((user, kernel), (25, 0), "{tag}");
+        assert!(flags.iter().any(|f| f == "confirmed") && !flags.iter().any(|f| f == "kernelized"));
+    }
+    r.ng.ok(&command("delete", "call-user")).unwrap();
+    r.stop();
+}
+
+#[test]
+fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
+    require_root!();
+    let r = Relay::start("ngm", &["--datapath", "userspace"]);
+    let reason = |reply: Value| {
+        reply
+            .get("error-reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    // A datagram without cookie cannot be answered.
+    assert!(
+        r.ng.raw(b"garbage-without-space").is_err(),
+        "no reply expected"
+    );
+    let raw = r.ng.raw(b"c1 xyz").unwrap();
+    assert!(
+        raw.starts_with(b"c1 d") && raw.windows(5).any(|w| w == b"error"),
+        "{raw:?}"
+    );
+    let raw = r.ng.raw(b"c2 d7:command").unwrap();
+    assert!(raw.starts_with(b"c2 "), "truncated bencode still answered");
+    let unknown = Value::dict([("command", s("frobnicate"))]);
+    assert_eq!(
+        reason(r.ng.request(&unknown).unwrap()).as_deref(),
+        Some("Unrecognized command")
+    );
+    let mut no_sdp = offer("m1");
+    if let Value::Dict(d) = &mut no_sdp {
+        d.remove(b"sdp".as_slice());
+    }
+    assert_eq!(
+        reason(r.ng.request(&no_sdp).unwrap()).as_deref(),
+        Some("No SDP body in message")
+    );
+    let mut no_to_tag = answer("m1");
+    if let Value::Dict(d) = &mut no_to_tag {
+        d.remove(b"to-tag".as_slice());
+    }
+    assert_eq!(
+        reason(r.ng.request(&no_to_tag).unwrap()).as_deref(),
+        Some("No to-tag in message")
+    );
+    assert_eq!(
+        reason(r.ng.request(&command("delete", "nope")).unwrap()).as_deref(),
+        Some("Unknown call-id")
+    );
+    let mut bad_sdp = offer("m2");
+    if let Value::Dict(d) = &mut bad_sdp {
+        d.insert(b"sdp".to_vec(), s("this is not SDP"));
+    }
+    let e = reason(r.ng.request(&bad_sdp).unwrap()).unwrap();
+    assert!(e.starts_with("Failed to parse SDP"), "{e}");
+    let mut bad_dir = offer("m3");
+    if let Value::Dict(d) = &mut bad_dir {
+        d.insert(b"direction".to_vec(), Value::str_list(["a", "nowhere"]));
+    }
+    assert_eq!(
+        reason(r.ng.request(&bad_dir).unwrap()).as_deref(),
+        Some("Unknown interface 'nowhere'")
+    );
+    assert_eq!(
+        r.ng.ok(&Value::dict([("command", s("list"))]))
+            .unwrap()
+            .get("calls"),
+        Some(&Value::list([]))
+    );
+
+    // A retransmitted cookie gets the same reply and creates nothing new.
+    let first = r.ng.request_with_cookie("retrans-1", &offer("rt")).unwrap();
+    let again = r.ng.request_with_cookie("retrans-1", &offer("rt")).unwrap();
+    assert_eq!(first, again);
+    let q = r.ng.ok(&command("query", "rt")).unwrap();
+    assert_eq!(
+        q.get("tags").and_then(Value::as_dict).map(|t| t.len()),
+        Some(2)
+    );
+
+    // Unknown keys are warnings, not errors.
+    let mut extra = offer("w1");
+    if let Value::Dict(d) = &mut extra {
+        d.insert(b"x-vendor-key".to_vec(), s("1"));
+    }
+    let w = r.ng.request(&extra).unwrap();
+    assert_eq!(w.get("result"), Some(&s("ok")));
+    assert!(w.get("warning").is_some(), "{w:?}");
+    assert_eq!(
+        r.ng.request(&Value::dict([("command", s("ping"))]))
+            .unwrap()
+            .get("result"),
+        Some(&s("pong"))
+    );
+    r.stop();
+}
+
+#[test]
+fn a_thousand_call_cycles_leave_nothing_behind() {
+    require_root!();
+    let r = Relay::start("ngc", &[]);
+    for i in 0..1000 {
+        let id = format!("cycle-{i}");
+        r.ng.ok(&offer(&id)).unwrap();
+        r.ng.ok(&answer(&id)).unwrap();
+        let mut del = command("delete", &id);
+        if let Value::Dict(d) = &mut del {
+            d.insert(b"delete-delay".to_vec(), Value::Int(0));
+        }
+        r.ng.ok(&del).unwrap();
+    }
+    assert_eq!(
+        r.ng.ok(&Value::dict([("command", s("list"))]))
+            .unwrap()
+            .get("calls"),
+        Some(&Value::list([]))
+    );
+    assert!(
+        r.relayctl_json("streams").as_array().unwrap().is_empty(),
+        "no kernel entries"
+    );
+    // No media port (30000-30999) is still bound in the relay namespace.
+    std::thread::sleep(Duration::from_millis(300));
+    let udp =
+        r.t.r
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/udp").unwrap())
+            .unwrap();
+    let media_ports = udp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(1)?
+                .split(':')
+                .nth(1)
+                .map(str::to_owned)
+        })
+        .filter_map(|hex| u16::from_str_radix(&hex, 16).ok())
+        .filter(|p| (30000..=30999).contains(p))
+        .count();
+    assert!(
+        udp.lines().count() > 1,
+        "the NG socket should be listed:\n{udp}"
+    );
+    assert_eq!(
+        media_ports, 0,
+        "media sockets left in the relay namespace:\n{udp}"
+    );
+    r.stop();
+}
+
+#[test]
+fn rtpengine_ng_client_drives_relayd() {
+    require_root!();
+    if Command::new("rtpengine-ng-client")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("rtpengine-ng-client missing: apt-get install rtpengine-utils (cargo xtask test installs it)");
+    }
+    let r = Relay::start("ngr", &["--datapath", "userspace"]);
+    let sdp_file = std::env::temp_dir().join(format!("xrelay-ngc-{}.sdp", std::process::id()));
+    std::fs::write(&sdp_file, audio_sdp(HOST_A, 5000)).unwrap();
+    let run_any = |args: &[&str]| {
+        let out =
+            r.t.r
+                .command("rtpengine-ng-client")
+                .unwrap()
+                .args(["--proxy-address", "127.0.0.1", "--proxy-port", "2223"])
+                .args(args)
+                .output()
+                .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let run = |args: &[&str]| {
+        let (ok, text) = run_any(args);
+        assert!(ok, "rtpengine-ng-client {args:?}: {text}");
+        text
+    };
+    let out = run(&["ping"]);
+    assert!(out.contains("pong"), "{out}");
+    let sdp_arg = sdp_file.to_str().unwrap();
+    let out = run(&[
+        "--call-id",
+        "ngc-1",
+        "--from-tag",
+        "tag-A",
+        "--sdp-file",
+        sdp_arg,
+        "--direction",
+        "a,b",
+        "offer",
+    ]);
+    assert!(
+        out.contains("New SDP") && out.contains(&format!("c=IN IP4 {RELAY_B}")),
+        "{out}"
+    );
+    let out = run(&["--call-id", "ngc-1", "--from-tag", "tag-A", "query"]);
+    assert!(
+        out.contains("Result dictionary") && out.contains("'tag-A' => {"),
+        "{out}"
+    );
+    let out = run(&[
+        "--call-id",
+        "ngc-1",
+        "--from-tag",
+        "tag-A",
+        "--delete-delay",
+        "0",
+        "delete",
+    ]);
+    assert!(
+        out.contains("Result dictionary") && !out.contains("error-reason"),
+        "{out}"
+    );
+    let (_, out) = run_any(&["--call-id", "ngc-1", "--from-tag", "tag-A", "query"]);
+    assert!(out.contains("Unknown call-id"), "{out}");
+    let _ = std::fs::remove_file(&sdp_file);
+    r.stop();
+}
