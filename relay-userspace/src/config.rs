@@ -46,6 +46,9 @@ pub struct Options {
     /// NG control socket, `[ADDR:]PORT` (UDP).
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub listen_ng: Option<String>,
+    /// relayctl's socket, `[ADDR:]PORT` (TCP).
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub listen_cli: Option<String>,
     /// Lowest media port.
     #[arg(long)]
     pub port_min: Option<u16>,
@@ -90,6 +93,8 @@ pub struct Config {
     pub interfaces: Vec<InterfaceSpec>,
     /// NG socket address.
     pub listen_ng: SocketAddr,
+    /// relayctl socket address.
+    pub listen_cli: SocketAddr,
     /// Media port range.
     pub port_min: u16,
     /// Media port range.
@@ -142,9 +147,14 @@ pub enum ConfigError {
         "no --interface given (e.g. --interface=eth0 or --interface=pub/10.0.0.5!203.0.113.7)"
     )]
     NoInterface,
-    /// A bad `--listen-ng`.
-    #[error("bad --listen-ng {0:?}: expected [ADDR:]PORT")]
-    ListenNg(String),
+    /// A bad `--listen-ng` or `--listen-cli`.
+    #[error("bad --{option} {value:?}: expected [ADDR:]PORT")]
+    Listen {
+        /// Which option.
+        option: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// An empty port range.
     #[error("--port-min {min} is above --port-max {max}")]
     PortRange {
@@ -178,6 +188,7 @@ impl Options {
         }
         fill!(
             listen_ng,
+            listen_cli,
             port_min,
             port_max,
             timeout,
@@ -224,10 +235,16 @@ impl Options {
             .map(|s| InterfaceSpec::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
         check_unique(&interfaces)?;
-        let listen_text = self
-            .listen_ng
-            .unwrap_or_else(|| DEFAULT_LISTEN_NG.to_owned());
-        let listen_ng = parse_listen(&listen_text).ok_or(ConfigError::ListenNg(listen_text))?;
+        let listen = |option: &'static str, value: Option<String>, default: &str| {
+            let value = value.unwrap_or_else(|| default.to_owned());
+            parse_listen(&value).ok_or(ConfigError::Listen { option, value })
+        };
+        let listen_ng = listen("listen-ng", self.listen_ng, DEFAULT_LISTEN_NG)?;
+        let listen_cli = listen(
+            "listen-cli",
+            self.listen_cli,
+            crate::control::cli::DEFAULT_LISTEN_CLI,
+        )?;
         let (port_min, port_max) = (
             self.port_min.unwrap_or(30000),
             self.port_max.unwrap_or(39999),
@@ -241,6 +258,7 @@ impl Options {
         Ok(Config {
             interfaces,
             listen_ng,
+            listen_cli,
             port_min,
             port_max,
             timeout: Duration::from_secs(self.timeout.unwrap_or(60)),

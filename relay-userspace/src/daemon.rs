@@ -49,6 +49,15 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The CLI socket could not be bound.
+    #[error("cannot listen for relayctl on {addr}: {source}")]
+    ListenCli {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A `--static-stream` problem.
     #[error(transparent)]
     StaticStream(#[from] static_stream::StaticStreamError),
@@ -136,6 +145,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             });
         }
     };
+    let cli = match tokio::net::TcpListener::bind(config.listen_cli).await {
+        Ok(s) => s,
+        Err(source) => {
+            kernel.close();
+            return Err(DaemonError::ListenCli {
+                addr: config.listen_cli,
+                source,
+            });
+        }
+    };
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let call_config = CallConfig {
         timeout: config.timeout,
@@ -150,6 +169,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     )));
 
     let server = tokio::spawn(control::serve(ng, calls.clone()));
+    let cli_server = tokio::spawn(control::cli::serve(cli, calls.clone()));
     let reports = {
         let calls = calls.clone();
         tokio::spawn(async move {
@@ -172,12 +192,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         })
     };
-    tracing::info!(listen_ng = %config.listen_ng, "relayd ready");
+    tracing::info!(listen_ng = %config.listen_ng, listen_cli = %config.listen_cli, "relayd ready");
     crate::notify::ready();
 
     shutdown.await;
     crate::notify::stopping();
     server.abort();
+    cli_server.abort();
     ticker.abort();
     reports.abort();
     let mut calls = calls.lock().unwrap_or_else(|e| e.into_inner());

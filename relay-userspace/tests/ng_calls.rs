@@ -82,9 +82,26 @@ impl Relay {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    fn stop(mut self) {
+    /// relayctl run in the relay namespace (its CLI socket is on loopback there).
+    fn relayctl_cli(&self, args: &[&str]) -> std::process::Output {
+        self.t
+            .r
+            .command(RELAYCTL)
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn stop(self) {
+        drop(self.stop_keep_topology());
+    }
+
+    /// Stops relayd, keeping the namespaces for checks afterwards.
+    fn stop_keep_topology(mut self) -> Topology {
         let status = self.relayd.take().unwrap().terminate().unwrap();
         assert!(status.success(), "relayd exit {status}");
+        self.t
     }
 }
 
@@ -253,6 +270,33 @@ fn call_over_ng_moves_media_into_xdp() {
 
     let listed = r.ng.ok(&Value::dict([("command", s("list"))])).unwrap();
     assert_eq!(listed.get("calls"), Some(&Value::str_list(["call-xdp"])));
+
+    // relayctl sees the call through relayd's CLI socket.
+    let out = r.relayctl_cli(&["calls", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(calls[0]["call_id"], "call-xdp");
+    assert_eq!(calls[0]["rtp"]["packets"], 50);
+    let table = String::from_utf8_lossy(&r.relayctl_cli(&["calls"]).stdout).into_owned();
+    assert!(table.contains("call-xdp"), "{table}");
+    let show = r.relayctl_cli(&["show", "call-xdp"]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("tag \"tag-A\"") && text.contains("yes"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{HOST_A}:5000")),
+        "learned endpoint shown: {text}"
+    );
+    assert_eq!(
+        r.relayctl_cli(&["show", "no-such-call"]).status.code(),
+        Some(3)
+    );
     let mut del = command("delete", "call-xdp");
     if let Value::Dict(d) = &mut del {
         d.insert(b"delete-delay".to_vec(), Value::Int(0));
@@ -263,13 +307,27 @@ fn call_over_ng_moves_media_into_xdp() {
         "kernel entries removed"
     );
     let gone = r.ng.request(&command("query", "call-xdp")).unwrap();
+    let empty: serde_json::Value =
+        serde_json::from_slice(&r.relayctl_cli(&["--json", "calls"]).stdout).unwrap();
+    assert_eq!(empty, serde_json::json!([]));
     assert_eq!(gone.get("error-reason"), Some(&s("Unknown call-id")));
     std::thread::sleep(Duration::from_millis(200)); // forwarder tasks close their sockets
     assert!(
         port_is_free(&r.t.r, relay_a) && port_is_free(&r.t.r, relay_b),
         "ports freed"
     );
-    r.stop();
+    let t = r.stop_keep_topology();
+    let stopped =
+        t.r.command(RELAYCTL)
+            .unwrap()
+            .arg("calls")
+            .output()
+            .unwrap();
+    assert_eq!(
+        stopped.status.code(),
+        Some(2),
+        "relayctl exit code when relayd is gone"
+    );
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! relayctl: inspect a running relayd.
 //!
-//! Reads the maps relayd pinned under its `--pin-dir`, so it works without
-//! any control socket and even while relayd restarts.
+//! `calls` and `show` ask relayd over its `--listen-cli` socket; `counters`,
+//! `interfaces` and `streams` read the maps relayd pinned under its
+//! `--pin-dir`, so they work even while relayd restarts.
 //!
-//! Exit codes: 0 success, 2 no relayd instance at that pin directory,
-//! 1 anything else.
+//! Exit codes: 0 success, 2 relayd not reachable (no CLI socket, no pins),
+//! 3 no such call, 1 anything else.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -23,6 +24,9 @@ struct Args {
     /// relayd's --pin-dir.
     #[arg(long, global = true, default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// relayd's --listen-cli address.
+    #[arg(long, global = true, default_value = "127.0.0.1:9900")]
+    cli: String,
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
@@ -32,6 +36,13 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Calls: id, age, parties, streams, kernelized, packets and bytes.
+    Calls,
+    /// One call: every stream with its endpoints and counters.
+    Show {
+        /// The Call-ID.
+        call_id: String,
+    },
     /// Program-wide packet counters by outcome.
     Counters,
     /// Interfaces, their XDP mode and why.
@@ -41,9 +52,17 @@ enum Command {
 }
 
 const EXIT_NOT_RUNNING: u8 = 2;
+const EXIT_NO_SUCH_CALL: u8 = 3;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    match &args.command {
+        Command::Calls => return cli_command(&args, json!({"command": "calls"})),
+        Command::Show { call_id } => {
+            return cli_command(&args, json!({"command": "show", "call_id": call_id}))
+        }
+        _ => {}
+    }
     let dir = versioned_dir(&args.pin_dir);
     let maps = match RelayMaps::open_pinned(&dir) {
         Ok(maps) => maps,
@@ -59,6 +78,7 @@ fn main() -> ExitCode {
         Command::Counters => counters(&maps, args.json),
         Command::Interfaces => interfaces(&maps, args.json),
         Command::Streams => streams(&maps, args.json),
+        Command::Calls | Command::Show { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -172,4 +192,123 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Sends one request to relayd's CLI socket and prints the answer.
+fn cli_command(args: &Args, request: serde_json::Value) -> ExitCode {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let stream = match std::net::TcpStream::connect(&args.cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "relayctl: cannot reach relayd at {} ({e}); is it running with --listen-cli {}?",
+                args.cli, args.cli
+            );
+            return ExitCode::from(EXIT_NOT_RUNNING);
+        }
+    };
+    let mut line = request.to_string();
+    line.push('\n');
+    let mut reply = String::new();
+    let io = (&stream)
+        .write_all(line.as_bytes())
+        .and_then(|()| BufReader::new(&stream).read_line(&mut reply));
+    if let Err(e) = io {
+        eprintln!("relayctl: talking to relayd at {}: {e}", args.cli);
+        return ExitCode::from(EXIT_NOT_RUNNING);
+    }
+    let Ok(reply) = serde_json::from_str::<serde_json::Value>(&reply) else {
+        eprintln!("relayctl: relayd sent something that is not JSON");
+        return ExitCode::FAILURE;
+    };
+    if reply["ok"] != true {
+        eprintln!("relayctl: {}", reply["error"].as_str().unwrap_or("error"));
+        let code = if reply["code"] == "not_found" {
+            EXIT_NO_SUCH_CALL
+        } else {
+            1
+        };
+        return ExitCode::from(code);
+    }
+    let data = &reply["data"];
+    if args.json {
+        println!("{data}");
+    } else if matches!(args.command, Command::Calls) {
+        print_calls(data);
+    } else {
+        print_call(data);
+    }
+    ExitCode::SUCCESS
+}
+
+fn count(v: &serde_json::Value, side: &str, what: &str) -> u64 {
+    v[side][what].as_u64().unwrap_or(0)
+}
+
+fn print_calls(calls: &serde_json::Value) {
+    println!(
+        "{:<36} {:>7} {:>7} {:>7} {:>10} {:>12} {:>12}",
+        "CALL-ID", "PARTIES", "STREAMS", "KERNEL", "AGE(s)", "PACKETS", "BYTES"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for call in calls.as_array().into_iter().flatten() {
+        let tags = call["tags"].as_array().cloned().unwrap_or_default();
+        let streams: Vec<&serde_json::Value> = tags
+            .iter()
+            .flat_map(|t| t["medias"].as_array().into_iter().flatten())
+            .flat_map(|m| m["streams"].as_array().into_iter().flatten())
+            .collect();
+        let kernel = streams.iter().filter(|s| s["kernelized"] == true).count();
+        println!(
+            "{:<36} {:>7} {:>7} {:>7} {:>10} {:>12} {:>12}",
+            call["call_id"].as_str().unwrap_or(""),
+            tags.len(),
+            streams.len(),
+            kernel,
+            now.saturating_sub(call["created"].as_u64().unwrap_or(now)),
+            count(call, "totals", "packets"),
+            count(call, "totals", "bytes"),
+        );
+    }
+}
+
+fn print_call(call: &serde_json::Value) {
+    println!("call {}", call["call_id"].as_str().unwrap_or(""));
+    for tag in call["tags"].as_array().into_iter().flatten() {
+        let peer = tag["in_dialogue_with"].as_str().unwrap_or("-");
+        println!(
+            "  tag {:?} on interface {} (talks to {peer})",
+            tag["tag"].as_str().unwrap_or(""),
+            tag["interface"].as_str().unwrap_or("")
+        );
+        for media in tag["medias"].as_array().into_iter().flatten() {
+            println!(
+                "    media {} {} {}",
+                media["index"],
+                media["kind"].as_str().unwrap_or(""),
+                media["protocol"].as_str().unwrap_or("")
+            );
+            println!(
+                "      {:<5} {:<22} {:<22} {:<22} {:<7} {:>9} {:>9} {:>7}",
+                "", "LOCAL", "SDP ENDPOINT", "LEARNED", "KERNEL", "PKTS(K)", "PKTS(U)", "ERRORS"
+            );
+            for s in media["streams"].as_array().into_iter().flatten() {
+                let addr = |k: &str| s[k].as_str().unwrap_or("-").to_owned();
+                println!(
+                    "      {:<5} {:<22} {:<22} {:<22} {:<7} {:>9} {:>9} {:>7}",
+                    if s["rtcp"] == true { "RTCP" } else { "RTP" },
+                    addr("local"),
+                    addr("sdp_endpoint"),
+                    addr("confirmed"),
+                    if s["kernelized"] == true { "yes" } else { "no" },
+                    count(s, "kernel", "packets"),
+                    count(s, "user", "packets"),
+                    count(s, "kernel", "errors") + count(s, "user", "errors"),
+                );
+            }
+        }
+    }
 }

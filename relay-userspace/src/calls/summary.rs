@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use super::{kernel::Kernel, model::Call, port::MediaPort, Interface};
 
 /// Packet counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     /// Packets.
     pub packets: u64,
@@ -26,7 +26,7 @@ impl Counts {
 }
 
 /// One relay port of one party.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StreamSummary {
     /// Local (bind) address and port.
     pub local: SocketAddr,
@@ -47,7 +47,7 @@ pub struct StreamSummary {
 }
 
 /// One media of one party.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct MediaSummary {
     /// `m=` index (1-based, as rtpengine reports it).
     pub index: usize,
@@ -60,7 +60,7 @@ pub struct MediaSummary {
 }
 
 /// One party.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TagSummary {
     /// Tag (empty while a branch is unanswered).
     pub tag: String,
@@ -75,7 +75,7 @@ pub struct TagSummary {
 }
 
 /// A call.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CallSummary {
     /// Call-ID.
     pub call_id: String,

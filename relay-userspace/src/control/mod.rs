@@ -6,6 +6,7 @@
 //! malformed gets an error reply naming the problem (when it has a cookie to
 //! answer to), and the daemon keeps serving.
 
+pub mod cli;
 pub mod handler;
 pub mod reply;
 

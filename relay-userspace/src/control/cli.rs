@@ -1,0 +1,81 @@
+//! The `--listen-cli` socket relayctl talks to: TCP, one JSON request line
+//! in, one JSON reply line out.
+//!
+//! Requests: `{"command":"calls"}` (every call's summary) and
+//! `{"command":"show","call_id":"..."}`. Replies: `{"ok":true,"data":...}` or
+//! `{"ok":false,"error":"...","code":"..."}` where `code` is `not_found` for
+//! an unknown call and `bad_request` otherwise.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::calls::CallManager;
+
+/// rtpengine's CLI port.
+pub const DEFAULT_LISTEN_CLI: &str = "127.0.0.1:9900";
+
+/// Longest request line accepted.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// Serves CLI connections until the task is dropped.
+pub async fn serve(listener: TcpListener, calls: Arc<Mutex<CallManager>>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, calls.clone()));
+            }
+            Err(e) => tracing::warn!(error = %e, "CLI accept error"),
+        }
+    }
+}
+
+async fn connection(stream: TcpStream, calls: Arc<Mutex<CallManager>>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let reply = answer(&line, &calls);
+    let mut bytes = reply.to_string().into_bytes();
+    bytes.push(b'\n');
+    let _ = write.write_all(&bytes).await;
+}
+
+fn error(code: &str, message: &str) -> Value {
+    json!({"ok": false, "code": code, "error": message})
+}
+
+/// The reply to one request line.
+pub fn answer(line: &str, calls: &Mutex<CallManager>) -> Value {
+    let Ok(request) = serde_json::from_str::<Value>(line) else {
+        return error("bad_request", "request is not a JSON object");
+    };
+    let calls = calls.lock().unwrap_or_else(|e| e.into_inner());
+    match request.get("command").and_then(Value::as_str) {
+        Some("calls") => {
+            let summaries: Vec<_> = calls
+                .list(usize::MAX)
+                .iter()
+                .filter_map(|id| calls.query(id).ok())
+                .collect();
+            json!({"ok": true, "data": summaries})
+        }
+        Some("show") => {
+            let Some(id) = request.get("call_id").and_then(Value::as_str) else {
+                return error("bad_request", "show needs call_id");
+            };
+            match calls.query(id) {
+                Ok(summary) => json!({"ok": true, "data": summary}),
+                Err(e) => error("not_found", &e.to_string()),
+            }
+        }
+        Some(other) => error("bad_request", &format!("unknown command {other:?}")),
+        None => error("bad_request", "missing \"command\""),
+    }
+}
