@@ -1,26 +1,29 @@
-//! The README demo: relayd forwarding UDP between two namespaces in XDP.
+//! The README demo: a call set up over NG, media through XDP.
 //!
 //! Builds host A, relay R and host B namespaces joined by veth, starts
-//! `relayd` in R with two static streams (A -> B and B -> A), sends a few
-//! datagrams each way, shows what arrived and from where, prints relayctl's
-//! view, stops relayd and removes everything it created.
+//! `relayd` in R, offers and answers a call over NG as Kamailio would, sends
+//! RTP-sized datagrams both ways (the first ones are learned in userspace,
+//! then the streams move into the kernel), shows what arrived and from
+//! where, prints relayctl's view, deletes the call, stops relayd and removes
+//! everything it created.
 //!
 //! Run through `cargo xtask demo`, which builds the binaries first.
 
-use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::{path::PathBuf, process::Stdio};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
+use relay_ng::Value;
 use relay_tests::{
     netns::ChildGuard,
+    ng_client::{audio_sdp, sdp_endpoint, NgClient},
     peer::attach_peer_pass,
     ready::ReadySocket,
     topology::{bind_udp, exchange, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
     PinDirGuard,
 };
+
+const CALL_ID: &str = "demo-call@xrelay";
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -47,20 +50,18 @@ fn main() -> Result<()> {
     let _pb = topo.b.run(|| attach_peer_pass("b0"))??;
     let pins = PinDirGuard::new("demo");
 
-    let streams = [
-        format!("{RELAY_A}:30000={HOST_B}:40000,src={RELAY_B}:30002"),
-        format!("{RELAY_B}:30002={HOST_A}:5000,src={RELAY_A}:30000"),
-    ];
-    println!(
-        "== starting relayd in R with static streams:\n   {}\n   {}",
-        streams[0], streams[1]
-    );
+    println!("== starting relayd in R: -i a/{RELAY_A} -i b/{RELAY_B} --listen-ng 127.0.0.1:2223");
     let mut cmd = topo.r.command(&args.relayd)?;
-    cmd.args(["-i", "a/10.20.1.1", "-i", "b/10.20.2.1", "--pin-dir"])
-        .arg(&pins.0);
-    for s in &streams {
-        cmd.args(["--static-stream", s]);
-    }
+    cmd.args([
+        "-i",
+        "a/10.20.1.1",
+        "-i",
+        "b/10.20.2.1",
+        "--listen-ng",
+        "127.0.0.1:2223",
+        "--pin-dir",
+    ])
+    .arg(&pins.0);
     let ready = ReadySocket::new()?;
     ready.configure(&mut cmd);
     let mut relayd = ChildGuard(
@@ -69,38 +70,77 @@ fn main() -> Result<()> {
             .context("starting relayd")?,
     );
     ready.wait(&mut relayd)?;
-    relayctl(&args.relayctl, &pins, "interfaces")?;
+    relayctl(&topo, &args, &pins, &["interfaces"])?;
+
+    let ng = NgClient::new(&topo.r, "127.0.0.1:2223".parse()?)?;
+    let offer = Value::dict([
+        ("command", Value::str("offer")),
+        ("call-id", Value::str(CALL_ID)),
+        ("from-tag", Value::str("caller")),
+        ("sdp", Value::str(&audio_sdp(HOST_A, 5000))),
+        ("direction", Value::str_list(["a", "b"])),
+        ("supports", Value::str_list(["load limit"])),
+    ]);
+    let reply = ng.ok(&offer)?;
+    let (b_addr, b_port) = sdp_endpoint(
+        reply
+            .get("sdp")
+            .and_then(Value::as_bytes)
+            .unwrap_or_default(),
+    )
+    .context("offer reply without SDP")?;
+    println!("== NG offer from A ({HOST_A}:5000): B is told to send to {b_addr}:{b_port}");
+    let answer = Value::dict([
+        ("command", Value::str("answer")),
+        ("call-id", Value::str(CALL_ID)),
+        ("from-tag", Value::str("caller")),
+        ("to-tag", Value::str("callee")),
+        ("sdp", Value::str(&audio_sdp(HOST_B, 40000))),
+    ]);
+    let reply = ng.ok(&answer)?;
+    let (a_addr, a_port) = sdp_endpoint(
+        reply
+            .get("sdp")
+            .and_then(Value::as_bytes)
+            .unwrap_or_default(),
+    )
+    .context("answer reply without SDP")?;
+    println!("== NG answer from B ({HOST_B}:40000): A is told to send to {a_addr}:{a_port}");
 
     let a = bind_udp(&topo.a, &format!("{HOST_A}:5000"))?;
     let b = bind_udp(&topo.b, &format!("{HOST_B}:40000"))?;
-    for (label, from, to, rx) in [
-        (
-            "A -> relay 10.20.1.1:30000",
-            &a,
-            format!("{RELAY_A}:30000"),
-            &b,
-        ),
-        (
-            "B -> relay 10.20.2.1:30002",
-            &b,
-            format!("{RELAY_B}:30002"),
-            &a,
-        ),
-    ] {
-        println!("== {label}: sending {} datagrams", args.count);
-        let got = exchange(from, &to, rx, args.count)?;
-        for (src, payload) in &got {
+    let relay_a = format!("{a_addr}:{a_port}");
+    let relay_b = format!("{b_addr}:{b_port}");
+    for round in ["learning (userspace)", "kernel (XDP)"] {
+        for (label, from, to, rx) in [("A -> B", &a, &relay_a, &b), ("B -> A", &b, &relay_b, &a)] {
+            let got = exchange(from, to, rx, args.count)?;
+            let sources: std::collections::BTreeSet<String> =
+                got.iter().map(|(s, _)| s.to_string()).collect();
             println!(
-                "   received {:?} from {src}",
-                String::from_utf8_lossy(payload)
+                "   {round}: {label}: {} of {} arrived, from {:?}",
+                got.len(),
+                args.count,
+                sources
             );
+            if got.len() != args.count {
+                bail!("only {} of {} datagrams arrived", got.len(), args.count);
+            }
         }
-        if got.len() != args.count {
-            bail!("only {} of {} datagrams arrived", got.len(), args.count);
-        }
+        // Give the manager a moment to move the confirmed streams into XDP.
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    relayctl(&args.relayctl, &pins, "streams")?;
-    relayctl(&args.relayctl, &pins, "counters")?;
+    relayctl(&topo, &args, &pins, &["calls"])?;
+    relayctl(&topo, &args, &pins, &["show", CALL_ID])?;
+    relayctl(&topo, &args, &pins, &["counters"])?;
+    let delete = Value::dict([
+        ("command", Value::str("delete")),
+        ("call-id", Value::str(CALL_ID)),
+        ("from-tag", Value::str("caller")),
+        ("delete-delay", Value::Int(0)),
+    ]);
+    ng.ok(&delete)?;
+    println!("== NG delete: call removed, kernel entries and ports freed");
+    relayctl(&topo, &args, &pins, &["streams"])?;
 
     println!("== stopping relayd (SIGTERM)");
     let status = relayd.terminate()?;
@@ -111,15 +151,18 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn relayctl(relayctl: &PathBuf, pins: &PinDirGuard, what: &str) -> Result<()> {
-    println!("== relayctl {what}");
-    let status = Command::new(relayctl)
+/// Runs relayctl in the relay namespace (its CLI socket is on loopback there).
+fn relayctl(topo: &Topology, args: &Args, pins: &PinDirGuard, what: &[&str]) -> Result<()> {
+    println!("== relayctl {}", what.join(" "));
+    let status = topo
+        .r
+        .command(&args.relayctl)?
         .arg("--pin-dir")
         .arg(&pins.0)
-        .arg(what)
+        .args(what)
         .status()?;
     if !status.success() {
-        bail!("relayctl {what} failed: {status}");
+        bail!("relayctl {what:?} failed: {status}");
     }
     Ok(())
 }
