@@ -2,15 +2,22 @@
 //! semantics. It relays what the kernel does not (yet): the first packets of
 //! every stream while its endpoints are learned, everything in
 //! `--datapath=userspace`, and whatever XDP passes up (FIB misses).
+//!
+//! Each wake-up drains up to a batch of datagrams with one `recvmmsg` and
+//! sends them on with `sendmmsg` (see [`super::batch_io`]).
 
-use std::sync::{atomic::Ordering, Arc};
+use std::{
+    net::SocketAddr,
+    os::fd::AsRawFd as _,
+    sync::{atomic::Ordering, Arc},
+};
 
-use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+use tokio::{io::Interest, sync::mpsc, task::JoinHandle, time::Instant};
 
-use super::port::MediaPort;
-
-/// Largest datagram relayed (RTP over Ethernet fits easily).
-const MAX_DATAGRAM: usize = 65536;
+use super::{
+    batch_io::{self, RecvBatch},
+    port::MediaPort,
+};
 
 /// What the forwarder tells the call manager.
 #[derive(Debug)]
@@ -22,49 +29,91 @@ pub enum PortEvent {
 /// Starts relaying packets that arrive on `port`.
 pub fn spawn(port: Arc<MediaPort>, events: mpsc::UnboundedSender<PortEvent>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut batch = RecvBatch::default();
         loop {
-            let (len, src) = match port.socket.recv_from(&mut buf).await {
-                Ok(r) => r,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here; keep going.
-                    tracing::trace!(local = %port.local, error = %e, "recv error");
-                    continue;
-                }
-            };
-            let now = Instant::now();
-            let (verdict, sink) = {
-                let mut st = port.state();
-                st.last_packet = Some(now);
-                (st.learner.on_packet(src, now), st.sink.upgrade())
-            };
-            if !verdict.forward {
-                port.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if port.socket.readable().await.is_err() {
                 continue;
             }
-            // Counted on receipt, as rtpengine does: a send failure shows up
-            // as an error on top.
-            port.stats.packets.fetch_add(1, Ordering::Relaxed);
-            port.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
-            if verdict.newly_confirmed {
-                tracing::debug!(local = %port.local, %src, "endpoint confirmed");
-                let _ = events.send(PortEvent::Confirmed(port.clone()));
-            }
-            let destination = sink.as_ref().and_then(|s| {
-                let st = s.state();
-                st.learner.destination(st.symmetric)
-            });
-            let (Some(sink), Some(destination)) = (sink, destination) else {
-                port.stats.errors.fetch_add(1, Ordering::Relaxed);
-                continue;
+            let fd = port.socket.as_raw_fd();
+            let received = port.socket.try_io(Interest::READABLE, || batch.recv(fd));
+            let count = match received {
+                Ok(n) => n,
+                // Spurious wake-up, or an ICMP error from an earlier send.
+                Err(_) => continue,
             };
-            match sink.socket.send_to(&buf[..len], destination).await {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::trace!(from = %sink.local, to = %destination, error = %e, "send error");
-                    port.stats.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            relay_batch(&port, &batch, count, &events).await;
         }
     })
+}
+
+/// Learns from, counts and forwards one received batch.
+async fn relay_batch(
+    port: &Arc<MediaPort>,
+    batch: &RecvBatch,
+    count: usize,
+    events: &mpsc::UnboundedSender<PortEvent>,
+) {
+    let now = Instant::now();
+    let sink = port.state().sink.upgrade();
+    let mut run: Vec<&[u8]> = Vec::with_capacity(count);
+    let mut run_dest: Option<SocketAddr> = None;
+    for i in 0..count {
+        let Some((payload, src)) = batch.get(i) else {
+            port.stats.errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let verdict = {
+            let mut st = port.state();
+            st.last_packet = Some(now);
+            st.learner.on_packet(src, now)
+        };
+        if !verdict.forward {
+            port.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        // Counted on receipt, as rtpengine does; a failed send is an error on top.
+        port.stats.packets.fetch_add(1, Ordering::Relaxed);
+        port.stats
+            .bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        if verdict.newly_confirmed {
+            tracing::debug!(local = %port.local, %src, "endpoint confirmed");
+            let _ = events.send(PortEvent::Confirmed(port.clone()));
+        }
+        let destination = sink.as_ref().and_then(|s| {
+            let st = s.state();
+            st.learner.destination(st.symmetric)
+        });
+        let Some(destination) = destination else {
+            port.stats.errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if run_dest != Some(destination) {
+            if let (Some(sink), Some(dest)) = (&sink, run_dest) {
+                send_run(port, sink, &run, dest).await;
+            }
+            run.clear();
+            run_dest = Some(destination);
+        }
+        run.push(payload);
+    }
+    if let (Some(sink), Some(dest)) = (&sink, run_dest) {
+        send_run(port, sink, &run, dest).await;
+    }
+}
+
+/// Sends a run of datagrams from `sink`'s socket to `dest`: one `sendmmsg`
+/// when the socket can take them, datagram by datagram (waiting) otherwise.
+async fn send_run(port: &MediaPort, sink: &MediaPort, run: &[&[u8]], dest: SocketAddr) {
+    let fd = sink.socket.as_raw_fd();
+    let sent = sink
+        .socket
+        .try_io(Interest::WRITABLE, || batch_io::send_all(fd, run, dest))
+        .unwrap_or(0);
+    for payload in &run[sent..] {
+        if let Err(e) = sink.socket.send_to(payload, dest).await {
+            tracing::trace!(from = %sink.local, to = %dest, error = %e, "send error");
+            port.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }

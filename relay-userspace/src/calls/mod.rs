@@ -5,6 +5,7 @@
 //! [`Signal`]s and replies from the summaries returned here; the
 //! forwarder tasks report confirmations through [`forwarder::PortEvent`].
 
+pub mod batch_io;
 pub mod forwarder;
 pub mod kernel;
 pub mod learning;
