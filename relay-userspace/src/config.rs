@@ -76,6 +76,10 @@ pub struct Options {
     /// Kernel forwarding-table size (streams).
     #[arg(long)]
     pub max_streams: Option<u32>,
+    /// Most calls at once; new offers beyond it get `load limit` (or
+    /// "Parallel session limit reached") so the SIP proxy tries another relay.
+    #[arg(long)]
+    pub max_sessions: Option<usize>,
     /// Fail instead of turning on IPv4 forwarding on the XDP interfaces.
     #[arg(long)]
     #[serde(default)]
@@ -113,6 +117,8 @@ pub struct Config {
     pub endpoint_learning: LearningMode,
     /// Kernel table size.
     pub max_streams: u32,
+    /// Session limit.
+    pub max_sessions: Option<usize>,
     /// Turn on IPv4 forwarding where XDP needs it.
     pub enable_forwarding: bool,
     /// `--static-stream` values.
@@ -197,7 +203,8 @@ impl Options {
             xdp_mode,
             pin_dir,
             endpoint_learning,
-            max_streams
+            max_streams,
+            max_sessions
         );
         if self.interface.is_empty() {
             self.interface = file.interface;
@@ -268,6 +275,7 @@ impl Options {
             pin_dir: self.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
             endpoint_learning: self.endpoint_learning.unwrap_or_default(),
             max_streams: self.max_streams.unwrap_or(65536),
+            max_sessions: self.max_sessions,
             enable_forwarding: !self.no_enable_forwarding,
             static_streams: self.static_stream,
         })

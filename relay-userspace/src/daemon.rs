@@ -160,6 +160,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         timeout: config.timeout,
         delete_delay: config.delete_delay,
         learning: config.endpoint_learning,
+        max_sessions: config.max_sessions,
     };
     let calls = Arc::new(Mutex::new(CallManager::new(
         call_config,

@@ -568,3 +568,31 @@ fn rtpengine_ng_client_drives_relayd() {
     let _ = std::fs::remove_file(&sdp_file);
     r.stop();
 }
+
+#[test]
+fn session_limit_answers_load_limit() {
+    require_root!();
+    let r = Relay::start("ngl", &["--datapath", "userspace", "--max-sessions", "2"]);
+    r.ng.ok(&offer("l1")).unwrap();
+    r.ng.ok(&offer("l2")).unwrap();
+    let refused = r.ng.request(&offer("l3")).unwrap();
+    assert_eq!(refused.get("result"), Some(&s("load limit")), "{refused:?}");
+    let mut old_client = offer("l3");
+    if let Value::Dict(d) = &mut old_client {
+        d.remove(b"supports".as_slice());
+    }
+    let refused = r.ng.request(&old_client).unwrap();
+    assert_eq!(
+        refused.get("error-reason"),
+        Some(&s("Parallel session limit reached"))
+    );
+    // A re-INVITE of an existing call is not a new session.
+    r.ng.ok(&offer("l1")).unwrap();
+    let mut del = command("delete", "l1");
+    if let Value::Dict(d) = &mut del {
+        d.insert(b"delete-delay".to_vec(), Value::Int(0));
+    }
+    r.ng.ok(&del).unwrap();
+    r.ng.ok(&offer("l3")).unwrap();
+    r.stop();
+}

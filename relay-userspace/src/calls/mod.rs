@@ -41,6 +41,8 @@ pub struct CallConfig {
     pub delete_delay: Duration,
     /// Default endpoint learning.
     pub learning: LearningMode,
+    /// Most calls at once (`--max-sessions`); None: no limit.
+    pub max_sessions: Option<usize>,
 }
 
 impl Default for CallConfig {
@@ -49,6 +51,7 @@ impl Default for CallConfig {
             timeout: Duration::from_secs(60),
             delete_delay: Duration::from_secs(30),
             learning: LearningMode::Heuristic,
+            max_sessions: None,
         }
     }
 }
@@ -164,6 +167,15 @@ impl CallManager {
     /// The kernel side.
     pub fn kernel(&self) -> &Kernel {
         &self.kernel
+    }
+
+    /// Whether an offer for `call_id` would exceed `--max-sessions`: only
+    /// new calls count against the limit, re-INVITEs of existing ones never.
+    pub fn at_session_limit(&self, call_id: &str) -> bool {
+        self.config
+            .max_sessions
+            .is_some_and(|max| self.calls.len() >= max)
+            && !self.calls.contains_key(call_id)
     }
 
     /// Number of calls.

@@ -64,6 +64,10 @@ fn dispatch(command: Command, warnings: &[String], calls: &mut CallManager) -> V
     let now = Instant::now();
     match command {
         Command::Ping => reply::pong(),
+        Command::Offer(oa) if calls.at_session_limit(&oa.call_id) => {
+            tracing::info!(call_id = %oa.call_id, "session limit reached, offer refused");
+            reply::load_limit_or_error(oa.supports_load_limit())
+        }
         Command::Offer(oa) => offer_answer(&oa, true, warnings, calls, now),
         Command::Answer(oa) => offer_answer(&oa, false, warnings, calls, now),
         Command::Delete(Delete {
