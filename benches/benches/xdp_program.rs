@@ -1,0 +1,188 @@
+//! The real XDP relay program through BPF_PROG_TEST_RUN (ns/packet as the
+//! kernel measures it), next to the harness floor (a program that only
+//! returns XDP_PASS) measured in the same run.
+//!
+//! Hit path with 1, 10 000 and 1 000 000 installed streams, lookups spread
+//! over all of them: the streams form a ring (stream i's peer is stream
+//! i+1's address), so each repeat of the reused test buffer is rewritten
+//! into the next stream's key and the next run looks up another stream. The
+//! peers sit behind a gateway (route 11.0.0.0/8 via 10.0.0.2), so the FIB
+//! lookup succeeds for all of them with one neighbour entry, and XDP_TX is
+//! the verdict. Each sample starts where the previous one stopped, so a
+//! benchmark visits the whole ring.
+//!
+//! Needs root (BPF, a network namespace); elsewhere it prints why it skips.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    time::Duration,
+};
+
+use aya::{
+    programs::{TestRun as _, TestRunOptions, Xdp},
+    EbpfLoader,
+};
+use criterion::{criterion_group, criterion_main, Criterion};
+use relay_tests::{
+    netns::{veth, Netns, VethEnd},
+    packet::UdpFrame,
+    PinDirGuard,
+};
+use relay_userspace::datapath::{
+    xdp::{selftest::xdp_md_for, ModePolicy, XdpConfig, XdpDatapath},
+    Datapath as _, StreamSpec,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const SIZES: [u32; 3] = [1, 10_000, 1_000_000];
+const PORT: u16 = 30000;
+
+fn stream_addr(i: u32) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(0x0b00_0000 | i), PORT)
+}
+
+fn frame_to(dst: SocketAddrV4, src: SocketAddrV4) -> Vec<u8> {
+    let mut f = UdpFrame::new(src, dst);
+    f.dst_mac = [0x02, 0, 0, 0, 0xbe, 1];
+    f.src_mac = [0x02, 0, 0, 0, 0xbe, 2];
+    f.build()
+}
+
+/// Runs `prog` `iters` times on `frame` and returns the kernel's total time.
+fn run(prog: &Xdp, ifindex: u32, frame: &[u8], iters: u64, expect: u32) -> Duration {
+    let ctx = xdp_md_for(ifindex, frame.len());
+    let mut out = vec![0u8; frame.len() + 64];
+    let repeat = u32::try_from(iters).unwrap_or(u32::MAX).max(1);
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    assert_eq!(r.return_value, expect, "unexpected XDP verdict");
+    r.duration * repeat
+}
+
+fn bench(c: &mut Criterion) {
+    if !relay_tests::privileges::is_root() {
+        eprintln!("SKIPPED xdp_program bench: needs root (BPF_PROG_TEST_RUN, network namespace)");
+        return;
+    }
+    let ns = Netns::new("bench").unwrap();
+    let end = |name, addr, mac| VethEnd {
+        ns: &ns,
+        name,
+        addr,
+        mac,
+    };
+    veth(
+        end("bx", "10.0.0.1/24", "02:00:00:00:be:01"),
+        end("bx-p", "", "02:00:00:00:be:02"),
+    )
+    .unwrap();
+    ns.ip(&[
+        "neigh",
+        "replace",
+        "10.0.0.2",
+        "lladdr",
+        "02:00:00:00:be:02",
+        "dev",
+        "bx",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    ns.ip(&["route", "add", "11.0.0.0/8", "via", "10.0.0.2"])
+        .unwrap();
+    // BPF_PROG_TEST_RUN resolves the ingress interface in the caller's
+    // namespace: this whole benchmark thread moves there.
+    let file = std::fs::File::open(format!("/run/netns/{}", ns.name())).unwrap();
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let ifindex = relay_userspace::netdev::ifindex("bx").unwrap();
+
+    let pins = PinDirGuard::new("bench");
+    let config = XdpConfig {
+        interfaces: vec!["bx".into()],
+        pin_dir: pins.0.clone(),
+        mode: ModePolicy::Generic,
+        max_streams: SIZES[2] + 16,
+        enable_forwarding: true,
+    };
+    let mut dp = XdpDatapath::start(&config).expect("XDP datapath");
+    let relay = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), PORT));
+    let sender = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 5000);
+
+    // The floor: a program that only returns XDP_PASS.
+    let floor_pins = PinDirGuard::new("bench-floor");
+    relay_userspace::bpffs::ensure_pin_dir(&floor_pins.0).unwrap();
+    let mut floor_obj = EbpfLoader::new()
+        .default_map_pin_directory(&floor_pins.0)
+        .load(relay_ebpf::relay_object())
+        .unwrap();
+    let floor: &mut Xdp = floor_obj
+        .program_mut(relay_ebpf::PROGRAM_PEER_PASS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    floor.load().unwrap();
+    let any = frame_to(stream_addr(0), sender);
+    c.bench_function("xdp/floor (empty program)", |b| {
+        b.iter_custom(|iters| run(floor, ifindex, &any, iters, XDP_PASS))
+    });
+
+    for n in SIZES {
+        for i in 0..n {
+            let spec = StreamSpec {
+                local: SocketAddr::V4(stream_addr(i)),
+                peer: SocketAddr::V4(stream_addr((i + 1) % n)),
+                source: relay,
+                strict_source: None,
+                stats_slot: i,
+            };
+            dp.install(&spec).unwrap();
+        }
+        let mut start = 0u32;
+        let prog = dp.relay_program().unwrap();
+        c.bench_function(&format!("xdp/hit, rewrite + counters, {n} streams"), |b| {
+            b.iter_custom(|iters| {
+                let frame = frame_to(stream_addr(start), sender);
+                start = ((u64::from(start) + iters) % u64::from(n)) as u32;
+                run(prog, ifindex, &frame, iters, XDP_TX)
+            })
+        });
+    }
+
+    let prog = dp.relay_program().unwrap();
+    let miss = frame_to(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 31999), sender);
+    c.bench_function("xdp/miss (pass to the stack)", |b| {
+        b.iter_custom(|iters| run(prog, ifindex, &miss, iters, XDP_PASS))
+    });
+    let strict = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 31000);
+    dp.install(&StreamSpec {
+        local: SocketAddr::V4(strict),
+        peer: SocketAddr::V4(stream_addr(0)),
+        source: relay,
+        strict_source: Some("10.0.0.3:5000".parse().unwrap()),
+        stats_slot: SIZES[2] + 1,
+    })
+    .unwrap();
+    let prog = dp.relay_program().unwrap();
+    let intruder = frame_to(strict, sender);
+    c.bench_function("xdp/strict-source drop", |b| {
+        b.iter_custom(|iters| run(prog, ifindex, &intruder, iters, XDP_DROP))
+    });
+    dp.shutdown();
+    drop(floor_obj);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);
