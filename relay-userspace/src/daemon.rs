@@ -175,10 +175,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let calls = calls.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                calls
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .on_event(event);
+                crate::lock(&calls).on_event(event);
             }
         })
     };
@@ -189,7 +186,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             loop {
                 every.tick().await;
                 let now = tokio::time::Instant::now();
-                calls.lock().unwrap_or_else(|e| e.into_inner()).tick(now);
+                crate::lock(&calls).tick(now);
             }
         })
     };
@@ -202,7 +199,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     cli_server.abort();
     ticker.abort();
     reports.abort();
-    let mut calls = calls.lock().unwrap_or_else(|e| e.into_inner());
+    let mut calls = crate::lock(&calls);
     calls.clear();
     calls.close_kernel();
     tracing::info!("relayd stopped");

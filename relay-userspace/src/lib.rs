@@ -25,3 +25,10 @@ pub mod netdev;
 pub mod notify;
 pub mod ports;
 pub mod static_stream;
+
+/// Locks a mutex, recovering from poisoning: the state behind relayd's locks
+/// holds no invariant a panic elsewhere could leave half-broken in a way
+/// that makes serving unsafe, and the daemon must keep serving.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -6,8 +6,6 @@
 //! changes an endpoint, and on timeout. Its kernel counters are folded into
 //! the port when it leaves, so totals never go backwards.
 
-use std::sync::Arc;
-
 use relay_common::StreamStats;
 
 use super::port::MediaPort;
@@ -68,51 +66,63 @@ impl Kernel {
         }
     }
 
-    /// Whether streams can go into the kernel at all.
-    pub fn enabled(&self) -> bool {
-        self.datapath.is_some()
-    }
-
-    /// Puts `port`'s stream into the kernel if both ends are confirmed and it
-    /// is not there yet. Returns whether it is in the kernel afterwards.
-    pub fn try_install(&mut self, port: &Arc<MediaPort>) -> bool {
-        let Some(dp) = self.datapath.as_mut() else {
-            return false;
-        };
+    /// What `port`'s kernel entry should be: None unless the port and its
+    /// sink are open and both parties are confirmed. The slot is left 0.
+    fn desired(port: &MediaPort) -> Option<StreamSpec> {
         let (sink, strict_source) = {
             let st = port.state();
-            if st.kernel_slot.is_some() {
-                return true;
+            if st.closed {
+                return None;
             }
-            let Some(source) = st.learner.confirmed() else {
-                return false;
-            };
-            (st.sink.upgrade(), st.learner.strict().then_some(source))
+            let source = st.learner.confirmed()?;
+            (st.sink.upgrade()?, st.learner.strict().then_some(source))
         };
-        let Some(sink) = sink else { return false };
         let peer = {
             let st = sink.state();
-            if st.learner.confirmed().is_none() {
-                return false;
+            if st.closed || st.learner.confirmed().is_none() {
+                return None;
             }
-            st.learner.destination(st.symmetric)
+            st.learner.destination(st.symmetric)?
         };
-        let Some(peer) = peer else { return false };
-        let Some(slot) = self.slots.take() else {
-            tracing::warn!(local = %port.local, "no kernel stream slot free; stream stays in userspace");
-            return false;
-        };
-        let spec = StreamSpec {
+        Some(StreamSpec {
             local: port.local,
             peer,
             source: sink.local,
             strict_source,
-            stats_slot: slot,
+            stats_slot: 0,
+        })
+    }
+
+    /// Brings `port`'s kernel entry in line with its state: installs it once
+    /// both ends are confirmed, replaces it when the peer, source or
+    /// strictness changed (re-INVITE, re-pairing), removes it when the port
+    /// closed or its endpoint is no longer confirmed. Returns whether the
+    /// stream is in the kernel afterwards.
+    pub fn sync(&mut self, port: &MediaPort) -> bool {
+        if self.datapath.is_none() {
+            return false;
+        }
+        let want = Self::desired(port);
+        let have = port
+            .state()
+            .kernel
+            .map(|k| StreamSpec { stats_slot: 0, ..k });
+        if want == have {
+            return have.is_some();
+        }
+        self.remove(port);
+        let (Some(mut spec), Some(dp)) = (want, self.datapath.as_mut()) else {
+            return false;
         };
+        let Some(slot) = self.slots.take() else {
+            tracing::warn!(local = %port.local, "no kernel stream slot free; stream stays in userspace");
+            return false;
+        };
+        spec.stats_slot = slot;
         match dp.install(&spec) {
             Ok(()) => {
-                port.state().kernel_slot = Some(slot);
-                tracing::debug!(local = %port.local, %peer, source = %sink.local, "stream kernelized");
+                port.state().kernel = Some(spec);
+                tracing::debug!(local = %port.local, peer = %spec.peer, source = %spec.source, "stream kernelized");
                 true
             }
             Err(e) => {
@@ -129,23 +139,23 @@ impl Kernel {
         let Some(dp) = self.datapath.as_mut() else {
             return;
         };
-        let Some(slot) = port.state().kernel_slot.take() else {
+        let Some(spec) = port.state().kernel.take() else {
             return;
         };
-        if let Ok(stats) = dp.stream_stats(slot) {
+        if let Ok(stats) = dp.stream_stats(spec.stats_slot) {
             port.state().kernel_retired.accumulate(&stats);
         }
         if let Err(e) = dp.remove(port.local) {
             tracing::warn!(local = %port.local, error = %e, "could not remove kernel stream");
         }
-        self.slots.give(slot);
+        self.slots.give(spec.stats_slot);
     }
 
     /// Kernel counters of `port`: retired plus live.
     pub fn stats(&self, port: &MediaPort) -> StreamStats {
         let (slot, mut total) = {
             let st = port.state();
-            (st.kernel_slot, st.kernel_retired)
+            (st.kernel.map(|k| k.stats_slot), st.kernel_retired)
         };
         if let (Some(dp), Some(slot)) = (self.datapath.as_ref(), slot) {
             if let Ok(live) = dp.stream_stats(slot) {
@@ -177,10 +187,5 @@ impl Kernel {
         if let Some(dp) = self.datapath.as_mut() {
             dp.close();
         }
-    }
-
-    /// Program-wide counters, when there is a kernel datapath.
-    pub fn counters(&self) -> Option<crate::datapath::Counters> {
-        self.datapath.as_ref().and_then(|dp| dp.counters().ok())
     }
 }

@@ -15,7 +15,7 @@ pub mod summary;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use tokio::{sync::mpsc, time::Instant};
 
@@ -80,6 +80,9 @@ pub enum CallError {
     /// No port pair left.
     #[error("Ran out of ports")]
     RanOutOfPorts,
+    /// from-tag and to-tag name the same party.
+    #[error("from-tag and to-tag are the same")]
+    SameTag,
     /// The answer has more media sections than were offered.
     #[error("Answer has more media sections than the offer")]
     TooManyMedia,
@@ -159,16 +162,6 @@ impl CallManager {
         }
     }
 
-    /// The interfaces.
-    pub fn interfaces(&self) -> &[Interface] {
-        &self.interfaces
-    }
-
-    /// The kernel side.
-    pub fn kernel(&self) -> &Kernel {
-        &self.kernel
-    }
-
     /// Whether an offer for `call_id` would exceed `--max-sessions`: only
     /// new calls count against the limit, re-INVITEs of existing ones never.
     pub fn at_session_limit(&self, call_id: &str) -> bool {
@@ -203,6 +196,9 @@ impl CallManager {
 
     /// `offer`: the SDP of `from_tag`'s party, to be sent to the other.
     pub fn offer(&mut self, sig: &Signal, now: Instant) -> Result<SdpPlan, CallError> {
+        if sig.to_tag.as_deref() == Some(sig.from_tag.as_str()) {
+            return Err(CallError::SameTag);
+        }
         let from_if = self.interface_index(sig.direction.first())?;
         let to_if = self.interface_index(sig.direction.get(1))?;
         let is_new_call = !self.calls.contains_key(&sig.call_id);
@@ -214,7 +210,11 @@ impl CallManager {
             last_signal_unix: unix_now(),
             delete_at: None,
         });
+        let snapshot = Snapshot::of(&call);
         let result = self.offer_in(&mut call, sig, from_if, to_if, now);
+        if result.is_err() {
+            snapshot.restore(&mut call);
+        }
         if result.is_ok() || !is_new_call {
             if result.is_ok() && is_new_call {
                 self.total_calls += 1;
@@ -248,6 +248,7 @@ impl CallManager {
         call.monologues[to].peer = Some(from);
         self.ensure_medias(call, &[from, to], sig.medias.len(), sig, now)?;
         self.apply_sdp(call, from, sig, now);
+        self.sync_kernel(call, &[from, to]);
         call.last_signal = now;
         call.last_signal_unix = unix_now();
         call.delete_at = None;
@@ -296,8 +297,10 @@ impl CallManager {
         }
         self.ensure_medias(call, &[offerer, answerer], sig.medias.len(), sig, now)?;
         self.apply_sdp(call, answerer, sig, now);
+        self.sync_kernel(call, &[offerer, answerer]);
         call.last_signal = now;
         call.last_signal_unix = unix_now();
+        call.delete_at = None;
         Ok(self.plan_for(call, offerer, sig.medias.len()))
     }
 
@@ -328,7 +331,8 @@ impl CallManager {
             }
         }
         let learning = sig.learning.unwrap_or(self.config.learning);
-        for (m, iface, pair) in taken {
+        let mut taken = taken.into_iter();
+        while let Some((m, iface, pair)) = taken.next() {
             let index = call.monologues[m].medias.len();
             let offer = sig.medias.get(index);
             match self.open_media(index, offer, pair, learning, sig.strict_source, now) {
@@ -336,6 +340,9 @@ impl CallManager {
                 Err((port, e)) => {
                     tracing::error!(error = %e, "cannot use a bound socket");
                     self.interfaces[iface].pool.release(port);
+                    for (_, i, rest) in taken {
+                        self.interfaces[i].pool.release(rest.rtp_port);
+                    }
                     return Err(CallError::RanOutOfPorts);
                 }
             }
@@ -375,7 +382,6 @@ impl CallManager {
             protocol: offer.map(|o| o.protocol.clone()).unwrap_or_default(),
             rtp,
             rtcp,
-            rtcp_mux: false,
             tasks,
         })
     }
@@ -385,24 +391,28 @@ impl CallManager {
         for (media, offer) in call.monologues[party].medias.iter_mut().zip(&sig.medias) {
             media.kind = offer.kind.clone();
             media.protocol = offer.protocol.clone();
-            media.rtcp_mux = offer.rtcp_mux;
             let rtcp = if offer.rtcp_mux {
                 offer.rtp
             } else {
                 offer.rtcp
             };
             for (port, sdp) in [(&media.rtp, offer.rtp), (&media.rtcp, rtcp)] {
-                let unconfirmed = {
-                    let mut st = port.state();
-                    st.symmetric = !sig.asymmetric;
-                    st.learner.resignal(sdp, sig.strict_source, now)
-                };
-                if unconfirmed {
-                    // The endpoint changed: both directions leave the kernel.
-                    self.kernel.remove(port);
-                    if let Some(sink) = port.state().sink.upgrade() {
-                        self.kernel.remove(&sink);
-                    }
+                let mut st = port.state();
+                st.symmetric = !sig.asymmetric;
+                // A changed endpoint restarts learning; sync_kernel then
+                // takes both directions out of the kernel.
+                st.learner.resignal(sdp, sig.strict_source, now);
+            }
+        }
+    }
+
+    /// Brings the kernel entries of every port of `parties` (both
+    /// directions: each port and its sink) in line with their state.
+    fn sync_kernel(&mut self, call: &Call, parties: &[usize]) {
+        for &p in parties {
+            for media in &call.monologues[p].medias {
+                for port in media.ports() {
+                    self.kernel.sync(port);
                 }
             }
         }
@@ -429,10 +439,12 @@ impl CallManager {
     pub fn on_event(&mut self, event: PortEvent) {
         match event {
             PortEvent::Confirmed(port) => {
+                // Closed ports (a call deleted while this event was queued)
+                // never go into the kernel: `sync` checks.
                 let sink = port.state().sink.upgrade();
-                self.kernel.try_install(&port);
+                self.kernel.sync(&port);
                 if let Some(sink) = sink {
-                    self.kernel.try_install(&sink);
+                    self.kernel.sync(&sink);
                 }
             }
         }
@@ -471,6 +483,8 @@ impl CallManager {
             self.free_call(call);
             Ok(summary)
         } else {
+            // An absurd delay saturates at a year rather than overflowing.
+            let delay = delay.min(Duration::from_secs(365 * 24 * 3600));
             call.delete_at = Some(now + delay);
             let call = &self.calls[call_id];
             Ok(summary::summarize(call, &self.kernel, &self.interfaces))
@@ -546,6 +560,7 @@ impl CallManager {
 
     fn free_media(&mut self, iface: usize, media: Media) {
         for port in media.ports() {
+            port.state().closed = true;
             self.kernel.remove(port);
         }
         for task in &media.tasks {
@@ -566,11 +581,35 @@ impl CallManager {
             .map(|i| (i.spec.name.clone(), i.pool.used(), i.pool.free()))
             .collect()
     }
+}
 
-    /// Endpoints of a port, for tests: (SDP, confirmed).
-    pub fn endpoint_of(port: &MediaPort) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        let st = port.state();
-        (st.learner.sdp(), st.learner.confirmed())
+/// What a failing offer/answer may have changed before failing, to put back.
+struct Snapshot {
+    monologues: usize,
+    links: Vec<(Option<String>, Vec<String>, Option<usize>)>,
+}
+
+impl Snapshot {
+    fn of(call: &Call) -> Self {
+        Snapshot {
+            monologues: call.monologues.len(),
+            links: call
+                .monologues
+                .iter()
+                .map(|m| (m.tag.clone(), m.aliases.clone(), m.peer))
+                .collect(),
+        }
+    }
+
+    /// Drops monologues created since (they own no ports: port allocation
+    /// is all-or-nothing) and restores tags, aliases and peers.
+    fn restore(self, call: &mut Call) {
+        call.monologues.truncate(self.monologues);
+        for (m, (tag, aliases, peer)) in call.monologues.iter_mut().zip(self.links) {
+            m.tag = tag;
+            m.aliases = aliases;
+            m.peer = peer;
+        }
     }
 }
 

@@ -25,8 +25,6 @@ pub struct Media {
     pub rtp: Arc<MediaPort>,
     /// RTCP port (RTP + 1).
     pub rtcp: Arc<MediaPort>,
-    /// The party asked for RTCP multiplexed on the RTP port.
-    pub rtcp_mux: bool,
     /// The forwarder tasks of both ports.
     pub tasks: Vec<JoinHandle<()>>,
 }

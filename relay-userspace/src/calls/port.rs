@@ -36,8 +36,10 @@ pub struct PortState {
     pub symmetric: bool,
     /// The other party's matching port: packets received here leave from it.
     pub sink: Weak<MediaPort>,
-    /// Kernel counters slot while the port's stream is in the kernel.
-    pub kernel_slot: Option<u32>,
+    /// The port's stream as installed in the kernel (slot included).
+    pub kernel: Option<crate::datapath::StreamSpec>,
+    /// The port was freed: it must never (again) go into the kernel.
+    pub closed: bool,
     /// Kernel counters folded in when the stream left the kernel.
     pub kernel_retired: relay_common::StreamStats,
     /// Last packet seen in userspace.
@@ -70,18 +72,18 @@ impl MediaPort {
                 learner,
                 symmetric: true,
                 sink: Weak::new(),
-                kernel_slot: None,
+                kernel: None,
+                closed: false,
                 kernel_retired: Default::default(),
                 last_packet: None,
             }),
         }))
     }
 
-    /// Locks the state. A poisoned lock (a panic elsewhere while holding it)
-    /// still yields the state: it holds no invariant a panic could break
-    /// half-way that would make forwarding unsafe.
+    /// Locks the state. Never hold it while locking another port's state
+    /// (a port may be paired with itself).
     pub fn state(&self) -> MutexGuard<'_, PortState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.state)
     }
 
     /// Links two ports as each other's sink.

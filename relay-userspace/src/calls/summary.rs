@@ -104,7 +104,7 @@ fn stream(
         (
             st.learner.sdp(),
             st.learner.confirmed(),
-            st.kernel_slot.is_some(),
+            st.kernel.is_some(),
         )
     };
     let (packets, bytes, errors, dropped) = port.user_counts();

@@ -314,3 +314,122 @@ async fn unanswered_branch_can_be_deleted_alone() {
     assert_eq!(h.mgr.len(), 1, "the call stays");
     assert_eq!(h.mgr.port_usage()[0].1, 1, "the branch's ports are free");
 }
+
+#[tokio::test]
+async fn same_from_and_to_tag_is_refused() {
+    let mut h = harness(42700, 42799);
+    let now = Instant::now();
+    let e = h
+        .mgr
+        .offer(&signal("self", "A", Some("A"), sa("10.0.0.1:4000")), now)
+        .unwrap_err();
+    assert_eq!(e, CallError::SameTag);
+    assert!(h.mgr.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_reoffer_leaves_the_call_as_it_was() {
+    // Two pairs: enough for A and its first branch, not for a second one.
+    let mut h = harness(42800, 42803);
+    let now = Instant::now();
+    h.mgr
+        .offer(&signal("c", "A", None, sa("10.0.0.1:4000")), now)
+        .unwrap();
+    let e = h
+        .mgr
+        .offer(&signal("c", "A", Some("C"), sa("10.0.0.1:4000")), now)
+        .unwrap_err();
+    assert_eq!(e, CallError::RanOutOfPorts);
+    let q = h.mgr.query("c").unwrap();
+    assert_eq!(q.tags.len(), 2, "no monologue C left behind: {q:?}");
+    // The original branch still answers normally.
+    h.mgr
+        .answer(&signal("c", "A", Some("B"), sa("10.0.0.2:4000")), now)
+        .unwrap();
+    let q = h.mgr.query("c").unwrap();
+    assert!(q
+        .tags
+        .iter()
+        .any(|t| t.tag == "B" && t.in_dialogue_with.as_deref() == Some("A")));
+}
+
+#[tokio::test]
+async fn learning_off_goes_to_the_kernel_at_answer() {
+    let mut h = harness(42900, 42999);
+    let now = Instant::now();
+    let mut o = signal("off", "A", None, sa("10.0.0.1:4000"));
+    o.learning = Some(LearningMode::Off);
+    h.mgr.offer(&o, now).unwrap();
+    assert!(
+        h.kernel.entries.lock().unwrap().is_empty(),
+        "B's endpoint is not known yet"
+    );
+    let mut a = signal("off", "A", Some("B"), sa("10.0.0.2:5000"));
+    a.learning = Some(LearningMode::Off);
+    h.mgr.answer(&a, now).unwrap();
+    // RTP both ways (RTCP too: its SDP endpoint is known as well).
+    assert_eq!(h.kernel.entries.lock().unwrap().len(), 4);
+    // A re-INVITE turning on strict-source replaces the entries.
+    let mut strict = signal("off", "A", Some("B"), sa("10.0.0.1:4000"));
+    strict.strict_source = true;
+    h.mgr.offer(&strict, now).unwrap();
+    let entries = h.kernel.entries.lock().unwrap().clone();
+    let strict_entries = entries
+        .values()
+        .filter(|e| e.strict_source.is_some())
+        .count();
+    assert_eq!(
+        strict_entries, 2,
+        "A's two ports now drop other sources: {entries:?}"
+    );
+    h.mgr
+        .delete("off", None, Some(Duration::ZERO), now)
+        .unwrap();
+    assert!(h.kernel.entries.lock().unwrap().is_empty());
+}
+
+// Blocking std sockets in the test body: the forwarder needs other threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmations_queued_before_a_delete_install_nothing() {
+    let mut h = harness(43000, 43099);
+    let now = Instant::now();
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let offer = h
+        .mgr
+        .offer(&signal("race", "A", None, a.local_addr().unwrap()), now)
+        .unwrap();
+    let answer = h
+        .mgr
+        .answer(
+            &signal("race", "A", Some("B"), b.local_addr().unwrap()),
+            now,
+        )
+        .unwrap();
+    a.send_to(
+        b"x",
+        sa(&format!("127.0.0.1:{}", answer.medias[0].rtp_port)),
+    )
+    .unwrap();
+    b.send_to(b"y", sa(&format!("127.0.0.1:{}", offer.medias[0].rtp_port)))
+        .unwrap();
+    let mut events = Vec::new();
+    for _ in 0..2 {
+        events.push(
+            tokio::time::timeout(Duration::from_secs(2), h.events.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    h.mgr
+        .delete("race", None, Some(Duration::ZERO), now)
+        .unwrap();
+    for ev in events {
+        h.mgr.on_event(ev);
+    }
+    assert!(
+        h.kernel.entries.lock().unwrap().is_empty(),
+        "a deleted call left kernel entries"
+    );
+}

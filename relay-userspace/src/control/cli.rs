@@ -56,7 +56,7 @@ pub fn answer(line: &str, calls: &Mutex<CallManager>) -> Value {
     let Ok(request) = serde_json::from_str::<Value>(line) else {
         return error("bad_request", "request is not a JSON object");
     };
-    let calls = calls.lock().unwrap_or_else(|e| e.into_inner());
+    let calls = crate::lock(calls);
     match request.get("command").and_then(Value::as_str) {
         Some("calls") => {
             let summaries: Vec<_> = calls

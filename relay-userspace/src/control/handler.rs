@@ -39,7 +39,7 @@ pub fn handle(
     }
     let body = match relay_ng::parse(&request.body) {
         Ok(parsed) => {
-            let mut calls = calls.lock().unwrap_or_else(|e| e.into_inner());
+            let mut calls = crate::lock(calls);
             dispatch(parsed.command, &parsed.warnings, &mut calls)
         }
         Err(e) => {
