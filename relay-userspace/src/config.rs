@@ -161,8 +161,8 @@ pub enum ConfigError {
         /// Its value.
         value: String,
     },
-    /// An empty port range.
-    #[error("--port-min {min} is above --port-max {max}")]
+    /// An empty port range (or one starting at 0).
+    #[error("bad port range --port-min {min} --port-max {max}: need 1 <= min <= max")]
     PortRange {
         /// Min.
         min: u16,
@@ -268,7 +268,8 @@ impl Options {
             listen_cli,
             port_min,
             port_max,
-            timeout: Duration::from_secs(self.timeout.unwrap_or(60)),
+            // rtpengine treats a timeout of 0 as the default.
+            timeout: Duration::from_secs(self.timeout.filter(|&t| t > 0).unwrap_or(60)),
             delete_delay: Duration::from_secs(self.delete_delay.unwrap_or(30)),
             datapath: self.datapath.unwrap_or_default(),
             xdp_mode: self.xdp_mode.unwrap_or_default(),

@@ -70,11 +70,19 @@ pub enum DaemonError {
 /// None for userspace forwarding (with the reason logged in `auto`).
 fn start_datapath(config: &Config) -> Result<Option<Box<dyn Datapath + Send>>, DaemonError> {
     if config.datapath == DatapathMode::Userspace {
+        if let Some(spec) = config
+            .interfaces
+            .iter()
+            .find(|s| netdev_of(s.address).is_none())
+        {
+            return Err(DaemonError::AddressNotLocal(spec.address));
+        }
         tracing::info!("datapath: userspace forwarding (--datapath=userspace)");
         return Ok(None);
     }
     let mut netdevs: Vec<String> = Vec::new();
     for spec in &config.interfaces {
+        // Media sockets bind to ADDRESS, so it must be local in every mode.
         let dev = netdev_of(spec.address).ok_or(DaemonError::AddressNotLocal(spec.address))?;
         if !netdevs.contains(&dev) {
             netdevs.push(dev);
@@ -102,57 +110,78 @@ fn start_datapath(config: &Config) -> Result<Option<Box<dyn Datapath + Send>>, D
     }
 }
 
+/// Sockets and pools relayd serves with.
+struct Served {
+    interfaces: Vec<Interface>,
+    ng: UdpSocket,
+    cli: tokio::net::TcpListener,
+}
+
+/// Everything after the datapath that can fail: static streams, port pools,
+/// the NG and CLI sockets.
+async fn set_up(
+    config: &Config,
+    kernel: &mut Kernel,
+    statics: Vec<crate::datapath::StreamSpec>,
+) -> Result<Served, DaemonError> {
+    for spec in statics {
+        kernel.install_static(spec)?;
+        tracing::info!(local = %spec.local, peer = %spec.peer, "static stream installed");
+    }
+    let interfaces = config
+        .interfaces
+        .iter()
+        .map(|spec| {
+            PortPool::new(spec.address, config.port_min, config.port_max)
+                .map(|pool| Interface {
+                    spec: spec.clone(),
+                    pool,
+                })
+                .map_err(|source| DaemonError::Ports {
+                    name: spec.name.clone(),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ng = UdpSocket::bind(config.listen_ng)
+        .await
+        .map_err(|source| DaemonError::ListenNg {
+            addr: config.listen_ng,
+            source,
+        })?;
+    let cli = tokio::net::TcpListener::bind(config.listen_cli)
+        .await
+        .map_err(|source| DaemonError::ListenCli {
+            addr: config.listen_cli,
+            source,
+        })?;
+    Ok(Served {
+        interfaces,
+        ng,
+        cli,
+    })
+}
+
 /// Runs relayd until `shutdown` completes, then removes every call, kernel
 /// entry and pin.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let datapath = start_datapath(&config)?;
-    let mut kernel = Kernel::new(datapath, config.max_streams);
-    for (i, text) in config.static_streams.iter().enumerate() {
-        let spec = static_stream::parse(text, i as u32)?;
-        if let Err(e) = kernel.install_static(spec) {
+    // Validate what can be validated before touching the kernel.
+    let statics = config
+        .static_streams
+        .iter()
+        .enumerate()
+        .map(|(i, text)| static_stream::parse(text, i as u32))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut kernel = Kernel::new(start_datapath(&config)?, config.max_streams);
+    let Served {
+        interfaces,
+        ng,
+        cli,
+    } = match set_up(&config, &mut kernel, statics).await {
+        Ok(served) => served,
+        Err(e) => {
             kernel.close();
-            return Err(e.into());
-        }
-        tracing::info!(local = %spec.local, peer = %spec.peer, "static stream installed");
-    }
-    let mut interfaces = Vec::new();
-    for spec in &config.interfaces {
-        let pool =
-            PortPool::new(spec.address, config.port_min, config.port_max).map_err(|source| {
-                DaemonError::Ports {
-                    name: spec.name.clone(),
-                    source,
-                }
-            });
-        match pool {
-            Ok(pool) => interfaces.push(Interface {
-                spec: spec.clone(),
-                pool,
-            }),
-            Err(e) => {
-                kernel.close();
-                return Err(e);
-            }
-        }
-    }
-    let ng = match UdpSocket::bind(config.listen_ng).await {
-        Ok(s) => s,
-        Err(source) => {
-            kernel.close();
-            return Err(DaemonError::ListenNg {
-                addr: config.listen_ng,
-                source,
-            });
-        }
-    };
-    let cli = match tokio::net::TcpListener::bind(config.listen_cli).await {
-        Ok(s) => s,
-        Err(source) => {
-            kernel.close();
-            return Err(DaemonError::ListenCli {
-                addr: config.listen_cli,
-                source,
-            });
+            return Err(e);
         }
     };
     let (events_tx, mut events) = mpsc::unbounded_channel();

@@ -83,10 +83,13 @@ impl InterfaceSpec {
     }
 }
 
-/// Checks that names are unique.
+/// Checks that a name is not given twice for the same address family
+/// (`pub/10.0.0.1` plus `pub/2001:db8::1` is rtpengine's dual-stack form).
 pub fn check_unique(specs: &[InterfaceSpec]) -> Result<(), InterfaceError> {
     for (i, a) in specs.iter().enumerate() {
-        if specs[i + 1..].iter().any(|b| b.name == a.name) {
+        let same =
+            |b: &InterfaceSpec| b.name == a.name && b.address.is_ipv4() == a.address.is_ipv4();
+        if specs[i + 1..].iter().any(same) {
             return Err(InterfaceError::Duplicate(a.name.clone()));
         }
     }

@@ -193,7 +193,8 @@ fn ethtool(iface: &str, buf: &mut [u64]) -> Result<(), NetdevError> {
     let mut req = ifreq_for(iface)?;
     req.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
     // SAFETY: SIOCETHTOOL reads the command at the start of `buf` and writes
-    // at most as much as that command's header says `buf` holds.
+    // the command's answer into it; callers size `buf` for the largest
+    // answer the driver can give (see ethtool_stats).
     if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) } < 0 {
         return Err(sys_err("SIOCETHTOOL", iface));
     }
@@ -233,7 +234,12 @@ pub fn ethtool_stats(iface: &str) -> Result<Vec<(String, u64)>, NetdevError> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    let mut names = vec![0u64; (12 + n * ETH_GSTRING_LEN).div_ceil(8)];
+    // The kernel fills in as many entries as the driver has *now*, ignoring
+    // the count passed in; a driver whose statistics grow between the calls
+    // (channels changed) would write past a buffer sized for `n`. Leave
+    // generous room and refuse an answer that does not fit or disagrees.
+    let room = 2 * n + 64;
+    let mut names = vec![0u64; (12 + room * ETH_GSTRING_LEN).div_ceil(8)];
     {
         let b = as_bytes_mut(&mut names);
         b[0..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
@@ -241,13 +247,24 @@ pub fn ethtool_stats(iface: &str) -> Result<Vec<(String, u64)>, NetdevError> {
         b[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
     }
     ethtool(iface, &mut names)?;
-    let mut values = vec![0u64; 1 + n];
+    let mut values = vec![0u64; 1 + room];
     {
         let b = as_bytes_mut(&mut values);
         b[0..4].copy_from_slice(&ETHTOOL_GSTATS.to_ne_bytes());
         b[4..8].copy_from_slice(&(n as u32).to_ne_bytes());
     }
     ethtool(iface, &mut values)?;
+    let changed = |what: &'static str| NetdevError::Sys {
+        call: what,
+        iface: iface.to_owned(),
+        source: std::io::Error::other("the driver's statistics changed while being read"),
+    };
+    if u32_at(as_bytes_mut(&mut names), 8) as usize != n {
+        return Err(changed("ETHTOOL_GSTRINGS"));
+    }
+    if u32_at(as_bytes_mut(&mut values), 4) as usize != n {
+        return Err(changed("ETHTOOL_GSTATS"));
+    }
     let name_bytes = as_bytes_mut(&mut names);
     let out = (0..n)
         .map(|i| {

@@ -29,11 +29,11 @@ pub enum PortEvent {
 /// Starts relaying packets that arrive on `port`.
 pub fn spawn(port: Arc<MediaPort>, events: mpsc::UnboundedSender<PortEvent>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut batch = RecvBatch::default();
         loop {
             if port.socket.readable().await.is_err() {
                 continue;
             }
+            let mut batch = RecvBatch::default();
             let fd = port.socket.as_raw_fd();
             let received = port.socket.try_io(Interest::READABLE, || batch.recv(fd));
             let count = match received {

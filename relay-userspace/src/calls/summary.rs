@@ -18,7 +18,8 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, other: Counts) {
+    /// Adds `other` in.
+    pub fn add(&mut self, other: Counts) {
         self.packets += other.packets;
         self.bytes += other.bytes;
         self.errors += other.errors;

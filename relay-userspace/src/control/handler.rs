@@ -1,11 +1,7 @@
 //! One NG request: decode, answer from the cookie cache or dispatch to the
 //! call manager, encode the reply.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Mutex, time::Duration};
 
 use relay_ng::{
     command::{Delete, List, OfferAnswer, Query},
@@ -204,6 +200,3 @@ fn rewrite_plan(oa: &OfferAnswer, plan: &SdpPlan) -> RewritePlan {
         remove_ice: !keep_ice,
     }
 }
-
-/// Keeps the type used by [`super::serve`] simple to name.
-pub type SharedCalls = Arc<Mutex<CallManager>>;

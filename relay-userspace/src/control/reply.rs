@@ -44,11 +44,8 @@ fn stream(s: &StreamSummary) -> Value {
     if s.kernelized {
         flags.push("kernelized");
     }
-    let total = Counts {
-        packets: s.user.packets + s.kernel.packets,
-        bytes: s.user.bytes + s.kernel.bytes,
-        errors: s.user.errors + s.kernel.errors,
-    };
+    let mut total = s.user;
+    total.add(s.kernel);
     let mut entries = vec![
         ("local port", int(u64::from(s.local.port()))),
         ("local address", Value::str(&s.local.ip().to_string())),

@@ -99,6 +99,37 @@ impl RelayMaps {
         })
     }
 
+    /// Empties the tables relayd owns (streams, redirect ports, interface
+    /// status). Used at start: pins left by a relayd that died hold entries
+    /// for calls nobody remembers, and ports a new call may be given.
+    pub fn clear_tables(&mut self) -> Result<usize, DatapathError> {
+        let keys: Vec<StreamKey> = self
+            .streams
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("listing streams"))?;
+        for key in &keys {
+            let _ = self.streams.remove(key);
+        }
+        let ports: Vec<u32> = self
+            .tx_ports
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("listing tx ports"))?;
+        for port in ports {
+            let _ = self.tx_ports.remove(port);
+        }
+        let ifaces: Vec<u32> = self
+            .ifaces
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("listing interfaces"))?;
+        for ifindex in &ifaces {
+            let _ = self.ifaces.remove(ifindex);
+        }
+        Ok(keys.len())
+    }
+
     /// Inserts or replaces a stream and zeroes its counters.
     pub fn install(&mut self, spec: &StreamSpec) -> Result<(), DatapathError> {
         let key = stream_key(spec.local)?;

@@ -331,6 +331,10 @@ impl XdpDatapath {
                 })?;
         }
         let mut maps = RelayMaps::take(&mut ebpf)?;
+        let stale = maps.clear_tables()?;
+        if stale > 0 {
+            tracing::warn!(stale, "removed kernel streams left by a previous relayd");
+        }
         for &ifindex in &ifindexes {
             maps.tx_ports
                 .insert(ifindex, ifindex, None, 0)
