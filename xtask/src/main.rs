@@ -43,6 +43,10 @@ const PACKAGES: &[(&str, Probe)] = &[
     ("util-linux", Probe::Command("setpriv")),
     // rtpengine's own NG client, used as an outside client in the tests.
     ("rtpengine-utils", Probe::Command("rtpengine-ng-client")),
+    // The end-to-end tests: a real SIP proxy, SIP endpoints, captures.
+    ("kamailio", Probe::Command("kamailio")),
+    ("sip-tester", Probe::Command("sipp")),
+    ("tcpdump", Probe::Command("tcpdump")),
 ];
 
 #[derive(Debug, Clone, Copy)]

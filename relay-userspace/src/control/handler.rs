@@ -59,7 +59,12 @@ fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {
 fn dispatch(command: Command, warnings: &[String], calls: &mut CallManager) -> Value {
     let now = Instant::now();
     match command {
-        Command::Ping => reply::pong(),
+        Command::Ping => {
+            // Proxies ping once a minute or so; worth a line for operators
+            // checking that their proxy sees the relay.
+            tracing::info!("NG ping");
+            reply::pong()
+        }
         Command::Offer(oa) if calls.at_session_limit(&oa.call_id) => {
             tracing::info!(call_id = %oa.call_id, "session limit reached, offer refused");
             reply::load_limit_or_error(oa.supports_load_limit())
