@@ -49,6 +49,9 @@ pub struct Options {
     /// relayctl's socket, `[ADDR:]PORT` (TCP).
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub listen_cli: Option<String>,
+    /// Prometheus endpoint, `[ADDR:]PORT` (HTTP: /metrics, /ping); off unless given.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub listen_http: Option<String>,
     /// Lowest media port.
     #[arg(long)]
     pub port_min: Option<u16>,
@@ -99,6 +102,8 @@ pub struct Config {
     pub listen_ng: SocketAddr,
     /// relayctl socket address.
     pub listen_cli: SocketAddr,
+    /// Prometheus endpoint, if any.
+    pub listen_http: Option<SocketAddr>,
     /// Media port range.
     pub port_min: u16,
     /// Media port range.
@@ -195,6 +200,7 @@ impl Options {
         fill!(
             listen_ng,
             listen_cli,
+            listen_http,
             port_min,
             port_max,
             timeout,
@@ -247,6 +253,13 @@ impl Options {
             parse_listen(&value).ok_or(ConfigError::Listen { option, value })
         };
         let listen_ng = listen("listen-ng", self.listen_ng, DEFAULT_LISTEN_NG)?;
+        let listen_http = match self.listen_http {
+            Some(v) => Some(parse_listen(&v).ok_or(ConfigError::Listen {
+                option: "listen-http",
+                value: v,
+            })?),
+            None => None,
+        };
         let listen_cli = listen(
             "listen-cli",
             self.listen_cli,
@@ -266,6 +279,7 @@ impl Options {
             interfaces,
             listen_ng,
             listen_cli,
+            listen_http,
             port_min,
             port_max,
             // rtpengine treats a timeout of 0 as the default.

@@ -58,6 +58,15 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The metrics socket could not be bound.
+    #[error("cannot listen for HTTP (metrics) on {addr}: {source}")]
+    ListenHttp {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A `--static-stream` problem.
     #[error(transparent)]
     StaticStream(#[from] static_stream::StaticStreamError),
@@ -115,6 +124,7 @@ struct Served {
     interfaces: Vec<Interface>,
     ng: UdpSocket,
     cli: tokio::net::TcpListener,
+    http: Option<tokio::net::TcpListener>,
 }
 
 /// Everything after the datapath that can fail: static streams, port pools,
@@ -155,10 +165,19 @@ async fn set_up(
             addr: config.listen_cli,
             source,
         })?;
+    let http = match config.listen_http {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::ListenHttp { addr, source })?,
+        ),
+        None => None,
+    };
     Ok(Served {
         interfaces,
         ng,
         cli,
+        http,
     })
 }
 
@@ -177,6 +196,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         interfaces,
         ng,
         cli,
+        http,
     } = match set_up(&config, &mut kernel, statics).await {
         Ok(served) => served,
         Err(e) => {
@@ -198,8 +218,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         events_tx,
     )));
 
-    let server = tokio::spawn(control::serve(ng, calls.clone()));
-    let cli_server = tokio::spawn(control::cli::serve(cli, calls.clone()));
+    let ng_stats = Arc::new(crate::stats::NgStats::default());
+    let server = tokio::spawn(control::serve(ng, calls.clone(), ng_stats.clone()));
+    let cli_server = tokio::spawn(control::cli::serve(cli, calls.clone(), ng_stats.clone()));
+    let http_server = http.map(|listener| {
+        let registry = Arc::new(control::metrics::registry(calls.clone(), ng_stats.clone()));
+        tokio::spawn(control::metrics::serve(listener, registry))
+    });
     let reports = {
         let calls = calls.clone();
         tokio::spawn(async move {
@@ -226,6 +251,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     crate::notify::stopping();
     server.abort();
     cli_server.abort();
+    if let Some(h) = http_server {
+        h.abort();
+    }
     ticker.abort();
     reports.abort();
     let mut calls = crate::lock(&calls);

@@ -11,6 +11,7 @@
 //! - [`ports`]: RTP/RTCP port pairs per interface address.
 //! - [`netdev`]: interface lookups (index, name, MAC, drop counters).
 //! - [`notify`]: systemd-style readiness notification.
+//! - [`stats`]: NG statistics and relay-wide totals (relayctl, NG, metrics).
 //! - [`static_stream`]: the `--static-stream` syntax of relayd.
 
 pub mod bpffs;
@@ -25,6 +26,7 @@ pub mod netdev;
 pub mod notify;
 pub mod ports;
 pub mod static_stream;
+pub mod stats;
 
 /// Locks a mutex, recovering from poisoning: the state behind relayd's locks
 /// holds no invariant a panic elsewhere could leave half-broken in a way

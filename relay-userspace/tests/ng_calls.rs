@@ -596,3 +596,124 @@ fn session_limit_answers_load_limit() {
     r.ng.ok(&offer("l3")).unwrap();
     r.stop();
 }
+
+/// `GET path` over HTTP from inside the relay namespace.
+fn http_get(ns: &Netns, addr: &str, path: &str) -> String {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let path = path.to_owned();
+    ns.run(move || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
+/// The value of a metric line `name{labels} value` (labels given verbatim).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+#[test]
+fn metrics_match_relayctl_totals_and_ng_statistics() {
+    require_root!();
+    let r = Relay::start("ngs", &["--listen-http", "127.0.0.1:9100"]);
+    let (relay_a, relay_b) = set_up_call(&r, "call-metrics");
+    let a = bind_udp(&r.t.a, &format!("{HOST_A}:5000")).unwrap();
+    let b = bind_udp(&r.t.b, &format!("{HOST_B}:40000")).unwrap();
+    media_both_ways(&r, relay_a, relay_b, &a, &b, 5);
+    wait_kernelized(&r, "call-metrics");
+    media_both_ways(&r, relay_a, relay_b, &a, &b, 10);
+    let _ = r.ng.request(&command("query", "no-such-call")).unwrap();
+
+    assert!(http_get(&r.t.r, "127.0.0.1:9100", "/ping").ends_with("pong\n"));
+    let scrape = http_get(&r.t.r, "127.0.0.1:9100", "/metrics");
+    assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
+    let out = r.relayctl_cli(&["--json", "totals"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let totals: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let num = |v: &serde_json::Value| v.as_u64().unwrap() as f64;
+
+    assert_eq!(metric(&scrape, "xrelay_sessions"), 1.0);
+    assert_eq!(num(&totals["sessions"]), 1.0);
+    assert_eq!(
+        metric(&scrape, "xrelay_sessions_created_total"),
+        num(&totals["sessions_total"])
+    );
+    assert_eq!(metric(&scrape, "xrelay_ports_in_use{interface=\"a\"}"), 1.0);
+    let kernel = metric(&scrape, "xrelay_forwarded_packets_total{path=\"kernel\"}");
+    let user = metric(
+        &scrape,
+        "xrelay_forwarded_packets_total{path=\"userspace\"}",
+    );
+    assert_eq!(
+        (kernel, user),
+        (
+            num(&totals["kernel"]["packets"]),
+            num(&totals["userspace"]["packets"])
+        )
+    );
+    assert!(
+        kernel >= 20.0 && user >= 2.0,
+        "kernel {kernel}, userspace {user}"
+    );
+    assert_eq!(
+        kernel + user,
+        30.0,
+        "every packet counted once, on one path"
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            "xrelay_ng_requests_total{command=\"offer\",result=\"ok\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            "xrelay_ng_requests_total{command=\"query\",result=\"error\"}"
+        ),
+        1.0
+    );
+    assert_eq!(num(&totals["ng"]["query"]["errors"]), 1.0);
+    assert!(
+        scrape
+            .contains("xrelay_ng_request_duration_seconds_bucket{le=\"0.001\",command=\"offer\"}")
+            || scrape.contains(
+                "xrelay_ng_request_duration_seconds_bucket{command=\"offer\",le=\"0.001\"}"
+            ),
+        "{scrape}"
+    );
+    let text = String::from_utf8_lossy(&r.relayctl_cli(&["totals"]).stdout).into_owned();
+    assert!(
+        text.contains("sessions: 1 now") && text.contains("offer"),
+        "{text}"
+    );
+
+    let stats =
+        r.ng.ok(&Value::dict([("command", s("statistics"))]))
+            .unwrap();
+    let managed = stats
+        .get("totalstatistics")
+        .and_then(|t| t.get("managedsessions"))
+        .and_then(Value::as_int);
+    assert_eq!(managed, Some(1));
+    r.stop();
+}

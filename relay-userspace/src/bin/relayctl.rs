@@ -38,6 +38,8 @@ struct Args {
 enum Command {
     /// Calls: id, age, parties, streams, kernelized, packets and bytes.
     Calls,
+    /// Relay-wide totals: sessions, ports, packets by path, drops, NG commands.
+    Totals,
     /// One call: every stream with its endpoints and counters.
     Show {
         /// The Call-ID.
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match &args.command {
         Command::Calls => return cli_command(&args, json!({"command": "calls"})),
+        Command::Totals => return cli_command(&args, json!({"command": "totals"})),
         Command::Show { call_id } => {
             return cli_command(&args, json!({"command": "show", "call_id": call_id}))
         }
@@ -78,7 +81,7 @@ fn main() -> ExitCode {
         Command::Counters => counters(&maps, args.json),
         Command::Interfaces => interfaces(&maps, args.json),
         Command::Streams => streams(&maps, args.json),
-        Command::Calls | Command::Show { .. } => unreachable!("handled above"),
+        Command::Calls | Command::Totals | Command::Show { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -235,6 +238,8 @@ fn cli_command(args: &Args, request: serde_json::Value) -> ExitCode {
         println!("{data}");
     } else if matches!(args.command, Command::Calls) {
         print_calls(data);
+    } else if matches!(args.command, Command::Totals) {
+        print_totals(data);
     } else {
         print_call(data);
     }
@@ -310,5 +315,66 @@ fn print_call(call: &serde_json::Value) {
                 );
             }
         }
+    }
+}
+
+fn print_totals(t: &serde_json::Value) {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    println!(
+        "sessions: {} now, {} since start",
+        n(&t["sessions"]),
+        n(&t["sessions_total"])
+    );
+    for p in t["ports"].as_array().into_iter().flatten() {
+        println!(
+            "ports {}: {} pairs used, {} free",
+            p["interface"].as_str().unwrap_or(""),
+            n(&p["used"]),
+            n(&p["free"])
+        );
+    }
+    println!("{:<12} {:>14} {:>16}", "PATH", "PACKETS", "BYTES");
+    for path in ["kernel", "userspace"] {
+        println!(
+            "{:<12} {:>14} {:>16}",
+            path,
+            n(&t[path]["packets"]),
+            n(&t[path]["bytes"])
+        );
+    }
+    println!(
+        "dropped in userspace (strict source): {}",
+        n(&t["userspace_dropped"])
+    );
+    if let Some(xdp) = t["xdp"].as_object() {
+        let drops: Vec<String> = xdp
+            .iter()
+            .filter(|(k, v)| k.starts_with("dropped") && n(v) > 0)
+            .map(|(k, v)| format!("{k}={}", n(v)))
+            .collect();
+        println!(
+            "dropped in XDP: {}",
+            if drops.is_empty() {
+                "none".into()
+            } else {
+                drops.join(" ")
+            }
+        );
+    }
+    println!(
+        "{:<12} {:>10} {:>8} {:>10} {:>12}",
+        "NG COMMAND", "REQUESTS", "ERRORS", "LOADLIMIT", "AVG LATENCY"
+    );
+    for (cmd, s) in t["ng"].as_object().into_iter().flatten() {
+        let reqs = n(&s["requests"]);
+        let avg = n(&s["latency_sum_us"]).checked_div(reqs).unwrap_or(0);
+        println!(
+            "{:<12} {:>10} {:>8} {:>10} {:>10}us",
+            cmd,
+            reqs,
+            n(&s["errors"]),
+            n(&s["load_limit"]),
+            avg
+        );
     }
 }

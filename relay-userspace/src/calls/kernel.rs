@@ -182,6 +182,11 @@ impl Kernel {
         dp.install(&spec).inspect_err(|_| self.slots.give(slot))
     }
 
+    /// Program-wide counters, when there is a kernel datapath.
+    pub fn counters(&self) -> Option<crate::datapath::Counters> {
+        self.datapath.as_ref().and_then(|dp| dp.counters().ok())
+    }
+
     /// Releases the datapath (XDP: detach and unpin).
     pub fn close(&mut self) {
         if let Some(dp) = self.datapath.as_mut() {

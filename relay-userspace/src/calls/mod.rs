@@ -141,6 +141,8 @@ pub struct CallManager {
     events: mpsc::UnboundedSender<PortEvent>,
     /// Calls created since start.
     pub total_calls: u64,
+    /// Userspace (packets, bytes, dropped) of ports already freed.
+    retired_user: (u64, u64, u64),
 }
 
 impl CallManager {
@@ -159,6 +161,7 @@ impl CallManager {
             kernel,
             events,
             total_calls: 0,
+            retired_user: (0, 0, 0),
         }
     }
 
@@ -562,11 +565,32 @@ impl CallManager {
         for port in media.ports() {
             port.state().closed = true;
             self.kernel.remove(port);
+            let (packets, bytes, _, dropped) = port.user_counts();
+            self.retired_user.0 += packets;
+            self.retired_user.1 += bytes;
+            self.retired_user.2 += dropped;
         }
         for task in &media.tasks {
             task.abort();
         }
         self.interfaces[iface].pool.release(media.rtp_port());
+    }
+
+    /// Userspace (packets, bytes, dropped) since start, live and freed ports.
+    pub fn userspace_totals(&self) -> (u64, u64, u64) {
+        let (mut p, mut b, mut d) = self.retired_user;
+        for port in self.calls.values().flat_map(Call::ports) {
+            let (packets, bytes, _, dropped) = port.user_counts();
+            p += packets;
+            b += bytes;
+            d += dropped;
+        }
+        (p, b, d)
+    }
+
+    /// The XDP program's counters, when there is a kernel datapath.
+    pub fn kernel_counters(&self) -> Option<crate::datapath::Counters> {
+        self.kernel.counters()
     }
 
     /// Releases the kernel datapath (after [`CallManager::clear`]).

@@ -1,8 +1,8 @@
 //! The `--listen-cli` socket relayctl talks to: TCP, one JSON request line
 //! in, one JSON reply line out.
 //!
-//! Requests: `{"command":"calls"}` (every call's summary) and
-//! `{"command":"show","call_id":"..."}`. Replies: `{"ok":true,"data":...}` or
+//! Requests: `{"command":"calls"}` (every call's summary),
+//! `{"command":"show","call_id":"..."}` and `{"command":"totals"}`. Replies: `{"ok":true,"data":...}` or
 //! `{"ok":false,"error":"...","code":"..."}` where `code` is `not_found` for
 //! an unknown call and `bad_request` otherwise.
 
@@ -14,7 +14,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::calls::CallManager;
+use crate::{calls::CallManager, stats::NgStats};
 
 /// rtpengine's CLI port.
 pub const DEFAULT_LISTEN_CLI: &str = "127.0.0.1:9900";
@@ -23,25 +23,25 @@ pub const DEFAULT_LISTEN_CLI: &str = "127.0.0.1:9900";
 const MAX_REQUEST: u64 = 64 * 1024;
 
 /// Serves CLI connections until the task is dropped.
-pub async fn serve(listener: TcpListener, calls: Arc<Mutex<CallManager>>) {
+pub async fn serve(listener: TcpListener, calls: Arc<Mutex<CallManager>>, ng: Arc<NgStats>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(connection(stream, calls.clone()));
+                tokio::spawn(connection(stream, calls.clone(), ng.clone()));
             }
             Err(e) => tracing::warn!(error = %e, "CLI accept error"),
         }
     }
 }
 
-async fn connection(stream: TcpStream, calls: Arc<Mutex<CallManager>>) {
+async fn connection(stream: TcpStream, calls: Arc<Mutex<CallManager>>, ng: Arc<NgStats>) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
     if reader.read_line(&mut line).await.is_err() {
         return;
     }
-    let reply = answer(&line, &calls);
+    let reply = answer(&line, &calls, &ng);
     let mut bytes = reply.to_string().into_bytes();
     bytes.push(b'\n');
     let _ = write.write_all(&bytes).await;
@@ -52,7 +52,7 @@ fn error(code: &str, message: &str) -> Value {
 }
 
 /// The reply to one request line.
-pub fn answer(line: &str, calls: &Mutex<CallManager>) -> Value {
+pub fn answer(line: &str, calls: &Mutex<CallManager>, ng: &NgStats) -> Value {
     let Ok(request) = serde_json::from_str::<Value>(line) else {
         return error("bad_request", "request is not a JSON object");
     };
@@ -66,6 +66,7 @@ pub fn answer(line: &str, calls: &Mutex<CallManager>) -> Value {
                 .collect();
             json!({"ok": true, "data": summaries})
         }
+        Some("totals") => json!({"ok": true, "data": crate::stats::totals(&calls, ng)}),
         Some("show") => {
             let Some(id) = request.get("call_id").and_then(Value::as_str) else {
                 return error("bad_request", "show needs call_id");

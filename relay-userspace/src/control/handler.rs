@@ -11,13 +11,17 @@ use relay_sdp::{MediaRewrite, RewritePlan, RtcpMux, Sdp};
 use tokio::time::Instant;
 
 use super::reply::{call_summary, list_reply};
-use crate::calls::{learning::LearningMode, model::MediaOffer, CallManager, SdpPlan, Signal};
+use crate::{
+    calls::{learning::LearningMode, model::MediaOffer, CallManager, SdpPlan, Signal},
+    stats::NgStats,
+};
 
 /// Answers one datagram; None when it carries no cookie to answer to.
 pub fn handle(
     datagram: &[u8],
     calls: &Mutex<CallManager>,
     cache: &mut CookieCache,
+    stats: &NgStats,
 ) -> Option<Vec<u8>> {
     let now = std::time::Instant::now();
     let request = match parse_datagram(datagram) {
@@ -33,16 +37,25 @@ pub fn handle(
         tracing::debug!("NG retransmission answered from cache");
         return Some(cached);
     }
-    let body = match relay_ng::parse(&request.body) {
+    let (name, body) = match relay_ng::parse(&request.body) {
         Ok(parsed) => {
+            let name = parsed.command.name();
             let mut calls = crate::lock(calls);
-            dispatch(parsed.command, &parsed.warnings, &mut calls)
+            (
+                name,
+                dispatch(parsed.command, &parsed.warnings, &mut calls, stats),
+            )
         }
         Err(e) => {
             tracing::info!(error = %e, "bad NG request");
-            reply::error(&e.to_string())
+            ("invalid", reply::error(&e.to_string()))
         }
     };
+    let result = body
+        .get("result")
+        .and_then(Value::as_str)
+        .unwrap_or("error");
+    stats.record(name, result, now.elapsed());
     let bytes = encode_reply(request.cookie, &body);
     cache.insert(request.cookie.to_vec(), bytes.clone(), now);
     Some(bytes)
@@ -56,7 +69,12 @@ fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {
     }
 }
 
-fn dispatch(command: Command, warnings: &[String], calls: &mut CallManager) -> Value {
+fn dispatch(
+    command: Command,
+    warnings: &[String],
+    calls: &mut CallManager,
+    stats: &NgStats,
+) -> Value {
     let now = Instant::now();
     match command {
         Command::Ping => {
@@ -88,7 +106,10 @@ fn dispatch(command: Command, warnings: &[String], calls: &mut CallManager) -> V
             Err(e) => reply::error(&e.to_string()),
         },
         Command::List(List { limit }) => ok(list_reply(&calls.list(limit as usize)), warnings),
-        Command::Statistics => reply::error("Unsupported command: statistics"),
+        Command::Statistics => ok(
+            super::reply::statistics(&crate::stats::totals(calls, stats)),
+            warnings,
+        ),
     }
 }
 

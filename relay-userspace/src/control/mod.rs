@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod handler;
+pub mod metrics;
 pub mod reply;
 
 use std::{
@@ -18,13 +19,13 @@ use std::{
 use relay_ng::CookieCache;
 use tokio::net::UdpSocket;
 
-use crate::calls::CallManager;
+use crate::{calls::CallManager, stats::NgStats};
 
 /// rtpengine keeps answered cookies for two 30-second generations.
 const COOKIE_GENERATION: Duration = Duration::from_secs(30);
 
 /// Serves NG requests on `socket` until the task is dropped.
-pub async fn serve(socket: UdpSocket, calls: Arc<Mutex<CallManager>>) {
+pub async fn serve(socket: UdpSocket, calls: Arc<Mutex<CallManager>>, stats: Arc<NgStats>) {
     let mut cache = CookieCache::new(COOKIE_GENERATION);
     let mut buf = vec![0u8; 65536];
     loop {
@@ -35,7 +36,7 @@ pub async fn serve(socket: UdpSocket, calls: Arc<Mutex<CallManager>>) {
                 continue;
             }
         };
-        let Some(reply) = handler::handle(&buf[..len], &calls, &mut cache) else {
+        let Some(reply) = handler::handle(&buf[..len], &calls, &mut cache, &stats) else {
             tracing::debug!(%from, "NG datagram without cookie dropped");
             continue;
         };

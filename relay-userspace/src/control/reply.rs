@@ -111,3 +111,41 @@ pub fn list_reply(ids: &[String]) -> Dict {
     );
     out
 }
+
+/// NG `statistics` reply body: rtpengine's `currentstatistics` and
+/// `totalstatistics` keys where a figure exists, plus `controlstatistics`.
+pub fn statistics(t: &crate::stats::Totals) -> Dict {
+    let mut out = Dict::new();
+    out.insert(
+        b"currentstatistics".to_vec(),
+        dict([
+            ("sessionsown", int(t.sessions as u64)),
+            ("sessionstotal", int(t.sessions as u64)),
+        ]),
+    );
+    out.insert(
+        b"totalstatistics".to_vec(),
+        dict([
+            ("managedsessions", int(t.sessions_total)),
+            ("packetsuser", int(t.userspace.packets)),
+            ("bytesuser", int(t.userspace.bytes)),
+            ("packetskernel", int(t.kernel.packets)),
+            ("byteskernel", int(t.kernel.bytes)),
+        ]),
+    );
+    let commands =
+        t.ng.iter()
+            .map(|(name, s)| {
+                (
+                    name.as_bytes().to_vec(),
+                    dict([
+                        ("requests", int(s.requests)),
+                        ("errors", int(s.errors)),
+                        ("load limit", int(s.load_limit)),
+                    ]),
+                )
+            })
+            .collect();
+    out.insert(b"controlstatistics".to_vec(), Value::Dict(commands));
+    out
+}

@@ -1,0 +1,231 @@
+//! The Prometheus endpoint (`--listen-http`): `GET /metrics` in the text
+//! exposition format (prometheus-client), `GET /ping` answering `pong`.
+//!
+//! Every figure is read at scrape time from [`crate::stats::totals`], the
+//! same numbers `relayctl totals` and NG `statistics` show.
+
+use std::{
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{text::encode, DescriptorEncoder, EncodeMetric as _},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::{
+    calls::CallManager,
+    stats::{totals, NgStats, Totals, LATENCY_BUCKETS_US},
+};
+
+/// Reads the relay's state on every scrape.
+#[derive(Debug)]
+struct RelayCollector {
+    calls: Arc<Mutex<CallManager>>,
+    ng: Arc<NgStats>,
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(value);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(value);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
+    gauge(&mut enc, "xrelay_sessions", "Calls now", t.sessions as i64)?;
+    counter(
+        &mut enc,
+        "xrelay_sessions_created",
+        "Calls created since start",
+        t.sessions_total,
+    )?;
+    {
+        let mut m = enc.encode_descriptor(
+            "xrelay_ports_in_use",
+            "RTP/RTCP port pairs in use",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &t.ports {
+            let labels = [("interface", p.interface.as_str())];
+            ConstGauge::new(p.used as i64).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor(
+            "xrelay_ports_free",
+            "RTP/RTCP port pairs free",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &t.ports {
+            let labels = [("interface", p.interface.as_str())];
+            ConstGauge::new(p.free as i64).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    for (name, help, kernel, user) in [
+        (
+            "xrelay_forwarded_packets",
+            "Packets forwarded, by path",
+            t.kernel.packets,
+            t.userspace.packets,
+        ),
+        (
+            "xrelay_forwarded_bytes",
+            "Bytes forwarded, by path",
+            t.kernel.bytes,
+            t.userspace.bytes,
+        ),
+    ] {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        ConstCounter::new(kernel).encode(m.encode_family(&[("path", "kernel")])?)?;
+        ConstCounter::new(user).encode(m.encode_family(&[("path", "userspace")])?)?;
+    }
+    {
+        let mut m = enc.encode_descriptor(
+            "xrelay_xdp_packets",
+            "XDP program outcomes",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, packets) in &t.xdp {
+            ConstCounter::new(*packets)
+                .encode(m.encode_family(&[("outcome", outcome.as_str())])?)?;
+        }
+    }
+    counter(
+        &mut enc,
+        "xrelay_userspace_dropped_packets",
+        "Packets the userspace forwarder dropped (strict source)",
+        t.userspace_dropped,
+    )?;
+    {
+        let mut m = enc.encode_descriptor(
+            "xrelay_ng_requests",
+            "NG requests, by command and result",
+            None,
+            MetricType::Counter,
+        )?;
+        for (command, s) in &t.ng {
+            let ok = s.requests - s.errors - s.load_limit;
+            for (result, n) in [
+                ("ok", ok),
+                ("error", s.errors),
+                ("load limit", s.load_limit),
+            ] {
+                ConstCounter::new(n).encode(
+                    m.encode_family(&[("command", command.as_str()), ("result", result)])?,
+                )?;
+            }
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor(
+            "xrelay_ng_request_duration_seconds",
+            "NG request handling time",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (command, s) in &t.ng {
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
+                .iter()
+                .zip(&s.latency_buckets)
+                .map(|(us, n)| (*us as f64 / 1e6, *n))
+                .chain(std::iter::once((f64::INFINITY, s.requests)))
+                .collect();
+            m.encode_family(&[("command", command.as_str())])?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                s.latency_sum_us as f64 / 1e6,
+                s.requests,
+                &buckets,
+                None,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+impl Collector for RelayCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        let t = totals(&crate::lock(&self.calls), &self.ng);
+        encode_totals(&t, encoder)
+    }
+}
+
+/// The registry relayd scrapes.
+pub fn registry(calls: Arc<Mutex<CallManager>>, ng: Arc<NgStats>) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(RelayCollector { calls, ng }));
+    r
+}
+
+/// Serves `/metrics` and `/ping` until the task is dropped.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, registry.clone()));
+            }
+            Err(e) => tracing::warn!(error = %e, "HTTP accept error"),
+        }
+    }
+}
+
+async fn connection(mut stream: TcpStream, registry: Arc<Registry>) {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    // Read the request head (a GET has no body); give up on garbage.
+    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
+        match stream.read(&mut buf[len..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => len += n,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    let path = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    let (status, ctype, body) = match path {
+        "/metrics" => {
+            let mut text = String::new();
+            match encode(&mut text, &registry) {
+                Ok(()) => (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                ),
+                Err(_) => (
+                    "500 Internal Server Error",
+                    "text/plain",
+                    "encoding failed\n".into(),
+                ),
+            }
+        }
+        "/ping" => ("200 OK", "text/plain", "pong\n".into()),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics or /ping\n".into(),
+        ),
+    };
+    let mut response = String::new();
+    let _ = write!(
+        response,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+}

@@ -1,0 +1,173 @@
+//! NG request statistics (per command: requests, errors, latency), and the
+//! relay-wide totals that relayctl, NG `statistics` and Prometheus all show,
+//! computed in one place so they cannot disagree.
+
+use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+
+use relay_common::CounterId;
+use serde::Serialize;
+
+use crate::calls::CallManager;
+
+/// Upper bounds of the NG latency buckets, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 10] =
+    [50, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000, 250_000];
+
+/// One command's figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CommandStats {
+    /// Requests answered (retransmissions answered from cache excluded).
+    pub requests: u64,
+    /// Of which answered with `result: error`.
+    pub errors: u64,
+    /// Of which answered with `result: load limit`.
+    pub load_limit: u64,
+    /// Sum of handling times, microseconds.
+    pub latency_sum_us: u64,
+    /// Cumulative counts per bucket of [`LATENCY_BUCKETS_US`] (Prometheus style).
+    pub latency_buckets: Vec<u64>,
+}
+
+/// NG statistics by command name.
+#[derive(Debug, Default)]
+pub struct NgStats {
+    by_command: Mutex<BTreeMap<String, CommandStats>>,
+}
+
+impl NgStats {
+    /// Records one answered request.
+    pub fn record(&self, command: &str, result: &str, took: Duration) {
+        let mut map = crate::lock(&self.by_command);
+        let s = map
+            .entry(command.to_owned())
+            .or_insert_with(|| CommandStats {
+                latency_buckets: vec![0; LATENCY_BUCKETS_US.len()],
+                ..CommandStats::default()
+            });
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        s.requests += 1;
+        s.errors += u64::from(result == "error");
+        s.load_limit += u64::from(result == "load limit");
+        s.latency_sum_us = s.latency_sum_us.saturating_add(us);
+        for (bound, count) in LATENCY_BUCKETS_US.iter().zip(&mut s.latency_buckets) {
+            if us <= *bound {
+                *count += 1;
+            }
+        }
+    }
+
+    /// A copy of the figures.
+    pub fn snapshot(&self) -> BTreeMap<String, CommandStats> {
+        crate::lock(&self.by_command).clone()
+    }
+}
+
+/// Ports of one interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortTotals {
+    /// Interface name.
+    pub interface: String,
+    /// Pairs in use.
+    pub used: usize,
+    /// Pairs free.
+    pub free: usize,
+}
+
+/// Packets and bytes on one path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PathTotals {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Everything relay-wide.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Calls now.
+    pub sessions: usize,
+    /// Calls created since start.
+    pub sessions_total: u64,
+    /// Ports per interface.
+    pub ports: Vec<PortTotals>,
+    /// Forwarded by XDP (program counters; includes static streams).
+    pub kernel: PathTotals,
+    /// Forwarded by the userspace forwarder (received from a party).
+    pub userspace: PathTotals,
+    /// XDP program outcomes (packets), by counter name; empty without XDP.
+    pub xdp: BTreeMap<String, u64>,
+    /// Packets dropped by the userspace forwarder (strict source).
+    pub userspace_dropped: u64,
+    /// NG commands.
+    pub ng: BTreeMap<String, CommandStats>,
+}
+
+/// Computes the totals.
+pub fn totals(calls: &CallManager, ng: &NgStats) -> Totals {
+    let counters = calls.kernel_counters();
+    let kernel = counters
+        .as_ref()
+        .map_or(PathTotals::default(), |c| PathTotals {
+            packets: c.forwarded(),
+            bytes: CounterId::ALL
+                .iter()
+                .filter(|id| id.is_forwarded())
+                .map(|id| c.bytes(*id))
+                .sum(),
+        });
+    let xdp = counters
+        .map(|c| {
+            CounterId::ALL
+                .iter()
+                .map(|id| (id.name().to_owned(), c.packets(*id)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (user_packets, user_bytes, user_dropped) = calls.userspace_totals();
+    Totals {
+        sessions: calls.len(),
+        sessions_total: calls.total_calls,
+        ports: calls
+            .port_usage()
+            .into_iter()
+            .map(|(interface, used, free)| PortTotals {
+                interface,
+                used,
+                free,
+            })
+            .collect(),
+        kernel,
+        userspace: PathTotals {
+            packets: user_packets,
+            bytes: user_bytes,
+        },
+        xdp,
+        userspace_dropped: user_dropped,
+        ng: ng.snapshot(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_cumulative() {
+        let s = NgStats::default();
+        s.record("offer", "ok", Duration::from_micros(80));
+        s.record("offer", "error", Duration::from_micros(3000));
+        s.record("offer", "load limit", Duration::from_secs(1));
+        let snap = s.snapshot();
+        let offer = &snap["offer"];
+        assert_eq!((offer.requests, offer.errors, offer.load_limit), (3, 1, 1));
+        assert_eq!(offer.latency_buckets[0], 0); // <= 50 us
+        assert_eq!(offer.latency_buckets[1], 1); // <= 100 us
+        assert_eq!(offer.latency_buckets[6], 2); // <= 5 ms
+        assert_eq!(
+            *offer.latency_buckets.last().unwrap(),
+            2,
+            "1 s is beyond the last bucket"
+        );
+    }
+}
