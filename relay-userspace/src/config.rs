@@ -64,6 +64,12 @@ pub struct Options {
     /// Seconds between `delete` and the call's removal.
     #[arg(long)]
     pub delete_delay: Option<u64>,
+    /// Like --timeout, for calls whose media is all on hold or muted.
+    #[arg(long)]
+    pub silent_timeout: Option<u64>,
+    /// Hard limit on a call's duration in seconds (default: none).
+    #[arg(long)]
+    pub final_timeout: Option<u64>,
     /// Forwarding backend.
     #[arg(long, value_enum)]
     pub datapath: Option<DatapathMode>,
@@ -112,6 +118,10 @@ pub struct Config {
     pub timeout: Duration,
     /// Delete delay.
     pub delete_delay: Duration,
+    /// Timeout for calls on hold.
+    pub silent_timeout: Duration,
+    /// Hard cap on a call's duration.
+    pub final_timeout: Option<Duration>,
     /// Backend.
     pub datapath: DatapathMode,
     /// XDP attach policy.
@@ -205,6 +215,8 @@ impl Options {
             port_max,
             timeout,
             delete_delay,
+            silent_timeout,
+            final_timeout,
             datapath,
             xdp_mode,
             pin_dir,
@@ -285,6 +297,13 @@ impl Options {
             // rtpengine treats a timeout of 0 as the default.
             timeout: Duration::from_secs(self.timeout.filter(|&t| t > 0).unwrap_or(60)),
             delete_delay: Duration::from_secs(self.delete_delay.unwrap_or(30)),
+            silent_timeout: Duration::from_secs(
+                self.silent_timeout.filter(|&t| t > 0).unwrap_or(3600),
+            ),
+            final_timeout: self
+                .final_timeout
+                .filter(|&t| t > 0)
+                .map(Duration::from_secs),
             datapath: self.datapath.unwrap_or_default(),
             xdp_mode: self.xdp_mode.unwrap_or_default(),
             pin_dir: self.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),

@@ -210,6 +210,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         delete_delay: config.delete_delay,
         learning: config.endpoint_learning,
         max_sessions: config.max_sessions,
+        silent_timeout: config.silent_timeout,
+        final_timeout: config.final_timeout,
     };
     let calls = Arc::new(Mutex::new(CallManager::new(
         call_config,

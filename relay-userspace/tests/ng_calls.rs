@@ -717,3 +717,54 @@ fn metrics_match_relayctl_totals_and_ng_statistics() {
     assert_eq!(managed, Some(1));
     r.stop();
 }
+
+/// A call whose media runs only in XDP outlives --timeout while media
+/// flows (activity comes from the kernel's last-seen times), and is
+/// deleted within timeout + 2 s once it stops.
+#[test]
+fn xdp_only_media_keeps_the_call_alive_until_it_stops() {
+    require_root!();
+    let r = Relay::start("ngt", &["--timeout", "3", "--delete-delay", "0"]);
+    let (relay_a, relay_b) = set_up_call(&r, "call-timeout");
+    let a = bind_udp(&r.t.a, &format!("{HOST_A}:5000")).unwrap();
+    let b = bind_udp(&r.t.b, &format!("{HOST_B}:40000")).unwrap();
+    media_both_ways(&r, relay_a, relay_b, &a, &b, 3);
+    let q = wait_kernelized(&r, "call-timeout");
+    let user_before: Vec<i64> = rtp_streams(&q).iter().map(|s| s.2).collect();
+
+    // 6 s of 50 packet/s media, twice the timeout.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        a.send_to(b"rtp from A", relay_a).unwrap();
+        b.send_to(b"rtp from B", relay_b).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let q =
+        r.ng.ok(&command("query", "call-timeout"))
+            .expect("call alive while XDP media flows");
+    let user_after: Vec<i64> = rtp_streams(&q).iter().map(|s| s.2).collect();
+    assert_eq!(user_before, user_after, "the media really ran in XDP only");
+
+    let stopped = Instant::now();
+    loop {
+        let q = r.ng.request(&command("query", "call-timeout")).unwrap();
+        if q.get("result") != Some(&s("ok")) {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "call not deleted within timeout + 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "deleted before the timeout: {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        r.relayctl_json("streams").as_array().unwrap().is_empty(),
+        "kernel entries removed on timeout"
+    );
+    r.stop();
+}

@@ -43,6 +43,11 @@ pub struct CallConfig {
     pub learning: LearningMode,
     /// Most calls at once (`--max-sessions`); None: no limit.
     pub max_sessions: Option<usize>,
+    /// Like `timeout`, for calls whose every media is on hold or muted
+    /// (sendonly, recvonly, inactive).
+    pub silent_timeout: Duration,
+    /// Hard cap on a call's life; None: no cap.
+    pub final_timeout: Option<Duration>,
 }
 
 impl Default for CallConfig {
@@ -52,6 +57,8 @@ impl Default for CallConfig {
             delete_delay: Duration::from_secs(30),
             learning: LearningMode::Heuristic,
             max_sessions: None,
+            silent_timeout: Duration::from_secs(3600),
+            final_timeout: None,
         }
     }
 }
@@ -209,6 +216,7 @@ impl CallManager {
             id: sig.call_id.clone(),
             monologues: Vec::new(),
             created_unix: unix_now(),
+            created: now,
             last_signal: now,
             last_signal_unix: unix_now(),
             delete_at: None,
@@ -385,6 +393,7 @@ impl CallManager {
             protocol: offer.map(|o| o.protocol.clone()).unwrap_or_default(),
             rtp,
             rtcp,
+            muted: offer.is_some_and(|o| o.muted),
             tasks,
         })
     }
@@ -394,6 +403,7 @@ impl CallManager {
         for (media, offer) in call.monologues[party].medias.iter_mut().zip(&sig.medias) {
             media.kind = offer.kind.clone();
             media.protocol = offer.protocol.clone();
+            media.muted = offer.muted;
             let rtcp = if offer.rtcp_mux {
                 offer.rtp
             } else {
@@ -510,7 +520,6 @@ impl CallManager {
 
     /// Periodic work: delayed deletes and media timeouts.
     pub fn tick(&mut self, now: Instant) {
-        let timeout = self.config.timeout;
         let expired: Vec<(String, &'static str)> = self
             .calls
             .values()
@@ -518,8 +527,20 @@ impl CallManager {
                 if c.delete_at.is_some_and(|t| now >= t) {
                     return Some((c.id.clone(), "deleted"));
                 }
+                if self
+                    .config
+                    .final_timeout
+                    .is_some_and(|f| now.saturating_duration_since(c.created) >= f)
+                {
+                    return Some((c.id.clone(), "final timeout"));
+                }
+                let (timeout, why) = if is_silent(c) {
+                    (self.config.silent_timeout, "silent timeout")
+                } else {
+                    (self.config.timeout, "timed out")
+                };
                 let idle = now.saturating_duration_since(self.last_activity(c));
-                (idle >= timeout).then(|| (c.id.clone(), "timed out"))
+                (idle >= timeout).then(|| (c.id.clone(), why))
             })
             .collect();
         for (id, why) in expired {
@@ -635,6 +656,17 @@ impl Snapshot {
             m.peer = peer;
         }
     }
+}
+
+/// Whether every media of every party is on hold or muted (rtpengine's
+/// case for `--silent-timeout`).
+fn is_silent(call: &Call) -> bool {
+    let mut medias = call
+        .monologues
+        .iter()
+        .flat_map(|m| m.medias.iter())
+        .peekable();
+    medias.peek().is_some() && medias.all(|m| m.muted)
 }
 
 fn push_monologue(

@@ -25,6 +25,8 @@ pub struct Media {
     pub rtp: Arc<MediaPort>,
     /// RTCP port (RTP + 1).
     pub rtcp: Arc<MediaPort>,
+    /// The party's SDP marks it sendonly, recvonly or inactive.
+    pub muted: bool,
     /// The forwarder tasks of both ports.
     pub tasks: Vec<JoinHandle<()>>,
 }
@@ -77,6 +79,8 @@ pub struct Call {
     pub monologues: Vec<Monologue>,
     /// Wall-clock creation time (seconds since the epoch).
     pub created_unix: u64,
+    /// Creation, for `--final-timeout`.
+    pub created: Instant,
     /// Last offer/answer.
     pub last_signal: Instant,
     /// Last offer/answer, wall clock.
@@ -113,6 +117,8 @@ pub struct MediaOffer {
     pub rtcp: Option<SocketAddr>,
     /// `a=rtcp-mux` present.
     pub rtcp_mux: bool,
+    /// sendonly, recvonly or inactive: the party holds or mutes this media.
+    pub muted: bool,
 }
 
 /// Seconds since the epoch, for wall-clock fields of replies.

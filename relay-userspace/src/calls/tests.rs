@@ -76,6 +76,7 @@ fn media(rtp: SocketAddr) -> MediaOffer {
         rtp: Some(rtp),
         rtcp: Some(SocketAddr::new(rtp.ip(), rtp.port() + 1)),
         rtcp_mux: false,
+        muted: false,
     }
 }
 
@@ -432,4 +433,44 @@ async fn confirmations_queued_before_a_delete_install_nothing() {
         h.kernel.entries.lock().unwrap().is_empty(),
         "a deleted call left kernel entries"
     );
+}
+
+#[tokio::test]
+async fn silent_and_final_timeouts() {
+    let mut h = harness(43100, 43199);
+    h.mgr.config.silent_timeout = Duration::from_secs(120);
+    h.mgr.config.final_timeout = Some(Duration::from_secs(600));
+    let now = Instant::now();
+    let mut held = signal("held", "A", None, sa("10.0.0.1:4000"));
+    held.medias[0].muted = true;
+    h.mgr.offer(&held, now).unwrap();
+    let mut answer = signal("held", "A", Some("B"), sa("10.0.0.2:4000"));
+    answer.medias[0].muted = true;
+    h.mgr.answer(&answer, now).unwrap();
+    h.mgr
+        .offer(&signal("talking", "A", None, sa("10.0.0.1:4000")), now)
+        .unwrap();
+    h.mgr.tick(now + Duration::from_secs(61));
+    assert_eq!(
+        h.mgr.list(10),
+        vec!["held".to_string()],
+        "on hold: the silent timeout applies"
+    );
+    h.mgr.tick(now + Duration::from_secs(120));
+    assert!(h.mgr.is_empty());
+
+    // The final timeout ends even a call that keeps signalling.
+    h.mgr
+        .offer(&signal("long", "A", None, sa("10.0.0.1:4000")), now)
+        .unwrap();
+    for minute in 1..10 {
+        let t = now + Duration::from_secs(60 * minute);
+        h.mgr
+            .offer(&signal("long", "A", None, sa("10.0.0.1:4000")), t)
+            .unwrap();
+        h.mgr.tick(t);
+        assert_eq!(h.mgr.len(), 1, "minute {minute}");
+    }
+    h.mgr.tick(now + Duration::from_secs(600));
+    assert!(h.mgr.is_empty(), "final timeout");
 }

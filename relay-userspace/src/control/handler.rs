@@ -7,7 +7,7 @@ use relay_ng::{
     command::{Delete, List, OfferAnswer, Query},
     encode_reply, parse_datagram, reply, Command, CookieCache, Value,
 };
-use relay_sdp::{MediaRewrite, RewritePlan, RtcpMux, Sdp};
+use relay_sdp::{Direction, MediaRewrite, RewritePlan, RtcpMux, Sdp};
 use tokio::time::Instant;
 
 use super::reply::{call_summary, list_reply};
@@ -181,12 +181,19 @@ fn media_offers(sdp: &Sdp) -> Vec<MediaOffer> {
                 (None, Some(ip)) => usable(ip, m.port.saturating_add(1)),
                 (None, None) => None,
             };
+            // On hold or muted: the call falls under --silent-timeout.
+            let direction = m.direction.or(sdp.session_direction());
+            let muted = matches!(
+                direction,
+                Some(Direction::SendOnly | Direction::RecvOnly | Direction::Inactive)
+            );
             MediaOffer {
                 kind: m.kind.clone(),
                 protocol: m.proto.clone(),
                 rtp,
                 rtcp,
                 rtcp_mux: m.rtcp_mux,
+                muted,
             }
         })
         .collect()
