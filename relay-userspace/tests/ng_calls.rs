@@ -768,3 +768,79 @@ fn xdp_only_media_keeps_the_call_alive_until_it_stops() {
     );
     r.stop();
 }
+
+/// Kills a tmux session on drop.
+struct TmuxSession(String);
+
+impl Drop for TmuxSession {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn relayctl_top_shows_the_call_and_quits_on_q() {
+    require_root!();
+    let r = Relay::start("ngtop", &[]);
+    let (relay_a, relay_b) = set_up_call(&r, "call-top");
+    let a = bind_udp(&r.t.a, &format!("{HOST_A}:5000")).unwrap();
+    let b = bind_udp(&r.t.b, &format!("{HOST_B}:40000")).unwrap();
+    media_both_ways(&r, relay_a, relay_b, &a, &b, 5);
+
+    let session = TmuxSession(format!("xrelay-top-{}", std::process::id()));
+    let top = format!("nsenter --net=/run/netns/{} {RELAYCTL} top", r.t.r.name());
+    let started = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session.0,
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &top,
+        ])
+        .status()
+        .expect("tmux runs (apt-get install tmux)");
+    assert!(started.success());
+    let capture = || {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &session.0])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut screen = capture();
+    while !(screen.contains("xrelay top") && screen.contains("call-top")) {
+        assert!(
+            Instant::now() < deadline,
+            "relayctl top never showed the call:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        screen = capture();
+    }
+    assert!(
+        screen.contains("1 calls") && screen.contains("pkt/s"),
+        "{screen}"
+    );
+    Command::new("tmux")
+        .args(["send-keys", "-t", &session.0, "q"])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Command::new("tmux")
+        .args(["has-session", "-t", &session.0])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "relayctl top did not quit on q");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    r.stop();
+}

@@ -47,6 +47,8 @@ const PACKAGES: &[(&str, Probe)] = &[
     ("kamailio", Probe::Command("kamailio")),
     ("sip-tester", Probe::Command("sipp")),
     ("tcpdump", Probe::Command("tcpdump")),
+    // relayctl top is tested on a real terminal.
+    ("tmux", Probe::Command("tmux")),
 ];
 
 #[derive(Debug, Clone, Copy)]

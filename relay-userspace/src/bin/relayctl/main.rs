@@ -37,7 +37,11 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Calls: id, age, parties, streams, kernelized, packets and bytes.
+    #[command(alias = "list")]
     Calls,
+    /// Live full-screen view: rates, drops, a pps sparkline and the busiest
+    /// calls, refreshed every second; `q` quits.
+    Top,
     /// Relay-wide totals: sessions, ports, packets by path, drops, NG commands.
     Totals,
     /// One call: every stream with its endpoints and counters.
@@ -53,6 +57,8 @@ enum Command {
     Streams,
 }
 
+mod top;
+
 const EXIT_NOT_RUNNING: u8 = 2;
 const EXIT_NO_SUCH_CALL: u8 = 3;
 
@@ -61,6 +67,15 @@ fn main() -> ExitCode {
     match &args.command {
         Command::Calls => return cli_command(&args, json!({"command": "calls"})),
         Command::Totals => return cli_command(&args, json!({"command": "totals"})),
+        Command::Top => {
+            return match top::run(&args.cli) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(CliError::Unreachable(m) | CliError::Refused { message: m, .. }) => {
+                    eprintln!("relayctl: {m}");
+                    ExitCode::from(EXIT_NOT_RUNNING)
+                }
+            }
+        }
         Command::Show { call_id } => {
             return cli_command(&args, json!({"command": "show", "call_id": call_id}))
         }
@@ -81,7 +96,9 @@ fn main() -> ExitCode {
         Command::Counters => counters(&maps, args.json),
         Command::Interfaces => interfaces(&maps, args.json),
         Command::Streams => streams(&maps, args.json),
-        Command::Calls | Command::Totals | Command::Show { .. } => unreachable!("handled above"),
+        Command::Calls | Command::Totals | Command::Top | Command::Show { .. } => {
+            unreachable!("handled above")
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -198,41 +215,55 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
 }
 
 /// Sends one request to relayd's CLI socket and prints the answer.
-fn cli_command(args: &Args, request: serde_json::Value) -> ExitCode {
+/// What asking relayd's CLI socket can end in.
+enum CliError {
+    /// No relayd there (or it hung up).
+    Unreachable(String),
+    /// relayd answered with an error; `not_found` says the call is unknown.
+    Refused { message: String, not_found: bool },
+}
+
+/// One request to relayd's CLI socket; the `data` of a successful reply.
+fn request(cli: &str, request: &serde_json::Value) -> Result<serde_json::Value, CliError> {
     use std::io::{BufRead as _, BufReader, Write as _};
-    let stream = match std::net::TcpStream::connect(&args.cli) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "relayctl: cannot reach relayd at {} ({e}); is it running with --listen-cli {}?",
-                args.cli, args.cli
-            );
-            return ExitCode::from(EXIT_NOT_RUNNING);
-        }
+    let unreachable = |e: std::io::Error| {
+        CliError::Unreachable(format!(
+            "cannot reach relayd at {cli} ({e}); is it running with --listen-cli {cli}?"
+        ))
     };
+    let stream = std::net::TcpStream::connect(cli).map_err(unreachable)?;
     let mut line = request.to_string();
     line.push('\n');
     let mut reply = String::new();
-    let io = (&stream)
+    (&stream)
         .write_all(line.as_bytes())
-        .and_then(|()| BufReader::new(&stream).read_line(&mut reply));
-    if let Err(e) = io {
-        eprintln!("relayctl: talking to relayd at {}: {e}", args.cli);
-        return ExitCode::from(EXIT_NOT_RUNNING);
-    }
-    let Ok(reply) = serde_json::from_str::<serde_json::Value>(&reply) else {
-        eprintln!("relayctl: relayd sent something that is not JSON");
-        return ExitCode::FAILURE;
-    };
+        .and_then(|()| BufReader::new(&stream).read_line(&mut reply))
+        .map_err(unreachable)?;
+    let reply: serde_json::Value = serde_json::from_str(&reply).map_err(|_| CliError::Refused {
+        message: "relayd sent something that is not JSON".into(),
+        not_found: false,
+    })?;
     if reply["ok"] != true {
-        eprintln!("relayctl: {}", reply["error"].as_str().unwrap_or("error"));
-        let code = if reply["code"] == "not_found" {
-            EXIT_NO_SUCH_CALL
-        } else {
-            1
-        };
-        return ExitCode::from(code);
+        return Err(CliError::Refused {
+            message: reply["error"].as_str().unwrap_or("error").to_owned(),
+            not_found: reply["code"] == "not_found",
+        });
     }
+    Ok(reply["data"].clone())
+}
+
+fn cli_command(args: &Args, req: serde_json::Value) -> ExitCode {
+    let reply = match request(&args.cli, &req) {
+        Ok(data) => serde_json::json!({ "data": data }),
+        Err(CliError::Unreachable(message)) => {
+            eprintln!("relayctl: {message}");
+            return ExitCode::from(EXIT_NOT_RUNNING);
+        }
+        Err(CliError::Refused { message, not_found }) => {
+            eprintln!("relayctl: {message}");
+            return ExitCode::from(if not_found { EXIT_NO_SUCH_CALL } else { 1 });
+        }
+    };
     let data = &reply["data"];
     if args.json {
         println!("{data}");
