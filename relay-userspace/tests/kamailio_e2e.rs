@@ -20,7 +20,7 @@ use std::{
 use relay_tests::{
     netns::{veth, ChildGuard, Netns, VethEnd},
     peer::{attach_peer_pass, PeerPass},
-    ready::ReadySocket,
+    ready::spawn_ready,
     require_root, PinDirGuard,
 };
 
@@ -76,7 +76,6 @@ fn start_relayd(
 ) -> Relayd {
     let pins = PinDirGuard::new(&format!("e2e-{name}"));
     let log = work.join(format!("{name}.log"));
-    let ready = ReadySocket::new().unwrap();
     let mut cmd = core.command(RELAYD).unwrap();
     cmd.args([
         "-i",
@@ -95,9 +94,7 @@ fn start_relayd(
     .args(extra)
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(&log).unwrap());
-    ready.configure(&mut cmd);
-    let mut child = ChildGuard(cmd.spawn().unwrap());
-    ready.wait(&mut child).unwrap();
+    let child = spawn_ready(&mut cmd).unwrap();
     Relayd {
         child,
         pins,
@@ -504,20 +501,7 @@ impl Drop for Site {
 
 /// Local UDP ports bound in `ns`.
 fn udp_ports(ns: &Netns) -> Vec<u16> {
-    let text = ns
-        .run(|| std::fs::read_to_string("/proc/thread-self/net/udp").unwrap_or_default())
-        .unwrap();
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            l.split_whitespace()
-                .nth(1)?
-                .split(':')
-                .nth(1)
-                .map(str::to_owned)
-        })
-        .filter_map(|hex| u16::from_str_radix(&hex, 16).ok())
-        .collect()
+    ns.udp_ports().unwrap()
 }
 
 /// Packets in a capture matching a tcpdump filter.

@@ -14,7 +14,7 @@ use relay_tests::{
     netns::{ChildGuard, Netns},
     ng_client::{audio_sdp, sdp_endpoint, NgClient},
     peer::{attach_peer_pass, PeerPass},
-    ready::ReadySocket,
+    ready::spawn_ready,
     require_root,
     topology::{assert_delivered, bind_udp, exchange, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
     PinDirGuard,
@@ -38,7 +38,6 @@ impl Relay {
         let pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
         let pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
         let pins = PinDirGuard::new(tag);
-        let ready = ReadySocket::new().unwrap();
         let mut cmd = t.r.command(RELAYD).unwrap();
         cmd.args([
             "-i",
@@ -54,9 +53,7 @@ impl Relay {
         .arg(&pins.0)
         .args(extra)
         .stdout(Stdio::null());
-        ready.configure(&mut cmd);
-        let mut child = ChildGuard(cmd.spawn().unwrap());
-        ready.wait(&mut child).unwrap();
+        let child = spawn_ready(&mut cmd).unwrap();
         let ng = NgClient::new(&t.r, NG.parse().unwrap()).unwrap();
         Relay {
             t,
@@ -468,30 +465,15 @@ fn a_thousand_call_cycles_leave_nothing_behind() {
     );
     // No media port (30000-30999) is still bound in the relay namespace.
     std::thread::sleep(Duration::from_millis(300));
-    let udp =
-        r.t.r
-            .run(|| std::fs::read_to_string("/proc/thread-self/net/udp").unwrap())
-            .unwrap();
-    let media_ports = udp
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            l.split_whitespace()
-                .nth(1)?
-                .split(':')
-                .nth(1)
-                .map(str::to_owned)
-        })
-        .filter_map(|hex| u16::from_str_radix(&hex, 16).ok())
-        .filter(|p| (30000..=30999).contains(p))
+    let ports = r.t.r.udp_ports().unwrap();
+    let media_ports = ports
+        .iter()
+        .filter(|p| (30000..=30999).contains(*p))
         .count();
-    assert!(
-        udp.lines().count() > 1,
-        "the NG socket should be listed:\n{udp}"
-    );
+    assert!(!ports.is_empty(), "the NG socket should be listed");
     assert_eq!(
         media_ports, 0,
-        "media sockets left in the relay namespace:\n{udp}"
+        "media sockets left in the relay namespace: {ports:?}"
     );
     r.stop();
 }

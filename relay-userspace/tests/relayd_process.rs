@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use relay_tests::{
     netns::{ChildGuard, Netns},
     peer::{attach_peer_pass, PeerPass},
-    ready::ReadySocket,
+    ready::spawn_ready,
     require_root,
     topology::{assert_delivered, bind_udp, exchange, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
     PinDirGuard,
@@ -36,14 +36,11 @@ fn json(out: &Output) -> serde_json::Value {
 
 /// Starts relayd in `ns` and waits for its READY=1.
 fn start_relayd(ns: &Netns, pins: &PinDirGuard, extra: &[&str]) -> ChildGuard {
-    let ready = ReadySocket::new().unwrap();
     let mut cmd = ns.command(RELAYD).unwrap();
     cmd.args(["-i", "a/10.20.1.1", "-i", "b/10.20.2.1", "--pin-dir"])
         .arg(&pins.0)
         .args(extra);
-    ready.configure(&mut cmd);
-    let mut child = ChildGuard(cmd.stdout(Stdio::null()).spawn().expect("relayd starts"));
-    ready.wait(&mut child).unwrap();
+    let child = spawn_ready(cmd.stdout(Stdio::null())).unwrap();
     child
 }
 

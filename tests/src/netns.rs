@@ -67,6 +67,24 @@ impl Netns {
         ]))
     }
 
+    /// Local UDP ports bound in this namespace (from /proc, read on a
+    /// thread inside it).
+    pub fn udp_ports(&self) -> Result<Vec<u16>> {
+        let text = self.run(|| std::fs::read_to_string("/proc/thread-self/net/udp"))??;
+        Ok(text
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .nth(1)?
+                    .split(':')
+                    .nth(1)
+                    .map(str::to_owned)
+            })
+            .filter_map(|hex| u16::from_str_radix(&hex, 16).ok())
+            .collect())
+    }
+
     fn file(&self) -> Result<File> {
         File::open(format!("/run/netns/{}", self.name)).context("opening the netns file")
     }

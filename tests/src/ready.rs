@@ -59,3 +59,12 @@ impl Drop for ReadySocket {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// Starts `cmd` (a relayd) and waits for its `READY=1`.
+pub fn spawn_ready(cmd: &mut Command) -> Result<ChildGuard> {
+    let ready = ReadySocket::new()?;
+    ready.configure(cmd);
+    let mut child = ChildGuard(cmd.spawn()?);
+    ready.wait(&mut child)?;
+    Ok(child)
+}

@@ -15,10 +15,9 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use relay_ng::Value;
 use relay_tests::{
-    netns::ChildGuard,
     ng_client::{audio_sdp, sdp_endpoint, NgClient},
     peer::attach_peer_pass,
-    ready::ReadySocket,
+    ready::spawn_ready,
     topology::{bind_udp, exchange, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
     PinDirGuard,
 };
@@ -62,14 +61,7 @@ fn main() -> Result<()> {
         "--pin-dir",
     ])
     .arg(&pins.0);
-    let ready = ReadySocket::new()?;
-    ready.configure(&mut cmd);
-    let mut relayd = ChildGuard(
-        cmd.stdout(Stdio::null())
-            .spawn()
-            .context("starting relayd")?,
-    );
-    ready.wait(&mut relayd)?;
+    let relayd = spawn_ready(cmd.stdout(Stdio::null())).context("starting relayd")?;
     relayctl(&topo, &args, &pins, &["interfaces"])?;
 
     let ng = NgClient::new(&topo.r, "127.0.0.1:2223".parse()?)?;
