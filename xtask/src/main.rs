@@ -3,6 +3,8 @@
 //! - `cargo xtask demo`: build, then run the forwarding demo (needs root).
 //! - `cargo xtask test`: fmt, clippy, and every test, privileged ones
 //!   included (needs root to run those; without root they skip and say so).
+//! - `cargo xtask bench`: criterion micro-benchmarks and NG cycles against
+//!   rtpengine (needs root).
 //! - `cargo xtask deps`: install the Debian packages the build and tests use.
 //! - `cargo xtask build-ebpf`: compile the XDP object alone (clang check).
 //!
@@ -27,6 +29,8 @@ enum Task {
     Demo,
     /// Install missing Debian packages (as root), then fmt, clippy and all tests.
     Test,
+    /// Benchmarks: criterion micro-benchmarks, then NG cycles against rtpengine.
+    Bench,
     /// Install missing Debian packages (needs root).
     Deps,
     /// Compile the XDP program (relay-ebpf) only.
@@ -49,6 +53,8 @@ const PACKAGES: &[(&str, Probe)] = &[
     ("tcpdump", Probe::Command("tcpdump")),
     // relayctl top is tested on a real terminal.
     ("tmux", Probe::Command("tmux")),
+    // The benchmarks measure rtpengine beside relayd.
+    ("rtpengine-daemon", Probe::Command("rtpengine")),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -158,6 +164,27 @@ fn demo() -> Result<()> {
         .arg(target.join("release/relayctl")))
 }
 
+fn bench() -> Result<()> {
+    deps(true)?;
+    if !is_root() {
+        bail!("the benchmarks load XDP programs and run daemons in namespaces: run them as root");
+    }
+    run(cargo().args(["bench", "-p", "relay-benches"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "relay-userspace",
+        "-p",
+        "relay-benches",
+        "--bins",
+    ]))?;
+    let target = target_dir()?;
+    run(Command::new(target.join("release/xrelay-bench"))
+        .args(["ng", "--relayd"])
+        .arg(target.join("release/relayd")))
+}
+
 fn target_dir() -> Result<std::path::PathBuf> {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return Ok(dir.into());
@@ -170,6 +197,7 @@ fn main() -> Result<()> {
     match Args::parse().task {
         Task::Demo => demo(),
         Task::Test => test(),
+        Task::Bench => bench(),
         Task::Deps => deps(true),
         Task::BuildEbpf => {
             deps(false)?;
