@@ -8,9 +8,13 @@ const OFFER: &[u8] = include_bytes!("../../relay-ng/tests/fixtures/kamailio-offe
 const SDP: &str = include_str!("../../relay-sdp/tests/golden/phone_g711.out.sdp");
 
 fn bench(c: &mut Criterion) {
-    c.bench_function("ng/frame+bencode only", |b| b.iter(|| parse_datagram(black_box(OFFER)).unwrap()));
+    c.bench_function("ng/frame+bencode only", |b| {
+        b.iter(|| parse_datagram(black_box(OFFER)).unwrap())
+    });
     let req = parse_datagram(OFFER).unwrap();
-    c.bench_function("ng/command parse only", |b| b.iter(|| relay_ng::parse(black_box(&req.body)).unwrap()));
+    c.bench_function("ng/command parse only", |b| {
+        b.iter(|| relay_ng::parse(black_box(&req.body)).unwrap())
+    });
     c.bench_function("ng/decode kamailio offer", |b| {
         b.iter(|| {
             let req = parse_datagram(black_box(OFFER)).unwrap();

@@ -143,6 +143,7 @@ fn bench(c: &mut Criterion) {
                 source: relay,
                 strict_source: None,
                 stats_slot: i,
+                to_userspace: false,
             };
             dp.install(&spec).unwrap();
         }
@@ -169,6 +170,7 @@ fn bench(c: &mut Criterion) {
         source: relay,
         strict_source: Some("10.0.0.3:5000".parse().unwrap()),
         stats_slot: SIZES[2] + 1,
+        to_userspace: false,
     })
     .unwrap();
     let prog = dp.relay_program().unwrap();

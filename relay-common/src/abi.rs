@@ -6,7 +6,7 @@ use core::{fmt, mem::offset_of};
 /// `RELAY_ABI_MAGIC`: "XLRY" as a little-endian u32.
 pub const ABI_MAGIC: u32 = 0x5952_4c58;
 /// `RELAY_ABI_VERSION`: bump with every layout or semantic change.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Map names in the object (maps.h).
 pub const MAP_STREAMS: &str = "streams";
@@ -18,9 +18,27 @@ pub const MAP_COUNTERS: &str = "counters";
 pub const MAP_TX_PORTS: &str = "tx_ports";
 /// HASH ifindex -> [`IfaceStatus`] (userspace bookkeeping).
 pub const MAP_IFACES: &str = "ifaces";
+/// HASH relay address (16 bytes) -> [`Shield`] (DoS shield).
+pub const MAP_SHIELD: &str = "shield";
 
 /// `RELAY_TF_STRICT_SOURCE`: drop packets whose source is not `expect_*`.
 pub const TF_STRICT_SOURCE: u32 = 0x1;
+/// `RELAY_TF_TO_USERSPACE`: relayd's port, not in the fast path yet: pass.
+pub const TF_TO_USERSPACE: u32 = 0x2;
+/// `RELAY_SHIELD_DROP_UNKNOWN`: drop stream-less packets in the range.
+pub const SHIELD_DROP_UNKNOWN: u32 = 0x1;
+
+/// `struct relay_shield`: a relay address's media port range.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shield {
+    /// host: lowest media port.
+    pub port_min: u16,
+    /// host: highest media port.
+    pub port_max: u16,
+    /// host: `SHIELD_*` flags.
+    pub flags: u32,
+}
 
 /// `struct relay_key`: the relay-side address and port a packet was sent to.
 #[repr(C)]
@@ -148,7 +166,7 @@ pub struct AbiMeta {
 }
 
 /// `RELAY_ABI_LAYOUT_LEN`.
-pub const LAYOUT_LEN: usize = 30;
+pub const LAYOUT_LEN: usize = 34;
 
 macro_rules! layout {
     ($( $kind:ident $ty:ident $(. $field:ident)? ),* $(,)?) => {
@@ -196,6 +214,10 @@ layout![
     off IfaceStatus.reason,
     off IfaceStatus._pad,
     off IfaceStatus.name,
+    size Shield,
+    off Shield.port_min,
+    off Shield.port_max,
+    off Shield.flags,
     size AbiMeta,
 ];
 
@@ -204,6 +226,7 @@ const _: () = assert!(size_of::<StreamTarget>() == 64);
 const _: () = assert!(size_of::<StreamStats>() == 40);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<IfaceStatus>() == 32);
+const _: () = assert!(size_of::<Shield>() == 8);
 const _: () = assert!(size_of::<AbiMeta>() == 16 + 4 * LAYOUT_LEN);
 
 macro_rules! counters {
@@ -247,6 +270,8 @@ counters! {
     PassFibMiss = 9, "passed_fib_miss", "passed: no route or neighbour entry for the peer yet";
     PassNoTxPort = 10, "passed_no_tx_port", "passed: egress interface not attached to the relay";
     DropStrictSource = 11, "dropped_strict_source", "dropped: strict-source stream, unexpected sender";
+    PassToUserspace = 12, "passed_to_userspace", "passed: relayd's port, endpoints still being learned";
+    DropNoStream = 13, "dropped_no_stream", "dropped: media port range, no stream (DoS shield)";
 }
 
 impl CounterId {
@@ -257,7 +282,7 @@ impl CounterId {
 
     /// Whether this outcome dropped the packet.
     pub const fn is_dropped(self) -> bool {
-        matches!(self, CounterId::DropStrictSource)
+        matches!(self, CounterId::DropStrictSource | CounterId::DropNoStream)
     }
 }
 
@@ -415,6 +440,8 @@ mod pod {
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IfaceStatus {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Shield {}
 }
 
 #[cfg(test)]

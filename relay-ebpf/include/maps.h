@@ -49,6 +49,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tx_ports SEC(".maps");
 
+/* Relay address (v4-mapped, 16 bytes) -> its media port range: UDP to a
+ * port in it without a stream is dropped (DoS shield). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RELAY_MAX_TX_PORTS);
+	__type(key, __u8[16]);
+	__type(value, struct relay_shield);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shield SEC(".maps");
+
 /* ifindex -> how relayd attached to it (userspace bookkeeping, see relay_abi.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -18,9 +18,10 @@
 #include <linux/types.h>
 
 #define RELAY_ABI_MAGIC 0x59524c58u /* "XLRY" read as a little-endian u32 */
-#define RELAY_ABI_VERSION 1u
+#define RELAY_ABI_VERSION 2u
 
-/* Map names (maps.h): streams, stream_stats, counters, tx_ports, ifaces; relay-common
+/* Map names (maps.h): streams, stream_stats, counters, tx_ports, ifaces,
+ * shield; relay-common
  * has the same strings as constants (abi::MAP_*). */
 
 /*
@@ -36,6 +37,8 @@ struct relay_key {
 
 /* Stream flags (relay_target.flags). */
 #define RELAY_TF_STRICT_SOURCE 0x1u /* drop packets whose source != expect_* */
+#define RELAY_TF_TO_USERSPACE 0x2u  /* a port of relayd's, not in the fast path
+                                     * yet (learning): hand packets to the stack */
 
 /* Forwarding value: where a packet that hit `relay_key` goes. */
 struct relay_target {
@@ -64,6 +67,19 @@ struct relay_counter {
 	__u64 packets; /* host */
 	__u64 bytes;   /* host: whole frame bytes as received */
 };
+
+/*
+ * DoS shield for one relay address (the `shield` map, keyed by the address
+ * as in relay_key): UDP to a port in [port_min, port_max] without a stream
+ * is dropped in XDP instead of reaching the stack.
+ */
+struct relay_shield {
+	__u16 port_min; /* host */
+	__u16 port_max; /* host */
+	__u32 flags;    /* host: RELAY_SHIELD_* */
+};
+
+#define RELAY_SHIELD_DROP_UNKNOWN 0x1u /* drop (else pass, counted apart) */
 
 /* relay_iface_status.mode */
 #define RELAY_XDP_MODE_NATIVE 1u
@@ -105,7 +121,9 @@ enum relay_counter_id {
 	RELAY_CNT_PASS_FIB_MISS = 9,  /* no route or no neighbour entry yet */
 	RELAY_CNT_PASS_NO_TX_PORT = 10,/* egress interface not in tx_ports */
 	RELAY_CNT_DROP_STRICT_SOURCE = 11, /* strict stream, unexpected sender */
-	RELAY_CNT_MAX = 12,
+	RELAY_CNT_PASS_TO_USERSPACE = 12,  /* relayd's port, still learning */
+	RELAY_CNT_DROP_NO_STREAM = 13,     /* media port range, no stream (shield) */
+	RELAY_CNT_MAX = 14,
 };
 
 /*
@@ -113,7 +131,7 @@ enum relay_counter_id {
  * RELAY_ABI_LAYOUT_LEN numbers (struct sizes and field offsets, in the order
  * of RELAY_ABI_LAYOUT in relay.bpf.c and LAYOUT in relay-common).
  */
-#define RELAY_ABI_LAYOUT_LEN 30
+#define RELAY_ABI_LAYOUT_LEN 34
 
 struct relay_abi_meta {
 	__u32 magic;                        /* host: RELAY_ABI_MAGIC */

@@ -63,6 +63,10 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_iface_status, reason),
 		OFF(relay_iface_status, _pad),
 		OFF(relay_iface_status, name),
+		sizeof(struct relay_shield),
+		OFF(relay_shield, port_min),
+		OFF(relay_shield, port_max),
+		OFF(relay_shield, flags),
 		sizeof(struct relay_abi_meta),
 	},
 };
@@ -72,6 +76,7 @@ _Static_assert(sizeof(struct relay_target) == 64, "relay_target size is ABI");
 _Static_assert(sizeof(struct relay_stream_stats) == 40, "relay_stream_stats size is ABI");
 _Static_assert(sizeof(struct relay_counter) == 16, "relay_counter size is ABI");
 _Static_assert(sizeof(struct relay_iface_status) == 32, "relay_iface_status size is ABI");
+_Static_assert(sizeof(struct relay_shield) == 8, "relay_shield size is ABI");
 
 static __always_inline __u32 count(__u32 id, __u64 frame_len, __u32 action)
 {
@@ -137,6 +142,20 @@ static __always_inline struct relay_stream_stats *lookup_stream_stats(const stru
 	return bpf_map_lookup_elem(&stream_stats, &slot);
 }
 
+/* A UDP packet for an address/port without a stream: dropped when it is in
+ * a shielded media port range (nothing of relayd's listens there), else
+ * left to the stack. */
+static __always_inline int no_stream(const struct relay_key *key, __u64 frame_len)
+{
+	struct relay_shield *sh = bpf_map_lookup_elem(&shield, key->addr);
+	__u16 port = bpf_ntohs(key->port);
+
+	if (sh && (sh->flags & RELAY_SHIELD_DROP_UNKNOWN) && port >= sh->port_min &&
+	    port <= sh->port_max)
+		return count(RELAY_CNT_DROP_NO_STREAM, frame_len, XDP_DROP);
+	return count(RELAY_CNT_PASS_NO_STREAM, frame_len, XDP_PASS);
+}
+
 SEC("xdp")
 int relay_xdp(struct xdp_md *ctx)
 {
@@ -184,7 +203,9 @@ int relay_xdp(struct xdp_md *ctx)
 	key.port = udp->dest;
 	t = bpf_map_lookup_elem(&streams, &key);
 	if (!t)
-		return count(RELAY_CNT_PASS_NO_STREAM, frame_len, XDP_PASS);
+		return no_stream(&key, frame_len);
+	if (t->flags & RELAY_TF_TO_USERSPACE)
+		return count(RELAY_CNT_PASS_TO_USERSPACE, frame_len, XDP_PASS);
 	st = lookup_stream_stats(t);
 
 	if ((t->flags & RELAY_TF_STRICT_SOURCE) &&

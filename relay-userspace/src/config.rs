@@ -26,6 +26,17 @@ pub enum DatapathMode {
     Userspace,
 }
 
+/// What XDP does with UDP to the media port range that matches no stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShieldMode {
+    /// Drop it in XDP (counted as `dropped_no_stream`).
+    #[default]
+    Drop,
+    /// Let the kernel stack have it (hosts running other UDP services there).
+    Pass,
+}
+
 /// Command line of relayd. Every value may also come from `--config`.
 #[derive(Debug, Default, Parser, Deserialize)]
 #[command(
@@ -73,6 +84,10 @@ pub struct Options {
     /// Forwarding backend.
     #[arg(long, value_enum)]
     pub datapath: Option<DatapathMode>,
+    /// XDP DoS shield for the media port range: drop packets that match no
+    /// stream, or pass them to the stack.
+    #[arg(long, value_enum)]
+    pub dos_shield: Option<ShieldMode>,
     /// XDP attach mode (native with self-test and fallback, or forced).
     #[arg(long, value_enum)]
     pub xdp_mode: Option<ModePolicy>,
@@ -124,6 +139,8 @@ pub struct Config {
     pub final_timeout: Option<Duration>,
     /// Backend.
     pub datapath: DatapathMode,
+    /// DoS shield.
+    pub dos_shield: ShieldMode,
     /// XDP attach policy.
     pub xdp_mode: ModePolicy,
     /// bpffs directory.
@@ -176,6 +193,17 @@ pub enum ConfigError {
         /// Its value.
         value: String,
     },
+    /// The kernel table cannot hold an entry for every media port.
+    #[error(
+        "--max-streams {max} is below the {needed} media ports of the interfaces: with \
+         --dos-shield=drop every port needs a kernel entry; raise --max-streams or use --dos-shield=pass"
+    )]
+    TableTooSmall {
+        /// Configured.
+        max: u32,
+        /// Needed.
+        needed: u64,
+    },
     /// An empty port range (or one starting at 0).
     #[error("bad port range --port-min {min} --port-max {max}: need 1 <= min <= max")]
     PortRange {
@@ -218,6 +246,7 @@ impl Options {
             silent_timeout,
             final_timeout,
             datapath,
+            dos_shield,
             xdp_mode,
             pin_dir,
             endpoint_learning,
@@ -287,6 +316,17 @@ impl Options {
                 max: port_max,
             });
         }
+        let max_streams = self.max_streams.unwrap_or(65536);
+        let dos_shield = self.dos_shield.unwrap_or_default();
+        // Every media port gets a kernel entry (a pass entry while learning),
+        // so the shield never drops a port relayd uses.
+        let needed = interfaces.len() as u64 * (u64::from(port_max) - u64::from(port_min) + 1);
+        if dos_shield == ShieldMode::Drop && needed > u64::from(max_streams) {
+            return Err(ConfigError::TableTooSmall {
+                max: max_streams,
+                needed,
+            });
+        }
         Ok(Config {
             interfaces,
             listen_ng,
@@ -305,10 +345,11 @@ impl Options {
                 .filter(|&t| t > 0)
                 .map(Duration::from_secs),
             datapath: self.datapath.unwrap_or_default(),
+            dos_shield,
             xdp_mode: self.xdp_mode.unwrap_or_default(),
             pin_dir: self.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
             endpoint_learning: self.endpoint_learning.unwrap_or_default(),
-            max_streams: self.max_streams.unwrap_or(65536),
+            max_streams,
             max_sessions: self.max_sessions,
             enable_forwarding: !self.no_enable_forwarding,
             static_streams: self.static_stream,

@@ -134,6 +134,10 @@ async fn set_up(
     kernel: &mut Kernel,
     statics: Vec<crate::datapath::StreamSpec>,
 ) -> Result<Served, DaemonError> {
+    let drop = config.dos_shield == crate::config::ShieldMode::Drop;
+    for spec in &config.interfaces {
+        kernel.shield(spec.address, config.port_min..=config.port_max, drop)?;
+    }
     for spec in statics {
         kernel.install_static(spec)?;
         tracing::info!(local = %spec.local, peer = %spec.peer, "static stream installed");

@@ -42,6 +42,7 @@ pub fn parse(input: &str, stats_slot: u32) -> Result<StreamSpec, StaticStreamErr
         source: local,
         strict_source: None,
         stats_slot,
+        to_userspace: false,
     };
     for option in parts {
         match option.split_once('=') {

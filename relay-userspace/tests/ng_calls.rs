@@ -263,10 +263,32 @@ fn call_over_ng_moves_media_into_xdp() {
         .and_then(|t| t.get("packets"))
         .and_then(Value::as_int);
     assert_eq!(totals, Some(50));
-    assert_eq!(r.relayctl_json("streams").as_array().unwrap().len(), 2);
+    let kernel_streams = r.relayctl_json("streams");
+    let forwarding = kernel_streams
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["to_userspace"] == false)
+        .count();
+    assert_eq!(forwarding, 2, "{kernel_streams}");
 
     let listed = r.ng.ok(&Value::dict([("command", s("list"))])).unwrap();
     assert_eq!(listed.get("calls"), Some(&Value::str_list(["call-xdp"])));
+
+    // DoS shield: an unused port of the media range is dropped in XDP.
+    let shield_before = r.relayctl_json("counters")["dropped_no_stream"]["packets"]
+        .as_u64()
+        .unwrap();
+    a.send_to(b"probe", format!("{RELAY_A}:30998")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let shield_after = r.relayctl_json("counters")["dropped_no_stream"]["packets"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        shield_after - shield_before,
+        1,
+        "stream-less packet in the media range dropped"
+    );
 
     // relayctl sees the call through relayd's CLI socket.
     let out = r.relayctl_cli(&["calls", "--json"]);

@@ -43,6 +43,7 @@ fn streams() -> [StreamSpec; 2] {
             source: sa(RELAY_B, 30002),
             strict_source: None,
             stats_slot: 10,
+            to_userspace: false,
         },
         StreamSpec {
             local: sa(RELAY_B, 30002),
@@ -50,6 +51,7 @@ fn streams() -> [StreamSpec; 2] {
             source: sa(RELAY_A, 30000),
             strict_source: Some(sa(HOST_B, 40000)),
             stats_slot: 11,
+            to_userspace: false,
         },
     ]
 }

@@ -43,6 +43,9 @@ fn mac_text(m: [u8; 6]) -> String {
         .join(":")
 }
 
+/// A relay port whose endpoints are still being learned (pass entry).
+const LEARNING: &str = "10.10.1.1:30010";
+
 /// Streams the fixtures use, with their counter slots.
 struct Streams;
 impl Streams {
@@ -67,6 +70,7 @@ fn spec((slot, local, peer, source): (u32, &str, &str, &str), strict: Option<&st
         source: source.parse().unwrap(),
         strict_source: strict.map(|s| s.parse::<SocketAddr>().unwrap()),
         stats_slot: slot,
+        to_userspace: false,
     }
 }
 
@@ -263,7 +267,10 @@ fn fixtures() -> Vec<Fixture> {
         )
     });
     for (name, dst) in [
-        ("no stream for the port: pass", "10.10.1.1:31000"),
+        (
+            "no stream, port outside the media range: pass",
+            "10.10.1.1:45000",
+        ),
         ("no stream for the address: pass", "10.10.1.7:30000"),
     ] {
         out.push(Fixture::passes(
@@ -272,6 +279,20 @@ fn fixtures() -> Vec<Fixture> {
             CounterId::PassNoStream,
         ));
     }
+
+    out.push(Fixture {
+        action: XDP_DROP,
+        ..Fixture::passes(
+            "no stream, port in the shielded media range: drop",
+            from_a("10.10.1.1:31000").build(),
+            CounterId::DropNoStream,
+        )
+    });
+    out.push(Fixture::passes(
+        "relayd's port, endpoints still learned in userspace: pass",
+        from_a(LEARNING).build(),
+        CounterId::PassToUserspace,
+    ));
 
     let base = from_a(cross_local).build();
     type Edit = fn(&mut [u8]);
@@ -446,6 +467,14 @@ fn packet_fixtures() {
         dp.install(&spec(Streams::STRICT, Some("10.10.1.2:5006")))
             .unwrap();
         dp.install(&spec(Streams::NO_NEIGH, None)).unwrap();
+        dp.install(&StreamSpec {
+            to_userspace: true,
+            ..spec((5, LEARNING, LEARNING, LEARNING), None)
+        })
+        .unwrap();
+        // The DoS shield guards the relay's A-side media range.
+        dp.shield("10.10.1.1".parse().unwrap(), 30000..=39999, true)
+            .unwrap();
 
         for fx in fixtures() {
             let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();

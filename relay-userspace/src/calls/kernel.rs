@@ -9,6 +9,9 @@
 use relay_common::StreamStats;
 
 use super::port::MediaPort;
+
+/// Slot of pass-to-userspace entries: they count nothing.
+const NO_SLOT: u32 = u32::MAX;
 use crate::datapath::{Datapath, StreamSpec};
 
 /// Hands out kernel counter slots.
@@ -66,14 +69,28 @@ impl Kernel {
         }
     }
 
-    /// What `port`'s kernel entry should be: None unless the port and its
-    /// sink are open and both parties are confirmed. The slot is left 0.
+    /// What `port`'s kernel entry should be: forwarding once the port and
+    /// its sink are open and both parties are confirmed, a pass-to-userspace
+    /// entry while learning (so the DoS shield lets its packets through),
+    /// nothing once closed. The slot is left 0.
     fn desired(port: &MediaPort) -> Option<StreamSpec> {
+        if port.state().closed {
+            return None;
+        }
+        Some(Self::forwarding(port).unwrap_or(StreamSpec {
+            local: port.local,
+            peer: port.local,
+            source: port.local,
+            strict_source: None,
+            stats_slot: NO_SLOT,
+            to_userspace: true,
+        }))
+    }
+
+    /// The forwarding entry of `port`, if both ends are ready.
+    fn forwarding(port: &MediaPort) -> Option<StreamSpec> {
         let (sink, strict_source) = {
             let st = port.state();
-            if st.closed {
-                return None;
-            }
             let source = st.learner.confirmed()?;
             (st.sink.upgrade()?, st.learner.strict().then_some(source))
         };
@@ -90,72 +107,93 @@ impl Kernel {
             source: sink.local,
             strict_source,
             stats_slot: 0,
+            to_userspace: false,
         })
     }
 
-    /// Brings `port`'s kernel entry in line with its state: installs it once
-    /// both ends are confirmed, replaces it when the peer, source or
-    /// strictness changed (re-INVITE, re-pairing), removes it when the port
-    /// closed or its endpoint is no longer confirmed. Returns whether the
-    /// stream is in the kernel afterwards.
+    /// Brings `port`'s kernel entry in line with its state: a pass entry
+    /// while learning, forwarding once both ends are confirmed, replaced when
+    /// the peer, source or strictness changed (re-INVITE, re-pairing),
+    /// removed when the port closed. Returns whether the stream is forwarded
+    /// in the kernel afterwards.
     pub fn sync(&mut self, port: &MediaPort) -> bool {
         if self.datapath.is_none() {
             return false;
         }
+        let unslotted = |k: StreamSpec| StreamSpec { stats_slot: 0, ..k };
         let want = Self::desired(port);
-        let have = port
-            .state()
-            .kernel
-            .map(|k| StreamSpec { stats_slot: 0, ..k });
-        if want == have {
-            return have.is_some();
+        let have = port.state().kernel;
+        if want.map(unslotted) == have.map(unslotted) {
+            return have.is_some_and(|k| !k.to_userspace);
         }
-        self.remove(port);
-        let (Some(mut spec), Some(dp)) = (want, self.datapath.as_mut()) else {
+        let Some(mut spec) = want else {
+            self.remove(port);
             return false;
         };
-        let Some(slot) = self.slots.take() else {
-            tracing::warn!(local = %port.local, "no kernel stream slot free; stream stays in userspace");
+        if !spec.to_userspace {
+            let Some(slot) = self.slots.take() else {
+                tracing::warn!(local = %port.local, "no kernel stream slot free; stream stays in userspace");
+                return false;
+            };
+            spec.stats_slot = slot;
+        }
+        let Some(dp) = self.datapath.as_mut() else {
             return false;
         };
-        spec.stats_slot = slot;
+        // The new entry replaces the old one in a single map update: removing
+        // first would leave a moment in which the DoS shield drops the
+        // port's packets.
         match dp.install(&spec) {
             Ok(()) => {
                 port.state().kernel = Some(spec);
-                tracing::debug!(local = %port.local, peer = %spec.peer, source = %spec.source, "stream kernelized");
-                true
+                if let Some(old) = have.filter(|k| !k.to_userspace) {
+                    self.retire_slot(port, old.stats_slot);
+                }
+                if !spec.to_userspace {
+                    tracing::debug!(local = %port.local, peer = %spec.peer, source = %spec.source, "stream kernelized");
+                }
+                !spec.to_userspace
             }
             Err(e) => {
-                self.slots.give(slot);
-                tracing::info!(local = %port.local, error = %e, "stream stays in userspace");
-                false
+                if !spec.to_userspace {
+                    self.slots.give(spec.stats_slot);
+                }
+                tracing::warn!(local = %port.local, error = %e, "kernel entry not updated");
+                have.is_some_and(|k| !k.to_userspace)
             }
         }
     }
 
-    /// Takes `port`'s stream out of the kernel (if it is there), keeping its
+    /// Folds a slot's counters into the port and frees the slot.
+    fn retire_slot(&mut self, port: &MediaPort, slot: u32) {
+        if let Some(Ok(stats)) = self.datapath.as_ref().map(|dp| dp.stream_stats(slot)) {
+            port.state().kernel_retired.accumulate(&stats);
+        }
+        self.slots.give(slot);
+    }
+
+    /// Takes `port`'s entry out of the kernel (if it is there), keeping its
     /// counters.
     pub fn remove(&mut self, port: &MediaPort) {
-        let Some(dp) = self.datapath.as_mut() else {
-            return;
-        };
         let Some(spec) = port.state().kernel.take() else {
             return;
         };
-        if let Ok(stats) = dp.stream_stats(spec.stats_slot) {
-            port.state().kernel_retired.accumulate(&stats);
-        }
-        if let Err(e) = dp.remove(port.local) {
+        if let Some(Err(e)) = self.datapath.as_mut().map(|dp| dp.remove(port.local)) {
             tracing::warn!(local = %port.local, error = %e, "could not remove kernel stream");
         }
-        self.slots.give(spec.stats_slot);
+        if !spec.to_userspace {
+            self.retire_slot(port, spec.stats_slot);
+        }
     }
 
     /// Kernel counters of `port`: retired plus live.
     pub fn stats(&self, port: &MediaPort) -> StreamStats {
         let (slot, mut total) = {
             let st = port.state();
-            (st.kernel.map(|k| k.stats_slot), st.kernel_retired)
+            (
+                st.kernel.filter(|k| !k.to_userspace).map(|k| k.stats_slot),
+                st.kernel_retired,
+            )
         };
         if let (Some(dp), Some(slot)) = (self.datapath.as_ref(), slot) {
             if let Ok(live) = dp.stream_stats(slot) {
@@ -163,6 +201,19 @@ impl Kernel {
             }
         }
         total
+    }
+
+    /// Sets the DoS shield of one relay address (no-op without a kernel).
+    pub fn shield(
+        &mut self,
+        address: std::net::IpAddr,
+        ports: std::ops::RangeInclusive<u16>,
+        drop: bool,
+    ) -> Result<(), crate::datapath::DatapathError> {
+        match self.datapath.as_mut() {
+            Some(dp) => dp.shield(address, ports, drop),
+            None => Ok(()),
+        }
     }
 
     /// Installs a stream given on the command line (`--static-stream`),

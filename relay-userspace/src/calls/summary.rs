@@ -105,7 +105,7 @@ fn stream(
         (
             st.learner.sdp(),
             st.learner.confirmed(),
-            st.kernel.is_some(),
+            st.kernel.is_some_and(|k| !k.to_userspace),
         )
     };
     let (packets, bytes, errors, dropped) = port.user_counts();

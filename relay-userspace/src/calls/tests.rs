@@ -14,22 +14,29 @@ use tokio::{sync::mpsc, time::Instant};
 use super::*;
 use crate::datapath::{Counters, Datapath, DatapathError, StreamSpec};
 
-/// Records kernel entries instead of programming BPF maps.
+/// Records kernel entries instead of programming BPF maps: forwarding ones
+/// in `entries`, pass-to-userspace ones in `passes`.
 #[derive(Clone, Default)]
 struct FakeDatapath {
     entries: Arc<Mutex<HashMap<SocketAddr, StreamSpec>>>,
+    passes: Arc<Mutex<HashMap<SocketAddr, StreamSpec>>>,
 }
 
 impl Datapath for FakeDatapath {
     fn install(&mut self, stream: &StreamSpec) -> Result<(), DatapathError> {
-        self.entries.lock().unwrap().insert(stream.local, *stream);
+        let (into, other) = if stream.to_userspace {
+            (&self.passes, &self.entries)
+        } else {
+            (&self.entries, &self.passes)
+        };
+        other.lock().unwrap().remove(&stream.local);
+        into.lock().unwrap().insert(stream.local, *stream);
         Ok(())
     }
     fn remove(&mut self, local: SocketAddr) -> Result<(), DatapathError> {
-        self.entries
-            .lock()
-            .unwrap()
-            .remove(&local)
+        let a = self.entries.lock().unwrap().remove(&local);
+        let b = self.passes.lock().unwrap().remove(&local);
+        a.or(b)
             .map(|_| ())
             .ok_or(DatapathError::NoSuchStream(local))
     }
@@ -155,6 +162,9 @@ async fn media_flows_in_userspace_then_goes_to_the_kernel() {
         .mgr
         .answer(&signal("c2", "A", Some("B"), b_addr), now)
         .unwrap();
+    // Until the endpoints are confirmed, every port has a pass entry (so the
+    // DoS shield lets learning packets through to userspace).
+    assert_eq!(h.kernel.passes.lock().unwrap().len(), 4);
     // A sends to the port in the answer (its side); B to the one in the offer.
     let relay_for_a = sa(&format!("127.0.0.1:{}", answer.medias[0].rtp_port));
     let relay_for_b = sa(&format!("127.0.0.1:{}", offer.medias[0].rtp_port));
@@ -299,6 +309,10 @@ async fn a_thousand_cycles_leave_nothing_allocated() {
     assert!(h.mgr.is_empty());
     assert_eq!(h.mgr.port_usage()[0], ("default".to_string(), 0, 10));
     assert!(h.kernel.entries.lock().unwrap().is_empty());
+    assert!(
+        h.kernel.passes.lock().unwrap().is_empty(),
+        "pass entries removed with their calls"
+    );
 }
 
 #[tokio::test]

@@ -23,6 +23,10 @@ pub struct StreamSpec {
     pub strict_source: Option<SocketAddr>,
     /// Slot of this stream's counters; the caller allocates slots.
     pub stats_slot: u32,
+    /// Not forwarded in the kernel yet: packets go to the stack (relayd's
+    /// socket), and the DoS shield leaves them alone. `peer`, `source` and
+    /// `strict_source` are ignored.
+    pub to_userspace: bool,
 }
 
 /// Program-wide counters summed over CPUs, indexed by [`CounterId`].
@@ -113,4 +117,14 @@ pub trait Datapath {
     fn counters(&self) -> Result<Counters, DatapathError>;
     /// Releases the backend for good (XDP: detach and unpin). Idempotent.
     fn close(&mut self) {}
+    /// Guards `ports` on `address`: UDP to one of them without a stream is
+    /// dropped (`drop`) or left to the stack.
+    fn shield(
+        &mut self,
+        _address: std::net::IpAddr,
+        _ports: std::ops::RangeInclusive<u16>,
+        _drop: bool,
+    ) -> Result<(), DatapathError> {
+        Ok(())
+    }
 }

@@ -176,7 +176,12 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
     let mut rows = Vec::new();
     for entry in maps.streams.iter() {
         let (key, target) = entry?;
-        let stats = maps.stream_stats(target.stats_slot)?;
+        // Pass entries (ports still learning) count nothing and have no slot.
+        let stats = if target.flags & relay_common::TF_TO_USERSPACE != 0 {
+            relay_common::StreamStats::default()
+        } else {
+            maps.stream_stats(target.stats_slot)?
+        };
         let local = SocketAddr::new(from_abi(key.addr), u16::from_be(key.port));
         let peer = SocketAddr::new(from_abi(target.peer_addr), u16::from_be(target.peer_port));
         let source = SocketAddr::new(from_abi(target.src_addr), u16::from_be(target.src_port));
@@ -189,6 +194,7 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
             .map(|(local, source, peer, flags, s)| {
                 json!({"local": local.to_string(), "source": source.to_string(), "peer": peer.to_string(),
                        "strict_source": flags & relay_common::TF_STRICT_SOURCE != 0,
+                       "to_userspace": flags & relay_common::TF_TO_USERSPACE != 0,
                        "packets": s.packets, "bytes": s.bytes, "dropped": s.dropped, "passed": s.passed})
             })
             .collect();
@@ -199,7 +205,17 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
         "{:<22} {:<22} {:<22} {:>10} {:>12} {:>8} {:>8}",
         "LOCAL", "SOURCE", "PEER", "PACKETS", "BYTES", "DROPPED", "PASSED"
     );
-    for (local, source, peer, _, s) in &rows {
+    for (local, source, peer, flags, s) in &rows {
+        if flags & relay_common::TF_TO_USERSPACE != 0 {
+            // A port still learning: its packets go to relayd's socket.
+            println!(
+                "{:<22} {:<22} {:<22}",
+                local.to_string(),
+                "-",
+                "(to userspace: learning)"
+            );
+            continue;
+        }
         println!(
             "{:<22} {:<22} {:<22} {:>10} {:>12} {:>8} {:>8}",
             local.to_string(),
@@ -214,7 +230,6 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Sends one request to relayd's CLI socket and prints the answer.
 /// What asking relayd's CLI socket can end in.
 enum CliError {
     /// No relayd there (or it hung up).

@@ -12,8 +12,9 @@ use aya::{
     Ebpf,
 };
 use relay_common::{
-    addr::to_abi, Counter, CounterId, IfaceStatus, StreamKey, StreamStats, StreamTarget,
-    MAP_COUNTERS, MAP_IFACES, MAP_STREAMS, MAP_STREAM_STATS, MAP_TX_PORTS, TF_STRICT_SOURCE,
+    addr::to_abi, Counter, CounterId, IfaceStatus, Shield, StreamKey, StreamStats, StreamTarget,
+    MAP_COUNTERS, MAP_IFACES, MAP_SHIELD, MAP_STREAMS, MAP_STREAM_STATS, MAP_TX_PORTS,
+    SHIELD_DROP_UNKNOWN, TF_STRICT_SOURCE, TF_TO_USERSPACE,
 };
 
 use super::super::{Counters, DatapathError, StreamSpec};
@@ -30,6 +31,8 @@ pub struct RelayMaps {
     pub tx_ports: DevMapHash<MapData>,
     /// Attach bookkeeping.
     pub ifaces: HashMap<MapData, u32, IfaceStatus>,
+    /// DoS shield ranges by relay address.
+    pub shield: HashMap<MapData, [u8; 16], Shield>,
 }
 
 impl std::fmt::Debug for RelayMaps {
@@ -59,6 +62,7 @@ impl RelayMaps {
             take(MAP_COUNTERS)?,
             take(MAP_TX_PORTS)?,
             take(MAP_IFACES)?,
+            take(MAP_SHIELD)?,
         )
     }
 
@@ -75,6 +79,7 @@ impl RelayMaps {
             open(MAP_COUNTERS)?,
             open(MAP_TX_PORTS)?,
             open(MAP_IFACES)?,
+            open(MAP_SHIELD)?,
         )
     }
 
@@ -84,6 +89,7 @@ impl RelayMaps {
         counters: Map,
         tx_ports: Map,
         ifaces: Map,
+        shield: Map,
     ) -> Result<Self, DatapathError> {
         let check = map_err("checking a map's type and sizes");
         Ok(Self {
@@ -96,6 +102,7 @@ impl RelayMaps {
             counters: counters.try_into().map_err(map_err("checking counters"))?,
             tx_ports: tx_ports.try_into().map_err(map_err("checking tx_ports"))?,
             ifaces: ifaces.try_into().map_err(check)?,
+            shield: shield.try_into().map_err(map_err("checking shield"))?,
         })
     }
 
@@ -149,13 +156,22 @@ impl RelayMaps {
             src_port: spec.source.port().to_be(),
             expect_port: expect.port().to_be(),
             _pad0: 0,
-            flags: if spec.strict_source.is_some() {
+            flags: if spec.to_userspace {
+                TF_TO_USERSPACE
+            } else if spec.strict_source.is_some() {
                 TF_STRICT_SOURCE
             } else {
                 0
             },
             stats_slot: spec.stats_slot,
         };
+        if spec.to_userspace {
+            // Nothing is counted for a pass entry: no counters to zero.
+            return self
+                .streams
+                .insert(key, target, 0)
+                .map_err(map_err("inserting a stream"));
+        }
         let cpus = nr_cpus().map_err(|(_, source)| DatapathError::Io {
             op: "counting CPUs",
             source,
@@ -173,6 +189,23 @@ impl RelayMaps {
         self.streams
             .insert(key, target, 0)
             .map_err(map_err("inserting a stream"))
+    }
+
+    /// Sets the DoS shield of one relay address.
+    pub fn set_shield(
+        &mut self,
+        address: IpAddr,
+        ports: std::ops::RangeInclusive<u16>,
+        drop: bool,
+    ) -> Result<(), DatapathError> {
+        let value = Shield {
+            port_min: *ports.start(),
+            port_max: *ports.end(),
+            flags: if drop { SHIELD_DROP_UNKNOWN } else { 0 },
+        };
+        self.shield
+            .insert(to_abi(address), value, 0)
+            .map_err(map_err("setting the DoS shield"))
     }
 
     /// Removes the stream keyed by `local`.

@@ -25,9 +25,9 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use relay_common::{
-    IfaceStatus, StreamStats, ABI_VERSION, MAP_COUNTERS, MAP_IFACES, MAP_STREAMS, MAP_STREAM_STATS,
-    MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK, MODE_REASON_NATIVE_REFUSED,
-    MODE_REASON_NATIVE_TX_LOST, XDP_MODE_GENERIC, XDP_MODE_NATIVE,
+    IfaceStatus, StreamStats, ABI_VERSION, MAP_COUNTERS, MAP_IFACES, MAP_SHIELD, MAP_STREAMS,
+    MAP_STREAM_STATS, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
+    MODE_REASON_NATIVE_REFUSED, MODE_REASON_NATIVE_TX_LOST, XDP_MODE_GENERIC, XDP_MODE_NATIVE,
 };
 use relay_ebpf::{PROGRAM_RELAY, PROGRAM_TX_PROBE};
 
@@ -269,12 +269,13 @@ pub fn versioned_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join(format!("abi-v{ABI_VERSION}"))
 }
 
-const MAP_NAMES: [&str; 5] = [
+const MAP_NAMES: [&str; 6] = [
     MAP_STREAMS,
     MAP_STREAM_STATS,
     MAP_COUNTERS,
     MAP_TX_PORTS,
     MAP_IFACES,
+    MAP_SHIELD,
 ];
 
 fn link_pin(dir: &Path, iface: &str) -> PathBuf {
@@ -570,5 +571,14 @@ impl Datapath for XdpDatapath {
 
     fn close(&mut self) {
         self.close_xdp();
+    }
+
+    fn shield(
+        &mut self,
+        address: std::net::IpAddr,
+        ports: std::ops::RangeInclusive<u16>,
+        drop: bool,
+    ) -> Result<(), DatapathError> {
+        self.maps.set_shield(address, ports, drop)
     }
 }
