@@ -6,7 +6,10 @@
 //! changes an endpoint, and on timeout. Its kernel counters are folded into
 //! the port when it leaves, so totals never go backwards.
 
+use std::time::Duration;
+
 use relay_common::StreamStats;
+use tokio::time::Instant;
 
 use super::port::MediaPort;
 
@@ -244,4 +247,25 @@ impl Kernel {
             dp.close();
         }
     }
+}
+
+/// Converts a kernel CLOCK_MONOTONIC_COARSE timestamp (what the XDP
+/// program stores as last-seen) into an Instant; None for "never".
+pub fn kernel_time_to_instant(ns: u64) -> Option<Instant> {
+    if ns == 0 {
+        return None;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        return None;
+    }
+    let now_ns = (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64);
+    let age = Duration::from_nanos(now_ns.saturating_sub(ns));
+    Instant::now().checked_sub(age)
 }

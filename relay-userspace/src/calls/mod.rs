@@ -560,7 +560,7 @@ impl CallManager {
                 last = last.max(t);
             }
             let k = self.kernel.stats(port);
-            if let Some(t) = kernel_time_to_instant(k.last_seen_ns) {
+            if let Some(t) = kernel::kernel_time_to_instant(k.last_seen_ns) {
                 last = last.max(t);
             }
         }
@@ -685,24 +685,4 @@ fn push_monologue(
         created_unix: unix_now(),
     });
     call.monologues.len() - 1
-}
-
-/// Converts a kernel CLOCK_MONOTONIC_COARSE timestamp into an Instant.
-fn kernel_time_to_instant(ns: u64) -> Option<Instant> {
-    if ns == 0 {
-        return None;
-    }
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
-        return None;
-    }
-    let now_ns = (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64);
-    let age = Duration::from_nanos(now_ns.saturating_sub(ns));
-    Instant::now().checked_sub(age)
 }

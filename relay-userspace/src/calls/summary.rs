@@ -45,6 +45,9 @@ pub struct StreamSummary {
     pub user: Counts,
     /// Received from the party and forwarded (or dropped), in the kernel.
     pub kernel: Counts,
+    /// Milliseconds since the last packet from the party (kernel or
+    /// userspace); None if none came yet.
+    pub last_packet_age_ms: Option<u64>,
 }
 
 /// One media of one party.
@@ -100,16 +103,26 @@ fn stream(
     rtcp: bool,
     kernel: &Kernel,
 ) -> StreamSummary {
-    let (sdp_endpoint, confirmed, kernelized) = {
+    let (sdp_endpoint, confirmed, kernelized, user_last) = {
         let st = port.state();
         (
             st.learner.sdp(),
             st.learner.confirmed(),
             st.kernel.is_some_and(|k| !k.to_userspace),
+            st.last_packet,
         )
     };
     let (packets, bytes, errors, dropped) = port.user_counts();
     let k = kernel.stats(port);
+    let last = user_last.max(super::kernel::kernel_time_to_instant(k.last_seen_ns));
+    let last_packet_age_ms = last.map(|t| {
+        u64::try_from(
+            tokio::time::Instant::now()
+                .saturating_duration_since(t)
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX)
+    });
     StreamSummary {
         local: port.local,
         advertised: SocketAddr::new(advertised_ip, port.local.port()),
@@ -127,6 +140,7 @@ fn stream(
             bytes: k.bytes,
             errors: k.dropped,
         },
+        last_packet_age_ms,
     }
 }
 

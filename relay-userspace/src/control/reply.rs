@@ -58,6 +58,11 @@ fn stream(s: &StreamSummary) -> Value {
     if let Some(e) = s.confirmed.or(s.sdp_endpoint) {
         entries.push(("endpoint", endpoint(e)));
     }
+    if let Some(age) = s.last_packet_age_ms {
+        // rtpengine reports the time of the last packet, in unix seconds.
+        let now = crate::calls::model::unix_now();
+        entries.push(("last packet", int(now.saturating_sub(age / 1000))));
+    }
     dict(entries)
 }
 

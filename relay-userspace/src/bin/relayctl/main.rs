@@ -343,13 +343,25 @@ fn print_call(call: &serde_json::Value) {
                 media["protocol"].as_str().unwrap_or("")
             );
             println!(
-                "      {:<5} {:<22} {:<22} {:<22} {:<7} {:>9} {:>9} {:>7}",
-                "", "LOCAL", "SDP ENDPOINT", "LEARNED", "KERNEL", "PKTS(K)", "PKTS(U)", "ERRORS"
+                "      {:<5} {:<22} {:<22} {:<22} {:<7} {:>9} {:>9} {:>7} {:>9}",
+                "",
+                "LOCAL",
+                "SDP ENDPOINT",
+                "LEARNED",
+                "KERNEL",
+                "PKTS(K)",
+                "PKTS(U)",
+                "ERRORS",
+                "LAST PKT"
             );
             for s in media["streams"].as_array().into_iter().flatten() {
                 let addr = |k: &str| s[k].as_str().unwrap_or("-").to_owned();
+                let age = s["last_packet_age_ms"].as_u64().map_or_else(
+                    || "never".to_owned(),
+                    |ms| format!("{:.1}s ago", ms as f64 / 1000.0),
+                );
                 println!(
-                    "      {:<5} {:<22} {:<22} {:<22} {:<7} {:>9} {:>9} {:>7}",
+                    "      {:<5} {:<22} {:<22} {:<22} {:<7} {:>9} {:>9} {:>7} {:>9}",
                     if s["rtcp"] == true { "RTCP" } else { "RTP" },
                     addr("local"),
                     addr("sdp_endpoint"),
@@ -358,6 +370,7 @@ fn print_call(call: &serde_json::Value) {
                     count(s, "kernel", "packets"),
                     count(s, "user", "packets"),
                     count(s, "kernel", "errors") + count(s, "user", "errors"),
+                    age,
                 );
             }
         }
