@@ -24,7 +24,9 @@ pub struct CommandStats {
     pub load_limit: u64,
     /// Sum of handling times, microseconds.
     pub latency_sum_us: u64,
-    /// Cumulative counts per bucket of [`LATENCY_BUCKETS_US`] (Prometheus style).
+    /// Requests per bucket of [`LATENCY_BUCKETS_US`]: bucket i counts the
+    /// requests slower than bound i-1 and at most bound i (not cumulative);
+    /// those slower than the last bound are `requests` minus the sum.
     pub latency_buckets: Vec<u64>,
 }
 
@@ -49,8 +51,8 @@ impl NgStats {
         s.errors += u64::from(result == "error");
         s.load_limit += u64::from(result == "load limit");
         s.latency_sum_us = s.latency_sum_us.saturating_add(us);
-        for (bound, count) in LATENCY_BUCKETS_US.iter().zip(&mut s.latency_buckets) {
-            if us <= *bound {
+        if let Some(i) = LATENCY_BUCKETS_US.iter().position(|bound| us <= *bound) {
+            if let Some(count) = s.latency_buckets.get_mut(i) {
                 *count += 1;
             }
         }
@@ -153,7 +155,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn latency_buckets_are_cumulative() {
+    fn latency_lands_in_one_bucket() {
         let s = NgStats::default();
         s.record("offer", "ok", Duration::from_micros(80));
         s.record("offer", "error", Duration::from_micros(3000));
@@ -162,10 +164,10 @@ mod tests {
         let offer = &snap["offer"];
         assert_eq!((offer.requests, offer.errors, offer.load_limit), (3, 1, 1));
         assert_eq!(offer.latency_buckets[0], 0); // <= 50 us
-        assert_eq!(offer.latency_buckets[1], 1); // <= 100 us
-        assert_eq!(offer.latency_buckets[6], 2); // <= 5 ms
+        assert_eq!(offer.latency_buckets[1], 1); // (50, 100] us
+        assert_eq!(offer.latency_buckets[6], 1); // (2.5, 5] ms
         assert_eq!(
-            *offer.latency_buckets.last().unwrap(),
+            offer.latency_buckets.iter().sum::<u64>(),
             2,
             "1 s is beyond the last bucket"
         );

@@ -697,13 +697,23 @@ fn metrics_match_relayctl_totals_and_ng_statistics() {
         1.0
     );
     assert_eq!(num(&totals["ng"]["query"]["errors"]), 1.0);
+    // The histogram is cumulative and ends at +Inf == _count (one offer).
+    let offer_buckets: Vec<(String, f64)> = scrape
+        .lines()
+        .filter(|l| {
+            l.starts_with("xrelay_ng_request_duration_seconds_bucket")
+                && l.contains("command=\"offer\"")
+        })
+        .filter_map(|l| Some((l.to_owned(), l.split_whitespace().nth(1)?.parse().ok()?)))
+        .collect();
     assert!(
-        scrape
-            .contains("xrelay_ng_request_duration_seconds_bucket{le=\"0.001\",command=\"offer\"}")
-            || scrape.contains(
-                "xrelay_ng_request_duration_seconds_bucket{command=\"offer\",le=\"0.001\"}"
-            ),
-        "{scrape}"
+        offer_buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "{offer_buckets:?}"
+    );
+    let last = offer_buckets.last().unwrap();
+    assert!(
+        last.0.contains("le=\"+Inf\"") && last.1 == 1.0,
+        "{offer_buckets:?}"
     );
     let text = String::from_utf8_lossy(&r.relayctl_cli(&["totals"]).stdout).into_owned();
     assert!(

@@ -138,11 +138,14 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
             MetricType::Histogram,
         )?;
         for (command, s) in &t.ng {
+            // prometheus-client accumulates the per-bucket counts itself and
+            // writes `+Inf` for f64::MAX.
+            let slower = s.requests.saturating_sub(s.latency_buckets.iter().sum());
             let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
                 .iter()
                 .zip(&s.latency_buckets)
                 .map(|(us, n)| (*us as f64 / 1e6, *n))
-                .chain(std::iter::once((f64::INFINITY, s.requests)))
+                .chain(std::iter::once((f64::MAX, slower)))
                 .collect();
             m.encode_family(&[("command", command.as_str())])?
                 .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
