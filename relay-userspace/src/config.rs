@@ -193,17 +193,6 @@ pub enum ConfigError {
         /// Its value.
         value: String,
     },
-    /// The kernel table cannot hold an entry for every media port.
-    #[error(
-        "--max-streams {max} is below the {needed} media ports of the interfaces: with \
-         --dos-shield=drop every port needs a kernel entry; raise --max-streams or use --dos-shield=pass"
-    )]
-    TableTooSmall {
-        /// Configured.
-        max: u32,
-        /// Needed.
-        needed: u64,
-    },
     /// An empty port range (or one starting at 0).
     #[error("bad port range --port-min {min} --port-max {max}: need 1 <= min <= max")]
     PortRange {
@@ -318,15 +307,6 @@ impl Options {
         }
         let max_streams = self.max_streams.unwrap_or(65536);
         let dos_shield = self.dos_shield.unwrap_or_default();
-        // Every media port gets a kernel entry (a pass entry while learning),
-        // so the shield never drops a port relayd uses.
-        let needed = interfaces.len() as u64 * (u64::from(port_max) - u64::from(port_min) + 1);
-        if dos_shield == ShieldMode::Drop && needed > u64::from(max_streams) {
-            return Err(ConfigError::TableTooSmall {
-                max: max_streams,
-                needed,
-            });
-        }
         Ok(Config {
             interfaces,
             listen_ng,

@@ -58,6 +58,18 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel table cannot hold an entry for every media port.
+    #[error(
+        "--max-streams {max} is below the {needed} kernel entries needed (every media port of every \
+         interface address, plus static streams) while --dos-shield=drop; raise --max-streams or use \
+         --dos-shield=pass"
+    )]
+    TableTooSmall {
+        /// Configured.
+        max: u32,
+        /// Needed.
+        needed: u64,
+    },
     /// The metrics socket could not be bound.
     #[error("cannot listen for HTTP (metrics) on {addr}: {source}")]
     ListenHttp {
@@ -119,6 +131,17 @@ fn start_datapath(config: &Config) -> Result<Option<Box<dyn Datapath + Send>>, D
     }
 }
 
+/// Kernel entries needed when the shield drops: one per media port of
+/// every distinct interface address, plus the static streams.
+fn table_needed(config: &Config, statics: usize) -> u64 {
+    let mut addresses: Vec<std::net::IpAddr> =
+        config.interfaces.iter().map(|i| i.address).collect();
+    addresses.sort();
+    addresses.dedup();
+    let range = u64::from(config.port_max) - u64::from(config.port_min) + 1;
+    addresses.len() as u64 * range + statics as u64
+}
+
 /// Sockets and pools relayd serves with.
 struct Served {
     interfaces: Vec<Interface>,
@@ -135,6 +158,19 @@ async fn set_up(
     statics: Vec<crate::datapath::StreamSpec>,
 ) -> Result<Served, DaemonError> {
     let drop = config.dos_shield == crate::config::ShieldMode::Drop;
+    if drop && kernel.enabled() {
+        match crate::netdev::reserve_local_ports(config.port_min, config.port_max) {
+            Ok(true) => tracing::warn!(
+                port_min = config.port_min,
+                port_max = config.port_max,
+                "reserved the media ports in net.ipv4.ip_local_reserved_ports: the DoS shield would \
+                 drop replies to outgoing connections from ephemeral ports in that range"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not reserve the media ports; replies to \
+                outgoing connections from ephemeral ports in the media range may be dropped"),
+        }
+    }
     for spec in &config.interfaces {
         kernel.shield(spec.address, config.port_min..=config.port_max, drop)?;
     }
@@ -195,7 +231,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .enumerate()
         .map(|(i, text)| static_stream::parse(text, i as u32))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut kernel = Kernel::new(start_datapath(&config)?, config.max_streams);
+    let datapath = start_datapath(&config)?;
+    let shield_drops = datapath.is_some() && config.dos_shield == crate::config::ShieldMode::Drop;
+    if shield_drops {
+        let needed = table_needed(&config, statics.len());
+        if needed > u64::from(config.max_streams) {
+            let mut kernel = Kernel::new(datapath, config.max_streams);
+            kernel.close();
+            return Err(DaemonError::TableTooSmall {
+                max: config.max_streams,
+                needed,
+            });
+        }
+    }
+    let mut kernel = Kernel::new(datapath, config.max_streams).with_pass_entries(shield_drops);
     let Served {
         interfaces,
         ng,
@@ -267,4 +316,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     calls.close_kernel();
     tracing::info!("relayd stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn table_needs_every_port_of_every_distinct_address_plus_statics() {
+        let config = crate::config::Options::try_parse_from([
+            "relayd",
+            "-i",
+            "a/127.0.0.1",
+            "-i",
+            "b/127.0.0.1",
+            "-i",
+            "c/::1",
+            "--port-min",
+            "100",
+            "--port-max",
+            "199",
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(table_needed(&config, 3), 2 * 100 + 3);
+    }
 }

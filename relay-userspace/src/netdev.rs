@@ -177,6 +177,53 @@ pub fn enable_ipv4_forwarding(iface: &str) -> Result<(), NetdevError> {
     })
 }
 
+/// Makes sure the kernel never picks a port of `min..=max` as the source
+/// port of an outgoing connection (DNS queries, HTTP clients, ...): with the
+/// DoS shield dropping stream-less packets to the media range, the replies
+/// to such a connection would be dropped. Adds the range to
+/// `net.ipv4.ip_local_reserved_ports` (which also covers IPv6) when the
+/// ephemeral range overlaps it. Returns whether anything was changed.
+pub fn reserve_local_ports(min: u16, max: u16) -> Result<bool, NetdevError> {
+    let sys = |call: &'static str, source: std::io::Error| NetdevError::Sys {
+        call,
+        iface: "-".into(),
+        source,
+    };
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .map_err(|e| sys("reading ip_local_port_range", e))?;
+    let mut bounds = range
+        .split_whitespace()
+        .filter_map(|v| v.parse::<u16>().ok());
+    let (Some(lo), Some(hi)) = (bounds.next(), bounds.next()) else {
+        return Ok(false);
+    };
+    if hi < min || lo > max {
+        return Ok(false);
+    }
+    let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+    let reserved =
+        std::fs::read_to_string(path).map_err(|e| sys("reading ip_local_reserved_ports", e))?;
+    let covered = reserved
+        .trim()
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .any(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            a.trim().parse::<u16>().is_ok_and(|a| a <= min)
+                && b.trim().parse::<u16>().is_ok_and(|b| b >= max)
+        });
+    if covered {
+        return Ok(false);
+    }
+    let mut list = reserved.trim().to_owned();
+    if !list.is_empty() {
+        list.push(',');
+    }
+    list.push_str(&format!("{min}-{max}"));
+    std::fs::write(path, list).map_err(|e| sys("writing ip_local_reserved_ports", e))?;
+    Ok(true)
+}
+
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GDRVINFO: u32 = 0x3;
 const ETHTOOL_GSTRINGS: u32 = 0x1b;

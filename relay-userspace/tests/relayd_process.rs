@@ -142,6 +142,15 @@ fn relayctl_shows_why_generic_mode_was_chosen() {
     }
     let text = String::from_utf8_lossy(&relayctl(&pins.0, &["interfaces"]).stdout).into_owned();
     assert!(text.contains("generic") && text.contains("a1"), "{text}");
+    // The default media range (30000-39999) overlaps the ephemeral ports
+    // (32768-60999): relayd reserved it, so the shield never eats replies.
+    let reserved =
+        t.r.run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap())
+            .unwrap();
+    assert!(
+        reserved.contains("30000-39999"),
+        "reserved ports: {reserved:?}"
+    );
     assert!(relayd.terminate().unwrap().success());
 }
 

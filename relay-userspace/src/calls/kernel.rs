@@ -52,6 +52,9 @@ impl SlotAllocator {
 pub struct Kernel {
     datapath: Option<Box<dyn Datapath + Send>>,
     slots: SlotAllocator,
+    /// Keep pass entries for ports still learning: needed when the DoS
+    /// shield drops stream-less packets, wasted table space otherwise.
+    pass_entries: bool,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -69,25 +72,37 @@ impl Kernel {
         Kernel {
             datapath,
             slots: SlotAllocator::new(capacity),
+            pass_entries: false,
         }
     }
 
-    /// What `port`'s kernel entry should be: forwarding once the port and
-    /// its sink are open and both parties are confirmed, a pass-to-userspace
-    /// entry while learning (so the DoS shield lets its packets through),
-    /// nothing once closed. The slot is left 0.
-    fn desired(port: &MediaPort) -> Option<StreamSpec> {
-        if port.state().closed {
-            return None;
-        }
-        Some(Self::forwarding(port).unwrap_or(StreamSpec {
+    /// Keeps pass entries for ports still learning (the DoS shield drops).
+    pub fn with_pass_entries(mut self, on: bool) -> Self {
+        self.pass_entries = on;
+        self
+    }
+
+    /// The pass entry of `port`.
+    fn pass_entry(port: &MediaPort) -> StreamSpec {
+        StreamSpec {
             local: port.local,
             peer: port.local,
             source: port.local,
             strict_source: None,
             stats_slot: NO_SLOT,
             to_userspace: true,
-        }))
+        }
+    }
+
+    /// What `port`'s kernel entry should be: forwarding once the port and
+    /// its sink are open and both parties are confirmed, a pass-to-userspace
+    /// entry while learning when the DoS shield drops (so its packets get
+    /// through), nothing once closed. The slot is left 0.
+    fn desired(&self, port: &MediaPort) -> Option<StreamSpec> {
+        if port.state().closed {
+            return None;
+        }
+        Self::forwarding(port).or_else(|| self.pass_entries.then(|| Self::pass_entry(port)))
     }
 
     /// The forwarding entry of `port`, if both ends are ready.
@@ -123,15 +138,34 @@ impl Kernel {
         if self.datapath.is_none() {
             return false;
         }
+        let want = self.desired(port);
+        if self.apply(port, want) {
+            return want.is_some_and(|k| !k.to_userspace);
+        }
+        // The forwarding entry could not go in (no slot, map error): never
+        // leave a stale one behind; fall back to passing (or nothing).
+        let fallback = if port.state().closed || !self.pass_entries {
+            None
+        } else {
+            Some(Self::pass_entry(port))
+        };
+        if !self.apply(port, fallback) {
+            self.remove(port);
+        }
+        false
+    }
+
+    /// Makes `want` the port's entry; false when it could not be installed
+    /// (the previous entry is then still in place).
+    fn apply(&mut self, port: &MediaPort, want: Option<StreamSpec>) -> bool {
         let unslotted = |k: StreamSpec| StreamSpec { stats_slot: 0, ..k };
-        let want = Self::desired(port);
         let have = port.state().kernel;
         if want.map(unslotted) == have.map(unslotted) {
-            return have.is_some_and(|k| !k.to_userspace);
+            return true;
         }
         let Some(mut spec) = want else {
             self.remove(port);
-            return false;
+            return true;
         };
         if !spec.to_userspace {
             let Some(slot) = self.slots.take() else {
@@ -155,14 +189,14 @@ impl Kernel {
                 if !spec.to_userspace {
                     tracing::debug!(local = %port.local, peer = %spec.peer, source = %spec.source, "stream kernelized");
                 }
-                !spec.to_userspace
+                true
             }
             Err(e) => {
                 if !spec.to_userspace {
                     self.slots.give(spec.stats_slot);
                 }
                 tracing::warn!(local = %port.local, error = %e, "kernel entry not updated");
-                have.is_some_and(|k| !k.to_userspace)
+                false
             }
         }
     }
@@ -204,6 +238,11 @@ impl Kernel {
             }
         }
         total
+    }
+
+    /// Whether a kernel datapath is present.
+    pub fn enabled(&self) -> bool {
+        self.datapath.is_some()
     }
 
     /// Sets the DoS shield of one relay address (no-op without a kernel).

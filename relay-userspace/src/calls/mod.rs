@@ -609,6 +609,11 @@ impl CallManager {
         (p, b, d)
     }
 
+    /// Whether a kernel datapath is in use.
+    pub fn kernel_enabled(&self) -> bool {
+        self.kernel.enabled()
+    }
+
     /// The XDP program's counters, when there is a kernel datapath.
     pub fn kernel_counters(&self) -> Option<crate::datapath::Counters> {
         self.kernel.counters()

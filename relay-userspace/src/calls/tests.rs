@@ -66,7 +66,7 @@ fn harness(port_min: u16, port_max: u16) -> Harness {
     let mgr = CallManager::new(
         CallConfig::default(),
         vec![Interface { spec, pool }],
-        Kernel::new(Some(Box::new(kernel.clone())), 1024),
+        Kernel::new(Some(Box::new(kernel.clone())), 1024).with_pass_entries(true),
         tx,
     );
     Harness {

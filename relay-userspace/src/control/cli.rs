@@ -24,14 +24,10 @@ const MAX_REQUEST: u64 = 64 * 1024;
 
 /// Serves CLI connections until the task is dropped.
 pub async fn serve(listener: TcpListener, calls: Arc<Mutex<CallManager>>, ng: Arc<NgStats>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(stream, calls.clone(), ng.clone()));
-            }
-            Err(e) => tracing::warn!(error = %e, "CLI accept error"),
-        }
-    }
+    super::tcp::serve(listener, "CLI", |stream| {
+        connection(stream, calls.clone(), ng.clone())
+    })
+    .await;
 }
 
 async fn connection(stream: TcpStream, calls: Arc<Mutex<CallManager>>, ng: Arc<NgStats>) {

@@ -161,7 +161,14 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
 
 impl Collector for RelayCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
-        let t = totals(&crate::lock(&self.calls), &self.ng);
+        let calls = crate::lock(&self.calls);
+        // Kernel counters that cannot be read would show as a drop to zero,
+        // which Prometheus takes for a counter reset: fail the scrape instead.
+        if calls.kernel_enabled() && calls.kernel_counters().is_none() {
+            return Err(std::fmt::Error);
+        }
+        let t = totals(&calls, &self.ng);
+        drop(calls);
         encode_totals(&t, encoder)
     }
 }
@@ -175,14 +182,10 @@ pub fn registry(calls: Arc<Mutex<CallManager>>, ng: Arc<NgStats>) -> Registry {
 
 /// Serves `/metrics` and `/ping` until the task is dropped.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(stream, registry.clone()));
-            }
-            Err(e) => tracing::warn!(error = %e, "HTTP accept error"),
-        }
-    }
+    super::tcp::serve(listener, "HTTP", |stream| {
+        connection(stream, registry.clone())
+    })
+    .await;
 }
 
 async fn connection(mut stream: TcpStream, registry: Arc<Registry>) {

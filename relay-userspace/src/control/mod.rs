@@ -10,6 +10,7 @@ pub mod cli;
 pub mod handler;
 pub mod metrics;
 pub mod reply;
+pub mod tcp;
 
 use std::{
     sync::{Arc, Mutex},

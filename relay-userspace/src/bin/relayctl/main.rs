@@ -246,7 +246,17 @@ fn request(cli: &str, request: &serde_json::Value) -> Result<serde_json::Value, 
             "cannot reach relayd at {cli} ({e}); is it running with --listen-cli {cli}?"
         ))
     };
-    let stream = std::net::TcpStream::connect(cli).map_err(unreachable)?;
+    // Bounded waits: `relayctl top` runs with the terminal in raw mode, where
+    // a hung relayd would otherwise make it deaf to q and Ctrl-C.
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(cli)
+        .map_err(unreachable)?
+        .next()
+        .ok_or_else(|| unreachable(std::io::Error::other("no address")))?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+        .map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .map_err(unreachable)?;
     let mut line = request.to_string();
     line.push('\n');
     let mut reply = String::new();
@@ -292,6 +302,17 @@ fn cli_command(args: &Args, req: serde_json::Value) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Every stream of a call summary (all parties, all medias).
+fn streams_of(call: &serde_json::Value) -> Vec<&serde_json::Value> {
+    call["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["medias"].as_array().into_iter().flatten())
+        .flat_map(|m| m["streams"].as_array().into_iter().flatten())
+        .collect()
+}
+
 fn count(v: &serde_json::Value, side: &str, what: &str) -> u64 {
     v[side][what].as_u64().unwrap_or(0)
 }
@@ -307,11 +328,7 @@ fn print_calls(calls: &serde_json::Value) {
         .unwrap_or(0);
     for call in calls.as_array().into_iter().flatten() {
         let tags = call["tags"].as_array().cloned().unwrap_or_default();
-        let streams: Vec<&serde_json::Value> = tags
-            .iter()
-            .flat_map(|t| t["medias"].as_array().into_iter().flatten())
-            .flat_map(|m| m["streams"].as_array().into_iter().flatten())
-            .collect();
+        let streams = streams_of(call);
         let kernel = streams.iter().filter(|s| s["kernelized"] == true).count();
         println!(
             "{:<36} {:>7} {:>7} {:>7} {:>10} {:>12} {:>12}",

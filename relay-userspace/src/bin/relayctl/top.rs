@@ -27,9 +27,12 @@ struct Screen;
 
 impl Screen {
     fn enter() -> std::io::Result<Self> {
+        // The guard exists before the terminal changes, so a failure half
+        // way still restores it.
+        let screen = Screen;
         terminal::enable_raw_mode()?;
         execute!(stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
-        Ok(Screen)
+        Ok(screen)
     }
 }
 
@@ -176,12 +179,8 @@ fn draw(
         .collect();
     for (id, rate) in rates.iter().take(usize::from(rows.saturating_sub(8))) {
         let call = by_id.get(id.as_str()).copied().unwrap_or(&Value::Null);
-        let kernel = call["tags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|t| t["medias"].as_array().into_iter().flatten())
-            .flat_map(|m| m["streams"].as_array().into_iter().flatten())
+        let kernel = super::streams_of(call)
+            .iter()
             .filter(|s| s["kernelized"] == true)
             .count();
         line(format!(

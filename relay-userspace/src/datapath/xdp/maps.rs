@@ -107,7 +107,7 @@ impl RelayMaps {
     }
 
     /// Empties the tables relayd owns (streams, redirect ports, interface
-    /// status). Used at start: pins left by a relayd that died hold entries
+    /// status, DoS shields). Used at start: pins left by a relayd that died hold entries
     /// for calls nobody remembers, and ports a new call may be given.
     pub fn clear_tables(&mut self) -> Result<usize, DatapathError> {
         let keys: Vec<StreamKey> = self
@@ -133,6 +133,14 @@ impl RelayMaps {
             .map_err(map_err("listing interfaces"))?;
         for ifindex in &ifaces {
             let _ = self.ifaces.remove(ifindex);
+        }
+        let shielded: Vec<[u8; 16]> = self
+            .shield
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("listing shields"))?;
+        for addr in &shielded {
+            let _ = self.shield.remove(addr);
         }
         Ok(keys.len())
     }
