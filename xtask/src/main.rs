@@ -53,9 +53,10 @@ const PACKAGES: &[(&str, Probe)] = &[
     ("tcpdump", Probe::Command("tcpdump")),
     // relayctl top is tested on a real terminal.
     ("tmux", Probe::Command("tmux")),
-    // The benchmarks measure rtpengine beside relayd.
-    ("rtpengine-daemon", Probe::Command("rtpengine")),
 ];
+
+/// Extra packages only the benchmarks need: rtpengine, measured beside relayd.
+const BENCH_PACKAGES: &[(&str, Probe)] = &[("rtpengine-daemon", Probe::Command("rtpengine"))];
 
 #[derive(Debug, Clone, Copy)]
 enum Probe {
@@ -97,9 +98,9 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// Installs what is missing when root; otherwise says what is missing.
-fn deps(required: bool) -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+/// Installs what is missing of `packages` when root; otherwise says what is missing.
+fn deps(packages: &[(&str, Probe)], required: bool) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, probe)| !probe.present())
         .map(|(pkg, _)| *pkg)
@@ -126,7 +127,7 @@ fn deps(required: bool) -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    deps(false)?;
+    deps(PACKAGES, false)?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
         "clippy",
@@ -143,7 +144,7 @@ fn test() -> Result<()> {
 }
 
 fn demo() -> Result<()> {
-    deps(true)?;
+    deps(PACKAGES, true)?;
     if !is_root() {
         bail!("the demo creates network namespaces and loads XDP programs: run it as root");
     }
@@ -165,7 +166,8 @@ fn demo() -> Result<()> {
 }
 
 fn bench() -> Result<()> {
-    deps(true)?;
+    deps(PACKAGES, true)?;
+    deps(BENCH_PACKAGES, true)?;
     if !is_root() {
         bail!("the benchmarks load XDP programs and run daemons in namespaces: run them as root");
     }
@@ -198,9 +200,9 @@ fn main() -> Result<()> {
         Task::Demo => demo(),
         Task::Test => test(),
         Task::Bench => bench(),
-        Task::Deps => deps(true),
+        Task::Deps => deps(PACKAGES, true).and_then(|()| deps(BENCH_PACKAGES, true)),
         Task::BuildEbpf => {
-            deps(false)?;
+            deps(PACKAGES, false)?;
             run(cargo().args(["build", "-p", "relay-ebpf"]))
         }
     }
