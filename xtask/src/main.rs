@@ -148,16 +148,7 @@ fn demo() -> Result<()> {
     if !is_root() {
         bail!("the demo creates network namespaces and loads XDP programs: run it as root");
     }
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "relay-userspace",
-        "-p",
-        "relay-tests",
-        "--bins",
-    ]))?;
-    let target = target_dir()?;
+    let target = build_release_bins(&["relay-userspace", "relay-tests"])?;
     run(Command::new(target.join("release/xrelay-demo"))
         .arg("--relayd")
         .arg(target.join("release/relayd"))
@@ -172,19 +163,21 @@ fn bench() -> Result<()> {
         bail!("the benchmarks load XDP programs and run daemons in namespaces: run them as root");
     }
     run(cargo().args(["bench", "-p", "relay-benches"]))?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "relay-userspace",
-        "-p",
-        "relay-benches",
-        "--bins",
-    ]))?;
-    let target = target_dir()?;
+    let target = build_release_bins(&["relay-userspace", "relay-benches"])?;
     run(Command::new(target.join("release/xrelay-bench"))
         .args(["ng", "--relayd"])
         .arg(target.join("release/relayd")))
+}
+
+/// Builds the binaries of `packages` in release mode; returns the target dir.
+fn build_release_bins(packages: &[&str]) -> Result<std::path::PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--bins"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    run(&mut cmd)?;
+    target_dir()
 }
 
 fn target_dir() -> Result<std::path::PathBuf> {
