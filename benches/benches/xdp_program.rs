@@ -144,6 +144,7 @@ fn bench(c: &mut Criterion) {
                 strict_source: None,
                 stats_slot: i,
                 to_userspace: false,
+                max_pps: 0,
             };
             dp.install(&spec).unwrap();
         }
@@ -171,6 +172,7 @@ fn bench(c: &mut Criterion) {
         strict_source: Some("10.0.0.3:5000".parse().unwrap()),
         stats_slot: SIZES[2] + 1,
         to_userspace: false,
+        max_pps: 0,
     })
     .unwrap();
     let prog = dp.relay_program().unwrap();

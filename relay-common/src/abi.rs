@@ -6,7 +6,7 @@ use core::{fmt, mem::offset_of};
 /// `RELAY_ABI_MAGIC`: "XLRY" as a little-endian u32.
 pub const ABI_MAGIC: u32 = 0x5952_4c58;
 /// `RELAY_ABI_VERSION`: bump with every layout or semantic change.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Map names in the object (maps.h).
 pub const MAP_STREAMS: &str = "streams";
@@ -74,6 +74,8 @@ pub struct StreamTarget {
     pub flags: u32,
     /// host: index into the `stream_stats` array.
     pub stats_slot: u32,
+    /// host: packet-rate cap per CPU, 0 = none.
+    pub max_pps: u32,
 }
 
 /// `struct relay_stream_stats`: one CPU's counters for one stream.
@@ -90,10 +92,15 @@ pub struct StreamStats {
     pub passed: u64,
     /// host: CLOCK_MONOTONIC_COARSE ns of the last packet (take the max over CPUs).
     pub last_seen_ns: u64,
+    /// host: rate-cap bucket of this CPU, thousandths of a packet (internal).
+    pub tokens_milli: u64,
+    /// host: last refill of this CPU's bucket (internal).
+    pub refill_ns: u64,
 }
 
 impl StreamStats {
-    /// Folds one CPU's copy into a total: sums, except the timestamp (max).
+    /// Folds one CPU's copy into a total: sums, except the timestamp (max);
+    /// the rate-cap bucket is per-CPU bookkeeping and is not totalled.
     pub fn accumulate(&mut self, other: &Self) {
         let Self {
             packets,
@@ -101,6 +108,8 @@ impl StreamStats {
             dropped,
             passed,
             last_seen_ns,
+            tokens_milli: _,
+            refill_ns: _,
         } = other;
         self.packets += packets;
         self.bytes += bytes;
@@ -166,7 +175,7 @@ pub struct AbiMeta {
 }
 
 /// `RELAY_ABI_LAYOUT_LEN`.
-pub const LAYOUT_LEN: usize = 34;
+pub const LAYOUT_LEN: usize = 37;
 
 macro_rules! layout {
     ($( $kind:ident $ty:ident $(. $field:ident)? ),* $(,)?) => {
@@ -199,12 +208,15 @@ layout![
     off StreamTarget._pad0,
     off StreamTarget.flags,
     off StreamTarget.stats_slot,
+    off StreamTarget.max_pps,
     size StreamStats,
     off StreamStats.packets,
     off StreamStats.bytes,
     off StreamStats.dropped,
     off StreamStats.passed,
     off StreamStats.last_seen_ns,
+    off StreamStats.tokens_milli,
+    off StreamStats.refill_ns,
     size Counter,
     off Counter.packets,
     off Counter.bytes,
@@ -222,8 +234,8 @@ layout![
 ];
 
 const _: () = assert!(size_of::<StreamKey>() == 20);
-const _: () = assert!(size_of::<StreamTarget>() == 64);
-const _: () = assert!(size_of::<StreamStats>() == 40);
+const _: () = assert!(size_of::<StreamTarget>() == 68);
+const _: () = assert!(size_of::<StreamStats>() == 56);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<IfaceStatus>() == 32);
 const _: () = assert!(size_of::<Shield>() == 8);
@@ -272,6 +284,7 @@ counters! {
     DropStrictSource = 11, "dropped_strict_source", "dropped: strict-source stream, unexpected sender";
     PassToUserspace = 12, "passed_to_userspace", "passed: relayd's port, endpoints still being learned";
     DropNoStream = 13, "dropped_no_stream", "dropped: media port range, no stream (DoS shield)";
+    DropRate = 14, "dropped_rate", "dropped: stream over its packet-rate cap (--max-stream-pps)";
 }
 
 impl CounterId {
@@ -282,7 +295,10 @@ impl CounterId {
 
     /// Whether this outcome dropped the packet.
     pub const fn is_dropped(self) -> bool {
-        matches!(self, CounterId::DropStrictSource | CounterId::DropNoStream)
+        matches!(
+            self,
+            CounterId::DropStrictSource | CounterId::DropNoStream | CounterId::DropRate
+        )
     }
 }
 

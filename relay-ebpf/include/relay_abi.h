@@ -18,7 +18,7 @@
 #include <linux/types.h>
 
 #define RELAY_ABI_MAGIC 0x59524c58u /* "XLRY" read as a little-endian u32 */
-#define RELAY_ABI_VERSION 2u
+#define RELAY_ABI_VERSION 3u
 
 /* Map names (maps.h): streams, stream_stats, counters, tx_ports, ifaces,
  * shield; relay-common
@@ -51,6 +51,7 @@ struct relay_target {
 	__u16 _pad0;          /* zero */
 	__u32 flags;          /* host: RELAY_TF_* */
 	__u32 stats_slot;     /* host: index into the stream_stats array */
+	__u32 max_pps;        /* host: packet-rate cap per CPU, 0 = none */
 };
 
 /* Per-stream counters, one copy per CPU (PERCPU_ARRAY); userspace sums them. */
@@ -60,6 +61,8 @@ struct relay_stream_stats {
 	__u64 dropped;      /* host: packets dropped (strict-source mismatch) */
 	__u64 passed;       /* host: packets handed to the kernel stack (FIB/neighbour miss) */
 	__u64 last_seen_ns; /* host: CLOCK_MONOTONIC_COARSE of the last packet; max over CPUs */
+	__u64 tokens_milli; /* host: rate-cap bucket, thousandths of a packet (this CPU) */
+	__u64 refill_ns;    /* host: when the bucket was last refilled (this CPU) */
 };
 
 /* One program-wide counter (PERCPU_ARRAY indexed by enum relay_counter_id). */
@@ -123,7 +126,8 @@ enum relay_counter_id {
 	RELAY_CNT_DROP_STRICT_SOURCE = 11, /* strict stream, unexpected sender */
 	RELAY_CNT_PASS_TO_USERSPACE = 12,  /* relayd's port, still learning */
 	RELAY_CNT_DROP_NO_STREAM = 13,     /* media port range, no stream (shield) */
-	RELAY_CNT_MAX = 14,
+	RELAY_CNT_DROP_RATE = 14,          /* stream over its packet-rate cap */
+	RELAY_CNT_MAX = 15,
 };
 
 /*
@@ -131,7 +135,7 @@ enum relay_counter_id {
  * RELAY_ABI_LAYOUT_LEN numbers (struct sizes and field offsets, in the order
  * of RELAY_ABI_LAYOUT in relay.bpf.c and LAYOUT in relay-common).
  */
-#define RELAY_ABI_LAYOUT_LEN 34
+#define RELAY_ABI_LAYOUT_LEN 37
 
 struct relay_abi_meta {
 	__u32 magic;                        /* host: RELAY_ABI_MAGIC */

@@ -48,12 +48,15 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_target, _pad0),
 		OFF(relay_target, flags),
 		OFF(relay_target, stats_slot),
+		OFF(relay_target, max_pps),
 		sizeof(struct relay_stream_stats),
 		OFF(relay_stream_stats, packets),
 		OFF(relay_stream_stats, bytes),
 		OFF(relay_stream_stats, dropped),
 		OFF(relay_stream_stats, passed),
 		OFF(relay_stream_stats, last_seen_ns),
+		OFF(relay_stream_stats, tokens_milli),
+		OFF(relay_stream_stats, refill_ns),
 		sizeof(struct relay_counter),
 		OFF(relay_counter, packets),
 		OFF(relay_counter, bytes),
@@ -72,8 +75,8 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 };
 
 _Static_assert(sizeof(struct relay_key) == 20, "relay_key size is ABI");
-_Static_assert(sizeof(struct relay_target) == 64, "relay_target size is ABI");
-_Static_assert(sizeof(struct relay_stream_stats) == 40, "relay_stream_stats size is ABI");
+_Static_assert(sizeof(struct relay_target) == 68, "relay_target size is ABI");
+_Static_assert(sizeof(struct relay_stream_stats) == 56, "relay_stream_stats size is ABI");
 _Static_assert(sizeof(struct relay_counter) == 16, "relay_counter size is ABI");
 _Static_assert(sizeof(struct relay_iface_status) == 32, "relay_iface_status size is ABI");
 _Static_assert(sizeof(struct relay_shield) == 8, "relay_shield size is ABI");
@@ -156,6 +159,33 @@ static __always_inline int no_stream(const struct relay_key *key, __u64 frame_le
 	return count(RELAY_CNT_PASS_NO_STREAM, frame_len, XDP_PASS);
 }
 
+/*
+ * Per-stream packet-rate cap: a token bucket per CPU (RSS keeps a flow on
+ * one CPU), refilled at max_pps and holding at most one second of packets.
+ * Thousandths of a token keep slow refills (coarse clock ticks) exact enough.
+ */
+static __always_inline int take_token(struct relay_stream_stats *st, __u32 max_pps, __u64 now)
+{
+	__u64 cap = (__u64)max_pps * 1000;
+	__u64 elapsed = now - st->refill_ns;
+	__u64 tokens = st->tokens_milli;
+
+	/* Refill; a bucket idle for a second or more is simply full. */
+	if (elapsed >= 1000000000ull)
+		tokens = cap;
+	else
+		tokens += elapsed * max_pps / 1000000;
+	if (tokens > cap)
+		tokens = cap;
+	st->refill_ns = now;
+	if (tokens < 1000) {
+		st->tokens_milli = tokens;
+		return 0;
+	}
+	st->tokens_milli = tokens - 1000;
+	return 1;
+}
+
 SEC("xdp")
 int relay_xdp(struct xdp_md *ctx)
 {
@@ -171,6 +201,7 @@ int relay_xdp(struct xdp_md *ctx)
 	struct udphdr *udp;
 	struct iphdr *ip;
 	__be32 new_saddr, new_daddr;
+	__u64 now;
 	__u32 action;
 	__be16 proto;
 	long rc;
@@ -215,6 +246,12 @@ int relay_xdp(struct xdp_md *ctx)
 		return count(RELAY_CNT_DROP_STRICT_SOURCE, frame_len, XDP_DROP);
 	}
 
+	now = bpf_ktime_get_coarse_ns();
+	if (t->max_pps && st && !take_token(st, t->max_pps, now)) {
+		st->dropped++;
+		return count(RELAY_CNT_DROP_RATE, frame_len, XDP_DROP);
+	}
+
 	/* Resolve the next hop before touching the packet, so a miss passes it
 	 * on unmodified and the kernel (ARP, ICMP) and relayd can handle it. */
 	new_saddr = mapped_v4(t->src_addr);
@@ -253,7 +290,7 @@ int relay_xdp(struct xdp_md *ctx)
 	if (st) {
 		st->packets++;
 		st->bytes += bpf_ntohs(udp->len) - sizeof(*udp);
-		st->last_seen_ns = bpf_ktime_get_coarse_ns();
+		st->last_seen_ns = now;
 	}
 	return count(action == XDP_TX ? RELAY_CNT_FWD_TX : RELAY_CNT_FWD_REDIRECT, frame_len,
 		     action);

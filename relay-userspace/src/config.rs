@@ -100,6 +100,10 @@ pub struct Options {
     /// Kernel forwarding-table size (streams).
     #[arg(long)]
     pub max_streams: Option<u32>,
+    /// Per-stream packet-rate cap in XDP (packets per second, one second of
+    /// burst); floods beyond it are dropped. 0 or absent: no cap.
+    #[arg(long)]
+    pub max_stream_pps: Option<u32>,
     /// Most calls at once; new offers beyond it get `load limit` (or
     /// "Parallel session limit reached") so the SIP proxy tries another relay.
     #[arg(long)]
@@ -149,6 +153,8 @@ pub struct Config {
     pub endpoint_learning: LearningMode,
     /// Kernel table size.
     pub max_streams: u32,
+    /// Per-stream packet-rate cap (0: none).
+    pub max_stream_pps: u32,
     /// Session limit.
     pub max_sessions: Option<usize>,
     /// Turn on IPv4 forwarding where XDP needs it.
@@ -240,6 +246,7 @@ impl Options {
             pin_dir,
             endpoint_learning,
             max_streams,
+            max_stream_pps,
             max_sessions
         );
         if self.interface.is_empty() {
@@ -330,6 +337,7 @@ impl Options {
             pin_dir: self.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
             endpoint_learning: self.endpoint_learning.unwrap_or_default(),
             max_streams,
+            max_stream_pps: self.max_stream_pps.unwrap_or(0),
             max_sessions: self.max_sessions,
             enable_forwarding: !self.no_enable_forwarding,
             static_streams: self.static_stream,

@@ -244,7 +244,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             });
         }
     }
-    let mut kernel = Kernel::new(datapath, config.max_streams).with_pass_entries(shield_drops);
+    let mut kernel = Kernel::new(datapath, config.max_streams)
+        .with_pass_entries(shield_drops)
+        .with_rate_cap(config.max_stream_pps);
     let Served {
         interfaces,
         ng,

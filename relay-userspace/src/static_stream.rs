@@ -43,6 +43,7 @@ pub fn parse(input: &str, stats_slot: u32) -> Result<StreamSpec, StaticStreamErr
         strict_source: None,
         stats_slot,
         to_userspace: false,
+        max_pps: 0,
     };
     for option in parts {
         match option.split_once('=') {

@@ -44,6 +44,7 @@ fn streams() -> [StreamSpec; 2] {
             strict_source: None,
             stats_slot: 10,
             to_userspace: false,
+            max_pps: 0,
         },
         StreamSpec {
             local: sa(RELAY_B, 30002),
@@ -52,6 +53,7 @@ fn streams() -> [StreamSpec; 2] {
             strict_source: Some(sa(HOST_B, 40000)),
             stats_slot: 11,
             to_userspace: false,
+            max_pps: 0,
         },
     ]
 }

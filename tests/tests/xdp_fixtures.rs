@@ -43,6 +43,9 @@ fn mac_text(m: [u8; 6]) -> String {
         .join(":")
 }
 
+/// A stream capped at 2 packets per second.
+const RATED: (u32, &str, &str, &str) = (6, "10.10.1.1:30012", "10.10.2.2:40012", "10.10.2.1:30012");
+
 /// A relay port whose endpoints are still being learned (pass entry).
 const LEARNING: &str = "10.10.1.1:30010";
 
@@ -71,6 +74,7 @@ fn spec((slot, local, peer, source): (u32, &str, &str, &str), strict: Option<&st
         strict_source: strict.map(|s| s.parse::<SocketAddr>().unwrap()),
         stats_slot: slot,
         to_userspace: false,
+        max_pps: 0,
     }
 }
 
@@ -288,6 +292,30 @@ fn fixtures() -> Vec<Fixture> {
             CounterId::DropNoStream,
         )
     });
+    // Rate cap of 2 packets/s: a full bucket lets two through, then drops.
+    let rated = from_a(RATED.1);
+    for n in 1..=2 {
+        out.push(Fixture::forwards(
+            if n == 1 {
+                "rate-capped stream, 1st packet: forwarded"
+            } else {
+                "rate-capped stream, 2nd packet: forwarded"
+            },
+            &rated,
+            to_b(&rated, RATED),
+            XDP_REDIRECT,
+            6,
+        ));
+    }
+    out.push(Fixture {
+        stream: Some((6, StreamDelta::dropped())),
+        action: XDP_DROP,
+        ..Fixture::passes(
+            "rate-capped stream, 3rd packet in the same second: drop",
+            rated.build(),
+            CounterId::DropRate,
+        )
+    });
     out.push(Fixture::passes(
         "relayd's port, endpoints still learned in userspace: pass",
         from_a(LEARNING).build(),
@@ -469,7 +497,13 @@ fn packet_fixtures() {
         dp.install(&spec(Streams::NO_NEIGH, None)).unwrap();
         dp.install(&StreamSpec {
             to_userspace: true,
+            max_pps: 0,
             ..spec((5, LEARNING, LEARNING, LEARNING), None)
+        })
+        .unwrap();
+        dp.install(&StreamSpec {
+            max_pps: 2,
+            ..spec(RATED, None)
         })
         .unwrap();
         // The DoS shield guards the relay's A-side media range.

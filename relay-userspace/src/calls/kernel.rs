@@ -55,6 +55,8 @@ pub struct Kernel {
     /// Keep pass entries for ports still learning: needed when the DoS
     /// shield drops stream-less packets, wasted table space otherwise.
     pass_entries: bool,
+    /// Packet-rate cap put on every forwarding entry (0: none).
+    max_pps: u32,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -73,12 +75,19 @@ impl Kernel {
             datapath,
             slots: SlotAllocator::new(capacity),
             pass_entries: false,
+            max_pps: 0,
         }
     }
 
     /// Keeps pass entries for ports still learning (the DoS shield drops).
     pub fn with_pass_entries(mut self, on: bool) -> Self {
         self.pass_entries = on;
+        self
+    }
+
+    /// Caps every kernel stream at `max_pps` packets per second (0: none).
+    pub fn with_rate_cap(mut self, max_pps: u32) -> Self {
+        self.max_pps = max_pps;
         self
     }
 
@@ -91,6 +100,7 @@ impl Kernel {
             strict_source: None,
             stats_slot: NO_SLOT,
             to_userspace: true,
+            max_pps: 0,
         }
     }
 
@@ -102,11 +112,12 @@ impl Kernel {
         if port.state().closed {
             return None;
         }
-        Self::forwarding(port).or_else(|| self.pass_entries.then(|| Self::pass_entry(port)))
+        Self::forwarding(port, self.max_pps)
+            .or_else(|| self.pass_entries.then(|| Self::pass_entry(port)))
     }
 
     /// The forwarding entry of `port`, if both ends are ready.
-    fn forwarding(port: &MediaPort) -> Option<StreamSpec> {
+    fn forwarding(port: &MediaPort, max_pps: u32) -> Option<StreamSpec> {
         let (sink, strict_source) = {
             let st = port.state();
             let source = st.learner.confirmed()?;
@@ -126,6 +137,7 @@ impl Kernel {
             strict_source,
             stats_slot: 0,
             to_userspace: false,
+            max_pps,
         })
     }
 

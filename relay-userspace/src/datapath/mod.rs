@@ -27,6 +27,8 @@ pub struct StreamSpec {
     /// socket), and the DoS shield leaves them alone. `peer`, `source` and
     /// `strict_source` are ignored.
     pub to_userspace: bool,
+    /// Packet-rate cap (per CPU, one second of burst); 0 = none.
+    pub max_pps: u32,
 }
 
 /// Program-wide counters summed over CPUs, indexed by [`CounterId`].

@@ -172,6 +172,7 @@ impl RelayMaps {
                 0
             },
             stats_slot: spec.stats_slot,
+            max_pps: spec.max_pps,
         };
         if spec.to_userspace {
             // Nothing is counted for a pass entry: no counters to zero.
