@@ -6,7 +6,7 @@
 //! front of the private ADDRESS). The XDP program is attached to the netdev
 //! that owns ADDRESS.
 
-use std::{ffi::CStr, net::IpAddr};
+use std::net::IpAddr;
 
 /// One `--interface` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,48 +96,15 @@ pub fn check_unique(specs: &[InterfaceSpec]) -> Result<(), InterfaceError> {
     Ok(())
 }
 
-/// Walks getifaddrs and returns the first (name, address) matching `pick`.
+/// The first (interface name, address) of this namespace matching `pick`.
 fn find_ifaddr(mut pick: impl FnMut(&str, IpAddr) -> bool) -> Option<(String, IpAddr)> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list freed below.
-    if unsafe { libc::getifaddrs(&mut head) } < 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut cur = head;
-    while !cur.is_null() && found.is_none() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: ifa_addr is non-null; its family says which sockaddr it is.
-        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-        let addr = match family {
-            libc::AF_INET => {
-                // SAFETY: AF_INET entries point at a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
-            }
-            libc::AF_INET6 => {
-                // SAFETY: AF_INET6 entries point at a sockaddr_in6.
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                IpAddr::from(sin6.sin6_addr.s6_addr)
-            }
-            _ => continue,
-        };
-        if pick(&name, addr) {
-            found = Some((name, addr));
-        }
-    }
-    // SAFETY: `head` came from getifaddrs and is freed exactly once.
-    unsafe { libc::freeifaddrs(head) };
-    found
+    crate::netdev::find_ifaddr(|name, ifa| {
+        // SAFETY: getifaddrs' ifa_addr is null or a sockaddr of its family.
+        let addr = unsafe { crate::netdev::socket_addr(ifa.ifa_addr) }?.ip();
+        pick(name, addr).then(|| (name.to_owned(), addr))
+    })
+    .ok()
+    .flatten()
 }
 
 /// The first IPv4 address of netdev `name`.

@@ -16,9 +16,6 @@ pub enum NetdevError {
     /// No interface of that name in this network namespace.
     #[error("no network interface named {0:?} here (see `ip link`)")]
     NoSuchInterface(String),
-    /// No interface with that index in this network namespace.
-    #[error("no network interface with index {0}")]
-    NoSuchIndex(u32),
     /// A system call failed.
     #[error("{call} on {iface}: {source}")]
     Sys {
@@ -41,19 +38,6 @@ pub fn ifindex(name: &str) -> Result<u32, NetdevError> {
         return Err(NetdevError::NoSuchInterface(name.to_owned()));
     }
     Ok(index)
-}
-
-/// The name of interface `index`.
-pub fn ifname(index: u32) -> Result<String, NetdevError> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return Err(NetdevError::NoSuchIndex(index));
-    }
-    // SAFETY: on success if_indextoname wrote a NUL-terminated name into buf.
-    let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
-    Ok(name.to_string_lossy().into_owned())
 }
 
 fn sys_err(call: &'static str, iface: &str) -> NetdevError {
@@ -105,50 +89,92 @@ pub fn mac(iface: &str) -> Result<[u8; 6], NetdevError> {
     Ok(mac)
 }
 
-/// The generic link counters relayd looks at.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LinkStats {
-    /// Frames transmitted (veth also counts XDP frames handed to its peer).
-    pub tx_packets: u64,
-    /// Frames the driver dropped on transmit.
-    pub tx_dropped: u64,
-}
-
-/// Indices in `struct rtnl_link_stats` (linux/if_link.h).
-const RTNL_TX_PACKETS: usize = 1;
-const RTNL_TX_DROPPED: usize = 7;
-
-/// Link counters of `iface` (from the kernel's netlink dump, via getifaddrs).
-pub fn link_stats(iface: &str) -> Result<LinkStats, NetdevError> {
+/// Walks this namespace's interface addresses (getifaddrs: a netlink dump
+/// in the calling thread's network namespace) and returns the first answer
+/// `pick` gives for an (interface name, entry).
+pub(crate) fn find_ifaddr<T>(
+    mut pick: impl FnMut(&str, &libc::ifaddrs) -> Option<T>,
+) -> std::io::Result<Option<T>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
+    // SAFETY: getifaddrs fills `head` with a list freed below.
     if unsafe { libc::getifaddrs(&mut head) } < 0 {
-        return Err(sys_err("getifaddrs", iface));
+        return Err(std::io::Error::last_os_error());
     }
     let mut found = None;
     let mut cur = head;
-    while !cur.is_null() {
+    while !cur.is_null() && found.is_none() {
         // SAFETY: `cur` is a node of the list getifaddrs returned.
         let ifa = unsafe { &*cur };
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) };
-        let is_link = !ifa.ifa_addr.is_null()
-            // SAFETY: ifa_addr is non-null and points at a sockaddr.
-            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_PACKET;
-        if is_link && name.to_bytes() == iface.as_bytes() && !ifa.ifa_data.is_null() {
-            // SAFETY: for AF_PACKET entries ifa_data points at a struct
-            // rtnl_link_stats: 23 u32 counters, of which we read the first 8.
-            let stats = unsafe { std::slice::from_raw_parts(ifa.ifa_data as *const u32, 8) };
-            found = Some(LinkStats {
-                tx_packets: u64::from(stats[RTNL_TX_PACKETS]),
-                tx_dropped: u64::from(stats[RTNL_TX_DROPPED]),
-            });
-            break;
-        }
         cur = ifa.ifa_next;
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
+        found = pick(&name, ifa);
     }
     // SAFETY: `head` came from getifaddrs and is freed exactly once.
     unsafe { libc::freeifaddrs(head) };
+    Ok(found)
+}
+
+/// The IPv4/IPv6 socket address a `sockaddr` holds; None for other families.
+///
+/// # Safety
+/// `sa` must be null or point at a sockaddr whose family says what it is
+/// (a `sockaddr_in` for AF_INET, a `sockaddr_in6` for AF_INET6), such as a
+/// `sockaddr_storage` or getifaddrs' `ifa_addr`.
+pub(crate) unsafe fn socket_addr(sa: *const libc::sockaddr) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    if sa.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, and the caller promises a sockaddr.
+    match i32::from(unsafe { (*sa).sa_family }) {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let sin = unsafe { &*sa.cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let sin6 = unsafe { &*sa.cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                port,
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Index of `tx_dropped` in `struct rtnl_link_stats` (linux/if_link.h).
+const RTNL_TX_DROPPED: usize = 7;
+
+/// The interface's `tx_dropped` counter (from the kernel's link statistics).
+pub fn tx_dropped(iface: &str) -> Result<u64, NetdevError> {
+    let found = find_ifaddr(|name, ifa| {
+        // SAFETY: a non-null ifa_addr points at a sockaddr.
+        let is_link = !ifa.ifa_addr.is_null()
+            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_PACKET;
+        if !is_link || name != iface || ifa.ifa_data.is_null() {
+            return None;
+        }
+        // SAFETY: for AF_PACKET entries ifa_data points at a struct
+        // rtnl_link_stats: 23 u32 counters, of which we read the first 8.
+        let stats = unsafe { std::slice::from_raw_parts(ifa.ifa_data as *const u32, 8) };
+        Some(u64::from(stats[RTNL_TX_DROPPED]))
+    })
+    .map_err(|source| NetdevError::Sys {
+        call: "getifaddrs",
+        iface: iface.to_owned(),
+        source,
+    })?;
     found.ok_or_else(|| NetdevError::NoSuchInterface(iface.to_owned()))
 }
 
@@ -230,9 +256,8 @@ const ETHTOOL_GSTRINGS: u32 = 0x1b;
 const ETHTOOL_GSTATS: u32 = 0x1d;
 const ETH_SS_STATS: u32 = 1;
 const ETH_GSTRING_LEN: usize = 32;
-/// `struct ethtool_drvinfo`: size and the offsets relayd reads.
+/// `struct ethtool_drvinfo`: size and the offset relayd reads.
 const DRVINFO_LEN: usize = 196;
-const DRVINFO_DRIVER: std::ops::Range<usize> = 4..36;
 const DRVINFO_N_STATS: usize = 180;
 
 fn ethtool(iface: &str, buf: &mut [u64]) -> Result<(), NetdevError> {
@@ -258,26 +283,17 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// Driver name and number of ethtool statistics.
-fn drvinfo(iface: &str) -> Result<(String, usize), NetdevError> {
+/// Number of ethtool statistics of the driver.
+fn drvinfo(iface: &str) -> Result<usize, NetdevError> {
     let mut buf = vec![0u64; DRVINFO_LEN.div_ceil(8)];
     as_bytes_mut(&mut buf)[..4].copy_from_slice(&ETHTOOL_GDRVINFO.to_ne_bytes());
     ethtool(iface, &mut buf)?;
-    let bytes = as_bytes_mut(&mut buf);
-    let raw = &bytes[DRVINFO_DRIVER];
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    let driver = String::from_utf8_lossy(&raw[..end]).into_owned();
-    Ok((driver, u32_at(bytes, DRVINFO_N_STATS) as usize))
-}
-
-/// The interface's driver name (`veth`, `ena`, ...).
-pub fn driver(iface: &str) -> Result<String, NetdevError> {
-    drvinfo(iface).map(|(driver, _)| driver)
+    Ok(u32_at(as_bytes_mut(&mut buf), DRVINFO_N_STATS) as usize)
 }
 
 /// Every driver statistic `ethtool -S` shows, by name.
 pub fn ethtool_stats(iface: &str) -> Result<Vec<(String, u64)>, NetdevError> {
-    let (_, n) = drvinfo(iface)?;
+    let n = drvinfo(iface)?;
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -332,17 +348,16 @@ mod tests {
 
     #[test]
     fn loopback_is_known() {
-        let index = ifindex("lo").expect("lo exists in every namespace");
-        assert_eq!(ifname(index).unwrap(), "lo");
+        ifindex("lo").expect("lo exists in every namespace");
         assert_eq!(mac("lo").unwrap(), [0; 6]);
-        link_stats("lo").expect("lo has link stats");
+        tx_dropped("lo").expect("lo has link stats");
     }
 
     #[test]
     fn unknown_interface_is_a_clear_error() {
         let err = ifindex("nope-not-here").unwrap_err();
         assert!(err.to_string().contains("nope-not-here"), "{err}");
-        assert!(link_stats("nope-not-here").is_err());
+        assert!(tx_dropped("nope-not-here").is_err());
         assert!(mac("nope-not-here").is_err());
     }
 }

@@ -5,12 +5,7 @@
 //! usually small, but under load this is what keeps the fallback path from
 //! paying one system call per packet twice.
 
-use std::{
-    io,
-    mem::MaybeUninit,
-    net::{SocketAddr, SocketAddrV4, SocketAddrV6},
-    os::fd::RawFd,
-};
+use std::{io, mem::MaybeUninit, net::SocketAddr, os::fd::RawFd};
 
 /// Datagrams per `recvmmsg`. The buffers are allocated per wake-up (see
 /// the forwarder), so idle ports, the common case once streams are in the
@@ -110,31 +105,8 @@ impl RecvBatch {
 }
 
 fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let sin =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6 =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+    // SAFETY: a sockaddr_storage holds the sockaddr its family names.
+    unsafe { crate::netdev::socket_addr((ss as *const libc::sockaddr_storage).cast()) }
 }
 
 fn std_to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {

@@ -51,7 +51,7 @@ fn is_xdp_transmit(name: &str) -> bool {
 
 fn snapshot(iface: &str) -> Result<Snapshot, netdev::NetdevError> {
     let mut snap = Snapshot {
-        tx_dropped: netdev::link_stats(iface)?.tx_dropped,
+        tx_dropped: netdev::tx_dropped(iface)?,
         ..Snapshot::default()
     };
     // Drivers without ethtool statistics simply give no positive evidence.
