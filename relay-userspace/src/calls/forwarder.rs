@@ -19,6 +19,9 @@ use super::{
     port::MediaPort,
 };
 
+/// Quiet time after which a port's receive buffers are released.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the forwarder tells the call manager.
 #[derive(Debug)]
 pub enum PortEvent {
@@ -29,11 +32,21 @@ pub enum PortEvent {
 /// Starts relaying packets that arrive on `port`.
 pub fn spawn(port: Arc<MediaPort>, events: mpsc::UnboundedSender<PortEvent>) -> JoinHandle<()> {
     tokio::spawn(async move {
+        // Receive buffers are kept while packets come and dropped after a
+        // quiet spell, so a busy port does not allocate per wake-up and an
+        // idle one (the usual case once its stream is in the kernel) holds
+        // none.
+        let mut buffers: Option<Box<RecvBatch>> = None;
         loop {
-            if port.socket.readable().await.is_err() {
-                continue;
+            match tokio::time::timeout(IDLE, port.socket.readable()).await {
+                Err(_) => {
+                    buffers = None;
+                    continue;
+                }
+                Ok(Err(_)) => continue,
+                Ok(Ok(())) => {}
             }
-            let mut batch = RecvBatch::default();
+            let batch = buffers.get_or_insert_with(Box::default);
             let fd = port.socket.as_raw_fd();
             let received = port.socket.try_io(Interest::READABLE, || batch.recv(fd));
             let count = match received {
@@ -41,7 +54,7 @@ pub fn spawn(port: Arc<MediaPort>, events: mpsc::UnboundedSender<PortEvent>) -> 
                 // Spurious wake-up, or an ICMP error from an earlier send.
                 Err(_) => continue,
             };
-            relay_batch(&port, &batch, count, &events).await;
+            relay_batch(&port, batch, count, &events).await;
         }
     })
 }
