@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 use relay_common::CounterId;
 use serde::Serialize;
 
-use crate::calls::CallManager;
+use crate::{calls::CallManager, datapath::Counters};
 
 /// Upper bounds of the NG latency buckets, in microseconds.
 pub const LATENCY_BUCKETS_US: [u64; 10] =
@@ -107,7 +107,12 @@ pub struct Totals {
 
 /// Computes the totals.
 pub fn totals(calls: &CallManager, ng: &NgStats) -> Totals {
-    let counters = calls.kernel_counters();
+    totals_with(calls, ng, calls.kernel_counters())
+}
+
+/// [`totals`] with the XDP program's counters already read (None: no
+/// kernel datapath, or unreadable).
+pub fn totals_with(calls: &CallManager, ng: &NgStats, counters: Option<Counters>) -> Totals {
     let kernel = counters
         .as_ref()
         .map_or(PathTotals::default(), |c| PathTotals {

@@ -22,7 +22,7 @@ use tokio::{
 
 use crate::{
     calls::CallManager,
-    stats::{totals, NgStats, Totals, LATENCY_BUCKETS_US},
+    stats::{totals_with, NgStats, Totals, LATENCY_BUCKETS_US},
 };
 
 /// Reads the relay's state on every scrape.
@@ -50,28 +50,18 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
         "Calls created since start",
         t.sessions_total,
     )?;
-    {
-        let mut m = enc.encode_descriptor(
-            "xrelay_ports_in_use",
-            "RTP/RTCP port pairs in use",
-            None,
-            MetricType::Gauge,
-        )?;
+    type PortField = fn(&crate::stats::PortTotals) -> usize;
+    let port_gauges: [(&str, &str, PortField); 2] = [
+        ("xrelay_ports_in_use", "RTP/RTCP port pairs in use", |p| {
+            p.used
+        }),
+        ("xrelay_ports_free", "RTP/RTCP port pairs free", |p| p.free),
+    ];
+    for (name, help, value) in port_gauges {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
         for p in &t.ports {
             let labels = [("interface", p.interface.as_str())];
-            ConstGauge::new(p.used as i64).encode(m.encode_family(&labels)?)?;
-        }
-    }
-    {
-        let mut m = enc.encode_descriptor(
-            "xrelay_ports_free",
-            "RTP/RTCP port pairs free",
-            None,
-            MetricType::Gauge,
-        )?;
-        for p in &t.ports {
-            let labels = [("interface", p.interface.as_str())];
-            ConstGauge::new(p.free as i64).encode(m.encode_family(&labels)?)?;
+            ConstGauge::new(value(p) as i64).encode(m.encode_family(&labels)?)?;
         }
     }
     for (name, help, kernel, user) in [
@@ -162,12 +152,13 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
 impl Collector for RelayCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
         let calls = crate::lock(&self.calls);
+        let counters = calls.kernel_counters();
         // Kernel counters that cannot be read would show as a drop to zero,
         // which Prometheus takes for a counter reset: fail the scrape instead.
-        if calls.kernel_enabled() && calls.kernel_counters().is_none() {
+        if calls.kernel_enabled() && counters.is_none() {
             return Err(std::fmt::Error);
         }
-        let t = totals(&calls, &self.ng);
+        let t = totals_with(&calls, &self.ng, counters);
         drop(calls);
         encode_totals(&t, encoder)
     }
