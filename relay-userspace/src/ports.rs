@@ -41,7 +41,11 @@ pub struct PortPair {
 pub struct PortPool {
     address: IpAddr,
     free: VecDeque<u16>,
-    total: usize,
+    /// Lowest RTP port of the pool.
+    first: u16,
+    /// Whether pair i (RTP port `first + 2 i`) is handed out: makes a double
+    /// release detectable without scanning the free queue.
+    in_use: Vec<bool>,
 }
 
 impl PortPool {
@@ -57,11 +61,12 @@ impl PortPool {
         if free.is_empty() {
             return Err(PortError::EmptyRange { min, max });
         }
-        let total = free.len();
+        let in_use = vec![false; free.len()];
         Ok(PortPool {
             address,
             free,
-            total,
+            first,
+            in_use,
         })
     }
 
@@ -77,7 +82,7 @@ impl PortPool {
 
     /// Pairs in use.
     pub fn used(&self) -> usize {
-        self.total - self.free.len()
+        self.in_use.len() - self.free.len()
     }
 
     /// Takes the next free pair and binds both sockets. A pair some other
@@ -91,11 +96,14 @@ impl PortPool {
             };
             match self.bind_pair(port) {
                 Some((rtp, rtcp)) => {
+                    if let Some(used) = self.slot(port) {
+                        *used = true;
+                    }
                     return Ok(PortPair {
                         rtp_port: port,
                         rtp,
                         rtcp,
-                    })
+                    });
                 }
                 None => {
                     tracing::warn!(address = %self.address, port, "port pair busy, skipping it");
@@ -115,13 +123,25 @@ impl PortPool {
     /// Returns a pair's port to the back of the queue. The sockets must be
     /// closed by the caller (dropping the [`PortPair`] or its sockets).
     pub fn release(&mut self, rtp_port: u16) {
-        debug_assert!(
-            !self.free.contains(&rtp_port),
-            "port {rtp_port} released twice"
-        );
-        if !self.free.contains(&rtp_port) {
-            self.free.push_back(rtp_port);
+        match self.slot(rtp_port) {
+            Some(used) if *used => {
+                *used = false;
+                self.free.push_back(rtp_port);
+            }
+            _ => debug_assert!(
+                false,
+                "port {rtp_port} released twice or not from this pool"
+            ),
         }
+    }
+
+    /// The in-use flag of the pair starting at `rtp_port`, if it is one of ours.
+    fn slot(&mut self, rtp_port: u16) -> Option<&mut bool> {
+        let offset = rtp_port.checked_sub(self.first)?;
+        if offset % 2 != 0 {
+            return None;
+        }
+        self.in_use.get_mut(usize::from(offset / 2))
     }
 }
 
@@ -173,6 +193,16 @@ mod tests {
         }
         assert_eq!(held.len(), 10);
         assert_eq!(pool.free(), 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "released twice")]
+    fn double_release_is_caught() {
+        let mut pool = PortPool::new(LO, 41080, 41083).unwrap();
+        let p = pool.allocate().unwrap();
+        pool.release(p.rtp_port);
+        pool.release(p.rtp_port);
     }
 
     #[test]
