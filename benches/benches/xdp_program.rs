@@ -30,7 +30,7 @@ use relay_tests::{
 };
 use relay_userspace::datapath::{
     xdp::{selftest::xdp_md_for, ModePolicy, XdpConfig, XdpDatapath},
-    Datapath as _, StreamSpec,
+    Datapath as _, MediaTracking, StreamSpec,
 };
 
 const XDP_DROP: u32 = 1;
@@ -112,6 +112,7 @@ fn bench(c: &mut Criterion) {
         mode: ModePolicy::Generic,
         max_streams: SIZES[2] + 16,
         enable_forwarding: true,
+        test_clock: false,
     };
     let mut dp = XdpDatapath::start(&config).expect("XDP datapath");
     let relay = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), PORT));
@@ -145,6 +146,7 @@ fn bench(c: &mut Criterion) {
                 stats_slot: i,
                 to_userspace: false,
                 max_pps: 0,
+                media: MediaTracking::None,
             };
             dp.install(&spec).unwrap();
         }
@@ -173,6 +175,7 @@ fn bench(c: &mut Criterion) {
         stats_slot: SIZES[2] + 1,
         to_userspace: false,
         max_pps: 0,
+        media: MediaTracking::None,
     })
     .unwrap();
     let prog = dp.relay_program().unwrap();

@@ -6,7 +6,7 @@ use core::{fmt, mem::offset_of};
 /// `RELAY_ABI_MAGIC`: "XLRY" as a little-endian u32.
 pub const ABI_MAGIC: u32 = 0x5952_4c58;
 /// `RELAY_ABI_VERSION`: bump with every layout or semantic change.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Map names in the object (maps.h).
 pub const MAP_STREAMS: &str = "streams";
@@ -20,11 +20,18 @@ pub const MAP_TX_PORTS: &str = "tx_ports";
 pub const MAP_IFACES: &str = "ifaces";
 /// HASH relay address (16 bytes) -> [`Shield`] (DoS shield).
 pub const MAP_SHIELD: &str = "shield";
+/// ARRAY of [`RtpStats`] indexed like `stream_stats` (one copy, not per CPU).
+pub const MAP_RTP_STATS: &str = "rtp_stats";
 
 /// `RELAY_TF_STRICT_SOURCE`: drop packets whose source is not `expect_*`.
 pub const TF_STRICT_SOURCE: u32 = 0x1;
 /// `RELAY_TF_TO_USERSPACE`: relayd's port, not in the fast path yet: pass.
 pub const TF_TO_USERSPACE: u32 = 0x2;
+/// `RELAY_TF_RTP`: an RTP port: keep the RTP figures ([`RtpStats`]), and
+/// count rtcp-mux and non-RTP packets apart.
+pub const TF_RTP: u32 = 0x4;
+/// `RELAY_TF_RTCP`: an RTCP port: count RTCP and other packets.
+pub const TF_RTCP: u32 = 0x8;
 /// `RELAY_SHIELD_DROP_UNKNOWN`: drop stream-less packets in the range.
 pub const SHIELD_DROP_UNKNOWN: u32 = 0x1;
 
@@ -76,6 +83,8 @@ pub struct StreamTarget {
     pub stats_slot: u32,
     /// host: packet-rate cap per CPU, 0 = none.
     pub max_pps: u32,
+    /// host: RTP clock rate (Hz) for the jitter figure, 0 = unknown (no jitter).
+    pub clock_rate: u32,
 }
 
 /// `struct relay_stream_stats`: one CPU's counters for one stream.
@@ -117,6 +126,51 @@ impl StreamStats {
         self.passed += passed;
         self.last_seen_ns = self.last_seen_ns.max(*last_seen_ns);
     }
+}
+
+/// `struct relay_rtp_stats`: what one stream's packets say about their RTP
+/// source (RFC 3550 A.1, A.3, A.8). One copy shared by all CPUs (RSS keeps a
+/// flow on one CPU); written by the XDP program and, while a stream is not in
+/// the kernel, by relayd with the same algorithm ([`crate::rtp`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RtpStats {
+    /// host: RTP packets seen (any SSRC).
+    pub rtp_packets: u64,
+    /// host: RTCP packets (RTCP port, or rtcp-mux on the RTP port).
+    pub rtcp_packets: u64,
+    /// host: their UDP payload bytes.
+    pub rtcp_bytes: u64,
+    /// host: packets that are neither (STUN, DTLS, garbage).
+    pub other_packets: u64,
+    /// host: RTP packets of the current SSRC counted for loss (A.3 "received").
+    pub received: u64,
+    /// host: CLOCK_MONOTONIC ns of the previous RTP packet of this SSRC.
+    pub last_arrival_ns: u64,
+    /// host: current SSRC.
+    pub ssrc: u32,
+    /// host: times the SSRC changed after the first.
+    pub ssrc_changes: u32,
+    /// host: sequence number wraps, times 65536 (A.1 "cycles").
+    pub cycles: u32,
+    /// host: first sequence number of this SSRC (A.1 "base_seq").
+    pub base_seq: u32,
+    /// host: A.1 "bad_seq" (restart candidate); 65537 = none.
+    pub bad_seq: u32,
+    /// host: interarrival jitter times 16, in timestamp units (A.8).
+    pub jitter_q4: u32,
+    /// host: RTP timestamp of the previous packet of this SSRC.
+    pub last_ts: u32,
+    /// host: packets lost by earlier SSRCs and before sequence restarts.
+    pub lost_before: u32,
+    /// host: highest sequence number seen (A.1 "max_seq").
+    pub max_seq: u16,
+    /// Payload type of the last RTP packet.
+    pub payload_type: u8,
+    /// `RTP_STATE_*`: 0 until the first RTP packet.
+    pub state: u8,
+    /// zero.
+    pub _pad: u32,
 }
 
 /// `struct relay_counter`: one CPU's count for one [`CounterId`].
@@ -175,7 +229,7 @@ pub struct AbiMeta {
 }
 
 /// `RELAY_ABI_LAYOUT_LEN`.
-pub const LAYOUT_LEN: usize = 37;
+pub const LAYOUT_LEN: usize = 57;
 
 macro_rules! layout {
     ($( $kind:ident $ty:ident $(. $field:ident)? ),* $(,)?) => {
@@ -209,6 +263,7 @@ layout![
     off StreamTarget.flags,
     off StreamTarget.stats_slot,
     off StreamTarget.max_pps,
+    off StreamTarget.clock_rate,
     size StreamStats,
     off StreamStats.packets,
     off StreamStats.bytes,
@@ -230,15 +285,35 @@ layout![
     off Shield.port_min,
     off Shield.port_max,
     off Shield.flags,
+    size RtpStats,
+    off RtpStats.rtp_packets,
+    off RtpStats.rtcp_packets,
+    off RtpStats.rtcp_bytes,
+    off RtpStats.other_packets,
+    off RtpStats.received,
+    off RtpStats.last_arrival_ns,
+    off RtpStats.ssrc,
+    off RtpStats.ssrc_changes,
+    off RtpStats.cycles,
+    off RtpStats.base_seq,
+    off RtpStats.bad_seq,
+    off RtpStats.jitter_q4,
+    off RtpStats.last_ts,
+    off RtpStats.lost_before,
+    off RtpStats.max_seq,
+    off RtpStats.payload_type,
+    off RtpStats.state,
+    off RtpStats._pad,
     size AbiMeta,
 ];
 
 const _: () = assert!(size_of::<StreamKey>() == 20);
-const _: () = assert!(size_of::<StreamTarget>() == 68);
+const _: () = assert!(size_of::<StreamTarget>() == 72);
 const _: () = assert!(size_of::<StreamStats>() == 56);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<IfaceStatus>() == 32);
 const _: () = assert!(size_of::<Shield>() == 8);
+const _: () = assert!(size_of::<RtpStats>() == 88);
 const _: () = assert!(size_of::<AbiMeta>() == 16 + 4 * LAYOUT_LEN);
 
 macro_rules! counters {
@@ -458,6 +533,8 @@ mod pod {
     unsafe impl aya::Pod for super::IfaceStatus {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Shield {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RtpStats {}
 }
 
 #[cfg(test)]

@@ -8,5 +8,6 @@
 
 pub mod abi;
 pub mod addr;
+pub mod rtp;
 
 pub use abi::*;

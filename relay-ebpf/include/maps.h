@@ -30,6 +30,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } stream_stats SEC(".maps");
 
+/* RTP figures per stream, indexed like stream_stats. Not per-CPU: the
+ * figures describe a whole flow (RSS keeps it on one CPU anyway). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RELAY_MAX_STATS_SLOTS);
+	__type(key, __u32);
+	__type(value, struct relay_rtp_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rtp_stats SEC(".maps");
+
+/* The arrival clock of packet fixtures (entry 0, ns), read instead of
+ * bpf_ktime_get_ns() only by an object loaded with relay_test_clock set.
+ * Not pinned: relayd never uses it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} test_clock SEC(".maps");
+
 /* Program-wide outcome counters, indexed by enum relay_counter_id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -18,10 +18,10 @@
 #include <linux/types.h>
 
 #define RELAY_ABI_MAGIC 0x59524c58u /* "XLRY" read as a little-endian u32 */
-#define RELAY_ABI_VERSION 3u
+#define RELAY_ABI_VERSION 4u
 
 /* Map names (maps.h): streams, stream_stats, counters, tx_ports, ifaces,
- * shield; relay-common
+ * shield, rtp_stats; relay-common
  * has the same strings as constants (abi::MAP_*). */
 
 /*
@@ -39,6 +39,9 @@ struct relay_key {
 #define RELAY_TF_STRICT_SOURCE 0x1u /* drop packets whose source != expect_* */
 #define RELAY_TF_TO_USERSPACE 0x2u  /* a port of relayd's, not in the fast path
                                      * yet (learning): hand packets to the stack */
+#define RELAY_TF_RTP 0x4u  /* an RTP port: keep relay_rtp_stats (RTP figures,
+                            * rtcp-mux and non-RTP packets counted apart) */
+#define RELAY_TF_RTCP 0x8u /* an RTCP port: count RTCP and other packets */
 
 /* Forwarding value: where a packet that hit `relay_key` goes. */
 struct relay_target {
@@ -52,6 +55,7 @@ struct relay_target {
 	__u32 flags;          /* host: RELAY_TF_* */
 	__u32 stats_slot;     /* host: index into the stream_stats array */
 	__u32 max_pps;        /* host: packet-rate cap per CPU, 0 = none */
+	__u32 clock_rate;     /* host: RTP clock rate in Hz for jitter, 0 = unknown */
 };
 
 /* Per-stream counters, one copy per CPU (PERCPU_ARRAY); userspace sums them. */
@@ -64,6 +68,36 @@ struct relay_stream_stats {
 	__u64 tokens_milli; /* host: rate-cap bucket, thousandths of a packet (this CPU) */
 	__u64 refill_ns;    /* host: when the bucket was last refilled (this CPU) */
 };
+
+/*
+ * What one stream's packets say about their RTP source (RFC 3550 A.1, A.3,
+ * A.8), indexed by stats_slot in the rtp_stats ARRAY. One copy shared by all
+ * CPUs: RSS keeps a flow on one CPU, and the figures only make sense over
+ * the whole flow. relay-common's rtp.rs is the same algorithm on the host.
+ */
+struct relay_rtp_stats {
+	__u64 rtp_packets;     /* host: RTP packets seen (any SSRC) */
+	__u64 rtcp_packets;    /* host: RTCP packets (RTCP port, or rtcp-mux) */
+	__u64 rtcp_bytes;      /* host: their UDP payload bytes */
+	__u64 other_packets;   /* host: neither (STUN, DTLS, garbage) */
+	__u64 received;        /* host: RTP packets of this SSRC counted for loss */
+	__u64 last_arrival_ns; /* host: CLOCK_MONOTONIC of the previous RTP packet */
+	__u32 ssrc;            /* host: current SSRC */
+	__u32 ssrc_changes;    /* host: SSRC changes after the first */
+	__u32 cycles;          /* host: sequence wraps, times 65536 */
+	__u32 base_seq;        /* host: first sequence number of this SSRC */
+	__u32 bad_seq;         /* host: restart candidate, 65537 = none */
+	__u32 jitter_q4;       /* host: interarrival jitter x16, timestamp units */
+	__u32 last_ts;         /* host: RTP timestamp of the previous packet */
+	__u32 lost_before;     /* host: lost by earlier SSRCs and restarts */
+	__u16 max_seq;         /* host: highest sequence number seen */
+	__u8 payload_type;     /* last RTP payload type */
+	__u8 state;            /* RELAY_RTP_STATE_* */
+	__u32 _pad;            /* zero */
+};
+
+#define RELAY_RTP_STATE_NONE 0     /* no RTP packet yet */
+#define RELAY_RTP_STATE_TRACKING 1 /* an SSRC is being tracked */
 
 /* One program-wide counter (PERCPU_ARRAY indexed by enum relay_counter_id). */
 struct relay_counter {
@@ -135,7 +169,7 @@ enum relay_counter_id {
  * RELAY_ABI_LAYOUT_LEN numbers (struct sizes and field offsets, in the order
  * of RELAY_ABI_LAYOUT in relay.bpf.c and LAYOUT in relay-common).
  */
-#define RELAY_ABI_LAYOUT_LEN 37
+#define RELAY_ABI_LAYOUT_LEN 57
 
 struct relay_abi_meta {
 	__u32 magic;                        /* host: RELAY_ABI_MAGIC */

@@ -20,6 +20,7 @@
 #include "maps.h"
 #include "parsing.h"
 #include "relay_abi.h"
+#include "rtp.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -49,6 +50,7 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_target, flags),
 		OFF(relay_target, stats_slot),
 		OFF(relay_target, max_pps),
+		OFF(relay_target, clock_rate),
 		sizeof(struct relay_stream_stats),
 		OFF(relay_stream_stats, packets),
 		OFF(relay_stream_stats, bytes),
@@ -70,16 +72,36 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_shield, port_min),
 		OFF(relay_shield, port_max),
 		OFF(relay_shield, flags),
+		sizeof(struct relay_rtp_stats),
+		OFF(relay_rtp_stats, rtp_packets),
+		OFF(relay_rtp_stats, rtcp_packets),
+		OFF(relay_rtp_stats, rtcp_bytes),
+		OFF(relay_rtp_stats, other_packets),
+		OFF(relay_rtp_stats, received),
+		OFF(relay_rtp_stats, last_arrival_ns),
+		OFF(relay_rtp_stats, ssrc),
+		OFF(relay_rtp_stats, ssrc_changes),
+		OFF(relay_rtp_stats, cycles),
+		OFF(relay_rtp_stats, base_seq),
+		OFF(relay_rtp_stats, bad_seq),
+		OFF(relay_rtp_stats, jitter_q4),
+		OFF(relay_rtp_stats, last_ts),
+		OFF(relay_rtp_stats, lost_before),
+		OFF(relay_rtp_stats, max_seq),
+		OFF(relay_rtp_stats, payload_type),
+		OFF(relay_rtp_stats, state),
+		OFF(relay_rtp_stats, _pad),
 		sizeof(struct relay_abi_meta),
 	},
 };
 
 _Static_assert(sizeof(struct relay_key) == 20, "relay_key size is ABI");
-_Static_assert(sizeof(struct relay_target) == 68, "relay_target size is ABI");
+_Static_assert(sizeof(struct relay_target) == 72, "relay_target size is ABI");
 _Static_assert(sizeof(struct relay_stream_stats) == 56, "relay_stream_stats size is ABI");
 _Static_assert(sizeof(struct relay_counter) == 16, "relay_counter size is ABI");
 _Static_assert(sizeof(struct relay_iface_status) == 32, "relay_iface_status size is ABI");
 _Static_assert(sizeof(struct relay_shield) == 8, "relay_shield size is ABI");
+_Static_assert(sizeof(struct relay_rtp_stats) == 88, "relay_rtp_stats size is ABI");
 
 static __always_inline __u32 count(__u32 id, __u64 frame_len, __u32 action)
 {
@@ -143,6 +165,19 @@ static __always_inline struct relay_stream_stats *lookup_stream_stats(const stru
 	__u32 slot = t->stats_slot;
 
 	return bpf_map_lookup_elem(&stream_stats, &slot);
+}
+
+/* RTP/RTCP figures of an accepted packet (before the next-hop lookup, so a
+ * packet passed on a FIB miss is counted here and not again by relayd). */
+static __always_inline void observe_media(const struct relay_target *t, const struct udphdr *udp,
+					  const void *data_end, __u64 now)
+{
+	__u32 slot = t->stats_slot;
+	struct relay_rtp_stats *rs = bpf_map_lookup_elem(&rtp_stats, &slot);
+
+	if (rs)
+		rtp_observe(rs, t, (const __u8 *)(udp + 1), data_end,
+			    bpf_ntohs(udp->len) - sizeof(*udp), now);
 }
 
 /* A UDP packet for an address/port without a stream: dropped when it is in
@@ -246,11 +281,14 @@ int relay_xdp(struct xdp_md *ctx)
 		return count(RELAY_CNT_DROP_STRICT_SOURCE, frame_len, XDP_DROP);
 	}
 
-	now = bpf_ktime_get_coarse_ns();
+	/* One clock read per packet: the precise clock only where jitter needs it. */
+	now = (t->flags & RELAY_TF_RTP) && t->clock_rate ? rtp_now() : bpf_ktime_get_coarse_ns();
 	if (t->max_pps && st && !take_token(st, t->max_pps, now)) {
 		st->dropped++;
 		return count(RELAY_CNT_DROP_RATE, frame_len, XDP_DROP);
 	}
+	if (t->flags & (RELAY_TF_RTP | RELAY_TF_RTCP))
+		observe_media(t, udp, data_end, now);
 
 	/* Resolve the next hop before touching the packet, so a miss passes it
 	 * on unmodified and the kernel (ARP, ICMP) and relayd can handle it. */

@@ -115,6 +115,7 @@ fn start_datapath(config: &Config) -> Result<Option<Box<dyn Datapath + Send>>, D
         mode: config.xdp_mode,
         max_streams: config.max_streams,
         enable_forwarding: config.enable_forwarding,
+        test_clock: false,
     };
     match XdpDatapath::start(&xdp) {
         Ok(dp) => {

@@ -37,6 +37,7 @@ pub fn parse(input: &str, stats_slot: u32) -> Result<StreamSpec, StaticStreamErr
         .ok_or_else(|| fail("missing `=`".into()))?;
     let local = addr(local, "LOCAL")?;
     let mut spec = StreamSpec {
+        media: crate::datapath::MediaTracking::None,
         local,
         peer: addr(peer, "PEER")?,
         source: local,

@@ -18,7 +18,7 @@ use relay_userspace::datapath::{
         selftest::TxProbe, AttachMode, ModePolicy, ModeReason, RelayMaps, XdpConfig, XdpDatapath,
         XdpError,
     },
-    Datapath, StreamSpec,
+    Datapath, MediaTracking, StreamSpec,
 };
 
 const COUNT: usize = 20;
@@ -30,6 +30,7 @@ fn config(pins: &PinDirGuard, mode: ModePolicy) -> XdpConfig {
         mode,
         max_streams: 1024,
         enable_forwarding: true,
+        test_clock: false,
     }
 }
 
@@ -45,6 +46,7 @@ fn streams() -> [StreamSpec; 2] {
             stats_slot: 10,
             to_userspace: false,
             max_pps: 0,
+            media: MediaTracking::None,
         },
         StreamSpec {
             local: sa(RELAY_B, 30002),
@@ -54,6 +56,7 @@ fn streams() -> [StreamSpec; 2] {
             stats_slot: 11,
             to_userspace: false,
             max_pps: 0,
+            media: MediaTracking::None,
         },
     ]
 }

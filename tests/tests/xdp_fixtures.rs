@@ -19,7 +19,7 @@ use relay_tests::{
 };
 use relay_userspace::datapath::{
     xdp::{selftest::xdp_md_for, ModePolicy, XdpConfig, XdpDatapath},
-    Counters, Datapath as _, StreamSpec,
+    Counters, Datapath as _, MediaTracking, StreamSpec,
 };
 
 const XDP_DROP: u32 = 1;
@@ -75,6 +75,7 @@ fn spec((slot, local, peer, source): (u32, &str, &str, &str), strict: Option<&st
         stats_slot: slot,
         to_userspace: false,
         max_pps: 0,
+        media: MediaTracking::None,
     }
 }
 
@@ -488,6 +489,7 @@ fn packet_fixtures() {
             mode: ModePolicy::Generic,
             max_streams: 64,
             enable_forwarding: true,
+            test_clock: false,
         };
         let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
         dp.install(&spec(Streams::CROSS, None)).unwrap();

@@ -67,6 +67,7 @@ async fn relay_batch(
     events: &mpsc::UnboundedSender<PortEvent>,
 ) {
     let now = Instant::now();
+    let now_ns = super::kernel::monotonic_ns();
     let sink = port.state().sink.upgrade();
     let mut run: Vec<&[u8]> = Vec::with_capacity(count);
     let mut run_dest: Option<SocketAddr> = None;
@@ -78,7 +79,21 @@ async fn relay_batch(
         let verdict = {
             let mut st = port.state();
             st.last_packet = Some(now);
-            st.learner.on_packet(src, now)
+            let verdict = st.learner.on_packet(src, now);
+            // While the stream is in the kernel its figures are the
+            // kernel's, which saw this packet already (a FIB miss).
+            let in_kernel = st.kernel.is_some_and(|k| !k.to_userspace);
+            if verdict.forward && !in_kernel {
+                let media = st.media;
+                relay_common::rtp::observe(
+                    &mut st.rtp,
+                    payload,
+                    media.flags(),
+                    media.clock_rate(),
+                    now_ns,
+                );
+            }
+            verdict
         };
         if !verdict.forward {
             port.stats.dropped.fetch_add(1, Ordering::Relaxed);

@@ -15,7 +15,7 @@ use super::port::MediaPort;
 
 /// Slot of pass-to-userspace entries: they count nothing.
 const NO_SLOT: u32 = u32::MAX;
-use crate::datapath::{Datapath, StreamSpec};
+use crate::datapath::{Datapath, MediaTracking, StreamSpec};
 
 /// Hands out kernel counter slots.
 #[derive(Debug)]
@@ -101,6 +101,7 @@ impl Kernel {
             stats_slot: NO_SLOT,
             to_userspace: true,
             max_pps: 0,
+            media: MediaTracking::None,
         }
     }
 
@@ -118,10 +119,14 @@ impl Kernel {
 
     /// The forwarding entry of `port`, if both ends are ready.
     fn forwarding(port: &MediaPort, max_pps: u32) -> Option<StreamSpec> {
-        let (sink, strict_source) = {
+        let (sink, strict_source, media) = {
             let st = port.state();
             let source = st.learner.confirmed()?;
-            (st.sink.upgrade()?, st.learner.strict().then_some(source))
+            (
+                st.sink.upgrade()?,
+                st.learner.strict().then_some(source),
+                st.media,
+            )
         };
         let peer = {
             let st = sink.state();
@@ -138,6 +143,7 @@ impl Kernel {
             stats_slot: 0,
             to_userspace: false,
             max_pps,
+            media,
         })
     }
 
@@ -186,13 +192,15 @@ impl Kernel {
             };
             spec.stats_slot = slot;
         }
+        // The kernel carries on the RTP figures from where they are now.
+        let seed = self.rtp(port);
         let Some(dp) = self.datapath.as_mut() else {
             return false;
         };
         // The new entry replaces the old one in a single map update: removing
         // first would leave a moment in which the DoS shield drops the
         // port's packets.
-        match dp.install(&spec) {
+        match dp.install_seeded(&spec, &seed) {
             Ok(()) => {
                 port.state().kernel = Some(spec);
                 if let Some(old) = have.filter(|k| !k.to_userspace) {
@@ -213,12 +221,34 @@ impl Kernel {
         }
     }
 
-    /// Folds a slot's counters into the port and frees the slot.
+    /// Folds a slot's counters into the port, hands its RTP figures back to
+    /// userspace, and frees the slot.
     fn retire_slot(&mut self, port: &MediaPort, slot: u32) {
-        if let Some(Ok(stats)) = self.datapath.as_ref().map(|dp| dp.stream_stats(slot)) {
-            port.state().kernel_retired.accumulate(&stats);
+        if let Some(dp) = self.datapath.as_ref() {
+            if let Ok(stats) = dp.stream_stats(slot) {
+                port.state().kernel_retired.accumulate(&stats);
+            }
+            if let Ok(rtp) = dp.rtp_stats(slot) {
+                port.state().rtp = rtp;
+            }
         }
         self.slots.give(slot);
+    }
+
+    /// RTP figures of `port`: the kernel's while the stream is forwarded
+    /// there, else relayd's own.
+    pub fn rtp(&self, port: &MediaPort) -> relay_common::RtpStats {
+        let (slot, own) = {
+            let st = port.state();
+            (
+                st.kernel.filter(|k| !k.to_userspace).map(|k| k.stats_slot),
+                st.rtp,
+            )
+        };
+        match (self.datapath.as_ref(), slot) {
+            (Some(dp), Some(slot)) => dp.rtp_stats(slot).unwrap_or(own),
+            _ => own,
+        }
     }
 
     /// Takes `port`'s entry out of the kernel (if it is there), keeping its
@@ -298,6 +328,23 @@ impl Kernel {
             dp.close();
         }
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock the XDP program stamps packet
+/// arrivals with for the RTP jitter, so figures carried between userspace
+/// and the kernel stay on one time base.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// Converts a kernel CLOCK_MONOTONIC_COARSE timestamp (what the XDP

@@ -28,6 +28,7 @@ use self::{
     summary::CallSummary,
 };
 use crate::{
+    datapath::MediaTracking,
     interfaces::InterfaceSpec,
     ports::{PortError, PortPair, PortPool},
 };
@@ -409,12 +410,25 @@ impl CallManager {
             } else {
                 offer.rtcp
             };
-            for (port, sdp) in [(&media.rtp, offer.rtp), (&media.rtcp, rtcp)] {
-                let mut st = port.state();
-                st.symmetric = !sig.asymmetric;
-                // A changed endpoint restarts learning; sync_kernel then
-                // takes both directions out of the kernel.
-                st.learner.resignal(sdp, sig.strict_source, now);
+            let (rtp_media, rtcp_media) = media_tracking(offer);
+            for (port, sdp, tracking) in [
+                (&media.rtp, offer.rtp, rtp_media),
+                (&media.rtcp, rtcp, rtcp_media),
+            ] {
+                let sink = {
+                    let mut st = port.state();
+                    st.symmetric = !sig.asymmetric;
+                    // A changed endpoint restarts learning; sync_kernel then
+                    // takes both directions out of the kernel.
+                    st.learner.resignal(sdp, sig.strict_source, now);
+                    st.media = tracking;
+                    st.sink.upgrade()
+                };
+                // Both directions use the codecs of the latest SDP (the
+                // answer's, once there is one).
+                if let Some(sink) = sink {
+                    sink.state().media = tracking;
+                }
             }
         }
     }
@@ -690,4 +704,13 @@ fn push_monologue(
         created_unix: unix_now(),
     });
     call.monologues.len() - 1
+}
+
+/// What the RTP and RTCP ports of a media carry, for their RTP figures.
+fn media_tracking(offer: &MediaOffer) -> (MediaTracking, MediaTracking) {
+    if !offer.is_rtp {
+        return (MediaTracking::None, MediaTracking::None);
+    }
+    let clock_rate = offer.clock_rate.unwrap_or(0);
+    (MediaTracking::Rtp { clock_rate }, MediaTracking::Rtcp)
 }

@@ -119,6 +119,11 @@ pub struct MediaOffer {
     pub rtcp_mux: bool,
     /// sendonly, recvonly or inactive: the party holds or mutes this media.
     pub muted: bool,
+    /// The protocol carries RTP (`RTP/AVP`, `UDP/TLS/RTP/SAVPF`, ...; not `udptl`).
+    pub is_rtp: bool,
+    /// Clock rate of the first (preferred) payload type, from `a=rtpmap` or
+    /// the RFC 3551 static table.
+    pub clock_rate: Option<u32>,
 }
 
 /// Seconds since the epoch, for wall-clock fields of replies.

@@ -44,6 +44,12 @@ pub struct PortState {
     pub kernel_retired: relay_common::StreamStats,
     /// Last packet seen in userspace.
     pub last_packet: Option<Instant>,
+    /// What the port carries (from SDP), for its RTP figures.
+    pub media: crate::datapath::MediaTracking,
+    /// RTP figures of what the party sent while the stream was in
+    /// userspace; the kernel continues from them (and hands them back when
+    /// the stream leaves it).
+    pub rtp: relay_common::RtpStats,
 }
 
 /// A relay port.
@@ -76,6 +82,8 @@ impl MediaPort {
                 closed: false,
                 kernel_retired: Default::default(),
                 last_packet: None,
+                media: Default::default(),
+                rtp: Default::default(),
             }),
         }))
     }

@@ -23,7 +23,11 @@ struct FakeDatapath {
 }
 
 impl Datapath for FakeDatapath {
-    fn install(&mut self, stream: &StreamSpec) -> Result<(), DatapathError> {
+    fn install_seeded(
+        &mut self,
+        stream: &StreamSpec,
+        _rtp: &relay_common::RtpStats,
+    ) -> Result<(), DatapathError> {
         let (into, other) = if stream.to_userspace {
             (&self.passes, &self.entries)
         } else {
@@ -84,6 +88,8 @@ fn media(rtp: SocketAddr) -> MediaOffer {
         rtcp: Some(SocketAddr::new(rtp.ip(), rtp.port() + 1)),
         rtcp_mux: false,
         muted: false,
+        is_rtp: true,
+        clock_rate: Some(8000),
     }
 }
 

@@ -187,6 +187,14 @@ fn media_offers(sdp: &Sdp) -> Vec<MediaOffer> {
                 direction,
                 Some(Direction::SendOnly | Direction::RecvOnly | Direction::Inactive)
             );
+            // The first payload type is the one the answer settles on first;
+            // its clock drives the jitter figure of the media.
+            let clock_rate = m
+                .formats
+                .first()
+                .and_then(|f| f.parse::<u8>().ok())
+                .and_then(|pt| m.codec(pt))
+                .map(|c| c.clock_rate);
             MediaOffer {
                 kind: m.kind.clone(),
                 protocol: m.proto.clone(),
@@ -194,6 +202,8 @@ fn media_offers(sdp: &Sdp) -> Vec<MediaOffer> {
                 rtcp,
                 rtcp_mux: m.rtcp_mux,
                 muted,
+                is_rtp: m.is_rtp(),
+                clock_rate,
             }
         })
         .collect()

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use relay_common::{CounterId, StreamStats};
+use relay_common::{CounterId, RtpStats, StreamStats};
 
 pub mod xdp;
 
@@ -29,6 +29,43 @@ pub struct StreamSpec {
     pub to_userspace: bool,
     /// Packet-rate cap (per CPU, one second of burst); 0 = none.
     pub max_pps: u32,
+    /// What the port carries, for its RTP figures.
+    pub media: MediaTracking,
+}
+
+/// What a stream carries, which decides the RTP figures kept for it
+/// ([`RtpStats`], see `relay_common::rtp`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MediaTracking {
+    /// Not RTP (T.38 `udptl`, static streams): no figures.
+    #[default]
+    None,
+    /// An RTP port (rtcp-mux and non-RTP packets on it counted apart).
+    Rtp {
+        /// Clock rate of its codec in Hz; 0 = unknown (no jitter).
+        clock_rate: u32,
+    },
+    /// An RTCP port.
+    Rtcp,
+}
+
+impl MediaTracking {
+    /// The `TF_RTP`/`TF_RTCP` stream flag.
+    pub fn flags(self) -> u32 {
+        match self {
+            MediaTracking::None => 0,
+            MediaTracking::Rtp { .. } => relay_common::TF_RTP,
+            MediaTracking::Rtcp => relay_common::TF_RTCP,
+        }
+    }
+
+    /// The clock rate for jitter (0: none).
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            MediaTracking::Rtp { clock_rate } => clock_rate,
+            _ => 0,
+        }
+    }
 }
 
 /// Program-wide counters summed over CPUs, indexed by [`CounterId`].
@@ -108,15 +145,25 @@ pub enum DatapathError {
 
 /// What the session layer needs from a forwarding backend.
 pub trait Datapath {
-    /// Installs `stream`, replacing any entry for the same local address, and
-    /// zeroes its counters slot.
-    fn install(&mut self, stream: &StreamSpec) -> Result<(), DatapathError>;
+    /// Installs `stream`, replacing any entry for the same local address,
+    /// zeroes its counters slot and starts its RTP figures from `rtp` (what
+    /// relayd saw while the stream was in userspace).
+    fn install_seeded(&mut self, stream: &StreamSpec, rtp: &RtpStats)
+        -> Result<(), DatapathError>;
+    /// [`Datapath::install_seeded`] with RTP figures from scratch.
+    fn install(&mut self, stream: &StreamSpec) -> Result<(), DatapathError> {
+        self.install_seeded(stream, &RtpStats::default())
+    }
     /// Removes the entry for `local`.
     fn remove(&mut self, local: SocketAddr) -> Result<(), DatapathError>;
     /// Counters of one stream slot, summed over CPUs.
     fn stream_stats(&self, stats_slot: u32) -> Result<StreamStats, DatapathError>;
     /// Program-wide counters, summed over CPUs.
     fn counters(&self) -> Result<Counters, DatapathError>;
+    /// RTP figures of one stream slot (backends without them: none seen).
+    fn rtp_stats(&self, _stats_slot: u32) -> Result<RtpStats, DatapathError> {
+        Ok(RtpStats::default())
+    }
     /// Releases the backend for good (XDP: detach and unpin). Idempotent.
     fn close(&mut self) {}
     /// Guards `ports` on `address`: UDP to one of them without a stream is

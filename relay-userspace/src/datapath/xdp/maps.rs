@@ -7,14 +7,14 @@ use std::{
 };
 
 use aya::{
-    maps::{DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     util::nr_cpus,
     Ebpf,
 };
 use relay_common::{
-    addr::to_abi, Counter, CounterId, IfaceStatus, Shield, StreamKey, StreamStats, StreamTarget,
-    MAP_COUNTERS, MAP_IFACES, MAP_SHIELD, MAP_STREAMS, MAP_STREAM_STATS, MAP_TX_PORTS,
-    SHIELD_DROP_UNKNOWN, TF_STRICT_SOURCE, TF_TO_USERSPACE,
+    addr::to_abi, Counter, CounterId, IfaceStatus, RtpStats, Shield, StreamKey, StreamStats,
+    StreamTarget, MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS, MAP_SHIELD, MAP_STREAMS,
+    MAP_STREAM_STATS, MAP_TX_PORTS, SHIELD_DROP_UNKNOWN, TF_STRICT_SOURCE, TF_TO_USERSPACE,
 };
 
 use super::super::{Counters, DatapathError, StreamSpec};
@@ -33,6 +33,8 @@ pub struct RelayMaps {
     pub ifaces: HashMap<MapData, u32, IfaceStatus>,
     /// DoS shield ranges by relay address.
     pub shield: HashMap<MapData, [u8; 16], Shield>,
+    /// Per-stream RTP figures.
+    pub rtp_stats: Array<MapData, RtpStats>,
 }
 
 impl std::fmt::Debug for RelayMaps {
@@ -63,6 +65,7 @@ impl RelayMaps {
             take(MAP_TX_PORTS)?,
             take(MAP_IFACES)?,
             take(MAP_SHIELD)?,
+            take(MAP_RTP_STATS)?,
         )
     }
 
@@ -80,6 +83,7 @@ impl RelayMaps {
             open(MAP_TX_PORTS)?,
             open(MAP_IFACES)?,
             open(MAP_SHIELD)?,
+            open(MAP_RTP_STATS)?,
         )
     }
 
@@ -90,6 +94,7 @@ impl RelayMaps {
         tx_ports: Map,
         ifaces: Map,
         shield: Map,
+        rtp_stats: Map,
     ) -> Result<Self, DatapathError> {
         let check = map_err("checking a map's type and sizes");
         Ok(Self {
@@ -103,6 +108,9 @@ impl RelayMaps {
             tx_ports: tx_ports.try_into().map_err(map_err("checking tx_ports"))?,
             ifaces: ifaces.try_into().map_err(check)?,
             shield: shield.try_into().map_err(map_err("checking shield"))?,
+            rtp_stats: rtp_stats
+                .try_into()
+                .map_err(map_err("checking rtp_stats"))?,
         })
     }
 
@@ -145,8 +153,14 @@ impl RelayMaps {
         Ok(keys.len())
     }
 
-    /// Inserts or replaces a stream and zeroes its counters.
+    /// Installs `spec` with RTP figures from scratch.
     pub fn install(&mut self, spec: &StreamSpec) -> Result<(), DatapathError> {
+        self.install_seeded(spec, &RtpStats::default())
+    }
+
+    /// Inserts or replaces a stream, zeroes its counters and starts its RTP
+    /// figures from `rtp`.
+    pub fn install_seeded(&mut self, spec: &StreamSpec, rtp: &RtpStats) -> Result<(), DatapathError> {
         let key = stream_key(spec.local)?;
         let expect = spec
             .strict_source
@@ -167,12 +181,13 @@ impl RelayMaps {
             flags: if spec.to_userspace {
                 TF_TO_USERSPACE
             } else if spec.strict_source.is_some() {
-                TF_STRICT_SOURCE
+                TF_STRICT_SOURCE | spec.media.flags()
             } else {
-                0
+                spec.media.flags()
             },
             stats_slot: spec.stats_slot,
             max_pps: spec.max_pps,
+            clock_rate: spec.media.clock_rate(),
         };
         if spec.to_userspace {
             // Nothing is counted for a pass entry: no counters to zero.
@@ -195,6 +210,9 @@ impl RelayMaps {
         self.stream_stats
             .set(spec.stats_slot, zeros, 0)
             .map_err(map_err("zeroing stream counters"))?;
+        self.rtp_stats
+            .set(spec.stats_slot, *rtp, 0)
+            .map_err(map_err("seeding RTP figures"))?;
         self.streams
             .insert(key, target, 0)
             .map_err(map_err("inserting a stream"))
@@ -238,6 +256,13 @@ impl RelayMaps {
         let mut total = StreamStats::default();
         per_cpu.iter().for_each(|s| total.accumulate(s));
         Ok(total)
+    }
+
+    /// One stream slot's RTP figures.
+    pub fn rtp_stats(&self, slot: u32) -> Result<RtpStats, DatapathError> {
+        self.rtp_stats
+            .get(&slot, 0)
+            .map_err(map_err("reading RTP figures"))
     }
 
     /// Program-wide counters summed over CPUs.

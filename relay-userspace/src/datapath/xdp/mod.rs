@@ -25,7 +25,7 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use relay_common::{
-    IfaceStatus, StreamStats, ABI_VERSION, MAP_COUNTERS, MAP_IFACES, MAP_SHIELD, MAP_STREAMS,
+    IfaceStatus, StreamStats, ABI_VERSION, MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS, MAP_SHIELD, MAP_STREAMS,
     MAP_STREAM_STATS, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
     MODE_REASON_NATIVE_REFUSED, MODE_REASON_NATIVE_TX_LOST, XDP_MODE_GENERIC, XDP_MODE_NATIVE,
 };
@@ -162,7 +162,13 @@ pub struct XdpConfig {
     /// FIB lookup refuses to resolve next hops without it). When false, an
     /// interface without forwarding is an error.
     pub enable_forwarding: bool,
+    /// Packet fixtures only: the program takes packet arrival times for the
+    /// RTP jitter from the `test_clock` map instead of the kernel clock.
+    pub test_clock: bool,
 }
+
+/// The object's load-time switch behind [`XdpConfig::test_clock`].
+const TEST_CLOCK_GLOBAL: &str = "relay_test_clock";
 
 /// Errors starting or running the XDP datapath.
 #[derive(Debug, thiserror::Error)]
@@ -321,6 +327,8 @@ impl XdpDatapath {
             .default_map_pin_directory(&dir)
             .map_max_entries(MAP_STREAMS, config.max_streams)
             .map_max_entries(MAP_STREAM_STATS, config.max_streams)
+            .map_max_entries(MAP_RTP_STATS, config.max_streams)
+            .override_global(TEST_CLOCK_GLOBAL, &u8::from(config.test_clock), true)
             .load(elf)
             .map_err(XdpError::Load)?;
         for name in [PROGRAM_RELAY, PROGRAM_TX_PROBE] {
@@ -553,8 +561,16 @@ fn detach_pinned(link: PinnedLink, iface: &str) {
 }
 
 impl Datapath for XdpDatapath {
-    fn install(&mut self, stream: &StreamSpec) -> Result<(), DatapathError> {
-        self.maps.install(stream)
+    fn install_seeded(
+        &mut self,
+        stream: &StreamSpec,
+        rtp: &relay_common::RtpStats,
+    ) -> Result<(), DatapathError> {
+        self.maps.install_seeded(stream, rtp)
+    }
+
+    fn rtp_stats(&self, stats_slot: u32) -> Result<relay_common::RtpStats, DatapathError> {
+        self.maps.rtp_stats(stats_slot)
     }
 
     fn remove(&mut self, local: SocketAddr) -> Result<(), DatapathError> {
