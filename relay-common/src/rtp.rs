@@ -315,7 +315,13 @@ mod tests {
         observe(&mut s, &sr, TF_RTP, 8000, 6);
         assert_eq!((s.other_packets, s.rtcp_packets, s.rtcp_bytes), (1, 1, 28));
         assert_eq!(
-            (s.received, s.max_seq, s.last_ts, s.last_arrival_ns, s.jitter_q4),
+            (
+                s.received,
+                s.max_seq,
+                s.last_ts,
+                s.last_arrival_ns,
+                s.jitter_q4
+            ),
             (
                 before.received,
                 before.max_seq,
@@ -404,7 +410,13 @@ mod tests {
         let mut s = RtpStats::default();
         for i in 0..10_000u32 {
             let ts = if i % 2 == 0 { 0 } else { 0x8000_0000 };
-            observe(&mut s, &rtp(i as u16, ts, 1, 0), TF_RTP, 48000, u64::from(i));
+            observe(
+                &mut s,
+                &rtp(i as u16, ts, 1, 0),
+                TF_RTP,
+                48000,
+                u64::from(i),
+            );
         }
         assert!(s.jitter_q4 <= 16 * MAX_JITTER_D + 16);
     }

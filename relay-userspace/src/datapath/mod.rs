@@ -148,8 +148,7 @@ pub trait Datapath {
     /// Installs `stream`, replacing any entry for the same local address,
     /// zeroes its counters slot and starts its RTP figures from `rtp` (what
     /// relayd saw while the stream was in userspace).
-    fn install_seeded(&mut self, stream: &StreamSpec, rtp: &RtpStats)
-        -> Result<(), DatapathError>;
+    fn install_seeded(&mut self, stream: &StreamSpec, rtp: &RtpStats) -> Result<(), DatapathError>;
     /// [`Datapath::install_seeded`] with RTP figures from scratch.
     fn install(&mut self, stream: &StreamSpec) -> Result<(), DatapathError> {
         self.install_seeded(stream, &RtpStats::default())

@@ -160,7 +160,11 @@ impl RelayMaps {
 
     /// Inserts or replaces a stream, zeroes its counters and starts its RTP
     /// figures from `rtp`.
-    pub fn install_seeded(&mut self, spec: &StreamSpec, rtp: &RtpStats) -> Result<(), DatapathError> {
+    pub fn install_seeded(
+        &mut self,
+        spec: &StreamSpec,
+        rtp: &RtpStats,
+    ) -> Result<(), DatapathError> {
         let key = stream_key(spec.local)?;
         let expect = spec
             .strict_source

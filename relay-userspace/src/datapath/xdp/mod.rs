@@ -25,8 +25,8 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use relay_common::{
-    IfaceStatus, StreamStats, ABI_VERSION, MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS, MAP_SHIELD, MAP_STREAMS,
-    MAP_STREAM_STATS, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
+    IfaceStatus, StreamStats, ABI_VERSION, MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS, MAP_SHIELD,
+    MAP_STREAMS, MAP_STREAM_STATS, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
     MODE_REASON_NATIVE_REFUSED, MODE_REASON_NATIVE_TX_LOST, XDP_MODE_GENERIC, XDP_MODE_NATIVE,
 };
 use relay_ebpf::{PROGRAM_RELAY, PROGRAM_TX_PROBE};
@@ -169,6 +169,8 @@ pub struct XdpConfig {
 
 /// The object's load-time switch behind [`XdpConfig::test_clock`].
 const TEST_CLOCK_GLOBAL: &str = "relay_test_clock";
+/// The map the test clock is read from.
+const TEST_CLOCK_MAP: &str = "test_clock";
 
 /// Errors starting or running the XDP datapath.
 #[derive(Debug, thiserror::Error)]
@@ -275,13 +277,14 @@ pub fn versioned_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join(format!("abi-v{ABI_VERSION}"))
 }
 
-const MAP_NAMES: [&str; 6] = [
+const MAP_NAMES: [&str; 7] = [
     MAP_STREAMS,
     MAP_STREAM_STATS,
     MAP_COUNTERS,
     MAP_TX_PORTS,
     MAP_IFACES,
     MAP_SHIELD,
+    MAP_RTP_STATS,
 ];
 
 fn link_pin(dir: &Path, iface: &str) -> PathBuf {
@@ -379,6 +382,32 @@ impl XdpDatapath {
     /// The loaded forwarding program (for BPF_PROG_TEST_RUN).
     pub fn relay_program(&mut self) -> Result<&mut Xdp, XdpError> {
         program_mut(&mut self.ebpf, PROGRAM_RELAY)
+    }
+
+    /// Packet fixtures: sets the arrival time (CLOCK_MONOTONIC ns) the
+    /// program gives the next packets, when started with
+    /// [`XdpConfig::test_clock`] (otherwise the program ignores it).
+    pub fn set_test_clock(&mut self, now_ns: u64) -> Result<(), DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(TEST_CLOCK_MAP)
+            .ok_or(DatapathError::Map {
+                op: "finding the test clock",
+                source: aya::maps::MapError::InvalidName {
+                    name: TEST_CLOCK_MAP.to_owned(),
+                },
+            })?;
+        let mut clock =
+            aya::maps::Array::<_, u64>::try_from(map).map_err(|source| DatapathError::Map {
+                op: "opening the test clock",
+                source,
+            })?;
+        clock
+            .set(0, now_ns, 0)
+            .map_err(|source| DatapathError::Map {
+                op: "setting the test clock",
+                source,
+            })
     }
 
     fn attach_all(&mut self, config: &XdpConfig, ifindexes: &[u32]) -> Result<(), XdpError> {
