@@ -86,15 +86,14 @@ struct Bench {
 }
 
 impl Bench {
-    /// Sends `payload` from the host to `port` at `now_ns`; checks the
+    /// Sends `payload` from the host's `from_port` to `port` at `now_ns`; checks the
     /// action and that the kernel's figures equal `model` fed the same.
     fn send(
         &mut self,
         what: &str,
         port: &Port,
         payload: &[u8],
-        now_ns: u64,
-        from_port: u16,
+        (now_ns, from_port): (u64, u16),
         model: &mut RtpStats,
         action: u32,
     ) {
@@ -188,8 +187,7 @@ fn play(b: &mut Bench, what: &str, port: &Port, seqs: &[u16], model: &mut RtpSta
             &format!("{what} #{i}"),
             port,
             &g711(seq),
-            now,
-            5000,
+            (now, 5000),
             model,
             XDP_TX,
         );
@@ -289,8 +287,7 @@ fn rtp_figures_match_the_model() {
             "ssrc new",
             &ssrc_change,
             &other,
-            2_000_000_000,
-            5000,
+            (2_000_000_000, 5000),
             &mut m,
             XDP_TX,
         );
@@ -315,8 +312,7 @@ fn rtp_figures_match_the_model() {
                 &format!("jitter #{i}"),
                 &jitter,
                 &g711(seq),
-                arrival,
-                5000,
+                (arrival, 5000),
                 &mut m,
                 XDP_TX,
             );
@@ -349,7 +345,7 @@ fn rtp_figures_match_the_model() {
             ("garbage", &b"xy"[..]),
             ("rtcp-mux", &sr[..]),
         ] {
-            b.send(what, &mixed, payload, 3_000_000_000, 5000, &mut m, XDP_TX);
+            b.send(what, &mixed, payload, (3_000_000_000, 5000), &mut m, XDP_TX);
         }
         play(&mut b, "mixed after", &mixed, &[3], &mut m);
         assert_eq!((m.other_packets, m.rtcp_packets, m.rtp_packets), (3, 1, 3));
@@ -359,22 +355,21 @@ fn rtp_figures_match_the_model() {
         // The RTCP port: RTCP counted, anything else apart.
         let mut m = RtpStats::default();
         let rr = [0x81, 201, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0];
-        b.send("rtcp rr", &rtcp_port, &rr, 1, 5001, &mut m, XDP_TX);
-        b.send("rtcp sr", &rtcp_port, &sr, 2, 5001, &mut m, XDP_TX);
-        b.send("rtcp junk", &rtcp_port, &g711(1), 3, 5001, &mut m, XDP_TX);
+        b.send("rtcp rr", &rtcp_port, &rr, (1, 5001), &mut m, XDP_TX);
+        b.send("rtcp sr", &rtcp_port, &sr, (2, 5001), &mut m, XDP_TX);
+        b.send("rtcp junk", &rtcp_port, &g711(1), (3, 5001), &mut m, XDP_TX);
         assert_eq!((m.rtcp_packets, m.other_packets), (2, 1));
 
         // Strict source: a stranger's packets are dropped and never reach
         // the figures.
         let mut m = RtpStats::default();
-        b.send("strict ok", &strict, &g711(1), 1, 5000, &mut m, XDP_TX);
+        b.send("strict ok", &strict, &g711(1), (1, 5000), &mut m, XDP_TX);
         let before = b.dp.counters().unwrap();
         b.send(
             "strict stranger",
             &strict,
             &g711(500),
-            2,
-            6666,
+            (2, 6666),
             &mut m,
             XDP_DROP,
         );
@@ -384,9 +379,11 @@ fn rtp_figures_match_the_model() {
 
         // A stream that is not RTP keeps no figures at all.
         let mut m = RtpStats::default();
-        b.send("plain", &plain, &g711(1), 1, 5000, &mut m, XDP_TX);
+        b.send("plain", &plain, &g711(1), (1, 5000), &mut m, XDP_TX);
         assert_eq!(m, RtpStats::default());
-    });
+        b.dp.shutdown();
+    })
+    .unwrap();
 }
 
 #[test]
@@ -423,8 +420,24 @@ fn installing_seeds_the_figures() {
         b.dp.install_seeded(&port.spec(false), &m).unwrap();
         assert_eq!(b.dp.rtp_stats(port.slot).unwrap(), m);
         // The kernel carries on: 13 follows, 15 shows one lost.
-        b.send("13", &port, &g711(13), 1_260_000_000, 5000, &mut m, XDP_TX);
-        b.send("15", &port, &g711(15), 1_300_000_000, 5000, &mut m, XDP_TX);
+        b.send(
+            "13",
+            &port,
+            &g711(13),
+            (1_260_000_000, 5000),
+            &mut m,
+            XDP_TX,
+        );
+        b.send(
+            "15",
+            &port,
+            &g711(15),
+            (1_300_000_000, 5000),
+            &mut m,
+            XDP_TX,
+        );
         assert_eq!((m.received, rtp::lost_total(&m)), (5, 1));
-    });
+        b.dp.shutdown();
+    })
+    .unwrap();
 }
