@@ -103,6 +103,45 @@ pub struct Totals {
     pub userspace_dropped: u64,
     /// NG commands.
     pub ng: BTreeMap<String, CommandStats>,
+    /// RTP quality over the live calls.
+    pub rtp: RtpTotals,
+}
+
+/// RTP figures summed over the streams of the live calls (they leave with
+/// their call, so these are gauges, not counters).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RtpTotals {
+    /// Streams receiving RTP (an SSRC seen).
+    pub streams: u64,
+    /// RTP packets received.
+    pub packets: u64,
+    /// Packets lost (expected minus received).
+    pub lost: u64,
+    /// RTCP packets (RTCP ports and rtcp-mux).
+    pub rtcp_packets: u64,
+    /// Neither RTP nor RTCP (STUN, DTLS, garbage) on media ports.
+    pub other_packets: u64,
+    /// SSRC changes.
+    pub ssrc_changes: u64,
+    /// Worst interarrival jitter of a stream, microseconds.
+    pub max_jitter_us: u64,
+}
+
+impl RtpTotals {
+    /// Folds the figures of the live streams.
+    pub fn of(streams: &[crate::calls::summary::RtpSummary]) -> Self {
+        let mut t = RtpTotals::default();
+        for q in streams {
+            t.streams += u64::from(q.ssrc.is_some());
+            t.packets += q.rtp_packets;
+            t.lost += q.lost;
+            t.rtcp_packets += q.rtcp_packets;
+            t.other_packets += q.other_packets;
+            t.ssrc_changes += u64::from(q.ssrc_changes);
+            t.max_jitter_us = t.max_jitter_us.max(q.jitter_us.unwrap_or(0));
+        }
+        t
+    }
 }
 
 /// Computes the totals.
@@ -152,6 +191,7 @@ pub fn totals_with(calls: &CallManager, ng: &NgStats, counters: Option<Counters>
         xdp,
         userspace_dropped: user_dropped,
         ng: ng.snapshot(),
+        rtp: RtpTotals::of(&calls.rtp_summaries()),
     }
 }
 

@@ -623,6 +623,19 @@ impl CallManager {
         (p, b, d)
     }
 
+    /// RTP figures of every live port that carries RTP or RTCP.
+    pub fn rtp_summaries(&self) -> Vec<summary::RtpSummary> {
+        self.calls
+            .values()
+            .flat_map(Call::ports)
+            .filter_map(|port| {
+                let media = port.state().media;
+                (media != MediaTracking::None)
+                    .then(|| summary::RtpSummary::of(&self.kernel.rtp(port), media.clock_rate()))
+            })
+            .collect()
+    }
+
     /// Whether a kernel datapath is in use.
     pub fn kernel_enabled(&self) -> bool {
         self.kernel.enabled()

@@ -26,6 +26,56 @@ impl Counts {
     }
 }
 
+/// RTP quality of what one party sends to one relay port (RFC 3550
+/// figures; see `relay_common::rtp`), from the kernel while the stream is
+/// there, else from relayd's forwarder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RtpSummary {
+    /// Current SSRC (None until an RTP packet came).
+    pub ssrc: Option<u32>,
+    /// Times the SSRC changed.
+    pub ssrc_changes: u32,
+    /// Payload type of the last RTP packet.
+    pub payload_type: Option<u8>,
+    /// RTP packets.
+    pub rtp_packets: u64,
+    /// RTCP packets (rtcp-mux on an RTP port, or the RTCP port's).
+    pub rtcp_packets: u64,
+    /// Neither (STUN, DTLS, garbage).
+    pub other_packets: u64,
+    /// Extended highest sequence number of the current SSRC.
+    pub last_seq: Option<u32>,
+    /// Packets lost over the stream's life (expected minus received).
+    pub lost: u64,
+    /// Interarrival jitter in timestamp units.
+    pub jitter_units: u32,
+    /// Interarrival jitter in microseconds (None: clock rate unknown).
+    pub jitter_us: Option<u64>,
+    /// Clock rate used for the jitter (Hz; 0 unknown).
+    pub clock_rate: u32,
+}
+
+impl RtpSummary {
+    /// The summary of `stats` at `clock_rate`.
+    pub fn of(stats: &relay_common::RtpStats, clock_rate: u32) -> Self {
+        use relay_common::rtp;
+        let tracking = stats.state != rtp::STATE_NONE;
+        RtpSummary {
+            ssrc: tracking.then_some(stats.ssrc),
+            ssrc_changes: stats.ssrc_changes,
+            payload_type: tracking.then_some(stats.payload_type),
+            rtp_packets: stats.rtp_packets,
+            rtcp_packets: stats.rtcp_packets,
+            other_packets: stats.other_packets,
+            last_seq: tracking.then(|| rtp::extended_max_seq(stats)),
+            lost: rtp::lost_total(stats),
+            jitter_units: rtp::jitter_units(stats),
+            jitter_us: rtp::jitter_us(stats, clock_rate),
+            clock_rate,
+        }
+    }
+}
+
 /// One relay port of one party.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StreamSummary {
@@ -48,6 +98,8 @@ pub struct StreamSummary {
     /// Milliseconds since the last packet from the party (kernel or
     /// userspace); None if none came yet.
     pub last_packet_age_ms: Option<u64>,
+    /// RTP figures; None for ports that carry no RTP (e.g. T.38 `udptl`).
+    pub rtp_quality: Option<RtpSummary>,
 }
 
 /// One media of one party.
@@ -103,15 +155,18 @@ fn stream(
     rtcp: bool,
     kernel: &Kernel,
 ) -> StreamSummary {
-    let (sdp_endpoint, confirmed, kernelized, user_last) = {
+    let (sdp_endpoint, confirmed, kernelized, user_last, media) = {
         let st = port.state();
         (
             st.learner.sdp(),
             st.learner.confirmed(),
             st.kernel.is_some_and(|k| !k.to_userspace),
             st.last_packet,
+            st.media,
         )
     };
+    let rtp_quality = (media != crate::datapath::MediaTracking::None)
+        .then(|| RtpSummary::of(&kernel.rtp(port), media.clock_rate()));
     let (packets, bytes, errors, dropped) = port.user_counts();
     let k = kernel.stats(port);
     let last = user_last.max(super::kernel::kernel_time_to_instant(k.last_seen_ns));
@@ -141,6 +196,7 @@ fn stream(
             errors: k.dropped,
         },
         last_packet_age_ms,
+        rtp_quality,
     }
 }
 

@@ -100,6 +100,53 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
         "Packets the userspace forwarder dropped (strict source)",
         t.userspace_dropped,
     )?;
+    // RTP quality of the live calls: gauges, since a call takes its
+    // figures with it when it ends.
+    let r = &t.rtp;
+    for (name, help, value) in [
+        (
+            "xrelay_rtp_streams",
+            "Streams of live calls receiving RTP",
+            r.streams,
+        ),
+        (
+            "xrelay_rtp_packets",
+            "RTP packets received on live calls' streams",
+            r.packets,
+        ),
+        (
+            "xrelay_rtp_packets_lost",
+            "RTP packets lost (expected minus received) on live calls' streams",
+            r.lost,
+        ),
+        (
+            "xrelay_rtcp_packets",
+            "RTCP packets on live calls' streams (RTCP ports and rtcp-mux)",
+            r.rtcp_packets,
+        ),
+        (
+            "xrelay_non_rtp_packets",
+            "Packets neither RTP nor RTCP (STUN, DTLS, garbage) on live calls' media ports",
+            r.other_packets,
+        ),
+        (
+            "xrelay_rtp_ssrc_changes",
+            "SSRC changes on live calls' streams",
+            r.ssrc_changes,
+        ),
+        (
+            "xrelay_rtp_max_jitter_microseconds",
+            "Worst RFC 3550 interarrival jitter of a live stream",
+            r.max_jitter_us,
+        ),
+    ] {
+        gauge(
+            &mut enc,
+            name,
+            help,
+            i64::try_from(value).unwrap_or(i64::MAX),
+        )?;
+    }
     {
         let mut m = enc.encode_descriptor(
             "xrelay_ng_requests",

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use relay_ng::{Dict, Value};
 
-use crate::calls::summary::{CallSummary, Counts, StreamSummary};
+use crate::calls::summary::{CallSummary, Counts, RtpSummary, StreamSummary};
 
 fn int(v: u64) -> Value {
     Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
@@ -58,12 +58,75 @@ fn stream(s: &StreamSummary) -> Value {
     if let Some(e) = s.confirmed.or(s.sdp_endpoint) {
         entries.push(("endpoint", endpoint(e)));
     }
+    if let Some(q) = &s.rtp_quality {
+        entries.push(("RTP quality", rtp_quality(q)));
+        if let Some(ssrc) = q.ssrc {
+            entries.push(("SSRC", int(u64::from(ssrc))));
+        }
+    }
     if let Some(age) = s.last_packet_age_ms {
         // rtpengine reports the time of the last packet, in unix seconds.
         let now = crate::calls::model::unix_now();
         entries.push(("last packet", int(now.saturating_sub(age / 1000))));
     }
     dict(entries)
+}
+
+/// A stream's RTP figures (xrelay's own dictionary; the per-SSRC summary
+/// under the top-level `SSRC` key uses rtpengine's names).
+fn rtp_quality(q: &RtpSummary) -> Value {
+    let mut entries = vec![
+        ("RTP packets", int(q.rtp_packets)),
+        ("RTCP packets", int(q.rtcp_packets)),
+        ("non-RTP packets", int(q.other_packets)),
+        ("packets lost", int(q.lost)),
+        ("SSRC changes", int(u64::from(q.ssrc_changes))),
+        ("jitter units", int(u64::from(q.jitter_units))),
+        ("clock rate", int(u64::from(q.clock_rate))),
+    ];
+    if let Some(us) = q.jitter_us {
+        entries.push(("jitter us", int(us)));
+    }
+    if let Some(seq) = q.last_seq {
+        entries.push(("last RTP seq", int(u64::from(seq))));
+    }
+    if let Some(pt) = q.payload_type {
+        entries.push(("payload type", int(u64::from(pt))));
+    }
+    dict(entries)
+}
+
+/// rtpengine's top-level `SSRC` dictionary: one entry per SSRC a stream
+/// currently receives, keyed by the SSRC in decimal, with rtpengine's key
+/// names (`packets`, `last RTP seq`, `cumulative loss`) plus the jitter in
+/// milliseconds and microseconds.
+fn ssrc_dict(c: &CallSummary) -> Value {
+    let mut out = Dict::new();
+    let streams = c.tags.iter().flat_map(|t| {
+        t.medias
+            .iter()
+            .flat_map(|m| m.streams.iter())
+            .map(move |s| (t, s))
+    });
+    for (tag, s) in streams {
+        let Some(q) = s.rtp_quality else { continue };
+        let Some(ssrc) = q.ssrc else { continue };
+        let mut entries = vec![
+            ("packets", int(q.rtp_packets)),
+            ("cumulative loss", int(q.lost)),
+            ("tag", Value::str(&tag.tag)),
+            ("local port", int(u64::from(s.local.port()))),
+        ];
+        if let Some(seq) = q.last_seq {
+            entries.push(("last RTP seq", int(u64::from(seq))));
+        }
+        if let Some(us) = q.jitter_us {
+            entries.push(("jitter", int(us / 1000)));
+            entries.push(("jitter us", int(us)));
+        }
+        out.insert(ssrc.to_string().into_bytes(), dict(entries));
+    }
+    Value::Dict(out)
 }
 
 /// `query`/`delete` reply body (without `result`).
@@ -100,6 +163,7 @@ pub fn call_summary(c: &CallSummary) -> Dict {
     out.insert(b"created".to_vec(), int(c.created));
     out.insert(b"last signal".to_vec(), int(c.last_signal));
     out.insert(b"tags".to_vec(), Value::Dict(tags));
+    out.insert(b"SSRC".to_vec(), ssrc_dict(c));
     out.insert(
         b"totals".to_vec(),
         dict([("RTP", counts(c.rtp)), ("RTCP", counts(c.rtcp))]),

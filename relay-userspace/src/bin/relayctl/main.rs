@@ -389,9 +389,41 @@ fn print_call(call: &serde_json::Value) {
                     count(s, "kernel", "errors") + count(s, "user", "errors"),
                     age,
                 );
+                if let Some(q) = s["rtp_quality"].as_object() {
+                    println!("            {}", quality_line(q));
+                }
             }
         }
     }
+}
+
+/// One stream's RTP figures as a line under its row in `relayctl show`.
+fn quality_line(q: &serde_json::Map<String, serde_json::Value>) -> String {
+    let n = |k: &str| q.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let rtp = n("rtp_packets");
+    let lost = n("lost");
+    let mut line = match q.get("ssrc").and_then(|v| v.as_u64()) {
+        Some(ssrc) => format!("SSRC {ssrc:#010x} PT {}", n("payload_type")),
+        None => "no RTP yet".to_owned(),
+    };
+    let loss_pct = if rtp + lost == 0 {
+        0.0
+    } else {
+        100.0 * lost as f64 / (rtp + lost) as f64
+    };
+    let jitter = match q.get("jitter_us").and_then(|v| v.as_u64()) {
+        Some(us) => format!("{:.2} ms", us as f64 / 1000.0),
+        None => format!("{} units", n("jitter_units")),
+    };
+    line.push_str(&format!(
+        "  rtp {rtp}  lost {lost} ({loss_pct:.1}%)  jitter {jitter}  rtcp {}  non-rtp {}",
+        n("rtcp_packets"),
+        n("other_packets")
+    ));
+    if n("ssrc_changes") > 0 {
+        line.push_str(&format!("  ssrc changes {}", n("ssrc_changes")));
+    }
+    line
 }
 
 fn print_totals(t: &serde_json::Value) {
