@@ -858,3 +858,123 @@ fn relayctl_top_shows_the_call_and_quits_on_q() {
     }
     r.stop();
 }
+
+/// An RTP packet of 20 ms G.711 (PT 0): sequence `seq`, timestamp from it.
+fn g711(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0xd5u8; 12 + 160];
+    p[0] = 0x80;
+    p[1] = 0;
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&u32::from(seq).wrapping_mul(160).to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p
+}
+
+/// Plays `seqs` 20 ms apart (plus `delay_ms(i)` for packet i) from `socket`
+/// to `to`; returns the packets with the CLOCK_MONOTONIC time each left.
+fn play_rtp(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    ssrc: u32,
+    seqs: &[(u16, u64)],
+) -> Vec<(Vec<u8>, u64)> {
+    let start = Instant::now();
+    let mut sent = Vec::with_capacity(seqs.len());
+    for (i, &(seq, delay_ms)) in seqs.iter().enumerate() {
+        let due = start + Duration::from_millis(20 * i as u64 + delay_ms);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let packet = g711(seq, ssrc);
+        socket.send_to(&packet, to).unwrap();
+        sent.push((packet, relay_userspace::calls::kernel::monotonic_ns()));
+    }
+    sent
+}
+
+/// The figures relay_common's model gives for `sent`, arriving as sent.
+fn model_of(sent: &[(Vec<u8>, u64)]) -> relay_common::RtpStats {
+    let mut m = relay_common::RtpStats::default();
+    for (packet, at) in sent {
+        relay_common::rtp::observe(&mut m, packet, relay_common::TF_RTP, 8000, *at);
+    }
+    m
+}
+
+/// The `SSRC` entry of `ssrc` in a query reply.
+fn ssrc_entry(q: &Value, ssrc: u32) -> Value {
+    q.get("SSRC")
+        .and_then(|d| d.get(&ssrc.to_string()))
+        .unwrap_or_else(|| panic!("no SSRC {ssrc} in {q:?}"))
+        .clone()
+}
+
+#[test]
+fn rtp_loss_and_jitter_are_reported_as_played() {
+    require_root!();
+    let r = Relay::start("ngq", &[]);
+    let (relay_a, relay_b) = set_up_call(&r, "call-rtp");
+    let a = bind_udp(&r.t.a, &format!("{HOST_A}:5000")).unwrap();
+    let b = bind_udp(&r.t.b, &format!("{HOST_B}:40000")).unwrap();
+    const SSRC_A: u32 = 0x0a0a_0001;
+    const SSRC_B: u32 = 0x0b0b_0002;
+
+    // A's schedule: 200 packets from sequence 1000; 5 never sent (a burst of
+    // 3 and two singles), every tenth sent 15 ms late. B plays steadily.
+    let skipped = [1040u16, 1041, 1042, 1090, 1150];
+    let schedule_a: Vec<(u16, u64)> = (0..200u16)
+        .map(|i| (1000 + i, if i % 10 == 5 { 15 } else { 0 }))
+        .filter(|(seq, _)| !skipped.contains(seq))
+        .collect();
+    let schedule_b: Vec<(u16, u64)> = (0..200u16).map(|i| (7000 + i, 0)).collect();
+    // The first packets go through relayd (learning), the rest through XDP
+    // once both ends are confirmed: the figures must span both.
+    let (sent_a, sent_b) = std::thread::scope(|s| {
+        let pa = s.spawn(|| play_rtp(&a, relay_a, SSRC_A, &schedule_a));
+        let pb = s.spawn(|| play_rtp(&b, relay_b, SSRC_B, &schedule_b));
+        (pa.join().unwrap(), pb.join().unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+
+    let q = wait_kernelized(&r, "call-rtp");
+    let streams = rtp_streams(&q);
+    assert!(
+        streams
+            .iter()
+            .all(|(_, _, user, kernel)| *user > 0 && *kernel > 0),
+        "both paths carried media: {streams:?}"
+    );
+    for (ssrc, sent, lost) in [(SSRC_A, &sent_a, 5i64), (SSRC_B, &sent_b, 0)] {
+        let e = ssrc_entry(&q, ssrc);
+        let int = |k: &str| e.get(k).and_then(Value::as_int).unwrap();
+        let model = model_of(sent);
+        assert_eq!(int("packets"), sent.len() as i64, "{ssrc:#x} packets");
+        assert_eq!(int("cumulative loss"), lost, "{ssrc:#x} loss");
+        assert_eq!(
+            int("last RTP seq"),
+            i64::from(relay_common::rtp::extended_max_seq(&model)),
+            "{ssrc:#x} highest sequence number"
+        );
+        // Arrival is send time plus the veth hop and scheduling noise: the
+        // relay's jitter must match the sender's schedule within 1 ms.
+        let want_us = relay_common::rtp::jitter_us(&model, 8000).unwrap() as i64;
+        let got_us = int("jitter us");
+        eprintln!("{ssrc:#x}: jitter {got_us} us at the relay, {want_us} us by the schedule");
+        assert!(
+            (got_us - want_us).abs() <= 1000,
+            "{ssrc:#x} jitter {got_us} us, schedule says {want_us} us"
+        );
+        if ssrc == SSRC_A {
+            assert!(want_us > 2000, "A's schedule is jittery ({want_us} us)");
+        }
+    }
+
+    // relayctl show prints the same figures.
+    let out = r.relayctl_cli(&["show", "call-rtp"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("SSRC {SSRC_A:#010x} PT 0"))
+            && text.contains(&format!("rtp {}  lost 5 ", sent_a.len())),
+        "relayctl show: {text}"
+    );
+    r.stop();
+}
