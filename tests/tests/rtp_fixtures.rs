@@ -194,11 +194,11 @@ fn play(b: &mut Bench, what: &str, port: &Port, seqs: &[u16], model: &mut RtpSta
     }
 }
 
-#[test]
-fn rtp_figures_match_the_model() {
-    require_root!();
+/// Runs `f` against a freshly started datapath (test clock on) in its own
+/// namespace, then detaches it.
+fn with_bench(tag: &str, f: impl FnOnce(&mut Bench) + Send) {
     let ns = topology();
-    let pins = PinDirGuard::new("rtpfx");
+    let pins = PinDirGuard::new(tag);
     let pin_dir = pins.0.clone();
     ns.run(move || {
         let config = XdpConfig {
@@ -212,7 +212,16 @@ fn rtp_figures_match_the_model() {
         let dp = XdpDatapath::start(&config).expect("XDP datapath starts");
         let ifindex = relay_userspace::netdev::ifindex("rfa").unwrap();
         let mut b = Bench { dp, ifindex };
+        f(&mut b);
+        b.dp.shutdown();
+    })
+    .unwrap();
+}
 
+#[test]
+fn rtp_figures_match_the_model() {
+    require_root!();
+    with_bench("rtpfx", |b| {
         let wrap = Port::rtp(1);
         let reorder = Port::rtp(2);
         let burst = Port::rtp(3);
@@ -246,19 +255,13 @@ fn rtp_figures_match_the_model() {
 
         // Sequence wrap: one cycle, nothing lost.
         let mut m = RtpStats::default();
-        play(
-            &mut b,
-            "wrap",
-            &wrap,
-            &[65533, 65534, 65535, 0, 1, 2],
-            &mut m,
-        );
+        play(b, "wrap", &wrap, &[65533, 65534, 65535, 0, 1, 2], &mut m);
         assert_eq!((m.cycles, rtp::lost_total(&m)), (rtp::SEQ_MOD, 0));
 
         // Reordering: late packets are not loss.
         let mut m = RtpStats::default();
         play(
-            &mut b,
+            b,
             "reorder",
             &reorder,
             &[10, 12, 11, 13, 16, 14, 15],
@@ -270,7 +273,7 @@ fn rtp_figures_match_the_model() {
         // restart confirmed by two packets in a row.
         let mut m = RtpStats::default();
         play(
-            &mut b,
+            b,
             "burst",
             &burst,
             &[100, 101, 102, 108, 109, 30000, 110, 40000, 40001, 40002],
@@ -281,7 +284,7 @@ fn rtp_figures_match_the_model() {
 
         // SSRC change: counted, sequence restarts, earlier loss kept.
         let mut m = RtpStats::default();
-        play(&mut b, "ssrc", &ssrc_change, &[1, 2, 4], &mut m);
+        play(b, "ssrc", &ssrc_change, &[1, 2, 4], &mut m);
         let other = rtp_packet(7000, 99, 0xbeef, 8);
         b.send(
             "ssrc new",
@@ -332,7 +335,7 @@ fn rtp_figures_match_the_model() {
         // Non-RTP on an RTP port (STUN, DTLS, short garbage) and rtcp-mux:
         // forwarded, counted apart, the RTP figures untouched.
         let mut m = RtpStats::default();
-        play(&mut b, "mixed", &mixed, &[1, 2], &mut m);
+        play(b, "mixed", &mixed, &[1, 2], &mut m);
         let stun = [
             0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8,
         ];
@@ -347,7 +350,7 @@ fn rtp_figures_match_the_model() {
         ] {
             b.send(what, &mixed, payload, (3_000_000_000, 5000), &mut m, XDP_TX);
         }
-        play(&mut b, "mixed after", &mixed, &[3], &mut m);
+        play(b, "mixed after", &mixed, &[3], &mut m);
         assert_eq!((m.other_packets, m.rtcp_packets, m.rtp_packets), (3, 1, 3));
         assert_eq!(m.rtcp_bytes, 28);
         assert_eq!(rtp::lost_total(&m), 0);
@@ -381,29 +384,13 @@ fn rtp_figures_match_the_model() {
         let mut m = RtpStats::default();
         b.send("plain", &plain, &g711(1), (1, 5000), &mut m, XDP_TX);
         assert_eq!(m, RtpStats::default());
-        b.dp.shutdown();
-    })
-    .unwrap();
+    });
 }
 
 #[test]
 fn installing_seeds_the_figures() {
     require_root!();
-    let ns = topology();
-    let pins = PinDirGuard::new("rtpseed");
-    let pin_dir = pins.0.clone();
-    ns.run(move || {
-        let config = XdpConfig {
-            interfaces: vec!["rfa".into()],
-            pin_dir,
-            mode: ModePolicy::Generic,
-            max_streams: 64,
-            enable_forwarding: true,
-            test_clock: true,
-        };
-        let dp = XdpDatapath::start(&config).expect("XDP datapath starts");
-        let ifindex = relay_userspace::netdev::ifindex("rfa").unwrap();
-        let mut b = Bench { dp, ifindex };
+    with_bench("rtpseed", |b| {
         let port = Port::rtp(1);
 
         // What userspace saw before the stream moved into the kernel.
@@ -437,7 +424,5 @@ fn installing_seeds_the_figures() {
             XDP_TX,
         );
         assert_eq!((m.received, rtp::lost_total(&m)), (5, 1));
-        b.dp.shutdown();
-    })
-    .unwrap();
+    });
 }
