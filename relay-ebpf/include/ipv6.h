@@ -55,6 +55,10 @@ static __always_inline __u32 view_ipv6(struct cursor *c, struct relay_view *v)
 	len = bpf_ntohs(udp->len);
 	if (len < sizeof(*udp) || len > plen || !udp->check)
 		return RELAY_CNT_PASS_MALFORMED;
+	/* v4-mapped addresses never appear on the wire (RFC 4291 §2.5.5.2);
+	 * as a key one would reach an IPv4 stream. */
+	if (is_mapped_v4((const __u8 *)&ip6->daddr))
+		return RELAY_CNT_PASS_MALFORMED;
 	__builtin_memcpy(v->key.addr, &ip6->daddr, 16);
 	v->key.port = udp->dest;
 	v->l3 = ip6;

@@ -564,6 +564,11 @@ fn ipv6_fixtures() -> Vec<Fixture> {
         zero.build(),
         CounterId::PassMalformed,
     ));
+    out.push(Fixture::passes(
+        "IPv6 to a v4-mapped address (never on the wire): pass",
+        from_a6("[::ffff:10.10.1.1]:30000").build(),
+        CounterId::PassMalformed,
+    ));
     let base = from_a6(Streams6::CROSS.1).build();
     let mut long = base.clone();
     long[ETH_LEN + 4] = 0x0f;
