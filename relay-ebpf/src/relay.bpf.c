@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 /*
  * xrelay fast path: forward RTP/RTCP (any UDP) sent to a relay port straight
- * to the other party, rewriting addresses, ports, TTL, MACs and checksums.
+ * to the other party, rewriting addresses, ports, TTL, MACs and checksums,
+ * over IPv4 or IPv6 and between the two (bridge.h).
  *
  * Anything this program does not fully understand, and every packet for an
  * address/port without a stream, goes to the kernel stack untouched
@@ -279,7 +280,9 @@ int relay_xdp(struct xdp_md *ctx)
 			rewrite_ipv4_udp(v.l3, v.udp, mapped_v4(t->src_addr),
 					 mapped_v4(t->peer_addr), t->src_port, t->peer_port);
 	} else {
-		/* The frame changes size: every packet pointer is new after this. */
+		/* The frame changes size: every packet pointer is new after this.
+		 * Only growing (4 -> 6) can fail, for lack of headroom, and it
+		 * fails before touching the frame. */
 		eth = v.v6 ? bridge_6to4(ctx, &v, t) : bridge_4to6(ctx, &v, t);
 		if (!eth) {
 			if (st)
