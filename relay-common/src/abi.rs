@@ -63,11 +63,12 @@ pub struct StreamKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamTarget {
-    /// net: destination (the other party), v4-mapped.
+    /// net: destination (the other party), v4-mapped if IPv4. Its family is
+    /// the egress family: unlike the key's, the packet is bridged.
     pub peer_addr: [u8; 16],
-    /// net: relay address the packet leaves from, v4-mapped.
+    /// net: relay address the packet leaves from, same family as `peer_addr`.
     pub src_addr: [u8; 16],
-    /// net: expected sender (strict-source), v4-mapped.
+    /// net: expected sender (strict-source), in the key's family.
     pub expect_addr: [u8; 16],
     /// net: destination UDP port.
     pub peer_port: u16,
@@ -348,8 +349,8 @@ counters! {
     FwdTx = 0, "forwarded_tx", "forwarded out of the ingress interface (XDP_TX)";
     FwdRedirect = 1, "forwarded_redirect", "forwarded to another interface (DEVMAP redirect)";
     PassNotIp = 2, "passed_not_ip", "passed: ARP or another non-IP ethertype";
-    PassIpv6 = 3, "passed_ipv6", "passed: IPv6 (not in the fast path yet)";
-    PassNotUdp = 4, "passed_not_udp", "passed: IPv4 but not UDP";
+    PassIpv6 = 3, "passed_ipv6", "passed: IPv6 with an extension header (fragments included)";
+    PassNotUdp = 4, "passed_not_udp", "passed: not UDP (ICMPv6 and neighbour discovery included)";
     PassIpOptions = 5, "passed_ip_options", "passed: IPv4 header with options";
     PassFragment = 6, "passed_fragment", "passed: IPv4 fragment";
     PassMalformed = 7, "passed_malformed", "passed: truncated or inconsistent headers";
@@ -360,6 +361,8 @@ counters! {
     PassToUserspace = 12, "passed_to_userspace", "passed: relayd's port, endpoints still being learned";
     DropNoStream = 13, "dropped_no_stream", "dropped: media port range, no stream (DoS shield)";
     DropRate = 14, "dropped_rate", "dropped: stream over its packet-rate cap (--max-stream-pps)";
+    PassNoCsum = 15, "passed_no_csum", "passed: IPv4 without UDP checksum, to be bridged to IPv6 (relayd's socket sends it)";
+    PassNoHeadroom = 16, "passed_no_headroom", "passed: no room in front of the frame to grow it (IPv4 to IPv6)";
 }
 
 impl CounterId {

@@ -26,8 +26,8 @@
 
 /*
  * Forwarding key: the relay-side address and UDP port a packet was sent to.
- * IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d) so that IPv6 can share
- * the table later without a second key type.
+ * IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d) so that IPv4 and IPv6
+ * share the table without a second key type.
  */
 struct relay_key {
 	__u8 addr[16]; /* net: local (relay) address, v4-mapped for IPv4 */
@@ -43,11 +43,13 @@ struct relay_key {
                             * rtcp-mux and non-RTP packets counted apart) */
 #define RELAY_TF_RTCP 0x8u /* an RTCP port: count RTCP and other packets */
 
-/* Forwarding value: where a packet that hit `relay_key` goes. */
+/* Forwarding value: where a packet that hit `relay_key` goes. The family of
+ * peer_addr is the egress family (src_addr has the same one): when it differs
+ * from the key's, the packet is bridged between IPv4 and IPv6. */
 struct relay_target {
-	__u8 peer_addr[16];   /* net: destination (the other party), v4-mapped */
-	__u8 src_addr[16];    /* net: relay address the packet leaves from, v4-mapped */
-	__u8 expect_addr[16]; /* net: expected sender (strict-source), v4-mapped */
+	__u8 peer_addr[16];   /* net: destination (the other party), v4-mapped if IPv4 */
+	__u8 src_addr[16];    /* net: relay address the packet leaves from, same family */
+	__u8 expect_addr[16]; /* net: expected sender (strict-source), key's family */
 	__be16 peer_port;     /* net: destination UDP port */
 	__be16 src_port;      /* net: relay UDP port the packet leaves from */
 	__be16 expect_port;   /* net: expected sender UDP port */
@@ -149,8 +151,8 @@ enum relay_counter_id {
 	RELAY_CNT_FWD_TX = 0,         /* forwarded out of the ingress interface */
 	RELAY_CNT_FWD_REDIRECT = 1,   /* forwarded to another interface (DEVMAP) */
 	RELAY_CNT_PASS_NOT_IP = 2,    /* ARP and other non-IP ethertypes */
-	RELAY_CNT_PASS_IPV6 = 3,      /* IPv6: not in the fast path yet */
-	RELAY_CNT_PASS_NOT_UDP = 4,   /* IPv4 but not UDP */
+	RELAY_CNT_PASS_IPV6 = 3,      /* IPv6 with an extension header (fragments included) */
+	RELAY_CNT_PASS_NOT_UDP = 4,   /* not UDP (ICMPv6 and neighbour discovery included) */
 	RELAY_CNT_PASS_IP_OPTIONS = 5,/* IPv4 header with options (IHL > 5) */
 	RELAY_CNT_PASS_FRAGMENT = 6,  /* any IPv4 fragment, first or later */
 	RELAY_CNT_PASS_MALFORMED = 7, /* truncated or inconsistent headers */
@@ -161,7 +163,9 @@ enum relay_counter_id {
 	RELAY_CNT_PASS_TO_USERSPACE = 12,  /* relayd's port, still learning */
 	RELAY_CNT_DROP_NO_STREAM = 13,     /* media port range, no stream (shield) */
 	RELAY_CNT_DROP_RATE = 14,          /* stream over its packet-rate cap */
-	RELAY_CNT_MAX = 15,
+	RELAY_CNT_PASS_NO_CSUM = 15,       /* IPv4 without UDP checksum, bridged to IPv6 */
+	RELAY_CNT_PASS_NO_HEADROOM = 16,   /* no room to grow the frame (IPv4 -> IPv6) */
+	RELAY_CNT_MAX = 17,
 };
 
 /*

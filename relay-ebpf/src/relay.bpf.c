@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 /*
  * xrelay fast path: forward RTP/RTCP (any UDP) sent to a relay port straight
- * to the other party, rewriting addresses, ports, TTL, MACs and checksums.
+ * to the other party, rewriting addresses, ports, TTL, MACs and checksums,
+ * over IPv4 or IPv6 and between the two (bridge.h).
  *
  * Anything this program does not fully understand, and every packet for an
  * address/port without a stream, goes to the kernel stack untouched
@@ -15,12 +16,15 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "bridge.h"
 #include "consts.h"
 #include "csum.h"
+#include "ipv6.h"
 #include "maps.h"
 #include "parsing.h"
 #include "relay_abi.h"
 #include "rtp.h"
+#include "view.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -112,20 +116,6 @@ static __always_inline __u32 count(__u32 id, __u64 frame_len, __u32 action)
 		c->bytes += frame_len;
 	}
 	return action;
-}
-
-/* The IPv4 address inside a v4-mapped IPv6 address, as it sits in a header. */
-static __always_inline __be32 mapped_v4(const __u8 addr[16])
-{
-	return *(const __be32 *)&addr[12];
-}
-
-static __always_inline void set_mapped_v4(__u8 addr[16], __be32 v4)
-{
-	__builtin_memset(addr, 0, 10);
-	addr[10] = 0xff;
-	addr[11] = 0xff;
-	*(__be32 *)&addr[12] = v4;
 }
 
 /* Rewrite the IPv4 and UDP headers for the next hop, fixing both checksums
@@ -230,52 +220,35 @@ int relay_xdp(struct xdp_md *ctx)
 	struct cursor c = { .pos = data, .end = data_end };
 	struct bpf_fib_lookup fib = {};
 	struct relay_stream_stats *st;
+	struct relay_view v = {};
 	struct relay_target *t;
-	struct relay_key key = {};
 	struct ethhdr *eth;
-	struct udphdr *udp;
-	struct iphdr *ip;
-	__be32 new_saddr, new_daddr;
+	__u32 action, why, out_v6, ingress;
+	__u16 udp_len;
 	__u64 now;
-	__u32 action;
 	__be16 proto;
 	long rc;
 
 	eth = parse_eth(&c, &proto);
 	if (!eth)
 		return count(RELAY_CNT_PASS_MALFORMED, frame_len, XDP_PASS);
-	if (proto == bpf_htons(ETH_P_IPV6))
-		return count(RELAY_CNT_PASS_IPV6, frame_len, XDP_PASS);
-	if (proto != bpf_htons(ETH_P_IP))
+	if (proto == bpf_htons(ETH_P_IP))
+		why = view_ipv4(&c, &v);
+	else if (proto == bpf_htons(ETH_P_IPV6))
+		why = view_ipv6(&c, &v);
+	else
 		return count(RELAY_CNT_PASS_NOT_IP, frame_len, XDP_PASS);
+	if (why != RELAY_VIEW_OK)
+		return count(why, frame_len, XDP_PASS);
 
-	switch (parse_ipv4(&c, &ip)) {
-	case IPV4_OK:
-		break;
-	case IPV4_OPTIONS:
-		return count(RELAY_CNT_PASS_IP_OPTIONS, frame_len, XDP_PASS);
-	case IPV4_FRAGMENT:
-		return count(RELAY_CNT_PASS_FRAGMENT, frame_len, XDP_PASS);
-	case IPV4_NOT_UDP:
-		return count(RELAY_CNT_PASS_NOT_UDP, frame_len, XDP_PASS);
-	default:
-		return count(RELAY_CNT_PASS_MALFORMED, frame_len, XDP_PASS);
-	}
-	udp = parse_udp(&c, ip);
-	if (!udp)
-		return count(RELAY_CNT_PASS_MALFORMED, frame_len, XDP_PASS);
-
-	set_mapped_v4(key.addr, ip->daddr);
-	key.port = udp->dest;
-	t = bpf_map_lookup_elem(&streams, &key);
+	t = bpf_map_lookup_elem(&streams, &v.key);
 	if (!t)
-		return no_stream(&key, frame_len);
+		return no_stream(&v.key, frame_len);
 	if (t->flags & RELAY_TF_TO_USERSPACE)
 		return count(RELAY_CNT_PASS_TO_USERSPACE, frame_len, XDP_PASS);
 	st = lookup_stream_stats(t);
 
-	if ((t->flags & RELAY_TF_STRICT_SOURCE) &&
-	    (ip->saddr != mapped_v4(t->expect_addr) || udp->source != t->expect_port)) {
+	if ((t->flags & RELAY_TF_STRICT_SOURCE) && !view_from_expected(&v, t)) {
 		if (st)
 			st->dropped++;
 		return count(RELAY_CNT_DROP_STRICT_SOURCE, frame_len, XDP_DROP);
@@ -288,20 +261,37 @@ int relay_xdp(struct xdp_md *ctx)
 		return count(RELAY_CNT_DROP_RATE, frame_len, XDP_DROP);
 	}
 	if (t->flags & (RELAY_TF_RTP | RELAY_TF_RTCP))
-		observe_media(t, udp, data_end, now);
+		observe_media(t, v.udp, data_end, now);
+
+	/* The peer's family is the egress family: v4-mapped means IPv4. */
+	out_v6 = !is_mapped_v4(t->peer_addr);
+	udp_len = bpf_ntohs(v.udp->len);
+	/* IPv6 needs a UDP checksum; computing one over the payload is left
+	 * to relayd's socket, which the packet reaches by passing. */
+	if (out_v6 && !v.v6 && !v.udp->check) {
+		if (st)
+			st->passed++;
+		return count(RELAY_CNT_PASS_NO_CSUM, frame_len, XDP_PASS);
+	}
 
 	/* Resolve the next hop before touching the packet, so a miss passes it
 	 * on unmodified and the kernel (ARP, ICMP) and relayd can handle it. */
-	new_saddr = mapped_v4(t->src_addr);
-	new_daddr = mapped_v4(t->peer_addr);
-	fib.family = AF_INET;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = t->src_port;
-	fib.dport = t->peer_port;
-	fib.tot_len = bpf_ntohs(ip->tot_len);
-	fib.ipv4_src = new_saddr;
-	fib.ipv4_dst = new_daddr;
-	fib.ifindex = ctx->ingress_ifindex;
+	/* Read once: the compiler would otherwise keep ctx + offset in a
+	 * register, which the verifier refuses to dereference. */
+	ingress = ctx->ingress_ifindex;
+	fib.ifindex = ingress;
+	if (out_v6) {
+		fib_ipv6(&fib, t, udp_len);
+	} else {
+		fib.family = AF_INET;
+		fib.l4_protocol = IPPROTO_UDP;
+		fib.sport = t->src_port;
+		fib.dport = t->peer_port;
+		fib.tot_len = v.v6 ? sizeof(struct iphdr) + udp_len
+				   : bpf_ntohs(((struct iphdr *)v.l3)->tot_len);
+		fib.ipv4_src = mapped_v4(t->src_addr);
+		fib.ipv4_dst = mapped_v4(t->peer_addr);
+	}
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
 		if (st)
@@ -309,7 +299,7 @@ int relay_xdp(struct xdp_md *ctx)
 		return count(RELAY_CNT_PASS_FIB_MISS, frame_len, XDP_PASS);
 	}
 
-	if (fib.ifindex == ctx->ingress_ifindex) {
+	if (fib.ifindex == ingress) {
 		action = XDP_TX;
 	} else {
 		/* Only sets up the redirect; returns the flags value on a miss. */
@@ -321,13 +311,29 @@ int relay_xdp(struct xdp_md *ctx)
 		}
 	}
 
-	rewrite_ipv4_udp(ip, udp, new_saddr, new_daddr, t->src_port, t->peer_port);
+	if (v.v6 == out_v6) {
+		if (v.v6)
+			rewrite_ipv6_udp(v.l3, v.udp, t);
+		else
+			rewrite_ipv4_udp(v.l3, v.udp, mapped_v4(t->src_addr),
+					 mapped_v4(t->peer_addr), t->src_port, t->peer_port);
+	} else {
+		/* The frame changes size: every packet pointer is new after this.
+		 * Only growing (4 -> 6) can fail, for lack of headroom, and it
+		 * fails before touching the frame. */
+		eth = v.v6 ? bridge_6to4(ctx, &v, t) : bridge_4to6(ctx, &v, t);
+		if (!eth) {
+			if (st)
+				st->passed++;
+			return count(RELAY_CNT_PASS_NO_HEADROOM, frame_len, XDP_PASS);
+		}
+	}
 	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
 
 	if (st) {
 		st->packets++;
-		st->bytes += bpf_ntohs(udp->len) - sizeof(*udp);
+		st->bytes += udp_len - sizeof(struct udphdr);
 		st->last_seen_ns = now;
 	}
 	return count(action == XDP_TX ? RELAY_CNT_FWD_TX : RELAY_CNT_FWD_REDIRECT, frame_len,

@@ -184,20 +184,64 @@ pub fn tx_dropped(iface: &str) -> Result<u64, NetdevError> {
 /// arrive on an interface without it, so the fast path needs it on.
 /// /proc/sys/net shows the calling thread's network namespace.
 pub fn ipv4_forwarding(iface: &str) -> Result<bool, NetdevError> {
-    let path = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
-    let text = std::fs::read_to_string(&path).map_err(|source| NetdevError::Sys {
-        call: "reading ipv4 forwarding",
+    read_flag(
+        &format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"),
+        iface,
+    )
+}
+
+/// Turns IPv4 forwarding on for `iface`.
+pub fn enable_ipv4_forwarding(iface: &str) -> Result<(), NetdevError> {
+    write_sysctl(
+        &format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"),
+        iface,
+        "1",
+    )
+}
+
+/// Whether IPv6 forwarding is on for `iface`; None when the interface has
+/// no IPv6 (disabled, or no IPv6 in the kernel). The IPv6 FIB lookup checks
+/// the ingress interface's flag, for IPv6 and for IPv4 bridged to IPv6.
+/// Unlike `all.forwarding`, the per-interface flag does not make the host
+/// route IPv6 between interfaces.
+pub fn ipv6_forwarding(iface: &str) -> Result<Option<bool>, NetdevError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{iface}/forwarding");
+    if !std::path::Path::new(&path).exists() {
+        return Ok(None);
+    }
+    read_flag(&path, iface).map(Some)
+}
+
+/// Turns IPv6 forwarding on for `iface`. An interface with forwarding on
+/// ignores router advertisements unless `accept_ra` is 2, so an
+/// `accept_ra` of 1 (the host default: the default route comes from RAs,
+/// as on EC2) is raised to 2. Returns whether accept_ra was changed.
+pub fn enable_ipv6_forwarding(iface: &str) -> Result<bool, NetdevError> {
+    let ra = format!("/proc/sys/net/ipv6/conf/{iface}/accept_ra");
+    let raised = std::fs::read_to_string(&ra).is_ok_and(|v| v.trim() == "1");
+    if raised {
+        write_sysctl(&ra, iface, "2")?;
+    }
+    write_sysctl(
+        &format!("/proc/sys/net/ipv6/conf/{iface}/forwarding"),
+        iface,
+        "1",
+    )?;
+    Ok(raised)
+}
+
+fn read_flag(path: &str, iface: &str) -> Result<bool, NetdevError> {
+    let text = std::fs::read_to_string(path).map_err(|source| NetdevError::Sys {
+        call: "reading a sysctl",
         iface: iface.to_owned(),
         source,
     })?;
     Ok(text.trim() == "1")
 }
 
-/// Turns IPv4 forwarding on for `iface`.
-pub fn enable_ipv4_forwarding(iface: &str) -> Result<(), NetdevError> {
-    let path = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
-    std::fs::write(&path, "1").map_err(|source| NetdevError::Sys {
-        call: "enabling ipv4 forwarding",
+fn write_sysctl(path: &str, iface: &str, value: &str) -> Result<(), NetdevError> {
+    std::fs::write(path, value).map_err(|source| NetdevError::Sys {
+        call: "writing a sysctl",
         iface: iface.to_owned(),
         source,
     })

@@ -16,7 +16,10 @@ use relay_tests::{
     peer::{attach_peer_pass, PeerPass},
     ready::spawn_ready,
     require_root,
-    topology::{assert_delivered, bind_udp, exchange, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
+    topology::{
+        assert_delivered, bind_udp, exchange, Topology, HOST_A, HOST_A6, HOST_B, HOST_B6, RELAY_A,
+        RELAY_A6, RELAY_B, RELAY_B6,
+    },
     PinDirGuard,
 };
 
@@ -34,7 +37,22 @@ struct Relay {
 
 impl Relay {
     fn start(tag: &str, extra: &[&str]) -> Relay {
+        Self::launch(tag, extra, false)
+    }
+
+    /// The same, with IPv6 on both links and relayd on the IPv6 addresses
+    /// too (`a` and `b` each dual-stack).
+    fn start_dual_stack(tag: &str) -> Relay {
+        let a6 = format!("a/{RELAY_A6}");
+        let b6 = format!("b/{RELAY_B6}");
+        Self::launch(tag, &["-i", &a6, "-i", &b6], true)
+    }
+
+    fn launch(tag: &str, extra: &[&str], ipv6: bool) -> Relay {
         let t = Topology::new(tag).unwrap();
+        if ipv6 {
+            t.add_ipv6().unwrap();
+        }
         let pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
         let pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
         let pins = PinDirGuard::new(tag);
@@ -347,6 +365,114 @@ fn call_over_ng_moves_media_into_xdp() {
         Some(2),
         "relayctl exit code when relayd is gone"
     );
+}
+
+/// A call between `host_a` and `host_b` (either family) with
+/// `address-family` on the offer when given: the SDPs name the relay's
+/// addresses `relay_b` (offer, to B) and `relay_a` (answer, to A), the first
+/// packets are relayed in userspace, then RTP both ways goes through XDP
+/// (redirect between a1 and b1) with no packet reaching userspace.
+fn call_through_xdp(
+    r: &Relay,
+    call_id: &str,
+    (host_a, host_b): (&str, &str),
+    address_family: Option<&str>,
+    (relay_a, relay_b): (&str, &str),
+) {
+    let family = |addr: &str| if addr.contains(':') { "IP6" } else { "IP4" };
+    let mut o = Value::dict([
+        ("command", s("offer")),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+        ("sdp", s(&audio_sdp(host_a, 5000))),
+        ("direction", Value::str_list(["a", "b"])),
+        ("received-from", Value::str_list([family(host_a), host_a])),
+    ]);
+    if let (Value::Dict(d), Some(af)) = (&mut o, address_family) {
+        d.insert(b"address-family".to_vec(), s(af));
+    }
+    let reply = r.ng.ok(&o).unwrap();
+    let sdp = reply.get("sdp").and_then(Value::as_bytes).unwrap();
+    let text = String::from_utf8_lossy(sdp).into_owned();
+    assert!(
+        text.contains(&format!("c=IN {} {relay_b}\r\n", family(relay_b))),
+        "the offer sent to B points at {relay_b}: {text}"
+    );
+    let (_, port) = sdp_endpoint(sdp).unwrap();
+    let to_b = std::net::SocketAddr::new(relay_b.parse().unwrap(), port);
+    let a = Value::dict([
+        ("command", s("answer")),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+        ("to-tag", s("tag-B")),
+        ("sdp", s(&audio_sdp(host_b, 40000))),
+        ("received-from", Value::str_list([family(host_b), host_b])),
+    ]);
+    let reply = r.ng.ok(&a).unwrap();
+    let sdp = reply.get("sdp").and_then(Value::as_bytes).unwrap();
+    let text = String::from_utf8_lossy(sdp).into_owned();
+    assert!(
+        text.contains(&format!("c=IN {} {relay_a}\r\n", family(relay_a))),
+        "the answer sent to A points at {relay_a}: {text}"
+    );
+    let (_, port) = sdp_endpoint(sdp).unwrap();
+    let to_a = std::net::SocketAddr::new(relay_a.parse().unwrap(), port);
+    let sock = |ns: &Netns, host: &str, port: u16| {
+        bind_udp(
+            ns,
+            &std::net::SocketAddr::new(host.parse().unwrap(), port).to_string(),
+        )
+        .unwrap()
+    };
+    let sa = sock(&r.t.a, host_a, 5000);
+    let sb = sock(&r.t.b, host_b, 40000);
+
+    media_both_ways(r, to_a, to_b, &sa, &sb, 5);
+    let q = wait_kernelized(r, call_id);
+    let user_before: Vec<i64> = rtp_streams(&q).iter().map(|s| s.2).collect();
+    let stream_kernel_before: Vec<i64> = rtp_streams(&q).iter().map(|s| s.3).collect();
+    let redirected = |r: &Relay| {
+        r.relayctl_json("counters")["forwarded_redirect"]["packets"]
+            .as_u64()
+            .unwrap()
+    };
+    let kernel_before = redirected(r);
+    media_both_ways(r, to_a, to_b, &sa, &sb, 20);
+    assert_eq!(redirected(r) - kernel_before, 40, "forwarded by XDP");
+    let q = r.ng.ok(&command("query", call_id)).unwrap();
+    let user_after: Vec<i64> = rtp_streams(&q).iter().map(|s| s.2).collect();
+    assert_eq!(user_before, user_after, "nothing more reached userspace");
+    for ((tag, _, _, kernel), earlier) in rtp_streams(&q).iter().zip(&stream_kernel_before) {
+        assert_eq!(kernel - earlier, 20, "kernel packets of {tag}'s stream");
+    }
+}
+
+#[test]
+fn ipv6_call_over_ng_moves_media_into_xdp() {
+    require_root!();
+    let r = Relay::start_dual_stack("ng6");
+    call_through_xdp(
+        &r,
+        "call-v6",
+        (HOST_A6, HOST_B6),
+        None,
+        (RELAY_A6, RELAY_B6),
+    );
+    r.stop();
+}
+
+#[test]
+fn bridged_call_ipv4_caller_ipv6_callee_through_xdp() {
+    require_root!();
+    let r = Relay::start_dual_stack("ngbr");
+    call_through_xdp(
+        &r,
+        "call-bridged",
+        (HOST_A, HOST_B6),
+        Some("IP6"),
+        (RELAY_A, RELAY_B6),
+    );
+    r.stop();
 }
 
 #[test]

@@ -85,10 +85,11 @@ impl NgClient {
     }
 }
 
-/// A minimal audio SDP for a party at `addr:port`.
+/// A minimal audio SDP for a party at `addr:port` (IPv4 or IPv6).
 pub fn audio_sdp(addr: &str, port: u16) -> String {
+    let family = if addr.contains(':') { "IP6" } else { "IP4" };
     format!(
-        "v=0\r\no=- 1545997027 1 IN IP4 {addr}\r\ns=xrelay test\r\nc=IN IP4 {addr}\r\nt=0 0\r\n\
+        "v=0\r\no=- 1545997027 1 IN {family} {addr}\r\ns=xrelay test\r\nc=IN {family} {addr}\r\nt=0 0\r\n\
          m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
          a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
     )

@@ -4,12 +4,14 @@
 //! independently of the incremental updates the XDP program makes, so a
 //! byte-exact comparison with a built "expected" frame verifies them.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// Ethernet + IPv4 header length without VLAN tag.
+/// Ethernet header length without VLAN tag.
 pub const ETH_LEN: usize = 14;
 /// IPv4 header without options.
 pub const IPV4_LEN: usize = 20;
+/// IPv6 fixed header.
+pub const IPV6_LEN: usize = 40;
 /// UDP header.
 pub const UDP_LEN: usize = 8;
 
@@ -41,7 +43,23 @@ pub fn udp4_checksum(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> u16 {
     }
 }
 
-/// An Ethernet/IPv4/UDP frame description.
+/// UDP checksum over the IPv6 pseudo-header (RFC 8200 §8.1) and `udp`
+/// (header + payload, checksum field as given). 0 is sent as 0xffff.
+pub fn udp6_checksum(src: Ipv6Addr, dst: Ipv6Addr, udp: &[u8]) -> u16 {
+    let mut buf = Vec::with_capacity(40 + udp.len());
+    buf.extend_from_slice(&src.octets());
+    buf.extend_from_slice(&dst.octets());
+    buf.extend_from_slice(&(udp.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&[0, 0, 0, 17]);
+    buf.extend_from_slice(udp);
+    match internet_checksum(&buf) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+/// An Ethernet/IP/UDP frame description; the family follows the addresses
+/// (both of one family).
 #[derive(Clone, Debug)]
 pub struct UdpFrame {
     /// Destination MAC.
@@ -50,14 +68,18 @@ pub struct UdpFrame {
     pub src_mac: [u8; 6],
     /// One 802.1Q tag (TCI), if any.
     pub vlan: Option<u16>,
-    /// IPv4 source.
-    pub src: SocketAddrV4,
-    /// IPv4 destination.
-    pub dst: SocketAddrV4,
-    /// IPv4 TTL.
+    /// Source.
+    pub src: SocketAddr,
+    /// Destination.
+    pub dst: SocketAddr,
+    /// IPv4 TTL / IPv6 hop limit.
     pub ttl: u8,
-    /// IPv4 identification.
+    /// IPv4 identification (IPv6: unused).
     pub ip_id: u16,
+    /// IPv6 flow label (IPv4: unused).
+    pub flow_label: u32,
+    /// IPv6: an 8-byte destination options header before UDP.
+    pub ext_header: bool,
     /// Send a zero ("none") UDP checksum.
     pub zero_udp_checksum: bool,
     /// UDP payload.
@@ -66,21 +88,23 @@ pub struct UdpFrame {
 
 impl UdpFrame {
     /// A frame with sensible defaults and an RTP-sized payload.
-    pub fn new(src: SocketAddrV4, dst: SocketAddrV4) -> Self {
+    pub fn new(src: impl Into<SocketAddr>, dst: impl Into<SocketAddr>) -> Self {
         UdpFrame {
             dst_mac: [0x02, 0, 0, 0, 0, 0xfe],
             src_mac: [0x02, 0, 0, 0, 0, 0xfd],
             vlan: None,
-            src,
-            dst,
+            src: src.into(),
+            dst: dst.into(),
             ttl: 61,
             ip_id: 0x1234,
+            flow_label: 0,
+            ext_header: false,
             zero_udp_checksum: false,
             payload: rtp_payload(172),
         }
     }
 
-    /// Offset of the IPv4 header.
+    /// Offset of the IP header.
     pub fn l3_offset(&self) -> usize {
         ETH_LEN + if self.vlan.is_some() { 4 } else { 0 }
     }
@@ -94,6 +118,48 @@ impl UdpFrame {
             f.extend_from_slice(&[0x81, 0x00]);
             f.extend_from_slice(&tci.to_be_bytes());
         }
+        match (self.src.ip(), self.dst.ip()) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => self.build_v4(f, src, dst),
+            (IpAddr::V6(src), IpAddr::V6(dst)) => self.build_v6(f, src, dst),
+            _ => panic!("UdpFrame: source and destination of different families"),
+        }
+    }
+
+    fn udp_header(&self, udp_len: u16) -> Vec<u8> {
+        let mut u = Vec::with_capacity(usize::from(udp_len));
+        u.extend_from_slice(&self.src.port().to_be_bytes());
+        u.extend_from_slice(&self.dst.port().to_be_bytes());
+        u.extend_from_slice(&udp_len.to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(&self.payload);
+        u
+    }
+
+    fn build_v6(&self, mut f: Vec<u8>, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+        f.extend_from_slice(&[0x86, 0xdd]);
+        let udp_len = (UDP_LEN + self.payload.len()) as u16;
+        let ext = if self.ext_header { 8 } else { 0 };
+        // Version 6, traffic class 0xb8 (DSCP EF, as RTP is), flow label.
+        let first = (6u32 << 28) | (0xb8 << 20) | (self.flow_label & 0xf_ffff);
+        f.extend_from_slice(&first.to_be_bytes());
+        f.extend_from_slice(&(udp_len + ext).to_be_bytes());
+        f.extend_from_slice(&[if self.ext_header { 60 } else { 17 }, self.ttl]);
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(&dst.octets());
+        if self.ext_header {
+            // Destination options: next header UDP, length 0, PadN of 4.
+            f.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        let mut udp = self.udp_header(udp_len);
+        if !self.zero_udp_checksum {
+            let c = udp6_checksum(src, dst, &udp);
+            udp[6..8].copy_from_slice(&c.to_be_bytes());
+        }
+        f.extend_from_slice(&udp);
+        f
+    }
+
+    fn build_v4(&self, mut f: Vec<u8>, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
         f.extend_from_slice(&[0x08, 0x00]);
         let udp_len = (UDP_LEN + self.payload.len()) as u16;
         let tot_len = IPV4_LEN as u16 + udp_len;
@@ -103,20 +169,16 @@ impl UdpFrame {
         f.extend_from_slice(&self.ip_id.to_be_bytes());
         f.extend_from_slice(&[0x40, 0x00]); // DF, offset 0
         f.extend_from_slice(&[self.ttl, 17, 0, 0]);
-        f.extend_from_slice(&self.src.ip().octets());
-        f.extend_from_slice(&self.dst.ip().octets());
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(&dst.octets());
         let ip_csum = internet_checksum(&f[l3..l3 + IPV4_LEN]);
         f[l3 + 10..l3 + 12].copy_from_slice(&ip_csum.to_be_bytes());
-        let l4 = f.len();
-        f.extend_from_slice(&self.src.port().to_be_bytes());
-        f.extend_from_slice(&self.dst.port().to_be_bytes());
-        f.extend_from_slice(&udp_len.to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        f.extend_from_slice(&self.payload);
+        let mut udp = self.udp_header(udp_len);
         if !self.zero_udp_checksum {
-            let c = udp4_checksum(*self.src.ip(), *self.dst.ip(), &f[l4..]);
-            f[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+            let c = udp4_checksum(src, dst, &udp);
+            udp[6..8].copy_from_slice(&c.to_be_bytes());
         }
+        f.extend_from_slice(&udp);
         f
     }
 }
@@ -152,6 +214,34 @@ pub fn udp4_checksum_ok(frame: &[u8], l3: usize) -> bool {
     udp4_checksum(src, dst, &zeroed).to_be_bytes() == [udp[6], udp[7]]
 }
 
+/// Verifies the UDP checksum of an IPv6 frame whose header starts at `l3`
+/// (UDP right after it); zero is never valid in IPv6.
+pub fn udp6_checksum_ok(frame: &[u8], l3: usize) -> bool {
+    let ip = &frame[l3..];
+    let octets = |at: usize| -> [u8; 16] { ip[at..at + 16].try_into().unwrap() };
+    let (src, dst) = (Ipv6Addr::from(octets(8)), Ipv6Addr::from(octets(24)));
+    let udp_len = usize::from(u16::from_be_bytes([ip[IPV6_LEN + 4], ip[IPV6_LEN + 5]]));
+    let udp = &ip[IPV6_LEN..IPV6_LEN + udp_len];
+    if udp[6..8] == [0, 0] {
+        return false;
+    }
+    let mut zeroed = udp.to_vec();
+    zeroed[6..8].copy_from_slice(&[0, 0]);
+    udp6_checksum(src, dst, &zeroed).to_be_bytes() == [udp[6], udp[7]]
+}
+
+/// Verifies every checksum of an Ethernet (+ one VLAN tag) frame carrying
+/// IPv4 or IPv6 and UDP; false for anything else.
+pub fn checksums_ok(frame: &[u8]) -> bool {
+    let tagged = frame[12..14] == [0x81, 0x00] || frame[12..14] == [0x88, 0xa8];
+    let l3 = ETH_LEN + if tagged { 4 } else { 0 };
+    match &frame[l3 - 2..l3] {
+        [0x08, 0x00] => ipv4_checksum_ok(frame, l3) && udp4_checksum_ok(frame, l3),
+        [0x86, 0xdd] => udp6_checksum_ok(frame, l3),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,8 +258,8 @@ mod tests {
     #[test]
     fn built_frames_verify() {
         let f = UdpFrame::new(
-            "10.0.0.1:5000".parse().unwrap(),
-            "10.0.0.2:6000".parse().unwrap(),
+            "10.0.0.1:5000".parse::<SocketAddr>().unwrap(),
+            "10.0.0.2:6000".parse::<SocketAddr>().unwrap(),
         );
         let bytes = f.build();
         assert!(ipv4_checksum_ok(&bytes, 14));
@@ -177,5 +267,28 @@ mod tests {
         let mut bad = bytes.clone();
         bad[14 + 28] ^= 0xff;
         assert!(!udp4_checksum_ok(&bad, 14));
+    }
+
+    #[test]
+    fn built_v6_frames_verify() {
+        let f = UdpFrame::new(
+            "[2001:db8::2]:5000".parse::<SocketAddr>().unwrap(),
+            "[2001:db8::1]:6000".parse::<SocketAddr>().unwrap(),
+        );
+        let bytes = f.build();
+        assert_eq!(bytes.len(), ETH_LEN + IPV6_LEN + UDP_LEN + f.payload.len());
+        assert!(checksums_ok(&bytes));
+        let mut bad = bytes.clone();
+        bad[ETH_LEN + IPV6_LEN + 20] ^= 0xff;
+        assert!(!checksums_ok(&bad));
+        // RFC 8200 pseudo-header over a known datagram: the sum over the
+        // pseudo-header and the datagram with its checksum is all ones.
+        let l3 = ETH_LEN;
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&bytes[l3 + 8..l3 + 40]);
+        pseudo.extend_from_slice(&((UDP_LEN + f.payload.len()) as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 17]);
+        pseudo.extend_from_slice(&bytes[l3 + IPV6_LEN..]);
+        assert_eq!(internet_checksum(&pseudo), 0);
     }
 }

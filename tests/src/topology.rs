@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The relay knows both hosts' MACs statically, so the first packet does not
-//! depend on ARP timing.
+//! depend on ARP timing. [`Topology::add_ipv6`] puts IPv6 on the same links
+//! (`2001:db8:20:1::/64` on A's side, `2001:db8:20:2::/64` on B's).
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -26,6 +27,15 @@ pub const RELAY_A: &str = "10.20.1.1";
 pub const RELAY_B: &str = "10.20.2.1";
 /// Host B's address.
 pub const HOST_B: &str = "10.20.2.2";
+
+/// Host A's IPv6 address.
+pub const HOST_A6: &str = "2001:db8:20:1::2";
+/// Relay IPv6 address on A's side.
+pub const RELAY_A6: &str = "2001:db8:20:1::1";
+/// Relay IPv6 address on B's side.
+pub const RELAY_B6: &str = "2001:db8:20:2::1";
+/// Host B's IPv6 address.
+pub const HOST_B6: &str = "2001:db8:20:2::2";
 
 const MAC_A0: &str = "02:00:00:20:01:02";
 const MAC_A1: &str = "02:00:00:20:01:01";
@@ -108,6 +118,42 @@ impl Topology {
             "permanent",
         ])?;
         Ok(t)
+    }
+
+    /// Adds the IPv6 addresses (`nodad`: usable at once, no duplicate
+    /// address detection delay) and the relay's static IPv6 neighbours.
+    pub fn add_ipv6(&self) -> Result<()> {
+        for (ns, addr, dev) in [
+            (&self.a, HOST_A6, "a0"),
+            (&self.r, RELAY_A6, "a1"),
+            (&self.r, RELAY_B6, "b1"),
+            (&self.b, HOST_B6, "b0"),
+        ] {
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ])?;
+        }
+        for (addr, mac, dev) in [(HOST_A6, MAC_A0, "a1"), (HOST_B6, MAC_B0, "b1")] {
+            self.r.ip(&[
+                "-6",
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])?;
+        }
+        Ok(())
     }
 }
 

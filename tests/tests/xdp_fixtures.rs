@@ -8,13 +8,13 @@
 //! The program runs in a namespace with two veth interfaces and static
 //! neighbour entries, so `bpf_fib_lookup` gives deterministic answers.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use relay_common::{CounterId, StreamStats};
 use relay_tests::{
     netns::{veth, Netns, VethEnd},
-    packet::{ipv4_checksum_ok, udp4_checksum_ok, UdpFrame, ETH_LEN},
+    packet::{checksums_ok, ipv4_checksum_ok, udp4_checksum_ok, UdpFrame, ETH_LEN, IPV6_LEN},
     require_root, PinDirGuard,
 };
 use relay_userspace::datapath::{
@@ -32,7 +32,7 @@ const MAC_A_HOST: [u8; 6] = [0x02, 0, 0, 0, 1, 2];
 const MAC_B_RELAY: [u8; 6] = [0x02, 0, 0, 0, 2, 1];
 const MAC_B_HOST: [u8; 6] = [0x02, 0, 0, 0, 2, 2];
 
-fn sa(s: &str) -> SocketAddrV4 {
+fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
@@ -48,6 +48,61 @@ const RATED: (u32, &str, &str, &str) = (6, "10.10.1.1:30012", "10.10.2.2:40012",
 
 /// A relay port whose endpoints are still being learned (pass entry).
 const LEARNING: &str = "10.10.1.1:30010";
+
+/// IPv6 and bridged streams (relay 2001:db8:1::1 on fxa, 2001:db8:2::1 on
+/// fxb; hosts ::2 on each, 2001:db8:2::3 without a neighbour entry).
+struct Streams6;
+impl Streams6 {
+    /// IPv6 A -> IPv6 B, redirect.
+    const CROSS: (u32, &'static str, &'static str, &'static str) = (
+        7,
+        "[2001:db8:1::1]:30020",
+        "[2001:db8:2::2]:40020",
+        "[2001:db8:2::1]:30020",
+    );
+    /// IPv6 A -> IPv4 B (bridged), redirect.
+    const TO_V4: (u32, &'static str, &'static str, &'static str) = (
+        8,
+        "[2001:db8:1::1]:30022",
+        "10.10.2.2:40022",
+        "10.10.2.1:30022",
+    );
+    /// IPv4 A -> IPv6 B (bridged), redirect.
+    const TO_V6: (u32, &'static str, &'static str, &'static str) = (
+        9,
+        "10.10.1.1:30024",
+        "[2001:db8:2::2]:40024",
+        "[2001:db8:2::1]:30024",
+    );
+    /// IPv4 A -> IPv6 A (bridged), same interface: XDP_TX.
+    const HAIRPIN_TO_V6: (u32, &'static str, &'static str, &'static str) = (
+        10,
+        "10.10.1.1:30026",
+        "[2001:db8:1::2]:5026",
+        "[2001:db8:1::1]:30026",
+    );
+    /// IPv6 A -> IPv4 A (bridged), same interface: XDP_TX.
+    const HAIRPIN_TO_V4: (u32, &'static str, &'static str, &'static str) = (
+        11,
+        "[2001:db8:1::1]:30028",
+        "10.10.1.2:5028",
+        "10.10.1.1:30028",
+    );
+    /// Strict-source IPv6, expects [2001:db8:1::2]:5000.
+    const STRICT: (u32, &'static str, &'static str, &'static str) = (
+        12,
+        "[2001:db8:1::1]:30030",
+        "[2001:db8:2::2]:40030",
+        "[2001:db8:2::1]:30030",
+    );
+    /// IPv6 peer without a neighbour entry: FIB miss.
+    const NO_NEIGH: (u32, &'static str, &'static str, &'static str) = (
+        13,
+        "[2001:db8:1::1]:30032",
+        "[2001:db8:2::3]:40032",
+        "[2001:db8:2::1]:30032",
+    );
+}
 
 /// Streams the fixtures use, with their counter slots.
 struct Streams;
@@ -168,8 +223,18 @@ fn from_a(dst: &str) -> UdpFrame {
     f
 }
 
+/// A frame from host A's IPv6 address to the relay's A-side IPv6 address.
+fn from_a6(dst: &str) -> UdpFrame {
+    let mut f = UdpFrame::new(sa("[2001:db8:1::2]:5000"), sa(dst));
+    f.src_mac = MAC_A_HOST;
+    f.dst_mac = MAC_A_RELAY;
+    f
+}
+
 /// What the relay must send for `input` on a stream: from `source` to
-/// `peer`, TTL 64, MACs of the next hop.
+/// `peer`, TTL 64, MACs of the next hop. When the family changes (bridging)
+/// the new header carries the old TOS/traffic class (the builder's 0xb8)
+/// and no flow label; a new IPv4 header has ID 0 and DF set.
 fn forwarded(
     input: &UdpFrame,
     source: &str,
@@ -181,6 +246,10 @@ fn forwarded(
     out.src = sa(source);
     out.dst = sa(peer);
     out.ttl = 64;
+    if out.src.is_ipv4() != input.src.is_ipv4() {
+        out.ip_id = 0;
+        out.flow_label = 0;
+    }
     out.dst_mac = dst_mac;
     out.src_mac = src_mac;
     out
@@ -399,18 +468,175 @@ fn fixtures() -> Vec<Fixture> {
     arp.resize(60, 0);
     out.push(Fixture::passes("ARP: pass", arp, CounterId::PassNotIp));
 
-    let mut v6 = Vec::new();
-    v6.extend_from_slice(&MAC_A_RELAY);
-    v6.extend_from_slice(&MAC_A_HOST);
-    v6.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 8, 17, 64]);
-    v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-    v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-    v6.extend_from_slice(&[0x13, 0x88, 0x75, 0x30, 0, 8, 0, 0]);
+    out.extend(ipv6_fixtures());
+    out
+}
+
+/// IPv6, and bridging between IPv4 and IPv6 in both directions.
+fn ipv6_fixtures() -> Vec<Fixture> {
+    let mut out = Vec::new();
+    let mut v6 = from_a6(Streams6::CROSS.1);
+    v6.flow_label = 0x12345;
+    out.push(Fixture::forwards(
+        "IPv6 hit, redirect: addresses, ports, hop limit; flow label kept",
+        &v6,
+        to_b(&v6, Streams6::CROSS),
+        XDP_REDIRECT,
+        7,
+    ));
+    let v6_to_v4 = from_a6(Streams6::TO_V4.1);
+    out.push(Fixture::forwards(
+        "IPv6 -> IPv4 bridged, redirect: frame 20 bytes shorter",
+        &v6_to_v4,
+        to_b(&v6_to_v4, Streams6::TO_V4),
+        XDP_REDIRECT,
+        8,
+    ));
+    let v4_to_v6 = from_a(Streams6::TO_V6.1);
+    out.push(Fixture::forwards(
+        "IPv4 -> IPv6 bridged, redirect: frame 20 bytes longer",
+        &v4_to_v6,
+        to_b(&v4_to_v6, Streams6::TO_V6),
+        XDP_REDIRECT,
+        9,
+    ));
+    for (name, input, stream, slot) in [
+        (
+            "802.1Q-tagged IPv4 -> IPv6 bridged, XDP_TX, tag kept",
+            from_a(Streams6::HAIRPIN_TO_V6.1),
+            Streams6::HAIRPIN_TO_V6,
+            10,
+        ),
+        (
+            "802.1Q-tagged IPv6 -> IPv4 bridged, XDP_TX, tag kept",
+            from_a6(Streams6::HAIRPIN_TO_V4.1),
+            Streams6::HAIRPIN_TO_V4,
+            11,
+        ),
+    ] {
+        let mut tagged = input;
+        tagged.vlan = Some(0x0064);
+        let (_, _, peer, source) = stream;
+        out.push(Fixture::forwards(
+            name,
+            &tagged,
+            forwarded(&tagged, source, peer, MAC_A_HOST, MAC_A_RELAY),
+            XDP_TX,
+            slot,
+        ));
+    }
+    let mut no_csum = from_a(Streams6::TO_V6.1);
+    no_csum.zero_udp_checksum = true;
+    out.push(Fixture {
+        stream: Some((9, StreamDelta::passed())),
+        ..Fixture::passes(
+            "IPv4 without UDP checksum -> IPv6: pass to relayd untouched",
+            no_csum.build(),
+            CounterId::PassNoCsum,
+        )
+    });
+
+    let mut ext = from_a6(Streams6::CROSS.1);
+    ext.ext_header = true;
     out.push(Fixture::passes(
-        "IPv6: pass (not in the fast path yet)",
-        v6,
+        "IPv6 with an extension header: pass",
+        ext.build(),
         CounterId::PassIpv6,
     ));
+    // A fragment header (44) in place of the destination options.
+    let mut frag = ext.build();
+    frag[ETH_LEN + 6] = 44;
+    out.push(Fixture::passes(
+        "IPv6 fragment: pass",
+        frag,
+        CounterId::PassIpv6,
+    ));
+    let mut icmp6 = from_a6(Streams6::CROSS.1).build();
+    icmp6[ETH_LEN + 6] = 58;
+    out.push(Fixture::passes(
+        "ICMPv6 (neighbour discovery too): pass",
+        icmp6,
+        CounterId::PassNotUdp,
+    ));
+    let mut zero = from_a6(Streams6::CROSS.1);
+    zero.zero_udp_checksum = true;
+    out.push(Fixture::passes(
+        "IPv6 with a zero UDP checksum (illegal): pass",
+        zero.build(),
+        CounterId::PassMalformed,
+    ));
+    out.push(Fixture::passes(
+        "IPv6 to a v4-mapped address (never on the wire): pass",
+        from_a6("[::ffff:10.10.1.1]:30000").build(),
+        CounterId::PassMalformed,
+    ));
+    let base = from_a6(Streams6::CROSS.1).build();
+    let mut long = base.clone();
+    long[ETH_LEN + 4] = 0x0f;
+    out.push(Fixture::passes(
+        "IPv6 payload length beyond the frame: pass",
+        long,
+        CounterId::PassMalformed,
+    ));
+    let mut udp_long = base.clone();
+    udp_long[ETH_LEN + IPV6_LEN + 4] = 0x0f;
+    out.push(Fixture::passes(
+        "UDP length beyond the IPv6 payload: pass",
+        udp_long,
+        CounterId::PassMalformed,
+    ));
+    for (name, len) in [
+        ("truncated inside IPv6", ETH_LEN + 30),
+        ("truncated after IPv6", ETH_LEN + IPV6_LEN),
+        ("truncated inside UDP after IPv6", ETH_LEN + IPV6_LEN + 4),
+    ] {
+        out.push(Fixture::passes(
+            name,
+            base[..len].to_vec(),
+            CounterId::PassMalformed,
+        ));
+    }
+
+    let mut intruder = from_a6(Streams6::STRICT.1);
+    intruder.src = sa("[2001:db8:1::9]:5000");
+    out.push(Fixture {
+        stream: Some((12, StreamDelta::dropped())),
+        action: XDP_DROP,
+        ..Fixture::passes(
+            "IPv6 strict source, wrong sender: drop",
+            intruder.build(),
+            CounterId::DropStrictSource,
+        )
+    });
+    let expected = from_a6(Streams6::STRICT.1);
+    out.push(Fixture::forwards(
+        "IPv6 strict source, expected sender: forwarded",
+        &expected,
+        to_b(&expected, Streams6::STRICT),
+        XDP_REDIRECT,
+        12,
+    ));
+    out.push(Fixture {
+        stream: Some((13, StreamDelta::passed())),
+        ..Fixture::passes(
+            "IPv6 peer without neighbour entry: pass untouched",
+            from_a6(Streams6::NO_NEIGH.1).build(),
+            CounterId::PassFibMiss,
+        )
+    });
+    out.push(Fixture::passes(
+        "IPv6, no stream, outside the media range: pass",
+        from_a6("[2001:db8:1::1]:45000").build(),
+        CounterId::PassNoStream,
+    ));
+    out.push(Fixture {
+        action: XDP_DROP,
+        ..Fixture::passes(
+            "IPv6, no stream, port in the shielded media range: drop",
+            from_a6("[2001:db8:1::1]:31000").build(),
+            CounterId::DropNoStream,
+        )
+    });
     out
 }
 
@@ -433,7 +659,17 @@ fn topology() -> Netns {
     );
     veth(end("fxa", "10.10.1.1/24", &ra), end("fxa-p", "", &ha)).unwrap();
     veth(end("fxb", "10.10.2.1/24", &rb), end("fxb-p", "", &hb)).unwrap();
-    for (addr, mac, dev) in [("10.10.1.2", &ha, "fxa"), ("10.10.2.2", &hb, "fxb")] {
+    // nodad: usable at once, no duplicate address detection delay.
+    for (addr, dev) in [("2001:db8:1::1/64", "fxa"), ("2001:db8:2::1/64", "fxb")] {
+        ns.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"])
+            .unwrap();
+    }
+    for (addr, mac, dev) in [
+        ("10.10.1.2", &ha, "fxa"),
+        ("10.10.2.2", &hb, "fxb"),
+        ("2001:db8:1::2", &ha, "fxa"),
+        ("2001:db8:2::2", &hb, "fxb"),
+    ] {
         ns.ip(&[
             "neigh",
             "replace",
@@ -508,9 +744,23 @@ fn packet_fixtures() {
             ..spec(RATED, None)
         })
         .unwrap();
-        // The DoS shield guards the relay's A-side media range.
-        dp.shield("10.10.1.1".parse().unwrap(), 30000..=39999, true)
+        for s in [
+            Streams6::CROSS,
+            Streams6::TO_V4,
+            Streams6::TO_V6,
+            Streams6::HAIRPIN_TO_V6,
+            Streams6::HAIRPIN_TO_V4,
+            Streams6::NO_NEIGH,
+        ] {
+            dp.install(&spec(s, None)).unwrap();
+        }
+        dp.install(&spec(Streams6::STRICT, Some("[2001:db8:1::2]:5000")))
             .unwrap();
+        // The DoS shield guards the relay's A-side media range.
+        for addr in ["10.10.1.1", "2001:db8:1::1"] {
+            dp.shield(addr.parse().unwrap(), 30000..=39999, true)
+                .unwrap();
+        }
 
         for fx in fixtures() {
             let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
@@ -538,13 +788,7 @@ fn packet_fixtures() {
             let expected = fx.output.as_ref().unwrap_or(&fx.input);
             assert_eq!(&data_out, expected, "{}: output frame", fx.name);
             if fx.output.is_some() {
-                let l3 = ETH_LEN + if data_out[12] == 0x81 { 4 } else { 0 };
-                assert!(
-                    ipv4_checksum_ok(&data_out, l3),
-                    "{}: IPv4 checksum",
-                    fx.name
-                );
-                assert!(udp4_checksum_ok(&data_out, l3), "{}: UDP checksum", fx.name);
+                assert!(checksums_ok(&data_out), "{}: checksums", fx.name);
             }
 
             let delta = dp.counters().unwrap().since(&counters_before);

@@ -85,6 +85,14 @@ pub enum CallError {
     /// `direction=` names no configured interface.
     #[error("Unknown interface '{0}'")]
     UnknownInterface(String),
+    /// `address-family` asks for a family the interface has no address of.
+    #[error("Interface '{name}' has no {family} address")]
+    NoSuchFamily {
+        /// Interface name.
+        name: String,
+        /// The family asked for.
+        family: Family,
+    },
     /// No port pair left.
     #[error("Ran out of ports")]
     RanOutOfPorts,
@@ -94,6 +102,46 @@ pub enum CallError {
     /// The answer has more media sections than were offered.
     #[error("Answer has more media sections than the offer")]
     TooManyMedia,
+}
+
+/// An IP address family (`IP4`/`IP6` in SDP and in `address-family`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4.
+    Ip4,
+    /// IPv6.
+    Ip6,
+}
+
+impl Family {
+    /// The family of `ip`.
+    pub fn of(ip: std::net::IpAddr) -> Self {
+        if ip.is_ipv4() {
+            Family::Ip4
+        } else {
+            Family::Ip6
+        }
+    }
+
+    /// `IP4` / `IP6` (any case); None for anything else.
+    pub fn from_name(name: &str) -> Option<Self> {
+        if name.eq_ignore_ascii_case("IP4") {
+            Some(Family::Ip4)
+        } else if name.eq_ignore_ascii_case("IP6") {
+            Some(Family::Ip6)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::Ip4 => "IP4",
+            Family::Ip6 => "IP6",
+        })
+    }
 }
 
 /// An offer or answer, already parsed.
@@ -117,6 +165,11 @@ pub struct Signal {
     pub strict_source: bool,
     /// Send to the SDP endpoint rather than the learned source.
     pub asymmetric: bool,
+    /// Family of the SDP's own media addresses (its `c=` lines), if any.
+    pub sdp_family: Option<Family>,
+    /// `address-family`: the family the recipient of the rewritten SDP
+    /// expects (rtpengine's IPv4/IPv6 bridging); None: the SDP's own.
+    pub address_family: Option<Family>,
 }
 
 /// Where the relay wants media of one party: for the SDP sent to the other.
@@ -192,16 +245,41 @@ impl CallManager {
         self.calls.is_empty()
     }
 
-    fn interface_index(&self, name: Option<&String>) -> Result<Option<usize>, CallError> {
-        match name {
-            None => Ok(None),
-            Some(n) if n.is_empty() => Ok(None),
-            Some(n) => self
-                .interfaces
+    /// The interface called `name` (unset or empty: the first one's name)
+    /// with an address of `family`. A name may have one address per family
+    /// (`pub/10.0.0.5` and `pub/2001:db8::5`). Without an address of that
+    /// family, the name's first interface serves, unless `required`
+    /// (`address-family` was asked for explicitly).
+    fn interface_index(
+        &self,
+        name: Option<&String>,
+        family: Option<Family>,
+        required: bool,
+    ) -> Result<usize, CallError> {
+        let name = match name {
+            Some(n) if !n.is_empty() => n.as_str(),
+            _ => self.interfaces[0].spec.name.as_str(),
+        };
+        let named = || {
+            self.interfaces
                 .iter()
-                .position(|i| &i.spec.name == n)
-                .map(Some)
-                .ok_or_else(|| CallError::UnknownInterface(n.clone())),
+                .enumerate()
+                .filter(move |(_, i)| i.spec.name == name)
+        };
+        let first = named()
+            .next()
+            .map(|(i, _)| i)
+            .ok_or_else(|| CallError::UnknownInterface(name.to_owned()))?;
+        let Some(family) = family else {
+            return Ok(first);
+        };
+        match named().find(|(_, i)| Family::of(i.spec.address) == family) {
+            Some((i, _)) => Ok(i),
+            None if required => Err(CallError::NoSuchFamily {
+                name: name.to_owned(),
+                family,
+            }),
+            None => Ok(first),
         }
     }
 
@@ -210,8 +288,14 @@ impl CallManager {
         if sig.to_tag.as_deref() == Some(sig.from_tag.as_str()) {
             return Err(CallError::SameTag);
         }
-        let from_if = self.interface_index(sig.direction.first())?;
-        let to_if = self.interface_index(sig.direction.get(1))?;
+        // The offerer's ports face the offerer: its own family. The other
+        // side's face the recipient: the family it expects.
+        let from_if = self.interface_index(sig.direction.first(), sig.sdp_family, false)?;
+        let to_if = self.interface_index(
+            sig.direction.get(1),
+            sig.address_family.or(sig.sdp_family),
+            sig.address_family.is_some(),
+        )?;
         let is_new_call = !self.calls.contains_key(&sig.call_id);
         let mut call = self.calls.remove(&sig.call_id).unwrap_or_else(|| Call {
             id: sig.call_id.clone(),
@@ -242,19 +326,19 @@ impl CallManager {
         &mut self,
         call: &mut Call,
         sig: &Signal,
-        from_if: Option<usize>,
-        to_if: Option<usize>,
+        from_if: usize,
+        to_if: usize,
         now: Instant,
     ) -> Result<SdpPlan, CallError> {
         let from = match call.find(&sig.from_tag) {
             Some(i) => i,
-            None => push_monologue(call, Some(sig.from_tag.clone()), None, from_if.unwrap_or(0)),
+            None => push_monologue(call, Some(sig.from_tag.clone()), None, from_if),
         };
         let to = match (&sig.to_tag, call.monologues[from].peer) {
             (Some(tag), _) if call.find(tag).is_some() => call.find(tag).unwrap_or_default(),
-            (Some(tag), _) => push_monologue(call, Some(tag.clone()), None, to_if.unwrap_or(0)),
+            (Some(tag), _) => push_monologue(call, Some(tag.clone()), None, to_if),
             (None, Some(peer)) => peer,
-            (None, None) => push_monologue(call, None, sig.via_branch.clone(), to_if.unwrap_or(0)),
+            (None, None) => push_monologue(call, None, sig.via_branch.clone(), to_if),
         };
         call.monologues[from].peer = Some(to);
         call.monologues[to].peer = Some(from);
@@ -298,10 +382,26 @@ impl CallManager {
                 peer
             }
             (None, None) => {
-                let iface = call.monologues[offerer].interface;
+                // The offerer's interface name, in the answer's family.
+                let name = self.interfaces[call.monologues[offerer].interface]
+                    .spec
+                    .name
+                    .clone();
+                let iface = self.interface_index(Some(&name), sig.sdp_family, false)?;
                 push_monologue(call, Some(to_tag), None, iface)
             }
         };
+        // The offerer's ports were chosen at the offer, in the family of its
+        // SDP; an answer asking for another cannot move them.
+        let offerer_family = Family::of(
+            self.interfaces[call.monologues[offerer].interface]
+                .spec
+                .address,
+        );
+        if let Some(asked) = sig.address_family.filter(|f| *f != offerer_family) {
+            tracing::warn!(call_id = %sig.call_id, %asked, kept = %offerer_family,
+                "address-family in an answer differs from the offerer's ports; kept");
+        }
         call.monologues[offerer].peer = Some(answerer);
         call.monologues[answerer].peer = Some(offerer);
         if sig.medias.len() > call.monologues[offerer].medias.len() {

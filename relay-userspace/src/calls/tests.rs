@@ -104,6 +104,8 @@ fn signal(call: &str, from: &str, to: Option<&str>, rtp: SocketAddr) -> Signal {
         learning: None,
         strict_source: false,
         asymmetric: false,
+        sdp_family: Some(Family::of(rtp.ip())),
+        address_family: None,
     }
 }
 
@@ -493,4 +495,117 @@ async fn silent_and_final_timeouts() {
     }
     h.mgr.tick(now + Duration::from_secs(600));
     assert!(h.mgr.is_empty(), "final timeout");
+}
+
+/// One interface name with an IPv4 and an IPv6 address (loopback), as
+/// `-i 127.0.0.1 -i ::1`; None when this host has no IPv6 loopback.
+fn dual_stack_harness(port_min: u16, port_max: u16) -> Option<Harness> {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED dual-stack call test: no IPv6 loopback here");
+        return None;
+    }
+    let mut h = harness(port_min, port_max);
+    let spec = InterfaceSpec {
+        name: "default".into(),
+        address: "::1".parse().unwrap(),
+        advertised: "::1".parse().unwrap(),
+    };
+    let pool = PortPool::new(spec.address, port_min, port_max).unwrap();
+    h.mgr.interfaces.push(Interface { spec, pool });
+    // Advertise the real IPv4 address so the test can send to it.
+    h.mgr.interfaces[0].spec.advertised = "127.0.0.1".parse().unwrap();
+    Some(h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_family_bridges_ipv4_and_ipv6() {
+    let Some(mut h) = dual_stack_harness(42700, 42799) else {
+        return;
+    };
+    let now = Instant::now();
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("[::1]:0").unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    }
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    // An IPv4 caller, `address-family=IP6` for the IPv6 callee.
+    let offer = h
+        .mgr
+        .offer(
+            &Signal {
+                address_family: Some(Family::Ip6),
+                ..signal("c9", "A", None, a_addr)
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(offer.address, "::1".parse::<std::net::IpAddr>().unwrap());
+    // The callee answers in IPv6; the caller gets the IPv4 side.
+    let answer = h
+        .mgr
+        .answer(&signal("c9", "A", Some("B"), b_addr), now)
+        .unwrap();
+    assert_eq!(
+        answer.address,
+        "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
+    );
+    let relay_for_a = sa(&format!("127.0.0.1:{}", answer.medias[0].rtp_port));
+    let relay_for_b = sa(&format!("[::1]:{}", offer.medias[0].rtp_port));
+
+    let mut buf = [0u8; 64];
+    a.send_to(b"from A", relay_for_a).unwrap();
+    let (n, src) = b.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], src), (&b"from A"[..], relay_for_b));
+    b.send_to(b"from B", relay_for_b).unwrap();
+    let (n, src) = a.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], src), (&b"from B"[..], relay_for_a));
+
+    for _ in 0..2 {
+        let ev = tokio::time::timeout(Duration::from_secs(2), h.events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        h.mgr.on_event(ev);
+    }
+    // Bridged kernel entries: keyed in one family, sent in the other.
+    let entries = h.kernel.entries.lock().unwrap().clone();
+    let a_to_b = &entries[&relay_for_a];
+    assert_eq!((a_to_b.peer, a_to_b.source), (b_addr, relay_for_b));
+    let b_to_a = &entries[&relay_for_b];
+    assert_eq!((b_to_a.peer, b_to_a.source), (a_addr, relay_for_a));
+    h.mgr.delete("c9", None, Some(Duration::ZERO), now).unwrap();
+
+    // Without address-family, an IPv6 offer stays IPv6 on both sides.
+    let v6 = h
+        .mgr
+        .offer(&signal("c10", "A", None, sa("[2001:db8::7]:4000")), now)
+        .unwrap();
+    assert!(v6.address.is_ipv6());
+    let v6_answer = h
+        .mgr
+        .answer(
+            &signal("c10", "A", Some("B"), sa("[2001:db8::8]:4000")),
+            now,
+        )
+        .unwrap();
+    assert!(v6_answer.address.is_ipv6());
+}
+
+#[tokio::test]
+async fn address_family_without_such_an_interface_is_an_error() {
+    let mut h = harness(42800, 42899);
+    let err = h
+        .mgr
+        .offer(
+            &Signal {
+                address_family: Some(Family::Ip6),
+                ..signal("c11", "A", None, sa("10.0.0.1:4000"))
+            },
+            Instant::now(),
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Interface 'default' has no IP6 address");
+    assert!(h.mgr.is_empty(), "nothing left behind");
+    assert_eq!(h.mgr.port_usage()[0].1, 0);
 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::reply::{call_summary, list_reply};
 use crate::{
-    calls::{learning::LearningMode, model::MediaOffer, CallManager, SdpPlan, Signal},
+    calls::{learning::LearningMode, model::MediaOffer, CallManager, Family, SdpPlan, Signal},
     stats::NgStats,
 };
 
@@ -132,6 +132,17 @@ fn offer_answer(
         Some(Some(mode)) => Some(mode),
         None => None,
     };
+    let address_family = match oa.address_family.as_deref().map(Family::from_name) {
+        Some(None) => return reply::error("Invalid 'address-family' value"),
+        Some(Some(family)) => Some(family),
+        None => None,
+    };
+    let sdp_family = sdp
+        .medias()
+        .iter()
+        .find_map(|m| m.connection)
+        .or(sdp.session_connection())
+        .map(|c| Family::of(c.addr));
     let signal = Signal {
         call_id: oa.call_id.clone(),
         from_tag: oa.from_tag.clone(),
@@ -142,6 +153,8 @@ fn offer_answer(
         learning,
         strict_source: oa.flags.strict_source,
         asymmetric: oa.flags.asymmetric,
+        sdp_family,
+        address_family,
     };
     let planned = if is_offer {
         calls.offer(&signal, now)

@@ -114,9 +114,15 @@ impl Counters {
 /// Errors of a datapath backend.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    /// IPv6 streams are not in the fast path yet.
-    #[error("stream {0}: IPv6 is not supported by the fast path yet")]
-    Ipv6Unsupported(SocketAddr),
+    /// A stream's peer and source (or its key and expected sender) are of
+    /// different address families.
+    #[error("stream {local}: {what} are not of the same address family")]
+    MixedFamilies {
+        /// The stream's key.
+        local: SocketAddr,
+        /// Which pair disagrees.
+        what: &'static str,
+    },
     /// The stream table or a map operation failed.
     #[error("{op} failed: {source}")]
     Map {

@@ -165,14 +165,26 @@ impl RelayMaps {
         spec: &StreamSpec,
         rtp: &RtpStats,
     ) -> Result<(), DatapathError> {
-        let key = stream_key(spec.local)?;
-        let expect = spec
-            .strict_source
-            .unwrap_or(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
-        for addr in [spec.peer, spec.source, expect] {
-            if addr.is_ipv6() {
-                return Err(DatapathError::Ipv6Unsupported(addr));
-            }
+        let key = stream_key(spec.local);
+        // The peer's family is the egress family (bridged when it is not the
+        // key's); the source must match it, the expected sender the key.
+        let mixed = |what| DatapathError::MixedFamilies {
+            local: spec.local,
+            what,
+        };
+        if !spec.to_userspace && spec.peer.is_ipv4() != spec.source.is_ipv4() {
+            return Err(mixed("peer and source"));
+        }
+        let expect = spec.strict_source.unwrap_or(SocketAddr::new(
+            if spec.local.is_ipv4() {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                IpAddr::from([0u16; 8])
+            },
+            0,
+        ));
+        if expect.is_ipv4() != spec.local.is_ipv4() {
+            return Err(mixed("local address and expected sender"));
         }
         let target = StreamTarget {
             peer_addr: to_abi(spec.peer.ip()),
@@ -241,7 +253,7 @@ impl RelayMaps {
 
     /// Removes the stream keyed by `local`.
     pub fn remove(&mut self, local: SocketAddr) -> Result<(), DatapathError> {
-        let key = stream_key(local)?;
+        let key = stream_key(local);
         self.streams.remove(&key).map_err(|e| match e {
             MapError::KeyNotFound => DatapathError::NoSuchStream(local),
             other => DatapathError::Map {
@@ -297,14 +309,11 @@ impl RelayMaps {
     }
 }
 
-/// The map key for a relay-side socket address.
-pub fn stream_key(local: SocketAddr) -> Result<StreamKey, DatapathError> {
-    if local.is_ipv6() {
-        return Err(DatapathError::Ipv6Unsupported(local));
-    }
-    Ok(StreamKey {
+/// The map key for a relay-side socket address (IPv4 v4-mapped).
+pub fn stream_key(local: SocketAddr) -> StreamKey {
+    StreamKey {
         addr: to_abi(local.ip()),
         port: local.port().to_be(),
         _pad: 0,
-    })
+    }
 }

@@ -225,10 +225,17 @@ pub enum XdpError {
     NoInterfaces,
     /// Forwarding is off and relayd was told not to change it.
     #[error(
-        "IPv4 forwarding is off on {0}; XDP cannot resolve next hops without it. \
-         Run `sysctl -w net.ipv4.conf.{0}.forwarding=1` or let relayd set it"
+        "{family} forwarding is off on {iface}; XDP cannot resolve next hops without it. \
+         Run `sysctl -w net.{sysctl}.conf.{iface}.forwarding=1` or let relayd set it"
     )]
-    ForwardingOff(String),
+    ForwardingOff {
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+        /// `ipv4` or `ipv6`.
+        sysctl: &'static str,
+        /// The interface.
+        iface: String,
+    },
 }
 
 impl XdpError {
@@ -550,18 +557,41 @@ impl XdpDatapath {
     }
 }
 
+/// Forwarding on for both families (an interface without IPv6 is left
+/// alone): the FIB lookup of the ingress interface needs it, for IPv6 also
+/// when IPv4 is bridged to IPv6. With `--no-enable-forwarding`, IPv4 off is
+/// an error; IPv6 off only a warning, so IPv4-only hosts start as before.
 fn ensure_forwarding(iface: &str, enable: bool) -> Result<(), XdpError> {
-    if netdev::ipv4_forwarding(iface)? {
-        return Ok(());
+    if !netdev::ipv4_forwarding(iface)? {
+        if !enable {
+            return Err(XdpError::ForwardingOff {
+                family: "IPv4",
+                sysctl: "ipv4",
+                iface: iface.to_owned(),
+            });
+        }
+        netdev::enable_ipv4_forwarding(iface)?;
+        tracing::warn!(
+            %iface,
+            "enabled IPv4 forwarding on the interface: the XDP next-hop (FIB) lookup needs it"
+        );
     }
-    if !enable {
-        return Err(XdpError::ForwardingOff(iface.to_owned()));
+    if netdev::ipv6_forwarding(iface)? == Some(false) {
+        if !enable {
+            tracing::warn!(
+                %iface,
+                "IPv6 forwarding is off on the interface: IPv6 and IPv4-to-IPv6 media \
+                 arriving there goes through userspace (sysctl -w net.ipv6.conf.{iface}.forwarding=1)"
+            );
+            return Ok(());
+        }
+        let raised = netdev::enable_ipv6_forwarding(iface)?;
+        tracing::warn!(
+            %iface,
+            accept_ra_raised_to_2 = raised,
+            "enabled IPv6 forwarding on the interface: the XDP next-hop (FIB) lookup needs it"
+        );
     }
-    netdev::enable_ipv4_forwarding(iface)?;
-    tracing::warn!(
-        %iface,
-        "enabled IPv4 forwarding on the interface: the XDP next-hop (FIB) lookup needs it"
-    );
     Ok(())
 }
 
