@@ -11,6 +11,11 @@
 //! the verdict. Each sample starts where the previous one stopped, so a
 //! benchmark visits the whole ring.
 //!
+//! IPv6 and IPv4<->IPv6 bridging the same way: one IPv6 stream whose peer is
+//! itself (behind the gateway 2001:db8:be::2), and two streams bouncing the
+//! buffer between the families, so the bridged figure is the mean of one
+//! 4 -> 6 and one 6 -> 4 rewrite.
+//!
 //! Needs root (BPF, a network namespace); elsewhere it prints why it skips.
 
 use std::{
@@ -99,6 +104,40 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     ns.ip(&["route", "add", "11.0.0.0/8", "via", "10.0.0.2"])
         .unwrap();
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:be::1/64",
+        "dev",
+        "bx",
+        "nodad",
+    ])
+    .unwrap();
+    for cmd in [
+        &[
+            "-6",
+            "neigh",
+            "replace",
+            "2001:db8:be::2",
+            "lladdr",
+            "02:00:00:00:be:02",
+            "dev",
+            "bx",
+            "nud",
+            "permanent",
+        ][..],
+        &[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:11::/48",
+            "via",
+            "2001:db8:be::2",
+        ][..],
+    ] {
+        ns.ip(cmd).unwrap();
+    }
     // BPF_PROG_TEST_RUN resolves the ingress interface in the caller's
     // namespace: this whole benchmark thread moves there.
     let file = std::fs::File::open(format!("/run/netns/{}", ns.name())).unwrap();
@@ -184,6 +223,44 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| run(prog, ifindex, &intruder, iters, XDP_DROP))
     });
 
+    let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+    let v6_stream = sa("[2001:db8:11::1]:30000");
+    let bridged = [sa("11.0.0.200:30010"), sa("[2001:db8:11::2]:30010")];
+    let sources = [sa("[2001:db8:be::1]:30010"), sa("10.0.0.1:30010")];
+    let specs = [
+        (v6_stream, v6_stream, sa("[2001:db8:be::1]:30000")),
+        (bridged[0], bridged[1], sources[0]),
+        (bridged[1], bridged[0], sources[1]),
+    ];
+    for (i, (local, peer, source)) in specs.into_iter().enumerate() {
+        dp.install(&StreamSpec {
+            local,
+            peer,
+            source,
+            strict_source: None,
+            stats_slot: SIZES[2] + 2 + i as u32,
+            to_userspace: false,
+            max_pps: 0,
+            media: MediaTracking::None,
+        })
+        .unwrap();
+    }
+    let prog = dp.relay_program().unwrap();
+    let frame = |dst: SocketAddr, src: &str| {
+        let mut f = UdpFrame::new(sa(src), dst);
+        f.dst_mac = [0x02, 0, 0, 0, 0xbe, 1];
+        f.src_mac = [0x02, 0, 0, 0, 0xbe, 2];
+        f.build()
+    };
+    let v6 = frame(v6_stream, "[2001:db8:be::2]:5000");
+    c.bench_function("xdp/hit IPv6, 1 stream", |b| {
+        b.iter_custom(|iters| run(prog, ifindex, &v6, iters, XDP_TX))
+    });
+    let v4 = frame(bridged[0], "10.0.0.2:5000");
+    c.bench_function("xdp/hit bridged, 4 -> 6 and 6 -> 4 alternately", |b| {
+        b.iter_custom(|iters| run(prog, ifindex, &v4, iters, XDP_TX))
+    });
+
     // The cost of the RTP figures: two streams told apart only by what they
     // carry, measured back to back (the second reads the precise clock and
     // updates sequence, loss and jitter on every packet).
@@ -191,13 +268,13 @@ fn bench(c: &mut Criterion) {
         (
             "xdp/hit, 1 stream, no RTP figures",
             31002,
-            SIZES[2] + 2,
+            SIZES[2] + 5,
             MediaTracking::None,
         ),
         (
             "xdp/hit, 1 stream, RTP figures (seq, loss, jitter)",
             31004,
-            SIZES[2] + 3,
+            SIZES[2] + 6,
             MediaTracking::Rtp { clock_rate: 8000 },
         ),
     ] {
