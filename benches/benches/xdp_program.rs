@@ -152,6 +152,7 @@ fn bench(c: &mut Criterion) {
         max_streams: SIZES[2] + 16,
         enable_forwarding: true,
         test_clock: false,
+        next_hop_cache: Duration::from_millis(500),
     };
     let mut dp = XdpDatapath::start(&config).expect("XDP datapath");
     let relay = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), PORT));
@@ -263,7 +264,8 @@ fn bench(c: &mut Criterion) {
 
     // The cost of the RTP figures: two streams told apart only by what they
     // carry, measured back to back (the second reads the precise clock and
-    // updates sequence, loss and jitter on every packet).
+    // updates sequence, loss and jitter on every packet). Each sends to its
+    // own key, so the rewritten buffer keeps hitting the same stream.
     for (name, port, slot, media) in [
         (
             "xdp/hit, 1 stream, no RTP figures",
@@ -278,10 +280,10 @@ fn bench(c: &mut Criterion) {
             MediaTracking::Rtp { clock_rate: 8000 },
         ),
     ] {
-        let local = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), port);
+        let local = SocketAddrV4::new(Ipv4Addr::new(11, 1, 0, 1), port);
         dp.install(&StreamSpec {
             local: SocketAddr::V4(local),
-            peer: SocketAddr::V4(stream_addr(0)),
+            peer: SocketAddr::V4(local),
             source: relay,
             strict_source: None,
             stats_slot: slot,
@@ -296,6 +298,60 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| run(prog, ifindex, &frame, iters, XDP_TX))
         });
     }
+
+    // The next-hop cache's worth: the same one-stream hit through a second
+    // instance that asks the FIB for every packet (--next-hop-cache-ms=0),
+    // on a second veth shaped like the first (a route via a neighbour).
+    veth(
+        end("by", "10.0.1.1/24", "02:00:00:00:bf:01"),
+        end("by-p", "", "02:00:00:00:bf:02"),
+    )
+    .unwrap();
+    ns.ip(&[
+        "neigh",
+        "replace",
+        "10.0.1.2",
+        "lladdr",
+        "02:00:00:00:bf:02",
+        "dev",
+        "by",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    ns.ip(&["route", "add", "12.0.0.0/8", "via", "10.0.1.2"])
+        .unwrap();
+    let uncached_pins = PinDirGuard::new("bench-nocache");
+    let mut uncached = XdpDatapath::start(&XdpConfig {
+        interfaces: vec!["by".into()],
+        pin_dir: uncached_pins.0.clone(),
+        next_hop_cache: Duration::ZERO,
+        max_streams: 16,
+        ..config
+    })
+    .expect("second XDP datapath");
+    // Sent to its own key, like the cached one-stream case.
+    let local = SocketAddrV4::new(Ipv4Addr::new(12, 0, 0, 1), PORT);
+    uncached
+        .install(&StreamSpec {
+            local: SocketAddr::V4(local),
+            peer: SocketAddr::V4(local),
+            source: "10.0.1.1:30000".parse().unwrap(),
+            strict_source: None,
+            stats_slot: 0,
+            to_userspace: false,
+            max_pps: 0,
+            media: MediaTracking::None,
+        })
+        .unwrap();
+    let by = relay_userspace::netdev::ifindex("by").unwrap();
+    let frame = frame_to(local, SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 5000));
+    let prog = uncached.relay_program().unwrap();
+    c.bench_function(
+        "xdp/hit, 1 stream, FIB lookup every packet (no next-hop cache)",
+        |b| b.iter_custom(|iters| run(prog, by, &frame, iters, XDP_TX)),
+    );
+    uncached.shutdown();
     dp.shutdown();
     drop(floor_obj);
 }

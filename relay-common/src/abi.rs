@@ -6,7 +6,7 @@ use core::{fmt, mem::offset_of};
 /// `RELAY_ABI_MAGIC`: "XLRY" as a little-endian u32.
 pub const ABI_MAGIC: u32 = 0x5952_4c58;
 /// `RELAY_ABI_VERSION`: bump with every layout or semantic change.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Map names in the object (maps.h).
 pub const MAP_STREAMS: &str = "streams";
@@ -106,11 +106,27 @@ pub struct StreamStats {
     pub tokens_milli: u64,
     /// host: last refill of this CPU's bucket (internal).
     pub refill_ns: u64,
+    /// host: this CPU's next-hop cache is valid while the packet clock is
+    /// below this (internal; 0 = empty).
+    pub nh_until_ns: u64,
+    /// host: cached egress interface (internal).
+    pub nh_ifindex: u32,
+    /// host: largest IP packet the cached lookup passed (internal).
+    pub nh_max_len: u16,
+    /// Cached next-hop MAC (internal).
+    pub nh_dmac: [u8; 6],
+    /// Cached egress MAC (internal).
+    pub nh_smac: [u8; 6],
+    /// zero.
+    pub _pad0: u16,
+    /// zero.
+    pub _pad1: u32,
 }
 
 impl StreamStats {
     /// Folds one CPU's copy into a total: sums, except the timestamp (max);
-    /// the rate-cap bucket is per-CPU bookkeeping and is not totalled.
+    /// the rate-cap bucket and next-hop cache are per-CPU bookkeeping and
+    /// are not totalled.
     pub fn accumulate(&mut self, other: &Self) {
         let Self {
             packets,
@@ -120,6 +136,13 @@ impl StreamStats {
             last_seen_ns,
             tokens_milli: _,
             refill_ns: _,
+            nh_until_ns: _,
+            nh_ifindex: _,
+            nh_max_len: _,
+            nh_dmac: _,
+            nh_smac: _,
+            _pad0: _,
+            _pad1: _,
         } = other;
         self.packets += packets;
         self.bytes += bytes;
@@ -230,7 +253,7 @@ pub struct AbiMeta {
 }
 
 /// `RELAY_ABI_LAYOUT_LEN`.
-pub const LAYOUT_LEN: usize = 57;
+pub const LAYOUT_LEN: usize = 64;
 
 macro_rules! layout {
     ($( $kind:ident $ty:ident $(. $field:ident)? ),* $(,)?) => {
@@ -273,6 +296,13 @@ layout![
     off StreamStats.last_seen_ns,
     off StreamStats.tokens_milli,
     off StreamStats.refill_ns,
+    off StreamStats.nh_until_ns,
+    off StreamStats.nh_ifindex,
+    off StreamStats.nh_max_len,
+    off StreamStats.nh_dmac,
+    off StreamStats.nh_smac,
+    off StreamStats._pad0,
+    off StreamStats._pad1,
     size Counter,
     off Counter.packets,
     off Counter.bytes,
@@ -310,7 +340,7 @@ layout![
 
 const _: () = assert!(size_of::<StreamKey>() == 20);
 const _: () = assert!(size_of::<StreamTarget>() == 72);
-const _: () = assert!(size_of::<StreamStats>() == 56);
+const _: () = assert!(size_of::<StreamStats>() == 88);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<IfaceStatus>() == 32);
 const _: () = assert!(size_of::<Shield>() == 8);

@@ -18,7 +18,7 @@
 #include <linux/types.h>
 
 #define RELAY_ABI_MAGIC 0x59524c58u /* "XLRY" read as a little-endian u32 */
-#define RELAY_ABI_VERSION 4u
+#define RELAY_ABI_VERSION 5u
 
 /* Map names (maps.h): streams, stream_stats, counters, tx_ports, ifaces,
  * shield, rtp_stats; relay-common
@@ -69,6 +69,15 @@ struct relay_stream_stats {
 	__u64 last_seen_ns; /* host: CLOCK_MONOTONIC_COARSE of the last packet; max over CPUs */
 	__u64 tokens_milli; /* host: rate-cap bucket, thousandths of a packet (this CPU) */
 	__u64 refill_ns;    /* host: when the bucket was last refilled (this CPU) */
+	/* Next-hop cache of this CPU: the last bpf_fib_lookup answer, reused
+	 * until nh_until_ns so most packets skip the FIB (see nexthop.h). */
+	__u64 nh_until_ns;  /* host: valid while the packet clock is below; 0 = empty */
+	__u32 nh_ifindex;   /* host: egress interface */
+	__u16 nh_max_len;   /* host: largest IP packet the lookup passed (MTU) */
+	__u8 nh_dmac[6];    /* next hop's MAC */
+	__u8 nh_smac[6];    /* egress interface's MAC */
+	__u16 _pad0;        /* zero */
+	__u32 _pad1;        /* zero */
 };
 
 /*
@@ -173,7 +182,7 @@ enum relay_counter_id {
  * RELAY_ABI_LAYOUT_LEN numbers (struct sizes and field offsets, in the order
  * of RELAY_ABI_LAYOUT in relay.bpf.c and LAYOUT in relay-common).
  */
-#define RELAY_ABI_LAYOUT_LEN 57
+#define RELAY_ABI_LAYOUT_LEN 64
 
 struct relay_abi_meta {
 	__u32 magic;                        /* host: RELAY_ABI_MAGIC */

@@ -21,6 +21,7 @@
 #include "csum.h"
 #include "ipv6.h"
 #include "maps.h"
+#include "nexthop.h"
 #include "parsing.h"
 #include "relay_abi.h"
 #include "rtp.h"
@@ -63,6 +64,13 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_stream_stats, last_seen_ns),
 		OFF(relay_stream_stats, tokens_milli),
 		OFF(relay_stream_stats, refill_ns),
+		OFF(relay_stream_stats, nh_until_ns),
+		OFF(relay_stream_stats, nh_ifindex),
+		OFF(relay_stream_stats, nh_max_len),
+		OFF(relay_stream_stats, nh_dmac),
+		OFF(relay_stream_stats, nh_smac),
+		OFF(relay_stream_stats, _pad0),
+		OFF(relay_stream_stats, _pad1),
 		sizeof(struct relay_counter),
 		OFF(relay_counter, packets),
 		OFF(relay_counter, bytes),
@@ -101,7 +109,7 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 
 _Static_assert(sizeof(struct relay_key) == 20, "relay_key size is ABI");
 _Static_assert(sizeof(struct relay_target) == 72, "relay_target size is ABI");
-_Static_assert(sizeof(struct relay_stream_stats) == 56, "relay_stream_stats size is ABI");
+_Static_assert(sizeof(struct relay_stream_stats) == 88, "relay_stream_stats size is ABI");
 _Static_assert(sizeof(struct relay_counter) == 16, "relay_counter size is ABI");
 _Static_assert(sizeof(struct relay_iface_status) == 32, "relay_iface_status size is ABI");
 _Static_assert(sizeof(struct relay_shield) == 8, "relay_shield size is ABI");
@@ -218,16 +226,15 @@ int relay_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	__u64 frame_len = data_end - data;
 	struct cursor c = { .pos = data, .end = data_end };
-	struct bpf_fib_lookup fib = {};
 	struct relay_stream_stats *st;
+	struct next_hop nh;
 	struct relay_view v = {};
 	struct relay_target *t;
 	struct ethhdr *eth;
 	__u32 action, why, out_v6, ingress;
-	__u16 udp_len;
+	__u16 udp_len, egress_len;
 	__u64 now;
 	__be16 proto;
-	long rc;
 
 	eth = parse_eth(&c, &proto);
 	if (!eth)
@@ -279,31 +286,24 @@ int relay_xdp(struct xdp_md *ctx)
 	/* Read once: the compiler would otherwise keep ctx + offset in a
 	 * register, which the verifier refuses to dereference. */
 	ingress = ctx->ingress_ifindex;
-	fib.ifindex = ingress;
-	if (out_v6) {
-		fib_ipv6(&fib, t, udp_len);
-	} else {
-		fib.family = AF_INET;
-		fib.l4_protocol = IPPROTO_UDP;
-		fib.sport = t->src_port;
-		fib.dport = t->peer_port;
-		fib.tot_len = v.v6 ? sizeof(struct iphdr) + udp_len
-				   : bpf_ntohs(((struct iphdr *)v.l3)->tot_len);
-		fib.ipv4_src = mapped_v4(t->src_addr);
-		fib.ipv4_dst = mapped_v4(t->peer_addr);
-	}
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+	if (out_v6)
+		egress_len = sizeof(struct ipv6hdr) + udp_len;
+	else if (v.v6)
+		egress_len = sizeof(struct iphdr) + udp_len;
+	else
+		egress_len = bpf_ntohs(((struct iphdr *)v.l3)->tot_len);
+	if (resolve_next_hop(ctx, st, t, out_v6, egress_len, ingress, now, &nh) !=
+	    BPF_FIB_LKUP_RET_SUCCESS) {
 		if (st)
 			st->passed++;
 		return count(RELAY_CNT_PASS_FIB_MISS, frame_len, XDP_PASS);
 	}
 
-	if (fib.ifindex == ingress) {
+	if (nh.ifindex == ingress) {
 		action = XDP_TX;
 	} else {
 		/* Only sets up the redirect; returns the flags value on a miss. */
-		action = bpf_redirect_map(&tx_ports, fib.ifindex, XDP_PASS);
+		action = bpf_redirect_map(&tx_ports, nh.ifindex, XDP_PASS);
 		if (action != XDP_REDIRECT) {
 			if (st)
 				st->passed++;
@@ -328,8 +328,8 @@ int relay_xdp(struct xdp_md *ctx)
 			return count(RELAY_CNT_PASS_NO_HEADROOM, frame_len, XDP_PASS);
 		}
 	}
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, nh.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, nh.smac, ETH_ALEN);
 
 	if (st) {
 		st->packets++;

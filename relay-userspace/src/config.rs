@@ -104,6 +104,11 @@ pub struct Options {
     /// burst); floods beyond it are dropped. 0 or absent: no cap.
     #[arg(long)]
     pub max_stream_pps: Option<u32>,
+    /// How long XDP reuses a stream's next hop (egress interface, MACs)
+    /// before asking the FIB again, in milliseconds; route and neighbour
+    /// changes take effect within it. 0: look up every packet.
+    #[arg(long)]
+    pub next_hop_cache_ms: Option<u64>,
     /// Most calls at once; new offers beyond it get `load limit` (or
     /// "Parallel session limit reached") so the SIP proxy tries another relay.
     #[arg(long)]
@@ -155,6 +160,8 @@ pub struct Config {
     pub max_streams: u32,
     /// Per-stream packet-rate cap (0: none).
     pub max_stream_pps: u32,
+    /// XDP next-hop cache lifetime (zero: none).
+    pub next_hop_cache: Duration,
     /// Session limit.
     pub max_sessions: Option<usize>,
     /// Turn on IPv4 forwarding where XDP needs it.
@@ -247,6 +254,7 @@ impl Options {
             endpoint_learning,
             max_streams,
             max_stream_pps,
+            next_hop_cache_ms,
             max_sessions
         );
         if self.interface.is_empty() {
@@ -338,6 +346,11 @@ impl Options {
             endpoint_learning: self.endpoint_learning.unwrap_or_default(),
             max_streams,
             max_stream_pps: self.max_stream_pps.unwrap_or(0),
+            // A minute at most: beyond that a changed route would blackhole
+            // media for longer than any call would tolerate.
+            next_hop_cache: Duration::from_millis(
+                self.next_hop_cache_ms.unwrap_or(500).min(60_000),
+            ),
             max_sessions: self.max_sessions,
             enable_forwarding: !self.no_enable_forwarding,
             static_streams: self.static_stream,

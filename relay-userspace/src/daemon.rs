@@ -116,6 +116,7 @@ fn start_datapath(config: &Config) -> Result<Option<Box<dyn Datapath + Send>>, D
         max_streams: config.max_streams,
         enable_forwarding: config.enable_forwarding,
         test_clock: false,
+        next_hop_cache: config.next_hop_cache,
     };
     match XdpDatapath::start(&xdp) {
         Ok(dp) => {

@@ -31,6 +31,7 @@ fn config(pins: &PinDirGuard, mode: ModePolicy) -> XdpConfig {
         max_streams: 1024,
         enable_forwarding: true,
         test_clock: false,
+        next_hop_cache: std::time::Duration::from_millis(500),
     }
 }
 

@@ -208,6 +208,7 @@ fn with_bench(tag: &str, f: impl FnOnce(&mut Bench) + Send) {
             max_streams: 64,
             enable_forwarding: true,
             test_clock: true,
+            next_hop_cache: std::time::Duration::from_millis(500),
         };
         let dp = XdpDatapath::start(&config).expect("XDP datapath starts");
         let ifindex = relay_userspace::netdev::ifindex("rfa").unwrap();

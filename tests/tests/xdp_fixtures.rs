@@ -726,6 +726,7 @@ fn packet_fixtures() {
             max_streams: 64,
             enable_forwarding: true,
             test_clock: false,
+            next_hop_cache: std::time::Duration::from_millis(500),
         };
         let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
         dp.install(&spec(Streams::CROSS, None)).unwrap();
@@ -836,4 +837,108 @@ fn zero_checksum_output_is_zero_and_others_verify() {
     let bytes = f.build();
     assert_ne!(&bytes[ETH_LEN + 26..ETH_LEN + 28], &[0, 0]);
     assert!(ipv4_checksum_ok(&bytes, ETH_LEN) && udp4_checksum_ok(&bytes, ETH_LEN));
+}
+
+/// Runs one frame through the program; returns (action, output frame).
+fn run_frame(dp: &mut XdpDatapath, frame: &[u8]) -> (u32, Vec<u8>) {
+    let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
+    let ctx = xdp_md_for(ifindex, frame.len());
+    let mut out = vec![0u8; frame.len() + 64];
+    let result = dp
+        .relay_program()
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })
+        .expect("test run");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
+/// The next-hop cache: a stream's FIB answer is reused (a neighbour change
+/// shows only once the entry is refreshed), never for a packet bigger than
+/// one the FIB passed (MTU), and a re-installed stream starts without one.
+#[test]
+fn next_hop_cache_is_reused_within_its_bounds() {
+    require_root!();
+    let ns = topology();
+    let pins = PinDirGuard::new("nhcache");
+    let pin_dir = pins.0.clone();
+    let moved_mac = [0x02, 0, 0, 0, 2, 0x99];
+    let (_, cross_local, _, _) = Streams::CROSS;
+    ns.run(|| {
+        let config = XdpConfig {
+            interfaces: vec!["fxa".into(), "fxb".into()],
+            pin_dir,
+            mode: ModePolicy::Generic,
+            max_streams: 64,
+            enable_forwarding: true,
+            test_clock: false,
+            next_hop_cache: std::time::Duration::from_secs(60),
+        };
+        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
+        dp.install(&spec(Streams::CROSS, None)).unwrap();
+        let small = from_a(cross_local);
+        let mut big = from_a(cross_local);
+        big.payload = relay_tests::packet::rtp_payload(400);
+        let dest_mac = |out: &[u8]| <[u8; 6]>::try_from(&out[..6]).unwrap();
+
+        let (action, out) = run_frame(&mut dp, &small.build());
+        assert_eq!((action, dest_mac(&out)), (XDP_REDIRECT, MAC_B_HOST));
+
+        // The peer's MAC changes: the cached answer is still used.
+        ns.ip(&[
+            "neigh",
+            "replace",
+            "10.10.2.2",
+            "lladdr",
+            &mac_text(moved_mac),
+            "dev",
+            "fxb",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+        let (_, out) = run_frame(&mut dp, &small.build());
+        assert_eq!(dest_mac(&out), MAC_B_HOST, "cached next hop reused");
+
+        // A bigger packet than the FIB passed asks again and sees the move.
+        let (action, out) = run_frame(&mut dp, &big.build());
+        assert_eq!((action, dest_mac(&out)), (XDP_REDIRECT, moved_mac));
+
+        // Above the egress MTU the FIB refuses, cache or not: passed untouched.
+        ns.ip(&["link", "set", "fxb", "mtu", "300"]).unwrap();
+        let mut huge = from_a(cross_local);
+        huge.payload = relay_tests::packet::rtp_payload(600);
+        let before = dp.counters().unwrap();
+        let (action, out) = run_frame(&mut dp, &huge.build());
+        assert_eq!((action, out), (XDP_PASS, huge.build()));
+        let delta = dp.counters().unwrap().since(&before);
+        assert_eq!(delta.packets(CounterId::PassFibMiss), 1);
+        ns.ip(&["link", "set", "fxb", "mtu", "1500"]).unwrap();
+
+        // Re-installing the stream (relayd does on every change) empties it.
+        ns.ip(&[
+            "neigh",
+            "replace",
+            "10.10.2.2",
+            "lladdr",
+            &mac_text(MAC_B_HOST),
+            "dev",
+            "fxb",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+        let (_, out) = run_frame(&mut dp, &small.build());
+        assert_eq!(dest_mac(&out), moved_mac, "still cached before re-install");
+        dp.install(&spec(Streams::CROSS, None)).unwrap();
+        let (_, out) = run_frame(&mut dp, &small.build());
+        assert_eq!(dest_mac(&out), MAC_B_HOST, "fresh lookup after re-install");
+        dp.shutdown();
+    })
+    .unwrap();
 }

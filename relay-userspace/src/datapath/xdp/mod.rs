@@ -165,7 +165,13 @@ pub struct XdpConfig {
     /// Packet fixtures only: the program takes packet arrival times for the
     /// RTP jitter from the `test_clock` map instead of the kernel clock.
     pub test_clock: bool,
+    /// How long each CPU reuses a stream's next hop before asking the FIB
+    /// again (zero: every packet).
+    pub next_hop_cache: std::time::Duration,
 }
+
+/// The object's load-time setting behind [`XdpConfig::next_hop_cache`].
+const NH_CACHE_GLOBAL: &str = "relay_nh_cache_ns";
 
 /// The object's load-time switch behind [`XdpConfig::test_clock`].
 const TEST_CLOCK_GLOBAL: &str = "relay_test_clock";
@@ -333,12 +339,14 @@ impl XdpDatapath {
             release_stale_link(&dir, iface);
         }
 
+        let nh_cache_ns = u64::try_from(config.next_hop_cache.as_nanos()).unwrap_or(u64::MAX);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&dir)
             .map_max_entries(MAP_STREAMS, config.max_streams)
             .map_max_entries(MAP_STREAM_STATS, config.max_streams)
             .map_max_entries(MAP_RTP_STATS, config.max_streams)
             .override_global(TEST_CLOCK_GLOBAL, &u8::from(config.test_clock), true)
+            .override_global(NH_CACHE_GLOBAL, &nh_cache_ns, true)
             .load(elf)
             .map_err(XdpError::Load)?;
         for name in [PROGRAM_RELAY, PROGRAM_TX_PROBE] {
