@@ -83,8 +83,10 @@ pub struct RelayRun {
 
 /// Pause between points so frames still queued from one are not counted in the next.
 const SETTLE: Duration = Duration::from_millis(300);
-/// Frames per test run when unpaced (about a millisecond of generation).
-const CHUNK: u32 = 16_384;
+/// Target length of one unpaced generator run.
+const SLICE: Duration = Duration::from_millis(250);
+/// Most frames in one generator run.
+const MAX_CHUNK: u64 = 1 << 22;
 /// Rate of the warm-up pass that lets every relay learn every endpoint.
 const WARMUP_PPS: u64 = 100_000;
 
@@ -182,27 +184,37 @@ fn warm_up(traffic: &Traffic, flows: &[Flow]) -> Result<()> {
 
 /// Generates for `length` at `target` frames per second (unpaced if
 /// `None`); returns the frames asked for.
+///
+/// Each live-frames test run sets up and tears down a page pool, which costs
+/// milliseconds of waiting here, so runs are sized to last about [`SLICE`]
+/// at the rate the previous one achieved, and paced runs send what is owed
+/// in one go.
 fn pace(traffic: &Traffic, target: Option<u64>, length: Duration) -> Result<u64> {
     let start = Instant::now();
     let mut sent = 0u64;
+    let mut achieved = 1e6f64; // frames per second of the last run; a guess at first
     loop {
         let elapsed = start.elapsed();
         if elapsed >= length {
             return Ok(sent);
         }
+        let remaining = (length - elapsed).as_secs_f64();
+        let size = (achieved * SLICE.as_secs_f64().min(remaining)) as u64;
         let chunk = match target {
-            None => CHUNK,
+            None => size.clamp(u64::from(crate::traffic::BATCH), MAX_CHUNK),
             Some(rate) => {
                 let due = (rate as f64 * elapsed.as_secs_f64()) as u64;
                 let owed = due.saturating_sub(sent);
                 if owed < u64::from(crate::traffic::BATCH) {
-                    std::thread::sleep(Duration::from_micros(100));
+                    std::thread::sleep(Duration::from_micros(200));
                     continue;
                 }
-                owed.min(u64::from(CHUNK)) as u32
+                owed.min(MAX_CHUNK)
             }
-        };
+        } as u32;
+        let t = Instant::now();
         traffic.send(chunk)?;
+        achieved = f64::from(chunk) / t.elapsed().as_secs_f64().max(1e-6);
         sent += u64::from(chunk);
     }
 }
