@@ -47,33 +47,55 @@ fn relay_endpoint(reply: &Value) -> Result<SocketAddrV4> {
     Ok(SocketAddrV4::new(addr.parse()?, port))
 }
 
+/// A request that must succeed; the relay's reason otherwise.
+fn ok(ng: &NgClient, body: &Value) -> Result<Value> {
+    let reply = ng.request(body)?;
+    match reply.get("result").and_then(Value::as_str) {
+        Some("ok") => Ok(reply),
+        result => bail!(
+            "{}: {}",
+            result.unwrap_or("no result"),
+            reply
+                .get("error-reason")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given")
+        ),
+    }
+}
+
 /// Offer and answer of call `i`; returns (caller's flow, callee's flow).
 fn one_call(ng: &NgClient, i: u32) -> Result<[Flow; 2]> {
     let (caller, callee) = (party(i, 0), party(i, 1));
     let id = format!("tput-{i}");
     let iface = format!("if{}", i / CALLS_PER_ADDRESS);
     let direction = Value::str_list([iface.as_str(), iface.as_str()]);
-    let offer = ng.ok(&Value::dict([
-        ("command", s("offer")),
-        ("call-id", s(&id)),
-        ("from-tag", s("a")),
-        (
-            "sdp",
-            s(&audio_sdp(&caller.ip().to_string(), caller.port())),
-        ),
-        ("direction", direction.clone()),
-    ]))?;
-    let answer = ng.ok(&Value::dict([
-        ("command", s("answer")),
-        ("call-id", s(&id)),
-        ("from-tag", s("a")),
-        ("to-tag", s("b")),
-        (
-            "sdp",
-            s(&audio_sdp(&callee.ip().to_string(), callee.port())),
-        ),
-        ("direction", direction),
-    ]))?;
+    let offer = ok(
+        ng,
+        &Value::dict([
+            ("command", s("offer")),
+            ("call-id", s(&id)),
+            ("from-tag", s("a")),
+            (
+                "sdp",
+                s(&audio_sdp(&caller.ip().to_string(), caller.port())),
+            ),
+            ("direction", direction.clone()),
+        ]),
+    )?;
+    let answer = ok(
+        ng,
+        &Value::dict([
+            ("command", s("answer")),
+            ("call-id", s(&id)),
+            ("from-tag", s("a")),
+            ("to-tag", s("b")),
+            (
+                "sdp",
+                s(&audio_sdp(&callee.ip().to_string(), callee.port())),
+            ),
+            ("direction", direction),
+        ]),
+    )?;
     // The offer's rewritten SDP goes to the callee, the answer's to the caller.
     Ok([
         Flow {

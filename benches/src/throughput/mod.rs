@@ -81,8 +81,10 @@ pub struct RelayRun {
     pub points: Vec<Point>,
 }
 
-/// Pause between points so frames still queued from one are not counted in the next.
-const SETTLE: Duration = Duration::from_millis(300);
+/// A relay is idle once the sink has seen nothing new for this long.
+const QUIET: Duration = Duration::from_millis(200);
+/// Longest wait for a relay to drain its queues between points.
+const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 /// Target length of one unpaced generator run.
 const SLICE: Duration = Duration::from_millis(250);
 /// Most frames in one generator run.
@@ -152,7 +154,7 @@ fn one_relay(
         cfg.levels
             .iter()
             .map(|&target| {
-                std::thread::sleep(SETTLE);
+                settle(traffic)?;
                 measure(traffic, &bed.relay, pid, target, cfg.point)
             })
             .collect()
@@ -179,6 +181,24 @@ fn warm_up(traffic: &Traffic, flows: &[Flow]) -> Result<()> {
     let deadline = Duration::from_secs_f64(frames as f64 / WARMUP_PPS as f64);
     pace(traffic, Some(WARMUP_PPS), deadline)?;
     std::thread::sleep(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Waits until the relay has sent what it still held (socket buffers of
+/// a saturated userspace relay hold seconds of traffic), so nothing of one
+/// point is counted in the next.
+fn settle(traffic: &Traffic) -> Result<()> {
+    let start = Instant::now();
+    let mut last = traffic.received()?;
+    while start.elapsed() < DRAIN_LIMIT {
+        std::thread::sleep(QUIET);
+        let now = traffic.received()?;
+        if now == last {
+            return Ok(());
+        }
+        last = now;
+    }
+    eprintln!("   (the relay was still sending after {DRAIN_LIMIT:?}; measuring anyway)");
     Ok(())
 }
 
@@ -236,7 +256,8 @@ fn measure(
     pace(traffic, target, length)?;
     let elapsed = start.elapsed().as_secs_f64();
     let cpu1 = cpu::snapshot(pid)?;
-    // Frames already offered may still sit in queues (socket buffers, veth rings).
+    // Frames in flight (veth rings, a relay's current batch) still count;
+    // what waits longer in a relay's socket buffers counts as lost.
     std::thread::sleep(Duration::from_millis(100));
     let (gen1, sink1) = (traffic.generated()?, traffic.received()?);
     let drops = udp_rcvbuf_errors(relay_ns)?.saturating_sub(drops0) as f64;
