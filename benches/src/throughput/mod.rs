@@ -89,14 +89,16 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 const SLICE: Duration = Duration::from_millis(250);
 /// Most frames in one generator run.
 const MAX_CHUNK: u64 = 1 << 22;
+/// File descriptors a relay needs besides its media sockets.
+const FD_HEADROOM: u64 = 800;
 /// Rate of the warm-up pass that lets every relay learn every endpoint.
 const WARMUP_PPS: u64 = 100_000;
 
 /// Runs the whole benchmark (needs root).
 pub fn run(cfg: &Config) -> Result<Vec<RelayRun>> {
     let max_calls = cfg.calls.iter().copied().max().context("no call counts")?;
-    raise_nofile(max_calls)?;
-    let bed = Bed::new(max_calls)?;
+    let fit = raise_nofile()?;
+    let bed = Bed::new(max_calls.min(fit))?;
     let traffic = bed.traffic.run(|| -> Result<Traffic> {
         let ifindex = relay_userspace::netdev::ifindex(TRAFFIC_IF)?;
         Traffic::attach(TRAFFIC_IF, ifindex, TRAFFIC_MAC, RELAY_MAC)
@@ -106,8 +108,18 @@ pub fn run(cfg: &Config) -> Result<Vec<RelayRun>> {
     for &calls in &cfg.calls {
         for &kind in &cfg.relays {
             eprintln!("== {} with {calls} calls", kind.name());
-            let run = one_relay(cfg, &bed, &mut traffic, kind, calls)
+            let mut run = one_relay(cfg, &bed, &mut traffic, kind, calls.min(fit))
                 .with_context(|| format!("{} with {calls} calls", kind.name()))?;
+            if calls > fit {
+                run.calls = calls;
+                run.stopped.get_or_insert_with(|| {
+                    format!(
+                        "{fit} calls is what RLIMIT_NOFILE allows here: every relay holds \
+                         4 sockets per call and the hard limit cannot be raised without \
+                         CAP_SYS_RESOURCE"
+                    )
+                });
+            }
             for p in &run.points {
                 eprintln!(
                     "   offered {:>10.0} pps  forwarded {:>10.0} pps  loss {:>5.1}%  rcvbuf drops {:>9.0}/s  relay {:>5.1}%  softirq {:>5.1}%",
@@ -173,14 +185,14 @@ fn one_relay(
     })
 }
 
-/// One pass over every flow (at least a few thousand frames), so every
-/// relay has learned (and relayd XDP kernelized) every endpoint before
-/// anything is measured.
+/// Two passes over every flow (at least a few thousand frames), then a
+/// pause, so every relay has learned (and relayd XDP kernelized) every
+/// endpoint before anything is measured.
 fn warm_up(traffic: &Traffic, flows: &[Flow]) -> Result<()> {
-    let frames = (flows.len() as u64).max(4096);
+    let frames = (2 * flows.len() as u64).max(4096);
     let deadline = Duration::from_secs_f64(frames as f64 / WARMUP_PPS as f64);
     pace(traffic, Some(WARMUP_PPS), deadline)?;
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
     Ok(())
 }
 
@@ -309,42 +321,35 @@ fn pin_to_cpu0() -> Result<()> {
 /// 100 000 calls are 400 000 sockets in a userspace relay (and in relayd
 /// with XDP, which holds its ports as sockets too); the daemons inherit this
 /// limit. Raising the hard limit needs CAP_SYS_RESOURCE, which containers
-/// often lack: then the soft limit goes up to the hard one and the caller
-/// learns how many calls fit.
-fn raise_nofile(max_calls: u32) -> Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct we pass and nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
-    }
+/// often lack: then the soft limit goes up to the hard one. Returns how many
+/// calls fit, keeping room for everything else a relay opens (at the limit
+/// relayd cannot even write per-CPU maps: aya opens a sysfs file for each).
+fn raise_nofile() -> Result<u32> {
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(1 << 20);
-    let want = libc::rlimit {
+    let mut limit = libc::rlimit {
         rlim_cur: nr_open,
         rlim_max: nr_open,
     };
     // SAFETY: setrlimit reads the struct we pass and nothing else.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-        return Ok(());
-    }
-    limit.rlim_cur = limit.rlim_max;
-    // SAFETY: as above.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+        // SAFETY: getrlimit writes the struct we pass and nothing else.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+        }
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+        }
     }
-    let fit = limit.rlim_max / 4;
-    if u64::from(max_calls) > fit {
-        eprintln!(
-            "note: RLIMIT_NOFILE is capped at {} here (no CAP_SYS_RESOURCE to raise it): \
-             a relay holds 4 sockets per call, so about {fit} calls fit; larger call \
-             counts stop there and say so",
-            limit.rlim_max
-        );
-    }
-    Ok(())
+    let fit = limit.rlim_max.saturating_sub(FD_HEADROOM) / 4 / 100 * 100;
+    let fit = u32::try_from(fit).unwrap_or(u32::MAX).max(1);
+    eprintln!(
+        "RLIMIT_NOFILE {}: up to {fit} calls per relay (4 sockets each)",
+        limit.rlim_max
+    );
+    Ok(fit)
 }
