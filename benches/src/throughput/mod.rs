@@ -284,7 +284,7 @@ fn measure(
         } else {
             0.0
         },
-        cpu: cpu::usage(cpu0, cpu1, cores()),
+        cpu: cpu::usage(&cpu0, &cpu1, cores()),
         rcvbuf_drops_pps: drops / elapsed,
     })
 }

@@ -27,7 +27,7 @@ pub fn peak(run: &RelayRun) -> f64 {
 pub fn markdown(runs: &[RelayRun]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| relay | calls | offered (asked) | offered pps | forwarded pps | loss | relay process CPU | softirq CPU | machine busy (of 200 %) |\n\
+        "| relay | calls | offered (asked) | offered pps | forwarded pps | loss | relay process CPU | softirq CPU | CPU 0 / CPU 1 busy |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
     for r in runs {
@@ -39,7 +39,7 @@ pub fn markdown(runs: &[RelayRun]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {:.1} % | {:.0} % | {:.0} % | {:.0} % |",
+                "| {} | {} | {} | {} | {} | {:.1} % | {:.0} % | {:.0} % | {} |",
                 r.kind.name(),
                 calls,
                 p.target.map_or("max".to_owned(), |t| rate(t as f64)),
@@ -48,7 +48,12 @@ pub fn markdown(runs: &[RelayRun]) -> String {
                 p.loss * 100.0,
                 p.cpu.process,
                 p.cpu.softirq,
-                p.cpu.machine,
+                p.cpu
+                    .per_cpu
+                    .iter()
+                    .map(|c| format!("{c:.0} %"))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
             );
         }
     }
