@@ -30,9 +30,10 @@ pub const PORT_MAX: u16 = 31_999;
 /// Party ports per traffic-side address (even ports from 1024).
 const PARTY_PORTS: u32 = 30_000;
 
-/// Relay address `k` (10.77.0.10 + k).
-pub fn relay_addr(k: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, 77, 0, 10 + k as u8)
+/// Address `k` of the relay in slot `slot` (10.77.(10 + slot).(10 + k)):
+/// the relays run side by side, each on addresses of its own.
+pub fn relay_addr(slot: usize, k: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 10 + slot as u8, 10 + k as u8)
 }
 
 /// Where party `side` (0 caller, 1 callee) of call `i` sends from, as its
@@ -58,8 +59,8 @@ pub struct Bed {
 }
 
 impl Bed {
-    /// Builds the bed for up to `max_calls` calls.
-    pub fn new(max_calls: u32) -> Result<Self> {
+    /// Builds the bed for `relays` relays of up to `max_calls` calls each.
+    pub fn new(relays: usize, max_calls: u32) -> Result<Self> {
         let relay = Netns::new("tpr")?;
         let traffic = Netns::new("tpt")?;
         let mac = |m: [u8; 6]| {
@@ -83,14 +84,11 @@ impl Bed {
                 mac: &traffic_mac,
             },
         )?;
-        for k in 0..addresses_for(max_calls) {
-            relay.ip(&[
-                "addr",
-                "add",
-                &format!("{}/16", relay_addr(k)),
-                "dev",
-                RELAY_IF,
-            ])?;
+        for slot in 0..relays {
+            for k in 0..addresses_for(max_calls) {
+                let addr = format!("{}/16", relay_addr(slot, k));
+                relay.ip(&["addr", "add", &addr, "dev", RELAY_IF])?;
+            }
         }
         let parties = max_calls.div_ceil(PARTY_PORTS).max(1);
         for side in 0..2 {

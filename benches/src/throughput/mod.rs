@@ -98,19 +98,22 @@ const WARMUP_PPS: u64 = 100_000;
 pub fn run(cfg: &Config) -> Result<Vec<RelayRun>> {
     let max_calls = cfg.calls.iter().copied().max().context("no call counts")?;
     let fit = raise_nofile()?;
-    let bed = Bed::new(max_calls.min(fit))?;
-    let traffic = bed.traffic.run(|| -> Result<Traffic> {
+    let bed = Bed::new(cfg.relays.len(), max_calls.min(fit))?;
+    let mut traffic = bed.traffic.run(|| -> Result<Traffic> {
         let ifindex = relay_userspace::netdev::ifindex(TRAFFIC_IF)?;
         Traffic::attach(TRAFFIC_IF, ifindex, TRAFFIC_MAC, RELAY_MAC)
     })??;
-    let mut traffic = traffic;
+    let _peer_pass = if cfg.relays.contains(&Kind::RelaydXdp) {
+        None
+    } else {
+        Some(relays::peer_pass(&bed.relay)?)
+    };
     let mut runs = Vec::new();
     for &calls in &cfg.calls {
-        for &kind in &cfg.relays {
-            eprintln!("== {} with {calls} calls", kind.name());
-            let mut run = one_relay(cfg, &bed, &mut traffic, kind, calls.min(fit))
-                .with_context(|| format!("{} with {calls} calls", kind.name()))?;
-            if calls > fit {
+        let mut group = measure_group(cfg, &bed, &mut traffic, calls.min(fit))
+            .with_context(|| format!("{calls} calls"))?;
+        if calls > fit {
+            for run in &mut group {
                 run.calls = calls;
                 run.stopped.get_or_insert_with(|| {
                     format!(
@@ -120,69 +123,95 @@ pub fn run(cfg: &Config) -> Result<Vec<RelayRun>> {
                     )
                 });
             }
-            for p in &run.points {
-                eprintln!(
-                    "   offered {:>10.0} pps  forwarded {:>10.0} pps  loss {:>5.1}%  rcvbuf drops {:>9.0}/s  relay {:>5.1}%  softirq {:>5.1}%",
-                    p.offered_pps,
-                    p.forwarded_pps,
-                    p.loss * 100.0,
-                    p.rcvbuf_drops_pps,
-                    p.cpu.process,
-                    p.cpu.softirq
-                );
-            }
-            runs.push(run);
         }
+        runs.extend(group);
     }
     Ok(runs)
 }
 
-fn one_relay(
+/// A relay under measurement and the calls it holds.
+struct Live {
+    relay: relays::Relay,
+    est: calls::Established,
+}
+
+/// Starts every relay with `calls` calls, warms each up, then measures each
+/// offered level on every relay in turn: relays share whatever else runs on
+/// the machine during a level instead of one relay getting a quiet minute
+/// and the next a busy one.
+fn measure_group(
     cfg: &Config,
     bed: &Bed,
     traffic: &mut Traffic,
-    kind: Kind,
     calls: u32,
-) -> Result<RelayRun> {
-    let mut relay = relays::start(kind, &bed.relay, &cfg.relayd, calls)?;
-    let fail = |e: anyhow::Error| e.context(format!("relay log: {}", relay.log.display()));
-    calls::wait_for_ng(&bed.relay, relay.ng()).map_err(fail)?;
-    let est = calls::establish(&bed.relay, relay.ng(), calls, cfg.setup_budget).map_err(fail)?;
-    let established = (est.flows.len() / 2) as u32;
-    eprintln!(
-        "   {established} calls set up in {:.1} s{}",
-        est.elapsed.as_secs_f64(),
-        est.stopped
-            .as_deref()
-            .map(|w| format!(" (stopped: {w})"))
-            .unwrap_or_default()
-    );
-    traffic.set_flows(&est.flows)?;
-    let pid = relay.pid();
-    let traffic = &*traffic;
-    let points = bed.traffic.run(|| -> Result<Vec<Point>> {
-        pin_to_cpu0()?;
-        warm_up(traffic, &est.flows)?;
-        cfg.levels
-            .iter()
-            .map(|&target| {
-                settle(traffic)?;
-                measure(traffic, &bed.relay, pid, target, cfg.point)
-            })
-            .collect()
-    })??;
-    if let Ok(Some(status)) = relay.child.0.try_wait() {
-        bail!("the relay exited during the measurement: {status}");
+) -> Result<Vec<RelayRun>> {
+    let mut live = Vec::new();
+    for (slot, &kind) in cfg.relays.iter().enumerate() {
+        eprintln!("== {} with {calls} calls", kind.name());
+        let relay = relays::start(kind, slot, &bed.relay, &cfg.relayd, calls)?;
+        let fail = |e: anyhow::Error| e.context(format!("relay log: {}", relay.log.display()));
+        calls::wait_for_ng(&bed.relay, relay.ng).map_err(fail)?;
+        let est = calls::establish(&bed.relay, relay.ng, calls, cfg.setup_budget).map_err(fail)?;
+        eprintln!(
+            "   {} calls set up in {:.1} s{}",
+            est.flows.len() / 2,
+            est.elapsed.as_secs_f64(),
+            est.stopped
+                .as_deref()
+                .map(|w| format!(" (stopped: {w})"))
+                .unwrap_or_default()
+        );
+        live.push(Live { relay, est });
     }
-    drop(relay);
-    Ok(RelayRun {
-        kind,
-        calls,
-        established,
-        setup: est.elapsed,
-        stopped: est.stopped,
-        points,
-    })
+    for l in &live {
+        traffic.set_flows(&l.est.flows)?;
+        let t = &*traffic;
+        bed.traffic
+            .run(|| pin_to_cpu0().and_then(|()| warm_up(t, &l.est.flows)))??;
+    }
+    let mut points: Vec<Vec<Point>> = vec![Vec::new(); live.len()];
+    for &target in &cfg.levels {
+        for (l, points) in live.iter().zip(&mut points) {
+            traffic.set_flows(&l.est.flows)?;
+            let t = &*traffic;
+            let pid = l.relay.pid();
+            let p = bed.traffic.run(|| -> Result<Point> {
+                pin_to_cpu0()?;
+                settle(t)?;
+                measure(t, &bed.relay, pid, target, cfg.point)
+            })??;
+            eprintln!(
+                "   {:<16} offered {:>10.0} pps  forwarded {:>10.0} pps  loss {:>5.1}%  rcvbuf drops {:>9.0}/s  relay {:>5.1}%  softirq {:>5.1}%",
+                l.relay.kind.name(),
+                p.offered_pps,
+                p.forwarded_pps,
+                p.loss * 100.0,
+                p.rcvbuf_drops_pps,
+                p.cpu.process,
+                p.cpu.softirq
+            );
+            points.push(p);
+        }
+    }
+    let mut runs = Vec::new();
+    for (mut l, points) in live.into_iter().zip(points) {
+        if let Ok(Some(status)) = l.relay.child.0.try_wait() {
+            bail!(
+                "{} exited during the measurement: {status} (log: {})",
+                l.relay.kind.name(),
+                l.relay.log.display()
+            );
+        }
+        runs.push(RelayRun {
+            kind: l.relay.kind,
+            calls,
+            established: (l.est.flows.len() / 2) as u32,
+            setup: l.est.elapsed,
+            stopped: l.est.stopped.take(),
+            points,
+        });
+    }
+    Ok(runs)
 }
 
 /// Two passes over every flow (at least a few thousand frames), then a

@@ -1,7 +1,7 @@
-//! Starting the relays under test in the bed's relay namespace, each the
-//! same way for every call count: every address the calls need, the same
-//! port range, media timeouts far beyond the run, daemon pinned to CPU 1
-//! (the generator has CPU 0).
+//! Starting the relays under test in the bed's relay namespace, side by
+//! side, each the same way: addresses of its own (as many as the calls
+//! need), the same port range, media timeouts far beyond the run, daemon
+//! pinned to CPU 1 (the generator has CPU 0).
 
 use std::{
     fs::File,
@@ -45,28 +45,24 @@ impl Kind {
     }
 }
 
-/// NG address of every relay under test (inside the relay namespace).
-pub const NG: &str = "127.0.0.1:2223";
 /// CPU the relay daemons are pinned to.
 pub const RELAY_CPU: &str = "1";
 
-/// A running relay; stopped (and its attachments removed) on drop.
+/// A running relay; stopped on drop.
 #[derive(Debug)]
 pub struct Relay {
+    /// Which relay.
+    pub kind: Kind,
     /// The daemon.
     pub child: ChildGuard,
     /// Where its stderr goes.
     pub log: PathBuf,
-    _peer_pass: Option<PeerPass>,
+    /// Its NG socket (inside the relay namespace).
+    pub ng: SocketAddr,
     _pins: Option<PinDirGuard>,
 }
 
 impl Relay {
-    /// The NG socket address.
-    pub fn ng(&self) -> SocketAddr {
-        NG.parse().expect("constant")
-    }
-
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.0.id()
@@ -82,26 +78,30 @@ fn log_file(kind: Kind, calls: u32) -> Result<(File, PathBuf)> {
     Ok((File::create(&path)?, path))
 }
 
-/// Starts `kind` in `ns`, ready for `calls` calls.
-pub fn start(kind: Kind, ns: &Netns, relayd: &Path, calls: u32) -> Result<Relay> {
+/// Starts `kind` in `ns` on the addresses and control ports of `slot`,
+/// ready for `calls` calls.
+pub fn start(kind: Kind, slot: usize, ns: &Netns, relayd: &Path, calls: u32) -> Result<Relay> {
     let addrs = addresses_for(calls);
+    let ng = SocketAddr::from(([127, 0, 0, 1], 2223 + slot as u16));
+    let cli = SocketAddr::from(([127, 0, 0, 1], 9900 + slot as u16));
     let (log, log_path) = log_file(kind, calls)?;
     let mut cmd = ns.command("taskset")?;
     cmd.args(["-c", RELAY_CPU])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    let (pins, peer_pass) = match kind {
+    let pins = match kind {
         Kind::RelaydXdp | Kind::RelaydUserspace => {
             cmd.arg(relayd);
             for k in 0..addrs {
-                cmd.arg(format!("--interface=if{k}/{}", relay_addr(k)));
+                cmd.arg(format!("--interface=if{k}/{}", relay_addr(slot, k)));
             }
             let pins = PinDirGuard::new("tput");
             // With the DoS shield every media port of every address has a
             // kernel entry.
             let ports = u32::from(PORT_MAX - PORT_MIN + 1) * addrs;
-            cmd.args(["--listen-ng", NG, "--listen-cli", "127.0.0.1:9900"])
+            cmd.arg(format!("--listen-ng={ng}"))
+                .arg(format!("--listen-cli={cli}"))
                 .arg(format!("--port-min={PORT_MIN}"))
                 .arg(format!("--port-max={PORT_MAX}"))
                 .args(["--timeout", "3600", "--silent-timeout", "3600"])
@@ -111,26 +111,24 @@ pub fn start(kind: Kind, ns: &Netns, relayd: &Path, calls: u32) -> Result<Relay>
                 ))
                 .arg("--pin-dir")
                 .arg(&pins.0);
-            let peer_pass = if kind == Kind::RelaydXdp {
+            if kind == Kind::RelaydXdp {
                 cmd.args(["--datapath", "xdp", "--xdp-mode", "native"]);
-                None
             } else {
                 cmd.args(["--datapath", "userspace"]);
-                Some(peer_pass(ns)?)
-            };
-            (Some(pins), peer_pass)
+            }
+            Some(pins)
         }
         Kind::Rtpengine => {
             cmd.arg("rtpengine");
             for k in 0..addrs {
-                cmd.arg(format!("--interface=if{k}/{}", relay_addr(k)));
+                cmd.arg(format!("--interface=if{k}/{}", relay_addr(slot, k)));
             }
-            cmd.arg(format!("--listen-ng={NG}"))
+            cmd.arg(format!("--listen-ng={ng}"))
                 .args(["--table=-1", "--foreground", "--log-stderr", "-L", "4"])
                 .args(["--config-file=none", "--delete-delay=0", "--timeout=3600"])
                 .arg(format!("--port-min={PORT_MIN}"))
                 .arg(format!("--port-max={PORT_MAX}"));
-            (None, Some(peer_pass(ns)?))
+            None
         }
     };
     let child = match kind {
@@ -139,16 +137,18 @@ pub fn start(kind: Kind, ns: &Netns, relayd: &Path, calls: u32) -> Result<Relay>
             .with_context(|| format!("starting relayd (log: {})", log_path.display()))?,
     };
     Ok(Relay {
+        kind,
         child,
         log: log_path,
-        _peer_pass: peer_pass,
+        ng,
         _pins: pins,
     })
 }
 
 /// veth delivers XDP_TX'ed frames only to a peer running an XDP program:
-/// the userspace relays get the do-nothing one.
-fn peer_pass(ns: &Netns) -> Result<PeerPass> {
+/// without relayd XDP in the run (whose program passes what is not its own
+/// up the stack), the userspace relays get the do-nothing one.
+pub fn peer_pass(ns: &Netns) -> Result<PeerPass> {
     ns.run(|| attach_peer_pass(RELAY_IF))?
         .context("attaching relay_peer_pass to the relay veth")
 }
