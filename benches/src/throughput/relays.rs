@@ -32,9 +32,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Every relay, in the order they are measured.
-    pub const ALL: [Kind; 3] = [Kind::RelaydXdp, Kind::RelaydUserspace, Kind::Rtpengine];
-
     /// Name in tables and plots.
     pub fn name(self) -> &'static str {
         match self {
