@@ -71,10 +71,10 @@ pub fn settle(traffic: &Traffic) -> Result<()> {
 /// Generates for `length` at `target` frames per second (unpaced if
 /// `None`); returns the frames asked for.
 ///
-/// Each live-frames test run sets up and tears down a page pool, which costs
-/// milliseconds of waiting here, so runs are sized to last about [`SLICE`]
-/// at the rate the previous one achieved, and paced runs send what is owed
-/// in one go.
+/// Each live-frames test run sets up and tears down a page pool and takes
+/// ~25 ms here however few frames it carries, so runs are sized to last
+/// about [`SLICE`] at the rate the previous one achieved, and paced runs
+/// send what is owed in one go (a burst every ~25 ms).
 fn pace(traffic: &Traffic, target: Option<u64>, length: Duration) -> Result<u64> {
     let start = Instant::now();
     let mut sent = 0u64;
