@@ -1,1 +1,6 @@
-//! Benchmarks live in `benches/`; see docs/benchmarks.md.
+//! Benchmarks live in `benches/`; see docs/benchmarks.md. This library holds
+//! the parts of `xrelay-bench` (the driver `cargo xtask bench` runs) that
+//! need more than one file: the netns throughput benchmark.
+
+pub mod throughput;
+pub mod traffic;

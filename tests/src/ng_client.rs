@@ -17,7 +17,6 @@ use crate::netns::Netns;
 pub struct NgClient {
     sock: UdpSocket,
     server: SocketAddr,
-    next: AtomicU32,
 }
 
 impl NgClient {
@@ -31,11 +30,7 @@ impl NgClient {
         .parse()?;
         let sock = ns.run(move || UdpSocket::bind(bind))??;
         sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-        Ok(NgClient {
-            sock,
-            server,
-            next: AtomicU32::new(1),
-        })
+        Ok(NgClient { sock, server })
     }
 
     /// Sends raw bytes and returns the raw reply.
@@ -65,12 +60,14 @@ impl NgClient {
         Ok(bencode::decode(rest)?)
     }
 
-    /// Sends `body` with a fresh cookie.
+    /// Sends `body` with a fresh cookie, unique in this process: the server
+    /// caches replies by cookie, so two clients must never share one.
     pub fn request(&self, body: &Value) -> Result<Value> {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
         let cookie = format!(
             "{}_{}",
             std::process::id(),
-            self.next.fetch_add(1, Ordering::Relaxed)
+            NEXT.fetch_add(1, Ordering::Relaxed)
         );
         self.request_with_cookie(&cookie, body)
     }

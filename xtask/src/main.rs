@@ -3,8 +3,8 @@
 //! - `cargo xtask demo`: build, then run the forwarding demo (needs root).
 //! - `cargo xtask test`: fmt, clippy, and every test, privileged ones
 //!   included (needs root to run those; without root they skip and say so).
-//! - `cargo xtask bench`: criterion micro-benchmarks and NG cycles against
-//!   rtpengine (needs root).
+//! - `cargo xtask bench [--quick]`: criterion micro-benchmarks, NG cycles
+//!   and netns forwarding throughput against rtpengine (needs root).
 //! - `cargo xtask deps`: install the Debian packages the build and tests use.
 //! - `cargo xtask build-ebpf`: compile the XDP object alone (clang check).
 //!
@@ -29,8 +29,14 @@ enum Task {
     Demo,
     /// Install missing Debian packages (as root), then fmt, clippy and all tests.
     Test,
-    /// Benchmarks: criterion micro-benchmarks, then NG cycles against rtpengine.
-    Bench,
+    /// Benchmarks: criterion micro-benchmarks, NG cycles and forwarding
+    /// throughput against rtpengine (writes docs/throughput.svg).
+    Bench {
+        /// Skip criterion; NG and throughput with fewer cycles, calls and
+        /// seconds (a couple of minutes instead of about ten).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Install missing Debian packages (needs root).
     Deps,
     /// Compile the XDP program (relay-ebpf) only.
@@ -156,17 +162,33 @@ fn demo() -> Result<()> {
         .arg(target.join("release/relayctl")))
 }
 
-fn bench() -> Result<()> {
+fn bench(quick: bool) -> Result<()> {
     deps(PACKAGES, true)?;
     deps(BENCH_PACKAGES, true)?;
     if !is_root() {
         bail!("the benchmarks load XDP programs and run daemons in namespaces: run them as root");
     }
-    run(cargo().args(["bench", "-p", "relay-benches"]))?;
+    if !quick {
+        run(cargo().args(["bench", "-p", "relay-benches"]))?;
+    }
     let target = build_release_bins(&["relay-userspace", "relay-benches"])?;
-    run(Command::new(target.join("release/xrelay-bench"))
+    let driver = target.join("release/xrelay-bench");
+    let relayd = target.join("release/relayd");
+    run(Command::new(&driver)
         .args(["ng", "--relayd"])
-        .arg(target.join("release/relayd")))
+        .arg(&relayd)
+        .args(["--cycles", if quick { "500" } else { "2000" }]))?;
+    let root = workspace_root()?;
+    let mut throughput = Command::new(&driver);
+    throughput.args(["throughput", "--relayd"]).arg(&relayd);
+    if quick {
+        throughput.args(["--calls", "1,1000", "--seconds", "1"]);
+    } else {
+        throughput
+            .arg("--plot")
+            .arg(root.join("docs/throughput.svg"));
+    }
+    run(&mut throughput)
 }
 
 /// Builds the binaries of `packages` in release mode; returns the target dir.
@@ -184,15 +206,19 @@ fn target_dir() -> Result<std::path::PathBuf> {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return Ok(dir.into());
     }
-    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    Ok(manifest.parent().context("workspace root")?.join("target"))
+    Ok(workspace_root()?.join("target"))
+}
+
+fn workspace_root() -> Result<std::path::PathBuf> {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest.parent().context("workspace root")?.to_path_buf())
 }
 
 fn main() -> Result<()> {
     match Args::parse().task {
         Task::Demo => demo(),
         Task::Test => test(),
-        Task::Bench => bench(),
+        Task::Bench { quick } => bench(quick),
         Task::Deps => deps(PACKAGES, true).and_then(|()| deps(BENCH_PACKAGES, true)),
         Task::BuildEbpf => {
             deps(PACKAGES, false)?;

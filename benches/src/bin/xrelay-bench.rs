@@ -5,6 +5,12 @@
 //! `--table=-1`: no kernel module here), both on loopback in a network
 //! namespace of their own, in the same run. Prints cycles per second and
 //! request latency percentiles, and the ratio.
+//!
+//! `throughput`: forwarded against offered packets per second for relayd
+//! (XDP and userspace) and rtpengine, with calls set up over NG, an XDP
+//! live-frames generator and a sink counter (see
+//! `relay_benches::throughput`). Prints Markdown tables and writes an SVG
+//! plot.
 
 use std::{
     path::PathBuf,
@@ -14,6 +20,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+use relay_benches::throughput;
 use relay_ng::Value;
 use relay_tests::{
     netns::{ChildGuard, Netns},
@@ -37,6 +44,38 @@ enum What {
         /// Cycles per relay.
         #[arg(long, default_value_t = 2000)]
         cycles: u32,
+    },
+    /// Forwarding throughput: relayd XDP, relayd userspace, rtpengine.
+    Throughput {
+        /// The relayd binary.
+        #[arg(long)]
+        relayd: PathBuf,
+        /// Call counts, each measured on a freshly started relay.
+        #[arg(long, value_delimiter = ',', default_value = "1,1000,100000")]
+        calls: Vec<u32>,
+        /// Seconds per measurement point.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Offered rates (pps) to measure besides the unpaced maximum.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "25000,100000,400000,1600000"
+        )]
+        rates: Vec<u64>,
+        /// Longest call set-up per relay and call count, in seconds.
+        #[arg(long, default_value_t = 90)]
+        setup_budget: u64,
+        /// Relays to measure (relayd-xdp, relayd-userspace, rtpengine).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "relayd-xdp,relayd-userspace,rtpengine"
+        )]
+        relays: Vec<throughput::relays::Kind>,
+        /// Where to write the plot (SVG).
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
 }
 
@@ -200,5 +239,37 @@ fn main() -> Result<()> {
     }
     match Args::parse().what {
         What::Ng { relayd, cycles } => ng_bench(&relayd, cycles),
+        What::Throughput {
+            relayd,
+            calls,
+            seconds,
+            rates,
+            setup_budget,
+            relays,
+            plot,
+        } => {
+            let mut levels: Vec<Option<u64>> = rates.into_iter().map(Some).collect();
+            levels.push(None);
+            let cfg = throughput::Config {
+                relayd,
+                calls,
+                levels,
+                point: Duration::from_secs_f64(seconds),
+                setup_budget: Duration::from_secs(setup_budget),
+                relays,
+            };
+            let runs = throughput::run(&cfg)?;
+            println!("{}", throughput::report::markdown(&runs));
+            if let Some(path) = plot {
+                let svg = throughput::plot::svg(
+                    &runs,
+                    "Forwarded vs offered RTP pps (172-byte payloads)",
+                );
+                std::fs::write(&path, svg)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("plot: {}", path.display());
+            }
+            Ok(())
+        }
     }
 }

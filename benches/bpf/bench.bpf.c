@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * Load generator and sink for the throughput benchmark (xrelay-bench
+ * throughput). Kept apart from the relay program: nothing here is part of
+ * the relay's ABI.
+ *
+ * bench_gen runs through BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES
+ * on the traffic side's veth and returns XDP_TX, so each run emits one RTP
+ * frame toward the relay. Frame i belongs to flow i % n_flows (a per-CPU
+ * counter; the benchmark runs the generator on one pinned CPU). Live-frame
+ * pages are recycled without being reset, so every varied field (addresses,
+ * ports, IP checksum, RTP sequence/timestamp/SSRC) is written on every run.
+ * The UDP checksum is sent as 0, which IPv4 allows.
+ *
+ * bench_sink is attached to the same veth and counts (per CPU) and drops
+ * every IPv4 UDP frame the relay sends back; anything else (ARP) passes.
+ * test_run does not go through the attached program, so the two do not see
+ * each other's frames.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define BENCH_MAX_FLOWS 262144
+#define RTP_HEADER_LEN 12
+
+/* One direction of one call: who sends, to which relay port. Network byte order. */
+struct bench_flow {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+};
+
+struct bench_count {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BENCH_MAX_FLOWS);
+	__type(key, __u32);
+	__type(value, struct bench_flow);
+} bench_flows SEC(".maps");
+
+/* [0]: number of flows in bench_flows to cycle through. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} bench_config SEC(".maps");
+
+/* Frames generated on this CPU so far: picks the next flow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} bench_next SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bench_count);
+} bench_sink_count SEC(".maps");
+
+static __always_inline __u16 ipv4_csum(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+SEC("xdp")
+int bench_gen(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct udphdr *udp = (void *)(ip + 1);
+	__u8 *rtp = (void *)(udp + 1);
+	__u32 zero = 0;
+
+	if ((void *)(rtp + RTP_HEADER_LEN) > end)
+		return XDP_ABORTED;
+	__u32 *n_flows = bpf_map_lookup_elem(&bench_config, &zero);
+	__u64 *next = bpf_map_lookup_elem(&bench_next, &zero);
+	if (!n_flows || !next || *n_flows == 0)
+		return XDP_ABORTED;
+	__u64 i = *next;
+	*next = i + 1;
+	__u32 n = *n_flows;
+	__u32 idx = (__u32)(i % n);
+	__u32 round = (__u32)(i / n);
+	struct bench_flow *f = bpf_map_lookup_elem(&bench_flows, &idx);
+	if (!f)
+		return XDP_ABORTED;
+
+	ip->saddr = f->saddr;
+	ip->daddr = f->daddr;
+	ip->check = 0;
+	ip->check = ipv4_csum(ip);
+	udp->source = f->sport;
+	udp->dest = f->dport;
+	udp->check = 0;
+
+	/* RTP: one 20 ms G.711 frame per round of the flows. */
+	__u16 seq = bpf_htons((__u16)round);
+	__u32 ts = bpf_htonl(round * 160);
+	__u32 ssrc = bpf_htonl(idx + 1);
+	__builtin_memcpy(rtp + 2, &seq, 2);
+	__builtin_memcpy(rtp + 4, &ts, 4);
+	__builtin_memcpy(rtp + 8, &ssrc, 4);
+	return XDP_TX;
+}
+
+SEC("xdp")
+int bench_sink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	__u32 zero = 0;
+
+	if ((void *)(ip + 1) > end)
+		return XDP_PASS;
+	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != IPPROTO_UDP)
+		return XDP_PASS;
+	struct bench_count *c = bpf_map_lookup_elem(&bench_sink_count, &zero);
+	if (c) {
+		c->packets++;
+		c->bytes += (__u64)(end - data);
+	}
+	return XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

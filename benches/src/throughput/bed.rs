@@ -1,0 +1,112 @@
+//! The test bed: a relay namespace and a traffic namespace joined by one
+//! veth pair, on one /16. The relay side holds the relay addresses; the
+//! traffic side is where every caller and callee lives (their frames come
+//! from the in-kernel generator, so the addresses need no sockets there,
+//! only permanent neighbour entries on the relay side pointing at the
+//! traffic veth).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use anyhow::Result;
+use relay_tests::netns::{veth, Netns, VethEnd};
+
+/// Relay-side veth.
+pub const RELAY_IF: &str = "xrb0";
+/// Traffic-side veth (generator and sink).
+pub const TRAFFIC_IF: &str = "xtg0";
+/// MAC of [`RELAY_IF`].
+pub const RELAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xb0, 0x01];
+/// MAC of [`TRAFFIC_IF`].
+pub const TRAFFIC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xb0, 0x02];
+/// Calls placed on each relay address: 4 ports each (RTP+RTCP per side),
+/// inside [`PORT_MIN`]..=[`PORT_MAX`] with room to spare.
+pub const CALLS_PER_ADDRESS: u32 = 7_000;
+/// Media port range of every relay under test: below the ephemeral range
+/// (32768-60999), which relayd's DoS shield would otherwise reserve away
+/// from the NG clients in the same namespace.
+pub const PORT_MIN: u16 = 2_000;
+/// See [`PORT_MIN`].
+pub const PORT_MAX: u16 = 31_999;
+/// Party ports per traffic-side address (even ports from 1024).
+const PARTY_PORTS: u32 = 30_000;
+
+/// Address `k` of the relay in slot `slot` (10.77.(10 + slot).(10 + k)):
+/// the relays run side by side, each on addresses of its own.
+pub fn relay_addr(slot: usize, k: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 10 + slot as u8, 10 + k as u8)
+}
+
+/// Where party `side` (0 caller, 1 callee) of call `i` sends from, as its
+/// SDP says.
+pub fn party(i: u32, side: u32) -> SocketAddrV4 {
+    let third = 100 + 50 * side + i / PARTY_PORTS;
+    let port = 1024 + 2 * (i % PARTY_PORTS);
+    SocketAddrV4::new(Ipv4Addr::new(10, 77, third as u8, 1), port as u16)
+}
+
+/// Relay addresses needed for `calls` calls.
+pub fn addresses_for(calls: u32) -> u32 {
+    calls.div_ceil(CALLS_PER_ADDRESS).max(1)
+}
+
+/// The two namespaces, removed on drop.
+#[derive(Debug)]
+pub struct Bed {
+    /// Where the relay runs.
+    pub relay: Netns,
+    /// Where the generator and the sink run.
+    pub traffic: Netns,
+}
+
+impl Bed {
+    /// Builds the bed for `relays` relays of up to `max_calls` calls each.
+    pub fn new(relays: usize, max_calls: u32) -> Result<Self> {
+        let relay = Netns::new("tpr")?;
+        let traffic = Netns::new("tpt")?;
+        let mac = |m: [u8; 6]| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        let (relay_mac, traffic_mac) = (mac(RELAY_MAC), mac(TRAFFIC_MAC));
+        veth(
+            VethEnd {
+                ns: &relay,
+                name: RELAY_IF,
+                addr: "",
+                mac: &relay_mac,
+            },
+            VethEnd {
+                ns: &traffic,
+                name: TRAFFIC_IF,
+                addr: "10.77.1.1/16",
+                mac: &traffic_mac,
+            },
+        )?;
+        for slot in 0..relays {
+            for k in 0..addresses_for(max_calls) {
+                let addr = format!("{}/16", relay_addr(slot, k));
+                relay.ip(&["addr", "add", &addr, "dev", RELAY_IF])?;
+            }
+        }
+        let parties = max_calls.div_ceil(PARTY_PORTS).max(1);
+        for side in 0..2 {
+            for j in 0..parties {
+                let addr = party(j * PARTY_PORTS, side);
+                relay.ip(&[
+                    "neigh",
+                    "replace",
+                    &addr.ip().to_string(),
+                    "lladdr",
+                    &traffic_mac,
+                    "dev",
+                    RELAY_IF,
+                    "nud",
+                    "permanent",
+                ])?;
+            }
+        }
+        Ok(Bed { relay, traffic })
+    }
+}

@@ -1,0 +1,183 @@
+//! The netns throughput benchmark: an in-kernel generator (XDP live frames)
+//! sends RTP for N calls set up over NG toward a relay, a sink XDP program
+//! counts what comes back; relayd with XDP, relayd in userspace and
+//! rtpengine run side by side and each offered level is measured on each of
+//! them in turn, with the same generator and sink.
+//!
+//! CPU placement (2 cores here): the generator's thread is pinned to CPU 0,
+//! the relay daemons to CPU 1. Softirq work (veth NAPI: the relay's XDP
+//! program, the stack under the userspace relays, the sink) runs where the
+//! kernel schedules it, mostly on the generator's CPU; the reported CPU
+//! figures show it rather than hide it.
+
+pub mod bed;
+pub mod calls;
+pub mod cpu;
+pub mod limits;
+pub mod measure;
+pub mod plot;
+pub mod relays;
+pub mod report;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::traffic::Traffic;
+
+use bed::{Bed, RELAY_MAC, TRAFFIC_IF, TRAFFIC_MAC};
+use relays::Kind;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The relayd binary.
+    pub relayd: PathBuf,
+    /// Call counts (each a fresh relay).
+    pub calls: Vec<u32>,
+    /// Offered rates in frames per second; `None`: as fast as the generator goes.
+    pub levels: Vec<Option<u64>>,
+    /// Length of each measurement point.
+    pub point: Duration,
+    /// Longest call set-up per relay and call count.
+    pub setup_budget: Duration,
+    /// The relays.
+    pub relays: Vec<Kind>,
+}
+
+/// One relay at one call count.
+#[derive(Debug, Clone)]
+pub struct RelayRun {
+    /// Which relay.
+    pub kind: Kind,
+    /// Calls asked for.
+    pub calls: u32,
+    /// Calls set up over NG.
+    pub established: u32,
+    /// How long set-up took.
+    pub setup: Duration,
+    /// Why set-up stopped short, if it did.
+    pub stopped: Option<String>,
+    /// The measurements, in the order of [`Config::levels`].
+    pub points: Vec<measure::Point>,
+}
+
+/// Runs the whole benchmark (needs root).
+pub fn run(cfg: &Config) -> Result<Vec<RelayRun>> {
+    let max_calls = cfg.calls.iter().copied().max().context("no call counts")?;
+    let fit = limits::raise_nofile()?;
+    let bed = Bed::new(cfg.relays.len(), max_calls.min(fit))?;
+    let mut traffic = bed.traffic.run(|| -> Result<Traffic> {
+        let ifindex = relay_userspace::netdev::ifindex(TRAFFIC_IF)?;
+        Traffic::attach(TRAFFIC_IF, ifindex, TRAFFIC_MAC, RELAY_MAC)
+    })??;
+    let _peer_pass = if cfg.relays.contains(&Kind::RelaydXdp) {
+        None
+    } else {
+        Some(relays::peer_pass(&bed.relay)?)
+    };
+    let mut runs = Vec::new();
+    for &calls in &cfg.calls {
+        let mut group = measure_group(cfg, &bed, &mut traffic, calls.min(fit))
+            .with_context(|| format!("{calls} calls"))?;
+        if calls > fit {
+            for run in &mut group {
+                run.calls = calls;
+                run.stopped.get_or_insert_with(|| {
+                    format!(
+                        "{fit} calls is what RLIMIT_NOFILE allows here: every relay holds \
+                         4 sockets per call and the hard limit cannot be raised without \
+                         CAP_SYS_RESOURCE"
+                    )
+                });
+            }
+        }
+        runs.extend(group);
+    }
+    Ok(runs)
+}
+
+/// A relay under measurement and the calls it holds.
+struct Live {
+    relay: relays::Relay,
+    est: calls::Established,
+}
+
+/// Starts every relay with `calls` calls, warms each up, then measures each
+/// offered level on every relay in turn: relays share whatever else runs on
+/// the machine during a level instead of one relay getting a quiet minute
+/// and the next a busy one.
+fn measure_group(
+    cfg: &Config,
+    bed: &Bed,
+    traffic: &mut Traffic,
+    calls: u32,
+) -> Result<Vec<RelayRun>> {
+    let mut live = Vec::new();
+    for (slot, &kind) in cfg.relays.iter().enumerate() {
+        eprintln!("== {} with {calls} calls", kind.name());
+        let relay = relays::start(kind, slot, &bed.relay, &cfg.relayd, calls)?;
+        let fail = |e: anyhow::Error| e.context(format!("relay log: {}", relay.log.display()));
+        calls::wait_for_ng(&bed.relay, relay.ng).map_err(fail)?;
+        let est = calls::establish(&bed.relay, relay.ng, calls, cfg.setup_budget).map_err(fail)?;
+        eprintln!(
+            "   {} calls set up in {:.1} s{}",
+            est.flows.len() / 2,
+            est.elapsed.as_secs_f64(),
+            est.stopped
+                .as_deref()
+                .map(|w| format!(" (stopped: {w})"))
+                .unwrap_or_default()
+        );
+        live.push(Live { relay, est });
+    }
+    for l in &live {
+        traffic.set_flows(&l.est.flows)?;
+        let t = &*traffic;
+        bed.traffic
+            .run(|| measure::pin_to_cpu0().and_then(|()| measure::warm_up(t, &l.est.flows)))??;
+    }
+    let mut points: Vec<Vec<measure::Point>> = vec![Vec::new(); live.len()];
+    for &target in &cfg.levels {
+        for (l, points) in live.iter().zip(&mut points) {
+            traffic.set_flows(&l.est.flows)?;
+            let t = &*traffic;
+            let pid = l.relay.pid();
+            let p = bed.traffic.run(|| -> Result<measure::Point> {
+                measure::pin_to_cpu0()?;
+                measure::settle(t)?;
+                measure::measure(t, &bed.relay, pid, target, cfg.point)
+            })??;
+            eprintln!(
+                "   {:<16} offered {:>10.0} pps  forwarded {:>10.0} pps  loss {:>5.1}%  rcvbuf drops {:>9.0}/s  relay {:>5.1}%  softirq {:>5.1}%",
+                l.relay.kind.name(),
+                p.offered_pps,
+                p.forwarded_pps,
+                p.loss * 100.0,
+                p.rcvbuf_drops_pps,
+                p.cpu.process,
+                p.cpu.softirq
+            );
+            points.push(p);
+        }
+    }
+    let mut runs = Vec::new();
+    for (mut l, points) in live.into_iter().zip(points) {
+        if let Ok(Some(status)) = l.relay.child.0.try_wait() {
+            bail!(
+                "{} exited during the measurement: {status} (log: {})",
+                l.relay.kind.name(),
+                l.relay.log.display()
+            );
+        }
+        runs.push(RelayRun {
+            kind: l.relay.kind,
+            calls,
+            established: (l.est.flows.len() / 2) as u32,
+            setup: l.est.elapsed,
+            stopped: l.est.stopped.take(),
+            points,
+        });
+    }
+    Ok(runs)
+}

@@ -1,0 +1,109 @@
+//! The benchmark's results as Markdown: one table of every point, then the
+//! ratios against rtpengine measured in the same run.
+
+use std::fmt::Write as _;
+
+use super::{relays::Kind, RelayRun};
+
+fn rate(pps: f64) -> String {
+    if pps >= 1e6 {
+        format!("{:.2} M", pps / 1e6)
+    } else if pps >= 1e3 {
+        format!("{:.1} k", pps / 1e3)
+    } else {
+        format!("{pps:.0}")
+    }
+}
+
+/// Highest forwarded rate of a run over all its points.
+pub fn peak(run: &RelayRun) -> f64 {
+    run.points
+        .iter()
+        .map(|p| p.forwarded_pps)
+        .fold(0.0, f64::max)
+}
+
+/// The Markdown tables.
+pub fn markdown(runs: &[RelayRun]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| relay | calls | offered (asked) | offered pps | forwarded pps | loss | relay process CPU | softirq CPU | CPU 0 / CPU 1 busy |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in runs {
+        for p in &r.points {
+            let calls = if r.established == r.calls {
+                r.calls.to_string()
+            } else {
+                format!("{} of {}", r.established, r.calls)
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {:.1} % | {:.0} % | {:.0} % | {} |",
+                r.kind.name(),
+                calls,
+                p.target.map_or("max".to_owned(), |t| rate(t as f64)),
+                rate(p.offered_pps),
+                rate(p.forwarded_pps),
+                p.loss * 100.0,
+                p.cpu.process,
+                p.cpu.softirq,
+                p.cpu
+                    .per_cpu
+                    .iter()
+                    .map(|c| format!("{c:.0} %"))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+            );
+        }
+    }
+    out.push('\n');
+    out.push_str(
+        "| calls | relayd XDP peak | relayd userspace peak | rtpengine peak | XDP / rtpengine | userspace / rtpengine |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    let mut counts: Vec<u32> = runs.iter().map(|r| r.calls).collect();
+    counts.dedup();
+    for calls in counts {
+        let get = |k: Kind| {
+            runs.iter()
+                .find(|r| r.calls == calls && r.kind == k)
+                .map(peak)
+        };
+        let (x, u, e) = (
+            get(Kind::RelaydXdp),
+            get(Kind::RelaydUserspace),
+            get(Kind::Rtpengine),
+        );
+        let show = |v: Option<f64>| v.map_or("-".to_owned(), rate);
+        let ratio = |a: Option<f64>| match (a, e) {
+            (Some(a), Some(e)) if e > 0.0 => format!("{:.1}×", a / e),
+            _ => "-".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| {calls} | {} | {} | {} | {} | {} |",
+            show(x),
+            show(u),
+            show(e),
+            ratio(x),
+            ratio(u)
+        );
+    }
+    for r in runs {
+        let _ = write!(
+            out,
+            "\n{} with {} calls: {} set up over NG in {:.1} s",
+            r.kind.name(),
+            r.calls,
+            r.established,
+            r.setup.as_secs_f64()
+        );
+        if let Some(why) = &r.stopped {
+            let _ = write!(out, " (stopped: {why})");
+        }
+        out.push('.');
+    }
+    out.push('\n');
+    out
+}
