@@ -15,6 +15,10 @@ pub enum PortError {
     /// Every pair of the range is in use (or could not be bound).
     #[error("Ran out of ports")]
     RanOutOfPorts,
+    /// Sockets could not be opened at all (e.g. the open-files limit):
+    /// not a shortage of ports, and not worth trying other pairs.
+    #[error("Cannot open media sockets: {0}")]
+    Sockets(String),
     /// The configured range holds no even/odd pair.
     #[error("port range {min}-{max} holds no RTP/RTCP pair")]
     EmptyRange {
@@ -95,7 +99,7 @@ impl PortPool {
                 break;
             };
             match self.bind_pair(port) {
-                Some((rtp, rtcp)) => {
+                Ok((rtp, rtcp)) => {
                     if let Some(used) = self.slot(port) {
                         *used = true;
                     }
@@ -105,19 +109,31 @@ impl PortPool {
                         rtcp,
                     });
                 }
-                None => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                    ) =>
+                {
                     tracing::warn!(address = %self.address, port, "port pair busy, skipping it");
                     self.free.push_back(port);
+                }
+                Err(e) => {
+                    // Out of file descriptors or memory: every other pair
+                    // would fail the same way.
+                    self.free.push_front(port);
+                    tracing::error!(address = %self.address, port, error = %e, "cannot open media sockets");
+                    return Err(PortError::Sockets(e.to_string()));
                 }
             }
         }
         Err(PortError::RanOutOfPorts)
     }
 
-    fn bind_pair(&self, port: u16) -> Option<(UdpSocket, UdpSocket)> {
-        let rtp = UdpSocket::bind(SocketAddr::new(self.address, port)).ok()?;
-        let rtcp = UdpSocket::bind(SocketAddr::new(self.address, port + 1)).ok()?;
-        Some((rtp, rtcp))
+    fn bind_pair(&self, port: u16) -> std::io::Result<(UdpSocket, UdpSocket)> {
+        let rtp = UdpSocket::bind(SocketAddr::new(self.address, port))?;
+        let rtcp = UdpSocket::bind(SocketAddr::new(self.address, port + 1))?;
+        Ok((rtp, rtcp))
     }
 
     /// Returns a pair's port to the back of the queue. The sockets must be

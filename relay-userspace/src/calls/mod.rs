@@ -96,6 +96,9 @@ pub enum CallError {
     /// No port pair left.
     #[error("Ran out of ports")]
     RanOutOfPorts,
+    /// Media sockets cannot be opened (e.g. the open-files limit).
+    #[error("{0}")]
+    Sockets(String),
     /// from-tag and to-tag name the same party.
     #[error("from-tag and to-tag are the same")]
     SameTag,
@@ -433,11 +436,16 @@ impl CallManager {
             for _ in call.monologues[m].medias.len()..count {
                 match self.interfaces[iface].pool.allocate() {
                     Ok(pair) => taken.push((m, iface, pair)),
-                    Err(PortError::RanOutOfPorts | PortError::EmptyRange { .. }) => {
+                    Err(e) => {
                         for (_, i, pair) in taken {
                             self.interfaces[i].pool.release(pair.rtp_port);
                         }
-                        return Err(CallError::RanOutOfPorts);
+                        return Err(match e {
+                            PortError::Sockets(_) => CallError::Sockets(e.to_string()),
+                            PortError::RanOutOfPorts | PortError::EmptyRange { .. } => {
+                                CallError::RanOutOfPorts
+                            }
+                        });
                     }
                 }
             }
