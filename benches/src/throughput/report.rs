@@ -75,8 +75,15 @@ pub fn markdown(runs: &[RelayRun]) -> String {
             get(Kind::RelaydUserspace),
             get(Kind::Rtpengine),
         );
+        // A baseline that lost over half of what it got at every rate (rtpengine's
+        // flood guard with one call) gives a ratio that means nothing.
+        let collapsed = runs
+            .iter()
+            .find(|r| r.calls == calls && r.kind == Kind::Rtpengine)
+            .is_some_and(|r| r.points.iter().all(|p| p.loss > 0.5));
         let show = |v: Option<f64>| v.map_or("-".to_owned(), rate);
         let ratio = |a: Option<f64>| match (a, e) {
+            _ if collapsed => "- (rtpengine lost over half at every rate)".to_owned(),
             (Some(a), Some(e)) if e > 0.0 => format!("{:.1}×", a / e),
             _ => "-".to_owned(),
         };
