@@ -985,17 +985,6 @@ fn relayctl_top_shows_the_call_and_quits_on_q() {
     r.stop();
 }
 
-/// An RTP packet of 20 ms G.711 (PT 0): sequence `seq`, timestamp from it.
-fn g711(seq: u16, ssrc: u32) -> Vec<u8> {
-    let mut p = vec![0xd5u8; 12 + 160];
-    p[0] = 0x80;
-    p[1] = 0;
-    p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p[4..8].copy_from_slice(&u32::from(seq).wrapping_mul(160).to_be_bytes());
-    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    p
-}
-
 /// Plays `seqs` 20 ms apart (plus `delay_ms(i)` for packet i) from `socket`
 /// to `to`; returns the packets with the CLOCK_MONOTONIC time each left.
 fn play_rtp(
@@ -1009,7 +998,7 @@ fn play_rtp(
     for (i, &(seq, delay_ms)) in seqs.iter().enumerate() {
         let due = start + Duration::from_millis(20 * i as u64 + delay_ms);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        let packet = g711(seq, ssrc);
+        let packet = relay_tests::packet::g711_packet(seq, ssrc);
         socket.send_to(&packet, to).unwrap();
         sent.push((packet, relay_userspace::calls::kernel::monotonic_ns()));
     }

@@ -192,6 +192,18 @@ pub fn rtp_payload(len: usize) -> Vec<u8> {
     p
 }
 
+/// A G.711 RTP packet (PT 0, 160 bytes of payload, 20 ms): sequence `seq`,
+/// timestamp `seq * 160`, SSRC `ssrc`.
+pub fn g711_packet(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0xd5u8; 12 + 160];
+    p[0] = 0x80;
+    p[1] = 0;
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&u32::from(seq).wrapping_mul(160).to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p
+}
+
 /// Verifies the IPv4 header checksum of a frame whose IPv4 header starts at
 /// `l3` by summing the header (a valid header sums to zero).
 pub fn ipv4_checksum_ok(frame: &[u8], l3: usize) -> bool {

@@ -2,23 +2,30 @@
 //!
 //! Builds host A, relay R and host B namespaces joined by veth, starts
 //! `relayd` in R, offers and answers a call over NG as Kamailio would, sends
-//! RTP-sized datagrams both ways (the first ones are learned in userspace,
-//! then the streams move into the kernel), shows what arrived and from
-//! where, prints relayctl's view, deletes the call, stops relayd and removes
-//! everything it created.
+//! G.711 RTP both ways, 20 ms apart (the first packets are learned in
+//! userspace, then the streams move into the kernel; A skips one sequence
+//! number, which the RTP figures count as lost), shows what arrived and
+//! from where, prints relayctl's view, deletes the call, stops relayd and
+//! removes everything it created.
 //!
 //! Run through `cargo xtask demo`, which builds the binaries first.
 
-use std::{path::PathBuf, process::Stdio};
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::PathBuf,
+    process::Stdio,
+    time::Duration,
+};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use relay_ng::Value;
 use relay_tests::{
     ng_client::{audio_sdp, sdp_endpoint, NgClient},
+    packet::g711_packet,
     peer::attach_peer_pass,
     ready::spawn_ready,
-    topology::{bind_udp, exchange, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
+    topology::{bind_udp, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
     PinDirGuard,
 };
 
@@ -32,8 +39,8 @@ struct Args {
     /// Path of the relayctl binary.
     #[arg(long)]
     relayctl: PathBuf,
-    /// Datagrams to send each way.
-    #[arg(long, default_value_t = 5)]
+    /// RTP packets to send each way per round.
+    #[arg(long, default_value_t = 10)]
     count: usize,
 }
 
@@ -103,23 +110,36 @@ fn main() -> Result<()> {
     let b = bind_udp(&topo.b, &format!("{HOST_B}:40000"))?;
     let relay_a = format!("{a_addr}:{a_port}");
     let relay_b = format!("{b_addr}:{b_port}");
+    let mut next_seq = [1000u16, 7000u16];
     for round in ["learning (userspace)", "kernel (XDP)"] {
-        for (label, from, to, rx) in [("A -> B", &a, &relay_a, &b), ("B -> A", &b, &relay_b, &a)] {
-            let got = exchange(from, to, rx, args.count)?;
+        let legs = [
+            ("A -> B", &a, &relay_a, &b, 0x0a0a_0a0a),
+            ("B -> A", &b, &relay_b, &a, 0x0b0b_0b0b),
+        ];
+        for (leg, (label, from, to, rx, ssrc)) in legs.into_iter().enumerate() {
+            let first = next_seq[leg];
+            let mut seqs: Vec<u16> = (0..args.count as u16).map(|i| first + i).collect();
+            next_seq[leg] = first + args.count as u16;
+            if round.starts_with("kernel") && leg == 0 {
+                // A lost packet, for the RTP figures to show.
+                let skipped = seqs.remove(seqs.len() / 2);
+                println!("   {round}: {label}: sequence {skipped} is never sent");
+            }
+            let got = rtp_exchange(from, to, rx, &seqs, ssrc)?;
             let sources: std::collections::BTreeSet<String> =
-                got.iter().map(|(s, _)| s.to_string()).collect();
+                got.iter().map(ToString::to_string).collect();
             println!(
-                "   {round}: {label}: {} of {} arrived, from {:?}",
+                "   {round}: {label}: {} of {} RTP packets arrived, from {:?}",
                 got.len(),
-                args.count,
+                seqs.len(),
                 sources
             );
-            if got.len() != args.count {
-                bail!("only {} of {} datagrams arrived", got.len(), args.count);
+            if got.len() != seqs.len() {
+                bail!("only {} of {} packets arrived", got.len(), seqs.len());
             }
         }
         // Give the manager a moment to move the confirmed streams into XDP.
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200));
     }
     relayctl(&topo, &args, &pins, &["calls"])?;
     relayctl(&topo, &args, &pins, &["show", CALL_ID])?;
@@ -144,6 +164,37 @@ fn main() -> Result<()> {
 }
 
 /// Runs relayctl in the relay namespace (its CLI socket is on loopback there).
+/// Sends G.711 packets `seqs` of `ssrc` from `from` to the relay at `to`,
+/// 20 ms apart, and returns the source of each one `rx` received.
+fn rtp_exchange(
+    from: &UdpSocket,
+    to: &str,
+    rx: &UdpSocket,
+    seqs: &[u16],
+    ssrc: u32,
+) -> Result<Vec<SocketAddr>> {
+    let to: SocketAddr = to.parse()?;
+    let mut sources = Vec::new();
+    let mut buf = [0u8; 2048];
+    for &seq in seqs {
+        from.send_to(&g711_packet(seq, ssrc), to).context("send")?;
+        match rx.recv_from(&mut buf) {
+            Ok((_, src)) => sources.push(src),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => bail!("recv: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(sources)
+}
+
 fn relayctl(topo: &Topology, args: &Args, pins: &PinDirGuard, what: &[&str]) -> Result<()> {
     println!("== relayctl {}", what.join(" "));
     let status = topo

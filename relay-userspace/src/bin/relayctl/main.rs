@@ -390,16 +390,24 @@ fn print_call(call: &serde_json::Value) {
                     age,
                 );
                 if let Some(q) = s["rtp_quality"].as_object() {
-                    println!("            {}", quality_line(q));
+                    println!("            {}", quality_line(q, s["rtcp"] == true));
                 }
             }
         }
     }
 }
 
-/// One stream's RTP figures as a line under its row in `relayctl show`.
-fn quality_line(q: &serde_json::Map<String, serde_json::Value>) -> String {
+/// One stream's RTP figures as a line under its row in `relayctl show`
+/// (an RTCP port's: its RTCP and other packets).
+fn quality_line(q: &serde_json::Map<String, serde_json::Value>, rtcp_port: bool) -> String {
     let n = |k: &str| q.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    if rtcp_port {
+        return format!(
+            "rtcp {}  non-rtcp {}",
+            n("rtcp_packets"),
+            n("other_packets")
+        );
+    }
     let rtp = n("rtp_packets");
     let lost = n("lost");
     let mut line = match q.get("ssrc").and_then(|v| v.as_u64()) {
