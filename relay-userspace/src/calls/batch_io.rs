@@ -7,9 +7,8 @@
 
 use std::{io, mem::MaybeUninit, net::SocketAddr, os::fd::RawFd};
 
-/// Datagrams per `recvmmsg`. The forwarder keeps a port's buffers while
-/// packets come and releases them when the port goes quiet, so idle ports,
-/// the common case once streams are in the kernel, hold none.
+/// Datagrams per `recvmmsg`. The forwarder keeps one set of buffers per
+/// worker thread, shared by all ports.
 pub const BATCH: usize = 16;
 /// Largest datagram relayed (anything longer is truncated by the kernel and
 /// flagged, and then dropped).

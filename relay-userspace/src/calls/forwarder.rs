@@ -4,9 +4,13 @@
 //! `--datapath=userspace`, and whatever XDP passes up (FIB misses).
 //!
 //! Each wake-up drains up to a batch of datagrams with one `recvmmsg` and
-//! sends them on with `sendmmsg` (see [`super::batch_io`]).
+//! sends them on with `sendmmsg` (see [`super::batch_io`]). The receive
+//! buffers belong to the worker thread, not the port: a batch is relayed
+//! without yielding, so one set per thread serves every port, and memory
+//! does not grow with the number of busy ports.
 
 use std::{
+    cell::RefCell,
     net::SocketAddr,
     os::fd::AsRawFd as _,
     sync::{atomic::Ordering, Arc},
@@ -19,8 +23,10 @@ use super::{
     port::MediaPort,
 };
 
-/// Quiet time after which a port's receive buffers are released.
-const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+thread_local! {
+    /// This worker thread's receive buffers (allocated on first use).
+    static RECV: RefCell<Option<Box<RecvBatch>>> = const { RefCell::new(None) };
+}
 
 /// What the forwarder tells the call manager.
 #[derive(Debug)]
@@ -32,43 +38,58 @@ pub enum PortEvent {
 /// Starts relaying packets that arrive on `port`.
 pub fn spawn(port: Arc<MediaPort>, events: mpsc::UnboundedSender<PortEvent>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        // Receive buffers are kept while packets come and dropped after a
-        // quiet spell, so a busy port does not allocate per wake-up and an
-        // idle one (the usual case once its stream is in the kernel) holds
-        // none.
-        let mut buffers: Option<Box<RecvBatch>> = None;
         loop {
-            match tokio::time::timeout(IDLE, port.socket.readable()).await {
-                Err(_) => {
-                    buffers = None;
-                    continue;
-                }
-                Ok(Err(_)) => continue,
-                Ok(Ok(())) => {}
+            if port.socket.readable().await.is_err() {
+                continue;
             }
-            let batch = buffers.get_or_insert_with(Box::default);
-            let fd = port.socket.as_raw_fd();
-            let received = port.socket.try_io(Interest::READABLE, || batch.recv(fd));
-            let count = match received {
-                Ok(n) => n,
-                // Spurious wake-up, or an ICMP error from an earlier send.
-                Err(_) => continue,
-            };
-            relay_batch(&port, batch, count, &events).await;
+            let backlog = RECV.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                let batch = slot.get_or_insert_with(Box::default);
+                let fd = port.socket.as_raw_fd();
+                match port.socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+                    Ok(count) => relay_batch(&port, batch, count, &events),
+                    // Spurious wake-up, or an ICMP error from an earlier send.
+                    Err(_) => Backlog::default(),
+                }
+            });
+            backlog.flush(&port).await;
         }
     })
 }
 
-/// Learns from, counts and forwards one received batch.
-async fn relay_batch(
+/// Datagrams the sink's socket could not take at once, copied out of the
+/// thread's buffers so they can wait (in order) for it to drain.
+#[derive(Default)]
+struct Backlog {
+    sink: Option<Arc<MediaPort>>,
+    datagrams: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Backlog {
+    /// Sends what is left, waiting for the sink's socket.
+    async fn flush(self, port: &MediaPort) {
+        let Some(sink) = self.sink else { return };
+        for (dest, payload) in self.datagrams {
+            if let Err(e) = sink.socket.send_to(&payload, dest).await {
+                tracing::trace!(from = %sink.local, to = %dest, error = %e, "send error");
+                port.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Learns from, counts and forwards one received batch, without waiting:
+/// what the sink's socket cannot take now comes back as a backlog.
+fn relay_batch(
     port: &Arc<MediaPort>,
     batch: &RecvBatch,
     count: usize,
     events: &mpsc::UnboundedSender<PortEvent>,
-) {
+) -> Backlog {
     let now = Instant::now();
     let now_ns = super::kernel::monotonic_ns();
     let sink = port.state().sink.upgrade();
+    let mut backlog = Backlog::default();
     let mut run: Vec<&[u8]> = Vec::with_capacity(count);
     let mut run_dest: Option<SocketAddr> = None;
     for i in 0..count {
@@ -118,7 +139,7 @@ async fn relay_batch(
         };
         if run_dest != Some(destination) {
             if let (Some(sink), Some(dest)) = (&sink, run_dest) {
-                send_run(port, sink, &run, dest).await;
+                send_run(sink, &run, dest, &mut backlog);
             }
             run.clear();
             run_dest = Some(destination);
@@ -126,22 +147,25 @@ async fn relay_batch(
         run.push(payload);
     }
     if let (Some(sink), Some(dest)) = (&sink, run_dest) {
-        send_run(port, sink, &run, dest).await;
+        send_run(sink, &run, dest, &mut backlog);
     }
+    backlog.sink = sink;
+    backlog
 }
 
-/// Sends a run of datagrams from `sink`'s socket to `dest`: one `sendmmsg`
-/// when the socket can take them, datagram by datagram (waiting) otherwise.
-async fn send_run(port: &MediaPort, sink: &MediaPort, run: &[&[u8]], dest: SocketAddr) {
-    let fd = sink.socket.as_raw_fd();
-    let sent = sink
-        .socket
-        .try_io(Interest::WRITABLE, || batch_io::send_all(fd, run, dest))
-        .unwrap_or(0);
-    for payload in &run[sent..] {
-        if let Err(e) = sink.socket.send_to(payload, dest).await {
-            tracing::trace!(from = %sink.local, to = %dest, error = %e, "send error");
-            port.stats.errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+/// Sends a run of datagrams from `sink`'s socket to `dest` with one
+/// `sendmmsg` when the socket can take them; the rest (and everything once
+/// a backlog exists, to keep the order) goes to the backlog.
+fn send_run(sink: &MediaPort, run: &[&[u8]], dest: SocketAddr, backlog: &mut Backlog) {
+    let sent = if backlog.datagrams.is_empty() {
+        let fd = sink.socket.as_raw_fd();
+        sink.socket
+            .try_io(Interest::WRITABLE, || batch_io::send_all(fd, run, dest))
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    backlog
+        .datagrams
+        .extend(run[sent..].iter().map(|p| (dest, p.to_vec())));
 }
