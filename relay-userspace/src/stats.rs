@@ -125,13 +125,42 @@ pub struct RtpTotals {
     pub ssrc_changes: u64,
     /// Worst interarrival jitter of a stream, microseconds.
     pub max_jitter_us: u64,
+    /// Streams (with an SSRC and a known clock rate) whose jitter is at most
+    /// each of [`JITTER_BUCKETS_US`], cumulative like histogram buckets.
+    pub jitter_buckets: Vec<u64>,
+    /// Streams (with an SSRC) whose loss is at most each of
+    /// [`LOSS_BUCKETS_PERMILLE`], cumulative.
+    pub loss_buckets: Vec<u64>,
 }
+
+/// Jitter bounds of [`RtpTotals::jitter_buckets`], microseconds.
+pub const JITTER_BUCKETS_US: [u64; 8] = [
+    1_000, 5_000, 10_000, 20_000, 30_000, 50_000, 100_000, 200_000,
+];
+/// Loss bounds of [`RtpTotals::loss_buckets`], per mille of expected packets.
+pub const LOSS_BUCKETS_PERMILLE: [u64; 7] = [0, 1, 5, 10, 20, 50, 100];
 
 impl RtpTotals {
     /// Folds the figures of the live streams.
     pub fn of(streams: &[crate::calls::summary::RtpSummary]) -> Self {
-        let mut t = RtpTotals::default();
+        let mut t = RtpTotals {
+            jitter_buckets: vec![0; JITTER_BUCKETS_US.len()],
+            loss_buckets: vec![0; LOSS_BUCKETS_PERMILLE.len()],
+            ..RtpTotals::default()
+        };
         for q in streams {
+            if q.ssrc.is_some() {
+                if let Some(us) = q.jitter_us {
+                    for (count, bound) in t.jitter_buckets.iter_mut().zip(JITTER_BUCKETS_US) {
+                        *count += u64::from(us <= bound);
+                    }
+                }
+                let expected = q.rtp_packets + q.lost;
+                let permille = q.lost * 1000 / expected.max(1);
+                for (count, bound) in t.loss_buckets.iter_mut().zip(LOSS_BUCKETS_PERMILLE) {
+                    *count += u64::from(permille <= bound);
+                }
+            }
             t.streams += u64::from(q.ssrc.is_some());
             t.packets += q.rtp_packets;
             t.lost += q.lost;

@@ -1025,7 +1025,7 @@ fn ssrc_entry(q: &Value, ssrc: u32) -> Value {
 #[test]
 fn rtp_loss_and_jitter_are_reported_as_played() {
     require_root!();
-    let r = Relay::start("ngq", &[]);
+    let r = Relay::start("ngq", &["--listen-http", "127.0.0.1:9100"]);
     let (relay_a, relay_b) = set_up_call(&r, "call-rtp");
     let a = bind_udp(&r.t.a, &format!("{HOST_A}:5000")).unwrap();
     let b = bind_udp(&r.t.b, &format!("{HOST_B}:40000")).unwrap();
@@ -1080,6 +1080,21 @@ fn rtp_loss_and_jitter_are_reported_as_played() {
         if ssrc == SSRC_A {
             assert!(want_us > 2000, "A's schedule is jittery ({want_us} us)");
         }
+    }
+
+    // Metrics: both streams, A's 5 lost packets (2.5 % of 200), A's jitter
+    // (2-4 ms) and B's (under 1 ms) in their buckets.
+    let scrape = http_get(&r.t.r, "127.0.0.1:9100", "/metrics");
+    for (series, want) in [
+        ("xrelay_rtp_streams", 2.0),
+        ("xrelay_rtp_packets_lost", 5.0),
+        ("xrelay_rtp_streams_by_loss{le=\"0\"}", 1.0),
+        ("xrelay_rtp_streams_by_loss{le=\"0.02\"}", 1.0),
+        ("xrelay_rtp_streams_by_loss{le=\"0.05\"}", 2.0),
+        ("xrelay_rtp_streams_by_jitter{le=\"0.001\"}", 1.0),
+        ("xrelay_rtp_streams_by_jitter{le=\"0.005\"}", 2.0),
+    ] {
+        assert_eq!(metric(&scrape, series), want, "{series}");
     }
 
     // relayctl show prints the same figures.

@@ -147,6 +147,37 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
             i64::try_from(value).unwrap_or(i64::MAX),
         )?;
     }
+    // How the live streams spread over jitter and loss, as cumulative
+    // gauges with an `le` label ("streams at or below"), for alerts such as
+    // "streams above 30 ms of jitter" = streams - le="0.03".
+    let spreads: [(&str, &str, Vec<String>, &[u64]); 2] = [
+        (
+            "xrelay_rtp_streams_by_jitter",
+            "Live streams whose RFC 3550 jitter is at most le seconds",
+            crate::stats::JITTER_BUCKETS_US
+                .iter()
+                .map(|us| format!("{}", *us as f64 / 1e6))
+                .collect(),
+            &r.jitter_buckets,
+        ),
+        (
+            "xrelay_rtp_streams_by_loss",
+            "Live streams whose packet loss is at most le (a ratio of expected packets)",
+            crate::stats::LOSS_BUCKETS_PERMILLE
+                .iter()
+                .map(|pm| format!("{}", *pm as f64 / 1e3))
+                .collect(),
+            &r.loss_buckets,
+        ),
+    ];
+    for (name, help, bounds, counts) in spreads {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (le, count) in bounds.iter().zip(counts) {
+            let labels = [("le", le.as_str())];
+            ConstGauge::new(i64::try_from(*count).unwrap_or(i64::MAX))
+                .encode(m.encode_family(&labels)?)?;
+        }
+    }
     {
         let mut m = enc.encode_descriptor(
             "xrelay_ng_requests",
