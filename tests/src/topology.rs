@@ -174,12 +174,25 @@ pub fn exchange(
     rx: &UdpSocket,
     count: usize,
 ) -> Result<Vec<(SocketAddr, Vec<u8>)>> {
+    let payloads = (0..count).map(|i| format!("xrelay test datagram {i:04}").into_bytes());
+    exchange_payloads(from, to, rx, payloads, std::time::Duration::ZERO)
+}
+
+/// Sends each of `payloads` from `from` to `to`, `gap` apart, and receives
+/// each on `rx` before the next goes; stops at the first one that does not
+/// arrive (receive timeout). Returns (source, payload) per arrival.
+pub fn exchange_payloads(
+    from: &UdpSocket,
+    to: &str,
+    rx: &UdpSocket,
+    payloads: impl IntoIterator<Item = Vec<u8>>,
+    gap: std::time::Duration,
+) -> Result<Vec<(SocketAddr, Vec<u8>)>> {
     let to: SocketAddr = to.parse()?;
     let mut got = Vec::new();
     let mut buf = [0u8; 2048];
-    for i in 0..count {
-        let payload = format!("xrelay test datagram {i:04}");
-        from.send_to(payload.as_bytes(), to).context("send")?;
+    for payload in payloads {
+        from.send_to(&payload, to).context("send")?;
         match rx.recv_from(&mut buf) {
             Ok((n, src)) => got.push((src, buf[..n].to_vec())),
             Err(e)
@@ -192,6 +205,7 @@ pub fn exchange(
             }
             Err(e) => bail!("recv: {e}"),
         }
+        std::thread::sleep(gap);
     }
     Ok(got)
 }

@@ -10,12 +10,7 @@
 //!
 //! Run through `cargo xtask demo`, which builds the binaries first.
 
-use std::{
-    net::{SocketAddr, UdpSocket},
-    path::PathBuf,
-    process::Stdio,
-    time::Duration,
-};
+use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
@@ -25,7 +20,7 @@ use relay_tests::{
     packet::g711_packet,
     peer::attach_peer_pass,
     ready::spawn_ready,
-    topology::{bind_udp, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
+    topology::{bind_udp, exchange_payloads, Topology, HOST_A, HOST_B, RELAY_A, RELAY_B},
     PinDirGuard,
 };
 
@@ -125,9 +120,10 @@ fn main() -> Result<()> {
                 let skipped = seqs.remove(seqs.len() / 2);
                 println!("   {round}: {label}: sequence {skipped} is never sent");
             }
-            let got = rtp_exchange(from, to, rx, &seqs, ssrc)?;
+            let packets = seqs.iter().map(|&seq| g711_packet(seq, ssrc));
+            let got = exchange_payloads(from, to, rx, packets, Duration::from_millis(20))?;
             let sources: std::collections::BTreeSet<String> =
-                got.iter().map(ToString::to_string).collect();
+                got.iter().map(|(src, _)| src.to_string()).collect();
             println!(
                 "   {round}: {label}: {} of {} RTP packets arrived, from {:?}",
                 got.len(),
@@ -164,37 +160,6 @@ fn main() -> Result<()> {
 }
 
 /// Runs relayctl in the relay namespace (its CLI socket is on loopback there).
-/// Sends G.711 packets `seqs` of `ssrc` from `from` to the relay at `to`,
-/// 20 ms apart, and returns the source of each one `rx` received.
-fn rtp_exchange(
-    from: &UdpSocket,
-    to: &str,
-    rx: &UdpSocket,
-    seqs: &[u16],
-    ssrc: u32,
-) -> Result<Vec<SocketAddr>> {
-    let to: SocketAddr = to.parse()?;
-    let mut sources = Vec::new();
-    let mut buf = [0u8; 2048];
-    for &seq in seqs {
-        from.send_to(&g711_packet(seq, ssrc), to).context("send")?;
-        match rx.recv_from(&mut buf) {
-            Ok((_, src)) => sources.push(src),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
-            Err(e) => bail!("recv: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(sources)
-}
-
 fn relayctl(topo: &Topology, args: &Args, pins: &PinDirGuard, what: &[&str]) -> Result<()> {
     println!("== relayctl {}", what.join(" "));
     let status = topo
