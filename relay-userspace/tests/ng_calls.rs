@@ -1097,6 +1097,15 @@ fn rtp_loss_and_jitter_are_reported_as_played() {
         assert_eq!(metric(&scrape, series), want, "{series}");
     }
 
+    // relayctl totals sums them over the live calls.
+    let out = r.relayctl_cli(&["totals"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rtp (live calls): 2 streams") && text.contains(" 5 lost,"),
+        "relayctl totals: {text}"
+    );
+
     // relayctl show prints the same figures.
     let out = r.relayctl_cli(&["show", "call-rtp"]);
     assert!(out.status.success());

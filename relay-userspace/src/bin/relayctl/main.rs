@@ -477,6 +477,17 @@ fn print_totals(t: &serde_json::Value) {
             }
         );
     }
+    let rtp = &t["rtp"];
+    println!(
+        "rtp (live calls): {} streams, {} packets, {} lost, {} rtcp, {} non-rtp, {} ssrc changes, worst jitter {:.1} ms",
+        n(&rtp["streams"]),
+        n(&rtp["packets"]),
+        n(&rtp["lost"]),
+        n(&rtp["rtcp_packets"]),
+        n(&rtp["other_packets"]),
+        n(&rtp["ssrc_changes"]),
+        n(&rtp["max_jitter_us"]) as f64 / 1000.0
+    );
     println!(
         "{:<12} {:>10} {:>8} {:>10} {:>12}",
         "NG COMMAND", "REQUESTS", "ERRORS", "LOADLIMIT", "AVG LATENCY"

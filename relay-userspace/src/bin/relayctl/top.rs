@@ -129,6 +129,27 @@ pub fn run(cli: &str) -> Result<(), CliError> {
     }
 }
 
+/// A call's RTP loss (all streams, % of expected) and worst stream jitter,
+/// as table cells ("-" before any RTP).
+fn call_quality(call: &Value) -> (String, String) {
+    let (mut rtp, mut lost, mut jitter) = (0u64, 0u64, None::<u64>);
+    for s in super::streams_of(call) {
+        let q = &s["rtp_quality"];
+        rtp += n(&q["rtp_packets"]);
+        lost += n(&q["lost"]);
+        if let Some(us) = q["jitter_us"].as_u64() {
+            jitter = Some(jitter.map_or(us, |j| j.max(us)));
+        }
+    }
+    if rtp + lost == 0 {
+        return ("-".into(), "-".into());
+    }
+    (
+        format!("{:.1}", 100.0 * lost as f64 / (rtp + lost) as f64),
+        jitter.map_or("-".into(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
+    )
+}
+
 fn draw(
     totals: &Value,
     pps: f64,
@@ -165,11 +186,18 @@ fn draw(
             n(&p["free"])
         ))?;
     }
+    let rtp = &totals["rtp"];
+    line(format!(
+        "rtp: {} streams  {} packets lost  worst jitter {:.1} ms",
+        n(&rtp["streams"]),
+        n(&rtp["lost"]),
+        n(&rtp["max_jitter_us"]) as f64 / 1000.0
+    ))?;
     line(format!("pkt/s {}", sparkline(history)))?;
     line(String::new())?;
     line(format!(
-        "{:<40} {:>10} {:>8} {:>12}",
-        "CALL-ID", "PKT/S", "KERNEL", "PACKETS"
+        "{:<40} {:>10} {:>8} {:>12} {:>7} {:>9}",
+        "CALL-ID", "PKT/S", "KERNEL", "PACKETS", "LOSS%", "JITTER"
     ))?;
     let by_id: HashMap<&str, &Value> = calls
         .as_array()
@@ -183,12 +211,15 @@ fn draw(
             .iter()
             .filter(|s| s["kernelized"] == true)
             .count();
+        let (loss, jitter) = call_quality(call);
         line(format!(
-            "{:<40} {:>10.0} {:>8} {:>12}",
+            "{:<40} {:>10.0} {:>8} {:>12} {:>7} {:>9}",
             id,
             rate,
             kernel,
-            n(&call["totals"]["packets"])
+            n(&call["totals"]["packets"]),
+            loss,
+            jitter
         ))?;
     }
     out.flush()
