@@ -879,6 +879,11 @@ fn next_hop_cache_is_reused_within_its_bounds() {
             test_clock: false,
             next_hop_cache: std::time::Duration::from_secs(60),
         };
+        // The cache is per CPU and a test run executes on the caller's CPU:
+        // stay on one, or a migration would look like a cache miss.
+        let mut cpu = nix::sched::CpuSet::new();
+        cpu.set(0).unwrap();
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
         let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
         dp.install(&spec(Streams::CROSS, None)).unwrap();
         let small = from_a(cross_local);
