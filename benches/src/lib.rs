@@ -2,5 +2,6 @@
 //! the parts of `xrelay-bench` (the driver `cargo xtask bench` runs) that
 //! need more than one file: the netns throughput benchmark.
 
+pub mod interrupt;
 pub mod throughput;
 pub mod traffic;

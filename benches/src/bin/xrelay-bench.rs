@@ -232,6 +232,7 @@ fn main() -> Result<()> {
     if !relay_tests::privileges::is_root() {
         bail!("the benchmark runs daemons in network namespaces: run it as root");
     }
+    relay_benches::interrupt::clean_up_on_signal()?;
     if Command::new("rtpengine").arg("--version").output().is_err() {
         bail!(
             "rtpengine missing: apt-get install rtpengine-daemon (cargo xtask bench installs it)"
