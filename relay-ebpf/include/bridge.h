@@ -116,13 +116,7 @@ static __always_inline struct ethhdr *bridge_4to6(struct xdp_md *ctx, struct rel
 	csum_add_change32(&acc, daddr, 0);
 	csum_add_change128(&acc, (__u32[4]){}, t->src_addr);
 	csum_add_change128(&acc, (__u32[4]){}, t->peer_addr);
-	csum_add_change16(&acc, udp->source, t->src_port);
-	csum_add_change16(&acc, udp->dest, t->peer_port);
-	udp->check = csum_finish(acc);
-	if (!udp->check)
-		udp->check = 0xffff;
-	udp->source = t->src_port;
-	udp->dest = t->peer_port;
+	udp_set_ports(udp, acc, t->src_port, t->peer_port);
 	return data;
 }
 
@@ -178,13 +172,7 @@ static __always_inline struct ethhdr *bridge_6to4(struct xdp_md *ctx, struct rel
 	csum_add_change128(&acc, &ip6->daddr, (__u32[4]){});
 	csum_add_change32(&acc, 0, ip.saddr);
 	csum_add_change32(&acc, 0, ip.daddr);
-	csum_add_change16(&acc, udp->source, t->src_port);
-	csum_add_change16(&acc, udp->dest, t->peer_port);
-	udp->check = csum_finish(acc);
-	if (!udp->check)
-		udp->check = 0xffff;
-	udp->source = t->src_port;
-	udp->dest = t->peer_port;
+	udp_set_ports(udp, acc, t->src_port, t->peer_port);
 
 	/* New L2 + IPv4 end where the IPv6 header ended. */
 	l3 = set_l2(data + RELAY_V6_GROWTH, data_end, outer, tci, bpf_htons(ETH_P_IP), sizeof(ip));

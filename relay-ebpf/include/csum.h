@@ -7,6 +7,7 @@
 #define RELAY_CSUM_H
 
 #include <linux/types.h>
+#include <linux/udp.h>
 
 /* Accumulator: start from the old checksum, add word changes, then finish. */
 static __always_inline __u32 csum_start(__u16 old_check)
@@ -32,6 +33,21 @@ static __always_inline __u16 csum_finish(__u32 acc)
 	acc = (acc & 0xffff) + (acc >> 16);
 	acc = (acc & 0xffff) + (acc >> 16);
 	return (__u16)~acc;
+}
+
+/* The tail every UDP rewrite shares: the port changes go into `acc` (which
+ * already holds the address changes), the checksum is written (a computed
+ * zero is sent as all ones: zero means "none"), then the new ports. */
+static __always_inline void udp_set_ports(struct udphdr *udp, __u32 acc, __be16 sport,
+					  __be16 dport)
+{
+	csum_add_change16(&acc, udp->source, sport);
+	csum_add_change16(&acc, udp->dest, dport);
+	udp->check = csum_finish(acc);
+	if (!udp->check)
+		udp->check = 0xffff;
+	udp->source = sport;
+	udp->dest = dport;
 }
 
 #endif /* RELAY_CSUM_H */

@@ -121,15 +121,9 @@ static __always_inline void rewrite_ipv6_udp(struct ipv6hdr *ip6, struct udphdr 
 
 	csum_add_change128(&acc, &ip6->saddr, t->src_addr);
 	csum_add_change128(&acc, &ip6->daddr, t->peer_addr);
-	csum_add_change16(&acc, udp->source, t->src_port);
-	csum_add_change16(&acc, udp->dest, t->peer_port);
-	udp->check = csum_finish(acc);
-	if (!udp->check)
-		udp->check = 0xffff;
+	udp_set_ports(udp, acc, t->src_port, t->peer_port);
 	__builtin_memcpy(&ip6->saddr, t->src_addr, 16);
 	__builtin_memcpy(&ip6->daddr, t->peer_addr, 16);
-	udp->source = t->src_port;
-	udp->dest = t->peer_port;
 	ip6->hop_limit = RELAY_TTL;
 }
 

@@ -146,16 +146,13 @@ static __always_inline void rewrite_ipv4_udp(struct iphdr *ip, struct udphdr *ud
 		udp_acc = csum_start(udp->check);
 		csum_add_change32(&udp_acc, ip->saddr, saddr);
 		csum_add_change32(&udp_acc, ip->daddr, daddr);
-		csum_add_change16(&udp_acc, udp->source, sport);
-		csum_add_change16(&udp_acc, udp->dest, dport);
-		udp->check = csum_finish(udp_acc);
-		if (!udp->check)
-			udp->check = 0xffff; /* a computed zero is sent as all ones */
+		udp_set_ports(udp, udp_acc, sport, dport);
+	} else {
+		udp->source = sport;
+		udp->dest = dport;
 	}
 	ip->saddr = saddr;
 	ip->daddr = daddr;
-	udp->source = sport;
-	udp->dest = dport;
 }
 
 static __always_inline struct relay_stream_stats *lookup_stream_stats(const struct relay_target *t)
