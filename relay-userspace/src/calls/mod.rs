@@ -736,11 +736,7 @@ impl CallManager {
         self.calls
             .values()
             .flat_map(Call::ports)
-            .filter_map(|port| {
-                let media = port.state().media;
-                (media != MediaTracking::None)
-                    .then(|| summary::RtpSummary::of(&self.kernel.rtp(port), media.clock_rate()))
-            })
+            .filter_map(|port| summary::rtp_quality(port, &self.kernel))
             .collect()
     }
 

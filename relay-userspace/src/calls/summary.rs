@@ -76,6 +76,13 @@ impl RtpSummary {
     }
 }
 
+/// The RTP figures of `port`; None for ports that carry no RTP.
+pub fn rtp_quality(port: &MediaPort, kernel: &Kernel) -> Option<RtpSummary> {
+    let media = port.state().media;
+    (media != crate::datapath::MediaTracking::None)
+        .then(|| RtpSummary::of(&kernel.rtp(port), media.clock_rate()))
+}
+
 /// One relay port of one party.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StreamSummary {
@@ -155,18 +162,16 @@ fn stream(
     rtcp: bool,
     kernel: &Kernel,
 ) -> StreamSummary {
-    let (sdp_endpoint, confirmed, kernelized, user_last, media) = {
+    let (sdp_endpoint, confirmed, kernelized, user_last) = {
         let st = port.state();
         (
             st.learner.sdp(),
             st.learner.confirmed(),
             st.kernel.is_some_and(|k| !k.to_userspace),
             st.last_packet,
-            st.media,
         )
     };
-    let rtp_quality = (media != crate::datapath::MediaTracking::None)
-        .then(|| RtpSummary::of(&kernel.rtp(port), media.clock_rate()));
+    let rtp_quality = rtp_quality(port, kernel);
     let (packets, bytes, errors, dropped) = port.user_counts();
     let k = kernel.stats(port);
     let last = user_last.max(super::kernel::kernel_time_to_instant(k.last_seen_ns));
