@@ -90,18 +90,8 @@ fn bench(c: &mut Criterion) {
         end("bx-p", "", "02:00:00:00:be:02"),
     )
     .unwrap();
-    ns.ip(&[
-        "neigh",
-        "replace",
-        "10.0.0.2",
-        "lladdr",
-        "02:00:00:00:be:02",
-        "dev",
-        "bx",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
+    ns.static_neighbour("10.0.0.2", "02:00:00:00:be:02", "bx")
+        .unwrap();
     ns.ip(&["route", "add", "11.0.0.0/8", "via", "10.0.0.2"])
         .unwrap();
     ns.ip(&[
@@ -114,30 +104,17 @@ fn bench(c: &mut Criterion) {
         "nodad",
     ])
     .unwrap();
-    for cmd in [
-        &[
-            "-6",
-            "neigh",
-            "replace",
-            "2001:db8:be::2",
-            "lladdr",
-            "02:00:00:00:be:02",
-            "dev",
-            "bx",
-            "nud",
-            "permanent",
-        ][..],
-        &[
-            "-6",
-            "route",
-            "add",
-            "2001:db8:11::/48",
-            "via",
-            "2001:db8:be::2",
-        ][..],
-    ] {
-        ns.ip(cmd).unwrap();
-    }
+    ns.static_neighbour("2001:db8:be::2", "02:00:00:00:be:02", "bx")
+        .unwrap();
+    ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:11::/48",
+        "via",
+        "2001:db8:be::2",
+    ])
+    .unwrap();
     // BPF_PROG_TEST_RUN resolves the ingress interface in the caller's
     // namespace: this whole benchmark thread moves there.
     let file = std::fs::File::open(format!("/run/netns/{}", ns.name())).unwrap();
@@ -307,18 +284,8 @@ fn bench(c: &mut Criterion) {
         end("by-p", "", "02:00:00:00:bf:02"),
     )
     .unwrap();
-    ns.ip(&[
-        "neigh",
-        "replace",
-        "10.0.1.2",
-        "lladdr",
-        "02:00:00:00:bf:02",
-        "dev",
-        "by",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
+    ns.static_neighbour("10.0.1.2", "02:00:00:00:bf:02", "by")
+        .unwrap();
     ns.ip(&["route", "add", "12.0.0.0/8", "via", "10.0.1.2"])
         .unwrap();
     let uncached_pins = PinDirGuard::new("bench-nocache");

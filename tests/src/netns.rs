@@ -30,6 +30,14 @@ pub fn ip(args: &[&str]) -> Result<()> {
     run_checked(Command::new("ip").args(args))
 }
 
+/// A MAC address as `ip` writes it (`02:00:00:00:01:02`).
+pub fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// A named network namespace (`ip netns add`), deleted on drop.
 #[derive(Debug)]
 pub struct Netns {
@@ -58,6 +66,22 @@ impl Netns {
         let mut all = vec!["-n", self.name.as_str()];
         all.extend_from_slice(args);
         ip(&all)
+    }
+
+    /// A permanent neighbour entry: `addr` (IPv4 or IPv6) is at `mac` on
+    /// `dev`, so lookups never wait for ARP or neighbour discovery.
+    pub fn static_neighbour(&self, addr: &str, mac: &str, dev: &str) -> Result<()> {
+        self.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
     }
 
     /// Turns off transmit checksum offload on `iface` (`ethtool -K IF tx off`).

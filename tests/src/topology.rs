@@ -95,28 +95,8 @@ impl Topology {
         // receiver drops it. So the hosts compute checksums themselves.
         t.a.ethtool_offload_off("a0")?;
         t.b.ethtool_offload_off("b0")?;
-        t.r.ip(&[
-            "neigh",
-            "replace",
-            HOST_A,
-            "lladdr",
-            MAC_A0,
-            "dev",
-            "a1",
-            "nud",
-            "permanent",
-        ])?;
-        t.r.ip(&[
-            "neigh",
-            "replace",
-            HOST_B,
-            "lladdr",
-            MAC_B0,
-            "dev",
-            "b1",
-            "nud",
-            "permanent",
-        ])?;
+        t.r.static_neighbour(HOST_A, MAC_A0, "a1")?;
+        t.r.static_neighbour(HOST_B, MAC_B0, "b1")?;
         Ok(t)
     }
 
@@ -140,18 +120,7 @@ impl Topology {
             ])?;
         }
         for (addr, mac, dev) in [(HOST_A6, MAC_A0, "a1"), (HOST_B6, MAC_B0, "b1")] {
-            self.r.ip(&[
-                "-6",
-                "neigh",
-                "replace",
-                addr,
-                "lladdr",
-                mac,
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            ])?;
+            self.r.static_neighbour(addr, mac, dev)?;
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::net::SocketAddrV4;
 use aya::programs::{TestRun as _, TestRunOptions};
 use relay_common::{rtp, CounterId, RtpStats, TF_RTP};
 use relay_tests::{
-    netns::{veth, Netns, VethEnd},
+    netns::{mac_text, veth, Netns, VethEnd},
     packet::UdpFrame,
     require_root, PinDirGuard,
 };
@@ -146,13 +146,7 @@ impl Bench {
 
 fn topology() -> Netns {
     let ns = Netns::new("rtpfx").unwrap();
-    let mac = |m: [u8; 6]| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
-    let (relay_mac, host_mac) = (mac(MAC_RELAY), mac(MAC_HOST));
+    let (relay_mac, host_mac) = (mac_text(MAC_RELAY), mac_text(MAC_HOST));
     let end = |name, addr, mac| VethEnd {
         ns: &ns,
         name,
@@ -164,18 +158,7 @@ fn topology() -> Netns {
         end("rfa-p", "", &host_mac),
     )
     .unwrap();
-    ns.ip(&[
-        "neigh",
-        "replace",
-        HOST,
-        "lladdr",
-        &host_mac,
-        "dev",
-        "rfa",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
+    ns.static_neighbour(HOST, &host_mac, "rfa").unwrap();
     ns
 }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use aya::programs::{TestRun as _, TestRunOptions};
 use relay_common::{CounterId, StreamStats};
 use relay_tests::{
-    netns::{veth, Netns, VethEnd},
+    netns::{mac_text, veth, Netns, VethEnd},
     packet::{checksums_ok, ipv4_checksum_ok, udp4_checksum_ok, UdpFrame, ETH_LEN, IPV6_LEN},
     require_root, PinDirGuard,
 };
@@ -34,13 +34,6 @@ const MAC_B_HOST: [u8; 6] = [0x02, 0, 0, 0, 2, 2];
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-fn mac_text(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// A stream capped at 2 packets per second.
@@ -670,18 +663,7 @@ fn topology() -> Netns {
         ("2001:db8:1::2", &ha, "fxa"),
         ("2001:db8:2::2", &hb, "fxb"),
     ] {
-        ns.ip(&[
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            mac,
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
+        ns.static_neighbour(addr, mac, dev).unwrap();
     }
     ns
 }
@@ -895,18 +877,8 @@ fn next_hop_cache_is_reused_within_its_bounds() {
         assert_eq!((action, dest_mac(&out)), (XDP_REDIRECT, MAC_B_HOST));
 
         // The peer's MAC changes: the cached answer is still used.
-        ns.ip(&[
-            "neigh",
-            "replace",
-            "10.10.2.2",
-            "lladdr",
-            &mac_text(moved_mac),
-            "dev",
-            "fxb",
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
+        ns.static_neighbour("10.10.2.2", &mac_text(moved_mac), "fxb")
+            .unwrap();
         let (_, out) = run_frame(&mut dp, &small.build());
         assert_eq!(dest_mac(&out), MAC_B_HOST, "cached next hop reused");
 
@@ -926,18 +898,8 @@ fn next_hop_cache_is_reused_within_its_bounds() {
         ns.ip(&["link", "set", "fxb", "mtu", "1500"]).unwrap();
 
         // Re-installing the stream (relayd does on every change) empties it.
-        ns.ip(&[
-            "neigh",
-            "replace",
-            "10.10.2.2",
-            "lladdr",
-            &mac_text(MAC_B_HOST),
-            "dev",
-            "fxb",
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
+        ns.static_neighbour("10.10.2.2", &mac_text(MAC_B_HOST), "fxb")
+            .unwrap();
         let (_, out) = run_frame(&mut dp, &small.build());
         assert_eq!(dest_mac(&out), moved_mac, "still cached before re-install");
         dp.install(&spec(Streams::CROSS, None)).unwrap();

@@ -8,7 +8,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::Result;
-use relay_tests::netns::{veth, Netns, VethEnd};
+use relay_tests::netns::{mac_text, veth, Netns, VethEnd};
 
 /// Relay-side veth.
 pub const RELAY_IF: &str = "xrb0";
@@ -63,13 +63,7 @@ impl Bed {
     pub fn new(relays: usize, max_calls: u32) -> Result<Self> {
         let relay = Netns::new("tpr")?;
         let traffic = Netns::new("tpt")?;
-        let mac = |m: [u8; 6]| {
-            m.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        };
-        let (relay_mac, traffic_mac) = (mac(RELAY_MAC), mac(TRAFFIC_MAC));
+        let (relay_mac, traffic_mac) = (mac_text(RELAY_MAC), mac_text(TRAFFIC_MAC));
         veth(
             VethEnd {
                 ns: &relay,
@@ -94,17 +88,7 @@ impl Bed {
         for side in 0..2 {
             for j in 0..parties {
                 let addr = party(j * PARTY_PORTS, side);
-                relay.ip(&[
-                    "neigh",
-                    "replace",
-                    &addr.ip().to_string(),
-                    "lladdr",
-                    &traffic_mac,
-                    "dev",
-                    RELAY_IF,
-                    "nud",
-                    "permanent",
-                ])?;
+                relay.static_neighbour(&addr.ip().to_string(), &traffic_mac, RELAY_IF)?;
             }
         }
         Ok(Bed { relay, traffic })
