@@ -58,6 +58,24 @@ struct Harness {
     kernel: FakeDatapath,
 }
 
+impl Harness {
+    /// The next forwarder event (within 2 s).
+    async fn next_event(&mut self) -> PortEvent {
+        tokio::time::timeout(Duration::from_secs(2), self.events.recv())
+            .await
+            .expect("a forwarder event within 2 s")
+            .expect("the event channel is open")
+    }
+
+    /// Takes `n` forwarder events and lets the manager act on them.
+    async fn handle_events(&mut self, n: usize) {
+        for _ in 0..n {
+            let ev = self.next_event().await;
+            self.mgr.on_event(ev);
+        }
+    }
+}
+
 fn harness(port_min: u16, port_max: u16) -> Harness {
     let spec = InterfaceSpec {
         name: "default".into(),
@@ -191,13 +209,7 @@ async fn media_flows_in_userspace_then_goes_to_the_kernel() {
 
     // Both endpoints matched their SDP exactly: confirmed, so both
     // directions went into the (fake) kernel.
-    for _ in 0..2 {
-        let ev = tokio::time::timeout(Duration::from_secs(2), h.events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        h.mgr.on_event(ev);
-    }
+    h.handle_events(2).await;
     let entries = h.kernel.entries.lock().unwrap().clone();
     assert_eq!(entries.len(), 2, "{entries:?}");
     let a_to_b = &entries[&relay_for_a];
@@ -438,12 +450,7 @@ async fn confirmations_queued_before_a_delete_install_nothing() {
         .unwrap();
     let mut events = Vec::new();
     for _ in 0..2 {
-        events.push(
-            tokio::time::timeout(Duration::from_secs(2), h.events.recv())
-                .await
-                .unwrap()
-                .unwrap(),
-        );
+        events.push(h.next_event().await);
     }
     h.mgr
         .delete("race", None, Some(Duration::ZERO), now)
@@ -561,13 +568,7 @@ async fn address_family_bridges_ipv4_and_ipv6() {
     let (n, src) = a.recv_from(&mut buf).unwrap();
     assert_eq!((&buf[..n], src), (&b"from B"[..], relay_for_a));
 
-    for _ in 0..2 {
-        let ev = tokio::time::timeout(Duration::from_secs(2), h.events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        h.mgr.on_event(ev);
-    }
+    h.handle_events(2).await;
     // Bridged kernel entries: keyed in one family, sent in the other.
     let entries = h.kernel.entries.lock().unwrap().clone();
     let a_to_b = &entries[&relay_for_a];
