@@ -192,8 +192,13 @@ impl Kernel {
             };
             spec.stats_slot = slot;
         }
-        // The kernel carries on the RTP figures from where they are now.
-        let seed = self.rtp(port);
+        // A forwarding entry carries on the RTP figures from where they are
+        // now (a pass entry keeps none).
+        let seed = if spec.to_userspace {
+            relay_common::RtpStats::default()
+        } else {
+            self.rtp(port)
+        };
         let Some(dp) = self.datapath.as_mut() else {
             return false;
         };
