@@ -192,16 +192,21 @@ pub fn rtp_payload(len: usize) -> Vec<u8> {
     p
 }
 
-/// A G.711 RTP packet (PT 0, 160 bytes of payload, 20 ms): sequence `seq`,
-/// timestamp `seq * 160`, SSRC `ssrc`.
-pub fn g711_packet(seq: u16, ssrc: u32) -> Vec<u8> {
+/// An RTP packet with 160 bytes of payload (20 ms of G.711).
+pub fn rtp_packet(seq: u16, ts: u32, ssrc: u32, payload_type: u8) -> Vec<u8> {
     let mut p = vec![0xd5u8; 12 + 160];
     p[0] = 0x80;
-    p[1] = 0;
+    p[1] = payload_type;
     p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p[4..8].copy_from_slice(&u32::from(seq).wrapping_mul(160).to_be_bytes());
+    p[4..8].copy_from_slice(&ts.to_be_bytes());
     p[8..12].copy_from_slice(&ssrc.to_be_bytes());
     p
+}
+
+/// A G.711 RTP packet (PT 0, 20 ms): sequence `seq`, timestamp `seq * 160`,
+/// SSRC `ssrc`.
+pub fn g711_packet(seq: u16, ssrc: u32) -> Vec<u8> {
+    rtp_packet(seq, u32::from(seq).wrapping_mul(160), ssrc, 0)
 }
 
 /// Verifies the IPv4 header checksum of a frame whose IPv4 header starts at

@@ -14,7 +14,7 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use relay_common::{rtp, CounterId, RtpStats, TF_RTP};
 use relay_tests::{
     netns::{mac_text, veth, Netns, VethEnd},
-    packet::UdpFrame,
+    packet::{g711_packet, rtp_packet, UdpFrame},
     require_root, PinDirGuard,
 };
 use relay_userspace::datapath::{
@@ -65,19 +65,9 @@ impl Port {
     }
 }
 
-fn rtp_packet(seq: u16, ts: u32, ssrc: u32, pt: u8) -> Vec<u8> {
-    let mut p = vec![0u8; 12 + 160];
-    p[0] = 0x80;
-    p[1] = pt;
-    p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p[4..8].copy_from_slice(&ts.to_be_bytes());
-    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    p
-}
-
 /// A 20 ms G.711 packet of SSRC 0x1234 sent at `seq` (timestamp follows).
 fn g711(seq: u16) -> Vec<u8> {
-    rtp_packet(seq, u32::from(seq).wrapping_mul(160), 0x1234, 0)
+    g711_packet(seq, 0x1234)
 }
 
 struct Bench {
