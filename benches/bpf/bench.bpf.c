@@ -6,8 +6,11 @@
  *
  * bench_gen runs through BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES
  * on the traffic side's veth and returns XDP_TX, so each run emits one RTP
- * frame toward the relay. Frame i belongs to flow i % n_flows (a per-CPU
- * counter; the benchmark runs the generator on one pinned CPU). Live-frame
+ * frame toward the relay. Frames are counted per CPU; with L lanes (one
+ * generator thread pinned to each of L CPUs), frame i of CPU c belongs to
+ * flow (i * L + c % L) % n_flows, so each CPU sends flows of its own, as
+ * RSS would spread them, and every flow's RTP sequence stays in order.
+ * With one lane, frame i is flow i % n_flows. Live-frame
  * pages are recycled without being reset, so every varied field (addresses,
  * ports, IP checksum, RTP sequence/timestamp/SSRC) is written on every run.
  * The UDP checksum is sent as 0, which IPv4 allows.
@@ -48,10 +51,11 @@ struct {
 	__type(value, struct bench_flow);
 } bench_flows SEC(".maps");
 
-/* [0]: number of flows in bench_flows to cycle through. */
+/* [0]: number of flows in bench_flows to cycle through; [1]: lanes (0 or 1:
+ * one generator CPU). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u32);
 } bench_config SEC(".maps");
@@ -93,16 +97,18 @@ int bench_gen(struct xdp_md *ctx)
 	struct iphdr *ip = (void *)(eth + 1);
 	struct udphdr *udp = (void *)(ip + 1);
 	__u8 *rtp = (void *)(udp + 1);
-	__u32 zero = 0;
+	__u32 zero = 0, one = 1;
 
 	if ((void *)(rtp + RTP_HEADER_LEN) > end)
 		return XDP_ABORTED;
 	__u32 *n_flows = bpf_map_lookup_elem(&bench_config, &zero);
+	__u32 *n_lanes = bpf_map_lookup_elem(&bench_config, &one);
 	__u64 *next = bpf_map_lookup_elem(&bench_next, &zero);
-	if (!n_flows || !next || *n_flows == 0)
+	if (!n_flows || !n_lanes || !next || *n_flows == 0)
 		return XDP_ABORTED;
-	__u64 i = *next;
-	*next = i + 1;
+	__u32 lanes = *n_lanes ? *n_lanes : 1;
+	__u64 i = *next * lanes + bpf_get_smp_processor_id() % lanes;
+	*next += 1;
 	__u32 n = *n_flows;
 	__u32 idx = (__u32)(i % n);
 	__u32 round = (__u32)(i / n);

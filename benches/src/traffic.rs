@@ -144,6 +144,16 @@ impl Traffic {
         Ok(())
     }
 
+    /// Splits the flows between `lanes` generator CPUs: a generator running
+    /// on CPU c sends only flows i with i % lanes == c % lanes (as RSS keeps
+    /// a flow on one CPU). 1 (the default) lets any CPU send every flow.
+    pub fn set_lanes(&mut self, lanes: u32) -> Result<()> {
+        let mut config: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut("bench_config").context("bench_config")?)?;
+        config.set(1, lanes.max(1), 0)?;
+        Ok(())
+    }
+
     fn generator(&self) -> Result<&Xdp> {
         Ok(self
             .ebpf

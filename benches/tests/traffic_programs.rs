@@ -71,6 +71,42 @@ fn generator_cycles_through_flows_with_valid_frames() {
 }
 
 #[test]
+fn lanes_give_each_cpu_flows_of_its_own_in_sequence() {
+    require_root!();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("SKIPPED: needs two CPUs to pin the generator to CPU 1, this machine has {cpus}");
+        return;
+    }
+    let mut t = Traffic::load(LO, [0; 6], [0; 6]).unwrap();
+    let flows: Vec<Flow> = (0..4u16)
+        .map(|k| Flow {
+            from: SocketAddrV4::new([10, 77, 100, 1].into(), 1024 + k),
+            to: SocketAddrV4::new([10, 77, 0, 10].into(), 2000 + 2 * k),
+        })
+        .collect();
+    t.set_flows(&flows).unwrap();
+    t.set_lanes(2).unwrap();
+    // On CPU 1 of two lanes: flows 1 and 3 only, each in sequence.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut set = nix::sched::CpuSet::new();
+            set.set(1).unwrap();
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+            for i in 0..4u16 {
+                let f = t.generate_one().unwrap();
+                let udp = &f[ETH_LEN + 20..];
+                let flow = flows[usize::from(1 + 2 * (i % 2))];
+                assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), flow.from.port());
+                assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), flow.to.port());
+                let seq = u16::from_be_bytes([udp[10], udp[11]]);
+                assert_eq!(seq, i / 2, "sequence of frame {i}");
+            }
+        });
+    });
+}
+
+#[test]
 fn sink_counts_udp_and_passes_the_rest() {
     require_root!();
     let t = Traffic::load(LO, [0; 6], [0; 6]).unwrap();

@@ -172,6 +172,15 @@ pub struct VethEnd<'a> {
 /// Creates a veth pair between two namespaces, addresses it and brings it up.
 /// Deleting either namespace removes the pair.
 pub fn veth(a: VethEnd<'_>, b: VethEnd<'_>) -> Result<()> {
+    veth_with_queues(a, b, 1)
+}
+
+/// [`veth`] with `queues` receive and transmit queues on each end. veth
+/// hands an XDP-transmitted frame to the peer's queue of the sending CPU
+/// (CPU modulo the queue count), each queue with a ring and NAPI of its own,
+/// so senders on several CPUs need a queue each or they overflow one ring.
+pub fn veth_with_queues(a: VethEnd<'_>, b: VethEnd<'_>, queues: u32) -> Result<()> {
+    let queues = queues.max(1).to_string();
     ip(&[
         "link",
         "add",
@@ -180,6 +189,10 @@ pub fn veth(a: VethEnd<'_>, b: VethEnd<'_>) -> Result<()> {
         a.ns.name(),
         "address",
         a.mac,
+        "numtxqueues",
+        &queues,
+        "numrxqueues",
+        &queues,
         "type",
         "veth",
         "peer",
@@ -189,6 +202,10 @@ pub fn veth(a: VethEnd<'_>, b: VethEnd<'_>) -> Result<()> {
         b.ns.name(),
         "address",
         b.mac,
+        "numtxqueues",
+        &queues,
+        "numrxqueues",
+        &queues,
     ])?;
     for end in [a, b] {
         if !end.addr.is_empty() {

@@ -8,7 +8,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::Result;
-use relay_tests::netns::{mac_text, veth, Netns, VethEnd};
+use relay_tests::netns::{mac_text, veth_with_queues, Netns, VethEnd};
 
 /// Relay-side veth.
 pub const RELAY_IF: &str = "xrb0";
@@ -64,7 +64,8 @@ impl Bed {
         let relay = Netns::new("tpr")?;
         let traffic = Netns::new("tpt")?;
         let (relay_mac, traffic_mac) = (mac_text(RELAY_MAC), mac_text(TRAFFIC_MAC));
-        veth(
+        // A queue per CPU: the unpaced point generates on every CPU.
+        veth_with_queues(
             VethEnd {
                 ns: &relay,
                 name: RELAY_IF,
@@ -77,6 +78,7 @@ impl Bed {
                 addr: "10.77.1.1/16",
                 mac: &traffic_mac,
             },
+            super::measure::cores(),
         )?;
         for slot in 0..relays {
             for k in 0..addresses_for(max_calls) {

@@ -106,12 +106,15 @@ fn pace(traffic: &Traffic, target: Option<u64>, length: Duration) -> Result<u64>
 }
 
 /// Offers `target` pps (unpaced if `None`) for `length` and measures what the
-/// relay (process `pid`, in `relay_ns`) forwarded.
+/// relay (process `pid`, in `relay_ns`) forwarded. `lanes` generator threads
+/// run, pinned to CPUs 0..lanes (more than one only unpaced, after
+/// [`Traffic::set_lanes`]).
 pub fn measure(
     traffic: &Traffic,
     relay_ns: &Netns,
     pid: u32,
     target: Option<u64>,
+    lanes: u32,
     length: Duration,
 ) -> Result<Point> {
     let drops0 = udp_rcvbuf_errors(relay_ns)?;
@@ -121,7 +124,26 @@ pub fn measure(
         cpu::snapshot(pid)?,
     );
     let start = Instant::now();
-    pace(traffic, target, length)?;
+    if lanes > 1 {
+        // Threads inherit this thread's network namespace (the traffic one).
+        std::thread::scope(|s| -> Result<()> {
+            let runs: Vec<_> = (1..lanes)
+                .map(|cpu| {
+                    s.spawn(move || {
+                        pin_to(cpu).and_then(|()| pace(traffic, target, length).map(drop))
+                    })
+                })
+                .collect();
+            pace(traffic, target, length)?;
+            for run in runs {
+                run.join()
+                    .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+            }
+            Ok(())
+        })?;
+    } else {
+        pace(traffic, target, length)?;
+    }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu1 = cpu::snapshot(pid)?;
     // Frames in flight (veth rings, a relay's current batch) still count;
@@ -161,7 +183,8 @@ fn udp_rcvbuf_errors(ns: &Netns) -> Result<u64> {
         .context("no Udp RcvbufErrors in /proc/net/snmp")
 }
 
-fn cores() -> u32 {
+/// CPUs of this machine.
+pub fn cores() -> u32 {
     std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1)
@@ -169,8 +192,13 @@ fn cores() -> u32 {
 
 /// Pins the calling thread (the generator's) to CPU 0.
 pub fn pin_to_cpu0() -> Result<()> {
+    pin_to(0)
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: u32) -> Result<()> {
     let mut set = nix::sched::CpuSet::new();
-    set.set(0)?;
+    set.set(cpu as usize)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .context("pinning the generator to CPU 0")
+        .with_context(|| format!("pinning a generator thread to CPU {cpu}"))
 }

@@ -5,7 +5,8 @@
 //! them in turn, with the same generator and sink.
 //!
 //! CPU placement (2 cores here): the generator's thread is pinned to CPU 0,
-//! the relay daemons to CPU 1. Softirq work (veth NAPI: the relay's XDP
+//! the relay daemons to CPU 1; the unpaced point adds a generator thread on
+//! every other CPU (see [`generator_lanes`]). Softirq work (veth NAPI: the relay's XDP
 //! program, the stack under the userspace relays, the sink) runs where the
 //! kernel schedules it, mostly on the generator's CPU; the reported CPU
 //! figures show it rather than hide it.
@@ -97,6 +98,19 @@ pub fn run(cfg: &Config) -> Result<Vec<RelayRun>> {
     Ok(runs)
 }
 
+/// Generator threads for one point: paced points run one, on CPU 0; the
+/// unpaced point runs one on every CPU (each sending flows of its own), so a
+/// relay that keeps up with one generator CPU is pushed further. Every relay
+/// gets the same: for the userspace relays the extra generator competes with
+/// the daemon, which their paced points do not show.
+fn generator_lanes(target: Option<u64>, flows: usize) -> u32 {
+    let cores = measure::cores();
+    match target {
+        None if cores > 1 && flows.is_multiple_of(cores as usize) => cores,
+        _ => 1,
+    }
+}
+
 /// A relay under measurement and the calls it holds.
 struct Live {
     relay: relays::Relay,
@@ -133,6 +147,7 @@ fn measure_group(
     }
     for l in &live {
         traffic.set_flows(&l.est.flows)?;
+        traffic.set_lanes(1)?;
         let t = &*traffic;
         bed.traffic
             .run(|| measure::pin_to_cpu0().and_then(|()| measure::warm_up(t, &l.est.flows)))??;
@@ -141,12 +156,14 @@ fn measure_group(
     for &target in &cfg.levels {
         for (l, points) in live.iter().zip(&mut points) {
             traffic.set_flows(&l.est.flows)?;
+            let lanes = generator_lanes(target, l.est.flows.len());
+            traffic.set_lanes(lanes)?;
             let t = &*traffic;
             let pid = l.relay.pid();
             let p = bed.traffic.run(|| -> Result<measure::Point> {
                 measure::pin_to_cpu0()?;
                 measure::settle(t)?;
-                measure::measure(t, &bed.relay, pid, target, cfg.point)
+                measure::measure(t, &bed.relay, pid, target, lanes, cfg.point)
             })??;
             eprintln!(
                 "   {:<16} offered {:>10.0} pps  forwarded {:>10.0} pps  loss {:>5.1}%  rcvbuf drops {:>9.0}/s  relay {:>5.1}%  softirq {:>5.1}%",
