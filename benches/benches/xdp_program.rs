@@ -4,8 +4,14 @@
 //!
 //! Hit path with 1, 10 000 and 1 000 000 installed streams, lookups spread
 //! over all of them: the streams form a ring (stream i's peer is stream
-//! i+1's address), so each repeat of the reused test buffer is rewritten
-//! into the next stream's key and the next run looks up another stream. The
+//! i+1's address and port), so each repeat of the reused test buffer is
+//! rewritten into the next stream's address and the next run looks up
+//! another stream. Streams sit on relay addresses of 62 500 ports each (16
+//! addresses at 1 M), as on a relay, and the ring visits them in a
+//! scattered order (a stride of 7919), so consecutive packets do not find
+//! their entries side by side in memory. Their counters slots follow the
+//! ring (as relayd hands out slots in order), except in a last 1 M row that
+//! scatters those too, as arrivals on a real relay would. The
 //! peers sit behind a gateway (route 11.0.0.0/8 via 10.0.0.2), so the FIB
 //! lookup succeeds for all of them with one neighbour entry, and XDP_TX is
 //! the verdict. Each sample starts where the previous one stopped, so a
@@ -43,9 +49,22 @@ const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const SIZES: [u32; 3] = [1, 10_000, 1_000_000];
 const PORT: u16 = 30000;
+/// Streams per relay address of the ring.
+const PORTS_PER_ADDRESS: u32 = 62_500;
+/// Ring step through the table: prime, so coprime with every size.
+const STRIDE: u64 = 7919;
+/// Relay addresses of the ring at the largest size, plus the other rows'.
+const MAX_ADDRESSES: u32 = SIZES[2].div_ceil(PORTS_PER_ADDRESS) + 8;
 
-fn stream_addr(i: u32) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::from(0x0b00_0000 | i), PORT)
+/// Where ring position `i` of `n` sits in the table (and its counters slot).
+fn place(i: u32, n: u32) -> u32 {
+    (u64::from(i) * STRIDE % u64::from(n)) as u32
+}
+
+/// The relay address and port of table position `p`.
+fn stream_addr(p: u32) -> SocketAddrV4 {
+    let address = Ipv4Addr::from(0x0b00_0001 + p / PORTS_PER_ADDRESS);
+    SocketAddrV4::new(address, 1024 + (p % PORTS_PER_ADDRESS) as u16)
 }
 
 fn frame_to(dst: SocketAddrV4, src: SocketAddrV4) -> Vec<u8> {
@@ -127,6 +146,7 @@ fn bench(c: &mut Criterion) {
         pin_dir: pins.0.clone(),
         mode: ModePolicy::Generic,
         max_streams: SIZES[2] + 16,
+        max_addresses: MAX_ADDRESSES,
         enable_forwarding: true,
         test_clock: false,
         // A live stream (a packet every 20 ms) always finds its next hop
@@ -158,14 +178,33 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| run(floor, ifindex, &any, iters, XDP_PASS))
     });
 
-    for n in SIZES {
+    // Counters slots in ring order, as before the stream table was an
+    // array; the last row scatters them too.
+    let rows = SIZES
+        .map(|n| {
+            (
+                n,
+                false,
+                format!("xdp/hit, rewrite + counters, {n} streams"),
+            )
+        })
+        .into_iter()
+        .chain([(
+            SIZES[2],
+            true,
+            format!(
+                "xdp/hit, {} streams, counters slots scattered too",
+                SIZES[2]
+            ),
+        )]);
+    for (n, scattered_slots, name) in rows {
         for i in 0..n {
             let spec = StreamSpec {
-                local: SocketAddr::V4(stream_addr(i)),
-                peer: SocketAddr::V4(stream_addr((i + 1) % n)),
+                local: SocketAddr::V4(stream_addr(place(i, n))),
+                peer: SocketAddr::V4(stream_addr(place((i + 1) % n, n))),
                 source: relay,
                 strict_source: None,
-                stats_slot: i,
+                stats_slot: if scattered_slots { place(i, n) } else { i },
                 to_userspace: false,
                 max_pps: 0,
                 media: MediaTracking::None,
@@ -174,9 +213,9 @@ fn bench(c: &mut Criterion) {
         }
         let mut start = 0u32;
         let prog = dp.relay_program().unwrap();
-        c.bench_function(&format!("xdp/hit, rewrite + counters, {n} streams"), |b| {
+        c.bench_function(&name, |b| {
             b.iter_custom(|iters| {
-                let frame = frame_to(stream_addr(start), sender);
+                let frame = frame_to(stream_addr(place(start, n)), sender);
                 start = ((u64::from(start) + iters) % u64::from(n)) as u32;
                 run(prog, ifindex, &frame, iters, XDP_TX)
             })

@@ -6,9 +6,10 @@ use core::{fmt, mem::offset_of};
 /// `RELAY_ABI_MAGIC`: "XLRY" as a little-endian u32.
 pub const ABI_MAGIC: u32 = 0x5952_4c58;
 /// `RELAY_ABI_VERSION`: bump with every layout or semantic change.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
-/// Map names in the object (maps.h).
+/// Map names in the object (maps.h). The stream table: ARRAY of
+/// [`StreamTarget`] indexed by [`stream_index`].
 pub const MAP_STREAMS: &str = "streams";
 /// Per-stream counters map (PERCPU_ARRAY of [`StreamStats`]).
 pub const MAP_STREAM_STATS: &str = "stream_stats";
@@ -18,8 +19,9 @@ pub const MAP_COUNTERS: &str = "counters";
 pub const MAP_TX_PORTS: &str = "tx_ports";
 /// HASH ifindex -> [`IfaceStatus`] (userspace bookkeeping).
 pub const MAP_IFACES: &str = "ifaces";
-/// HASH relay address (16 bytes) -> [`Shield`] (DoS shield).
-pub const MAP_SHIELD: &str = "shield";
+/// HASH relay address (16 bytes, v4-mapped) -> [`RelayAddress`] (its row
+/// of the stream table and its DoS shield).
+pub const MAP_ADDRESSES: &str = "addresses";
 /// ARRAY of [`RtpStats`] indexed like `stream_stats` (one copy, not per CPU).
 pub const MAP_RTP_STATS: &str = "rtp_stats";
 
@@ -32,34 +34,39 @@ pub const TF_TO_USERSPACE: u32 = 0x2;
 pub const TF_RTP: u32 = 0x4;
 /// `RELAY_TF_RTCP`: an RTCP port: count RTCP and other packets.
 pub const TF_RTCP: u32 = 0x8;
+/// `RELAY_TF_IN_USE`: set in every installed entry (0: no stream).
+pub const TF_IN_USE: u32 = 0x10;
+/// `RELAY_TF_JITTER`: RTP with a known clock rate: the program reads the
+/// precise clock for the jitter.
+pub const TF_JITTER: u32 = 0x20;
+/// `RELAY_ROW_SHIFT`: each relay address owns `1 << ROW_SHIFT` entries of
+/// the stream table, one per UDP port.
+pub const ROW_SHIFT: u32 = 16;
+
+/// The stream table index of `port` of the relay address owning `row`.
+pub const fn stream_index(row: u32, port: u16) -> u32 {
+    (row << ROW_SHIFT) | port as u32
+}
 /// `RELAY_SHIELD_DROP_UNKNOWN`: drop stream-less packets in the range.
 pub const SHIELD_DROP_UNKNOWN: u32 = 0x1;
 
-/// `struct relay_shield`: a relay address's media port range.
+/// `struct relay_address`: one relay address's row of the stream table and
+/// its DoS shield (media port range).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Shield {
-    /// host: lowest media port.
+pub struct RelayAddress {
+    /// host: the address's entries are `stream_index(row, port)`.
+    pub row: u32,
+    /// host: lowest media port (shield).
     pub port_min: u16,
-    /// host: highest media port.
+    /// host: highest media port (shield).
     pub port_max: u16,
     /// host: `SHIELD_*` flags.
     pub flags: u32,
 }
 
-/// `struct relay_key`: the relay-side address and port a packet was sent to.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct StreamKey {
-    /// net: local (relay) address, v4-mapped for IPv4.
-    pub addr: [u8; 16],
-    /// net: local UDP port.
-    pub port: u16,
-    /// zero.
-    pub _pad: u16,
-}
-
-/// `struct relay_target`: where a packet that hit a [`StreamKey`] goes.
+/// `struct relay_target`: one entry of the stream table, where a packet sent
+/// to its relay address and port goes. All zero: no stream.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamTarget {
@@ -76,16 +83,13 @@ pub struct StreamTarget {
     pub src_port: u16,
     /// net: expected sender UDP port.
     pub expect_port: u16,
-    /// zero.
-    pub _pad0: u16,
-    /// host: `TF_*` flags.
+    /// host: update sequence, odd while relayd rewrites the entry (seqlock:
+    /// the program passes packets that meet an entry being rewritten).
+    pub seq: u16,
+    /// host: `TF_*` flags; `TF_IN_USE` in every installed entry.
     pub flags: u32,
-    /// host: index into the `stream_stats` array.
+    /// host: index into the `stream_stats` and `rtp_stats` arrays.
     pub stats_slot: u32,
-    /// host: packet-rate cap per CPU, 0 = none.
-    pub max_pps: u32,
-    /// host: RTP clock rate (Hz) for the jitter figure, 0 = unknown (no jitter).
-    pub clock_rate: u32,
 }
 
 /// `struct relay_stream_stats`: one CPU's counters for one stream.
@@ -119,8 +123,9 @@ pub struct StreamStats {
     pub nh_smac: [u8; 6],
     /// zero.
     pub _pad0: u16,
-    /// zero.
-    pub _pad1: u32,
+    /// host: the stream's packet-rate cap per CPU, 0 = none (relayd sets it
+    /// in every CPU's copy).
+    pub max_pps: u32,
 }
 
 impl StreamStats {
@@ -142,7 +147,7 @@ impl StreamStats {
             nh_dmac: _,
             nh_smac: _,
             _pad0: _,
-            _pad1: _,
+            max_pps: _,
         } = other;
         self.packets += packets;
         self.bytes += bytes;
@@ -193,8 +198,9 @@ pub struct RtpStats {
     pub payload_type: u8,
     /// `RTP_STATE_*`: 0 until the first RTP packet.
     pub state: u8,
-    /// zero.
-    pub _pad: u32,
+    /// host: RTP clock rate (Hz) for the jitter figure, 0 = unknown (no
+    /// jitter); set by relayd.
+    pub clock_rate: u32,
 }
 
 /// `struct relay_counter`: one CPU's count for one [`CounterId`].
@@ -253,7 +259,7 @@ pub struct AbiMeta {
 }
 
 /// `RELAY_ABI_LAYOUT_LEN`.
-pub const LAYOUT_LEN: usize = 64;
+pub const LAYOUT_LEN: usize = 59;
 
 macro_rules! layout {
     ($( $kind:ident $ty:ident $(. $field:ident)? ),* $(,)?) => {
@@ -272,10 +278,6 @@ macro_rules! layout {
 }
 
 layout![
-    size StreamKey,
-    off StreamKey.addr,
-    off StreamKey.port,
-    off StreamKey._pad,
     size StreamTarget,
     off StreamTarget.peer_addr,
     off StreamTarget.src_addr,
@@ -283,11 +285,9 @@ layout![
     off StreamTarget.peer_port,
     off StreamTarget.src_port,
     off StreamTarget.expect_port,
-    off StreamTarget._pad0,
+    off StreamTarget.seq,
     off StreamTarget.flags,
     off StreamTarget.stats_slot,
-    off StreamTarget.max_pps,
-    off StreamTarget.clock_rate,
     size StreamStats,
     off StreamStats.packets,
     off StreamStats.bytes,
@@ -302,7 +302,7 @@ layout![
     off StreamStats.nh_dmac,
     off StreamStats.nh_smac,
     off StreamStats._pad0,
-    off StreamStats._pad1,
+    off StreamStats.max_pps,
     size Counter,
     off Counter.packets,
     off Counter.bytes,
@@ -312,10 +312,11 @@ layout![
     off IfaceStatus.reason,
     off IfaceStatus._pad,
     off IfaceStatus.name,
-    size Shield,
-    off Shield.port_min,
-    off Shield.port_max,
-    off Shield.flags,
+    size RelayAddress,
+    off RelayAddress.row,
+    off RelayAddress.port_min,
+    off RelayAddress.port_max,
+    off RelayAddress.flags,
     size RtpStats,
     off RtpStats.rtp_packets,
     off RtpStats.rtcp_packets,
@@ -334,16 +335,15 @@ layout![
     off RtpStats.max_seq,
     off RtpStats.payload_type,
     off RtpStats.state,
-    off RtpStats._pad,
+    off RtpStats.clock_rate,
     size AbiMeta,
 ];
 
-const _: () = assert!(size_of::<StreamKey>() == 20);
-const _: () = assert!(size_of::<StreamTarget>() == 72);
+const _: () = assert!(size_of::<StreamTarget>() == 64);
 const _: () = assert!(size_of::<StreamStats>() == 88);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<IfaceStatus>() == 32);
-const _: () = assert!(size_of::<Shield>() == 8);
+const _: () = assert!(size_of::<RelayAddress>() == 12);
 const _: () = assert!(size_of::<RtpStats>() == 88);
 const _: () = assert!(size_of::<AbiMeta>() == 16 + 4 * LAYOUT_LEN);
 
@@ -393,6 +393,7 @@ counters! {
     DropRate = 14, "dropped_rate", "dropped: stream over its packet-rate cap (--max-stream-pps)";
     PassNoCsum = 15, "passed_no_csum", "passed: IPv4 without UDP checksum, to be bridged to IPv6 (relayd's socket sends it)";
     PassNoHeadroom = 16, "passed_no_headroom", "passed: no room in front of the frame to grow it (IPv4 to IPv6)";
+    PassUpdating = 17, "passed_updating", "passed: relayd was rewriting the stream's entry (relayd's socket relays it)";
 }
 
 impl CounterId {
@@ -555,8 +556,6 @@ pub fn check_meta(found: &AbiMeta) -> Result<(), AbiMismatch> {
 mod pod {
     // SAFETY: repr(C), fixed-width integer fields only, explicit padding, so
     // every bit pattern is valid and there are no uninitialised bytes.
-    unsafe impl aya::Pod for super::StreamKey {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for super::StreamTarget {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::StreamStats {}
@@ -565,7 +564,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IfaceStatus {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::Shield {}
+    unsafe impl aya::Pod for super::RelayAddress {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RtpStats {}
 }

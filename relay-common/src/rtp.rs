@@ -165,6 +165,9 @@ pub fn observe(s: &mut RtpStats, payload: &[u8], flags: u32, clock_rate: u32, no
     if flags & (TF_RTP | TF_RTCP) == 0 {
         return;
     }
+    // The kernel's copy carries the clock its jitter is in (relayd writes
+    // it on install); the model keeps it the same way.
+    s.clock_rate = clock_rate;
     match classify(payload, flags) {
         PacketKind::Other => s.other_packets += 1,
         PacketKind::Rtcp => {

@@ -5,12 +5,12 @@
 #ifndef RELAY_CONSTS_H
 #define RELAY_CONSTS_H
 
-#ifndef RELAY_MAX_STREAMS
-#define RELAY_MAX_STREAMS 65536 /* forwarding entries (two per call leg pair) */
+#ifndef RELAY_MAX_ADDRESSES
+#define RELAY_MAX_ADDRESSES 4 /* relay addresses: rows of 65536 stream entries */
 #endif
 
 #ifndef RELAY_MAX_STATS_SLOTS
-#define RELAY_MAX_STATS_SLOTS RELAY_MAX_STREAMS
+#define RELAY_MAX_STATS_SLOTS 65536 /* streams forwarded in XDP at once */
 #endif
 
 #ifndef RELAY_MAX_TX_PORTS

@@ -18,22 +18,20 @@
 #include <linux/types.h>
 
 #define RELAY_ABI_MAGIC 0x59524c58u /* "XLRY" read as a little-endian u32 */
-#define RELAY_ABI_VERSION 5u
+#define RELAY_ABI_VERSION 6u
 
 /* Map names (maps.h): streams, stream_stats, counters, tx_ports, ifaces,
- * shield, rtp_stats; relay-common
+ * addresses, rtp_stats; relay-common
  * has the same strings as constants (abi::MAP_*). */
 
 /*
- * Forwarding key: the relay-side address and UDP port a packet was sent to.
- * IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d) so that IPv4 and IPv6
- * share the table without a second key type.
+ * The stream table is indexed, not hashed: each relay address owns a row of
+ * 65536 entries, one per UDP port, so a packet's entry is
+ * streams[row << 16 | destination port] with the row from the small,
+ * always-cached `addresses` map. IPv4 addresses are stored v4-mapped
+ * (::ffff:a.b.c.d) so that IPv4 and IPv6 share both maps.
  */
-struct relay_key {
-	__u8 addr[16]; /* net: local (relay) address, v4-mapped for IPv4 */
-	__be16 port;   /* net: local UDP port */
-	__u16 _pad;    /* zero */
-};
+#define RELAY_ROW_SHIFT 16
 
 /* Stream flags (relay_target.flags). */
 #define RELAY_TF_STRICT_SOURCE 0x1u /* drop packets whose source != expect_* */
@@ -42,10 +40,20 @@ struct relay_key {
 #define RELAY_TF_RTP 0x4u  /* an RTP port: keep relay_rtp_stats (RTP figures,
                             * rtcp-mux and non-RTP packets counted apart) */
 #define RELAY_TF_RTCP 0x8u /* an RTCP port: count RTCP and other packets */
+#define RELAY_TF_IN_USE 0x10u /* set in every installed entry (0: no stream) */
+#define RELAY_TF_JITTER 0x20u /* RTP with a known clock rate: precise arrival
+                               * times for the jitter */
 
-/* Forwarding value: where a packet that hit `relay_key` goes. The family of
- * peer_addr is the egress family (src_addr has the same one): when it differs
- * from the key's, the packet is bridged between IPv4 and IPv6. */
+/* Forwarding entry: where a packet sent to the entry's address and port
+ * goes. The family of peer_addr is the egress family (src_addr has the same
+ * one): when it differs from the packet's, it is bridged between IPv4 and
+ * IPv6.
+ *
+ * relayd rewrites an entry in three writes, seqlock style: `seq` made odd
+ * (nothing else changed), the new content (seq still odd), seq made even.
+ * The program reads seq, copies the entry, reads seq again, and passes the
+ * packet to the stack (relayd's socket) unless both reads saw the same even
+ * value, so it never acts on a half-written entry. One cache line. */
 struct relay_target {
 	__u8 peer_addr[16];   /* net: destination (the other party), v4-mapped if IPv4 */
 	__u8 src_addr[16];    /* net: relay address the packet leaves from, same family */
@@ -53,11 +61,9 @@ struct relay_target {
 	__be16 peer_port;     /* net: destination UDP port */
 	__be16 src_port;      /* net: relay UDP port the packet leaves from */
 	__be16 expect_port;   /* net: expected sender UDP port */
-	__u16 _pad0;          /* zero */
-	__u32 flags;          /* host: RELAY_TF_* */
-	__u32 stats_slot;     /* host: index into the stream_stats array */
-	__u32 max_pps;        /* host: packet-rate cap per CPU, 0 = none */
-	__u32 clock_rate;     /* host: RTP clock rate in Hz for jitter, 0 = unknown */
+	__u16 seq;            /* host: update sequence, odd while relayd rewrites the entry */
+	__u32 flags;          /* host: RELAY_TF_*; 0 = no stream */
+	__u32 stats_slot;     /* host: index into stream_stats and rtp_stats */
 };
 
 /* Per-stream counters, one copy per CPU (PERCPU_ARRAY); userspace sums them. */
@@ -77,7 +83,8 @@ struct relay_stream_stats {
 	__u8 nh_dmac[6];    /* next hop's MAC */
 	__u8 nh_smac[6];    /* egress interface's MAC */
 	__u16 _pad0;        /* zero */
-	__u32 _pad1;        /* zero */
+	__u32 max_pps;      /* host: the stream's packet-rate cap per CPU, 0 = none
+	                     * (set by relayd in every CPU's copy) */
 };
 
 /*
@@ -104,7 +111,7 @@ struct relay_rtp_stats {
 	__u16 max_seq;         /* host: highest sequence number seen */
 	__u8 payload_type;     /* last RTP payload type */
 	__u8 state;            /* RELAY_RTP_STATE_* */
-	__u32 _pad;            /* zero */
+	__u32 clock_rate;      /* host: RTP clock rate in Hz for jitter, 0 = unknown (set by relayd) */
 };
 
 #define RELAY_RTP_STATE_NONE 0     /* no RTP packet yet */
@@ -117,12 +124,14 @@ struct relay_counter {
 };
 
 /*
- * DoS shield for one relay address (the `shield` map, keyed by the address
- * as in relay_key): UDP to a port in [port_min, port_max] without a stream
- * is dropped in XDP instead of reaching the stack.
+ * One relay address (the `addresses` map, keyed by the v4-mapped address):
+ * its row of the stream table, and its DoS shield: UDP to a port in
+ * [port_min, port_max] without a stream is dropped in XDP instead of
+ * reaching the stack.
  */
-struct relay_shield {
-	__u16 port_min; /* host */
+struct relay_address {
+	__u32 row;      /* host: streams[row << RELAY_ROW_SHIFT | port] */
+	__u16 port_min; /* host: shielded range */
 	__u16 port_max; /* host */
 	__u32 flags;    /* host: RELAY_SHIELD_* */
 };
@@ -174,7 +183,8 @@ enum relay_counter_id {
 	RELAY_CNT_DROP_RATE = 14,          /* stream over its packet-rate cap */
 	RELAY_CNT_PASS_NO_CSUM = 15,       /* IPv4 without UDP checksum, bridged to IPv6 */
 	RELAY_CNT_PASS_NO_HEADROOM = 16,   /* no room to grow the frame (IPv4 -> IPv6) */
-	RELAY_CNT_MAX = 17,
+	RELAY_CNT_PASS_UPDATING = 17,      /* the stream's entry was being rewritten */
+	RELAY_CNT_MAX = 18,
 };
 
 /*
@@ -182,7 +192,7 @@ enum relay_counter_id {
  * RELAY_ABI_LAYOUT_LEN numbers (struct sizes and field offsets, in the order
  * of RELAY_ABI_LAYOUT in relay.bpf.c and LAYOUT in relay-common).
  */
-#define RELAY_ABI_LAYOUT_LEN 64
+#define RELAY_ABI_LAYOUT_LEN 59
 
 struct relay_abi_meta {
 	__u32 magic;                        /* host: RELAY_ABI_MAGIC */

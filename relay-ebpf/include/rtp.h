@@ -163,8 +163,10 @@ static __always_inline void rtp_observe(struct relay_rtp_stats *s, const struct 
 		s->ssrc = ssrc;
 		s->jitter_q4 = 0;
 		s->state = RELAY_RTP_STATE_TRACKING;
-	} else if (rtp_update_seq(s, seq) == RTP_SEQ_COUNTED && t->clock_rate) {
-		rtp_update_jitter(s, ts, t->clock_rate, now);
+	} else if (rtp_update_seq(s, seq) == RTP_SEQ_COUNTED && (t->flags & RELAY_TF_JITTER) &&
+		   s->clock_rate) {
+		/* RELAY_TF_JITTER: `now` is the precise clock (relay.bpf.c). */
+		rtp_update_jitter(s, ts, s->clock_rate, now);
 	}
 	s->last_ts = ts;
 	s->last_arrival_ns = now;

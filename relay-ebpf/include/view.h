@@ -18,8 +18,15 @@
  * value is the RELAY_CNT_PASS_* counter to pass it under. */
 #define RELAY_VIEW_OK RELAY_CNT_MAX
 
+/* Where a packet was sent: the relay address and port its entry is found by. */
+struct relay_key {
+	__u8 addr[16]; /* net: destination address, v4-mapped for IPv4 */
+	__be16 port;   /* net: destination UDP port */
+	__u16 _pad;    /* zero */
+};
+
 struct relay_view {
-	struct relay_key key; /* destination, as `streams` keys it */
+	struct relay_key key; /* destination */
 	void *l3;             /* the IPv4 or IPv6 header */
 	struct udphdr *udp;
 	__u32 v6;             /* 1: l3 is IPv6 */

@@ -40,10 +40,6 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 	.counter_max = RELAY_CNT_MAX,
 	.layout_len = RELAY_ABI_LAYOUT_LEN,
 	.layout = {
-		sizeof(struct relay_key),
-		OFF(relay_key, addr),
-		OFF(relay_key, port),
-		OFF(relay_key, _pad),
 		sizeof(struct relay_target),
 		OFF(relay_target, peer_addr),
 		OFF(relay_target, src_addr),
@@ -51,11 +47,9 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_target, peer_port),
 		OFF(relay_target, src_port),
 		OFF(relay_target, expect_port),
-		OFF(relay_target, _pad0),
+		OFF(relay_target, seq),
 		OFF(relay_target, flags),
 		OFF(relay_target, stats_slot),
-		OFF(relay_target, max_pps),
-		OFF(relay_target, clock_rate),
 		sizeof(struct relay_stream_stats),
 		OFF(relay_stream_stats, packets),
 		OFF(relay_stream_stats, bytes),
@@ -70,7 +64,7 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_stream_stats, nh_dmac),
 		OFF(relay_stream_stats, nh_smac),
 		OFF(relay_stream_stats, _pad0),
-		OFF(relay_stream_stats, _pad1),
+		OFF(relay_stream_stats, max_pps),
 		sizeof(struct relay_counter),
 		OFF(relay_counter, packets),
 		OFF(relay_counter, bytes),
@@ -80,10 +74,11 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_iface_status, reason),
 		OFF(relay_iface_status, _pad),
 		OFF(relay_iface_status, name),
-		sizeof(struct relay_shield),
-		OFF(relay_shield, port_min),
-		OFF(relay_shield, port_max),
-		OFF(relay_shield, flags),
+		sizeof(struct relay_address),
+		OFF(relay_address, row),
+		OFF(relay_address, port_min),
+		OFF(relay_address, port_max),
+		OFF(relay_address, flags),
 		sizeof(struct relay_rtp_stats),
 		OFF(relay_rtp_stats, rtp_packets),
 		OFF(relay_rtp_stats, rtcp_packets),
@@ -102,17 +97,16 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_rtp_stats, max_seq),
 		OFF(relay_rtp_stats, payload_type),
 		OFF(relay_rtp_stats, state),
-		OFF(relay_rtp_stats, _pad),
+		OFF(relay_rtp_stats, clock_rate),
 		sizeof(struct relay_abi_meta),
 	},
 };
 
-_Static_assert(sizeof(struct relay_key) == 20, "relay_key size is ABI");
-_Static_assert(sizeof(struct relay_target) == 72, "relay_target size is ABI");
+_Static_assert(sizeof(struct relay_target) == 64, "relay_target size is ABI (one cache line)");
 _Static_assert(sizeof(struct relay_stream_stats) == 88, "relay_stream_stats size is ABI");
 _Static_assert(sizeof(struct relay_counter) == 16, "relay_counter size is ABI");
 _Static_assert(sizeof(struct relay_iface_status) == 32, "relay_iface_status size is ABI");
-_Static_assert(sizeof(struct relay_shield) == 8, "relay_shield size is ABI");
+_Static_assert(sizeof(struct relay_address) == 12, "relay_address size is ABI");
 _Static_assert(sizeof(struct relay_rtp_stats) == 88, "relay_rtp_stats size is ABI");
 
 static __always_inline __u32 count(__u32 id, __u64 frame_len, __u32 action)
@@ -175,18 +169,42 @@ static __always_inline void observe_media(const struct relay_target *t, const st
 			    bpf_ntohs(udp->len) - sizeof(*udp), now);
 }
 
-/* A UDP packet for an address/port without a stream: dropped when it is in
- * a shielded media port range (nothing of relayd's listens there), else
- * left to the stack. */
-static __always_inline int no_stream(const struct relay_key *key, __u64 frame_len)
+/* A UDP packet for a port of a relay address without a stream: dropped
+ * when it is in the address's shielded media port range (nothing of
+ * relayd's listens there), else left to the stack. */
+static __always_inline int no_stream(const struct relay_address *a, __u16 port, __u64 frame_len)
 {
-	struct relay_shield *sh = bpf_map_lookup_elem(&shield, key->addr);
-	__u16 port = bpf_ntohs(key->port);
-
-	if (sh && (sh->flags & RELAY_SHIELD_DROP_UNKNOWN) && port >= sh->port_min &&
-	    port <= sh->port_max)
+	if ((a->flags & RELAY_SHIELD_DROP_UNKNOWN) && port >= a->port_min && port <= a->port_max)
 		return count(RELAY_CNT_DROP_NO_STREAM, frame_len, XDP_DROP);
 	return count(RELAY_CNT_PASS_NO_STREAM, frame_len, XDP_PASS);
+}
+
+/* Keeps the compiler from moving memory accesses across it (the seqlock
+ * reads below); x86 does not reorder loads with loads by itself. */
+#define compiler_barrier() asm volatile("" ::: "memory")
+
+/*
+ * The stream entry for `port` of relay address `a`, copied into `out` if it
+ * was stable while copied (relay_abi.h: relayd rewrites entries seqlock
+ * style). Returns 1 with `out` filled, 0 for no stream, -1 when relayd was
+ * rewriting the entry.
+ */
+static __always_inline int read_stream(const struct relay_address *a, __u16 port,
+				       struct relay_target *out)
+{
+	__u32 idx = (a->row << RELAY_ROW_SHIFT) | port;
+	struct relay_target *entry = bpf_map_lookup_elem(&streams, &idx);
+	__u16 seq;
+
+	if (!entry)
+		return 0;
+	seq = *(volatile __u16 *)&entry->seq;
+	compiler_barrier();
+	__builtin_memcpy(out, entry, sizeof(*out));
+	compiler_barrier();
+	if ((seq & 1) || seq != *(volatile __u16 *)&entry->seq)
+		return -1;
+	return (out->flags & RELAY_TF_IN_USE) ? 1 : 0;
 }
 
 /*
@@ -194,8 +212,9 @@ static __always_inline int no_stream(const struct relay_key *key, __u64 frame_le
  * one CPU), refilled at max_pps and holding at most one second of packets.
  * Thousandths of a token keep slow refills (coarse clock ticks) exact enough.
  */
-static __always_inline int take_token(struct relay_stream_stats *st, __u32 max_pps, __u64 now)
+static __always_inline int take_token(struct relay_stream_stats *st, __u64 now)
 {
+	__u32 max_pps = st->max_pps;
 	__u64 cap = (__u64)max_pps * 1000;
 	__u64 elapsed = now - st->refill_ns;
 	__u64 tokens = st->tokens_milli;
@@ -224,12 +243,14 @@ int relay_xdp(struct xdp_md *ctx)
 	__u64 frame_len = data_end - data;
 	struct cursor c = { .pos = data, .end = data_end };
 	struct relay_stream_stats *st;
+	struct relay_address *addr;
 	struct next_hop nh;
 	struct relay_view v = {};
-	struct relay_target *t;
+	struct relay_target target, *t = &target;
 	struct ethhdr *eth;
 	__u32 action, why, out_v6, ingress;
-	__u16 udp_len, egress_len;
+	__u16 udp_len, egress_len, port;
+	int found;
 	__u64 now;
 	__be16 proto;
 
@@ -245,9 +266,15 @@ int relay_xdp(struct xdp_md *ctx)
 	if (why != RELAY_VIEW_OK)
 		return count(why, frame_len, XDP_PASS);
 
-	t = bpf_map_lookup_elem(&streams, &v.key);
-	if (!t)
-		return no_stream(&v.key, frame_len);
+	addr = bpf_map_lookup_elem(&addresses, v.key.addr);
+	if (!addr)
+		return count(RELAY_CNT_PASS_NO_STREAM, frame_len, XDP_PASS);
+	port = bpf_ntohs(v.key.port);
+	found = read_stream(addr, port, &target);
+	if (found < 0)
+		return count(RELAY_CNT_PASS_UPDATING, frame_len, XDP_PASS);
+	if (!found)
+		return no_stream(addr, port, frame_len);
 	if (t->flags & RELAY_TF_TO_USERSPACE)
 		return count(RELAY_CNT_PASS_TO_USERSPACE, frame_len, XDP_PASS);
 	st = lookup_stream_stats(t);
@@ -259,8 +286,8 @@ int relay_xdp(struct xdp_md *ctx)
 	}
 
 	/* One clock read per packet: the precise clock only where jitter needs it. */
-	now = (t->flags & RELAY_TF_RTP) && t->clock_rate ? rtp_now() : bpf_ktime_get_coarse_ns();
-	if (t->max_pps && st && !take_token(st, t->max_pps, now)) {
+	now = (t->flags & RELAY_TF_JITTER) ? rtp_now() : bpf_ktime_get_coarse_ns();
+	if (st && st->max_pps && !take_token(st, now)) {
 		st->dropped++;
 		return count(RELAY_CNT_DROP_RATE, frame_len, XDP_DROP);
 	}

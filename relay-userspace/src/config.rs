@@ -97,7 +97,7 @@ pub struct Options {
     /// Default endpoint learning.
     #[arg(long, value_enum)]
     pub endpoint_learning: Option<LearningMode>,
-    /// Kernel forwarding-table size (streams).
+    /// Streams forwarded in XDP at once (their counters and RTP figures).
     #[arg(long)]
     pub max_streams: Option<u32>,
     /// Per-stream packet-rate cap in XDP (packets per second, one second of

@@ -58,18 +58,6 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    /// The kernel table cannot hold an entry for every media port.
-    #[error(
-        "--max-streams {max} is below the {needed} kernel entries needed (every media port of every \
-         interface address, plus static streams) while --dos-shield=drop; raise --max-streams or use \
-         --dos-shield=pass"
-    )]
-    TableTooSmall {
-        /// Configured.
-        max: u32,
-        /// Needed.
-        needed: u64,
-    },
     /// The metrics socket could not be bound.
     #[error("cannot listen for HTTP (metrics) on {addr}: {source}")]
     ListenHttp {
@@ -89,7 +77,10 @@ pub enum DaemonError {
 
 /// The XDP datapath on the netdevs that own the interface addresses, or
 /// None for userspace forwarding (with the reason logged in `auto`).
-fn start_datapath(config: &Config) -> Result<Option<Box<dyn Datapath + Send>>, DaemonError> {
+fn start_datapath(
+    config: &Config,
+    statics: &[crate::datapath::StreamSpec],
+) -> Result<Option<Box<dyn Datapath + Send>>, DaemonError> {
     if config.datapath == DatapathMode::Userspace {
         if let Some(spec) = config
             .interfaces
@@ -114,6 +105,7 @@ fn start_datapath(config: &Config) -> Result<Option<Box<dyn Datapath + Send>>, D
         pin_dir: config.pin_dir.clone(),
         mode: config.xdp_mode,
         max_streams: config.max_streams,
+        max_addresses: relay_addresses(config, statics),
         enable_forwarding: config.enable_forwarding,
         test_clock: false,
         next_hop_cache: config.next_hop_cache,
@@ -133,15 +125,18 @@ fn start_datapath(config: &Config) -> Result<Option<Box<dyn Datapath + Send>>, D
     }
 }
 
-/// Kernel entries needed when the shield drops: one per media port of
-/// every distinct interface address, plus the static streams.
-fn table_needed(config: &Config, statics: usize) -> u64 {
-    let mut addresses: Vec<std::net::IpAddr> =
-        config.interfaces.iter().map(|i| i.address).collect();
+/// Relay addresses the kernel's stream table needs a row for: every
+/// interface address and every static stream's local address.
+fn relay_addresses(config: &Config, statics: &[crate::datapath::StreamSpec]) -> u32 {
+    let mut addresses: Vec<std::net::IpAddr> = config
+        .interfaces
+        .iter()
+        .map(|i| i.address)
+        .chain(statics.iter().map(|s| s.local.ip()))
+        .collect();
     addresses.sort();
     addresses.dedup();
-    let range = u64::from(config.port_max) - u64::from(config.port_min) + 1;
-    addresses.len() as u64 * range + statics as u64
+    addresses.len() as u32
 }
 
 /// Sockets and pools relayd serves with.
@@ -233,19 +228,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .enumerate()
         .map(|(i, text)| static_stream::parse(text, i as u32))
         .collect::<Result<Vec<_>, _>>()?;
-    let datapath = start_datapath(&config)?;
+    let datapath = start_datapath(&config, &statics)?;
+    // The stream table has an entry for every port of every relay address,
+    // so pass entries for all media ports always fit.
     let shield_drops = datapath.is_some() && config.dos_shield == crate::config::ShieldMode::Drop;
-    if shield_drops {
-        let needed = table_needed(&config, statics.len());
-        if needed > u64::from(config.max_streams) {
-            let mut kernel = Kernel::new(datapath, config.max_streams);
-            kernel.close();
-            return Err(DaemonError::TableTooSmall {
-                max: config.max_streams,
-                needed,
-            });
-        }
-    }
     let mut kernel = Kernel::new(datapath, config.max_streams)
         .with_pass_entries(shield_drops)
         .with_rate_cap(config.max_stream_pps);
@@ -329,7 +315,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_needs_every_port_of_every_distinct_address_plus_statics() {
+    fn the_table_has_a_row_per_distinct_interface_or_static_stream_address() {
         let config = crate::config::Options::try_parse_from([
             "relayd",
             "-i",
@@ -346,6 +332,11 @@ mod tests {
         .unwrap()
         .resolve()
         .unwrap();
-        assert_eq!(table_needed(&config, 3), 2 * 100 + 3);
+        let statics = [
+            static_stream::parse("127.0.0.1:150=10.0.0.1:5000", 0).unwrap(),
+            static_stream::parse("127.0.0.2:150=10.0.0.1:5000", 1).unwrap(),
+        ];
+        // 127.0.0.1 and ::1 from the interfaces, 127.0.0.2 from a static stream.
+        assert_eq!(relay_addresses(&config, &statics), 3);
     }
 }

@@ -29,6 +29,7 @@ fn config(pins: &PinDirGuard, mode: ModePolicy) -> XdpConfig {
         pin_dir: pins.0.clone(),
         mode,
         max_streams: 1024,
+        max_addresses: 8,
         enable_forwarding: true,
         test_clock: false,
         next_hop_cache: std::time::Duration::from_millis(500),

@@ -179,6 +179,7 @@ fn with_bench(tag: &str, f: impl FnOnce(&mut Bench) + Send) {
             pin_dir,
             mode: ModePolicy::Generic,
             max_streams: 64,
+            max_addresses: 8,
             enable_forwarding: true,
             test_clock: true,
             next_hop_cache: std::time::Duration::from_millis(500),

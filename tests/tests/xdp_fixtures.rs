@@ -10,8 +10,11 @@
 
 use std::net::SocketAddr;
 
-use aya::programs::{TestRun as _, TestRunOptions};
-use relay_common::{CounterId, StreamStats};
+use aya::{
+    maps::{Array, Map, MapData},
+    programs::{TestRun as _, TestRunOptions},
+};
+use relay_common::{CounterId, StreamStats, StreamTarget};
 use relay_tests::{
     netns::{mac_text, veth, Netns, VethEnd},
     packet::{checksums_ok, ipv4_checksum_ok, udp4_checksum_ok, UdpFrame, ETH_LEN, IPV6_LEN},
@@ -19,7 +22,7 @@ use relay_tests::{
 };
 use relay_userspace::datapath::{
     xdp::{selftest::xdp_md_for, ModePolicy, XdpConfig, XdpDatapath},
-    Counters, Datapath as _, MediaTracking, StreamSpec,
+    Counters, Datapath as _, DatapathError, MediaTracking, StreamSpec,
 };
 
 const XDP_DROP: u32 = 1;
@@ -706,6 +709,7 @@ fn packet_fixtures() {
             pin_dir,
             mode: ModePolicy::Generic,
             max_streams: 64,
+            max_addresses: 8,
             enable_forwarding: true,
             test_clock: false,
             next_hop_cache: std::time::Duration::from_millis(500),
@@ -857,6 +861,7 @@ fn next_hop_cache_is_reused_within_its_bounds() {
             pin_dir,
             mode: ModePolicy::Generic,
             max_streams: 64,
+            max_addresses: 8,
             enable_forwarding: true,
             test_clock: false,
             next_hop_cache: std::time::Duration::from_secs(60),
@@ -905,6 +910,104 @@ fn next_hop_cache_is_reused_within_its_bounds() {
         dp.install(&spec(Streams::CROSS, None)).unwrap();
         let (_, out) = run_frame(&mut dp, &small.build());
         assert_eq!(dest_mac(&out), MAC_B_HOST, "fresh lookup after re-install");
+        dp.shutdown();
+    })
+    .unwrap();
+}
+
+/// The stream table: each relay address gets a row until the table has no
+/// more, entries are listed and removed by address and port, and a packet
+/// that meets an entry relayd is rewriting (odd sequence) goes to the stack
+/// untouched instead of being forwarded with half an entry.
+#[test]
+fn stream_table_rows_and_entries_being_rewritten() {
+    require_root!();
+    let ns = topology();
+    let pins = PinDirGuard::new("rows");
+    let pin_dir = pins.0.clone();
+    let (_, cross_local, _, _) = Streams::CROSS;
+    ns.run(|| {
+        let config = XdpConfig {
+            interfaces: vec!["fxa".into(), "fxb".into()],
+            pin_dir,
+            mode: ModePolicy::Generic,
+            max_streams: 64,
+            max_addresses: 2,
+            enable_forwarding: true,
+            test_clock: false,
+            next_hop_cache: std::time::Duration::from_millis(500),
+        };
+        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
+        let cross = spec(Streams::CROSS, None);
+        dp.install(&cross).unwrap();
+        let (_, v6_local, _, _) = Streams6::CROSS;
+        dp.install(&spec(Streams6::CROSS, None)).unwrap();
+        // Two rows, two addresses: a third has nowhere to go.
+        let third = StreamSpec {
+            local: sa("10.10.1.9:30000"),
+            ..cross
+        };
+        assert!(matches!(
+            dp.install(&third),
+            Err(DatapathError::TooManyAddresses { max: 2, .. })
+        ));
+        let mut listed: Vec<SocketAddr> =
+            dp.maps().installed().unwrap().iter().map(|e| e.0).collect();
+        listed.sort();
+        assert_eq!(listed, [sa(cross_local), sa(v6_local)]);
+
+        // An install leaves the entry stable (even sequence), one step on.
+        let row = dp
+            .maps()
+            .addresses
+            .get(&relay_common::addr::to_abi(cross.local.ip()), 0)
+            .unwrap()
+            .row;
+        let index = relay_common::stream_index(row, cross.local.port());
+        let pinned = MapData::from_pin(dp.pin_dir().join(relay_common::MAP_STREAMS)).unwrap();
+        let mut table: Array<MapData, StreamTarget> = Array::try_from(Map::Array(pinned)).unwrap();
+        let entry = table.get(&index, 0).unwrap();
+        assert_eq!(entry.seq, 2, "0, odd while written, even again");
+
+        // Caught mid-rewrite: passed, unmodified, under its own counter.
+        let frame = from_a(cross_local).build();
+        table
+            .set(index, StreamTarget { seq: 3, ..entry }, 0)
+            .unwrap();
+        let before = dp.counters().unwrap();
+        let (action, out) = run_frame(&mut dp, &frame);
+        assert_eq!((action, &out), (XDP_PASS, &frame));
+        let delta = dp.counters().unwrap().since(&before);
+        assert_only_counter(
+            "entry being rewritten",
+            &delta,
+            CounterId::PassUpdating,
+            frame.len(),
+        );
+        table
+            .set(index, StreamTarget { seq: 4, ..entry }, 0)
+            .unwrap();
+        assert_eq!(run_frame(&mut dp, &frame).0, XDP_REDIRECT);
+
+        // Removed: the port has no stream; removing it again is an error,
+        // as is removing from an address without a row.
+        dp.remove(cross.local).unwrap();
+        let before = dp.counters().unwrap();
+        assert_eq!(run_frame(&mut dp, &frame).0, XDP_PASS);
+        let delta = dp.counters().unwrap().since(&before);
+        assert_only_counter(
+            "removed stream",
+            &delta,
+            CounterId::PassNoStream,
+            frame.len(),
+        );
+        assert_eq!(table.get(&index, 0).unwrap().seq, 6);
+        for gone in [cross.local, third.local] {
+            assert!(matches!(
+                dp.remove(gone),
+                Err(DatapathError::NoSuchStream(a)) if a == gone
+            ));
+        }
         dp.shutdown();
     })
     .unwrap();

@@ -147,6 +147,17 @@ pub enum DatapathError {
     /// No stream is installed for that local address.
     #[error("no stream installed for {0}")]
     NoSuchStream(SocketAddr),
+    /// Every row of the stream table belongs to another relay address.
+    #[error(
+        "cannot forward for {address} in the kernel: the stream table has rows for {max} relay \
+         addresses and all are taken (relayd sizes it from its interfaces and static streams)"
+    )]
+    TooManyAddresses {
+        /// The address that found no row.
+        address: std::net::IpAddr,
+        /// Rows in the table.
+        max: u32,
+    },
 }
 
 /// What the session layer needs from a forwarding backend.

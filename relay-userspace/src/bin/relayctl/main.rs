@@ -174,15 +174,13 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
     use relay_common::addr::from_abi;
     use std::net::SocketAddr;
     let mut rows = Vec::new();
-    for entry in maps.streams.iter() {
-        let (key, target) = entry?;
+    for (local, target) in maps.installed()? {
         // Pass entries (ports still learning) count nothing and have no slot.
         let stats = if target.flags & relay_common::TF_TO_USERSPACE != 0 {
             relay_common::StreamStats::default()
         } else {
             maps.stream_stats(target.stats_slot)?
         };
-        let local = SocketAddr::new(from_abi(key.addr), u16::from_be(key.port));
         let peer = SocketAddr::new(from_abi(target.peer_addr), u16::from_be(target.peer_port));
         let source = SocketAddr::new(from_abi(target.src_addr), u16::from_be(target.src_port));
         rows.push((local, source, peer, target.flags, stats));

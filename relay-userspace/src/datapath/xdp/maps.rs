@@ -2,6 +2,7 @@
 //! the pins of a running relayd (which is how relayctl reads them).
 
 use std::{
+    collections::HashMap as StdHashMap,
     net::{IpAddr, SocketAddr},
     path::Path,
 };
@@ -12,17 +13,19 @@ use aya::{
     Ebpf,
 };
 use relay_common::{
-    addr::to_abi, Counter, CounterId, IfaceStatus, RtpStats, Shield, StreamKey, StreamStats,
-    StreamTarget, MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS, MAP_SHIELD, MAP_STREAMS,
-    MAP_STREAM_STATS, MAP_TX_PORTS, SHIELD_DROP_UNKNOWN, TF_STRICT_SOURCE, TF_TO_USERSPACE,
+    addr::{from_abi, to_abi},
+    stream_index, Counter, CounterId, IfaceStatus, RelayAddress, RtpStats, StreamStats,
+    StreamTarget, MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS, MAP_STREAMS,
+    MAP_STREAM_STATS, MAP_TX_PORTS, ROW_SHIFT, SHIELD_DROP_UNKNOWN, TF_IN_USE, TF_JITTER,
+    TF_STRICT_SOURCE, TF_TO_USERSPACE,
 };
 
 use super::super::{Counters, DatapathError, StreamSpec};
 
 /// Every map of the relay program.
 pub struct RelayMaps {
-    /// Forwarding table.
-    pub streams: HashMap<MapData, StreamKey, StreamTarget>,
+    /// The stream table: a row of entries per relay address, one per port.
+    pub streams: Array<MapData, StreamTarget>,
     /// Per-stream counters.
     pub stream_stats: PerCpuArray<MapData, StreamStats>,
     /// Program-wide counters.
@@ -31,10 +34,12 @@ pub struct RelayMaps {
     pub tx_ports: DevMapHash<MapData>,
     /// Attach bookkeeping.
     pub ifaces: HashMap<MapData, u32, IfaceStatus>,
-    /// DoS shield ranges by relay address.
-    pub shield: HashMap<MapData, [u8; 16], Shield>,
+    /// Relay addresses: their rows of `streams` and DoS shields.
+    pub addresses: HashMap<MapData, [u8; 16], RelayAddress>,
     /// Per-stream RTP figures.
     pub rtp_stats: Array<MapData, RtpStats>,
+    /// What `addresses` holds, by address (relayd is its only writer).
+    rows: StdHashMap<[u8; 16], RelayAddress>,
 }
 
 impl std::fmt::Debug for RelayMaps {
@@ -64,7 +69,7 @@ impl RelayMaps {
             take(MAP_COUNTERS)?,
             take(MAP_TX_PORTS)?,
             take(MAP_IFACES)?,
-            take(MAP_SHIELD)?,
+            take(MAP_ADDRESSES)?,
             take(MAP_RTP_STATS)?,
         )
     }
@@ -82,7 +87,7 @@ impl RelayMaps {
             open(MAP_COUNTERS)?,
             open(MAP_TX_PORTS)?,
             open(MAP_IFACES)?,
-            open(MAP_SHIELD)?,
+            open(MAP_ADDRESSES)?,
             open(MAP_RTP_STATS)?,
         )
     }
@@ -93,10 +98,17 @@ impl RelayMaps {
         counters: Map,
         tx_ports: Map,
         ifaces: Map,
-        shield: Map,
+        addresses: Map,
         rtp_stats: Map,
     ) -> Result<Self, DatapathError> {
         let check = map_err("checking a map's type and sizes");
+        let addresses: HashMap<MapData, [u8; 16], RelayAddress> = addresses
+            .try_into()
+            .map_err(map_err("checking addresses"))?;
+        let rows = addresses
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("reading addresses"))?;
         Ok(Self {
             streams: streams
                 .try_into()
@@ -107,24 +119,22 @@ impl RelayMaps {
             counters: counters.try_into().map_err(map_err("checking counters"))?,
             tx_ports: tx_ports.try_into().map_err(map_err("checking tx_ports"))?,
             ifaces: ifaces.try_into().map_err(check)?,
-            shield: shield.try_into().map_err(map_err("checking shield"))?,
+            addresses,
             rtp_stats: rtp_stats
                 .try_into()
                 .map_err(map_err("checking rtp_stats"))?,
+            rows,
         })
     }
 
-    /// Empties the tables relayd owns (streams, redirect ports, interface
-    /// status, DoS shields). Used at start: pins left by a relayd that died hold entries
-    /// for calls nobody remembers, and ports a new call may be given.
+    /// Empties the tables relayd owns (streams, relay addresses, redirect
+    /// ports, interface status) and returns how many streams it removed.
+    /// Used at start: pins left by a relayd that died hold entries for calls
+    /// nobody remembers, and ports a new call may be given.
     pub fn clear_tables(&mut self) -> Result<usize, DatapathError> {
-        let keys: Vec<StreamKey> = self
-            .streams
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err("listing streams"))?;
-        for key in &keys {
-            let _ = self.streams.remove(key);
+        let stale = self.installed()?;
+        for (local, _) in &stale {
+            self.remove(*local)?;
         }
         let ports: Vec<u32> = self
             .tx_ports
@@ -142,15 +152,29 @@ impl RelayMaps {
         for ifindex in &ifaces {
             let _ = self.ifaces.remove(ifindex);
         }
-        let shielded: Vec<[u8; 16]> = self
-            .shield
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err("listing shields"))?;
-        for addr in &shielded {
-            let _ = self.shield.remove(addr);
+        for addr in std::mem::take(&mut self.rows).into_keys() {
+            let _ = self.addresses.remove(&addr);
         }
-        Ok(keys.len())
+        Ok(stale.len())
+    }
+
+    /// Every installed stream: its relay address and port, and its entry.
+    /// Reads every entry of every relay address's row (a system call each),
+    /// so it is for start-up and relayctl, not for anything per call.
+    pub fn installed(&self) -> Result<Vec<(SocketAddr, StreamTarget)>, DatapathError> {
+        let mut out = Vec::new();
+        for (addr, a) in &self.rows {
+            for port in 0..=u16::MAX {
+                let entry = self
+                    .streams
+                    .get(&stream_index(a.row, port), 0)
+                    .map_err(map_err("reading the stream table"))?;
+                if entry.flags & TF_IN_USE != 0 {
+                    out.push((SocketAddr::new(from_abi(*addr), port), entry));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Installs `spec` with RTP figures from scratch.
@@ -165,7 +189,6 @@ impl RelayMaps {
         spec: &StreamSpec,
         rtp: &RtpStats,
     ) -> Result<(), DatapathError> {
-        let key = stream_key(spec.local);
         // The peer's family is the egress family (bridged when it is not the
         // key's); the source must match it, the expected sender the key.
         let mixed = |what| DatapathError::MixedFamilies {
@@ -186,6 +209,18 @@ impl RelayMaps {
         if expect.is_ipv4() != spec.local.is_ipv4() {
             return Err(mixed("local address and expected sender"));
         }
+        let clock_rate = spec.media.clock_rate();
+        let flags = if spec.to_userspace {
+            TF_TO_USERSPACE
+        } else {
+            let strict = if spec.strict_source.is_some() {
+                TF_STRICT_SOURCE
+            } else {
+                0
+            };
+            let jitter = if clock_rate > 0 { TF_JITTER } else { 0 };
+            strict | jitter | spec.media.flags()
+        };
         let target = StreamTarget {
             peer_addr: to_abi(spec.peer.ip()),
             src_addr: to_abi(spec.source.ip()),
@@ -193,45 +228,90 @@ impl RelayMaps {
             peer_port: spec.peer.port().to_be(),
             src_port: spec.source.port().to_be(),
             expect_port: expect.port().to_be(),
-            _pad0: 0,
-            flags: if spec.to_userspace {
-                TF_TO_USERSPACE
-            } else if spec.strict_source.is_some() {
-                TF_STRICT_SOURCE | spec.media.flags()
-            } else {
-                spec.media.flags()
-            },
+            seq: 0,
+            flags: TF_IN_USE | flags,
             stats_slot: spec.stats_slot,
-            max_pps: spec.max_pps,
-            clock_rate: spec.media.clock_rate(),
         };
+        let index = stream_index(self.row(spec.local.ip())?, spec.local.port());
         if spec.to_userspace {
             // Nothing is counted for a pass entry: no counters to zero.
-            return self
-                .streams
-                .insert(key, target, 0)
-                .map_err(map_err("inserting a stream"));
+            return self.write_entry(index, target);
         }
         let cpus = nr_cpus().map_err(|(_, source)| DatapathError::Io {
             op: "counting CPUs",
             source,
         })?;
+        let fresh = StreamStats {
+            max_pps: spec.max_pps,
+            ..StreamStats::default()
+        };
         let zeros =
-            PerCpuValues::try_from(vec![StreamStats::default(); cpus]).map_err(|source| {
-                DatapathError::Io {
-                    op: "zeroing stream counters",
-                    source,
-                }
+            PerCpuValues::try_from(vec![fresh; cpus]).map_err(|source| DatapathError::Io {
+                op: "zeroing stream counters",
+                source,
             })?;
         self.stream_stats
             .set(spec.stats_slot, zeros, 0)
             .map_err(map_err("zeroing stream counters"))?;
+        let rtp = RtpStats { clock_rate, ..*rtp };
         self.rtp_stats
-            .set(spec.stats_slot, *rtp, 0)
+            .set(spec.stats_slot, rtp, 0)
             .map_err(map_err("seeding RTP figures"))?;
-        self.streams
-            .insert(key, target, 0)
-            .map_err(map_err("inserting a stream"))
+        self.write_entry(index, target)
+    }
+
+    /// The row of the stream table owned by relay address `addr`, given
+    /// one (with no shield) if it has none yet.
+    fn row(&mut self, addr: IpAddr) -> Result<u32, DatapathError> {
+        let key = to_abi(addr);
+        if let Some(a) = self.rows.get(&key) {
+            return Ok(a.row);
+        }
+        let max = self.streams.len() >> ROW_SHIFT;
+        let row = self.rows.len() as u32;
+        if row >= max {
+            return Err(DatapathError::TooManyAddresses { address: addr, max });
+        }
+        let a = RelayAddress {
+            row,
+            ..RelayAddress::default()
+        };
+        self.addresses
+            .insert(key, a, 0)
+            .map_err(map_err("adding a relay address"))?;
+        self.rows.insert(key, a);
+        Ok(row)
+    }
+
+    /// Rewrites stream table entry `index` the way the program can read
+    /// safely at any moment (relay_abi.h): its sequence made odd with the
+    /// old content, the new content with the sequence still odd, then the
+    /// sequence made even. A packet that meets the entry in between is
+    /// passed to relayd's socket, never forwarded with half an entry.
+    fn write_entry(&mut self, index: u32, new: StreamTarget) -> Result<(), DatapathError> {
+        let write = |streams: &mut Array<MapData, StreamTarget>, value| {
+            streams
+                .set(index, value, 0)
+                .map_err(map_err("writing the stream table"))
+        };
+        let old = self
+            .streams
+            .get(&index, 0)
+            .map_err(map_err("reading the stream table"))?;
+        // Odd already only if a relayd died mid-update: the entry is
+        // being passed, and its content may be half written.
+        let odd = old.seq | 1;
+        if old.seq != odd {
+            write(&mut self.streams, StreamTarget { seq: odd, ..old })?;
+        }
+        write(&mut self.streams, StreamTarget { seq: odd, ..new })?;
+        write(
+            &mut self.streams,
+            StreamTarget {
+                seq: odd.wrapping_add(1),
+                ..new
+            },
+        )
     }
 
     /// Sets the DoS shield of one relay address.
@@ -241,26 +321,34 @@ impl RelayMaps {
         ports: std::ops::RangeInclusive<u16>,
         drop: bool,
     ) -> Result<(), DatapathError> {
-        let value = Shield {
+        let value = RelayAddress {
+            row: self.row(address)?,
             port_min: *ports.start(),
             port_max: *ports.end(),
             flags: if drop { SHIELD_DROP_UNKNOWN } else { 0 },
         };
-        self.shield
-            .insert(to_abi(address), value, 0)
-            .map_err(map_err("setting the DoS shield"))
+        let key = to_abi(address);
+        self.addresses
+            .insert(key, value, 0)
+            .map_err(map_err("setting the DoS shield"))?;
+        self.rows.insert(key, value);
+        Ok(())
     }
 
-    /// Removes the stream keyed by `local`.
+    /// Removes the stream of relay address and port `local`.
     pub fn remove(&mut self, local: SocketAddr) -> Result<(), DatapathError> {
-        let key = stream_key(local);
-        self.streams.remove(&key).map_err(|e| match e {
-            MapError::KeyNotFound => DatapathError::NoSuchStream(local),
-            other => DatapathError::Map {
-                op: "removing a stream",
-                source: other,
-            },
-        })
+        let Some(a) = self.rows.get(&to_abi(local.ip())) else {
+            return Err(DatapathError::NoSuchStream(local));
+        };
+        let index = stream_index(a.row, local.port());
+        let entry = self
+            .streams
+            .get(&index, 0)
+            .map_err(map_err("reading the stream table"))?;
+        if entry.flags & TF_IN_USE == 0 {
+            return Err(DatapathError::NoSuchStream(local));
+        }
+        self.write_entry(index, StreamTarget::default())
     }
 
     /// One stream slot's counters summed over CPUs.
@@ -306,14 +394,5 @@ impl RelayMaps {
         }
         out.sort_by_key(|s| s.ifindex);
         Ok(out)
-    }
-}
-
-/// The map key for a relay-side socket address (IPv4 v4-mapped).
-pub fn stream_key(local: SocketAddr) -> StreamKey {
-    StreamKey {
-        addr: to_abi(local.ip()),
-        port: local.port().to_be(),
-        _pad: 0,
     }
 }

@@ -25,9 +25,10 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use relay_common::{
-    IfaceStatus, StreamStats, ABI_VERSION, MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS, MAP_SHIELD,
+    IfaceStatus, StreamStats, ABI_VERSION, MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS,
     MAP_STREAMS, MAP_STREAM_STATS, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
-    MODE_REASON_NATIVE_REFUSED, MODE_REASON_NATIVE_TX_LOST, XDP_MODE_GENERIC, XDP_MODE_NATIVE,
+    MODE_REASON_NATIVE_REFUSED, MODE_REASON_NATIVE_TX_LOST, ROW_SHIFT, XDP_MODE_GENERIC,
+    XDP_MODE_NATIVE,
 };
 use relay_ebpf::{PROGRAM_RELAY, PROGRAM_TX_PROBE};
 
@@ -156,8 +157,12 @@ pub struct XdpConfig {
     pub pin_dir: PathBuf,
     /// Attach policy.
     pub mode: ModePolicy,
-    /// Size of the forwarding table and the stream counters array.
+    /// Streams forwarded in the kernel at once: the size of the stream
+    /// counters and RTP figures arrays.
     pub max_streams: u32,
+    /// Relay addresses streams may be installed for: each owns a row of
+    /// 65536 stream table entries (4 MiB), whatever its port range.
+    pub max_addresses: u32,
     /// Turn IPv4 forwarding on for the interfaces when it is off (the XDP
     /// FIB lookup refuses to resolve next hops without it). When false, an
     /// interface without forwarding is an error.
@@ -169,6 +174,10 @@ pub struct XdpConfig {
     /// again (zero: every packet).
     pub next_hop_cache: std::time::Duration,
 }
+
+/// Most relay addresses (rows of 65536 stream entries, 4 MiB each) a
+/// stream table may have.
+pub const MAX_ADDRESSES: u32 = 4096;
 
 /// The object's load-time setting behind [`XdpConfig::next_hop_cache`].
 const NH_CACHE_GLOBAL: &str = "relay_nh_cache_ns";
@@ -229,6 +238,9 @@ pub enum XdpError {
     /// No interface given.
     #[error("no interface to attach to")]
     NoInterfaces,
+    /// The stream table would have no rows, or more than it can index.
+    #[error("{0} relay addresses: the stream table holds between 1 and {MAX_ADDRESSES}")]
+    AddressRows(u32),
     /// Forwarding is off and relayd was told not to change it.
     #[error(
         "{family} forwarding is off on {iface}; XDP cannot resolve next hops without it. \
@@ -296,7 +308,7 @@ const MAP_NAMES: [&str; 7] = [
     MAP_COUNTERS,
     MAP_TX_PORTS,
     MAP_IFACES,
-    MAP_SHIELD,
+    MAP_ADDRESSES,
     MAP_RTP_STATS,
 ];
 
@@ -333,16 +345,21 @@ impl XdpDatapath {
             ensure_forwarding(iface, config.enable_forwarding)?;
         }
 
+        if !(1..=MAX_ADDRESSES).contains(&config.max_addresses) {
+            return Err(XdpError::AddressRows(config.max_addresses));
+        }
         let dir = versioned_dir(&config.pin_dir);
         bpffs::ensure_pin_dir(&dir)?;
         for iface in &config.interfaces {
             release_stale_link(&dir, iface);
         }
+        discard_stream_table(&dir);
 
         let nh_cache_ns = u64::try_from(config.next_hop_cache.as_nanos()).unwrap_or(u64::MAX);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&dir)
-            .map_max_entries(MAP_STREAMS, config.max_streams)
+            .map_max_entries(MAP_STREAMS, config.max_addresses << ROW_SHIFT)
+            .map_max_entries(MAP_ADDRESSES, config.max_addresses)
             .map_max_entries(MAP_STREAM_STATS, config.max_streams)
             .map_max_entries(MAP_RTP_STATS, config.max_streams)
             .override_global(TEST_CLOCK_GLOBAL, &u8::from(config.test_clock), true)
@@ -601,6 +618,25 @@ fn ensure_forwarding(iface: &str, enable: bool) -> Result<(), XdpError> {
         );
     }
     Ok(())
+}
+
+/// Unpins the stream table and relay addresses of an earlier relayd, so the
+/// object creates them afresh, empty and sized for this configuration
+/// (clearing an array entry by entry would cost a system call per port).
+/// An earlier program still attached keeps its own copy until ours replaces
+/// it.
+fn discard_stream_table(dir: &Path) {
+    for name in [MAP_STREAMS, MAP_ADDRESSES] {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(),
+                "discarded the stream table of a previous relayd"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot unpin"),
+        }
+    }
 }
 
 /// A pinned link left behind by a relayd that did not shut down cleanly:
