@@ -27,6 +27,10 @@ pub struct Answer {
     pub reply: Vec<u8>,
     /// Work for after the reply: run it with [`Deferred::run`].
     pub after: Deferred,
+    /// The decoded request and the reply before encoding, kept so that
+    /// freeing them (a few hundred small allocations for a `delete`'s
+    /// summary) also waits until the reply is sent.
+    pub spent: Option<(Value, Value)>,
 }
 
 /// Answers one datagram; None when it carries no cookie to answer to.
@@ -44,6 +48,7 @@ pub fn handle(
             return e.cookie().map(|c| Answer {
                 reply: encode_reply(c, &reply::error(e.error_reason())),
                 after: Deferred::default(),
+                spent: None,
             });
         }
     };
@@ -52,6 +57,7 @@ pub fn handle(
         return Some(Answer {
             reply: cached,
             after: Deferred::default(),
+            spent: None,
         });
     }
     let mut after = Deferred::default();
@@ -78,6 +84,7 @@ pub fn handle(
     Some(Answer {
         reply: bytes,
         after,
+        spent: Some((request.body, body)),
     })
 }
 

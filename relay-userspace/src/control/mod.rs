@@ -45,8 +45,10 @@ pub async fn serve(socket: UdpSocket, calls: Arc<Mutex<CallManager>>, stats: Arc
         if let Err(e) = socket.send_to(&answer.reply, from).await {
             tracing::warn!(%from, error = %e, "NG reply not sent");
         }
-        // Starting and stopping forwarders waits until the proxy has its
-        // reply (see calls::deferred).
+        // Starting and stopping forwarders, and freeing the request's and
+        // reply's trees, wait until the proxy has its reply (see
+        // calls::deferred).
         answer.after.run();
+        drop(answer.spent);
     }
 }
