@@ -126,7 +126,9 @@ pub fn parse_datagram(d: &[u8]) -> Result<Request<'_>, FrameError> {
 /// Replies are always bencode, also to JSON requests; Kamailio and the other
 /// NG clients expect that.
 pub fn encode_reply(cookie: &[u8], body: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(cookie.len() + 64);
+    // Room for an offer's SDP or most of a delete's summary without
+    // growing the buffer several times.
+    let mut out = Vec::with_capacity(cookie.len() + 1024);
     out.extend_from_slice(cookie);
     out.push(b' ');
     bencode::encode_into(body, &mut out);

@@ -17,7 +17,10 @@ pub fn encode_into(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Int(i) => {
             out.push(b'i');
-            out.extend_from_slice(i.to_string().as_bytes());
+            if *i < 0 {
+                out.push(b'-');
+            }
+            decimal(i.unsigned_abs(), out);
             out.push(b'e');
         }
         Value::Bytes(b) => bytes(b, out),
@@ -41,9 +44,26 @@ pub fn encode_into(v: &Value, out: &mut Vec<u8>) {
 }
 
 fn bytes(b: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(b.len().to_string().as_bytes());
+    decimal(b.len() as u64, out);
     out.push(b':');
     out.extend_from_slice(b);
+}
+
+/// Appends `n` in decimal. Every integer and every string length of a reply
+/// goes through here: formatting them with `to_string` allocated a String
+/// each, a visible share of encoding a `delete` reply.
+fn decimal(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20]; // u64::MAX has 20 digits
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -61,6 +81,22 @@ mod tests {
             ),
         ]);
         assert_eq!(encode(&v), b"d1:ali-3ei0e0:e6:result4:ponge");
+    }
+
+    #[test]
+    fn integers_and_lengths_in_decimal() {
+        for (n, text) in [
+            (0, "i0e"),
+            (7, "i7e"),
+            (-7, "i-7e"),
+            (10, "i10e"),
+            (1_000_000, "i1000000e"),
+            (i64::MAX, "i9223372036854775807e"),
+            (i64::MIN, "i-9223372036854775808e"),
+        ] {
+            assert_eq!(encode(&Value::Int(n)), text.as_bytes());
+        }
+        assert_eq!(encode(&Value::bytes(vec![b'x'; 12])), b"12:xxxxxxxxxxxx");
     }
 
     #[test]

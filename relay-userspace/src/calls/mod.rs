@@ -6,6 +6,7 @@
 //! forwarder tasks report confirmations through [`forwarder::PortEvent`].
 
 pub mod batch_io;
+pub mod deferred;
 pub mod forwarder;
 pub mod kernel;
 pub mod learning;
@@ -20,6 +21,7 @@ use std::{collections::HashMap, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
 
 use self::{
+    deferred::Deferred,
     forwarder::PortEvent,
     kernel::Kernel,
     learning::{Learner, LearningMode},
@@ -207,6 +209,8 @@ pub struct CallManager {
     pub total_calls: u64,
     /// Userspace (packets, bytes, dropped) of ports already freed.
     retired_user: (u64, u64, u64),
+    /// Forwarders to start and stop once the current request is answered.
+    deferred: Deferred,
 }
 
 impl CallManager {
@@ -226,6 +230,7 @@ impl CallManager {
             events,
             total_calls: 0,
             retired_user: (0, 0, 0),
+            deferred: Deferred::default(),
         }
     }
 
@@ -479,7 +484,7 @@ impl CallManager {
     }
 
     fn open_media(
-        &self,
+        &mut self,
         index: usize,
         offer: Option<&MediaOffer>,
         pair: PortPair,
@@ -492,10 +497,8 @@ impl CallManager {
             .map_err(|e| (port, e))?;
         let rtcp = MediaPort::new(pair.rtcp, Learner::new(learning, strict, None, now))
             .map_err(|e| (port, e))?;
-        let tasks = vec![
-            forwarder::spawn(rtp.clone(), self.events.clone()),
-            forwarder::spawn(rtcp.clone(), self.events.clone()),
-        ];
+        self.deferred.start(&rtp, &self.events);
+        self.deferred.start(&rtcp, &self.events);
         Ok(Media {
             index,
             kind: offer.map(|o| o.kind.clone()).unwrap_or_default(),
@@ -503,7 +506,6 @@ impl CallManager {
             rtp,
             rtcp,
             muted: offer.is_some_and(|o| o.muted),
-            tasks,
         })
     }
 
@@ -672,6 +674,7 @@ impl CallManager {
                 self.free_call(call);
             }
         }
+        self.run_deferred();
     }
 
     /// Latest sign of life: signalling, a userspace packet, or a kernel one.
@@ -694,6 +697,7 @@ impl CallManager {
         for (_, call) in std::mem::take(&mut self.calls) {
             self.free_call(call);
         }
+        self.run_deferred();
     }
 
     fn free_call(&mut self, call: Call) {
@@ -713,10 +717,25 @@ impl CallManager {
             self.retired_user.1 += bytes;
             self.retired_user.2 += dropped;
         }
-        for task in &media.tasks {
-            task.abort();
-        }
         self.interfaces[iface].pool.release(media.rtp_port());
+        self.deferred.retire(media);
+    }
+
+    /// The forwarders to start and stop that offers, answers and deletes
+    /// left for after their reply ([`deferred`]); run them with
+    /// [`CallManager::run_deferred`] or [`Deferred::run`] (which needs no
+    /// lock on the manager). Until then, new ports queue datagrams without
+    /// relaying them.
+    #[must_use = "new ports relay nothing until the deferred work runs"]
+    pub fn take_deferred(&mut self) -> Deferred {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// Runs the deferred work now.
+    pub fn run_deferred(&mut self) {
+        if !self.deferred.is_empty() {
+            self.take_deferred().run();
+        }
     }
 
     /// Userspace (packets, bytes, dropped) since start, live and freed ports.

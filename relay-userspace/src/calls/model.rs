@@ -8,7 +8,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use tokio::{task::JoinHandle, time::Instant};
+use tokio::time::Instant;
 
 use super::port::MediaPort;
 
@@ -27,8 +27,6 @@ pub struct Media {
     pub rtcp: Arc<MediaPort>,
     /// The party's SDP marks it sendonly, recvonly or inactive.
     pub muted: bool,
-    /// The forwarder tasks of both ports.
-    pub tasks: Vec<JoinHandle<()>>,
 }
 
 impl Media {

@@ -50,6 +50,8 @@ pub struct PortState {
     /// userspace; the kernel continues from them (and hands them back when
     /// the stream leaves it).
     pub rtp: relay_common::RtpStats,
+    /// The port's forwarder task, once started (see [`super::deferred`]).
+    pub forwarder: Option<tokio::task::AbortHandle>,
 }
 
 /// A relay port.
@@ -84,6 +86,7 @@ impl MediaPort {
                 last_packet: None,
                 media: Default::default(),
                 rtp: Default::default(),
+                forwarder: None,
             }),
         }))
     }

@@ -67,6 +67,33 @@ impl Harness {
             .expect("the event channel is open")
     }
 
+    /// `offer`, then the work left for after the reply, as relayd does.
+    fn offer(&mut self, sig: &Signal, now: Instant) -> Result<SdpPlan, CallError> {
+        let plan = self.mgr.offer(sig, now);
+        self.mgr.run_deferred();
+        plan
+    }
+
+    /// `answer`, then the work left for after the reply.
+    fn answer(&mut self, sig: &Signal, now: Instant) -> Result<SdpPlan, CallError> {
+        let plan = self.mgr.answer(sig, now);
+        self.mgr.run_deferred();
+        plan
+    }
+
+    /// `delete`, then the work left for after the reply.
+    fn delete(
+        &mut self,
+        call_id: &str,
+        via_branch: Option<&str>,
+        delay: Option<Duration>,
+        now: Instant,
+    ) -> Result<CallSummary, CallError> {
+        let summary = self.mgr.delete(call_id, via_branch, delay, now);
+        self.mgr.run_deferred();
+        summary
+    }
+
     /// Takes `n` forwarder events and lets the manager act on them.
     async fn handle_events(&mut self, n: usize) {
         for _ in 0..n {
@@ -136,7 +163,6 @@ async fn offer_answer_reoffer_keep_ports_and_advertise() {
     let mut h = harness(42000, 42099);
     let now = Instant::now();
     let offer = h
-        .mgr
         .offer(&signal("c1", "A", None, sa("10.0.0.1:4000")), now)
         .unwrap();
     assert_eq!(
@@ -147,7 +173,6 @@ async fn offer_answer_reoffer_keep_ports_and_advertise() {
     let m = &offer.medias[0];
     assert_eq!((m.rtp_port % 2, m.rtcp_port), (0, m.rtp_port + 1));
     let answer = h
-        .mgr
         .answer(&signal("c1", "A", Some("B"), sa("10.0.0.2:5000")), now)
         .unwrap();
     assert_ne!(
@@ -158,12 +183,10 @@ async fn offer_answer_reoffer_keep_ports_and_advertise() {
 
     // re-INVITE from A (now with to-tag), and from B: ports stay.
     let again = h
-        .mgr
         .offer(&signal("c1", "A", Some("B"), sa("10.0.0.1:4000")), now)
         .unwrap();
     assert_eq!(again, offer);
     let from_b = h
-        .mgr
         .offer(&signal("c1", "B", Some("A"), sa("10.0.0.2:5000")), now)
         .unwrap();
     assert_eq!(from_b.medias, answer.medias);
@@ -183,9 +206,8 @@ async fn media_flows_in_userspace_then_goes_to_the_kernel() {
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     }
     let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-    let offer = h.mgr.offer(&signal("c2", "A", None, a_addr), now).unwrap();
+    let offer = h.offer(&signal("c2", "A", None, a_addr), now).unwrap();
     let answer = h
-        .mgr
         .answer(&signal("c2", "A", Some("B"), b_addr), now)
         .unwrap();
     // Until the endpoints are confirmed, every port has a pass entry (so the
@@ -223,12 +245,10 @@ async fn media_flows_in_userspace_then_goes_to_the_kernel() {
 
     // A re-INVITE moving A elsewhere takes both directions out of the kernel.
     let moved = sa("127.0.0.1:9");
-    h.mgr
-        .offer(&signal("c2", "A", Some("B"), moved), now)
-        .unwrap();
+    h.offer(&signal("c2", "A", Some("B"), moved), now).unwrap();
     assert!(h.kernel.entries.lock().unwrap().is_empty());
 
-    h.mgr.delete("c2", None, Some(Duration::ZERO), now).unwrap();
+    h.delete("c2", None, Some(Duration::ZERO), now).unwrap();
     assert_eq!(h.mgr.port_usage()[0].1, 0);
 }
 
@@ -237,7 +257,6 @@ async fn running_out_of_ports_leaks_nothing() {
     // One pair only: an offer needs two (one per side).
     let mut h = harness(42200, 42201);
     let err = h
-        .mgr
         .offer(
             &signal("c3", "A", None, sa("10.0.0.1:4000")),
             Instant::now(),
@@ -257,29 +276,26 @@ async fn errors_leave_state_alone() {
     let mut h = harness(42300, 42399);
     let now = Instant::now();
     assert_eq!(
-        h.mgr
-            .answer(&signal("nope", "A", Some("B"), sa("10.0.0.1:1")), now)
+        h.answer(&signal("nope", "A", Some("B"), sa("10.0.0.1:1")), now)
             .unwrap_err(),
         CallError::UnknownCall
     );
     assert_eq!(
-        h.mgr.delete("nope", None, None, now).unwrap_err(),
+        h.delete("nope", None, None, now).unwrap_err(),
         CallError::UnknownCall
     );
     assert_eq!(h.mgr.query("nope").unwrap_err(), CallError::UnknownCall);
-    h.mgr
-        .offer(&signal("c4", "A", None, sa("10.0.0.1:4000")), now)
+    h.offer(&signal("c4", "A", None, sa("10.0.0.1:4000")), now)
         .unwrap();
     assert_eq!(
-        h.mgr
-            .answer(&signal("c4", "X", Some("B"), sa("10.0.0.1:1")), now)
+        h.answer(&signal("c4", "X", Some("B"), sa("10.0.0.1:1")), now)
             .unwrap_err(),
         CallError::UnknownTag
     );
     let mut bad_dir = signal("c5", "A", None, sa("10.0.0.1:4000"));
     bad_dir.direction = vec!["pub".into(), "priv".into()];
     assert_eq!(
-        h.mgr.offer(&bad_dir, now).unwrap_err(),
+        h.offer(&bad_dir, now).unwrap_err(),
         CallError::UnknownInterface("pub".into())
     );
     assert_eq!(h.mgr.len(), 1);
@@ -290,14 +306,11 @@ async fn errors_leave_state_alone() {
 async fn delete_delay_and_media_timeout() {
     let mut h = harness(42400, 42499);
     let now = Instant::now();
-    h.mgr
-        .offer(&signal("delayed", "A", None, sa("10.0.0.1:4000")), now)
+    h.offer(&signal("delayed", "A", None, sa("10.0.0.1:4000")), now)
         .unwrap();
-    h.mgr
-        .offer(&signal("idle", "A", None, sa("10.0.0.1:4000")), now)
+    h.offer(&signal("idle", "A", None, sa("10.0.0.1:4000")), now)
         .unwrap();
-    h.mgr
-        .delete("delayed", None, Some(Duration::from_secs(30)), now)
+    h.delete("delayed", None, Some(Duration::from_secs(30)), now)
         .unwrap();
     h.mgr.tick(now + Duration::from_secs(29));
     assert_eq!(h.mgr.len(), 2, "delete-delay keeps the call for 30 s");
@@ -316,13 +329,11 @@ async fn a_thousand_cycles_leave_nothing_allocated() {
     let now = Instant::now();
     for i in 0..1000 {
         let id = format!("cycle-{i}");
-        h.mgr
-            .offer(&signal(&id, "A", None, sa("10.0.0.1:4000")), now)
+        h.offer(&signal(&id, "A", None, sa("10.0.0.1:4000")), now)
             .unwrap();
-        h.mgr
-            .answer(&signal(&id, "A", Some("B"), sa("10.0.0.2:4000")), now)
+        h.answer(&signal(&id, "A", Some("B"), sa("10.0.0.2:4000")), now)
             .unwrap();
-        h.mgr.delete(&id, None, Some(Duration::ZERO), now).unwrap();
+        h.delete(&id, None, Some(Duration::ZERO), now).unwrap();
         // Let the aborted forwarder tasks drop their sockets.
         tokio::task::yield_now().await;
     }
@@ -341,10 +352,9 @@ async fn unanswered_branch_can_be_deleted_alone() {
     let now = Instant::now();
     let mut s = signal("fork", "A", None, sa("10.0.0.1:4000"));
     s.via_branch = Some("z9hG4bK-1".into());
-    h.mgr.offer(&s, now).unwrap();
+    h.offer(&s, now).unwrap();
     assert_eq!(h.mgr.port_usage()[0].1, 2);
-    h.mgr
-        .delete("fork", Some("z9hG4bK-1"), Some(Duration::ZERO), now)
+    h.delete("fork", Some("z9hG4bK-1"), Some(Duration::ZERO), now)
         .unwrap();
     assert_eq!(h.mgr.len(), 1, "the call stays");
     assert_eq!(h.mgr.port_usage()[0].1, 1, "the branch's ports are free");
@@ -355,7 +365,6 @@ async fn same_from_and_to_tag_is_refused() {
     let mut h = harness(42700, 42799);
     let now = Instant::now();
     let e = h
-        .mgr
         .offer(&signal("self", "A", Some("A"), sa("10.0.0.1:4000")), now)
         .unwrap_err();
     assert_eq!(e, CallError::SameTag);
@@ -367,19 +376,16 @@ async fn a_failed_reoffer_leaves_the_call_as_it_was() {
     // Two pairs: enough for A and its first branch, not for a second one.
     let mut h = harness(42800, 42803);
     let now = Instant::now();
-    h.mgr
-        .offer(&signal("c", "A", None, sa("10.0.0.1:4000")), now)
+    h.offer(&signal("c", "A", None, sa("10.0.0.1:4000")), now)
         .unwrap();
     let e = h
-        .mgr
         .offer(&signal("c", "A", Some("C"), sa("10.0.0.1:4000")), now)
         .unwrap_err();
     assert_eq!(e, CallError::RanOutOfPorts);
     let q = h.mgr.query("c").unwrap();
     assert_eq!(q.tags.len(), 2, "no monologue C left behind: {q:?}");
     // The original branch still answers normally.
-    h.mgr
-        .answer(&signal("c", "A", Some("B"), sa("10.0.0.2:4000")), now)
+    h.answer(&signal("c", "A", Some("B"), sa("10.0.0.2:4000")), now)
         .unwrap();
     let q = h.mgr.query("c").unwrap();
     assert!(q
@@ -394,20 +400,20 @@ async fn learning_off_goes_to_the_kernel_at_answer() {
     let now = Instant::now();
     let mut o = signal("off", "A", None, sa("10.0.0.1:4000"));
     o.learning = Some(LearningMode::Off);
-    h.mgr.offer(&o, now).unwrap();
+    h.offer(&o, now).unwrap();
     assert!(
         h.kernel.entries.lock().unwrap().is_empty(),
         "B's endpoint is not known yet"
     );
     let mut a = signal("off", "A", Some("B"), sa("10.0.0.2:5000"));
     a.learning = Some(LearningMode::Off);
-    h.mgr.answer(&a, now).unwrap();
+    h.answer(&a, now).unwrap();
     // RTP both ways (RTCP too: its SDP endpoint is known as well).
     assert_eq!(h.kernel.entries.lock().unwrap().len(), 4);
     // A re-INVITE turning on strict-source replaces the entries.
     let mut strict = signal("off", "A", Some("B"), sa("10.0.0.1:4000"));
     strict.strict_source = true;
-    h.mgr.offer(&strict, now).unwrap();
+    h.offer(&strict, now).unwrap();
     let entries = h.kernel.entries.lock().unwrap().clone();
     let strict_entries = entries
         .values()
@@ -417,9 +423,7 @@ async fn learning_off_goes_to_the_kernel_at_answer() {
         strict_entries, 2,
         "A's two ports now drop other sources: {entries:?}"
     );
-    h.mgr
-        .delete("off", None, Some(Duration::ZERO), now)
-        .unwrap();
+    h.delete("off", None, Some(Duration::ZERO), now).unwrap();
     assert!(h.kernel.entries.lock().unwrap().is_empty());
 }
 
@@ -431,11 +435,9 @@ async fn confirmations_queued_before_a_delete_install_nothing() {
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
     let offer = h
-        .mgr
         .offer(&signal("race", "A", None, a.local_addr().unwrap()), now)
         .unwrap();
     let answer = h
-        .mgr
         .answer(
             &signal("race", "A", Some("B"), b.local_addr().unwrap()),
             now,
@@ -452,9 +454,7 @@ async fn confirmations_queued_before_a_delete_install_nothing() {
     for _ in 0..2 {
         events.push(h.next_event().await);
     }
-    h.mgr
-        .delete("race", None, Some(Duration::ZERO), now)
-        .unwrap();
+    h.delete("race", None, Some(Duration::ZERO), now).unwrap();
     for ev in events {
         h.mgr.on_event(ev);
     }
@@ -472,12 +472,11 @@ async fn silent_and_final_timeouts() {
     let now = Instant::now();
     let mut held = signal("held", "A", None, sa("10.0.0.1:4000"));
     held.medias[0].muted = true;
-    h.mgr.offer(&held, now).unwrap();
+    h.offer(&held, now).unwrap();
     let mut answer = signal("held", "A", Some("B"), sa("10.0.0.2:4000"));
     answer.medias[0].muted = true;
-    h.mgr.answer(&answer, now).unwrap();
-    h.mgr
-        .offer(&signal("talking", "A", None, sa("10.0.0.1:4000")), now)
+    h.answer(&answer, now).unwrap();
+    h.offer(&signal("talking", "A", None, sa("10.0.0.1:4000")), now)
         .unwrap();
     h.mgr.tick(now + Duration::from_secs(61));
     assert_eq!(
@@ -489,13 +488,11 @@ async fn silent_and_final_timeouts() {
     assert!(h.mgr.is_empty());
 
     // The final timeout ends even a call that keeps signalling.
-    h.mgr
-        .offer(&signal("long", "A", None, sa("10.0.0.1:4000")), now)
+    h.offer(&signal("long", "A", None, sa("10.0.0.1:4000")), now)
         .unwrap();
     for minute in 1..10 {
         let t = now + Duration::from_secs(60 * minute);
-        h.mgr
-            .offer(&signal("long", "A", None, sa("10.0.0.1:4000")), t)
+        h.offer(&signal("long", "A", None, sa("10.0.0.1:4000")), t)
             .unwrap();
         h.mgr.tick(t);
         assert_eq!(h.mgr.len(), 1, "minute {minute}");
@@ -538,7 +535,6 @@ async fn address_family_bridges_ipv4_and_ipv6() {
     let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
     // An IPv4 caller, `address-family=IP6` for the IPv6 callee.
     let offer = h
-        .mgr
         .offer(
             &Signal {
                 address_family: Some(Family::Ip6),
@@ -550,7 +546,6 @@ async fn address_family_bridges_ipv4_and_ipv6() {
     assert_eq!(offer.address, "::1".parse::<std::net::IpAddr>().unwrap());
     // The callee answers in IPv6; the caller gets the IPv4 side.
     let answer = h
-        .mgr
         .answer(&signal("c9", "A", Some("B"), b_addr), now)
         .unwrap();
     assert_eq!(
@@ -575,16 +570,14 @@ async fn address_family_bridges_ipv4_and_ipv6() {
     assert_eq!((a_to_b.peer, a_to_b.source), (b_addr, relay_for_b));
     let b_to_a = &entries[&relay_for_b];
     assert_eq!((b_to_a.peer, b_to_a.source), (a_addr, relay_for_a));
-    h.mgr.delete("c9", None, Some(Duration::ZERO), now).unwrap();
+    h.delete("c9", None, Some(Duration::ZERO), now).unwrap();
 
     // Without address-family, an IPv6 offer stays IPv6 on both sides.
     let v6 = h
-        .mgr
         .offer(&signal("c10", "A", None, sa("[2001:db8::7]:4000")), now)
         .unwrap();
     assert!(v6.address.is_ipv6());
     let v6_answer = h
-        .mgr
         .answer(
             &signal("c10", "A", Some("B"), sa("[2001:db8::8]:4000")),
             now,
@@ -597,7 +590,6 @@ async fn address_family_bridges_ipv4_and_ipv6() {
 async fn address_family_without_such_an_interface_is_an_error() {
     let mut h = harness(42800, 42899);
     let err = h
-        .mgr
         .offer(
             &Signal {
                 address_family: Some(Family::Ip6),

@@ -1,5 +1,6 @@
 //! One NG request: decode, answer from the cookie cache or dispatch to the
-//! call manager, encode the reply.
+//! call manager, encode the reply; the work the request leaves for after
+//! the reply (see [`crate::calls::deferred`]) comes back with it.
 
 use std::{net::SocketAddr, sync::Mutex, time::Duration};
 
@@ -12,9 +13,25 @@ use tokio::time::Instant;
 
 use super::reply::{call_summary, list_reply};
 use crate::{
-    calls::{learning::LearningMode, model::MediaOffer, CallManager, Family, SdpPlan, Signal},
+    calls::{
+        deferred::Deferred, learning::LearningMode, model::MediaOffer, CallManager, Family,
+        SdpPlan, Signal,
+    },
     stats::NgStats,
 };
+
+/// The reply to one datagram, and what to do once it is sent.
+#[derive(Debug)]
+pub struct Answer {
+    /// The encoded reply, cookie included.
+    pub reply: Vec<u8>,
+    /// Work for after the reply: run it with [`Deferred::run`].
+    pub after: Deferred,
+    /// The decoded request and the reply before encoding, kept so that
+    /// freeing them (a few hundred small allocations for a `delete`'s
+    /// summary) also waits until the reply is sent.
+    pub spent: Option<(Value, Value)>,
+}
 
 /// Answers one datagram; None when it carries no cookie to answer to.
 pub fn handle(
@@ -22,29 +39,35 @@ pub fn handle(
     calls: &Mutex<CallManager>,
     cache: &mut CookieCache,
     stats: &NgStats,
-) -> Option<Vec<u8>> {
+) -> Option<Answer> {
     let now = std::time::Instant::now();
     let request = match parse_datagram(datagram) {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(error = %e, "malformed NG datagram");
-            return e
-                .cookie()
-                .map(|c| encode_reply(c, &reply::error(e.error_reason())));
+            return e.cookie().map(|c| Answer {
+                reply: encode_reply(c, &reply::error(e.error_reason())),
+                after: Deferred::default(),
+                spent: None,
+            });
         }
     };
     if let Some(cached) = cache.get(request.cookie, now) {
         tracing::debug!("NG retransmission answered from cache");
-        return Some(cached);
+        return Some(Answer {
+            reply: cached,
+            after: Deferred::default(),
+            spent: None,
+        });
     }
+    let mut after = Deferred::default();
     let (name, body) = match relay_ng::parse(&request.body) {
         Ok(parsed) => {
             let name = parsed.command.name();
             let mut calls = crate::lock(calls);
-            (
-                name,
-                dispatch(parsed.command, &parsed.warnings, &mut calls, stats),
-            )
+            let body = dispatch(parsed.command, &parsed.warnings, &mut calls, stats);
+            after = calls.take_deferred();
+            (name, body)
         }
         Err(e) => {
             tracing::info!(error = %e, "bad NG request");
@@ -58,7 +81,11 @@ pub fn handle(
     stats.record(name, result, now.elapsed());
     let bytes = encode_reply(request.cookie, &body);
     cache.insert(request.cookie.to_vec(), bytes.clone(), now);
-    Some(bytes)
+    Some(Answer {
+        reply: bytes,
+        after,
+        spent: Some((request.body, body)),
+    })
 }
 
 fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {

@@ -4,7 +4,8 @@
 //! each from the same socket to the exact sender (Kamailio checks). A
 //! retransmitted cookie gets the cached reply and changes nothing; anything
 //! malformed gets an error reply naming the problem (when it has a cookie to
-//! answer to), and the daemon keeps serving.
+//! answer to), and the daemon keeps serving. Work the reply does not depend
+//! on (starting and stopping forwarders) runs after it is sent.
 
 pub mod cli;
 pub mod handler;
@@ -37,12 +38,17 @@ pub async fn serve(socket: UdpSocket, calls: Arc<Mutex<CallManager>>, stats: Arc
                 continue;
             }
         };
-        let Some(reply) = handler::handle(&buf[..len], &calls, &mut cache, &stats) else {
+        let Some(answer) = handler::handle(&buf[..len], &calls, &mut cache, &stats) else {
             tracing::debug!(%from, "NG datagram without cookie dropped");
             continue;
         };
-        if let Err(e) = socket.send_to(&reply, from).await {
+        if let Err(e) = socket.send_to(&answer.reply, from).await {
             tracing::warn!(%from, error = %e, "NG reply not sent");
         }
+        // Starting and stopping forwarders, and freeing the request's and
+        // reply's trees, wait until the proxy has its reply (see
+        // calls::deferred).
+        answer.after.run();
+        drop(answer.spent);
     }
 }
