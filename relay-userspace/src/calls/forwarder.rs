@@ -46,8 +46,23 @@ pub fn spawn(port: Arc<MediaPort>, events: mpsc::UnboundedSender<PortEvent>) -> 
                 let mut slot = cell.borrow_mut();
                 let batch = slot.get_or_insert_with(Box::default);
                 let fd = port.socket.as_raw_fd();
-                match port.socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+                let mut got = 0;
+                let read = port.socket.try_io(Interest::READABLE, || {
+                    got = batch.recv(fd)?;
+                    // A short batch drained the socket: say so, and Tokio
+                    // drops its readiness now instead of after one more
+                    // recvmmsg that would only return EAGAIN. A datagram
+                    // arriving meanwhile is a new edge, which Tokio keeps.
+                    if got < batch_io::BATCH {
+                        return Err(std::io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(got)
+                });
+                match read {
                     Ok(count) => relay_batch(&port, batch, count, &events),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => {
+                        relay_batch(&port, batch, got, &events)
+                    }
                     // Spurious wake-up, or an ICMP error from an earlier send.
                     Err(_) => Backlog::default(),
                 }
