@@ -704,16 +704,7 @@ fn packet_fixtures() {
     let pins = PinDirGuard::new("fixtures");
     let pin_dir = pins.0.clone();
     ns.run(move || {
-        let config = XdpConfig {
-            interfaces: vec!["fxa".into(), "fxb".into()],
-            pin_dir,
-            mode: ModePolicy::Generic,
-            max_streams: 64,
-            max_addresses: 8,
-            enable_forwarding: true,
-            test_clock: false,
-            next_hop_cache: std::time::Duration::from_millis(500),
-        };
+        let config = fixture_config(pin_dir, 8, std::time::Duration::from_millis(500));
         let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
         dp.install(&spec(Streams::CROSS, None)).unwrap();
         dp.install(&spec(Streams::HAIRPIN, None)).unwrap();
@@ -825,6 +816,25 @@ fn zero_checksum_output_is_zero_and_others_verify() {
     assert!(ipv4_checksum_ok(&bytes, ETH_LEN) && udp4_checksum_ok(&bytes, ETH_LEN));
 }
 
+/// The datapath of the fixtures: both interfaces of [`topology`], generic
+/// mode, 64 counters slots.
+fn fixture_config(
+    pin_dir: std::path::PathBuf,
+    max_addresses: u32,
+    next_hop_cache: std::time::Duration,
+) -> XdpConfig {
+    XdpConfig {
+        interfaces: vec!["fxa".into(), "fxb".into()],
+        pin_dir,
+        mode: ModePolicy::Generic,
+        max_streams: 64,
+        max_addresses,
+        enable_forwarding: true,
+        test_clock: false,
+        next_hop_cache,
+    }
+}
+
 /// Runs one frame through the program; returns (action, output frame).
 fn run_frame(dp: &mut XdpDatapath, frame: &[u8]) -> (u32, Vec<u8>) {
     let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
@@ -856,16 +866,7 @@ fn next_hop_cache_is_reused_within_its_bounds() {
     let moved_mac = [0x02, 0, 0, 0, 2, 0x99];
     let (_, cross_local, _, _) = Streams::CROSS;
     ns.run(|| {
-        let config = XdpConfig {
-            interfaces: vec!["fxa".into(), "fxb".into()],
-            pin_dir,
-            mode: ModePolicy::Generic,
-            max_streams: 64,
-            max_addresses: 8,
-            enable_forwarding: true,
-            test_clock: false,
-            next_hop_cache: std::time::Duration::from_secs(60),
-        };
+        let config = fixture_config(pin_dir, 8, std::time::Duration::from_secs(60));
         // The cache is per CPU and a test run executes on the caller's CPU:
         // stay on one, or a migration would look like a cache miss.
         let mut cpu = nix::sched::CpuSet::new();
@@ -927,16 +928,7 @@ fn stream_table_rows_and_entries_being_rewritten() {
     let pin_dir = pins.0.clone();
     let (_, cross_local, _, _) = Streams::CROSS;
     ns.run(|| {
-        let config = XdpConfig {
-            interfaces: vec!["fxa".into(), "fxb".into()],
-            pin_dir,
-            mode: ModePolicy::Generic,
-            max_streams: 64,
-            max_addresses: 2,
-            enable_forwarding: true,
-            test_clock: false,
-            next_hop_cache: std::time::Duration::from_millis(500),
-        };
+        let config = fixture_config(pin_dir, 2, std::time::Duration::from_millis(500));
         let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
         let cross = spec(Streams::CROSS, None);
         dp.install(&cross).unwrap();
