@@ -7,7 +7,10 @@
 use std::{
     collections::VecDeque,
     net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd as _,
 };
+
+use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6};
 
 /// Why no pair could be had.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,12 +35,27 @@ pub enum PortError {
 /// A bound RTP/RTCP pair. Give it back with [`PortPool::release`].
 #[derive(Debug)]
 pub struct PortPair {
+    /// The address both sockets are bound to.
+    pub address: IpAddr,
     /// The even port.
     pub rtp_port: u16,
-    /// Socket bound to the RTP port.
+    /// Non-blocking socket bound to the RTP port.
     pub rtp: UdpSocket,
-    /// Socket bound to the RTCP port (RTP + 1).
+    /// Non-blocking socket bound to the RTCP port (RTP + 1).
     pub rtcp: UdpSocket,
+}
+
+impl PortPair {
+    /// The RTP socket's local address (what `getsockname` would say: the
+    /// pool binds a concrete port on a concrete address).
+    pub fn rtp_local(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.rtp_port)
+    }
+
+    /// The RTCP socket's local address.
+    pub fn rtcp_local(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.rtp_port + 1)
+    }
 }
 
 /// The free pairs of one address's range.
@@ -104,6 +122,7 @@ impl PortPool {
                         *used = true;
                     }
                     return Ok(PortPair {
+                        address: self.address,
                         rtp_port: port,
                         rtp,
                         rtcp,
@@ -131,8 +150,8 @@ impl PortPool {
     }
 
     fn bind_pair(&self, port: u16) -> std::io::Result<(UdpSocket, UdpSocket)> {
-        let rtp = UdpSocket::bind(SocketAddr::new(self.address, port))?;
-        let rtcp = UdpSocket::bind(SocketAddr::new(self.address, port + 1))?;
+        let rtp = bind_nonblocking(SocketAddr::new(self.address, port))?;
+        let rtcp = bind_nonblocking(SocketAddr::new(self.address, port + 1))?;
         Ok((rtp, rtcp))
     }
 
@@ -161,6 +180,28 @@ impl PortPool {
     }
 }
 
+/// A UDP socket bound to `addr`, as `std::net::UdpSocket::bind` makes it
+/// (`SOCK_CLOEXEC`, no socket options, so an IPv6 one follows
+/// `net.ipv6.bindv6only` just the same) but created non-blocking: the
+/// runtime needs it so, and asking for it in `socket(2)` saves setting it
+/// with another system call for every media port.
+fn bind_nonblocking(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = match addr {
+        SocketAddr::V4(a) => {
+            let fd = socket(AddressFamily::Inet, SockType::Datagram, flags, None)?;
+            bind(fd.as_raw_fd(), &SockaddrIn::from(a))?;
+            fd
+        }
+        SocketAddr::V6(a) => {
+            let fd = socket(AddressFamily::Inet6, SockType::Datagram, flags, None)?;
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?;
+            fd
+        }
+    };
+    Ok(UdpSocket::from(fd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +218,37 @@ mod tests {
         assert_eq!(p.rtp.local_addr().unwrap().port(), 41002);
         assert_eq!(p.rtcp.local_addr().unwrap().port(), 41003);
         assert_eq!(pool.used(), 1);
+    }
+
+    #[test]
+    fn sockets_are_non_blocking_close_on_exec_and_bound_as_announced() {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+        let mut pool = PortPool::new(LO, 41090, 41091).unwrap();
+        let p = pool.allocate().unwrap();
+        for (socket, local) in [(&p.rtp, p.rtp_local()), (&p.rtcp, p.rtcp_local())] {
+            assert_eq!(socket.local_addr().unwrap(), local);
+            let status = OFlag::from_bits_retain(fcntl(socket, FcntlArg::F_GETFL).unwrap());
+            assert!(status.contains(OFlag::O_NONBLOCK));
+            let fd = FdFlag::from_bits_retain(fcntl(socket, FcntlArg::F_GETFD).unwrap());
+            assert!(fd.contains(FdFlag::FD_CLOEXEC));
+        }
+    }
+
+    #[test]
+    fn ipv6_sockets_are_dual_stack_exactly_when_std_ones_are() {
+        use nix::sys::socket::{getsockopt, sockopt::Ipv6V6Only};
+        let any = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+        let Ok(reference) = UdpSocket::bind((any, 0)) else {
+            eprintln!("SKIPPED: no IPv6 here");
+            return;
+        };
+        let mut pool = PortPool::new(any, 41094, 41095).unwrap();
+        let p = pool.allocate().unwrap();
+        assert_eq!(p.rtp_local(), SocketAddr::new(any, 41094));
+        assert_eq!(
+            getsockopt(&p.rtp, Ipv6V6Only).unwrap(),
+            getsockopt(&reference, Ipv6V6Only).unwrap()
+        );
     }
 
     #[test]

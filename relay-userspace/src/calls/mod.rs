@@ -493,10 +493,19 @@ impl CallManager {
         now: Instant,
     ) -> Result<Media, (u16, std::io::Error)> {
         let port = pair.rtp_port;
-        let rtp = MediaPort::new(pair.rtp, Learner::new(learning, strict, None, now))
-            .map_err(|e| (port, e))?;
-        let rtcp = MediaPort::new(pair.rtcp, Learner::new(learning, strict, None, now))
-            .map_err(|e| (port, e))?;
+        let (rtp_local, rtcp_local) = (pair.rtp_local(), pair.rtcp_local());
+        let rtp = MediaPort::new(
+            pair.rtp,
+            rtp_local,
+            Learner::new(learning, strict, None, now),
+        )
+        .map_err(|e| (port, e))?;
+        let rtcp = MediaPort::new(
+            pair.rtcp,
+            rtcp_local,
+            Learner::new(learning, strict, None, now),
+        )
+        .map_err(|e| (port, e))?;
         self.deferred.start(&rtp, &self.events);
         self.deferred.start(&rtcp, &self.events);
         Ok(Media {

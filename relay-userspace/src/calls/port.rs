@@ -67,10 +67,16 @@ pub struct MediaPort {
 }
 
 impl MediaPort {
-    /// Wraps a bound socket.
-    pub fn new(socket: std::net::UdpSocket, learner: Learner) -> std::io::Result<Arc<Self>> {
-        socket.set_nonblocking(true)?;
-        let local = socket.local_addr()?;
+    /// Wraps a socket bound to `local` and already non-blocking (as
+    /// [`crate::ports::PortPool`] makes them), registering it with the
+    /// runtime. The caller knows the address from the bind, which spares a
+    /// `getsockname` per port.
+    pub fn new(
+        socket: std::net::UdpSocket,
+        local: SocketAddr,
+        learner: Learner,
+    ) -> std::io::Result<Arc<Self>> {
+        debug_assert_eq!(socket.local_addr().ok(), Some(local));
         let socket = UdpSocket::from_std(socket)?;
         Ok(Arc::new(MediaPort {
             local,

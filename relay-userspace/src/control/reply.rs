@@ -28,7 +28,7 @@ fn endpoint(addr: SocketAddr) -> Value {
     let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
     dict([
         ("family", Value::str(family)),
-        ("address", Value::str(&addr.ip().to_string())),
+        ("address", Value::bytes(addr.ip().to_string())),
         ("port", int(u64::from(addr.port()))),
     ])
 }
@@ -48,7 +48,7 @@ fn stream(s: &StreamSummary) -> Value {
     total.add(s.kernel);
     let mut entries = vec![
         ("local port", int(u64::from(s.local.port()))),
-        ("local address", Value::str(&s.local.ip().to_string())),
+        ("local address", Value::bytes(s.local.ip().to_string())),
         ("advertised endpoint", endpoint(s.advertised)),
         ("flags", Value::str_list(flags)),
         ("stats", counts(total)),
