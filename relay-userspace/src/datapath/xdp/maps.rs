@@ -127,15 +127,11 @@ impl RelayMaps {
         })
     }
 
-    /// Empties the tables relayd owns (streams, relay addresses, redirect
-    /// ports, interface status) and returns how many streams it removed.
-    /// Used at start: pins left by a relayd that died hold entries for calls
-    /// nobody remembers, and ports a new call may be given.
-    pub fn clear_tables(&mut self) -> Result<usize, DatapathError> {
-        let stale = self.installed()?;
-        for (local, _) in &stale {
-            self.remove(*local)?;
-        }
+    /// Empties the redirect ports and interface status a relayd that died
+    /// left in its pins. Used at start; the stream table and the relay
+    /// addresses are never reused (a starting relayd unpins them, and the
+    /// object creates them empty).
+    pub fn clear_tables(&mut self) -> Result<(), DatapathError> {
         let ports: Vec<u32> = self
             .tx_ports
             .keys()
@@ -152,10 +148,7 @@ impl RelayMaps {
         for ifindex in &ifaces {
             let _ = self.ifaces.remove(ifindex);
         }
-        for addr in std::mem::take(&mut self.rows).into_keys() {
-            let _ = self.addresses.remove(&addr);
-        }
-        Ok(stale.len())
+        Ok(())
     }
 
     /// Every installed stream: its relay address and port, and its entry.
@@ -165,10 +158,7 @@ impl RelayMaps {
         let mut out = Vec::new();
         for (addr, a) in &self.rows {
             for port in 0..=u16::MAX {
-                let entry = self
-                    .streams
-                    .get(&stream_index(a.row, port), 0)
-                    .map_err(map_err("reading the stream table"))?;
+                let entry = self.entry(stream_index(a.row, port))?;
                 if entry.flags & TF_IN_USE != 0 {
                     out.push((SocketAddr::new(from_abi(*addr), port), entry));
                 }
@@ -233,9 +223,10 @@ impl RelayMaps {
             stats_slot: spec.stats_slot,
         };
         let index = stream_index(self.row(spec.local.ip())?, spec.local.port());
+        let old = self.entry(index)?;
         if spec.to_userspace {
             // Nothing is counted for a pass entry: no counters to zero.
-            return self.write_entry(index, target);
+            return self.write_entry(index, old, target);
         }
         let cpus = nr_cpus().map_err(|(_, source)| DatapathError::Io {
             op: "counting CPUs",
@@ -257,7 +248,7 @@ impl RelayMaps {
         self.rtp_stats
             .set(spec.stats_slot, rtp, 0)
             .map_err(map_err("seeding RTP figures"))?;
-        self.write_entry(index, target)
+        self.write_entry(index, old, target)
     }
 
     /// The row of the stream table owned by relay address `addr`, given
@@ -283,21 +274,30 @@ impl RelayMaps {
         Ok(row)
     }
 
-    /// Rewrites stream table entry `index` the way the program can read
-    /// safely at any moment (relay_abi.h): its sequence made odd with the
-    /// old content, the new content with the sequence still odd, then the
-    /// sequence made even. A packet that meets the entry in between is
-    /// passed to relayd's socket, never forwarded with half an entry.
-    fn write_entry(&mut self, index: u32, new: StreamTarget) -> Result<(), DatapathError> {
+    /// Stream table entry `index` as it is now.
+    fn entry(&self, index: u32) -> Result<StreamTarget, DatapathError> {
+        self.streams
+            .get(&index, 0)
+            .map_err(map_err("reading the stream table"))
+    }
+
+    /// Rewrites stream table entry `index`, which holds `old`, the way the
+    /// program can read safely at any moment (relay_abi.h): its sequence
+    /// made odd with the old content, the new content with the sequence
+    /// still odd, then the sequence made even. A packet that meets the entry
+    /// in between is passed to relayd's socket, never forwarded with half an
+    /// entry.
+    fn write_entry(
+        &mut self,
+        index: u32,
+        old: StreamTarget,
+        new: StreamTarget,
+    ) -> Result<(), DatapathError> {
         let write = |streams: &mut Array<MapData, StreamTarget>, value| {
             streams
                 .set(index, value, 0)
                 .map_err(map_err("writing the stream table"))
         };
-        let old = self
-            .streams
-            .get(&index, 0)
-            .map_err(map_err("reading the stream table"))?;
         // Odd already only if a relayd died mid-update: the entry is
         // being passed, and its content may be half written.
         let odd = old.seq | 1;
@@ -341,14 +341,11 @@ impl RelayMaps {
             return Err(DatapathError::NoSuchStream(local));
         };
         let index = stream_index(a.row, local.port());
-        let entry = self
-            .streams
-            .get(&index, 0)
-            .map_err(map_err("reading the stream table"))?;
-        if entry.flags & TF_IN_USE == 0 {
+        let old = self.entry(index)?;
+        if old.flags & TF_IN_USE == 0 {
             return Err(DatapathError::NoSuchStream(local));
         }
-        self.write_entry(index, StreamTarget::default())
+        self.write_entry(index, old, StreamTarget::default())
     }
 
     /// One stream slot's counters summed over CPUs.

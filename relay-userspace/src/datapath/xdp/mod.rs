@@ -375,10 +375,7 @@ impl XdpDatapath {
                 })?;
         }
         let mut maps = RelayMaps::take(&mut ebpf)?;
-        let stale = maps.clear_tables()?;
-        if stale > 0 {
-            tracing::warn!(stale, "removed kernel streams left by a previous relayd");
-        }
+        maps.clear_tables()?;
         for &ifindex in &ifindexes {
             maps.tx_ports
                 .insert(ifindex, ifindex, None, 0)
