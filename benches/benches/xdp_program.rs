@@ -35,7 +35,7 @@ use aya::{
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use relay_tests::{
-    netns::{veth, Netns, VethEnd},
+    netns::{veth, Netns},
     packet::UdpFrame,
     PinDirGuard,
 };
@@ -98,15 +98,9 @@ fn bench(c: &mut Criterion) {
         return;
     }
     let ns = Netns::new("bench").unwrap();
-    let end = |name, addr, mac| VethEnd {
-        ns: &ns,
-        name,
-        addr,
-        mac,
-    };
     veth(
-        end("bx", "10.0.0.1/24", "02:00:00:00:be:01"),
-        end("bx-p", "", "02:00:00:00:be:02"),
+        ns.end("bx", "10.0.0.1/24", "02:00:00:00:be:01"),
+        ns.end("bx-p", "", "02:00:00:00:be:02"),
     )
     .unwrap();
     ns.static_neighbour("10.0.0.2", "02:00:00:00:be:02", "bx")
@@ -324,8 +318,8 @@ fn bench(c: &mut Criterion) {
     // instance that asks the FIB for every packet (--next-hop-cache-ms=0),
     // on a second veth shaped like the first (a route via a neighbour).
     veth(
-        end("by", "10.0.1.1/24", "02:00:00:00:bf:01"),
-        end("by-p", "", "02:00:00:00:bf:02"),
+        ns.end("by", "10.0.1.1/24", "02:00:00:00:bf:01"),
+        ns.end("by-p", "", "02:00:00:00:bf:02"),
     )
     .unwrap();
     ns.static_neighbour("10.0.1.2", "02:00:00:00:bf:02", "by")

@@ -18,7 +18,7 @@ use std::{
 };
 
 use relay_tests::{
-    netns::{veth, ChildGuard, Netns, VethEnd},
+    netns::{veth, ChildGuard, Netns},
     peer::{attach_peer_pass, PeerPass},
     ready::spawn_ready,
     require_root, PinDirGuard,
@@ -129,33 +129,13 @@ impl Site {
         let core = Netns::new(&format!("{tag}k")).unwrap();
         let callee = Netns::new(&format!("{tag}e")).unwrap();
         veth(
-            VethEnd {
-                ns: &caller,
-                name: "c0",
-                addr: "10.30.1.2/24",
-                mac: "02:00:00:30:01:02",
-            },
-            VethEnd {
-                ns: &core,
-                name: "c1",
-                addr: "10.30.1.1/24",
-                mac: "02:00:00:30:01:01",
-            },
+            caller.end("c0", "10.30.1.2/24", "02:00:00:30:01:02"),
+            core.end("c1", "10.30.1.1/24", "02:00:00:30:01:01"),
         )
         .unwrap();
         veth(
-            VethEnd {
-                ns: &core,
-                name: "e1",
-                addr: "10.30.2.1/24",
-                mac: "02:00:00:30:02:01",
-            },
-            VethEnd {
-                ns: &callee,
-                name: "e0",
-                addr: "10.30.2.2/24",
-                mac: "02:00:00:30:02:02",
-            },
+            core.end("e1", "10.30.2.1/24", "02:00:00:30:02:01"),
+            callee.end("e0", "10.30.2.2/24", "02:00:00:30:02:02"),
         )
         .unwrap();
         // The endpoints route everything via the core (so media *could* go

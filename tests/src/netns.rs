@@ -56,6 +56,17 @@ impl Netns {
         Ok(ns)
     }
 
+    /// A veth end in this namespace (for [`veth`]): interface `name`,
+    /// `addr` as `a.b.c.d/len` (empty for none), MAC `mac`.
+    pub fn end<'a>(&'a self, name: &'a str, addr: &'a str, mac: &'a str) -> VethEnd<'a> {
+        VethEnd {
+            ns: self,
+            name,
+            addr,
+            mac,
+        }
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::netns::{veth, Netns, VethEnd};
+use crate::netns::{veth, Netns};
 
 /// Host A's address.
 pub const HOST_A: &str = "10.20.1.2";
@@ -62,32 +62,12 @@ impl Topology {
             b: Netns::new(&format!("{tag}b"))?,
         };
         veth(
-            VethEnd {
-                ns: &t.a,
-                name: "a0",
-                addr: "10.20.1.2/24",
-                mac: MAC_A0,
-            },
-            VethEnd {
-                ns: &t.r,
-                name: "a1",
-                addr: "10.20.1.1/24",
-                mac: MAC_A1,
-            },
+            t.a.end("a0", "10.20.1.2/24", MAC_A0),
+            t.r.end("a1", "10.20.1.1/24", MAC_A1),
         )?;
         veth(
-            VethEnd {
-                ns: &t.r,
-                name: "b1",
-                addr: "10.20.2.1/24",
-                mac: MAC_B1,
-            },
-            VethEnd {
-                ns: &t.b,
-                name: "b0",
-                addr: "10.20.2.2/24",
-                mac: MAC_B0,
-            },
+            t.r.end("b1", "10.20.2.1/24", MAC_B1),
+            t.b.end("b0", "10.20.2.2/24", MAC_B0),
         )?;
         // Hosts on a real wire send complete UDP checksums. A veth sender
         // leaves a partial one for offload, which only survives the skb

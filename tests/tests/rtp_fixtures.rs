@@ -13,7 +13,7 @@ use std::net::SocketAddrV4;
 use aya::programs::{TestRun as _, TestRunOptions};
 use relay_common::{rtp, CounterId, RtpStats, TF_RTP};
 use relay_tests::{
-    netns::{mac_text, veth, Netns, VethEnd},
+    netns::{mac_text, veth, Netns},
     packet::{g711_packet, rtp_packet, UdpFrame},
     require_root, PinDirGuard,
 };
@@ -137,15 +137,9 @@ impl Bench {
 fn topology() -> Netns {
     let ns = Netns::new("rtpfx").unwrap();
     let (relay_mac, host_mac) = (mac_text(MAC_RELAY), mac_text(MAC_HOST));
-    let end = |name, addr, mac| VethEnd {
-        ns: &ns,
-        name,
-        addr,
-        mac,
-    };
     veth(
-        end("rfa", "10.10.1.1/24", &relay_mac),
-        end("rfa-p", "", &host_mac),
+        ns.end("rfa", "10.10.1.1/24", &relay_mac),
+        ns.end("rfa-p", "", &host_mac),
     )
     .unwrap();
     ns.static_neighbour(HOST, &host_mac, "rfa").unwrap();

@@ -16,7 +16,7 @@ use aya::{
 };
 use relay_common::{CounterId, StreamStats, StreamTarget};
 use relay_tests::{
-    netns::{mac_text, veth, Netns, VethEnd},
+    netns::{mac_text, veth, Netns},
     packet::{checksums_ok, ipv4_checksum_ok, udp4_checksum_ok, UdpFrame, ETH_LEN, IPV6_LEN},
     require_root, PinDirGuard,
 };
@@ -641,20 +641,14 @@ fn ipv6_fixtures() -> Vec<Fixture> {
 /// for the hosts 10.10.1.2 and 10.10.2.2 (10.10.2.3 has none).
 fn topology() -> Netns {
     let ns = Netns::new("fx").unwrap();
-    let end = |name, addr, mac| VethEnd {
-        ns: &ns,
-        name,
-        addr,
-        mac,
-    };
     let (ra, ha, rb, hb) = (
         mac_text(MAC_A_RELAY),
         mac_text(MAC_A_HOST),
         mac_text(MAC_B_RELAY),
         mac_text(MAC_B_HOST),
     );
-    veth(end("fxa", "10.10.1.1/24", &ra), end("fxa-p", "", &ha)).unwrap();
-    veth(end("fxb", "10.10.2.1/24", &rb), end("fxb-p", "", &hb)).unwrap();
+    veth(ns.end("fxa", "10.10.1.1/24", &ra), ns.end("fxa-p", "", &ha)).unwrap();
+    veth(ns.end("fxb", "10.10.2.1/24", &rb), ns.end("fxb-p", "", &hb)).unwrap();
     // nodad: usable at once, no duplicate address detection delay.
     for (addr, dev) in [("2001:db8:1::1/64", "fxa"), ("2001:db8:2::1/64", "fxb")] {
         ns.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"])

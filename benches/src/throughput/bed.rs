@@ -8,7 +8,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::Result;
-use relay_tests::netns::{mac_text, veth_with_queues, Netns, VethEnd};
+use relay_tests::netns::{mac_text, veth_with_queues, Netns};
 
 /// Relay-side veth.
 pub const RELAY_IF: &str = "xrb0";
@@ -66,18 +66,8 @@ impl Bed {
         let (relay_mac, traffic_mac) = (mac_text(RELAY_MAC), mac_text(TRAFFIC_MAC));
         // A queue per CPU: the unpaced point generates on every CPU.
         veth_with_queues(
-            VethEnd {
-                ns: &relay,
-                name: RELAY_IF,
-                addr: "",
-                mac: &relay_mac,
-            },
-            VethEnd {
-                ns: &traffic,
-                name: TRAFFIC_IF,
-                addr: "10.77.1.1/16",
-                mac: &traffic_mac,
-            },
+            relay.end(RELAY_IF, "", &relay_mac),
+            traffic.end(TRAFFIC_IF, "10.77.1.1/16", &traffic_mac),
             super::measure::cores(),
         )?;
         for slot in 0..relays {
