@@ -249,5 +249,16 @@ fn media_survives_a_relayd_crash_and_a_restart_takes_over() {
     let counters = json(&relayctl(&pins.0, &["--json", "counters"]));
     // Counters live in the pinned map, so they span both relayd runs.
     assert_eq!(counters["forwarded_redirect"]["packets"], 10, "{counters}");
-    assert!(second.terminate().unwrap().success());
+
+    // A relayd that starts without those streams discards the dead one's
+    // stream table: nothing is listed and nothing forwarded any more.
+    let mut second = second;
+    second.0.kill().unwrap();
+    second.0.wait().unwrap();
+    let third = start_relayd(&t.r, &pins, &[]);
+    let listed = json(&relayctl(&pins.0, &["--json", "streams"]));
+    assert_eq!(listed, serde_json::json!([]), "stale streams listed");
+    let got = exchange(&a, &format!("{RELAY_A}:30000"), &b, 1).unwrap();
+    assert!(got.is_empty(), "a stale stream still forwarded: {got:?}");
+    assert!(third.terminate().unwrap().success());
 }
