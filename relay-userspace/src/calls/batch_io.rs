@@ -1,9 +1,9 @@
-//! Batched datagram I/O for the userspace forwarder: `recvmmsg` takes up to
-//! [`BATCH`] datagrams per system call and `sendmmsg` sends a run of
-//! datagrams to one destination in one call. At RTP rates (50 packets per
-//! second per stream, many streams per port only in floods) batches are
-//! usually small, but under load this is what keeps the fallback path from
-//! paying one system call per packet twice.
+//! Batched datagram receive for the userspace forwarder: `recvmmsg` takes
+//! up to [`BATCH`] datagrams per system call (sending is
+//! [`super::send_batch`]). At RTP rates (50 packets per second per stream,
+//! many streams per port only in floods) batches are usually small, but
+//! under load this is what keeps the fallback path from paying one system
+//! call per packet.
 
 use std::{io, mem::MaybeUninit, net::SocketAddr, os::fd::RawFd};
 
@@ -108,7 +108,7 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     unsafe { crate::netdev::socket_addr((ss as *const libc::sockaddr_storage).cast()) }
 }
 
-fn std_to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(super) fn std_to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: plain data; zero is valid.
     let mut ss: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
     let len = match addr {
@@ -138,55 +138,11 @@ fn std_to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t
     (ss, len as libc::socklen_t)
 }
 
-/// Sends every payload to `to` with as few `sendmmsg` calls as possible.
-/// Returns how many were sent (fewer on WouldBlock or error, which is
-/// returned only when nothing was sent).
-pub fn send_all(fd: RawFd, payloads: &[&[u8]], to: SocketAddr) -> io::Result<usize> {
-    let (mut ss, len) = std_to_sockaddr(to);
-    let mut sent = 0;
-    while sent < payloads.len() {
-        let chunk = &payloads[sent..payloads.len().min(sent + BATCH)];
-        // SAFETY: plain data; zero is valid.
-        let mut iovs: [libc::iovec; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
-        // SAFETY: as above.
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
-        for (i, p) in chunk.iter().enumerate() {
-            iovs[i] = libc::iovec {
-                iov_base: p.as_ptr() as *mut libc::c_void,
-                iov_len: p.len(),
-            };
-            msgs[i].msg_hdr.msg_name = (&mut ss as *mut libc::sockaddr_storage).cast();
-            msgs[i].msg_hdr.msg_namelen = len;
-            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: the headers point at the caller's payloads and our
-        // address, all alive for the call; the kernel only reads them.
-        let n = unsafe {
-            libc::sendmmsg(
-                fd,
-                msgs.as_mut_ptr(),
-                chunk.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if sent == 0 { Err(e) } else { Ok(sent) };
-        }
-        sent += n as usize;
-        if (n as usize) < chunk.len() {
-            break;
-        }
-    }
-    Ok(sent)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::{net::UdpSocket, os::fd::AsRawFd as _};
+    use std::{net::UdpSocket, os::fd::AsRawFd as _, sync::atomic::AtomicBool};
 
-    use super::*;
+    use super::{super::send_batch::send_all, *};
 
     #[test]
     fn batches_round_trip_on_loopback() {
@@ -195,7 +151,13 @@ mod tests {
         let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         assert_eq!(
-            send_all(tx.as_raw_fd(), &refs, rx.local_addr().unwrap()).unwrap(),
+            send_all(
+                tx.as_raw_fd(),
+                &refs,
+                rx.local_addr().unwrap(),
+                &AtomicBool::new(false)
+            )
+            .unwrap(),
             40
         );
         let mut batch = RecvBatch::default();

@@ -4,7 +4,8 @@
 //! `--datapath=userspace`, and whatever XDP passes up (FIB misses).
 //!
 //! Each wake-up drains up to a batch of datagrams with one `recvmmsg` and
-//! sends them on with `sendmmsg` (see [`super::batch_io`]). The receive
+//! sends them on with one `sendmmsg`, equal-size runs as GSO messages (see
+//! [`super::batch_io`] and [`super::send_batch`]). The receive
 //! buffers belong to the worker thread, not the port: a batch is relayed
 //! without yielding, so one set per thread serves every port, and memory
 //! does not grow with the number of busy ports.
@@ -21,6 +22,7 @@ use tokio::{io::Interest, sync::mpsc, task::JoinHandle, time::Instant};
 use super::{
     batch_io::{self, RecvBatch},
     port::MediaPort,
+    send_batch,
 };
 
 thread_local! {
@@ -169,13 +171,15 @@ fn relay_batch(
 }
 
 /// Sends a run of datagrams from `sink`'s socket to `dest` with one
-/// `sendmmsg` when the socket can take them; the rest (and everything once
+/// `sendmmsg` (GSO where sizes allow) when the socket can take them; the rest (and everything once
 /// a backlog exists, to keep the order) goes to the backlog.
 fn send_run(sink: &MediaPort, run: &[&[u8]], dest: SocketAddr, backlog: &mut Backlog) {
     let sent = if backlog.datagrams.is_empty() {
         let fd = sink.socket.as_raw_fd();
         sink.socket
-            .try_io(Interest::WRITABLE, || batch_io::send_all(fd, run, dest))
+            .try_io(Interest::WRITABLE, || {
+                send_batch::send_all(fd, run, dest, &sink.gso)
+            })
             .unwrap_or(0)
     } else {
         0

@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod learning;
 pub mod model;
 pub mod port;
+pub mod send_batch;
 pub mod summary;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, Weak,
     },
 };
@@ -63,6 +63,9 @@ pub struct MediaPort {
     pub socket: UdpSocket,
     /// Userspace counters.
     pub stats: PortStats,
+    /// Send runs of equal-size datagrams as GSO messages; cleared when the
+    /// kernel refuses one on this socket (see [`super::send_batch`]).
+    pub gso: AtomicBool,
     state: Mutex<PortState>,
 }
 
@@ -82,6 +85,7 @@ impl MediaPort {
             local,
             socket,
             stats: PortStats::default(),
+            gso: AtomicBool::new(true),
             state: Mutex::new(PortState {
                 learner,
                 symmetric: true,
