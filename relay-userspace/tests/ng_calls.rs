@@ -488,8 +488,42 @@ fn call_over_ng_in_userspace_mode() {
         assert_eq!((user, kernel), (25, 0), "{tag}");
         assert!(flags.iter().any(|f| f == "confirmed") && !flags.iter().any(|f| f == "kernelized"));
     }
+    burst_arrives_datagram_by_datagram(&a, relay_a, &b, relay_b);
     r.ng.ok(&command("delete", "call-user")).unwrap();
     r.stop();
+}
+
+/// A burst of RTP-sized datagrams sent back to back queues up on the relay
+/// port, so the forwarder relays it in batches and sends equal-size runs as
+/// GSO messages: each must still arrive as the datagram it was, in order
+/// and from the relay.
+fn burst_arrives_datagram_by_datagram(
+    a: &UdpSocket,
+    relay_a: SocketAddr,
+    b: &UdpSocket,
+    relay_b: SocketAddr,
+) {
+    const BURST: usize = 64;
+    let payloads: Vec<Vec<u8>> = (0..BURST)
+        .map(|i| {
+            let mut p = format!("burst {i:04} ").into_bytes();
+            // G.711's 172 bytes, with a shorter one in the middle and at the end.
+            let len = if i == 30 || i == BURST - 1 { 100 } else { 172 };
+            p.resize(len, b'x');
+            p
+        })
+        .collect();
+    for p in &payloads {
+        a.send_to(p, relay_a).unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    for (i, sent) in payloads.iter().enumerate() {
+        let (n, src) = b
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("burst datagram {i}: {e}"));
+        assert_eq!(src, relay_b, "burst datagram {i} source");
+        assert_eq!(&buf[..n], &sent[..], "burst datagram {i}");
+    }
 }
 
 #[test]
