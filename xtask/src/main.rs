@@ -177,7 +177,8 @@ fn bench(quick: bool) -> Result<()> {
     run(Command::new(&driver)
         .args(["ng", "--relayd"])
         .arg(&relayd)
-        .args(["--cycles", if quick { "500" } else { "2000" }]))?;
+        .args(["--cycles", if quick { "500" } else { "2000" }])
+        .args(["--rounds", if quick { "3" } else { "7" }]))?;
     let root = workspace_root()?;
     let mut throughput = Command::new(&driver);
     throughput.args(["throughput", "--relayd"]).arg(&relayd);

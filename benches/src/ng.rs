@@ -1,0 +1,326 @@
+//! NG control-plane benchmark: offer + answer + delete cycles from one NG
+//! client, sequentially, against relayd (`--datapath=userspace`) and
+//! rtpengine (Debian's `rtpengine-daemon`, `--table=-1`), both running at
+//! once on loopback in a network namespace of their own.
+//!
+//! Both relays' figures move a lot from one run to the next on a shared VM
+//! (rtpengine's by 2× between runs), so one run of each gives a ratio that
+//! is mostly noise. The cycles are measured in rounds instead, relayd and
+//! rtpengine alternating (and swapping who goes first each round), so a
+//! slow stretch of the machine hits both alike; the report gives each
+//! relay's median round and the median of the rounds' ratios.
+
+use std::{
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use relay_ng::Value;
+use relay_tests::{
+    netns::{ChildGuard, Netns},
+    ng_client::{audio_sdp, NgClient},
+    ready::spawn_ready,
+};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Config<'a> {
+    /// The relayd binary.
+    pub relayd: &'a Path,
+    /// Cycles per relay per round.
+    pub cycles: u32,
+    /// Rounds (each relay once per round).
+    pub rounds: u32,
+}
+
+/// One relay's timings in one round.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// Cycles timed.
+    pub cycles: u32,
+    /// Wall time of all of them.
+    pub elapsed: Duration,
+    /// Every request's round trip.
+    pub latencies: Vec<Duration>,
+}
+
+impl Round {
+    /// Cycles per second over the round.
+    pub fn cycles_per_sec(&self) -> f64 {
+        f64::from(self.cycles) / self.elapsed.as_secs_f64()
+    }
+}
+
+/// One relay's rounds.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// "relayd" or "rtpengine".
+    pub name: &'static str,
+    /// In the order measured.
+    pub rounds: Vec<Round>,
+}
+
+impl Relay {
+    /// The median round's cycles per second.
+    pub fn median_cycles_per_sec(&self) -> f64 {
+        median(self.rounds.iter().map(Round::cycles_per_sec).collect())
+    }
+
+    /// Percentile `p` (0..=1) of every request of every round.
+    pub fn latency(&self, p: f64) -> Duration {
+        let mut all: Vec<Duration> = self
+            .rounds
+            .iter()
+            .flat_map(|r| r.latencies.iter().copied())
+            .collect();
+        all.sort();
+        if all.is_empty() {
+            return Duration::ZERO;
+        }
+        all[((all.len() as f64 - 1.0) * p).round() as usize]
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// Both relays' results.
+#[derive(Debug, Clone)]
+pub struct Results {
+    /// relayd's rounds.
+    pub relayd: Relay,
+    /// rtpengine's rounds.
+    pub rtpengine: Relay,
+}
+
+impl Results {
+    /// relayd / rtpengine cycles per second, round by round.
+    pub fn ratios(&self) -> Vec<f64> {
+        self.relayd
+            .rounds
+            .iter()
+            .zip(&self.rtpengine.rounds)
+            .map(|(a, b)| a.cycles_per_sec() / b.cycles_per_sec())
+            .collect()
+    }
+
+    /// A Markdown table and the ratio lines.
+    pub fn markdown(&self, cfg: &Config) -> String {
+        let mut out = format!(
+            "NG offer+answer+delete, {} sequential cycles from one client per relay and round, \
+             {} rounds alternating, loopback:\n\
+             | relay | cycles/s (median round) | rounds | request p50 | request p99 |\n\
+             |---|---|---|---|---|\n",
+            cfg.cycles, cfg.rounds
+        );
+        for r in [&self.relayd, &self.rtpengine] {
+            let rounds: Vec<String> = r
+                .rounds
+                .iter()
+                .map(|x| format!("{:.0}", x.cycles_per_sec()))
+                .collect();
+            out += &format!(
+                "| {} | {:.0} | {} | {:.0} µs | {:.0} µs |\n",
+                r.name,
+                r.median_cycles_per_sec(),
+                rounds.join(", "),
+                r.latency(0.5).as_secs_f64() * 1e6,
+                r.latency(0.99).as_secs_f64() * 1e6
+            );
+        }
+        let ratios = self.ratios();
+        let listed: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+        out += &format!(
+            "ratio relayd / rtpengine: {:.2}x (median of rounds; rounds {})\n",
+            median(ratios),
+            listed.join(", ")
+        );
+        out
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::str(v)
+}
+
+/// Times `cycles` offer/answer/delete cycles against the NG socket, with
+/// call-ids of their own (`tag`).
+fn time_cycles(ng: &NgClient, name: &str, tag: &str, cycles: u32) -> Result<Round> {
+    let offer_sdp = audio_sdp("127.0.0.1", 5000);
+    let answer_sdp = audio_sdp("127.0.0.1", 6000);
+    let mut latencies = Vec::with_capacity(cycles as usize * 3);
+    let mut timed = |body: &Value| -> Result<()> {
+        let t = Instant::now();
+        let reply = ng.request(body)?;
+        latencies.push(t.elapsed());
+        if reply.get("result").and_then(Value::as_str) != Some("ok") {
+            bail!("{name}: {reply:?}");
+        }
+        Ok(())
+    };
+    let start = Instant::now();
+    for i in 0..cycles {
+        let id = format!("bench-{tag}-{i}");
+        timed(&Value::dict([
+            ("command", s("offer")),
+            ("call-id", s(&id)),
+            ("from-tag", s("a")),
+            ("sdp", s(&offer_sdp)),
+            ("supports", Value::str_list(["load limit"])),
+        ]))?;
+        timed(&Value::dict([
+            ("command", s("answer")),
+            ("call-id", s(&id)),
+            ("from-tag", s("a")),
+            ("to-tag", s("b")),
+            ("sdp", s(&answer_sdp)),
+        ]))?;
+        timed(&Value::dict([
+            ("command", s("delete")),
+            ("call-id", s(&id)),
+            ("from-tag", s("a")),
+            ("delete-delay", Value::Int(0)),
+        ]))?;
+    }
+    Ok(Round {
+        cycles,
+        elapsed: start.elapsed(),
+        latencies,
+    })
+}
+
+fn wait_for_ng(ng: &NgClient, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if ng.request(&Value::dict([("command", s("ping"))])).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("{name}: no answer to ping")
+}
+
+/// Starts both relays in a fresh namespace and measures them in alternating
+/// rounds. Both stop (and the namespace goes) when this returns.
+pub fn run(cfg: &Config) -> Result<Results> {
+    if cfg.rounds == 0 || cfg.cycles == 0 {
+        bail!("need at least one round of at least one cycle");
+    }
+    let ns = Netns::new("bng")?;
+    let mut cmd = ns.command(cfg.relayd)?;
+    cmd.args(["-i", "127.0.0.1", "--listen-ng", "127.0.0.1:2223"])
+        .args(["--datapath", "userspace", "--listen-cli", "127.0.0.1:9900"])
+        .args(["--port-min", "20000", "--port-max", "29999"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let relayd = spawn_ready(&mut cmd).context("starting relayd")?;
+    let rtpengine = ChildGuard(
+        ns.command("rtpengine")?
+            .args([
+                "--interface=127.0.0.1",
+                "--listen-ng=127.0.0.1:2224",
+                "--table=-1",
+            ])
+            .args(["--foreground", "--log-stderr", "-L", "3"])
+            .args(["--delete-delay=0", "--config-file=none"])
+            .args(["--port-min=30000", "--port-max=39999"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting rtpengine (apt-get install rtpengine-daemon)")?,
+    );
+    let clients = [
+        ("relayd", NgClient::new(&ns, "127.0.0.1:2223".parse()?)?),
+        ("rtpengine", NgClient::new(&ns, "127.0.0.1:2224".parse()?)?),
+    ];
+    for (name, ng) in &clients {
+        wait_for_ng(ng, name)?;
+    }
+    let mut rounds: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..cfg.rounds {
+        // Swap who goes first, so neither always follows the other's
+        // clean-up work (rtpengine frees a deleted call's ports in a timer).
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (name, ng) = &clients[i];
+            let tag = format!("r{round}");
+            rounds[i].push(time_cycles(ng, name, &tag, cfg.cycles)?);
+        }
+    }
+    relayd.terminate()?;
+    drop(rtpengine);
+    let [relayd_rounds, rtpengine_rounds] = rounds;
+    Ok(Results {
+        relayd: Relay {
+            name: "relayd",
+            rounds: relayd_rounds,
+        },
+        rtpengine: Relay {
+            name: "rtpengine",
+            rounds: rtpengine_rounds,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
+
+    fn round(cycles_per_sec: f64, latencies_us: &[u64]) -> Round {
+        Round {
+            cycles: 1000,
+            elapsed: Duration::from_secs_f64(1000.0 / cycles_per_sec),
+            latencies: latencies_us
+                .iter()
+                .map(|&u| Duration::from_micros(u))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn ratios_pair_rounds_and_latencies_pool_them() {
+        let results = Results {
+            relayd: Relay {
+                name: "relayd",
+                rounds: vec![round(4000.0, &[10, 30]), round(6000.0, &[20, 40])],
+            },
+            rtpengine: Relay {
+                name: "rtpengine",
+                rounds: vec![round(2000.0, &[50]), round(1500.0, &[60])],
+            },
+        };
+        let r = results.ratios();
+        assert!((r[0] - 2.0).abs() < 1e-6 && (r[1] - 4.0).abs() < 1e-6, "{r:?}");
+        assert!((results.relayd.median_cycles_per_sec() - 5000.0).abs() < 1e-3);
+        assert_eq!(results.relayd.latency(0.0), Duration::from_micros(10));
+        assert_eq!(results.relayd.latency(1.0), Duration::from_micros(40));
+        let cfg = Config {
+            relayd: Path::new("relayd"),
+            cycles: 1000,
+            rounds: 2,
+        };
+        let md = results.markdown(&cfg);
+        assert!(md.contains("ratio relayd / rtpengine: 3.00x"), "{md}");
+        assert!(md.contains("| relayd | 5000 | 4000, 6000 |"), "{md}");
+    }
+}
