@@ -310,7 +310,10 @@ mod tests {
             },
         };
         let r = results.ratios();
-        assert!((r[0] - 2.0).abs() < 1e-6 && (r[1] - 4.0).abs() < 1e-6, "{r:?}");
+        assert!(
+            (r[0] - 2.0).abs() < 1e-6 && (r[1] - 4.0).abs() < 1e-6,
+            "{r:?}"
+        );
         assert!((results.relayd.median_cycles_per_sec() - 5000.0).abs() < 1e-3);
         assert_eq!(results.relayd.latency(0.0), Duration::from_micros(10));
         assert_eq!(results.relayd.latency(1.0), Duration::from_micros(40));

@@ -42,33 +42,27 @@ const DATAGRAMS: usize = 128;
 #[derive(Clone, Copy)]
 struct SegmentCmsg([u8; 32]);
 
-/// Splits `payloads` into groups that may each leave as one GSO message:
-/// datagrams of the first one's size, of which the last may be shorter
-/// (the kernel cuts at the segment size, so only the tail may be short),
-/// at most [`MAX_SEGMENTS`] and [`MAX_GSO_BYTES`]. Empty datagrams travel
-/// alone (a segment size of 0 means "no GSO").
-pub fn gso_groups(payloads: &[&[u8]]) -> Vec<Range<usize>> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    while start < payloads.len() {
-        let size = payloads[start].len();
-        let mut end = start + 1;
-        let mut bytes = size;
-        while size > 0 && end < payloads.len() && end - start < MAX_SEGMENTS {
-            let len = payloads[end].len();
-            if len > size || bytes + len > MAX_GSO_BYTES {
-                break;
-            }
-            bytes += len;
-            end += 1;
-            if len < size {
-                break;
-            }
+/// The group of datagrams starting at `start` that may leave as one GSO
+/// message: datagrams of the first one's size, of which the last may be
+/// shorter (the kernel cuts at the segment size, so only the tail may be
+/// short), at most [`MAX_SEGMENTS`] and [`MAX_GSO_BYTES`]. Empty datagrams
+/// travel alone (a segment size of 0 means "no GSO").
+pub fn gso_group(payloads: &[&[u8]], start: usize) -> Range<usize> {
+    let size = payloads[start].len();
+    let mut end = start + 1;
+    let mut bytes = size;
+    while size > 0 && end < payloads.len() && end - start < MAX_SEGMENTS {
+        let len = payloads[end].len();
+        if len > size || bytes + len > MAX_GSO_BYTES {
+            break;
         }
-        groups.push(start..end);
-        start = end;
+        bytes += len;
+        end += 1;
+        if len < size {
+            break;
+        }
     }
-    groups
+    start..end
 }
 
 /// Sends every payload to `to` in order, with as few system calls as the
@@ -82,32 +76,33 @@ pub fn send_all(
     gso: &AtomicBool,
 ) -> io::Result<usize> {
     let (mut addr, addr_len) = std_to_sockaddr(to);
-    let groups: Vec<Range<usize>> = if gso.load(Ordering::Relaxed) {
-        gso_groups(payloads)
-    } else {
-        (0..payloads.len()).map(|i| i..i + 1).collect()
-    };
-    let mut next = 0; // first group not yet sent
+    let use_gso = gso.load(Ordering::Relaxed);
     let mut sent = 0;
-    while next < groups.len() {
+    while sent < payloads.len() {
         // SAFETY: plain data; zero is a valid value.
         let mut iovs: [libc::iovec; DATAGRAMS] = unsafe { MaybeUninit::zeroed().assume_init() };
         // SAFETY: as above.
         let mut msgs: [libc::mmsghdr; MESSAGES] = unsafe { MaybeUninit::zeroed().assume_init() };
         let mut cmsgs = [SegmentCmsg([0; 32]); MESSAGES];
-        let mut used_iovs = 0;
+        // Where each message's datagrams end, to count a partial send.
+        let mut ends = [0usize; MESSAGES];
+        let mut next = sent;
         let mut count = 0;
-        for group in &groups[next..] {
-            if count == MESSAGES || used_iovs + group.len() > DATAGRAMS {
+        while next < payloads.len() && count < MESSAGES {
+            let group = if use_gso {
+                gso_group(payloads, next)
+            } else {
+                next..next + 1
+            };
+            let first_iov = next - sent;
+            if first_iov + group.len() > DATAGRAMS {
                 break;
             }
-            let first_iov = used_iovs;
-            for p in &payloads[group.clone()] {
-                iovs[used_iovs] = libc::iovec {
+            for (iov, p) in iovs[first_iov..].iter_mut().zip(&payloads[group.clone()]) {
+                *iov = libc::iovec {
                     iov_base: p.as_ptr() as *mut libc::c_void,
                     iov_len: p.len(),
                 };
-                used_iovs += 1;
             }
             let hdr = &mut msgs[count].msg_hdr;
             hdr.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
@@ -118,6 +113,8 @@ pub fn send_all(
                 let segment = payloads[group.start].len() as u16;
                 set_segment_size(hdr, &mut cmsgs[count], segment);
             }
+            ends[count] = group.end;
+            next = group.end;
             count += 1;
         }
         // SAFETY: the headers point at the caller's payloads, our address
@@ -133,26 +130,23 @@ pub fn send_all(
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            let refused_gso = groups[next].len() > 1 && e.kind() != io::ErrorKind::WouldBlock;
+            let refused_gso = ends[0] - sent > 1 && e.kind() != io::ErrorKind::WouldBlock;
             if refused_gso && gso.swap(false, Ordering::Relaxed) {
                 tracing::debug!(%to, error = %e, "GSO refused: sending plain datagrams");
-                let rest = &payloads[groups[next].start..];
-                return send_all(fd, rest, to, gso).map(|n| sent + n).or_else(|e| {
-                    if sent == 0 {
-                        Err(e)
-                    } else {
-                        Ok(sent)
-                    }
-                });
+                return match send_all(fd, &payloads[sent..], to, gso) {
+                    Ok(n) => Ok(sent + n),
+                    Err(e) if sent == 0 => Err(e),
+                    Err(_) => Ok(sent),
+                };
             }
             return if sent == 0 { Err(e) } else { Ok(sent) };
         }
         // A short count means the next message failed or would block: the
         // next call says which (or sends it after all).
-        for group in &groups[next..next + n as usize] {
-            sent += group.len();
+        if n == 0 {
+            break; // not seen from Linux, but it must not spin
         }
-        next += n as usize;
+        sent = ends[n as usize - 1];
     }
     Ok(sent)
 }
@@ -188,7 +182,14 @@ mod tests {
     fn groups_of(sizes: &[usize]) -> Vec<Range<usize>> {
         let payloads = lens(sizes);
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        gso_groups(&refs)
+        let mut groups = Vec::new();
+        let mut start = 0;
+        while start < refs.len() {
+            let group = gso_group(&refs, start);
+            start = group.end;
+            groups.push(group);
+        }
+        groups
     }
 
     #[test]
