@@ -8,7 +8,7 @@
 //! The program runs in a namespace with two veth interfaces and static
 //! neighbour entries, so `bpf_fib_lookup` gives deterministic answers.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, os::fd::AsFd as _};
 
 use aya::{
     maps::{Array, Map, MapData},
@@ -21,7 +21,7 @@ use relay_tests::{
     require_root, PinDirGuard,
 };
 use relay_userspace::datapath::{
-    xdp::{selftest::xdp_md_for, ModePolicy, XdpConfig, XdpDatapath},
+    xdp::{batch_read::read_array_range, selftest::xdp_md_for, ModePolicy, XdpConfig, XdpDatapath},
     Counters, Datapath as _, DatapathError, MediaTracking, StreamSpec,
 };
 
@@ -951,9 +951,29 @@ fn stream_table_rows_and_entries_being_rewritten() {
             .row;
         let index = relay_common::stream_index(row, cross.local.port());
         let pinned = MapData::from_pin(dp.pin_dir().join(relay_common::MAP_STREAMS)).unwrap();
+        let table_fd = pinned.fd().as_fd().try_clone_to_owned().unwrap();
         let mut table: Array<MapData, StreamTarget> = Array::try_from(Map::Array(pinned)).unwrap();
         let entry = table.get(&index, 0).unwrap();
         assert_eq!(entry.seq, 2, "0, odd while written, even again");
+        // Batch reads (relayctl's listing) see what single lookups see,
+        // from the first entry of the table or from the middle of it.
+        let listed_entry = dp.maps().installed().unwrap();
+        let listed_entry = listed_entry.iter().find(|e| e.0 == sa(cross_local));
+        assert_eq!(listed_entry.map(|e| e.1), Some(entry));
+        let around = read_array_range::<StreamTarget>(table_fd.as_fd(), index - 1, 3).unwrap();
+        assert_eq!(
+            around,
+            [
+                table.get(&(index - 1), 0).unwrap(),
+                entry,
+                table.get(&(index + 1), 0).unwrap()
+            ]
+        );
+        let first = read_array_range::<StreamTarget>(table_fd.as_fd(), 0, 2).unwrap();
+        assert_eq!(first.len(), 2);
+        let len = table.len();
+        let tail = read_array_range::<StreamTarget>(table_fd.as_fd(), len - 2, 10).unwrap();
+        assert_eq!(tail.len(), 2, "a range past the end stops at the end");
 
         // Caught mid-rewrite: passed, unmodified, under its own counter.
         let frame = from_a(cross_local).build();

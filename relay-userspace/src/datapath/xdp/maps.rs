@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap as StdHashMap,
     net::{IpAddr, SocketAddr},
+    os::fd::{AsFd as _, OwnedFd},
     path::Path,
 };
 
@@ -20,7 +21,10 @@ use relay_common::{
     TF_STRICT_SOURCE, TF_TO_USERSPACE,
 };
 
-use super::super::{Counters, DatapathError, StreamSpec};
+use super::{
+    super::{Counters, DatapathError, StreamSpec},
+    batch_read::read_array_range,
+};
 
 /// Every map of the relay program.
 pub struct RelayMaps {
@@ -40,6 +44,8 @@ pub struct RelayMaps {
     pub rtp_stats: Array<MapData, RtpStats>,
     /// What `addresses` holds, by address (relayd is its only writer).
     rows: StdHashMap<[u8; 16], RelayAddress>,
+    /// `streams` again, for batch reads (aya keeps its descriptor private).
+    streams_fd: OwnedFd,
 }
 
 impl std::fmt::Debug for RelayMaps {
@@ -109,6 +115,14 @@ impl RelayMaps {
             .iter()
             .collect::<Result<_, _>>()
             .map_err(map_err("reading addresses"))?;
+        let streams_fd = match &streams {
+            Map::Array(data) => data.fd().as_fd().try_clone_to_owned(),
+            _ => Err(std::io::ErrorKind::InvalidInput.into()),
+        }
+        .map_err(|source| DatapathError::Io {
+            op: "duplicating the stream table's descriptor",
+            source,
+        })?;
         Ok(Self {
             streams: streams
                 .try_into()
@@ -124,6 +138,7 @@ impl RelayMaps {
                 .try_into()
                 .map_err(map_err("checking rtp_stats"))?,
             rows,
+            streams_fd,
         })
     }
 
@@ -152,13 +167,21 @@ impl RelayMaps {
     }
 
     /// Every installed stream: its relay address and port, and its entry.
-    /// Reads every entry of every relay address's row (a system call each),
-    /// so it is for start-up and relayctl, not for anything per call.
+    /// Reads every relay address's whole row (4 MiB, in batches), so it is
+    /// for start-up and relayctl, not for anything per call.
     pub fn installed(&self) -> Result<Vec<(SocketAddr, StreamTarget)>, DatapathError> {
         let mut out = Vec::new();
         for (addr, a) in &self.rows {
-            for port in 0..=u16::MAX {
-                let entry = self.entry(stream_index(a.row, port))?;
+            let row: Vec<StreamTarget> = read_array_range(
+                self.streams_fd.as_fd(),
+                stream_index(a.row, 0),
+                1 << ROW_SHIFT,
+            )
+            .map_err(|source| DatapathError::Io {
+                op: "reading the stream table",
+                source,
+            })?;
+            for (port, entry) in (0..=u16::MAX).zip(row) {
                 if entry.flags & TF_IN_USE != 0 {
                     out.push((SocketAddr::new(from_abi(*addr), port), entry));
                 }

@@ -9,6 +9,7 @@
 //! redirected from a native interface leaves through the target's native
 //! transmit path even when the target itself runs generic.
 
+pub mod batch_read;
 pub mod maps;
 pub mod object;
 pub mod selftest;
