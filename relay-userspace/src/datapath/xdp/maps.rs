@@ -277,24 +277,40 @@ impl RelayMaps {
     /// The row of the stream table owned by relay address `addr`, given
     /// one (with no shield) if it has none yet.
     fn row(&mut self, addr: IpAddr) -> Result<u32, DatapathError> {
-        let key = to_abi(addr);
-        if let Some(a) = self.rows.get(&key) {
-            return Ok(a.row);
+        let a = self.row_entry(addr)?;
+        if !self.rows.contains_key(&to_abi(addr)) {
+            self.write_address(addr, a, "adding a relay address")?;
+        }
+        Ok(a.row)
+    }
+
+    /// `addr`'s entry of `addresses`, or (not yet written) a fresh one with
+    /// the next free row and no shield.
+    fn row_entry(&self, addr: IpAddr) -> Result<RelayAddress, DatapathError> {
+        if let Some(a) = self.rows.get(&to_abi(addr)) {
+            return Ok(*a);
         }
         let max = self.streams.len() >> ROW_SHIFT;
         let row = self.rows.len() as u32;
         if row >= max {
             return Err(DatapathError::TooManyAddresses { address: addr, max });
         }
-        let a = RelayAddress {
+        Ok(RelayAddress {
             row,
             ..RelayAddress::default()
-        };
-        self.addresses
-            .insert(key, a, 0)
-            .map_err(map_err("adding a relay address"))?;
-        self.rows.insert(key, a);
-        Ok(row)
+        })
+    }
+
+    fn write_address(
+        &mut self,
+        addr: IpAddr,
+        value: RelayAddress,
+        op: &'static str,
+    ) -> Result<(), DatapathError> {
+        let key = to_abi(addr);
+        self.addresses.insert(key, value, 0).map_err(map_err(op))?;
+        self.rows.insert(key, value);
+        Ok(())
     }
 
     /// Stream table entry `index` as it is now.
@@ -345,17 +361,12 @@ impl RelayMaps {
         drop: bool,
     ) -> Result<(), DatapathError> {
         let value = RelayAddress {
-            row: self.row(address)?,
             port_min: *ports.start(),
             port_max: *ports.end(),
             flags: if drop { SHIELD_DROP_UNKNOWN } else { 0 },
+            ..self.row_entry(address)?
         };
-        let key = to_abi(address);
-        self.addresses
-            .insert(key, value, 0)
-            .map_err(map_err("setting the DoS shield"))?;
-        self.rows.insert(key, value);
-        Ok(())
+        self.write_address(address, value, "setting the DoS shield")
     }
 
     /// Removes the stream of relay address and port `local`.
