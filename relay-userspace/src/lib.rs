@@ -11,6 +11,7 @@
 //! - [`ports`]: RTP/RTCP port pairs per interface address.
 //! - [`netdev`]: interface lookups (index, name, MAC, drop counters).
 //! - [`notify`]: systemd-style readiness notification.
+//! - [`open_files`]: the open-files limit (a socket per media port).
 //! - [`stats`]: NG statistics and relay-wide totals (relayctl, NG, metrics).
 //! - [`static_stream`]: the `--static-stream` syntax of relayd.
 
@@ -24,6 +25,7 @@ pub mod datapath;
 pub mod interfaces;
 pub mod netdev;
 pub mod notify;
+pub mod open_files;
 pub mod ports;
 pub mod static_stream;
 pub mod stats;

@@ -262,3 +262,59 @@ fn media_survives_a_relayd_crash_and_a_restart_takes_over() {
     assert!(got.is_empty(), "a stale stream still forwarded: {got:?}");
     assert!(third.terminate().unwrap().success());
 }
+
+/// Starts relayd (userspace, 2000 media ports: 2000 media sockets at most) under an open-files limit of `soft`/`hard`, and returns
+/// its limit once ready and what it logged.
+fn relayd_under_open_files_limit(ns: &Netns, soft: u64, hard: u64) -> (String, String) {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = ns.command(RELAYD).unwrap();
+    cmd.args(["-i", "127.0.0.1", "--datapath", "userspace"])
+        .args(["--port-min", "30000", "--port-max", "31999"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut relayd = spawn_ready(&mut cmd).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", relayd.0.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    let mut stderr = relayd.0.stderr.take().unwrap();
+    assert!(relayd.terminate().unwrap().success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    (open_files, log)
+}
+
+#[test]
+fn relayd_raises_its_open_files_limit_and_warns_when_it_is_short() {
+    require_root!();
+    let ns = Netns::new("rl").unwrap();
+    // systemd's default soft limit under a high hard one: raised, quietly.
+    let (limit, log) = relayd_under_open_files_limit(&ns, 256, 8192);
+    let fields: Vec<&str> = limit.split_whitespace().collect();
+    assert_eq!(fields[3..5], ["8192", "8192"], "{limit}");
+    assert!(log.contains("raised the open-files limit"), "{log}");
+    assert!(!log.contains("runs out before"), "{log}");
+    // A hard limit below the media ports: room for (1024 - 64) / 4 calls.
+    let (limit, log) = relayd_under_open_files_limit(&ns, 256, 1024);
+    let fields: Vec<&str> = limit.split_whitespace().collect();
+    assert_eq!(fields[3..5], ["1024", "1024"], "{limit}");
+    assert!(
+        log.contains("runs out before the media ports") && log.contains("about 240 calls"),
+        "{log}"
+    );
+}

@@ -2,11 +2,11 @@
 //! `relayd --help` and README.md); it runs in the foreground and stops
 //! cleanly on SIGINT/SIGTERM.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use relay_userspace::{
     config::{DatapathMode, Options},
-    daemon,
+    daemon, open_files,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -23,6 +23,7 @@ fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut config = Options::parse().load()?;
+    report_open_files(&config);
 
     if config.datapath != DatapathMode::Userspace {
         let missing = relay_userspace::caps::missing_for_xdp();
@@ -44,23 +45,60 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(daemon::run(config, wait_for_shutdown_signal()))?;
+    runtime.block_on(async {
+        // Handlers go in before anything starts: relayd says READY=1 before
+        // it first waits for the signal, and a SIGTERM in between must stop
+        // it cleanly, not kill it.
+        let shutdown = shutdown_signal().context("installing signal handlers")?;
+        daemon::run(config, shutdown).await?;
+        anyhow::Ok(())
+    })?;
     Ok(())
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn wait_for_shutdown_signal() {
+/// Raises the open-files limit as far as allowed and says how many calls
+/// it leaves room for: a socket per media port is the usual ceiling.
+fn report_open_files(config: &relay_userspace::config::Config) {
+    let ports_per_interface = u64::from(config.port_max.saturating_sub(config.port_min)) + 1;
+    let media_ports = ports_per_interface * config.interfaces.len() as u64;
+    let files = match open_files::raise_to_hard() {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-files limit");
+            return;
+        }
+    };
+    let calls = files.call_capacity(media_ports);
+    if files.below_port_ranges(media_ports) {
+        tracing::warn!(
+            limit = files.limit,
+            media_ports,
+            calls,
+            "the open-files limit runs out before the media ports: room for about {calls} \
+             calls (a socket per media port, 4 per call); raise the hard limit \
+             (systemd: LimitNOFILE=, shell: ulimit -Hn)"
+        );
+    } else if let Some(before) = files.raised_from {
+        tracing::info!(
+            limit = files.limit,
+            raised_from = before,
+            calls,
+            "raised the open-files limit"
+        );
+    }
+}
+
+/// Installs the SIGINT and SIGTERM handlers now; the future completes on
+/// the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stopping");
-        return;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutting down");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+    })
 }
