@@ -10,7 +10,9 @@ use std::{
     os::fd::AsRawFd as _,
 };
 
-use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6};
+use nix::sys::socket::{
+    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
+};
 
 /// Why no pair could be had.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -199,6 +201,9 @@ fn bind_nonblocking(addr: SocketAddr) -> std::io::Result<UdpSocket> {
             fd
         }
     };
+    // Every datagram carries its kernel receive time, for RTP jitter (as
+    // rtpengine's media sockets do).
+    setsockopt(&fd, sockopt::ReceiveTimestampns, &true)?;
     Ok(UdpSocket::from(fd))
 }
 

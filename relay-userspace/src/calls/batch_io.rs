@@ -4,6 +4,11 @@
 //! many streams per port only in floods) batches are usually small, but
 //! under load this is what keeps the fallback path from paying one system
 //! call per packet.
+//!
+//! Each datagram comes with the time the kernel received it
+//! (`SO_TIMESTAMPNS`, which relayd's media sockets set, as rtpengine's do):
+//! RTP jitter is about arrival times, and a batch read under load holds
+//! datagrams that arrived milliseconds apart.
 
 use std::{io, mem::MaybeUninit, net::SocketAddr, os::fd::RawFd};
 
@@ -14,12 +19,21 @@ pub const BATCH: usize = 16;
 /// flagged, and then dropped).
 pub const MAX_DATAGRAM: usize = 2048;
 
+/// Room for one `SCM_TIMESTAMPNS` control message (`CMSG_SPACE` of a
+/// timespec is 32 bytes on 64-bit Linux), aligned for a `cmsghdr`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct StampCmsg([u8; 64]);
+
 /// Receive buffers for one batch.
 pub struct RecvBatch {
     bufs: Vec<[u8; MAX_DATAGRAM]>,
     addrs: Vec<libc::sockaddr_storage>,
     lens: Vec<usize>,
     truncated: Vec<bool>,
+    cmsgs: Vec<StampCmsg>,
+    /// Kernel receive time per datagram, CLOCK_MONOTONIC ns (0: none).
+    arrivals: Vec<u64>,
     count: usize,
 }
 
@@ -39,6 +53,8 @@ impl Default for RecvBatch {
             addrs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; BATCH],
             lens: vec![0; BATCH],
             truncated: vec![false; BATCH],
+            cmsgs: vec![StampCmsg([0; 64]); BATCH],
+            arrivals: vec![0; BATCH],
             count: 0,
         }
     }
@@ -60,6 +76,8 @@ impl RecvBatch {
             msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             msgs[i].msg_hdr.msg_iov = &mut iovs[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
+            msgs[i].msg_hdr.msg_controllen = self.cmsgs[i].0.len();
         }
         // SAFETY: every mmsghdr points at live buffers owned by `self` and
         // `iovs`, which outlive the call; the kernel writes within the
@@ -78,16 +96,25 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         self.count = n as usize;
-        for ((msg, len), truncated) in msgs
-            .iter()
-            .zip(&mut self.lens)
-            .zip(&mut self.truncated)
-            .take(self.count)
-        {
-            *len = (msg.msg_len as usize).min(MAX_DATAGRAM);
-            *truncated = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        // Kernel stamps are CLOCK_REALTIME; RTP figures (userspace and XDP
+        // alike) run on CLOCK_MONOTONIC.
+        let realtime_ahead = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
+        for (i, msg) in msgs.iter().enumerate().take(self.count) {
+            self.lens[i] = (msg.msg_len as usize).min(MAX_DATAGRAM);
+            self.truncated[i] = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            self.arrivals[i] =
+                receive_stamp(&msg.msg_hdr).map_or(0, |real| (real - realtime_ahead).max(1) as u64);
         }
         Ok(self.count)
+    }
+
+    /// When the kernel received datagram `i` of the last batch
+    /// (CLOCK_MONOTONIC ns), or `fallback` when the socket gave no stamp.
+    pub fn arrival_ns(&self, i: usize, fallback: u64) -> u64 {
+        match self.arrivals.get(i) {
+            Some(&ns) if i < self.count && ns != 0 => ns,
+            _ => fallback,
+        }
     }
 
     /// Datagram `i` of the last batch: (payload, source); None when the
@@ -101,6 +128,37 @@ impl RecvBatch {
             sockaddr_to_std(&self.addrs[i])?,
         ))
     }
+}
+
+/// The `SCM_TIMESTAMPNS` stamp of a received message, in ns.
+fn receive_stamp(hdr: &libc::msghdr) -> Option<i128> {
+    if hdr.msg_control.is_null() || hdr.msg_controllen == 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of
+    // well-formed control messages; CMSG_FIRSTHDR/NXTHDR stay within them.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                return Some(i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec));
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    None
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
 fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -174,6 +232,46 @@ mod tests {
         assert_eq!(got, payloads);
         let e = batch.recv(rx.as_raw_fd()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn each_datagram_carries_its_own_kernel_arrival_time() {
+        use crate::calls::kernel::monotonic_ns;
+        use nix::sys::socket::{setsockopt, sockopt::ReceiveTimestampns};
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        setsockopt(&rx, ReceiveTimestampns, &true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        // The kernel turns receive stamping on for the whole machine
+        // through a work queue, a moment after the first socket asks.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let first_sent = monotonic_ns();
+        tx.send_to(b"first", to).unwrap();
+        let first_done = monotonic_ns();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        tx.send_to(b"second", to).unwrap();
+        let second_done = monotonic_ns();
+        let mut batch = RecvBatch::default();
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 2, "one batch");
+        let (first, second) = (batch.arrival_ns(0, 0), batch.arrival_ns(1, 0));
+        // Loopback delivers within the send call; allow for clock steps
+        // between the two clocks of a few microseconds.
+        let slack = 1_000_000;
+        assert!(
+            first + slack >= first_sent && first <= first_done + slack,
+            "{first_sent} <= {first} <= {first_done}"
+        );
+        assert!(
+            second - first >= 25_000_000,
+            "30 ms apart: {first} {second}"
+        );
+        assert!(second <= second_done + slack);
+
+        // A socket without stamps: the caller's clock reading.
+        let plain = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"plain", plain.local_addr().unwrap()).unwrap();
+        assert_eq!(batch.recv(plain.as_raw_fd()).unwrap(), 1);
+        assert_eq!(batch.arrival_ns(0, 42), 42);
     }
 
     #[test]

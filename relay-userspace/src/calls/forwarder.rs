@@ -128,7 +128,7 @@ fn relay_batch(
                     payload,
                     media.flags(),
                     media.clock_rate(),
-                    now_ns,
+                    batch.arrival_ns(i, now_ns),
                 );
             }
             verdict
