@@ -43,7 +43,7 @@ pub fn encode_into(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
-fn bytes(b: &[u8], out: &mut Vec<u8>) {
+pub(super) fn bytes(b: &[u8], out: &mut Vec<u8>) {
     decimal(b.len() as u64, out);
     out.push(b':');
     out.extend_from_slice(b);
@@ -52,7 +52,7 @@ fn bytes(b: &[u8], out: &mut Vec<u8>) {
 /// Appends `n` in decimal. Every integer and every string length of a reply
 /// goes through here: formatting them with `to_string` allocated a String
 /// each, a visible share of encoding a `delete` reply.
-fn decimal(mut n: u64, out: &mut Vec<u8>) {
+pub(super) fn decimal(mut n: u64, out: &mut Vec<u8>) {
     let mut digits = [0u8; 20]; // u64::MAX has 20 digits
     let mut at = digits.len();
     loop {
