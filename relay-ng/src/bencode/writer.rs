@@ -32,6 +32,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Writes an integer.
+    #[inline]
     pub fn int(&mut self, i: i64) -> &mut Self {
         self.out.push(b'i');
         if i < 0 {
@@ -44,22 +45,26 @@ impl<'a> Writer<'a> {
 
     /// Writes an unsigned integer, saturating at `i64::MAX` as
     /// [`Value::Int`](super::Value::Int) holds it.
+    #[inline]
     pub fn uint(&mut self, u: u64) -> &mut Self {
         self.int(i64::try_from(u).unwrap_or(i64::MAX))
     }
 
     /// Writes a byte string.
+    #[inline]
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
         bytes(b, self.out);
         self
     }
 
     /// Writes a string.
+    #[inline]
     pub fn str(&mut self, s: &str) -> &mut Self {
         self.bytes(s.as_bytes())
     }
 
     /// Opens a list; close it with [`Writer::end`].
+    #[inline]
     pub fn list(&mut self) -> &mut Self {
         self.out.push(b'l');
         #[cfg(debug_assertions)]
@@ -69,6 +74,7 @@ impl<'a> Writer<'a> {
 
     /// Opens a dictionary; write [`Writer::key`] and value pairs, then
     /// [`Writer::end`].
+    #[inline]
     pub fn dict(&mut self) -> &mut Self {
         self.out.push(b'd');
         #[cfg(debug_assertions)]
@@ -77,6 +83,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Writes a dictionary key; it must sort after the previous one.
+    #[inline]
     pub fn key(&mut self, key: &[u8]) -> &mut Self {
         #[cfg(debug_assertions)]
         if let Some(Some(last)) = self.open.last_mut() {
@@ -94,6 +101,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Closes the innermost list or dictionary.
+    #[inline]
     pub fn end(&mut self) -> &mut Self {
         #[cfg(debug_assertions)]
         self.open.pop();
