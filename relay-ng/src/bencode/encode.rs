@@ -43,7 +43,8 @@ pub fn encode_into(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
-fn bytes(b: &[u8], out: &mut Vec<u8>) {
+#[inline]
+pub(super) fn bytes(b: &[u8], out: &mut Vec<u8>) {
     decimal(b.len() as u64, out);
     out.push(b':');
     out.extend_from_slice(b);
@@ -52,7 +53,18 @@ fn bytes(b: &[u8], out: &mut Vec<u8>) {
 /// Appends `n` in decimal. Every integer and every string length of a reply
 /// goes through here: formatting them with `to_string` allocated a String
 /// each, a visible share of encoding a `delete` reply.
-fn decimal(mut n: u64, out: &mut Vec<u8>) {
+#[inline]
+pub(super) fn decimal(mut n: u64, out: &mut Vec<u8>) {
+    // Most figures are lengths and ports, short enough for a fixed-size
+    // append, which compiles to a store instead of a call to memcpy.
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    if n < 100 {
+        out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
+        return;
+    }
     let mut digits = [0u8; 20]; // u64::MAX has 20 digits
     let mut at = digits.len();
     loop {
@@ -90,6 +102,9 @@ mod tests {
             (7, "i7e"),
             (-7, "i-7e"),
             (10, "i10e"),
+            (99, "i99e"),
+            (100, "i100e"),
+            (-10, "i-10e"),
             (1_000_000, "i1000000e"),
             (i64::MAX, "i9223372036854775807e"),
             (i64::MIN, "i-9223372036854775808e"),

@@ -10,6 +10,7 @@ pub mod deferred;
 pub mod forwarder;
 pub mod kernel;
 pub mod learning;
+pub mod media_socket;
 pub mod model;
 pub mod port;
 pub mod send_batch;

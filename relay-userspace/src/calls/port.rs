@@ -10,9 +10,9 @@ use std::{
     },
 };
 
-use tokio::{net::UdpSocket, time::Instant};
+use tokio::time::Instant;
 
-use super::learning::Learner;
+use super::{learning::Learner, media_socket::MediaSocket};
 
 /// Counters of packets received on a port from its party, in userspace.
 #[derive(Debug, Default)]
@@ -60,7 +60,7 @@ pub struct MediaPort {
     /// Local (bind) address: the key of its kernel stream.
     pub local: SocketAddr,
     /// The socket.
-    pub socket: UdpSocket,
+    pub socket: MediaSocket,
     /// Userspace counters.
     pub stats: PortStats,
     /// Send runs of equal-size datagrams as GSO messages; cleared when the
@@ -80,7 +80,7 @@ impl MediaPort {
         learner: Learner,
     ) -> std::io::Result<Arc<Self>> {
         debug_assert_eq!(socket.local_addr().ok(), Some(local));
-        let socket = UdpSocket::from_std(socket)?;
+        let socket = MediaSocket::from_std(socket)?;
         Ok(Arc::new(MediaPort {
             local,
             socket,

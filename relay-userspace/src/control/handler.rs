@@ -5,17 +5,18 @@
 use std::{net::SocketAddr, sync::Mutex, time::Duration};
 
 use relay_ng::{
+    bencode::encode_into,
     command::{Delete, List, OfferAnswer, Query},
     encode_reply, parse_datagram, reply, Command, CookieCache, Value,
 };
 use relay_sdp::{Direction, MediaRewrite, RewritePlan, RtcpMux, Sdp};
 use tokio::time::Instant;
 
-use super::reply::{call_summary, list_reply};
+use super::{reply::list_reply, summary_reply};
 use crate::{
     calls::{
-        deferred::Deferred, learning::LearningMode, model::MediaOffer, CallManager, Family,
-        SdpPlan, Signal,
+        deferred::Deferred, learning::LearningMode, model::MediaOffer, summary::CallSummary,
+        CallManager, Family, SdpPlan, Signal,
     },
     stats::NgStats,
 };
@@ -28,9 +29,28 @@ pub struct Answer {
     /// Work for after the reply: run it with [`Deferred::run`].
     pub after: Deferred,
     /// The decoded request and the reply before encoding, kept so that
-    /// freeing them (a few hundred small allocations for a `delete`'s
-    /// summary) also waits until the reply is sent.
-    pub spent: Option<(Value, Value)>,
+    /// freeing them also waits until the reply is sent.
+    pub spent: Option<(Value, Body)>,
+}
+
+/// A reply body before encoding.
+#[derive(Debug)]
+pub enum Body {
+    /// Any reply, as a dictionary.
+    Tree(Value),
+    /// The `ok` reply of a `query` or `delete`, written without a tree
+    /// (see [`summary_reply`]).
+    Summary(CallSummary),
+}
+
+impl Body {
+    /// The reply's `result`.
+    fn result(&self) -> &str {
+        match self {
+            Body::Tree(v) => v.get("result").and_then(Value::as_str).unwrap_or("error"),
+            Body::Summary(_) => "ok",
+        }
+    }
 }
 
 /// Answers one datagram; None when it carries no cookie to answer to.
@@ -61,25 +81,33 @@ pub fn handle(
         });
     }
     let mut after = Deferred::default();
+    let mut warnings = Vec::new();
     let (name, body) = match relay_ng::parse(&request.body) {
         Ok(parsed) => {
             let name = parsed.command.name();
             let mut calls = crate::lock(calls);
             let body = dispatch(parsed.command, &parsed.warnings, &mut calls, stats);
             after = calls.take_deferred();
+            warnings = parsed.warnings;
             (name, body)
         }
         Err(e) => {
             tracing::info!(error = %e, "bad NG request");
-            ("invalid", reply::error(&e.to_string()))
+            ("invalid", Body::Tree(reply::error(&e.to_string())))
         }
     };
-    let result = body
-        .get("result")
-        .and_then(Value::as_str)
-        .unwrap_or("error");
-    stats.record(name, result, now.elapsed());
-    let bytes = encode_reply(request.cookie, &body);
+    stats.record(name, body.result(), now.elapsed());
+    // Room for an offer's SDP or most of a delete's summary without
+    // growing the buffer several times.
+    let mut bytes = Vec::with_capacity(request.cookie.len() + 1024);
+    bytes.extend_from_slice(request.cookie);
+    bytes.push(b' ');
+    match &body {
+        Body::Tree(v) => encode_into(v, &mut bytes),
+        Body::Summary(s) => {
+            summary_reply::write(s, &warnings, crate::calls::model::unix_now(), &mut bytes)
+        }
+    }
     cache.insert(request.cookie.to_vec(), bytes.clone(), now);
     Some(Answer {
         reply: bytes,
@@ -101,9 +129,13 @@ fn dispatch(
     warnings: &[String],
     calls: &mut CallManager,
     stats: &NgStats,
-) -> Value {
+) -> Body {
     let now = Instant::now();
-    match command {
+    let summary = |result: Result<CallSummary, crate::calls::CallError>| match result {
+        Ok(summary) => Body::Summary(summary),
+        Err(e) => Body::Tree(reply::error(&e.to_string())),
+    };
+    let tree = match command {
         Command::Ping => {
             // Proxies ping once a minute or so; worth a line for operators
             // checking that their proxy sees the relay.
@@ -123,21 +155,16 @@ fn dispatch(
             ..
         }) => {
             let delay = delete_delay.map(|s| Duration::from_secs(u64::from(s)));
-            match calls.delete(&call_id, via_branch.as_deref(), delay, now) {
-                Ok(summary) => ok(call_summary(&summary), warnings),
-                Err(e) => reply::error(&e.to_string()),
-            }
+            return summary(calls.delete(&call_id, via_branch.as_deref(), delay, now));
         }
-        Command::Query(Query { call_id, .. }) => match calls.query(&call_id) {
-            Ok(summary) => ok(call_summary(&summary), warnings),
-            Err(e) => reply::error(&e.to_string()),
-        },
+        Command::Query(Query { call_id, .. }) => return summary(calls.query(&call_id)),
         Command::List(List { limit }) => ok(list_reply(&calls.list(limit as usize)), warnings),
         Command::Statistics => ok(
             super::reply::statistics(&crate::stats::totals(calls, stats)),
             warnings,
         ),
-    }
+    };
+    Body::Tree(tree)
 }
 
 fn offer_answer(

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod handler;
 pub mod metrics;
 pub mod reply;
+pub mod summary_reply;
 pub mod tcp;
 
 use std::{
