@@ -18,11 +18,12 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Adds `other` in.
+    /// Adds `other` in. Counters wrap, like the kernel's, rather than
+    /// panicking in a debug build on figures read from maps.
     pub fn add(&mut self, other: Counts) {
-        self.packets += other.packets;
-        self.bytes += other.bytes;
-        self.errors += other.errors;
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+        self.errors = self.errors.wrapping_add(other.errors);
     }
 }
 
