@@ -31,6 +31,12 @@ pub const MAX_SEGMENTS: usize = 64;
 /// Most payload bytes in one GSO message: a UDP length is 16 bits, less
 /// the headers.
 const MAX_GSO_BYTES: usize = 65_000;
+/// Largest datagram sent by GSO: what fits IPv6's minimum MTU (1280, less
+/// 40 + 8 bytes of headers), so any path takes the segments. The kernel
+/// refuses a segment size above the path MTU, and a refusal turns GSO off
+/// for the socket; bigger datagrams (rare in RTP: audio is far smaller,
+/// video packetizers stay near 1200) simply go out one by one.
+pub const MAX_GSO_SEGMENT: usize = 1232;
 /// Messages per `sendmmsg`.
 const MESSAGES: usize = 16;
 /// Datagrams per `sendmmsg` (the iovec array is on the stack).
@@ -46,12 +52,14 @@ struct SegmentCmsg([u8; 32]);
 /// message: datagrams of the first one's size, of which the last may be
 /// shorter (the kernel cuts at the segment size, so only the tail may be
 /// short), at most [`MAX_SEGMENTS`] and [`MAX_GSO_BYTES`]. Empty datagrams
-/// travel alone (a segment size of 0 means "no GSO").
+/// and ones over [`MAX_GSO_SEGMENT`] travel alone (a segment size of 0
+/// means "no GSO").
 pub fn gso_group(payloads: &[&[u8]], start: usize) -> Range<usize> {
     let size = payloads[start].len();
     let mut end = start + 1;
     let mut bytes = size;
-    while size > 0 && end < payloads.len() && end - start < MAX_SEGMENTS {
+    let segmentable = size > 0 && size <= MAX_GSO_SEGMENT;
+    while segmentable && end < payloads.len() && end - start < MAX_SEGMENTS {
         let len = payloads[end].len();
         if len > size || bytes + len > MAX_GSO_BYTES {
             break;
@@ -210,9 +218,12 @@ mod tests {
     fn groups_respect_the_segment_and_byte_limits() {
         let many = groups_of(&[20; 150]);
         assert_eq!(many, vec![0..64, 64..128, 128..150]);
-        let big = groups_of(&[1400; 60]);
-        // 46 × 1400 = 64 400 bytes fit, 47 would not.
-        assert_eq!(big, vec![0..46, 46..60]);
+        let big = groups_of(&[1200; 60]);
+        // 54 × 1200 = 64 800 bytes fit, 55 would not.
+        assert_eq!(big, vec![0..54, 54..60]);
+        // Over the segment size any path takes: one by one.
+        assert_eq!(groups_of(&[1233, 1233, 100]), vec![0..1, 1..2, 2..3]);
+        assert_eq!(groups_of(&[1232, 1232]), vec![0..2]);
     }
 
     /// Receives `count` datagrams (or fails after a second without one).
@@ -240,7 +251,7 @@ mod tests {
     fn numbered_payloads() -> Vec<Vec<u8>> {
         let sizes = [172usize; 30]
             .into_iter()
-            .chain([60, 172, 172, 1200, 1200, 3, 0, 172]);
+            .chain([60, 172, 172, 1200, 1200, 3, 0, 172, 1400, 1400]);
         sizes
             .enumerate()
             .map(|(i, n)| (0..n).map(|b| (i * 7 + b) as u8).collect())
