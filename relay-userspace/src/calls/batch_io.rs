@@ -12,6 +12,8 @@
 
 use std::{io, mem::MaybeUninit, net::SocketAddr, os::fd::RawFd};
 
+use super::kernel::clock_ns;
+
 /// Datagrams per `recvmmsg`. The forwarder keeps one set of buffers per
 /// worker thread, shared by all ports.
 pub const BATCH: usize = 16;
@@ -98,7 +100,8 @@ impl RecvBatch {
         self.count = n as usize;
         // Kernel stamps are CLOCK_REALTIME; RTP figures (userspace and XDP
         // alike) run on CLOCK_MONOTONIC.
-        let realtime_ahead = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
+        let realtime_ahead = i128::from(clock_ns(libc::CLOCK_REALTIME))
+            - i128::from(clock_ns(libc::CLOCK_MONOTONIC));
         for (i, msg) in msgs.iter().enumerate().take(self.count) {
             self.lens[i] = (msg.msg_len as usize).min(MAX_DATAGRAM);
             self.truncated[i] = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
@@ -149,16 +152,6 @@ fn receive_stamp(hdr: &libc::msghdr) -> Option<i128> {
         }
     }
     None
-}
-
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
 fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
