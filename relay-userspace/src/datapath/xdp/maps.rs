@@ -277,10 +277,11 @@ impl RelayMaps {
     /// The row of the stream table owned by relay address `addr`, given
     /// one (with no shield) if it has none yet.
     fn row(&mut self, addr: IpAddr) -> Result<u32, DatapathError> {
-        let a = self.row_entry(addr)?;
-        if !self.rows.contains_key(&to_abi(addr)) {
-            self.write_address(addr, a, "adding a relay address")?;
+        if let Some(a) = self.rows.get(&to_abi(addr)) {
+            return Ok(a.row);
         }
+        let a = self.row_entry(addr)?;
+        self.write_address(addr, a, "adding a relay address")?;
         Ok(a.row)
     }
 
