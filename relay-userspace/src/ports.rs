@@ -183,10 +183,11 @@ impl PortPool {
 }
 
 /// A UDP socket bound to `addr`, as `std::net::UdpSocket::bind` makes it
-/// (`SOCK_CLOEXEC`, no socket options, so an IPv6 one follows
-/// `net.ipv6.bindv6only` just the same) but created non-blocking: the
+/// (`SOCK_CLOEXEC`, no `IPV6_V6ONLY`, so an IPv6 one follows
+/// `net.ipv6.bindv6only` just the same) but created non-blocking (the
 /// runtime needs it so, and asking for it in `socket(2)` saves setting it
-/// with another system call for every media port.
+/// with another system call for every media port) and with receive
+/// timestamps on.
 fn bind_nonblocking(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let fd = match addr {

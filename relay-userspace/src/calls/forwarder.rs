@@ -171,8 +171,9 @@ fn relay_batch(
 }
 
 /// Sends a run of datagrams from `sink`'s socket to `dest` with one
-/// `sendmmsg` (GSO where sizes allow) when the socket can take them; the rest (and everything once
-/// a backlog exists, to keep the order) goes to the backlog.
+/// `sendmmsg` (GSO where sizes allow) when the socket can take them; the
+/// rest (and everything once a backlog exists, to keep the order) goes to
+/// the backlog.
 fn send_run(sink: &MediaPort, run: &[&[u8]], dest: SocketAddr, backlog: &mut Backlog) {
     let sent = if backlog.datagrams.is_empty() {
         let fd = sink.socket.as_raw_fd();
