@@ -9,6 +9,9 @@
 //! rtpengine alternating (and swapping who goes first each round), so a
 //! slow stretch of the machine hits both alike; the report gives each
 //! relay's median round and the median of the rounds' ratios.
+//!
+//! With a baseline relayd binary in rtpengine's place, the same rounds A/B
+//! two builds of relayd against each other.
 
 use std::{
     path::Path,
@@ -33,6 +36,8 @@ pub struct Config<'a> {
     pub cycles: u32,
     /// Rounds (each relay once per round).
     pub rounds: u32,
+    /// A relayd binary to measure instead of rtpengine (an A/B of builds).
+    pub baseline: Option<&'a Path>,
 }
 
 /// One relay's timings in one round.
@@ -56,7 +61,7 @@ impl Round {
 /// One relay's rounds.
 #[derive(Debug, Clone)]
 pub struct Relay {
-    /// "relayd" or "rtpengine".
+    /// "relayd", "rtpengine" or "baseline".
     pub name: &'static str,
     /// In the order measured.
     pub rounds: Vec<Round>,
@@ -102,17 +107,17 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 pub struct Results {
     /// relayd's rounds.
     pub relayd: Relay,
-    /// rtpengine's rounds.
-    pub rtpengine: Relay,
+    /// What relayd is compared with: rtpengine's or the baseline's rounds.
+    pub reference: Relay,
 }
 
 impl Results {
-    /// relayd / rtpengine cycles per second, round by round.
+    /// relayd / reference cycles per second, round by round.
     pub fn ratios(&self) -> Vec<f64> {
         self.relayd
             .rounds
             .iter()
-            .zip(&self.rtpengine.rounds)
+            .zip(&self.reference.rounds)
             .map(|(a, b)| a.cycles_per_sec() / b.cycles_per_sec())
             .collect()
     }
@@ -126,7 +131,7 @@ impl Results {
              |---|---|---|---|---|\n",
             cfg.cycles, cfg.rounds
         );
-        for r in [&self.relayd, &self.rtpengine] {
+        for r in [&self.relayd, &self.reference] {
             let rounds: Vec<String> = r
                 .rounds
                 .iter()
@@ -144,7 +149,8 @@ impl Results {
         let ratios = self.ratios();
         let listed: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
         out += &format!(
-            "ratio relayd / rtpengine: {:.2}x (median of rounds; rounds {})\n",
+            "ratio relayd / {}: {:.2}x (median of rounds; rounds {})\n",
+            self.reference.name,
             median(ratios),
             listed.join(", ")
         );
@@ -220,31 +226,17 @@ pub fn run(cfg: &Config) -> Result<Results> {
         bail!("need at least one round of at least one cycle");
     }
     let ns = Netns::new("bng")?;
-    let mut cmd = ns.command(cfg.relayd)?;
-    cmd.args(["-i", "127.0.0.1", "--listen-ng", "127.0.0.1:2223"])
-        .args(["--datapath", "userspace", "--listen-cli", "127.0.0.1:9900"])
-        .args(["--port-min", "20000", "--port-max", "29999"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let relayd = spawn_ready(&mut cmd).context("starting relayd")?;
-    let rtpengine = ChildGuard(
-        ns.command("rtpengine")?
-            .args([
-                "--interface=127.0.0.1",
-                "--listen-ng=127.0.0.1:2224",
-                "--table=-1",
-            ])
-            .args(["--foreground", "--log-stderr", "-L", "3"])
-            .args(["--delete-delay=0", "--config-file=none"])
-            .args(["--port-min=30000", "--port-max=39999"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting rtpengine (apt-get install rtpengine-daemon)")?,
-    );
+    let relayd = start_relayd(&ns, cfg.relayd, 2223, 20000)?;
+    let (reference_name, reference) = match cfg.baseline {
+        Some(path) => ("baseline", start_relayd(&ns, path, 2224, 30000)?),
+        None => ("rtpengine", start_rtpengine(&ns, 2224, 30000)?),
+    };
     let clients = [
         ("relayd", NgClient::new(&ns, "127.0.0.1:2223".parse()?)?),
-        ("rtpengine", NgClient::new(&ns, "127.0.0.1:2224".parse()?)?),
+        (
+            reference_name,
+            NgClient::new(&ns, "127.0.0.1:2224".parse()?)?,
+        ),
     ];
     for (name, ng) in &clients {
         wait_for_ng(ng, name)?;
@@ -260,19 +252,51 @@ pub fn run(cfg: &Config) -> Result<Results> {
             rounds[i].push(time_cycles(ng, name, &tag, cfg.cycles)?);
         }
     }
-    relayd.terminate()?;
-    drop(rtpengine);
-    let [relayd_rounds, rtpengine_rounds] = rounds;
+    drop(relayd);
+    drop(reference);
+    let [relayd_rounds, reference_rounds] = rounds;
     Ok(Results {
         relayd: Relay {
             name: "relayd",
             rounds: relayd_rounds,
         },
-        rtpengine: Relay {
-            name: "rtpengine",
-            rounds: rtpengine_rounds,
+        reference: Relay {
+            name: reference_name,
+            rounds: reference_rounds,
         },
     })
+}
+
+/// relayd in userspace mode with its NG socket on `ng_port` and 10 000
+/// media ports from `port_min`, CLI on `ng_port + 7677`.
+fn start_relayd(ns: &Netns, binary: &Path, ng_port: u16, port_min: u16) -> Result<ChildGuard> {
+    let mut cmd = ns.command(binary)?;
+    cmd.args(["-i", "127.0.0.1", "--datapath", "userspace"])
+        .arg(format!("--listen-ng=127.0.0.1:{ng_port}"))
+        .arg(format!("--listen-cli=127.0.0.1:{}", ng_port + 7677))
+        .arg(format!("--port-min={port_min}"))
+        .arg(format!("--port-max={}", port_min + 9999))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    spawn_ready(&mut cmd).with_context(|| format!("starting {}", binary.display()))
+}
+
+/// rtpengine without its kernel module, NG on `ng_port`, 10 000 media
+/// ports from `port_min`, calls freed as soon as they are deleted.
+fn start_rtpengine(ns: &Netns, ng_port: u16, port_min: u16) -> Result<ChildGuard> {
+    let child = ns
+        .command("rtpengine")?
+        .args(["--interface=127.0.0.1", "--table=-1"])
+        .arg(format!("--listen-ng=127.0.0.1:{ng_port}"))
+        .args(["--foreground", "--log-stderr", "-L", "3"])
+        .args(["--delete-delay=0", "--config-file=none"])
+        .arg(format!("--port-min={port_min}"))
+        .arg(format!("--port-max={}", port_min + 9999))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting rtpengine (apt-get install rtpengine-daemon)")?;
+    Ok(ChildGuard(child))
 }
 
 #[cfg(test)]
@@ -304,7 +328,7 @@ mod tests {
                 name: "relayd",
                 rounds: vec![round(4000.0, &[10, 30]), round(6000.0, &[20, 40])],
             },
-            rtpengine: Relay {
+            reference: Relay {
                 name: "rtpengine",
                 rounds: vec![round(2000.0, &[50]), round(1500.0, &[60])],
             },
@@ -321,9 +345,21 @@ mod tests {
             relayd: Path::new("relayd"),
             cycles: 1000,
             rounds: 2,
+            baseline: None,
         };
         let md = results.markdown(&cfg);
         assert!(md.contains("ratio relayd / rtpengine: 3.00x"), "{md}");
         assert!(md.contains("| relayd | 5000 | 4000, 6000 |"), "{md}");
+        let ab = Results {
+            reference: Relay {
+                name: "baseline",
+                ..results.reference.clone()
+            },
+            ..results
+        };
+        assert!(
+            ab.markdown(&cfg).contains("ratio relayd / baseline: 3.00x"),
+            "{md}"
+        );
     }
 }

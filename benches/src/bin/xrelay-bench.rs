@@ -37,6 +37,10 @@ enum What {
         /// Rounds, relayd and rtpengine alternating.
         #[arg(long, default_value_t = 7)]
         rounds: u32,
+        /// Measure this relayd binary instead of rtpengine: an A/B of two
+        /// builds.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
     },
     /// Forwarding throughput: relayd XDP, relayd userspace, rtpengine.
     Throughput {
@@ -87,11 +91,13 @@ fn main() -> Result<()> {
             relayd,
             cycles,
             rounds,
+            baseline,
         } => {
             let cfg = ng::Config {
                 relayd: &relayd,
                 cycles,
                 rounds,
+                baseline: baseline.as_deref(),
             };
             print!("{}", ng::run(&cfg)?.markdown(&cfg));
             Ok(())
