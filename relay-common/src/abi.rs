@@ -6,7 +6,7 @@ use core::{fmt, mem::offset_of};
 /// `RELAY_ABI_MAGIC`: "XLRY" as a little-endian u32.
 pub const ABI_MAGIC: u32 = 0x5952_4c58;
 /// `RELAY_ABI_VERSION`: bump with every layout or semantic change.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// Map names in the object (maps.h). The stream table: ARRAY of
 /// [`StreamTarget`] indexed by [`stream_index`].
@@ -19,8 +19,9 @@ pub const MAP_COUNTERS: &str = "counters";
 pub const MAP_TX_PORTS: &str = "tx_ports";
 /// HASH ifindex -> [`IfaceStatus`] (userspace bookkeeping).
 pub const MAP_IFACES: &str = "ifaces";
-/// HASH relay address (16 bytes, v4-mapped) -> [`RelayAddress`] (its row
-/// of the stream table and its DoS shield).
+/// ARRAY of [`RelayAddress`] slots: the relay addresses (their rows of the
+/// stream table and their DoS shields) as an open-addressed hash table, see
+/// [`address_slot`].
 pub const MAP_ADDRESSES: &str = "addresses";
 /// ARRAY of [`RtpStats`] indexed like `stream_stats` (one copy, not per CPU).
 pub const MAP_RTP_STATS: &str = "rtp_stats";
@@ -49,20 +50,56 @@ pub const fn stream_index(row: u32, port: u16) -> u32 {
 }
 /// `RELAY_SHIELD_DROP_UNKNOWN`: drop stream-less packets in the range.
 pub const SHIELD_DROP_UNKNOWN: u32 = 0x1;
+/// `RELAY_ADDR_IN_USE`: the address table slot holds an address.
+pub const ADDR_IN_USE: u32 = 0x2;
+/// `RELAY_ADDR_SLOT_BITS`: the address table has `1 << ADDR_SLOT_BITS` slots.
+pub const ADDR_SLOT_BITS: u32 = 13;
+/// `RELAY_ADDR_SLOTS`: slots of the address table.
+pub const ADDR_SLOTS: u32 = 1 << ADDR_SLOT_BITS;
+/// `RELAY_ADDR_PROBES`: an address sits in its home slot or one of the
+/// `ADDR_PROBES - 1` after it.
+pub const ADDR_PROBES: u32 = 8;
+/// `RELAY_ADDR_HASH_MUL`: 2^32 / golden ratio.
+const ADDR_HASH_MUL: u32 = 0x9e37_79b1;
 
-/// `struct relay_address`: one relay address's row of the stream table and
-/// its DoS shield (media port range).
+/// `relay_address_hash`: the home slot of an address (16 bytes, IPv4
+/// v4-mapped) in the address table. The program computes the same: the
+/// halves as host-order 64-bit words, XORed, folded to 32 bits, multiplied
+/// and shifted down to [`ADDR_SLOT_BITS`].
+pub fn address_slot(addr: &[u8; 16]) -> u32 {
+    let (lo, hi) = addr.split_at(8);
+    let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+    let x = word(lo) ^ word(hi);
+    let folded = (x ^ (x >> 32)) as u32;
+    folded.wrapping_mul(ADDR_HASH_MUL) >> (32 - ADDR_SLOT_BITS)
+}
+
+/// The slots the program looks at for `addr`, in order.
+pub fn address_probes(addr: &[u8; 16]) -> impl Iterator<Item = u32> {
+    let home = address_slot(addr);
+    (0..ADDR_PROBES).map(move |i| (home + i) & (ADDR_SLOTS - 1))
+}
+
+/// `struct relay_address`: one slot of the address table, holding a relay
+/// address with its row of the stream table and its DoS shield (media port
+/// range). All zero: an empty slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RelayAddress {
+    /// net: the address, IPv4 v4-mapped.
+    pub addr: [u8; 16],
     /// host: the address's entries are `stream_index(row, port)`.
     pub row: u32,
     /// host: lowest media port (shield).
     pub port_min: u16,
     /// host: highest media port (shield).
     pub port_max: u16,
-    /// host: `SHIELD_*` flags.
+    /// host: `ADDR_IN_USE` and `SHIELD_*` flags.
     pub flags: u32,
+    /// host: update sequence, odd while relayd rewrites the slot.
+    pub seq: u16,
+    /// zero.
+    pub _pad: u16,
 }
 
 /// `struct relay_target`: one entry of the stream table, where a packet sent
@@ -259,7 +296,7 @@ pub struct AbiMeta {
 }
 
 /// `RELAY_ABI_LAYOUT_LEN`.
-pub const LAYOUT_LEN: usize = 59;
+pub const LAYOUT_LEN: usize = 62;
 
 macro_rules! layout {
     ($( $kind:ident $ty:ident $(. $field:ident)? ),* $(,)?) => {
@@ -313,10 +350,13 @@ layout![
     off IfaceStatus._pad,
     off IfaceStatus.name,
     size RelayAddress,
+    off RelayAddress.addr,
     off RelayAddress.row,
     off RelayAddress.port_min,
     off RelayAddress.port_max,
     off RelayAddress.flags,
+    off RelayAddress.seq,
+    off RelayAddress._pad,
     size RtpStats,
     off RtpStats.rtp_packets,
     off RtpStats.rtcp_packets,
@@ -343,7 +383,7 @@ const _: () = assert!(size_of::<StreamTarget>() == 64);
 const _: () = assert!(size_of::<StreamStats>() == 88);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<IfaceStatus>() == 32);
-const _: () = assert!(size_of::<RelayAddress>() == 12);
+const _: () = assert!(size_of::<RelayAddress>() == 32);
 const _: () = assert!(size_of::<RtpStats>() == 88);
 const _: () = assert!(size_of::<AbiMeta>() == 16 + 4 * LAYOUT_LEN);
 
@@ -393,7 +433,7 @@ counters! {
     DropRate = 14, "dropped_rate", "dropped: stream over its packet-rate cap (--max-stream-pps)";
     PassNoCsum = 15, "passed_no_csum", "passed: IPv4 without UDP checksum, to be bridged to IPv6 (relayd's socket sends it)";
     PassNoHeadroom = 16, "passed_no_headroom", "passed: no room in front of the frame to grow it (IPv4 to IPv6)";
-    PassUpdating = 17, "passed_updating", "passed: relayd was rewriting the stream's entry (relayd's socket relays it)";
+    PassUpdating = 17, "passed_updating", "passed: relayd was rewriting the stream's entry or its address's slot (relayd's socket relays it)";
 }
 
 impl CounterId {
@@ -572,6 +612,50 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A v4-mapped address, as the tables store IPv4.
+    fn mapped(v4: u32) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[10] = 0xff;
+        a[11] = 0xff;
+        a[12..].copy_from_slice(&v4.to_be_bytes());
+        a
+    }
+
+    #[test]
+    fn address_slots_are_in_the_table_and_spread() {
+        // A /22 of consecutive addresses, as a relay's interfaces might be:
+        // no slot should hold more than a few of them.
+        let mut per_slot = [0u8; ADDR_SLOTS as usize];
+        for i in 0..1024u32 {
+            let slot = address_slot(&mapped(0x0a00_0000 + i));
+            assert!(slot < ADDR_SLOTS);
+            per_slot[slot as usize] += 1;
+        }
+        let used = per_slot.iter().filter(|&&n| n > 0).count();
+        assert!(used > 900, "{used} distinct slots");
+        assert!(per_slot.iter().all(|&n| n <= 3));
+        // The halves are folded together: IPv6 addresses differing only in
+        // the upper half land apart too.
+        let mut v6 = [0u8; 16];
+        v6[0] = 0x20;
+        let a = address_slot(&v6);
+        v6[1] = 0x01;
+        assert_ne!(a, address_slot(&v6));
+    }
+
+    #[test]
+    fn probes_start_at_home_and_wrap() {
+        let key = (0..)
+            .map(mapped)
+            .find(|k| address_slot(k) == ADDR_SLOTS - 2)
+            .unwrap();
+        let mut probes = address_probes(&key);
+        for want in [ADDR_SLOTS - 2, ADDR_SLOTS - 1, 0, 1, 2, 3, 4, 5] {
+            assert_eq!(probes.next(), Some(want));
+        }
+        assert_eq!(probes.next(), None, "{ADDR_PROBES} probes");
+    }
 
     #[test]
     fn expected_meta_checks_clean() {

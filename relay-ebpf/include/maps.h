@@ -23,12 +23,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } streams SEC(".maps");
 
-/* Relay address (v4-mapped, 16 bytes) -> its row of `streams` and its DoS
- * shield. */
+/* The relay addresses, their rows of `streams` and their DoS shields: an
+ * open-addressed hash table in an array (relay_abi.h). Written only by
+ * relayd. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, RELAY_MAX_ADDRESSES);
-	__type(key, __u8[16]);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RELAY_ADDR_SLOTS);
+	__type(key, __u32);
 	__type(value, struct relay_address);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } addresses SEC(".maps");

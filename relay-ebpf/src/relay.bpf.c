@@ -75,10 +75,13 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_iface_status, _pad),
 		OFF(relay_iface_status, name),
 		sizeof(struct relay_address),
+		OFF(relay_address, addr),
 		OFF(relay_address, row),
 		OFF(relay_address, port_min),
 		OFF(relay_address, port_max),
 		OFF(relay_address, flags),
+		OFF(relay_address, seq),
+		OFF(relay_address, _pad),
 		sizeof(struct relay_rtp_stats),
 		OFF(relay_rtp_stats, rtp_packets),
 		OFF(relay_rtp_stats, rtcp_packets),
@@ -106,7 +109,9 @@ _Static_assert(sizeof(struct relay_target) == 64, "relay_target size is ABI (one
 _Static_assert(sizeof(struct relay_stream_stats) == 88, "relay_stream_stats size is ABI");
 _Static_assert(sizeof(struct relay_counter) == 16, "relay_counter size is ABI");
 _Static_assert(sizeof(struct relay_iface_status) == 32, "relay_iface_status size is ABI");
-_Static_assert(sizeof(struct relay_address) == 12, "relay_address size is ABI");
+_Static_assert(sizeof(struct relay_address) == 32, "relay_address size is ABI");
+_Static_assert(RELAY_MAX_ADDRESSES * 2 <= RELAY_ADDR_SLOTS,
+	       "the address table keeps at least half its slots free");
 _Static_assert(sizeof(struct relay_rtp_stats) == 88, "relay_rtp_stats size is ABI");
 
 static __always_inline __u32 count(__u32 id, __u64 frame_len, __u32 action)
@@ -184,6 +189,42 @@ static __always_inline int no_stream(const struct relay_address *a, __u16 port, 
 #define compiler_barrier() asm volatile("" ::: "memory")
 
 /*
+ * Relay address `key` (16 bytes, v4-mapped), copied into `out` if its slot
+ * was stable while copied (relay_abi.h: linear probing from the home slot,
+ * seqlock-style rewrites). Returns 1 with `out` filled, 0 when `key` is not
+ * a relay address, -1 when relayd was rewriting a slot on the way.
+ */
+static __always_inline int find_address(const __u8 *key, struct relay_address *out)
+{
+	__u32 home = relay_address_hash(key);
+	__u64 k0, k1, a0, a1;
+	__u16 seq;
+
+	__builtin_memcpy(&k0, key, 8);
+	__builtin_memcpy(&k1, key + 8, 8);
+	for (__u32 i = 0; i < RELAY_ADDR_PROBES; i++) {
+		__u32 idx = (home + i) & (RELAY_ADDR_SLOTS - 1);
+		struct relay_address *slot = bpf_map_lookup_elem(&addresses, &idx);
+
+		if (!slot)
+			return 0;
+		seq = *(volatile __u16 *)&slot->seq;
+		compiler_barrier();
+		__builtin_memcpy(out, slot, sizeof(*out));
+		compiler_barrier();
+		if ((seq & 1) || seq != *(volatile __u16 *)&slot->seq)
+			return -1;
+		if (!(out->flags & RELAY_ADDR_IN_USE))
+			return 0;
+		__builtin_memcpy(&a0, out->addr, 8);
+		__builtin_memcpy(&a1, out->addr + 8, 8);
+		if (a0 == k0 && a1 == k1)
+			return 1;
+	}
+	return 0;
+}
+
+/*
  * The stream entry for `port` of relay address `a`, copied into `out` if it
  * was stable while copied (relay_abi.h: relayd rewrites entries seqlock
  * style). Returns 1 with `out` filled, 0 for no stream, -1 when relayd was
@@ -243,7 +284,7 @@ int relay_xdp(struct xdp_md *ctx)
 	__u64 frame_len = data_end - data;
 	struct cursor c = { .pos = data, .end = data_end };
 	struct relay_stream_stats *st;
-	struct relay_address *addr;
+	struct relay_address address, *addr = &address;
 	struct next_hop nh;
 	struct relay_view v = {};
 	struct relay_target target, *t = &target;
@@ -266,8 +307,10 @@ int relay_xdp(struct xdp_md *ctx)
 	if (why != RELAY_VIEW_OK)
 		return count(why, frame_len, XDP_PASS);
 
-	addr = bpf_map_lookup_elem(&addresses, v.key.addr);
-	if (!addr)
+	found = find_address(v.key.addr, &address);
+	if (found < 0)
+		return count(RELAY_CNT_PASS_UPDATING, frame_len, XDP_PASS);
+	if (!found)
 		return count(RELAY_CNT_PASS_NO_STREAM, frame_len, XDP_PASS);
 	port = bpf_ntohs(v.key.port);
 	found = read_stream(addr, port, &target);

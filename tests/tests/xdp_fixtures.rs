@@ -14,7 +14,7 @@ use aya::{
     maps::{Array, Map, MapData},
     programs::{TestRun as _, TestRunOptions},
 };
-use relay_common::{CounterId, StreamStats, StreamTarget};
+use relay_common::{addr::to_abi, CounterId, RelayAddress, StreamStats, StreamTarget};
 use relay_tests::{
     netns::{mac_text, veth, Netns},
     packet::{checksums_ok, ipv4_checksum_ok, udp4_checksum_ok, UdpFrame, ETH_LEN, IPV6_LEN},
@@ -829,6 +829,12 @@ fn fixture_config(
     }
 }
 
+/// The address table of a running datapath, to write behind its back.
+fn pinned_addresses(dp: &XdpDatapath) -> Array<MapData, RelayAddress> {
+    let pinned = MapData::from_pin(dp.pin_dir().join(relay_common::MAP_ADDRESSES)).unwrap();
+    Array::try_from(Map::Array(pinned)).unwrap()
+}
+
 /// Runs one frame through the program; returns (action, output frame).
 fn run_frame(dp: &mut XdpDatapath, frame: &[u8]) -> (u32, Vec<u8>) {
     let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
@@ -943,12 +949,13 @@ fn stream_table_rows_and_entries_being_rewritten() {
         assert_eq!(listed, [sa(cross_local), sa(v6_local)]);
 
         // An install leaves the entry stable (even sequence), one step on.
-        let row = dp
-            .maps()
-            .addresses
-            .get(&relay_common::addr::to_abi(cross.local.ip()), 0)
-            .unwrap()
-            .row;
+        let (slot, address) = dp.maps().relay_address(cross.local.ip()).unwrap();
+        assert_eq!(dp.maps().addresses.get(&slot, 0).unwrap(), address);
+        assert_eq!(
+            address.seq, 2,
+            "the address's slot was written the same way"
+        );
+        let row = address.row;
         let index = relay_common::stream_index(row, cross.local.port());
         let pinned = MapData::from_pin(dp.pin_dir().join(relay_common::MAP_STREAMS)).unwrap();
         let table_fd = pinned.fd().as_fd().try_clone_to_owned().unwrap();
@@ -995,6 +1002,26 @@ fn stream_table_rows_and_entries_being_rewritten() {
             .unwrap();
         assert_eq!(run_frame(&mut dp, &frame).0, XDP_REDIRECT);
 
+        // The same for the relay address's slot.
+        let mut addresses = pinned_addresses(&dp);
+        addresses
+            .set(slot, RelayAddress { seq: 3, ..address }, 0)
+            .unwrap();
+        let before = dp.counters().unwrap();
+        let (action, out) = run_frame(&mut dp, &frame);
+        assert_eq!((action, &out), (XDP_PASS, &frame));
+        let delta = dp.counters().unwrap().since(&before);
+        assert_only_counter(
+            "address slot being rewritten",
+            &delta,
+            CounterId::PassUpdating,
+            frame.len(),
+        );
+        addresses
+            .set(slot, RelayAddress { seq: 4, ..address }, 0)
+            .unwrap();
+        assert_eq!(run_frame(&mut dp, &frame).0, XDP_REDIRECT);
+
         // Removed: the port has no stream; removing it again is an error,
         // as is removing from an address without a row.
         dp.remove(cross.local).unwrap();
@@ -1013,6 +1040,100 @@ fn stream_table_rows_and_entries_being_rewritten() {
                 dp.remove(gone),
                 Err(DatapathError::NoSuchStream(a)) if a == gone
             ));
+        }
+        dp.shutdown();
+    })
+    .unwrap();
+}
+
+/// The address table is a hash table the program and relayd must agree on:
+/// addresses written where relayd's `address_probes` puts them are found by
+/// the program, including ones that share a home slot (found further on,
+/// wrapping past the end), and an address whose probe run meets an empty
+/// slot first is not one. Slots written directly, all pointing at one row
+/// and shielding one port, so a found address drops (dropped_no_stream) and
+/// an unknown one passes.
+#[test]
+fn address_table_probing_agrees_with_relayd() {
+    require_root!();
+    let ns = topology();
+    let pins = PinDirGuard::new("addrtab");
+    let pin_dir = pins.0.clone();
+    ns.run(|| {
+        let config = fixture_config(pin_dir, 1, std::time::Duration::from_millis(500));
+        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
+        let mut table = pinned_addresses(&dp);
+        let port = 30000u16;
+        let slot_of = |a: std::net::IpAddr| relay_common::address_slot(&to_abi(a));
+        let shielded = |a: std::net::IpAddr| RelayAddress {
+            addr: to_abi(a),
+            row: 0,
+            port_min: port,
+            port_max: port,
+            flags: relay_common::ADDR_IN_USE | relay_common::SHIELD_DROP_UNKNOWN,
+            seq: 2,
+            _pad: 0,
+        };
+        // Many addresses of both families, each in its first free probe slot.
+        let mut taken = std::collections::HashMap::new();
+        let mut addresses: Vec<std::net::IpAddr> = (0..300u32)
+            .map(|i| std::net::Ipv4Addr::from(0x0a40_0000 + i * 7).into())
+            .collect();
+        addresses.extend(
+            (0..100u16).map(|i| std::net::IpAddr::from([0x2001, 0xdb8, 0xa, 0, 0, 0, i >> 3, i])),
+        );
+        // Three that share a home slot near the end of the table, so the
+        // third wraps to the start.
+        let last = relay_common::ADDR_SLOTS - 1;
+        let wrapping: Vec<std::net::IpAddr> = (0..u32::MAX)
+            .map(|i| std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i)))
+            .filter(|a| slot_of(*a) == last - 1)
+            .take(3)
+            .collect();
+        addresses.extend(&wrapping);
+        for &a in &addresses {
+            let key = to_abi(a);
+            let slot = relay_common::address_probes(&key)
+                .find(|s| !taken.contains_key(s))
+                .expect("a free slot");
+            taken.insert(slot, a);
+            table.set(slot, shielded(a), 0).unwrap();
+        }
+        let third = taken
+            .iter()
+            .find(|(_, a)| **a == wrapping[2])
+            .map(|(s, _)| *s);
+        assert!(
+            third < Some(last - 1),
+            "the third of a shared home slot wrapped past the end: {third:?}"
+        );
+        let frame_to = |a: std::net::IpAddr| {
+            let dst = SocketAddr::new(a, port);
+            let src: SocketAddr = if a.is_ipv4() {
+                sa("10.10.1.2:5000")
+            } else {
+                sa("[2001:db8:1::2]:5000")
+            };
+            let mut f = UdpFrame::new(src, dst);
+            f.src_mac = MAC_A_HOST;
+            f.dst_mac = MAC_A_RELAY;
+            f.build()
+        };
+        for &a in &addresses {
+            let before = dp.counters().unwrap();
+            assert_eq!(run_frame(&mut dp, &frame_to(a)).0, XDP_DROP, "{a} found");
+            let delta = dp.counters().unwrap().since(&before);
+            assert_eq!(delta.packets(CounterId::DropNoStream), 1, "{a}");
+        }
+        // Not relay addresses: whether their probe run is empty from the
+        // start or runs through taken slots first, they pass.
+        let strangers =
+            (0..200u32).map(|i| std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0c40_0000 + i)));
+        for a in strangers {
+            let before = dp.counters().unwrap();
+            assert_eq!(run_frame(&mut dp, &frame_to(a)).0, XDP_PASS, "{a} unknown");
+            let delta = dp.counters().unwrap().since(&before);
+            assert_eq!(delta.packets(CounterId::PassNoStream), 1, "{a}");
         }
         dp.shutdown();
     })

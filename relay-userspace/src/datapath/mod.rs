@@ -158,6 +158,16 @@ pub enum DatapathError {
         /// Rows in the table.
         max: u32,
     },
+    /// Every slot the program would look in for this address is taken by
+    /// others (a table with thousands of relay addresses, unluckily hashed).
+    #[error(
+        "cannot forward for {address} in the kernel: the relay address table has no free slot \
+         where the program looks for it"
+    )]
+    AddressTableFull {
+        /// The address that found no slot.
+        address: std::net::IpAddr,
+    },
 }
 
 /// What the session layer needs from a forwarding backend.

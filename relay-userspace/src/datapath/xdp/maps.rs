@@ -15,10 +15,10 @@ use aya::{
 };
 use relay_common::{
     addr::{from_abi, to_abi},
-    stream_index, Counter, CounterId, IfaceStatus, RelayAddress, RtpStats, StreamStats,
-    StreamTarget, MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS, MAP_STREAMS,
-    MAP_STREAM_STATS, MAP_TX_PORTS, ROW_SHIFT, SHIELD_DROP_UNKNOWN, TF_IN_USE, TF_JITTER,
-    TF_STRICT_SOURCE, TF_TO_USERSPACE,
+    address_probes, stream_index, Counter, CounterId, IfaceStatus, RelayAddress, RtpStats,
+    StreamStats, StreamTarget, ADDR_IN_USE, ADDR_SLOTS, MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES,
+    MAP_RTP_STATS, MAP_STREAMS, MAP_STREAM_STATS, MAP_TX_PORTS, ROW_SHIFT, SHIELD_DROP_UNKNOWN,
+    TF_IN_USE, TF_JITTER, TF_STRICT_SOURCE, TF_TO_USERSPACE,
 };
 
 use super::{
@@ -38,12 +38,14 @@ pub struct RelayMaps {
     pub tx_ports: DevMapHash<MapData>,
     /// Attach bookkeeping.
     pub ifaces: HashMap<MapData, u32, IfaceStatus>,
-    /// Relay addresses: their rows of `streams` and DoS shields.
-    pub addresses: HashMap<MapData, [u8; 16], RelayAddress>,
+    /// Relay addresses, their rows of `streams` and DoS shields: a hash
+    /// table of slots (relay_abi.h).
+    pub addresses: Array<MapData, RelayAddress>,
     /// Per-stream RTP figures.
     pub rtp_stats: Array<MapData, RtpStats>,
-    /// What `addresses` holds, by address (relayd is its only writer).
-    rows: StdHashMap<[u8; 16], RelayAddress>,
+    /// What `addresses` holds, by address: the slot and its content
+    /// (relayd is the only writer).
+    rows: StdHashMap<[u8; 16], (u32, RelayAddress)>,
     /// `streams` again, for batch reads (aya keeps its descriptor private).
     streams_fd: OwnedFd,
 }
@@ -56,6 +58,57 @@ impl std::fmt::Debug for RelayMaps {
 
 fn map_err(op: &'static str) -> impl FnOnce(MapError) -> DatapathError {
     move |source| DatapathError::Map { op, source }
+}
+
+/// A table value that relayd rewrites while the program may read it, with
+/// an update sequence the program checks (relay_abi.h).
+trait Seqlocked: aya::Pod {
+    fn seq(&self) -> u16;
+    fn with_seq(self, seq: u16) -> Self;
+}
+
+impl Seqlocked for StreamTarget {
+    fn seq(&self) -> u16 {
+        self.seq
+    }
+    fn with_seq(self, seq: u16) -> Self {
+        StreamTarget { seq, ..self }
+    }
+}
+
+impl Seqlocked for RelayAddress {
+    fn seq(&self) -> u16 {
+        self.seq
+    }
+    fn with_seq(self, seq: u16) -> Self {
+        RelayAddress { seq, ..self }
+    }
+}
+
+/// Rewrites element `index` of `array`, which holds `old`, the way the
+/// program can read safely at any moment: its sequence made odd with the
+/// old content, the new content with the sequence still odd, then the
+/// sequence made even. A packet that meets the element in between is
+/// passed to relayd's socket, never forwarded with half an entry. Returns
+/// what the element holds now.
+fn write_seqlocked<T: Seqlocked>(
+    array: &mut Array<MapData, T>,
+    index: u32,
+    old: T,
+    new: T,
+    op: &'static str,
+) -> Result<T, DatapathError> {
+    let mut write = |value: T| array.set(index, value, 0).map_err(map_err(op));
+    // Odd already only if a relayd died mid-update: the element is being
+    // passed, and its content may be half written.
+    let odd = old.seq() | 1;
+    if old.seq() != odd {
+        write(old.with_seq(odd))?;
+    }
+    write(new.with_seq(odd))?;
+    let done = new.with_seq(odd.wrapping_add(1));
+    write(done)?;
+    Ok(done)
 }
 
 impl RelayMaps {
@@ -108,13 +161,24 @@ impl RelayMaps {
         rtp_stats: Map,
     ) -> Result<Self, DatapathError> {
         let check = map_err("checking a map's type and sizes");
-        let addresses: HashMap<MapData, [u8; 16], RelayAddress> = addresses
+        // Read in one batch before aya takes the map (it keeps the
+        // descriptor private); slot by slot would be 8192 system calls.
+        let slots: Vec<RelayAddress> = match &addresses {
+            Map::Array(data) => read_array_range(data.fd().as_fd(), 0, ADDR_SLOTS),
+            _ => Err(std::io::ErrorKind::InvalidInput.into()),
+        }
+        .map_err(|source| DatapathError::Io {
+            op: "reading the relay addresses",
+            source,
+        })?;
+        let addresses: Array<MapData, RelayAddress> = addresses
             .try_into()
             .map_err(map_err("checking addresses"))?;
-        let rows = addresses
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_err("reading addresses"))?;
+        let rows = (0..)
+            .zip(slots)
+            .filter(|(_, a)| a.flags & ADDR_IN_USE != 0)
+            .map(|(slot, a)| (a.addr, (slot, a)))
+            .collect();
         let streams_fd = match &streams {
             Map::Array(data) => data.fd().as_fd().try_clone_to_owned(),
             _ => Err(std::io::ErrorKind::InvalidInput.into()),
@@ -171,7 +235,7 @@ impl RelayMaps {
     /// for start-up and relayctl, not for anything per call.
     pub fn installed(&self) -> Result<Vec<(SocketAddr, StreamTarget)>, DatapathError> {
         let mut out = Vec::new();
-        for (addr, a) in &self.rows {
+        for (addr, (_, a)) in &self.rows {
             let row: Vec<StreamTarget> = read_array_range(
                 self.streams_fd.as_fd(),
                 stream_index(a.row, 0),
@@ -277,41 +341,63 @@ impl RelayMaps {
     /// The row of the stream table owned by relay address `addr`, given
     /// one (with no shield) if it has none yet.
     fn row(&mut self, addr: IpAddr) -> Result<u32, DatapathError> {
-        if let Some(a) = self.rows.get(&to_abi(addr)) {
+        if let Some((_, a)) = self.rows.get(&to_abi(addr)) {
             return Ok(a.row);
         }
-        let a = self.row_entry(addr)?;
-        self.write_address(addr, a, "adding a relay address")?;
+        let (slot, a) = self.row_entry(addr)?;
+        self.write_address(slot, a, "adding a relay address")?;
         Ok(a.row)
     }
 
-    /// `addr`'s entry of `addresses`, or (not yet written) a fresh one with
-    /// the next free row and no shield.
-    fn row_entry(&self, addr: IpAddr) -> Result<RelayAddress, DatapathError> {
-        if let Some(a) = self.rows.get(&to_abi(addr)) {
-            return Ok(*a);
+    /// `addr`'s slot of `addresses` and what it holds, or (not yet
+    /// written) a free slot where the program will look for it, with the
+    /// next free row and no shield.
+    fn row_entry(&self, addr: IpAddr) -> Result<(u32, RelayAddress), DatapathError> {
+        let key = to_abi(addr);
+        if let Some(placed) = self.rows.get(&key) {
+            return Ok(*placed);
         }
         let max = self.streams.len() >> ROW_SHIFT;
         let row = self.rows.len() as u32;
         if row >= max {
             return Err(DatapathError::TooManyAddresses { address: addr, max });
         }
-        Ok(RelayAddress {
-            row,
-            ..RelayAddress::default()
-        })
+        let taken = |slot: u32| self.rows.values().any(|(s, _)| *s == slot);
+        let slot = address_probes(&key)
+            .find(|s| !taken(*s))
+            .ok_or(DatapathError::AddressTableFull { address: addr })?;
+        Ok((
+            slot,
+            RelayAddress {
+                addr: key,
+                row,
+                flags: ADDR_IN_USE,
+                ..RelayAddress::default()
+            },
+        ))
     }
 
+    /// Writes `value` (an address in use) to `slot`, which holds what
+    /// `rows` says (or nothing yet).
     fn write_address(
         &mut self,
-        addr: IpAddr,
+        slot: u32,
         value: RelayAddress,
         op: &'static str,
     ) -> Result<(), DatapathError> {
-        let key = to_abi(addr);
-        self.addresses.insert(key, value, 0).map_err(map_err(op))?;
-        self.rows.insert(key, value);
+        let old = self
+            .rows
+            .get(&value.addr)
+            .map_or_else(RelayAddress::default, |(_, a)| *a);
+        let written = write_seqlocked(&mut self.addresses, slot, old, value, op)?;
+        self.rows.insert(value.addr, (slot, written));
         Ok(())
+    }
+
+    /// Relay address `addr`'s slot of the address table and what it holds,
+    /// if it has one.
+    pub fn relay_address(&self, addr: IpAddr) -> Option<(u32, RelayAddress)> {
+        self.rows.get(&to_abi(addr)).copied()
     }
 
     /// Stream table entry `index` as it is now.
@@ -321,37 +407,22 @@ impl RelayMaps {
             .map_err(map_err("reading the stream table"))
     }
 
-    /// Rewrites stream table entry `index`, which holds `old`, the way the
-    /// program can read safely at any moment (relay_abi.h): its sequence
-    /// made odd with the old content, the new content with the sequence
-    /// still odd, then the sequence made even. A packet that meets the entry
-    /// in between is passed to relayd's socket, never forwarded with half an
-    /// entry.
+    /// Rewrites stream table entry `index`, which holds `old` (see
+    /// [`write_seqlocked`]).
     fn write_entry(
         &mut self,
         index: u32,
         old: StreamTarget,
         new: StreamTarget,
     ) -> Result<(), DatapathError> {
-        let write = |streams: &mut Array<MapData, StreamTarget>, value| {
-            streams
-                .set(index, value, 0)
-                .map_err(map_err("writing the stream table"))
-        };
-        // Odd already only if a relayd died mid-update: the entry is
-        // being passed, and its content may be half written.
-        let odd = old.seq | 1;
-        if old.seq != odd {
-            write(&mut self.streams, StreamTarget { seq: odd, ..old })?;
-        }
-        write(&mut self.streams, StreamTarget { seq: odd, ..new })?;
-        write(
+        write_seqlocked(
             &mut self.streams,
-            StreamTarget {
-                seq: odd.wrapping_add(1),
-                ..new
-            },
+            index,
+            old,
+            new,
+            "writing the stream table",
         )
+        .map(drop)
     }
 
     /// Sets the DoS shield of one relay address.
@@ -361,18 +432,19 @@ impl RelayMaps {
         ports: std::ops::RangeInclusive<u16>,
         drop: bool,
     ) -> Result<(), DatapathError> {
+        let (slot, entry) = self.row_entry(address)?;
         let value = RelayAddress {
             port_min: *ports.start(),
             port_max: *ports.end(),
-            flags: if drop { SHIELD_DROP_UNKNOWN } else { 0 },
-            ..self.row_entry(address)?
+            flags: ADDR_IN_USE | if drop { SHIELD_DROP_UNKNOWN } else { 0 },
+            ..entry
         };
-        self.write_address(address, value, "setting the DoS shield")
+        self.write_address(slot, value, "setting the DoS shield")
     }
 
     /// Removes the stream of relay address and port `local`.
     pub fn remove(&mut self, local: SocketAddr) -> Result<(), DatapathError> {
-        let Some(a) = self.rows.get(&to_abi(local.ip())) else {
+        let Some((_, a)) = self.rows.get(&to_abi(local.ip())) else {
             return Err(DatapathError::NoSuchStream(local));
         };
         let index = stream_index(a.row, local.port());

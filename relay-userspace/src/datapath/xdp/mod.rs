@@ -179,6 +179,8 @@ pub struct XdpConfig {
 /// Most relay addresses (rows of 65536 stream entries, 4 MiB each) a
 /// stream table may have.
 pub const MAX_ADDRESSES: u32 = 4096;
+// The address table keeps at least half its slots free (relay_abi.h).
+const _: () = assert!(MAX_ADDRESSES * 2 <= relay_common::ADDR_SLOTS);
 
 /// The object's load-time setting behind [`XdpConfig::next_hop_cache`].
 const NH_CACHE_GLOBAL: &str = "relay_nh_cache_ns";
@@ -360,7 +362,6 @@ impl XdpDatapath {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&dir)
             .map_max_entries(MAP_STREAMS, config.max_addresses << ROW_SHIFT)
-            .map_max_entries(MAP_ADDRESSES, config.max_addresses)
             .map_max_entries(MAP_STREAM_STATS, config.max_streams)
             .map_max_entries(MAP_RTP_STATS, config.max_streams)
             .override_global(TEST_CLOCK_GLOBAL, &u8::from(config.test_clock), true)
