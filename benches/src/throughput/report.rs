@@ -87,9 +87,21 @@ pub fn markdown(runs: &[RelayRun]) -> String {
             (Some(a), Some(e)) if e > 0.0 => format!("{:.1}×", a / e),
             _ => "-".to_owned(),
         };
+        // Fewer calls than asked (the open-files limit): say how many ran.
+        let established = runs
+            .iter()
+            .filter(|r| r.calls == calls)
+            .map(|r| r.established)
+            .min()
+            .unwrap_or(calls);
+        let label = if established == calls {
+            calls.to_string()
+        } else {
+            format!("{established} of {calls}")
+        };
         let _ = writeln!(
             out,
-            "| {calls} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} |",
             show(x),
             show(u),
             show(e),
@@ -113,4 +125,47 @@ pub fn markdown(runs: &[RelayRun]) -> String {
     }
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::throughput::measure::Point;
+
+    fn run(kind: Kind, calls: u32, established: u32, forwarded_pps: f64) -> RelayRun {
+        RelayRun {
+            kind,
+            calls,
+            established,
+            setup: std::time::Duration::from_secs(1),
+            stopped: None,
+            points: vec![Point {
+                target: None,
+                offered_pps: forwarded_pps,
+                forwarded_pps,
+                loss: 0.0,
+                cpu: Default::default(),
+                rcvbuf_drops_pps: 0.0,
+            }],
+        }
+    }
+
+    #[test]
+    fn summary_says_how_many_calls_ran_when_fewer_than_asked() {
+        let runs = [
+            run(Kind::RelaydXdp, 1000, 1000, 4e6),
+            run(Kind::Rtpengine, 1000, 1000, 1e5),
+            run(Kind::RelaydXdp, 100_000, 4800, 4e6),
+            run(Kind::Rtpengine, 100_000, 4800, 2e5),
+        ];
+        let md = markdown(&runs);
+        assert!(
+            md.contains("\n| 1000 | 4.00 M | - | 100.0 k | 40.0× | - |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("\n| 4800 of 100000 | 4.00 M | - | 200.0 k | 20.0× | - |"),
+            "{md}"
+        );
+    }
 }
