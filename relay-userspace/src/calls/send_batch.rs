@@ -11,8 +11,10 @@
 //! video frame's burst. At one packet per wake-up nothing changes.
 //!
 //! Where the kernel refuses GSO (no checksum offload on the egress device,
-//! IPsec routes, a kernel without `UDP_SEGMENT`), the send is retried as
-//! plain datagrams and the caller's flag turns GSO off for that socket.
+//! IPsec routes, a kernel without `UDP_SEGMENT`: `EINVAL` or `EIO`), the
+//! send is retried as plain datagrams and the caller's flag turns GSO off
+//! for that socket. Other errors (no route, a firewall's `EPERM`, full
+//! buffers) say nothing about GSO and leave it on.
 
 use std::{
     io,
@@ -37,6 +39,14 @@ const MAX_GSO_BYTES: usize = 65_000;
 /// for the socket; bigger datagrams (rare in RTP: audio is far smaller,
 /// video packetizers stay near 1200) simply go out one by one.
 pub const MAX_GSO_SEGMENT: usize = 1232;
+/// Whether a failed send of a GSO message says the kernel will not do GSO
+/// for this socket or route (udp_send_skb: `EINVAL` for a socket without
+/// checksums or a segment size above the MTU, `EIO` without checksum
+/// offload or over IPsec), rather than something about the destination.
+fn is_gso_refusal(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EIO))
+}
+
 /// Messages per `sendmmsg`.
 const MESSAGES: usize = 16;
 /// Datagrams per `sendmmsg` (the iovec array is on the stack).
@@ -138,7 +148,7 @@ pub fn send_all(
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            let refused_gso = ends[0] - sent > 1 && e.kind() != io::ErrorKind::WouldBlock;
+            let refused_gso = ends[0] - sent > 1 && is_gso_refusal(&e);
             if refused_gso && gso.swap(false, Ordering::Relaxed) {
                 tracing::debug!(%to, error = %e, "GSO refused: sending plain datagrams");
                 return match send_all(fd, &payloads[sent..], to, gso) {
@@ -303,5 +313,18 @@ mod tests {
         let gso = AtomicBool::new(true);
         round_trip(&tx, &gso);
         assert!(!gso.load(Ordering::Relaxed), "GSO turned off after refusal");
+    }
+
+    #[test]
+    fn an_error_about_the_destination_leaves_gso_on() {
+        // Broadcast without SO_BROADCAST: EACCES, whatever the message.
+        let tx = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let payloads = [[7u8; 100]; 4];
+        let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+        let to: SocketAddr = "255.255.255.255:9".parse().unwrap();
+        let gso = AtomicBool::new(true);
+        let e = send_all(tx.as_raw_fd(), &refs, to, &gso).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+        assert!(gso.load(Ordering::Relaxed), "GSO still on");
     }
 }
