@@ -4,8 +4,10 @@
 
 use std::process::{Command, Output, Stdio};
 
+use relay_ng::Value;
 use relay_tests::{
     netns::{ChildGuard, Netns},
+    ng_client::{audio_sdp, NgClient},
     peer::{attach_peer_pass, PeerPass},
     ready::spawn_ready,
     require_root,
@@ -263,13 +265,22 @@ fn media_survives_a_relayd_crash_and_a_restart_takes_over() {
     assert!(third.terminate().unwrap().success());
 }
 
-/// Starts relayd (userspace, 2000 media ports: 2000 media sockets at most) under an open-files limit of `soft`/`hard`, and returns
-/// its limit once ready and what it logged.
-fn relayd_under_open_files_limit(ns: &Netns, soft: u64, hard: u64) -> (String, String) {
+/// Starts relayd (on 127.0.0.1 with `datapath`, 2000 media ports: 2000
+/// media sockets at most) under an open-files limit of `soft`/`hard`.
+fn spawn_with_open_files_limit(
+    ns: &Netns,
+    pins: &PinDirGuard,
+    datapath: &str,
+    soft: u64,
+    hard: u64,
+) -> ChildGuard {
     use std::os::unix::process::CommandExt as _;
     let mut cmd = ns.command(RELAYD).unwrap();
-    cmd.args(["-i", "127.0.0.1", "--datapath", "userspace"])
+    cmd.args(["-i", "127.0.0.1", "--datapath", datapath])
         .args(["--port-min", "30000", "--port-max", "31999"])
+        .args(["--listen-ng", "127.0.0.1:2223"])
+        .arg("--pin-dir")
+        .arg(&pins.0)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     // SAFETY: setrlimit is async-signal-safe and touches only the child.
@@ -285,7 +296,14 @@ fn relayd_under_open_files_limit(ns: &Netns, soft: u64, hard: u64) -> (String, S
             Ok(())
         });
     }
-    let mut relayd = spawn_ready(&mut cmd).unwrap();
+    spawn_ready(&mut cmd).unwrap()
+}
+
+/// Starts relayd (userspace) under an open-files limit of `soft`/`hard`,
+/// and returns its limit once ready and what it logged.
+fn relayd_under_open_files_limit(ns: &Netns, soft: u64, hard: u64) -> (String, String) {
+    let pins = PinDirGuard::new("rl");
+    let mut relayd = spawn_with_open_files_limit(ns, &pins, "userspace", soft, hard);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", relayd.0.id())).unwrap();
     let open_files = limits
         .lines()
@@ -317,4 +335,92 @@ fn relayd_raises_its_open_files_limit_and_warns_when_it_is_short() {
         log.contains("runs out before the media ports") && log.contains("about 240 calls"),
         "{log}"
     );
+}
+
+/// Out of file descriptors, an offer gets an error reply naming the cause
+/// (rtpengine answers "Ran out of ports"; the real reason is more useful),
+/// relayd keeps serving, and a deleted call's sockets make room for the
+/// next one: in both datapaths (XDP also holds its maps' and programs'
+/// descriptors).
+#[test]
+fn offers_at_the_open_files_limit_fail_cleanly() {
+    require_root!();
+    let ns = Netns::new("rf").unwrap();
+    ns.ip(&["link", "set", "lo", "up"]).unwrap();
+    for datapath in ["userspace", "xdp"] {
+        let pins = PinDirGuard::new("rf");
+        let relayd = spawn_with_open_files_limit(&ns, &pins, datapath, 96, 96);
+        let ng = NgClient::new(&ns, "127.0.0.1:2223".parse().unwrap()).unwrap();
+        let offer = |id: &str| {
+            ng.request(&Value::dict([
+                ("command", Value::str("offer")),
+                ("call-id", Value::str(id)),
+                ("from-tag", Value::str("a")),
+                ("sdp", Value::str(&audio_sdp("127.0.0.1", 5000))),
+            ]))
+            .unwrap()
+        };
+        let result = |reply: &Value| {
+            reply
+                .get("result")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let mut calls = Vec::new();
+        let refused = loop {
+            let id = format!("{datapath}-{}", calls.len());
+            let reply = offer(&id);
+            if result(&reply).as_deref() != Some("ok") {
+                break reply;
+            }
+            calls.push(id);
+            assert!(
+                calls.len() < 48,
+                "{datapath}: 96 descriptors held {} calls",
+                calls.len()
+            );
+        };
+        assert!(
+            calls.len() >= 4,
+            "{datapath}: only {} calls fit",
+            calls.len()
+        );
+        eprintln!("{datapath}: {} calls fit under 96 descriptors", calls.len());
+        let reason = refused
+            .get("error-reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        assert!(
+            reason.starts_with("Cannot open media sockets")
+                && reason.contains("Too many open files"),
+            "{datapath}: {refused:?}"
+        );
+        let pong = ng
+            .request(&Value::dict([("command", Value::str("ping"))]))
+            .unwrap();
+        assert_eq!(
+            result(&pong).as_deref(),
+            Some("pong"),
+            "{datapath}: still serving"
+        );
+        ng.ok(&Value::dict([
+            ("command", Value::str("delete")),
+            ("call-id", Value::str(&calls[0])),
+            ("from-tag", Value::str("a")),
+            ("delete-delay", Value::Int(0)),
+        ]))
+        .unwrap();
+        // The deleted call's sockets close once its reply is out.
+        let again = (0..50)
+            .map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                offer(&format!("{datapath}-again"))
+            })
+            .find(|r| result(r).as_deref() == Some("ok"));
+        assert!(again.is_some(), "{datapath}: no room after a delete");
+        assert!(
+            relayd.terminate().unwrap().success(),
+            "{datapath}: clean exit"
+        );
+    }
 }
