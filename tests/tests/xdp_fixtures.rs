@@ -829,6 +829,15 @@ fn fixture_config(
     }
 }
 
+/// `frame` goes to the stack untouched under `passed_updating` alone.
+fn assert_passed_updating(dp: &mut XdpDatapath, frame: &[u8], what: &str) {
+    let before = dp.counters().unwrap();
+    let (action, out) = run_frame(dp, frame);
+    assert_eq!((action, out.as_slice()), (XDP_PASS, frame), "{what}");
+    let delta = dp.counters().unwrap().since(&before);
+    assert_only_counter(what, &delta, CounterId::PassUpdating, frame.len());
+}
+
 /// The address table of a running datapath, to write behind its back.
 fn pinned_addresses(dp: &XdpDatapath) -> Array<MapData, RelayAddress> {
     let pinned = MapData::from_pin(dp.pin_dir().join(relay_common::MAP_ADDRESSES)).unwrap();
@@ -987,16 +996,7 @@ fn stream_table_rows_and_entries_being_rewritten() {
         table
             .set(index, StreamTarget { seq: 3, ..entry }, 0)
             .unwrap();
-        let before = dp.counters().unwrap();
-        let (action, out) = run_frame(&mut dp, &frame);
-        assert_eq!((action, &out), (XDP_PASS, &frame));
-        let delta = dp.counters().unwrap().since(&before);
-        assert_only_counter(
-            "entry being rewritten",
-            &delta,
-            CounterId::PassUpdating,
-            frame.len(),
-        );
+        assert_passed_updating(&mut dp, &frame, "entry being rewritten");
         table
             .set(index, StreamTarget { seq: 4, ..entry }, 0)
             .unwrap();
@@ -1007,16 +1007,7 @@ fn stream_table_rows_and_entries_being_rewritten() {
         addresses
             .set(slot, RelayAddress { seq: 3, ..address }, 0)
             .unwrap();
-        let before = dp.counters().unwrap();
-        let (action, out) = run_frame(&mut dp, &frame);
-        assert_eq!((action, &out), (XDP_PASS, &frame));
-        let delta = dp.counters().unwrap().since(&before);
-        assert_only_counter(
-            "address slot being rewritten",
-            &delta,
-            CounterId::PassUpdating,
-            frame.len(),
-        );
+        assert_passed_updating(&mut dp, &frame, "address slot being rewritten");
         addresses
             .set(slot, RelayAddress { seq: 4, ..address }, 0)
             .unwrap();
