@@ -189,6 +189,20 @@ static __always_inline int no_stream(const struct relay_address *a, __u16 port, 
 #define compiler_barrier() asm volatile("" ::: "memory")
 
 /*
+ * Copies *src (a stream entry or an address slot, which relayd rewrites
+ * seqlock style: `seq` odd while it writes) into *dst; true when the copy
+ * is whole: `seq` was even and the same before and after it.
+ */
+#define seqlock_copy(dst, src)                                                  \
+	({                                                                      \
+		__u16 __seq = *(volatile __u16 *)&(src)->seq;                   \
+		compiler_barrier();                                             \
+		__builtin_memcpy((dst), (src), sizeof(*(dst)));                 \
+		compiler_barrier();                                             \
+		!(__seq & 1) && __seq == *(volatile __u16 *)&(src)->seq;        \
+	})
+
+/*
  * Relay address `key` (16 bytes, v4-mapped), copied into `out` if its slot
  * was stable while copied (relay_abi.h: linear probing from the home slot,
  * seqlock-style rewrites). Returns 1 with `out` filled, 0 when `key` is not
@@ -198,7 +212,6 @@ static __always_inline int find_address(const __u8 *key, struct relay_address *o
 {
 	__u32 home = relay_address_hash(key);
 	__u64 k0, k1, a0, a1;
-	__u16 seq;
 
 	__builtin_memcpy(&k0, key, 8);
 	__builtin_memcpy(&k1, key + 8, 8);
@@ -208,11 +221,7 @@ static __always_inline int find_address(const __u8 *key, struct relay_address *o
 
 		if (!slot)
 			return 0;
-		seq = *(volatile __u16 *)&slot->seq;
-		compiler_barrier();
-		__builtin_memcpy(out, slot, sizeof(*out));
-		compiler_barrier();
-		if ((seq & 1) || seq != *(volatile __u16 *)&slot->seq)
+		if (!seqlock_copy(out, slot))
 			return -1;
 		if (!(out->flags & RELAY_ADDR_IN_USE))
 			return 0;
@@ -235,15 +244,10 @@ static __always_inline int read_stream(const struct relay_address *a, __u16 port
 {
 	__u32 idx = (a->row << RELAY_ROW_SHIFT) | port;
 	struct relay_target *entry = bpf_map_lookup_elem(&streams, &idx);
-	__u16 seq;
 
 	if (!entry)
 		return 0;
-	seq = *(volatile __u16 *)&entry->seq;
-	compiler_barrier();
-	__builtin_memcpy(out, entry, sizeof(*out));
-	compiler_barrier();
-	if ((seq & 1) || seq != *(volatile __u16 *)&entry->seq)
+	if (!seqlock_copy(out, entry))
 		return -1;
 	return (out->flags & RELAY_TF_IN_USE) ? 1 : 0;
 }
