@@ -111,6 +111,15 @@ fn write_seqlocked<T: Seqlocked>(
     Ok(done)
 }
 
+/// A second descriptor of an array map, for batch reads.
+fn array_fd(map: &Map, op: &'static str) -> Result<OwnedFd, DatapathError> {
+    match map {
+        Map::Array(data) => data.fd().as_fd().try_clone_to_owned(),
+        _ => Err(std::io::ErrorKind::InvalidInput.into()),
+    }
+    .map_err(|source| DatapathError::Io { op, source })
+}
+
 impl RelayMaps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
@@ -161,32 +170,24 @@ impl RelayMaps {
         rtp_stats: Map,
     ) -> Result<Self, DatapathError> {
         let check = map_err("checking a map's type and sizes");
-        // Read in one batch before aya takes the map (it keeps the
-        // descriptor private); slot by slot would be 8192 system calls.
-        let slots: Vec<RelayAddress> = match &addresses {
-            Map::Array(data) => read_array_range(data.fd().as_fd(), 0, ADDR_SLOTS),
-            _ => Err(std::io::ErrorKind::InvalidInput.into()),
-        }
-        .map_err(|source| DatapathError::Io {
-            op: "reading the relay addresses",
-            source,
-        })?;
+        // Batch reads need the descriptor, which aya keeps private once it
+        // takes the map; slot by slot would be 8192 system calls. The read
+        // comes after aya has checked the value size it relies on.
+        let addresses_fd = array_fd(&addresses, "duplicating the address table's descriptor")?;
         let addresses: Array<MapData, RelayAddress> = addresses
             .try_into()
             .map_err(map_err("checking addresses"))?;
+        let slots: Vec<RelayAddress> = read_array_range(addresses_fd.as_fd(), 0, ADDR_SLOTS)
+            .map_err(|source| DatapathError::Io {
+                op: "reading the relay addresses",
+                source,
+            })?;
         let rows = (0..)
             .zip(slots)
             .filter(|(_, a)| a.flags & ADDR_IN_USE != 0)
             .map(|(slot, a)| (a.addr, (slot, a)))
             .collect();
-        let streams_fd = match &streams {
-            Map::Array(data) => data.fd().as_fd().try_clone_to_owned(),
-            _ => Err(std::io::ErrorKind::InvalidInput.into()),
-        }
-        .map_err(|source| DatapathError::Io {
-            op: "duplicating the stream table's descriptor",
-            source,
-        })?;
+        let streams_fd = array_fd(&streams, "duplicating the stream table's descriptor")?;
         Ok(Self {
             streams: streams
                 .try_into()
