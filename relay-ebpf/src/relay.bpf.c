@@ -195,11 +195,11 @@ static __always_inline int no_stream(const struct relay_address *a, __u16 port, 
  */
 #define seqlock_copy(dst, src)                                                  \
 	({                                                                      \
-		__u16 __seq = *(volatile __u16 *)&(src)->seq;                   \
+		__u16 seq_ = *(volatile __u16 *)&(src)->seq;                   \
 		compiler_barrier();                                             \
 		__builtin_memcpy((dst), (src), sizeof(*(dst)));                 \
 		compiler_barrier();                                             \
-		!(__seq & 1) && __seq == *(volatile __u16 *)&(src)->seq;        \
+		!(seq_ & 1) && seq_ == *(volatile __u16 *)&(src)->seq;        \
 	})
 
 /*
