@@ -644,6 +644,24 @@ mod tests {
         assert_ne!(a, address_slot(&v6));
     }
 
+    /// Slots worked out apart from this code (the formula of relay_abi.h
+    /// evaluated by hand, little-endian host): changing the hash changes
+    /// where the program looks, which is an ABI change.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn address_slots_are_the_abi_ones() {
+        let v6 = |s: &str| s.parse::<core::net::Ipv6Addr>().unwrap().octets();
+        for (addr, slot) in [
+            (mapped(0x0a00_0001), 111),  // 10.0.0.1
+            (mapped(0xc000_0201), 4465), // 192.0.2.1
+            (mapped(0xcb00_71c8), 8101), // 203.0.113.200
+            (v6("2001:db8::1"), 684),
+            (v6("fe80::1"), 3356),
+        ] {
+            assert_eq!(address_slot(&addr), slot, "{addr:02x?}");
+        }
+    }
+
     #[test]
     fn probes_start_at_home_and_wrap() {
         let key = (0..)

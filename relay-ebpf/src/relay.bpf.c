@@ -110,8 +110,10 @@ _Static_assert(sizeof(struct relay_stream_stats) == 88, "relay_stream_stats size
 _Static_assert(sizeof(struct relay_counter) == 16, "relay_counter size is ABI");
 _Static_assert(sizeof(struct relay_iface_status) == 32, "relay_iface_status size is ABI");
 _Static_assert(sizeof(struct relay_address) == 32, "relay_address size is ABI");
-_Static_assert(RELAY_MAX_ADDRESSES * 2 <= RELAY_ADDR_SLOTS,
-	       "the address table keeps at least half its slots free");
+/* relayd's own limit (MAX_ADDRESSES) is what keeps the table one eighth
+ * full at most; this checks the object's default. */
+_Static_assert(RELAY_MAX_ADDRESSES * 8 <= RELAY_ADDR_SLOTS,
+	       "the address table stays at most one eighth full");
 _Static_assert(sizeof(struct relay_rtp_stats) == 88, "relay_rtp_stats size is ABI");
 
 static __always_inline __u32 count(__u32 id, __u64 frame_len, __u32 action)
