@@ -433,7 +433,7 @@ counters! {
     DropRate = 14, "dropped_rate", "dropped: stream over its packet-rate cap (--max-stream-pps)";
     PassNoCsum = 15, "passed_no_csum", "passed: IPv4 without UDP checksum, to be bridged to IPv6 (relayd's socket sends it)";
     PassNoHeadroom = 16, "passed_no_headroom", "passed: no room in front of the frame to grow it (IPv4 to IPv6)";
-    PassUpdating = 17, "passed_updating", "passed: relayd was rewriting the stream's entry or its address's slot (relayd's socket relays it)";
+    PassUpdating = 17, "passed_updating", "passed: relayd was rewriting the stream's entry or an address slot the lookup crossed (the stack delivers it: to relayd's socket, or wherever a packet for another address goes)";
 }
 
 impl CounterId {

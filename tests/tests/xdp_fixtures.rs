@@ -8,7 +8,10 @@
 //! The program runs in a namespace with two veth interfaces and static
 //! neighbour entries, so `bpf_fib_lookup` gives deterministic answers.
 
-use std::{net::SocketAddr, os::fd::AsFd as _};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    os::fd::AsFd as _,
+};
 
 use aya::{
     maps::{Array, Map, MapData},
@@ -1041,9 +1044,9 @@ fn stream_table_rows_and_entries_being_rewritten() {
 /// addresses written where relayd's `address_probes` puts them are found by
 /// the program, including ones that share a home slot (found further on,
 /// wrapping past the end), and an address whose probe run meets an empty
-/// slot first is not one. Slots written directly, all pointing at one row
-/// and shielding one port, so a found address drops (dropped_no_stream) and
-/// an unknown one passes.
+/// slot first is not one, even when its home slot is taken. Slots written
+/// directly, all pointing at one row; each shields its own port, so only
+/// the right slot makes a frame to that port drop (dropped_no_stream).
 #[test]
 fn address_table_probing_agrees_with_relayd() {
     require_root!();
@@ -1054,79 +1057,167 @@ fn address_table_probing_agrees_with_relayd() {
         let config = fixture_config(pin_dir, 1, std::time::Duration::from_millis(500));
         let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
         let mut table = pinned_addresses(&dp);
-        let port = 30000u16;
-        let slot_of = |a: std::net::IpAddr| relay_common::address_slot(&to_abi(a));
-        let shielded = |a: std::net::IpAddr| RelayAddress {
-            addr: to_abi(a),
-            row: 0,
-            port_min: port,
-            port_max: port,
-            flags: relay_common::ADDR_IN_USE | relay_common::SHIELD_DROP_UNKNOWN,
-            seq: 2,
-            _pad: 0,
-        };
-        // Many addresses of both families, each in its first free probe slot.
-        let mut taken = std::collections::HashMap::new();
-        let mut addresses: Vec<std::net::IpAddr> = (0..300u32)
-            .map(|i| std::net::Ipv4Addr::from(0x0a40_0000 + i * 7).into())
-            .collect();
-        addresses.extend(
-            (0..100u16).map(|i| std::net::IpAddr::from([0x2001, 0xdb8, 0xa, 0, 0, 0, i >> 3, i])),
-        );
+        let slot_of = |a: IpAddr| relay_common::address_slot(&to_abi(a));
         // Three that share a home slot near the end of the table, so the
-        // third wraps to the start.
+        // third wraps to the start; placed first, so nothing else is there.
         let last = relay_common::ADDR_SLOTS - 1;
-        let wrapping: Vec<std::net::IpAddr> = (0..u32::MAX)
-            .map(|i| std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i)))
+        let wrapping: Vec<IpAddr> = (0..u32::MAX)
+            .map(|i| IpAddr::from(Ipv4Addr::from(0x0b00_0000 + i)))
             .filter(|a| slot_of(*a) == last - 1)
             .take(3)
             .collect();
-        addresses.extend(&wrapping);
-        for &a in &addresses {
+        // Many more of both families, each in its first free probe slot.
+        let mut addresses = wrapping.clone();
+        addresses.extend((0..300u32).map(|i| IpAddr::from(Ipv4Addr::from(0x0a40_0000 + i * 7))));
+        addresses
+            .extend((0..100u16).map(|i| IpAddr::from([0x2001, 0xdb8, 0xa, 0, 0, 0, i >> 3, i])));
+        let port_of = |i: usize| 20000 + i as u16;
+        let mut taken = std::collections::HashMap::new();
+        for (i, &a) in addresses.iter().enumerate() {
             let key = to_abi(a);
             let slot = relay_common::address_probes(&key)
                 .find(|s| !taken.contains_key(s))
                 .expect("a free slot");
             taken.insert(slot, a);
-            table.set(slot, shielded(a), 0).unwrap();
-        }
-        let third = taken
-            .iter()
-            .find(|(_, a)| **a == wrapping[2])
-            .map(|(s, _)| *s);
-        assert!(
-            third < Some(last - 1),
-            "the third of a shared home slot wrapped past the end: {third:?}"
-        );
-        let frame_to = |a: std::net::IpAddr| {
-            let dst = SocketAddr::new(a, port);
-            let src: SocketAddr = if a.is_ipv4() {
-                sa("10.10.1.2:5000")
-            } else {
-                sa("[2001:db8:1::2]:5000")
+            let value = RelayAddress {
+                addr: key,
+                row: 0,
+                port_min: port_of(i),
+                port_max: port_of(i),
+                flags: relay_common::ADDR_IN_USE | relay_common::SHIELD_DROP_UNKNOWN,
+                seq: 2,
+                _pad: 0,
             };
-            let mut f = UdpFrame::new(src, dst);
-            f.src_mac = MAC_A_HOST;
-            f.dst_mac = MAC_A_RELAY;
-            f.build()
-        };
-        for &a in &addresses {
-            let before = dp.counters().unwrap();
-            assert_eq!(run_frame(&mut dp, &frame_to(a)).0, XDP_DROP, "{a} found");
-            let delta = dp.counters().unwrap().since(&before);
-            assert_eq!(delta.packets(CounterId::DropNoStream), 1, "{a}");
+            table.set(slot, value, 0).unwrap();
         }
-        // Not relay addresses: whether their probe run is empty from the
-        // start or runs through taken slots first, they pass.
-        let strangers =
-            (0..200u32).map(|i| std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0c40_0000 + i)));
-        for a in strangers {
-            let before = dp.counters().unwrap();
-            assert_eq!(run_frame(&mut dp, &frame_to(a)).0, XDP_PASS, "{a} unknown");
-            let delta = dp.counters().unwrap().since(&before);
-            assert_eq!(delta.packets(CounterId::PassNoStream), 1, "{a}");
+        let slot_held = |a: IpAddr| taken.iter().find(|(_, b)| **b == a).map(|(s, _)| *s);
+        let wrapped: Vec<_> = wrapping.iter().map(|a| slot_held(*a)).collect();
+        assert_eq!(wrapped, [Some(last - 1), Some(last), Some(0)]);
+        for (i, &a) in addresses.iter().enumerate() {
+            let what = format!("{a} (slot {:?})", slot_held(a));
+            assert_shield(&mut dp, SocketAddr::new(a, port_of(i)), XDP_DROP, &what);
+            // The next port belongs to another slot's shield, or none.
+            let next = SocketAddr::new(a, port_of(i) + 1);
+            assert_shield(&mut dp, next, XDP_PASS, &what);
+        }
+        // Not relay addresses: their probe runs meet an empty slot, right
+        // away or after slots taken by others; either way they pass.
+        let strangers = || (0..u32::MAX).map(|i| IpAddr::from(Ipv4Addr::from(0x0c40_0000 + i)));
+        let home_is_taken = |a: &IpAddr| taken.contains_key(&slot_of(*a));
+        let home_taken: Vec<IpAddr> = strangers().filter(home_is_taken).take(100).collect();
+        let home_free: Vec<IpAddr> = strangers()
+            .filter(|a| !home_is_taken(a))
+            .take(100)
+            .collect();
+        for &a in home_taken.iter().chain(&home_free) {
+            for i in [0, addresses.len() - 1] {
+                assert_shield(
+                    &mut dp,
+                    SocketAddr::new(a, port_of(i)),
+                    XDP_PASS,
+                    &format!("{a}"),
+                );
+            }
         }
         dp.shutdown();
     })
     .unwrap();
+}
+
+/// relayd (`Datapath::shield`) places the addresses the program finds:
+/// eight sharing one home slot near the end fill its whole probe run,
+/// wrapping to the start, and the program reaches the eighth; a ninth is
+/// refused with `AddressTableFull` and its frames pass; rewriting a slot's
+/// shield keeps its slot and row and moves its sequence from 2 to 4.
+#[test]
+fn relayd_places_addresses_where_the_program_probes() {
+    require_root!();
+    let ns = topology();
+    let pins = PinDirGuard::new("addrplace");
+    let pin_dir = pins.0.clone();
+    ns.run(|| {
+        let config = fixture_config(pin_dir, 9, std::time::Duration::from_millis(500));
+        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
+        let home = relay_common::ADDR_SLOTS - 3;
+        let crowd: Vec<IpAddr> = (0..u32::MAX)
+            .map(|i| IpAddr::from(Ipv4Addr::from(0x0b00_0000 + i)))
+            .filter(|a| relay_common::address_slot(&to_abi(*a)) == home)
+            .take(relay_common::ADDR_PROBES as usize + 1)
+            .collect();
+        let (placed, refused) = crowd.split_at(relay_common::ADDR_PROBES as usize);
+        let port_of = |i: usize| 31000 + 2 * i as u16;
+        for (i, &a) in placed.iter().enumerate() {
+            dp.shield(a, port_of(i)..=port_of(i), true).unwrap();
+            let (slot, entry) = dp.maps().relay_address(a).expect("placed");
+            let want = (home + i as u32) % relay_common::ADDR_SLOTS;
+            assert_eq!((slot, entry.row, entry.seq), (want, i as u32, 2), "{a}");
+        }
+        match dp.shield(refused[0], 30000..=30000, true) {
+            Err(DatapathError::AddressTableFull { address }) => assert_eq!(address, refused[0]),
+            other => panic!("a ninth address on one home slot: {other:?}"),
+        }
+        assert_eq!(dp.maps().relay_address(refused[0]), None);
+        for (i, &a) in placed.iter().enumerate() {
+            let what = format!("{a}, probe {i}");
+            assert_shield(&mut dp, SocketAddr::new(a, port_of(i)), XDP_DROP, &what);
+            assert_shield(&mut dp, SocketAddr::new(a, port_of(i) + 1), XDP_PASS, &what);
+        }
+        assert_shield(
+            &mut dp,
+            SocketAddr::new(refused[0], 30000),
+            XDP_PASS,
+            "the ninth",
+        );
+
+        // A new shield for the last one: same slot and row, sequence 2 -> 4.
+        let last = placed[placed.len() - 1];
+        let (slot, before) = dp.maps().relay_address(last).unwrap();
+        dp.shield(last, 40000..=40009, true).unwrap();
+        let (slot_after, after) = dp.maps().relay_address(last).unwrap();
+        assert_eq!((slot_after, after.row, after.seq), (slot, before.row, 4));
+        let in_table = pinned_addresses(&dp).get(&slot, 0).unwrap();
+        assert_eq!(
+            (in_table.seq, in_table.port_min, in_table.port_max),
+            (4, 40000, 40009)
+        );
+        assert_shield(&mut dp, SocketAddr::new(last, 40005), XDP_DROP, "new range");
+        let old_port = port_of(placed.len() - 1);
+        assert_shield(
+            &mut dp,
+            SocketAddr::new(last, old_port),
+            XDP_PASS,
+            "old range",
+        );
+        dp.shutdown();
+    })
+    .unwrap();
+}
+
+/// A frame to `dst`, a relay address's port without a stream (or not a
+/// relay address), ends with `action`: dropped by a shield
+/// (dropped_no_stream) or passed (passed_no_stream).
+fn assert_shield(dp: &mut XdpDatapath, dst: SocketAddr, action: u32, what: &str) {
+    let src: SocketAddr = if dst.is_ipv4() {
+        sa("10.10.1.2:5000")
+    } else {
+        sa("[2001:db8:1::2]:5000")
+    };
+    let mut f = UdpFrame::new(src, dst);
+    f.src_mac = MAC_A_HOST;
+    f.dst_mac = MAC_A_RELAY;
+    let frame = f.build();
+    let before = dp.counters().unwrap();
+    assert_eq!(
+        run_frame(dp, &frame).0,
+        action,
+        "{what}: to port {}",
+        dst.port()
+    );
+    let counter = if action == XDP_DROP {
+        CounterId::DropNoStream
+    } else {
+        CounterId::PassNoStream
+    };
+    let delta = dp.counters().unwrap().since(&before);
+    assert_only_counter(what, &delta, counter, frame.len());
 }

@@ -422,8 +422,8 @@ impl RelayMaps {
             old,
             new,
             "writing the stream table",
-        )
-        .map(drop)
+        )?;
+        Ok(())
     }
 
     /// Sets the DoS shield of one relay address.
