@@ -1,9 +1,11 @@
 //! `--static-stream` entries: forwarding set up at start-up without any
 //! signalling, for demos, tests and fixed trunks.
 //!
-//! Syntax: `LOCAL=PEER[,src=ADDR:PORT][,strict=ADDR:PORT]` where every
-//! address is `IP:PORT`. `src` defaults to LOCAL; `strict` makes the kernel
-//! drop packets from any other sender.
+//! Syntax: `LOCAL=PEER[,src=ADDR:PORT][,strict=ADDR:PORT][,rtp=HZ|,rtcp]`
+//! where every address is `IP:PORT`. `src` defaults to LOCAL; `strict`
+//! makes the kernel drop packets from any other sender; `rtp` keeps RTP
+//! figures for the stream as for a call's RTP port (`HZ`: the codec's clock
+//! rate for the jitter, 0 if unknown), `rtcp` counts it as an RTCP port.
 
 use std::net::SocketAddr;
 
@@ -12,7 +14,8 @@ use crate::datapath::StreamSpec;
 /// A malformed `--static-stream` value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "bad --static-stream {input:?}: {reason} (expected LOCAL=PEER[,src=IP:PORT][,strict=IP:PORT])"
+    "bad --static-stream {input:?}: {reason} \
+     (expected LOCAL=PEER[,src=IP:PORT][,strict=IP:PORT][,rtp=HZ|,rtcp])"
 )]
 pub struct StaticStreamError {
     input: String,
@@ -50,6 +53,14 @@ pub fn parse(input: &str, stats_slot: u32) -> Result<StreamSpec, StaticStreamErr
         match option.split_once('=') {
             Some(("src", v)) => spec.source = addr(v, "src")?,
             Some(("strict", v)) => spec.strict_source = Some(addr(v, "strict")?),
+            Some(("rtp", v)) => {
+                let clock_rate = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| fail(format!("rtp clock rate {v:?} is not a number of Hz")))?;
+                spec.media = crate::datapath::MediaTracking::Rtp { clock_rate };
+            }
+            None if option.trim() == "rtcp" => spec.media = crate::datapath::MediaTracking::Rtcp,
             _ => return Err(fail(format!("unknown option {option:?}"))),
         }
     }
@@ -79,6 +90,18 @@ mod tests {
         let s = parse("10.0.0.1:30000=10.0.2.2:4000", 0).unwrap();
         assert_eq!(s.source, s.local);
         assert_eq!(s.strict_source, None);
+        assert_eq!(s.media, crate::datapath::MediaTracking::None);
+    }
+
+    #[test]
+    fn media_options() {
+        use crate::datapath::MediaTracking;
+        let rtp = parse("10.0.0.1:30000=10.0.2.2:4000,rtp=8000", 0).unwrap();
+        assert_eq!(rtp.media, MediaTracking::Rtp { clock_rate: 8000 });
+        let rtcp = parse("10.0.0.1:30001=10.0.2.2:4001,rtcp", 0).unwrap();
+        assert_eq!(rtcp.media, MediaTracking::Rtcp);
+        let bad = parse("10.0.0.1:30000=10.0.2.2:4000,rtp=fast", 0).unwrap_err();
+        assert!(bad.to_string().contains("rtp clock rate \"fast\""), "{bad}");
     }
 
     #[test]

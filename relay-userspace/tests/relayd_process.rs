@@ -58,7 +58,7 @@ fn native_topology(tag: &str) -> (Topology, [PeerPass; 2]) {
 fn static_streams() -> Vec<String> {
     vec![
         "--static-stream".into(),
-        format!("{RELAY_A}:30000={HOST_B}:40000,src={RELAY_B}:30002"),
+        format!("{RELAY_A}:30000={HOST_B}:40000,src={RELAY_B}:30002,rtp=8000"),
         "--static-stream".into(),
         format!("{RELAY_B}:30002={HOST_A}:5000,src={RELAY_A}:30000,strict={HOST_B}:40000"),
     ]
@@ -98,6 +98,27 @@ fn relayd_forwards_reports_and_cleans_up() {
     assert_eq!(list.len(), 2);
     assert!(list.iter().all(|s| s["packets"] == 10), "{streams}");
     assert!(list.iter().any(|s| s["strict_source"] == true));
+    // The `rtp=8000` one keeps RTP figures: the test datagrams are not RTP.
+    let rtp_port = list
+        .iter()
+        .find(|s| s["local"] == format!("{RELAY_A}:30000"))
+        .unwrap();
+    assert_eq!(
+        (
+            &rtp_port["media"],
+            &rtp_port["rtp_packets"],
+            &rtp_port["other_packets"]
+        ),
+        (
+            &serde_json::json!("rtp"),
+            &serde_json::json!(0),
+            &serde_json::json!(10)
+        ),
+        "{streams}"
+    );
+    assert!(list
+        .iter()
+        .any(|s| s["media"] == "other" && s.get("other_packets").is_none()));
     let table = relayctl(&pins.0, &["counters"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(

@@ -174,6 +174,9 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
     use relay_common::addr::from_abi;
     use std::net::SocketAddr;
     let mut rows = Vec::new();
+    // RTP and RTCP ports' packet classes, for the JSON.
+    let mut rtp = std::collections::HashMap::new();
+    let tracked = relay_common::TF_RTP | relay_common::TF_RTCP;
     for (local, target) in maps.installed()? {
         // Pass entries (ports still learning) count nothing and have no slot.
         let stats = if target.flags & relay_common::TF_TO_USERSPACE != 0 {
@@ -181,6 +184,9 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
         } else {
             maps.stream_stats(target.stats_slot)?
         };
+        if target.flags & tracked != 0 && target.flags & relay_common::TF_TO_USERSPACE == 0 {
+            rtp.insert(local, maps.rtp_stats(target.stats_slot)?);
+        }
         let peer = SocketAddr::new(from_abi(target.peer_addr), u16::from_be(target.peer_port));
         let source = SocketAddr::new(from_abi(target.src_addr), u16::from_be(target.src_port));
         rows.push((local, source, peer, target.flags, stats));
@@ -190,10 +196,17 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
         let list: Vec<_> = rows
             .iter()
             .map(|(local, source, peer, flags, s)| {
-                json!({"local": local.to_string(), "source": source.to_string(), "peer": peer.to_string(),
+                let mut row = json!({"local": local.to_string(), "source": source.to_string(), "peer": peer.to_string(),
                        "strict_source": flags & relay_common::TF_STRICT_SOURCE != 0,
                        "to_userspace": flags & relay_common::TF_TO_USERSPACE != 0,
-                       "packets": s.packets, "bytes": s.bytes, "dropped": s.dropped, "passed": s.passed})
+                       "media": media_kind(*flags),
+                       "packets": s.packets, "bytes": s.bytes, "dropped": s.dropped, "passed": s.passed});
+                if let Some(q) = rtp.get(local) {
+                    row["rtp_packets"] = q.rtp_packets.into();
+                    row["rtcp_packets"] = q.rtcp_packets.into();
+                    row["other_packets"] = q.other_packets.into();
+                }
+                row
             })
             .collect();
         println!("{}", serde_json::Value::Array(list));
@@ -226,6 +239,17 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What a stream's port carries, from its flags.
+fn media_kind(flags: u32) -> &'static str {
+    if flags & relay_common::TF_RTP != 0 {
+        "rtp"
+    } else if flags & relay_common::TF_RTCP != 0 {
+        "rtcp"
+    } else {
+        "other"
+    }
 }
 
 /// What asking relayd's CLI socket can end in.
