@@ -10,6 +10,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use anyhow::Result;
 use relay_tests::netns::{mac_text, veth_with_queues, Netns};
 
+use crate::traffic::Flow;
+
 /// Relay-side veth.
 pub const RELAY_IF: &str = "xrb0";
 /// Traffic-side veth (generator and sink).
@@ -49,6 +51,38 @@ pub fn addresses_for(calls: u32) -> u32 {
     calls.div_ceil(CALLS_PER_ADDRESS).max(1)
 }
 
+/// Call `i` as two static streams of the relay in slot `slot` (what relayd
+/// would install for it after an offer and answer, RTP ports only: the
+/// generator sends no RTCP), and its two flows (caller, then callee). The
+/// call's relay ports are the pair `2j`, `2j + 1` of its address's range.
+pub fn static_call(slot: usize, i: u32) -> ([String; 2], [Flow; 2]) {
+    let (caller, callee) = (party(i, 0), party(i, 1));
+    let addr = relay_addr(slot, i / CALLS_PER_ADDRESS);
+    let first = PORT_MIN + 2 * (i % CALLS_PER_ADDRESS) as u16;
+    let (to_callee, to_caller) = (
+        SocketAddrV4::new(addr, first),
+        SocketAddrV4::new(addr, first + 1),
+    );
+    // What reaches the port the caller sends to goes to the callee from the
+    // callee's relay port, and back; PCMU's 8 kHz clock for the jitter.
+    (
+        [
+            format!("{to_callee}={callee},src={to_caller},rtp=8000"),
+            format!("{to_caller}={caller},src={to_callee},rtp=8000"),
+        ],
+        [
+            Flow {
+                from: caller,
+                to: to_callee,
+            },
+            Flow {
+                from: callee,
+                to: to_caller,
+            },
+        ],
+    )
+}
+
 /// The two namespaces, removed on drop.
 #[derive(Debug)]
 pub struct Bed {
@@ -59,8 +93,8 @@ pub struct Bed {
 }
 
 impl Bed {
-    /// Builds the bed for `relays` relays of up to `max_calls` calls each.
-    pub fn new(relays: usize, max_calls: u32) -> Result<Self> {
+    /// Builds the bed for relays holding up to `calls[slot]` calls each.
+    pub fn new(calls: &[u32]) -> Result<Self> {
         let relay = Netns::new("tpr")?;
         let traffic = Netns::new("tpt")?;
         let (relay_mac, traffic_mac) = (mac_text(RELAY_MAC), mac_text(TRAFFIC_MAC));
@@ -70,12 +104,13 @@ impl Bed {
             traffic.end(TRAFFIC_IF, "10.77.1.1/16", &traffic_mac),
             super::measure::cores(),
         )?;
-        for slot in 0..relays {
-            for k in 0..addresses_for(max_calls) {
+        for (slot, &n) in calls.iter().enumerate() {
+            for k in 0..addresses_for(n) {
                 let addr = format!("{}/16", relay_addr(slot, k));
                 relay.ip(&["addr", "add", &addr, "dev", RELAY_IF])?;
             }
         }
+        let max_calls = calls.iter().copied().max().unwrap_or(1);
         let parties = max_calls.div_ceil(PARTY_PORTS).max(1);
         for side in 0..2 {
             for j in 0..parties {
@@ -84,5 +119,38 @@ impl Bed {
             }
         }
         Ok(Bed { relay, traffic })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_userspace::{datapath::MediaTracking, static_stream};
+    use std::net::SocketAddr;
+
+    /// Each static call is what relayd would install for it: a party's
+    /// frames reach a port whose stream sends them on to the other party
+    /// from the port that party sends to, with RTP figures at 8 kHz; no
+    /// two calls share a port, and every port is in the media range.
+    #[test]
+    fn static_calls_forward_each_party_to_the_other() {
+        let mut ports = std::collections::HashSet::new();
+        for i in [0, 1, CALLS_PER_ADDRESS - 1, CALLS_PER_ADDRESS, 99_999] {
+            let (specs, flows) = static_call(2, i);
+            let streams: Vec<_> = specs
+                .iter()
+                .map(|s| static_stream::parse(s, 0).unwrap())
+                .collect();
+            for (stream, (flow, other)) in streams.iter().zip([(0, 1), (1, 0)]) {
+                let (flow, other) = (flows[flow], flows[other]);
+                assert_eq!(stream.local, SocketAddr::V4(flow.to), "call {i}");
+                assert_eq!(stream.peer, SocketAddr::V4(other.from), "call {i}");
+                assert_eq!(stream.source, SocketAddr::V4(other.to), "call {i}");
+                assert_eq!(stream.media, MediaTracking::Rtp { clock_rate: 8000 });
+                assert!((PORT_MIN..=PORT_MAX).contains(&flow.to.port()));
+                assert_eq!(*flow.to.ip(), relay_addr(2, i / CALLS_PER_ADDRESS));
+                assert!(ports.insert(flow.to), "{} used twice", flow.to);
+            }
+        }
     }
 }

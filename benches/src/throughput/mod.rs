@@ -46,6 +46,16 @@ pub struct Config {
     pub relays: Vec<Kind>,
 }
 
+/// How a run's calls were set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// Over NG, as an SBC would.
+    Ng,
+    /// As static streams at relayd's start (relayd XDP only): for call
+    /// counts whose sockets the open-files limit does not allow.
+    Static,
+}
+
 /// One relay at one call count.
 #[derive(Debug, Clone)]
 pub struct RelayRun {
@@ -53,7 +63,9 @@ pub struct RelayRun {
     pub kind: Kind,
     /// Calls asked for.
     pub calls: u32,
-    /// Calls set up over NG.
+    /// How they were set up.
+    pub setup_by: Setup,
+    /// Calls set up.
     pub established: u32,
     /// How long set-up took.
     pub setup: Duration,
@@ -63,23 +75,55 @@ pub struct RelayRun {
     pub points: Vec<measure::Point>,
 }
 
+impl RelayRun {
+    /// The run's calls as tables and plots name them: how many ran when
+    /// fewer than asked, and how they were set up when not over NG.
+    pub fn calls_label(&self) -> String {
+        calls_label(self.calls, self.established, self.setup_by)
+    }
+}
+
+/// See [`RelayRun::calls_label`].
+pub fn calls_label(calls: u32, established: u32, setup_by: Setup) -> String {
+    let n = if established == calls {
+        calls.to_string()
+    } else {
+        format!("{established} of {calls}")
+    };
+    match setup_by {
+        Setup::Ng => n,
+        Setup::Static => format!("{n}, static streams"),
+    }
+}
+
 /// Runs the whole benchmark (needs root).
 pub fn run(cfg: &Config) -> Result<Vec<RelayRun>> {
     let max_calls = cfg.calls.iter().copied().max().context("no call counts")?;
     let fit = limits::raise_nofile()?;
-    let bed = Bed::new(cfg.relays.len(), max_calls.min(fit))?;
+    // Call counts beyond what fits are also measured on relayd XDP alone
+    // with static streams, which need no sockets.
+    let xdp_slot = cfg.relays.iter().position(|k| *k == Kind::RelaydXdp);
+    let bed_calls: Vec<u32> = (0..cfg.relays.len())
+        .map(|slot| match xdp_slot {
+            Some(s) if s == slot => max_calls,
+            _ => max_calls.min(fit),
+        })
+        .collect();
+    let bed = Bed::new(&bed_calls)?;
     let mut traffic = bed.traffic.run(|| -> Result<Traffic> {
         let ifindex = relay_userspace::netdev::ifindex(TRAFFIC_IF)?;
         Traffic::attach(TRAFFIC_IF, ifindex, TRAFFIC_MAC, RELAY_MAC)
     })??;
-    let _peer_pass = if cfg.relays.contains(&Kind::RelaydXdp) {
+    let _peer_pass = if xdp_slot.is_some() {
         None
     } else {
         Some(relays::peer_pass(&bed.relay)?)
     };
     let mut runs = Vec::new();
     for &calls in &cfg.calls {
-        let mut group = measure_group(cfg, &bed, &mut traffic, calls.min(fit))
+        let live =
+            start_over_ng(cfg, &bed, calls.min(fit)).with_context(|| format!("{calls} calls"))?;
+        let mut group = measure_group(cfg, &bed, &mut traffic, live, calls.min(fit), Setup::Ng)
             .with_context(|| format!("{calls} calls"))?;
         if calls > fit {
             for run in &mut group {
@@ -94,6 +138,23 @@ pub fn run(cfg: &Config) -> Result<Vec<RelayRun>> {
             }
         }
         runs.extend(group);
+        if let (true, Some(slot)) = (calls > fit, xdp_slot) {
+            eprintln!("== relayd XDP with {calls} calls as static streams");
+            let (relay, flows, elapsed) =
+                relays::start_static(slot, &bed.relay, &cfg.relayd, calls)
+                    .with_context(|| format!("{calls} calls as static streams"))?;
+            eprintln!("   installed in {:.1} s", elapsed.as_secs_f64());
+            let est = calls::Established {
+                flows,
+                elapsed,
+                stopped: None,
+            };
+            let live = vec![Live { relay, est }];
+            runs.extend(
+                measure_group(cfg, &bed, &mut traffic, live, calls, Setup::Static)
+                    .with_context(|| format!("{calls} calls as static streams"))?,
+            );
+        }
     }
     Ok(runs)
 }
@@ -117,16 +178,8 @@ struct Live {
     est: calls::Established,
 }
 
-/// Starts every relay with `calls` calls, warms each up, then measures each
-/// offered level on every relay in turn: relays share whatever else runs on
-/// the machine during a level instead of one relay getting a quiet minute
-/// and the next a busy one.
-fn measure_group(
-    cfg: &Config,
-    bed: &Bed,
-    traffic: &mut Traffic,
-    calls: u32,
-) -> Result<Vec<RelayRun>> {
+/// Starts every relay and sets `calls` calls up on each over NG.
+fn start_over_ng(cfg: &Config, bed: &Bed, calls: u32) -> Result<Vec<Live>> {
     let mut live = Vec::new();
     for (slot, &kind) in cfg.relays.iter().enumerate() {
         eprintln!("== {} with {calls} calls", kind.name());
@@ -145,6 +198,21 @@ fn measure_group(
         );
         live.push(Live { relay, est });
     }
+    Ok(live)
+}
+
+/// Warms every relay of `live` up, then measures each offered level on
+/// every relay in turn: relays share whatever else runs on the machine
+/// during a level instead of one relay getting a quiet minute and the next
+/// a busy one.
+fn measure_group(
+    cfg: &Config,
+    bed: &Bed,
+    traffic: &mut Traffic,
+    live: Vec<Live>,
+    calls: u32,
+    setup_by: Setup,
+) -> Result<Vec<RelayRun>> {
     for l in &live {
         traffic.set_flows(&l.est.flows)?;
         traffic.set_lanes(1)?;
@@ -192,6 +260,7 @@ fn measure_group(
         runs.push(RelayRun {
             kind: l.relay.kind,
             calls,
+            setup_by,
             established: (l.est.flows.len() / 2) as u32,
             setup: l.est.elapsed,
             stopped: l.est.stopped.take(),

@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 
 use super::{relays::Kind, RelayRun};
 
-const W: f64 = 760.0;
+const W: f64 = 900.0;
 const H: f64 = 480.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 200.0;
+const RIGHT: f64 = 320.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 60.0;
 
@@ -103,9 +103,8 @@ pub fn svg(runs: &[RelayRun], title: &str) -> String {
         (H - BOTTOM + TOP) / 2.0,
         (H - BOTTOM + TOP) / 2.0
     );
-    let mut counts: Vec<u32> = runs.iter().map(|r| r.calls).collect();
-    counts.sort_unstable();
-    counts.dedup();
+    let mut groups: Vec<String> = runs.iter().map(|r| r.calls_label()).collect();
+    groups.dedup();
     let mut legend_y = TOP + 10.0;
     for r in runs {
         let mut pts: Vec<(f64, f64)> = r
@@ -114,7 +113,8 @@ pub fn svg(runs: &[RelayRun], title: &str) -> String {
             .map(|p| (clamp(p.offered_pps), clamp(p.forwarded_pps)))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let d = dash(counts.iter().position(|c| *c == r.calls).unwrap_or(0));
+        let label = r.calls_label();
+        let d = dash(groups.iter().position(|g| *g == label).unwrap_or(0));
         let path: Vec<String> = pts
             .iter()
             .map(|(o, f)| format!("{:.1},{:.1}", x(*o), y(*f)))
@@ -137,13 +137,12 @@ pub fn svg(runs: &[RelayRun], title: &str) -> String {
         let lx = W - RIGHT + 12.0;
         let _ = writeln!(
             s,
-            r#"<line x1="{lx}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{}" stroke-width="2" stroke-dasharray="{d}"/><text x="{}" y="{}">{}, {} calls</text>"#,
+            r#"<line x1="{lx}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{}" stroke-width="2" stroke-dasharray="{d}"/><text x="{}" y="{}">{}, calls: {label}</text>"#,
             lx + 28.0,
             colour(r.kind),
             lx + 34.0,
             legend_y + 4.0,
             r.kind.name(),
-            r.calls
         );
         legend_y += 18.0;
     }

@@ -18,7 +18,8 @@ use relay_tests::{
     PinDirGuard,
 };
 
-use super::bed::{addresses_for, relay_addr, PORT_MAX, PORT_MIN, RELAY_IF};
+use super::bed::{addresses_for, relay_addr, static_call, PORT_MAX, PORT_MIN, RELAY_IF};
+use crate::traffic::Flow;
 
 /// The relays compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -57,6 +58,7 @@ pub struct Relay {
     /// Its NG socket (inside the relay namespace).
     pub ng: SocketAddr,
     _pins: Option<PinDirGuard>,
+    _config: Option<Scratch>,
 }
 
 impl Relay {
@@ -78,6 +80,60 @@ fn log_file(kind: Kind, calls: u32) -> Result<(File, PathBuf)> {
 /// Starts `kind` in `ns` on the addresses and control ports of `slot`,
 /// ready for `calls` calls.
 pub fn start(kind: Kind, slot: usize, ns: &Netns, relayd: &Path, calls: u32) -> Result<Relay> {
+    start_with(kind, slot, ns, relayd, calls, None)
+}
+
+/// A file removed on drop.
+#[derive(Debug)]
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Starts relayd XDP in `slot` with `calls` calls installed at start as
+/// static streams (`static-stream` in a `--config` file): no NG and no
+/// sockets, so call counts that the open-files limit keeps from being set
+/// up over NG can still load the fast path. Returns it with the calls'
+/// flows and how long start-up took.
+pub fn start_static(
+    slot: usize,
+    ns: &Netns,
+    relayd: &Path,
+    calls: u32,
+) -> Result<(Relay, Vec<Flow>, std::time::Duration)> {
+    let mut toml = String::from("static-stream = [\n");
+    let mut flows = Vec::with_capacity(2 * calls as usize);
+    for i in 0..calls {
+        let (streams, pair) = static_call(slot, i);
+        for spec in streams {
+            toml.push_str(&format!("  \"{spec}\",\n"));
+        }
+        flows.extend(pair);
+    }
+    toml.push_str("]\n");
+    let config = Scratch(std::env::temp_dir().join(format!(
+        "xrelay-bench-static-{calls}-{}.toml",
+        std::process::id()
+    )));
+    std::fs::write(&config.0, toml).context("writing the static streams' config")?;
+    let started = std::time::Instant::now();
+    let mut relay = start_with(Kind::RelaydXdp, slot, ns, relayd, calls, Some(&config.0))?;
+    let elapsed = started.elapsed();
+    relay._config = Some(config);
+    Ok((relay, flows, elapsed))
+}
+
+fn start_with(
+    kind: Kind,
+    slot: usize,
+    ns: &Netns,
+    relayd: &Path,
+    calls: u32,
+    config: Option<&Path>,
+) -> Result<Relay> {
     let addrs = addresses_for(calls);
     let ng = SocketAddr::from(([127, 0, 0, 1], 2223 + slot as u16));
     let cli = SocketAddr::from(([127, 0, 0, 1], 9900 + slot as u16));
@@ -108,6 +164,9 @@ pub fn start(kind: Kind, slot: usize, ns: &Netns, relayd: &Path, calls: u32) -> 
                 ))
                 .arg("--pin-dir")
                 .arg(&pins.0);
+            if let Some(config) = config {
+                cmd.arg("--config").arg(config);
+            }
             if kind == Kind::RelaydXdp {
                 cmd.args(["--datapath", "xdp", "--xdp-mode", "native"]);
             } else {
@@ -139,6 +198,7 @@ pub fn start(kind: Kind, slot: usize, ns: &Netns, relayd: &Path, calls: u32) -> 
         log: log_path,
         ng,
         _pins: pins,
+        _config: None,
     })
 }
 

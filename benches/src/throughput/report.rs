@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{relays::Kind, RelayRun};
+use super::{calls_label, relays::Kind, RelayRun, Setup};
 
 fn rate(pps: f64) -> String {
     if pps >= 1e6 {
@@ -31,12 +31,8 @@ pub fn markdown(runs: &[RelayRun]) -> String {
          |---|---|---|---|---|---|---|---|---|\n",
     );
     for r in runs {
+        let calls = r.calls_label();
         for p in &r.points {
-            let calls = if r.established == r.calls {
-                r.calls.to_string()
-            } else {
-                format!("{} of {}", r.established, r.calls)
-            };
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {:.1} % | {:.0} % | {:.0} % | {} |",
@@ -62,14 +58,14 @@ pub fn markdown(runs: &[RelayRun]) -> String {
         "| calls | relayd XDP peak | relayd userspace peak | rtpengine peak | XDP / rtpengine | userspace / rtpengine |\n\
          |---|---|---|---|---|---|\n",
     );
-    let mut counts: Vec<u32> = runs.iter().map(|r| r.calls).collect();
-    counts.dedup();
-    for calls in counts {
-        let get = |k: Kind| {
+    let mut groups: Vec<(u32, Setup)> = runs.iter().map(|r| (r.calls, r.setup_by)).collect();
+    groups.dedup();
+    for (calls, setup_by) in groups {
+        let group = || {
             runs.iter()
-                .find(|r| r.calls == calls && r.kind == k)
-                .map(peak)
+                .filter(move |r| r.calls == calls && r.setup_by == setup_by)
         };
+        let get = |k: Kind| group().find(|r| r.kind == k).map(peak);
         let (x, u, e) = (
             get(Kind::RelaydXdp),
             get(Kind::RelaydUserspace),
@@ -77,9 +73,8 @@ pub fn markdown(runs: &[RelayRun]) -> String {
         );
         // A baseline that lost over half of what it got at every rate (rtpengine's
         // flood guard with one call) gives a ratio that means nothing.
-        let collapsed = runs
-            .iter()
-            .find(|r| r.calls == calls && r.kind == Kind::Rtpengine)
+        let collapsed = group()
+            .find(|r| r.kind == Kind::Rtpengine)
             .is_some_and(|r| r.points.iter().all(|p| p.loss > 0.5));
         let show = |v: Option<f64>| v.map_or("-".to_owned(), rate);
         let ratio = |a: Option<f64>| match (a, e) {
@@ -88,17 +83,8 @@ pub fn markdown(runs: &[RelayRun]) -> String {
             _ => "-".to_owned(),
         };
         // Fewer calls than asked (the open-files limit): say how many ran.
-        let established = runs
-            .iter()
-            .filter(|r| r.calls == calls)
-            .map(|r| r.established)
-            .min()
-            .unwrap_or(calls);
-        let label = if established == calls {
-            calls.to_string()
-        } else {
-            format!("{established} of {calls}")
-        };
+        let established = group().map(|r| r.established).min().unwrap_or(calls);
+        let label = calls_label(calls, established, setup_by);
         let _ = writeln!(
             out,
             "| {label} | {} | {} | {} | {} | {} |",
@@ -110,9 +96,13 @@ pub fn markdown(runs: &[RelayRun]) -> String {
         );
     }
     for r in runs {
+        let how = match r.setup_by {
+            Setup::Ng => "set up over NG",
+            Setup::Static => "installed as static streams at start-up",
+        };
         let _ = write!(
             out,
-            "\n{} with {} calls: {} set up over NG in {:.1} s",
+            "\n{} with {} calls: {} {how} in {:.1} s",
             r.kind.name(),
             r.calls,
             r.established,
@@ -136,6 +126,7 @@ mod tests {
         RelayRun {
             kind,
             calls,
+            setup_by: Setup::Ng,
             established,
             setup: std::time::Duration::from_secs(1),
             stopped: None,
@@ -157,6 +148,10 @@ mod tests {
             run(Kind::Rtpengine, 1000, 1000, 1e5),
             run(Kind::RelaydXdp, 100_000, 4800, 4e6),
             run(Kind::Rtpengine, 100_000, 4800, 2e5),
+            RelayRun {
+                setup_by: Setup::Static,
+                ..run(Kind::RelaydXdp, 100_000, 100_000, 3e6)
+            },
         ];
         let md = markdown(&runs);
         assert!(
@@ -165,6 +160,19 @@ mod tests {
         );
         assert!(
             md.contains("\n| 4800 of 100000 | 4.00 M | - | 200.0 k | 20.0× | - |"),
+            "{md}"
+        );
+        // Static streams are a group of their own, without a baseline.
+        assert!(
+            md.contains("\n| 100000, static streams | 3.00 M | - | - | - | - |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| relayd XDP | 100000, static streams | max | 3.00 M |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("100000 installed as static streams at start-up"),
             "{md}"
         );
     }
