@@ -10,8 +10,9 @@
 //! addresses at 1 M), as on a relay, and the ring visits them in a
 //! scattered order (a stride of 7919), so consecutive packets do not find
 //! their entries side by side in memory. Their counters slots follow the
-//! ring (as relayd hands out slots in order), except in a last 1 M row that
-//! scatters those too, as arrivals on a real relay would. The
+//! ring (as relayd hands out slots in order), except in the last two 1 M
+//! rows, which scatter those too, as arrivals on a real relay would; the
+//! very last also keeps RTP figures (8 kHz clock), as a call's streams do. The
 //! peers sit behind a gateway (route 11.0.0.0/8 via 10.0.0.2), so the FIB
 //! lookup succeeds for all of them with one neighbour entry, and XDP_TX is
 //! the verdict. Each sample starts where the previous one stopped, so a
@@ -179,19 +180,32 @@ fn bench(c: &mut Criterion) {
             (
                 n,
                 false,
+                MediaTracking::None,
                 format!("xdp/hit, rewrite + counters, {n} streams"),
             )
         })
         .into_iter()
-        .chain([(
-            SIZES[2],
-            true,
-            format!(
-                "xdp/hit, {} streams, counters slots scattered too",
-                SIZES[2]
+        .chain([
+            (
+                SIZES[2],
+                true,
+                MediaTracking::None,
+                format!(
+                    "xdp/hit, {} streams, counters slots scattered too",
+                    SIZES[2]
+                ),
             ),
-        )]);
-    for (n, scattered_slots, name) in rows {
+            (
+                SIZES[2],
+                true,
+                MediaTracking::Rtp { clock_rate: 8000 },
+                format!(
+                    "xdp/hit, {} streams, slots scattered, RTP figures",
+                    SIZES[2]
+                ),
+            ),
+        ]);
+    for (n, scattered_slots, media, name) in rows {
         for i in 0..n {
             let spec = StreamSpec {
                 local: SocketAddr::V4(stream_addr(place(i, n))),
@@ -201,7 +215,7 @@ fn bench(c: &mut Criterion) {
                 stats_slot: if scattered_slots { place(i, n) } else { i },
                 to_userspace: false,
                 max_pps: 0,
-                media: MediaTracking::None,
+                media,
             };
             dp.install(&spec).unwrap();
         }
