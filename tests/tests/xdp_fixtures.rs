@@ -641,7 +641,11 @@ fn ipv6_fixtures() -> Vec<Fixture> {
 
 /// The fixture namespace: fxa (10.10.1.1/24) and fxb (10.10.2.1/24), each a
 /// veth whose far end stays in the same namespace, with static neighbours
-/// for the hosts 10.10.1.2 and 10.10.2.2 (10.10.2.3 has none).
+/// for the hosts 10.10.1.2 and 10.10.2.2 (10.10.2.3 has none). The far ends
+/// have no IPv6: their link-local address would send neighbour
+/// solicitations, MLD reports and router solicitations into fxa and fxb in
+/// the seconds after start-up, through the attached program whose counters
+/// the fixtures compare.
 fn topology() -> Netns {
     let ns = Netns::new("fx").unwrap();
     let (ra, ha, rb, hb) = (
@@ -650,8 +654,18 @@ fn topology() -> Netns {
         mac_text(MAC_B_RELAY),
         mac_text(MAC_B_HOST),
     );
+    let ipv6 = |dev: &str, on: bool| {
+        let path = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+        ns.run(|| std::fs::write(&path, if on { "0" } else { "1" }))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    };
+    // Interfaces created from here on start without IPv6.
+    ipv6("default", false);
     veth(ns.end("fxa", "10.10.1.1/24", &ra), ns.end("fxa-p", "", &ha)).unwrap();
     veth(ns.end("fxb", "10.10.2.1/24", &rb), ns.end("fxb-p", "", &hb)).unwrap();
+    ipv6("fxa", true);
+    ipv6("fxb", true);
     // nodad: usable at once, no duplicate address detection delay.
     for (addr, dev) in [("2001:db8:1::1/64", "fxa"), ("2001:db8:2::1/64", "fxb")] {
         ns.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"])
@@ -697,105 +711,103 @@ fn assert_only_counter(name: &str, delta: &Counters, counter: CounterId, len: us
 #[test]
 fn packet_fixtures() {
     require_root!();
-    let ns = topology();
-    let pins = PinDirGuard::new("fixtures");
-    let pin_dir = pins.0.clone();
-    ns.run(move || {
-        let config = fixture_config(pin_dir, 8, std::time::Duration::from_millis(500));
-        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
-        dp.install(&spec(Streams::CROSS, None)).unwrap();
-        dp.install(&spec(Streams::HAIRPIN, None)).unwrap();
-        dp.install(&spec(Streams::STRICT, Some("10.10.1.2:5006")))
-            .unwrap();
-        dp.install(&spec(Streams::NO_NEIGH, None)).unwrap();
-        dp.install(&StreamSpec {
-            to_userspace: true,
-            max_pps: 0,
-            ..spec((5, LEARNING, LEARNING, LEARNING), None)
-        })
-        .unwrap();
-        dp.install(&StreamSpec {
-            max_pps: 2,
-            ..spec(RATED, None)
-        })
-        .unwrap();
-        for s in [
-            Streams6::CROSS,
-            Streams6::TO_V4,
-            Streams6::TO_V6,
-            Streams6::HAIRPIN_TO_V6,
-            Streams6::HAIRPIN_TO_V4,
-            Streams6::NO_NEIGH,
-        ] {
-            dp.install(&spec(s, None)).unwrap();
-        }
-        dp.install(&spec(Streams6::STRICT, Some("[2001:db8:1::2]:5000")))
-            .unwrap();
-        // The DoS shield guards the relay's A-side media range.
-        for addr in ["10.10.1.1", "2001:db8:1::1"] {
-            dp.shield(addr.parse().unwrap(), 30000..=39999, true)
+    with_datapath(
+        "fixtures",
+        8,
+        std::time::Duration::from_millis(500),
+        |_, dp| {
+            dp.install(&spec(Streams::CROSS, None)).unwrap();
+            dp.install(&spec(Streams::HAIRPIN, None)).unwrap();
+            dp.install(&spec(Streams::STRICT, Some("10.10.1.2:5006")))
                 .unwrap();
-        }
-
-        for fx in fixtures() {
-            let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
-            let counters_before = dp.counters().unwrap();
-            let stream_before = fx
-                .stream
-                .as_ref()
-                .map(|(slot, _)| dp.stream_stats(*slot).unwrap());
-
-            let ctx = xdp_md_for(ifindex, fx.input.len());
-            let mut data_out = vec![0u8; fx.input.len() + 64];
-            let result = dp
-                .relay_program()
-                .unwrap()
-                .test_run(TestRunOptions {
-                    data_in: Some(&fx.input),
-                    data_out: Some(&mut data_out),
-                    ctx_in: Some(&ctx),
-                    ..TestRunOptions::default()
-                })
-                .unwrap_or_else(|e| panic!("{}: test run failed: {e}", fx.name));
-            data_out.truncate(result.data_size_out as usize);
-
-            assert_eq!(result.return_value, fx.action, "{}: action", fx.name);
-            let expected = fx.output.as_ref().unwrap_or(&fx.input);
-            assert_eq!(&data_out, expected, "{}: output frame", fx.name);
-            if fx.output.is_some() {
-                assert!(checksums_ok(&data_out), "{}: checksums", fx.name);
+            dp.install(&spec(Streams::NO_NEIGH, None)).unwrap();
+            dp.install(&StreamSpec {
+                to_userspace: true,
+                max_pps: 0,
+                ..spec((5, LEARNING, LEARNING, LEARNING), None)
+            })
+            .unwrap();
+            dp.install(&StreamSpec {
+                max_pps: 2,
+                ..spec(RATED, None)
+            })
+            .unwrap();
+            for s in [
+                Streams6::CROSS,
+                Streams6::TO_V4,
+                Streams6::TO_V6,
+                Streams6::HAIRPIN_TO_V6,
+                Streams6::HAIRPIN_TO_V4,
+                Streams6::NO_NEIGH,
+            ] {
+                dp.install(&spec(s, None)).unwrap();
+            }
+            dp.install(&spec(Streams6::STRICT, Some("[2001:db8:1::2]:5000")))
+                .unwrap();
+            // The DoS shield guards the relay's A-side media range.
+            for addr in ["10.10.1.1", "2001:db8:1::1"] {
+                dp.shield(addr.parse().unwrap(), 30000..=39999, true)
+                    .unwrap();
             }
 
-            let delta = dp.counters().unwrap().since(&counters_before);
-            assert_only_counter(fx.name, &delta, fx.counter, fx.input.len());
-            if let (Some((slot, want)), Some(before)) = (&fx.stream, stream_before) {
-                let after = dp.stream_stats(*slot).unwrap();
-                assert_eq!(
-                    stream_delta(&before, &after),
-                    (want.packets, want.bytes, want.dropped, want.passed),
-                    "{}: stream counters (packets, bytes, dropped, passed)",
-                    fx.name
-                );
-                if want.packets > 0 {
-                    assert!(after.last_seen_ns > 0, "{}: last-seen time set", fx.name);
+            for fx in fixtures() {
+                let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
+                let counters_before = dp.counters().unwrap();
+                let stream_before = fx
+                    .stream
+                    .as_ref()
+                    .map(|(slot, _)| dp.stream_stats(*slot).unwrap());
+
+                let ctx = xdp_md_for(ifindex, fx.input.len());
+                let mut data_out = vec![0u8; fx.input.len() + 64];
+                let result = dp
+                    .relay_program()
+                    .unwrap()
+                    .test_run(TestRunOptions {
+                        data_in: Some(&fx.input),
+                        data_out: Some(&mut data_out),
+                        ctx_in: Some(&ctx),
+                        ..TestRunOptions::default()
+                    })
+                    .unwrap_or_else(|e| panic!("{}: test run failed: {e}", fx.name));
+                data_out.truncate(result.data_size_out as usize);
+
+                assert_eq!(result.return_value, fx.action, "{}: action", fx.name);
+                let expected = fx.output.as_ref().unwrap_or(&fx.input);
+                assert_eq!(&data_out, expected, "{}: output frame", fx.name);
+                if fx.output.is_some() {
+                    assert!(checksums_ok(&data_out), "{}: checksums", fx.name);
                 }
-            }
-            eprintln!("ok: {}", fx.name);
-        }
 
-        // Shorter than an Ethernet header: the kernel refuses to run it.
-        let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
-        let runt = [0u8; 13];
-        let ctx = xdp_md_for(ifindex, runt.len());
-        let refused = dp.relay_program().unwrap().test_run(TestRunOptions {
-            data_in: Some(&runt),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        });
-        assert!(refused.is_err(), "a 13-byte frame cannot be fed to XDP");
-        dp.shutdown();
-    })
-    .unwrap();
+                let delta = dp.counters().unwrap().since(&counters_before);
+                assert_only_counter(fx.name, &delta, fx.counter, fx.input.len());
+                if let (Some((slot, want)), Some(before)) = (&fx.stream, stream_before) {
+                    let after = dp.stream_stats(*slot).unwrap();
+                    assert_eq!(
+                        stream_delta(&before, &after),
+                        (want.packets, want.bytes, want.dropped, want.passed),
+                        "{}: stream counters (packets, bytes, dropped, passed)",
+                        fx.name
+                    );
+                    if want.packets > 0 {
+                        assert!(after.last_seen_ns > 0, "{}: last-seen time set", fx.name);
+                    }
+                }
+                eprintln!("ok: {}", fx.name);
+            }
+
+            // Shorter than an Ethernet header: the kernel refuses to run it.
+            let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
+            let runt = [0u8; 13];
+            let ctx = xdp_md_for(ifindex, runt.len());
+            let refused = dp.relay_program().unwrap().test_run(TestRunOptions {
+                data_in: Some(&runt),
+                ctx_in: Some(&ctx),
+                ..TestRunOptions::default()
+            });
+            assert!(refused.is_err(), "a 13-byte frame cannot be fed to XDP");
+        },
+    );
 }
 
 #[test]
@@ -830,6 +842,26 @@ fn fixture_config(
         test_clock: false,
         next_hop_cache,
     }
+}
+
+/// Runs `body` in a fresh fixture topology against a datapath of
+/// `max_addresses` stream-table rows and a next-hop cache of `next_hop_cache`
+/// (the topology's namespace is at hand too), then shuts the datapath down.
+fn with_datapath(
+    pin_tag: &str,
+    max_addresses: u32,
+    next_hop_cache: std::time::Duration,
+    body: impl FnOnce(&Netns, &mut XdpDatapath) + Send,
+) {
+    let ns = topology();
+    let pins = PinDirGuard::new(pin_tag);
+    let config = fixture_config(pins.0.clone(), max_addresses, next_hop_cache);
+    ns.run(|| {
+        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
+        body(&ns, &mut dp);
+        dp.shutdown();
+    })
+    .unwrap();
 }
 
 /// `frame` goes to the stack untouched under `passed_updating` alone.
@@ -872,60 +904,58 @@ fn run_frame(dp: &mut XdpDatapath, frame: &[u8]) -> (u32, Vec<u8>) {
 #[test]
 fn next_hop_cache_is_reused_within_its_bounds() {
     require_root!();
-    let ns = topology();
-    let pins = PinDirGuard::new("nhcache");
-    let pin_dir = pins.0.clone();
     let moved_mac = [0x02, 0, 0, 0, 2, 0x99];
     let (_, cross_local, _, _) = Streams::CROSS;
-    ns.run(|| {
-        let config = fixture_config(pin_dir, 8, std::time::Duration::from_secs(60));
-        // The cache is per CPU and a test run executes on the caller's CPU:
-        // stay on one, or a migration would look like a cache miss.
-        let mut cpu = nix::sched::CpuSet::new();
-        cpu.set(0).unwrap();
-        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
-        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
-        dp.install(&spec(Streams::CROSS, None)).unwrap();
-        let small = from_a(cross_local);
-        let mut big = from_a(cross_local);
-        big.payload = relay_tests::packet::rtp_payload(400);
-        let dest_mac = |out: &[u8]| <[u8; 6]>::try_from(&out[..6]).unwrap();
+    with_datapath(
+        "nhcache",
+        8,
+        std::time::Duration::from_secs(60),
+        |ns, dp| {
+            // The cache is per CPU and a test run executes on the caller's CPU:
+            // stay on one, or a migration would look like a cache miss.
+            let mut cpu = nix::sched::CpuSet::new();
+            cpu.set(0).unwrap();
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
+            dp.install(&spec(Streams::CROSS, None)).unwrap();
+            let small = from_a(cross_local);
+            let mut big = from_a(cross_local);
+            big.payload = relay_tests::packet::rtp_payload(400);
+            let dest_mac = |out: &[u8]| <[u8; 6]>::try_from(&out[..6]).unwrap();
 
-        let (action, out) = run_frame(&mut dp, &small.build());
-        assert_eq!((action, dest_mac(&out)), (XDP_REDIRECT, MAC_B_HOST));
+            let (action, out) = run_frame(dp, &small.build());
+            assert_eq!((action, dest_mac(&out)), (XDP_REDIRECT, MAC_B_HOST));
 
-        // The peer's MAC changes: the cached answer is still used.
-        ns.static_neighbour("10.10.2.2", &mac_text(moved_mac), "fxb")
-            .unwrap();
-        let (_, out) = run_frame(&mut dp, &small.build());
-        assert_eq!(dest_mac(&out), MAC_B_HOST, "cached next hop reused");
+            // The peer's MAC changes: the cached answer is still used.
+            ns.static_neighbour("10.10.2.2", &mac_text(moved_mac), "fxb")
+                .unwrap();
+            let (_, out) = run_frame(dp, &small.build());
+            assert_eq!(dest_mac(&out), MAC_B_HOST, "cached next hop reused");
 
-        // A bigger packet than the FIB passed asks again and sees the move.
-        let (action, out) = run_frame(&mut dp, &big.build());
-        assert_eq!((action, dest_mac(&out)), (XDP_REDIRECT, moved_mac));
+            // A bigger packet than the FIB passed asks again and sees the move.
+            let (action, out) = run_frame(dp, &big.build());
+            assert_eq!((action, dest_mac(&out)), (XDP_REDIRECT, moved_mac));
 
-        // Above the egress MTU the FIB refuses, cache or not: passed untouched.
-        ns.ip(&["link", "set", "fxb", "mtu", "300"]).unwrap();
-        let mut huge = from_a(cross_local);
-        huge.payload = relay_tests::packet::rtp_payload(600);
-        let before = dp.counters().unwrap();
-        let (action, out) = run_frame(&mut dp, &huge.build());
-        assert_eq!((action, out), (XDP_PASS, huge.build()));
-        let delta = dp.counters().unwrap().since(&before);
-        assert_eq!(delta.packets(CounterId::PassFibMiss), 1);
-        ns.ip(&["link", "set", "fxb", "mtu", "1500"]).unwrap();
+            // Above the egress MTU the FIB refuses, cache or not: passed untouched.
+            ns.ip(&["link", "set", "fxb", "mtu", "300"]).unwrap();
+            let mut huge = from_a(cross_local);
+            huge.payload = relay_tests::packet::rtp_payload(600);
+            let before = dp.counters().unwrap();
+            let (action, out) = run_frame(dp, &huge.build());
+            assert_eq!((action, out), (XDP_PASS, huge.build()));
+            let delta = dp.counters().unwrap().since(&before);
+            assert_eq!(delta.packets(CounterId::PassFibMiss), 1);
+            ns.ip(&["link", "set", "fxb", "mtu", "1500"]).unwrap();
 
-        // Re-installing the stream (relayd does on every change) empties it.
-        ns.static_neighbour("10.10.2.2", &mac_text(MAC_B_HOST), "fxb")
-            .unwrap();
-        let (_, out) = run_frame(&mut dp, &small.build());
-        assert_eq!(dest_mac(&out), moved_mac, "still cached before re-install");
-        dp.install(&spec(Streams::CROSS, None)).unwrap();
-        let (_, out) = run_frame(&mut dp, &small.build());
-        assert_eq!(dest_mac(&out), MAC_B_HOST, "fresh lookup after re-install");
-        dp.shutdown();
-    })
-    .unwrap();
+            // Re-installing the stream (relayd does on every change) empties it.
+            ns.static_neighbour("10.10.2.2", &mac_text(MAC_B_HOST), "fxb")
+                .unwrap();
+            let (_, out) = run_frame(dp, &small.build());
+            assert_eq!(dest_mac(&out), moved_mac, "still cached before re-install");
+            dp.install(&spec(Streams::CROSS, None)).unwrap();
+            let (_, out) = run_frame(dp, &small.build());
+            assert_eq!(dest_mac(&out), MAC_B_HOST, "fresh lookup after re-install");
+        },
+    );
 }
 
 /// The stream table: each relay address gets a row until the table has no
@@ -935,13 +965,8 @@ fn next_hop_cache_is_reused_within_its_bounds() {
 #[test]
 fn stream_table_rows_and_entries_being_rewritten() {
     require_root!();
-    let ns = topology();
-    let pins = PinDirGuard::new("rows");
-    let pin_dir = pins.0.clone();
     let (_, cross_local, _, _) = Streams::CROSS;
-    ns.run(|| {
-        let config = fixture_config(pin_dir, 2, std::time::Duration::from_millis(500));
-        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
+    with_datapath("rows", 2, std::time::Duration::from_millis(500), |_, dp| {
         let cross = spec(Streams::CROSS, None);
         dp.install(&cross).unwrap();
         let (_, v6_local, _, _) = Streams6::CROSS;
@@ -999,28 +1024,28 @@ fn stream_table_rows_and_entries_being_rewritten() {
         table
             .set(index, StreamTarget { seq: 3, ..entry }, 0)
             .unwrap();
-        assert_passed_updating(&mut dp, &frame, "entry being rewritten");
+        assert_passed_updating(dp, &frame, "entry being rewritten");
         table
             .set(index, StreamTarget { seq: 4, ..entry }, 0)
             .unwrap();
-        assert_eq!(run_frame(&mut dp, &frame).0, XDP_REDIRECT);
+        assert_eq!(run_frame(dp, &frame).0, XDP_REDIRECT);
 
         // The same for the relay address's slot.
-        let mut addresses = pinned_addresses(&dp);
+        let mut addresses = pinned_addresses(dp);
         addresses
             .set(slot, RelayAddress { seq: 3, ..address }, 0)
             .unwrap();
-        assert_passed_updating(&mut dp, &frame, "address slot being rewritten");
+        assert_passed_updating(dp, &frame, "address slot being rewritten");
         addresses
             .set(slot, RelayAddress { seq: 4, ..address }, 0)
             .unwrap();
-        assert_eq!(run_frame(&mut dp, &frame).0, XDP_REDIRECT);
+        assert_eq!(run_frame(dp, &frame).0, XDP_REDIRECT);
 
         // Removed: the port has no stream; removing it again is an error,
         // as is removing from an address without a row.
         dp.remove(cross.local).unwrap();
         let before = dp.counters().unwrap();
-        assert_eq!(run_frame(&mut dp, &frame).0, XDP_PASS);
+        assert_eq!(run_frame(dp, &frame).0, XDP_PASS);
         let delta = dp.counters().unwrap().since(&before);
         assert_only_counter(
             "removed stream",
@@ -1035,9 +1060,7 @@ fn stream_table_rows_and_entries_being_rewritten() {
                 Err(DatapathError::NoSuchStream(a)) if a == gone
             ));
         }
-        dp.shutdown();
-    })
-    .unwrap();
+    });
 }
 
 /// The address table is a hash table the program and relayd must agree on:
@@ -1050,78 +1073,78 @@ fn stream_table_rows_and_entries_being_rewritten() {
 #[test]
 fn address_table_probing_agrees_with_relayd() {
     require_root!();
-    let ns = topology();
-    let pins = PinDirGuard::new("addrtab");
-    let pin_dir = pins.0.clone();
-    ns.run(|| {
-        let config = fixture_config(pin_dir, 1, std::time::Duration::from_millis(500));
-        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
-        let mut table = pinned_addresses(&dp);
-        let slot_of = |a: IpAddr| relay_common::address_slot(&to_abi(a));
-        // Three that share a home slot near the end of the table, so the
-        // third wraps to the start; placed first, so nothing else is there.
-        let last = relay_common::ADDR_SLOTS - 1;
-        let wrapping: Vec<IpAddr> = (0..u32::MAX)
-            .map(|i| IpAddr::from(Ipv4Addr::from(0x0b00_0000 + i)))
-            .filter(|a| slot_of(*a) == last - 1)
-            .take(3)
-            .collect();
-        // Many more of both families, each in its first free probe slot.
-        let mut addresses = wrapping.clone();
-        addresses.extend((0..300u32).map(|i| IpAddr::from(Ipv4Addr::from(0x0a40_0000 + i * 7))));
-        addresses
-            .extend((0..100u16).map(|i| IpAddr::from([0x2001, 0xdb8, 0xa, 0, 0, 0, i >> 3, i])));
-        let port_of = |i: usize| 20000 + i as u16;
-        let mut taken = std::collections::HashMap::new();
-        for (i, &a) in addresses.iter().enumerate() {
-            let key = to_abi(a);
-            let slot = relay_common::address_probes(&key)
-                .find(|s| !taken.contains_key(s))
-                .expect("a free slot");
-            taken.insert(slot, a);
-            let value = RelayAddress {
-                addr: key,
-                row: 0,
-                port_min: port_of(i),
-                port_max: port_of(i),
-                flags: relay_common::ADDR_IN_USE | relay_common::SHIELD_DROP_UNKNOWN,
-                seq: 2,
-                _pad: 0,
-            };
-            table.set(slot, value, 0).unwrap();
-        }
-        let slot_held = |a: IpAddr| taken.iter().find(|(_, b)| **b == a).map(|(s, _)| *s);
-        let wrapped: Vec<_> = wrapping.iter().map(|a| slot_held(*a)).collect();
-        assert_eq!(wrapped, [Some(last - 1), Some(last), Some(0)]);
-        for (i, &a) in addresses.iter().enumerate() {
-            let what = format!("{a} (slot {:?})", slot_held(a));
-            assert_shield(&mut dp, SocketAddr::new(a, port_of(i)), XDP_DROP, &what);
-            // The next port belongs to another slot's shield, or none.
-            let next = SocketAddr::new(a, port_of(i) + 1);
-            assert_shield(&mut dp, next, XDP_PASS, &what);
-        }
-        // Not relay addresses: their probe runs meet an empty slot, right
-        // away or after slots taken by others; either way they pass.
-        let strangers = || (0..u32::MAX).map(|i| IpAddr::from(Ipv4Addr::from(0x0c40_0000 + i)));
-        let home_is_taken = |a: &IpAddr| taken.contains_key(&slot_of(*a));
-        let home_taken: Vec<IpAddr> = strangers().filter(home_is_taken).take(100).collect();
-        let home_free: Vec<IpAddr> = strangers()
-            .filter(|a| !home_is_taken(a))
-            .take(100)
-            .collect();
-        for &a in home_taken.iter().chain(&home_free) {
-            for i in [0, addresses.len() - 1] {
-                assert_shield(
-                    &mut dp,
-                    SocketAddr::new(a, port_of(i)),
-                    XDP_PASS,
-                    &format!("{a}"),
-                );
+    with_datapath(
+        "addrtab",
+        1,
+        std::time::Duration::from_millis(500),
+        |_, dp| {
+            let mut table = pinned_addresses(dp);
+            let slot_of = |a: IpAddr| relay_common::address_slot(&to_abi(a));
+            // Three that share a home slot near the end of the table, so the
+            // third wraps to the start; placed first, so nothing else is there.
+            let last = relay_common::ADDR_SLOTS - 1;
+            let wrapping: Vec<IpAddr> = (0..u32::MAX)
+                .map(|i| IpAddr::from(Ipv4Addr::from(0x0b00_0000 + i)))
+                .filter(|a| slot_of(*a) == last - 1)
+                .take(3)
+                .collect();
+            // Many more of both families, each in its first free probe slot.
+            let mut addresses = wrapping.clone();
+            addresses
+                .extend((0..300u32).map(|i| IpAddr::from(Ipv4Addr::from(0x0a40_0000 + i * 7))));
+            addresses.extend(
+                (0..100u16).map(|i| IpAddr::from([0x2001, 0xdb8, 0xa, 0, 0, 0, i >> 3, i])),
+            );
+            let port_of = |i: usize| 20000 + i as u16;
+            let mut taken = std::collections::HashMap::new();
+            for (i, &a) in addresses.iter().enumerate() {
+                let key = to_abi(a);
+                let slot = relay_common::address_probes(&key)
+                    .find(|s| !taken.contains_key(s))
+                    .expect("a free slot");
+                taken.insert(slot, a);
+                let value = RelayAddress {
+                    addr: key,
+                    row: 0,
+                    port_min: port_of(i),
+                    port_max: port_of(i),
+                    flags: relay_common::ADDR_IN_USE | relay_common::SHIELD_DROP_UNKNOWN,
+                    seq: 2,
+                    _pad: 0,
+                };
+                table.set(slot, value, 0).unwrap();
             }
-        }
-        dp.shutdown();
-    })
-    .unwrap();
+            let slot_held = |a: IpAddr| taken.iter().find(|(_, b)| **b == a).map(|(s, _)| *s);
+            let wrapped: Vec<_> = wrapping.iter().map(|a| slot_held(*a)).collect();
+            assert_eq!(wrapped, [Some(last - 1), Some(last), Some(0)]);
+            for (i, &a) in addresses.iter().enumerate() {
+                let what = format!("{a} (slot {:?})", slot_held(a));
+                assert_shield(dp, SocketAddr::new(a, port_of(i)), XDP_DROP, &what);
+                // The next port belongs to another slot's shield, or none.
+                let next = SocketAddr::new(a, port_of(i) + 1);
+                assert_shield(dp, next, XDP_PASS, &what);
+            }
+            // Not relay addresses: their probe runs meet an empty slot, right
+            // away or after slots taken by others; either way they pass.
+            let strangers = || (0..u32::MAX).map(|i| IpAddr::from(Ipv4Addr::from(0x0c40_0000 + i)));
+            let home_is_taken = |a: &IpAddr| taken.contains_key(&slot_of(*a));
+            let home_taken: Vec<IpAddr> = strangers().filter(home_is_taken).take(100).collect();
+            let home_free: Vec<IpAddr> = strangers()
+                .filter(|a| !home_is_taken(a))
+                .take(100)
+                .collect();
+            for &a in home_taken.iter().chain(&home_free) {
+                for i in [0, addresses.len() - 1] {
+                    assert_shield(
+                        dp,
+                        SocketAddr::new(a, port_of(i)),
+                        XDP_PASS,
+                        &format!("{a}"),
+                    );
+                }
+            }
+        },
+    );
 }
 
 /// relayd (`Datapath::shield`) places the addresses the program finds:
@@ -1132,70 +1155,63 @@ fn address_table_probing_agrees_with_relayd() {
 #[test]
 fn relayd_places_addresses_where_the_program_probes() {
     require_root!();
-    let ns = topology();
-    let pins = PinDirGuard::new("addrplace");
-    let pin_dir = pins.0.clone();
-    ns.run(|| {
-        let config = fixture_config(pin_dir, 9, std::time::Duration::from_millis(500));
-        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
-        let home = relay_common::ADDR_SLOTS - 3;
-        let crowd: Vec<IpAddr> = (0..u32::MAX)
-            .map(|i| IpAddr::from(Ipv4Addr::from(0x0b00_0000 + i)))
-            .filter(|a| relay_common::address_slot(&to_abi(*a)) == home)
-            .take(relay_common::ADDR_PROBES as usize + 1)
-            .collect();
-        let (placed, refused) = crowd.split_at(relay_common::ADDR_PROBES as usize);
-        let port_of = |i: usize| 31000 + 2 * i as u16;
-        for (i, &a) in placed.iter().enumerate() {
-            dp.shield(a, port_of(i)..=port_of(i), true).unwrap();
-            let (slot, entry) = dp.maps().relay_address(a).expect("placed");
-            let want = (home + i as u32) % relay_common::ADDR_SLOTS;
-            assert_eq!((slot, entry.row, entry.seq), (want, i as u32, 2), "{a}");
-        }
-        match dp.shield(refused[0], 30000..=30000, true) {
-            Err(DatapathError::AddressTableFull { address }) => assert_eq!(address, refused[0]),
-            other => panic!("a ninth address on one home slot: {other:?}"),
-        }
-        assert_eq!(dp.maps().relay_address(refused[0]), None);
-        for (i, &a) in placed.iter().enumerate() {
-            let what = format!("{a}, probe {i}");
-            assert_shield(&mut dp, SocketAddr::new(a, port_of(i)), XDP_DROP, &what);
-            assert_shield(&mut dp, SocketAddr::new(a, port_of(i) + 1), XDP_PASS, &what);
-        }
-        assert_shield(
-            &mut dp,
-            SocketAddr::new(refused[0], 30000),
-            XDP_PASS,
-            "the ninth",
-        );
+    with_datapath(
+        "addrplace",
+        9,
+        std::time::Duration::from_millis(500),
+        |_, dp| {
+            let home = relay_common::ADDR_SLOTS - 3;
+            let crowd: Vec<IpAddr> = (0..u32::MAX)
+                .map(|i| IpAddr::from(Ipv4Addr::from(0x0b00_0000 + i)))
+                .filter(|a| relay_common::address_slot(&to_abi(*a)) == home)
+                .take(relay_common::ADDR_PROBES as usize + 1)
+                .collect();
+            let (placed, refused) = crowd.split_at(relay_common::ADDR_PROBES as usize);
+            let port_of = |i: usize| 31000 + 2 * i as u16;
+            for (i, &a) in placed.iter().enumerate() {
+                dp.shield(a, port_of(i)..=port_of(i), true).unwrap();
+                let (slot, entry) = dp.maps().relay_address(a).expect("placed");
+                let want = (home + i as u32) % relay_common::ADDR_SLOTS;
+                assert_eq!((slot, entry.row, entry.seq), (want, i as u32, 2), "{a}");
+            }
+            match dp.shield(refused[0], 30000..=30000, true) {
+                Err(DatapathError::AddressTableFull { address }) => assert_eq!(address, refused[0]),
+                other => panic!("a ninth address on one home slot: {other:?}"),
+            }
+            assert_eq!(dp.maps().relay_address(refused[0]), None);
+            for (i, &a) in placed.iter().enumerate() {
+                let what = format!("{a}, probe {i}");
+                assert_shield(dp, SocketAddr::new(a, port_of(i)), XDP_DROP, &what);
+                assert_shield(dp, SocketAddr::new(a, port_of(i) + 1), XDP_PASS, &what);
+            }
+            assert_shield(
+                dp,
+                SocketAddr::new(refused[0], 30000),
+                XDP_PASS,
+                "the ninth",
+            );
 
-        // A new shield for the last one: same slot and row, sequence 2 -> 4.
-        let last = placed[placed.len() - 1];
-        let (slot, before) = dp.maps().relay_address(last).unwrap();
-        dp.shield(last, 40000..=40009, true).unwrap();
-        let (slot_after, after) = dp.maps().relay_address(last).unwrap();
-        assert_eq!((slot_after, after.row, after.seq), (slot, before.row, 4));
-        let in_table = pinned_addresses(&dp).get(&slot, 0).unwrap();
-        assert_eq!(
-            (in_table.seq, in_table.port_min, in_table.port_max),
-            (4, 40000, 40009)
-        );
-        assert_shield(&mut dp, SocketAddr::new(last, 40005), XDP_DROP, "new range");
-        let old_port = port_of(placed.len() - 1);
-        assert_shield(
-            &mut dp,
-            SocketAddr::new(last, old_port),
-            XDP_PASS,
-            "old range",
-        );
-        dp.shutdown();
-    })
-    .unwrap();
+            // A new shield for the last one: same slot and row, sequence 2 -> 4.
+            let last = placed[placed.len() - 1];
+            let (slot, before) = dp.maps().relay_address(last).unwrap();
+            dp.shield(last, 40000..=40009, true).unwrap();
+            let (slot_after, after) = dp.maps().relay_address(last).unwrap();
+            assert_eq!((slot_after, after.row, after.seq), (slot, before.row, 4));
+            let in_table = pinned_addresses(dp).get(&slot, 0).unwrap();
+            assert_eq!(
+                (in_table.seq, in_table.port_min, in_table.port_max),
+                (4, 40000, 40009)
+            );
+            assert_shield(dp, SocketAddr::new(last, 40005), XDP_DROP, "new range");
+            let old_port = port_of(placed.len() - 1);
+            assert_shield(dp, SocketAddr::new(last, old_port), XDP_PASS, "old range");
+        },
+    );
 }
 
 /// A frame to `dst`, a relay address's port without a stream (or not a
 /// relay address), ends with `action`: dropped by a shield
-/// (dropped_no_stream) or passed (passed_no_stream).
+/// (dropped_no_stream) or passed (passed_no_stream), and nothing else.
 fn assert_shield(dp: &mut XdpDatapath, dst: SocketAddr, action: u32, what: &str) {
     let src: SocketAddr = if dst.is_ipv4() {
         sa("10.10.1.2:5000")
