@@ -1213,15 +1213,13 @@ fn relayd_places_addresses_where_the_program_probes() {
 /// relay address), ends with `action`: dropped by a shield
 /// (dropped_no_stream) or passed (passed_no_stream), and nothing else.
 fn assert_shield(dp: &mut XdpDatapath, dst: SocketAddr, action: u32, what: &str) {
-    let src: SocketAddr = if dst.is_ipv4() {
-        sa("10.10.1.2:5000")
+    let to = dst.to_string();
+    let frame = if dst.is_ipv4() {
+        from_a(&to)
     } else {
-        sa("[2001:db8:1::2]:5000")
-    };
-    let mut f = UdpFrame::new(src, dst);
-    f.src_mac = MAC_A_HOST;
-    f.dst_mac = MAC_A_RELAY;
-    let frame = f.build();
+        from_a6(&to)
+    }
+    .build();
     let before = dp.counters().unwrap();
     assert_eq!(
         run_frame(dp, &frame).0,

@@ -174,34 +174,36 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
     use relay_common::addr::from_abi;
     use std::net::SocketAddr;
     let mut rows = Vec::new();
-    // RTP and RTCP ports' packet classes, for the JSON.
-    let mut rtp = std::collections::HashMap::new();
-    let tracked = relay_common::TF_RTP | relay_common::TF_RTCP;
     for (local, target) in maps.installed()? {
         // Pass entries (ports still learning) count nothing and have no slot.
-        let stats = if target.flags & relay_common::TF_TO_USERSPACE != 0 {
-            relay_common::StreamStats::default()
-        } else {
+        let slotted = target.flags & relay_common::TF_TO_USERSPACE == 0;
+        let stats = if slotted {
             maps.stream_stats(target.stats_slot)?
+        } else {
+            relay_common::StreamStats::default()
         };
-        if target.flags & tracked != 0 && target.flags & relay_common::TF_TO_USERSPACE == 0 {
-            rtp.insert(local, maps.rtp_stats(target.stats_slot)?);
-        }
+        // RTP and RTCP ports' packet classes, which only the JSON shows.
+        let tracked = target.flags & (relay_common::TF_RTP | relay_common::TF_RTCP) != 0;
+        let rtp = if as_json && slotted && tracked {
+            Some(maps.rtp_stats(target.stats_slot)?)
+        } else {
+            None
+        };
         let peer = SocketAddr::new(from_abi(target.peer_addr), u16::from_be(target.peer_port));
         let source = SocketAddr::new(from_abi(target.src_addr), u16::from_be(target.src_port));
-        rows.push((local, source, peer, target.flags, stats));
+        rows.push((local, source, peer, target.flags, stats, rtp));
     }
     rows.sort_by_key(|r| r.0);
     if as_json {
         let list: Vec<_> = rows
             .iter()
-            .map(|(local, source, peer, flags, s)| {
+            .map(|(local, source, peer, flags, s, rtp)| {
                 let mut row = json!({"local": local.to_string(), "source": source.to_string(), "peer": peer.to_string(),
                        "strict_source": flags & relay_common::TF_STRICT_SOURCE != 0,
                        "to_userspace": flags & relay_common::TF_TO_USERSPACE != 0,
                        "media": media_kind(*flags),
                        "packets": s.packets, "bytes": s.bytes, "dropped": s.dropped, "passed": s.passed});
-                if let Some(q) = rtp.get(local) {
+                if let Some(q) = rtp {
                     row["rtp_packets"] = q.rtp_packets.into();
                     row["rtcp_packets"] = q.rtcp_packets.into();
                     row["other_packets"] = q.other_packets.into();
@@ -216,7 +218,7 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
         "{:<22} {:<22} {:<22} {:>10} {:>12} {:>8} {:>8}",
         "LOCAL", "SOURCE", "PEER", "PACKETS", "BYTES", "DROPPED", "PASSED"
     );
-    for (local, source, peer, flags, s) in &rows {
+    for (local, source, peer, flags, s, _) in &rows {
         if flags & relay_common::TF_TO_USERSPACE != 0 {
             // A port still learning: its packets go to relayd's socket.
             println!(
