@@ -99,6 +99,7 @@ fn delete_summary() -> CallSummary {
             bytes: 516_000,
             errors: 0,
         },
+        restored: false,
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Config<'a> {
     pub rounds: u32,
     /// A relayd binary to measure instead of rtpengine (an A/B of builds).
     pub baseline: Option<&'a Path>,
+    /// Keep call state (relayd's default); false runs it with `--no-state`.
+    pub state: bool,
 }
 
 /// One relay's timings in one round.
@@ -124,9 +126,14 @@ impl Results {
 
     /// A Markdown table and the ratio lines.
     pub fn markdown(&self, cfg: &Config) -> String {
+        let state = if cfg.state {
+            "call state kept (default)"
+        } else {
+            "relayd with --no-state"
+        };
         let mut out = format!(
             "NG offer+answer+delete, {} sequential cycles from one client per relay and round, \
-             {} rounds alternating, loopback:\n\
+             {} rounds alternating, loopback, {state}:\n\
              | relay | cycles/s (median round) | rounds | request p50 | request p99 |\n\
              |---|---|---|---|---|\n",
             cfg.cycles, cfg.rounds
@@ -226,9 +233,13 @@ pub fn run(cfg: &Config) -> Result<Results> {
         bail!("need at least one round of at least one cycle");
     }
     let ns = Netns::new("bng")?;
-    let relayd = start_relayd(&ns, cfg.relayd, 2223, 20000)?;
+    let state = cfg.state.then(StateDirs::new);
+    let relayd = start_relayd(&ns, cfg.relayd, 2223, 20000, state.as_ref())?;
     let (reference_name, reference) = match cfg.baseline {
-        Some(path) => ("baseline", start_relayd(&ns, path, 2224, 30000)?),
+        Some(path) => (
+            "baseline",
+            start_relayd(&ns, path, 2224, 30000, state.as_ref())?,
+        ),
         None => ("rtpengine", start_rtpengine(&ns, 2224, 30000)?),
     };
     let clients = [
@@ -267,10 +278,41 @@ pub fn run(cfg: &Config) -> Result<Results> {
     })
 }
 
+/// Call state directories of the relayds of one run, removed with it.
+struct StateDirs(std::path::PathBuf);
+
+impl StateDirs {
+    fn new() -> Self {
+        StateDirs(std::env::temp_dir().join(format!("xrelay-ng-bench-{}", std::process::id())))
+    }
+
+    /// The state directory of the relayd serving NG on `ng_port`.
+    fn of(&self, ng_port: u16) -> std::path::PathBuf {
+        self.0.join(ng_port.to_string())
+    }
+}
+
+impl Drop for StateDirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// relayd in userspace mode with its NG socket on `ng_port` and 10 000
-/// media ports from `port_min`, CLI on `ng_port + 7677`.
-fn start_relayd(ns: &Netns, binary: &Path, ng_port: u16, port_min: u16) -> Result<ChildGuard> {
+/// media ports from `port_min`, CLI on `ng_port + 7677`, keeping call state
+/// under `state` (none without).
+fn start_relayd(
+    ns: &Netns,
+    binary: &Path,
+    ng_port: u16,
+    port_min: u16,
+    state: Option<&StateDirs>,
+) -> Result<ChildGuard> {
     let mut cmd = ns.command(binary)?;
+    match state {
+        Some(dirs) => cmd.arg("--state-dir").arg(dirs.of(ng_port)),
+        None => cmd.arg("--no-state"),
+    };
     cmd.args(["-i", "127.0.0.1", "--datapath", "userspace"])
         .arg(format!("--listen-ng=127.0.0.1:{ng_port}"))
         .arg(format!("--listen-cli=127.0.0.1:{}", ng_port + 7677))
@@ -346,6 +388,7 @@ mod tests {
             cycles: 1000,
             rounds: 2,
             baseline: None,
+            state: true,
         };
         let md = results.markdown(&cfg);
         assert!(md.contains("ratio relayd / rtpengine: 3.00x"), "{md}");

@@ -121,6 +121,39 @@ pub struct Options {
     #[arg(long = "static-stream", value_name = "SPEC")]
     #[serde(default)]
     pub static_stream: Vec<String>,
+    /// Directory of the call state journal (default:
+    /// /var/lib/xrelay/INSTANCE, INSTANCE being the last part of --pin-dir).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Keep no call state: calls end with the process.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_state: bool,
+    /// When the journal reaches the disk: `interval` (written before each
+    /// reply, which survives a crash of relayd; flushed to disk every
+    /// second) or `always` (flushed before each reply; survives power loss).
+    #[arg(long, value_enum)]
+    pub state_sync: Option<StateSync>,
+}
+
+/// `--state-sync`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateSync {
+    /// Written before the reply, flushed to disk every second.
+    #[default]
+    Interval,
+    /// Flushed to disk before the reply.
+    Always,
+}
+
+/// Where relayd keeps call state when `--state-dir` is not given: one
+/// directory per instance, named after the pin directory's last part.
+pub fn default_state_dir(pin_dir: &std::path::Path) -> PathBuf {
+    let instance = pin_dir
+        .file_name()
+        .map_or_else(|| "default".into(), |n| n.to_string_lossy().into_owned());
+    PathBuf::from("/var/lib/xrelay").join(instance)
 }
 
 /// Resolved settings.
@@ -168,6 +201,10 @@ pub struct Config {
     pub enable_forwarding: bool,
     /// `--static-stream` values.
     pub static_streams: Vec<String>,
+    /// Call state journal directory; None: no state kept.
+    pub state_dir: Option<PathBuf>,
+    /// When the journal is flushed to disk.
+    pub state_sync: StateSync,
 }
 
 /// A bad setting.
@@ -255,8 +292,11 @@ impl Options {
             max_streams,
             max_stream_pps,
             next_hop_cache_ms,
-            max_sessions
+            max_sessions,
+            state_dir,
+            state_sync
         );
+        self.no_state |= file.no_state;
         if self.interface.is_empty() {
             self.interface = file.interface;
         }
@@ -321,6 +361,11 @@ impl Options {
             });
         }
         let max_streams = self.max_streams.unwrap_or(65536);
+        let pin_dir: PathBuf = self.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into());
+        let state_dir = (!self.no_state).then(|| {
+            self.state_dir
+                .unwrap_or_else(|| default_state_dir(&pin_dir))
+        });
         let dos_shield = self.dos_shield.unwrap_or_default();
         Ok(Config {
             interfaces,
@@ -342,7 +387,7 @@ impl Options {
             datapath: self.datapath.unwrap_or_default(),
             dos_shield,
             xdp_mode: self.xdp_mode.unwrap_or_default(),
-            pin_dir: self.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
+            pin_dir,
             endpoint_learning: self.endpoint_learning.unwrap_or_default(),
             max_streams,
             max_stream_pps: self.max_stream_pps.unwrap_or(0),
@@ -354,6 +399,8 @@ impl Options {
             max_sessions: self.max_sessions,
             enable_forwarding: !self.no_enable_forwarding,
             static_streams: self.static_stream,
+            state_dir,
+            state_sync: self.state_sync.unwrap_or_default(),
         })
     }
 }

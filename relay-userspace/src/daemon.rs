@@ -19,6 +19,7 @@ use crate::{
     },
     interfaces::netdev_of,
     ports::{PortError, PortPool},
+    state::StateKeeper,
     static_stream,
 };
 
@@ -73,6 +74,36 @@ pub enum DaemonError {
     /// A static stream could not be installed.
     #[error("installing a static stream: {0}")]
     Install(#[from] crate::datapath::DatapathError),
+    /// The call state directory cannot be used.
+    #[error("call state: {0} (--state-dir picks another directory, --no-state keeps none)")]
+    State(#[from] relay_state::StoreError),
+}
+
+/// How relayd ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    /// A signal (restart, upgrade): calls, kernel streams and pins stay for
+    /// the next relayd.
+    KeepCalls,
+    /// `relayctl stop`: every call ends, the program is detached and the
+    /// pins and stored state are removed.
+    DropCalls,
+}
+
+/// The state store, and what it held.
+fn open_state(config: &Config) -> Result<(StateKeeper, relay_state::State), DaemonError> {
+    let Some(dir) = &config.state_dir else {
+        tracing::info!("no call state kept (--no-state): calls end with relayd");
+        return Ok((StateKeeper::off(), relay_state::State::default()));
+    };
+    let (keeper, state, report) = StateKeeper::open(dir, config.state_sync)?;
+    if report.discarded.is_empty() {
+        tracing::info!(dir = %dir.display(), calls = state.calls.len(), "call state loaded");
+    } else {
+        tracing::warn!(dir = %dir.display(), calls = state.calls.len(), %report,
+            "call state damaged: what could be read is kept");
+    }
+    Ok((keeper, state))
 }
 
 /// The XDP datapath on the netdevs that own the interface addresses, or
@@ -90,6 +121,8 @@ fn start_datapath(
             return Err(DaemonError::AddressNotLocal(spec.address));
         }
         tracing::info!("datapath: userspace forwarding (--datapath=userspace)");
+        // An XDP relayd before this one may have left its program attached.
+        crate::datapath::xdp::adopt::remove_instance(&config.pin_dir, None);
         return Ok(None);
     }
     let mut netdevs: Vec<String> = Vec::new();
@@ -119,6 +152,7 @@ fn start_datapath(
         }
         Err(e) if config.datapath == DatapathMode::Auto => {
             tracing::warn!(error = %e, "datapath: XDP unavailable, forwarding in userspace");
+            crate::datapath::xdp::adopt::remove_instance(&config.pin_dir, None);
             Ok(None)
         }
         Err(e) => Err(DaemonError::Xdp(e)),
@@ -228,6 +262,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .enumerate()
         .map(|(i, text)| static_stream::parse(text, i as u32))
         .collect::<Result<Vec<_>, _>>()?;
+    let (state, stored) = open_state(&config)?;
     let datapath = start_datapath(&config, &statics)?;
     // The stream table has an entry for every port of every relay address,
     // so pass entries for all media ports always fit.
@@ -235,6 +270,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut kernel = Kernel::new(datapath, config.max_streams)
         .with_pass_entries(shield_drops)
         .with_rate_cap(config.max_stream_pps);
+    if kernel.adopted() {
+        kernel = kernel.adopting();
+    }
     let Served {
         interfaces,
         ng,
@@ -256,43 +294,65 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         silent_timeout: config.silent_timeout,
         final_timeout: config.final_timeout,
     };
-    let calls = Arc::new(Mutex::new(CallManager::new(
-        call_config,
-        interfaces,
-        kernel,
-        events_tx,
-    )));
+    let mut manager = CallManager::new(call_config, interfaces, kernel, events_tx);
+    restore(&mut manager, &state, stored.calls);
+    let calls = Arc::new(Mutex::new(manager));
+    let state = Arc::new(state);
 
     let ng_stats = Arc::new(crate::stats::NgStats::default());
-    let server = tokio::spawn(control::serve(ng, calls.clone(), ng_stats.clone()));
-    let cli_server = tokio::spawn(control::cli::serve(cli, calls.clone(), ng_stats.clone()));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let server = tokio::spawn(control::serve(
+        ng,
+        calls.clone(),
+        ng_stats.clone(),
+        state.clone(),
+        stored.cookies,
+    ));
+    let cli_server = tokio::spawn(control::cli::serve(
+        cli,
+        calls.clone(),
+        ng_stats.clone(),
+        stop.clone(),
+    ));
     let http_server = http.map(|listener| {
         let registry = Arc::new(control::metrics::registry(calls.clone(), ng_stats.clone()));
         tokio::spawn(control::metrics::serve(listener, registry))
     });
     let reports = {
         let calls = calls.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                crate::lock(&calls).on_event(event);
+                let mut calls = crate::lock(&calls);
+                calls.on_event(event);
+                state.commit(&calls.take_changes());
             }
         })
     };
     let ticker = {
         let calls = calls.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 every.tick().await;
                 let now = tokio::time::Instant::now();
-                crate::lock(&calls).tick(now);
+                {
+                    let mut calls = crate::lock(&calls);
+                    calls.tick(now);
+                    state.commit(&calls.take_changes());
+                }
+                state.sync();
             }
         })
     };
     tracing::info!(listen_ng = %config.listen_ng, listen_cli = %config.listen_cli, "relayd ready");
     crate::notify::ready();
 
-    shutdown.await;
+    let exit = tokio::select! {
+        () = shutdown => Exit::KeepCalls,
+        () = stop.notified() => Exit::DropCalls,
+    };
     crate::notify::stopping();
     server.abort();
     cli_server.abort();
@@ -302,10 +362,50 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     ticker.abort();
     reports.abort();
     let mut calls = crate::lock(&calls);
-    calls.clear();
-    calls.close_kernel();
-    tracing::info!("relayd stopped");
+    match exit {
+        Exit::KeepCalls => {
+            // The latest counters, for a next relayd that cannot adopt the
+            // kernel's; the kernel goes on forwarding meanwhile.
+            state.commit(&calls.records());
+            state.sync();
+            tracing::info!(
+                calls = calls.len(),
+                kept = state.enabled(),
+                "relayd stopped; calls, kernel streams and pins are left for the next relayd                  (relayctl stop ends them)"
+            );
+        }
+        Exit::DropCalls => {
+            calls.clear();
+            state.clear();
+            calls.close_kernel();
+            tracing::info!("relayd stopped; every call ended (relayctl stop)");
+        }
+    }
     Ok(())
+}
+
+/// Rebuilds the calls of an earlier relayd, then ends those whose time is
+/// up and records what could not be restored.
+fn restore(
+    calls: &mut CallManager,
+    state: &StateKeeper,
+    stored: std::collections::BTreeMap<String, relay_state::CallRecord>,
+) {
+    if stored.is_empty() && !calls.kernel_adopted() {
+        return;
+    }
+    let report = calls.restore(stored.into_values());
+    calls.tick(tokio::time::Instant::now());
+    let ended = report.restored - calls.len().min(report.restored);
+    state.commit(&calls.take_changes());
+    tracing::info!(
+        restored = report.restored,
+        adopted_streams = report.adopted_streams,
+        failed = report.failed.len(),
+        stale_streams_removed = report.stale_streams,
+        ended_while_down = ended,
+        "calls of the previous relayd restored"
+    );
 }
 
 #[cfg(test)]

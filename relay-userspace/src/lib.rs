@@ -27,6 +27,7 @@ pub mod netdev;
 pub mod notify;
 pub mod open_files;
 pub mod ports;
+pub mod state;
 pub mod static_stream;
 pub mod stats;
 

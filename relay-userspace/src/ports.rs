@@ -24,6 +24,12 @@ pub enum PortError {
     /// not a shortage of ports, and not worth trying other pairs.
     #[error("Cannot open media sockets: {0}")]
     Sockets(String),
+    /// A pair asked for by number is outside the configured range.
+    #[error("port {0} is not an RTP port of the configured range")]
+    NotInRange(u16),
+    /// A pair asked for by number is taken (by this relay or another program).
+    #[error("port pair {0} is in use")]
+    InUse(u16),
     /// The configured range holds no even/odd pair.
     #[error("port range {min}-{max} holds no RTP/RTCP pair")]
     EmptyRange {
@@ -149,6 +155,32 @@ impl PortPool {
             }
         }
         Err(PortError::RanOutOfPorts)
+    }
+
+    /// Takes the pair starting at `rtp_port` (a restored call's) and binds
+    /// both sockets.
+    pub fn claim(&mut self, rtp_port: u16) -> Result<PortPair, PortError> {
+        match self.slot(rtp_port) {
+            None => return Err(PortError::NotInRange(rtp_port)),
+            Some(used) if *used => return Err(PortError::InUse(rtp_port)),
+            Some(_) => {}
+        }
+        let (rtp, rtcp) = self.bind_pair(rtp_port).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied => {
+                PortError::InUse(rtp_port)
+            }
+            _ => PortError::Sockets(e.to_string()),
+        })?;
+        if let Some(used) = self.slot(rtp_port) {
+            *used = true;
+        }
+        self.free.retain(|&p| p != rtp_port);
+        Ok(PortPair {
+            address: self.address,
+            rtp_port,
+            rtp,
+            rtcp,
+        })
     }
 
     fn bind_pair(&self, port: u16) -> std::io::Result<(UdpSocket, UdpSocket)> {

@@ -126,7 +126,15 @@ fn relayd_forwards_reports_and_cleans_up() {
         "{text}"
     );
 
-    let status = relayd.terminate().unwrap();
+    // `relayctl stop` (a signal would leave the program for the next relayd).
+    let stop = t.r.command(RELAYCTL).unwrap().arg("stop").output().unwrap();
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let mut relayd = relayd;
+    let status = relayd.0.wait().unwrap();
     assert!(status.success(), "relayd exit status {status}");
     let not_running = relayctl(&pins.0, &["counters"]);
     assert_eq!(

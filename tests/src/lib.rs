@@ -4,6 +4,7 @@
 
 pub mod netns;
 pub mod ng_client;
+pub mod paced;
 pub mod packet;
 pub mod peer;
 pub mod privileges;
@@ -22,10 +23,17 @@ impl PinDirGuard {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         PinDirGuard(format!("/sys/fs/bpf/xrelay-test/{tag}-{}-{n}", std::process::id()).into())
     }
+
+    /// The call state directory relayd uses with this pin directory (its
+    /// default, removed with the guard).
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        relay_userspace::config::default_state_dir(&self.0)
+    }
 }
 
 impl Drop for PinDirGuard {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.state_dir());
         if self.0.exists() {
             if let Err(e) = std::fs::remove_dir_all(&self.0) {
                 eprintln!("warning: could not remove {}: {e}", self.0.display());

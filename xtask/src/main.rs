@@ -174,11 +174,15 @@ fn bench(quick: bool) -> Result<()> {
     let target = build_release_bins(&["relay-userspace", "relay-benches"])?;
     let driver = target.join("release/xrelay-bench");
     let relayd = target.join("release/relayd");
-    run(Command::new(&driver)
-        .args(["ng", "--relayd"])
-        .arg(&relayd)
-        .args(["--cycles", if quick { "500" } else { "2000" }])
-        .args(["--rounds", if quick { "3" } else { "7" }]))?;
+    // With call state (relayd's default) and without, to show its cost.
+    for state in [&[][..], &["--no-state"][..]] {
+        run(Command::new(&driver)
+            .args(["ng", "--relayd"])
+            .arg(&relayd)
+            .args(["--cycles", if quick { "500" } else { "2000" }])
+            .args(["--rounds", if quick { "3" } else { "7" }])
+            .args(state))?;
+    }
     let root = workspace_root()?;
     let mut throughput = Command::new(&driver);
     throughput.args(["throughput", "--relayd"]).arg(&relayd);

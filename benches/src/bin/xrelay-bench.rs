@@ -41,6 +41,9 @@ enum What {
         /// builds.
         #[arg(long)]
         baseline: Option<PathBuf>,
+        /// Run relayd (and a baseline relayd) without call state.
+        #[arg(long)]
+        no_state: bool,
     },
     /// Forwarding throughput: relayd XDP, relayd userspace, rtpengine.
     Throughput {
@@ -92,12 +95,14 @@ fn main() -> Result<()> {
             cycles,
             rounds,
             baseline,
+            no_state,
         } => {
             let cfg = ng::Config {
                 relayd: &relayd,
                 cycles,
                 rounds,
                 baseline: baseline.as_deref(),
+                state: !no_state,
             };
             print!("{}", ng::run(&cfg)?.markdown(&cfg));
             Ok(())

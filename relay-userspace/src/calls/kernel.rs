@@ -6,7 +6,11 @@
 //! changes an endpoint, and on timeout. Its kernel counters are folded into
 //! the port when it leaves, so totals never go backwards.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    time::Duration,
+};
 
 use relay_common::StreamStats;
 use tokio::time::Instant;
@@ -45,6 +49,13 @@ impl SlotAllocator {
     pub fn available(&self) -> usize {
         self.free.len()
     }
+
+    /// Takes `slots` out of the free list (slots a relayd before this one
+    /// handed out, adopted with the kernel's streams). Slots beyond the
+    /// capacity are ignored.
+    pub fn reserve(&mut self, slots: &HashSet<u32>) {
+        self.free.retain(|s| !slots.contains(s));
+    }
 }
 
 /// The kernel side of the call manager: a datapath (None in
@@ -57,6 +68,9 @@ pub struct Kernel {
     pass_entries: bool,
     /// Packet-rate cap put on every forwarding entry (0: none).
     max_pps: u32,
+    /// Entries found in an adopted kernel table that no port has claimed
+    /// yet; whatever is left after restoring the calls is removed.
+    leftovers: HashMap<SocketAddr, StreamSpec>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -76,6 +90,70 @@ impl Kernel {
             slots: SlotAllocator::new(capacity),
             pass_entries: false,
             max_pps: 0,
+            leftovers: HashMap::new(),
+        }
+    }
+
+    /// Starts from the entries an earlier relayd left in the kernel (an
+    /// adopted datapath): their slots are not handed out again until a
+    /// restored port claims its entry ([`Kernel::adopt`]) or
+    /// [`Kernel::finish_adoption`] removes what nobody claimed.
+    pub fn adopting(mut self) -> Self {
+        let Some(dp) = self.datapath.as_ref() else {
+            return self;
+        };
+        match dp.installed() {
+            Ok(entries) => {
+                let slots = entries
+                    .iter()
+                    .filter(|e| !e.to_userspace)
+                    .map(|e| e.stats_slot)
+                    .collect();
+                self.slots.reserve(&slots);
+                self.leftovers = entries.into_iter().map(|e| (e.local, e)).collect();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the adopted stream table"),
+        }
+        self
+    }
+
+    /// Makes whatever the kernel holds for `port` (left by an earlier
+    /// relayd) the port's entry, counters and RTP figures included; the
+    /// next [`Kernel::sync`] brings it in line with the port's state.
+    /// Returns whether there was one.
+    pub fn adopt(&mut self, port: &MediaPort) -> bool {
+        let Some(found) = self.leftovers.remove(&port.local) else {
+            return false;
+        };
+        let mut st = port.state();
+        // What the table cannot say (the codec's clock rate, the rate cap)
+        // comes from the port and the configuration, so that an unchanged
+        // stream is not rewritten.
+        st.kernel = Some(StreamSpec {
+            media: st.media,
+            max_pps: if found.to_userspace { 0 } else { self.max_pps },
+            ..found
+        });
+        true
+    }
+
+    /// Removes the adopted entries no restored port claimed (their calls
+    /// ended, or could not be restored), freeing their slots. Returns how
+    /// many there were.
+    pub fn finish_adoption(&mut self) -> usize {
+        let leftovers = std::mem::take(&mut self.leftovers);
+        for spec in leftovers.values() {
+            self.drop_leftover(spec);
+        }
+        leftovers.len()
+    }
+
+    fn drop_leftover(&mut self, spec: &StreamSpec) {
+        if let Some(Err(e)) = self.datapath.as_mut().map(|dp| dp.remove(spec.local)) {
+            tracing::warn!(local = %spec.local, error = %e, "could not remove a stale kernel stream");
+        }
+        if !spec.to_userspace {
+            self.slots.give(spec.stats_slot);
         }
     }
 
@@ -270,20 +348,23 @@ impl Kernel {
         }
     }
 
+    /// Counters of `port`'s current kernel entry (zero when it has none).
+    pub fn live_stats(&self, port: &MediaPort) -> StreamStats {
+        let slot = port
+            .state()
+            .kernel
+            .filter(|k| !k.to_userspace)
+            .map(|k| k.stats_slot);
+        match (self.datapath.as_ref(), slot) {
+            (Some(dp), Some(slot)) => dp.stream_stats(slot).unwrap_or_default(),
+            _ => StreamStats::default(),
+        }
+    }
+
     /// Kernel counters of `port`: retired plus live.
     pub fn stats(&self, port: &MediaPort) -> StreamStats {
-        let (slot, mut total) = {
-            let st = port.state();
-            (
-                st.kernel.filter(|k| !k.to_userspace).map(|k| k.stats_slot),
-                st.kernel_retired,
-            )
-        };
-        if let (Some(dp), Some(slot)) = (self.datapath.as_ref(), slot) {
-            if let Ok(live) = dp.stream_stats(slot) {
-                total.accumulate(&live);
-            }
-        }
+        let mut total = port.state().kernel_retired;
+        total.accumulate(&self.live_stats(port));
         total
     }
 
@@ -311,6 +392,12 @@ impl Kernel {
         &mut self,
         mut spec: StreamSpec,
     ) -> Result<(), crate::datapath::DatapathError> {
+        // A static stream replaces what an earlier relayd left for it.
+        if let Some(old) = self.leftovers.remove(&spec.local) {
+            if !old.to_userspace {
+                self.slots.give(old.stats_slot);
+            }
+        }
         let Some(dp) = self.datapath.as_mut() else {
             return Ok(());
         };
@@ -327,11 +414,16 @@ impl Kernel {
         self.datapath.as_ref().and_then(|dp| dp.counters().ok())
     }
 
-    /// Releases the datapath (XDP: detach and unpin).
+    /// Releases the datapath for good (XDP: detach and unpin).
     pub fn close(&mut self) {
         if let Some(dp) = self.datapath.as_mut() {
             dp.close();
         }
+    }
+
+    /// Whether the datapath took over what an earlier relayd left running.
+    pub fn adopted(&self) -> bool {
+        self.datapath.as_ref().is_some_and(|dp| dp.adopted())
     }
 }
 

@@ -40,6 +40,16 @@ pub enum LearningMode {
 }
 
 impl LearningMode {
+    /// rtpengine's name of the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Heuristic => "heuristic",
+            Self::Delayed => "delayed",
+            Self::Immediate => "immediate",
+            Self::Off => "off",
+        }
+    }
+
     /// Parses rtpengine's names (`endpoint-learning=...`).
     pub fn from_name(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
@@ -135,6 +145,30 @@ impl Learner {
         match (symmetric, self.confirmed) {
             (true, Some(c)) => Some(c),
             _ => self.sdp.or(self.confirmed),
+        }
+    }
+
+    /// The learner as a state record.
+    pub fn to_record(&self) -> relay_state::LearnerRecord {
+        relay_state::LearnerRecord {
+            mode: self.mode.name().to_owned(),
+            strict: self.strict,
+            sdp: self.sdp,
+            candidate: self.candidate,
+            confirmed: self.confirmed,
+        }
+    }
+
+    /// A learner restored from `record`; learning still under way starts
+    /// its window again at `now` (what was seen before is kept).
+    pub fn from_record(record: &relay_state::LearnerRecord, now: Instant) -> Self {
+        Learner {
+            mode: LearningMode::from_name(&record.mode).unwrap_or_default(),
+            strict: record.strict,
+            sdp: record.sdp,
+            candidate: record.candidate,
+            confirmed: record.confirmed,
+            since: now,
         }
     }
 

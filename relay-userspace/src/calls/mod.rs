@@ -12,13 +12,19 @@ pub mod kernel;
 pub mod learning;
 pub mod media_socket;
 pub mod model;
+pub mod persist;
 pub mod port;
+pub mod restore;
 pub mod send_batch;
 pub mod summary;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    time::Duration,
+};
 
 use tokio::{sync::mpsc, time::Instant};
 
@@ -213,6 +219,10 @@ pub struct CallManager {
     retired_user: (u64, u64, u64),
     /// Forwarders to start and stop once the current request is answered.
     deferred: Deferred,
+    /// Calls changed since the last [`CallManager::take_changes`].
+    changed: HashSet<String>,
+    /// The call each open port belongs to (forwarder reports name ports).
+    owners: HashMap<SocketAddr, String>,
 }
 
 impl CallManager {
@@ -233,7 +243,49 @@ impl CallManager {
             total_calls: 0,
             retired_user: (0, 0, 0),
             deferred: Deferred::default(),
+            changed: HashSet::new(),
+            owners: HashMap::new(),
         }
+    }
+
+    /// What changed since the last call, for the state store: each changed
+    /// call as it is now, or its removal. Commit them before answering the
+    /// request that made them.
+    pub fn take_changes(&mut self) -> Vec<relay_state::Change> {
+        if self.changed.is_empty() {
+            return Vec::new();
+        }
+        let clock = persist::WallClock::now();
+        let mut ids: Vec<String> = self.changed.drain().collect();
+        ids.sort();
+        ids.into_iter()
+            .map(|id| match self.calls.get(&id) {
+                Some(call) => relay_state::Change::Put(persist::call_record(
+                    call,
+                    &self.interfaces,
+                    &self.kernel,
+                    &clock,
+                )),
+                None => relay_state::Change::Remove(id),
+            })
+            .collect()
+    }
+
+    /// Every call as it is now (a checkpoint before a restart, so counters
+    /// recorded are the latest).
+    pub fn records(&self) -> Vec<relay_state::Change> {
+        let clock = persist::WallClock::now();
+        self.calls
+            .values()
+            .map(|call| {
+                relay_state::Change::Put(persist::call_record(
+                    call,
+                    &self.interfaces,
+                    &self.kernel,
+                    &clock,
+                ))
+            })
+            .collect()
     }
 
     /// Whether an offer for `call_id` would exceed `--max-sessions`: only
@@ -315,6 +367,7 @@ impl CallManager {
             last_signal: now,
             last_signal_unix: unix_now(),
             delete_at: None,
+            restored: false,
         });
         let snapshot = Snapshot::of(&call);
         let result = self.offer_in(&mut call, sig, from_if, to_if, now);
@@ -325,6 +378,7 @@ impl CallManager {
             if result.is_ok() && is_new_call {
                 self.total_calls += 1;
             }
+            self.changed.insert(call.id.clone());
             self.calls.insert(call.id.clone(), call);
         } else {
             self.free_call(call);
@@ -368,6 +422,7 @@ impl CallManager {
             .remove(&sig.call_id)
             .ok_or(CallError::UnknownCall)?;
         let result = self.answer_in(&mut call, sig, now);
+        self.changed.insert(call.id.clone());
         self.calls.insert(call.id.clone(), call);
         result
     }
@@ -449,9 +504,10 @@ impl CallManager {
                         }
                         return Err(match e {
                             PortError::Sockets(_) => CallError::Sockets(e.to_string()),
-                            PortError::RanOutOfPorts | PortError::EmptyRange { .. } => {
-                                CallError::RanOutOfPorts
-                            }
+                            PortError::RanOutOfPorts
+                            | PortError::EmptyRange { .. }
+                            | PortError::NotInRange(_)
+                            | PortError::InUse(_) => CallError::RanOutOfPorts,
                         });
                     }
                 }
@@ -463,7 +519,12 @@ impl CallManager {
             let index = call.monologues[m].medias.len();
             let offer = sig.medias.get(index);
             match self.open_media(index, offer, pair, learning, sig.strict_source, now) {
-                Ok(media) => call.monologues[m].medias.push(media),
+                Ok(media) => {
+                    for port in media.ports() {
+                        self.owners.insert(port.local, call.id.clone());
+                    }
+                    call.monologues[m].medias.push(media);
+                }
                 Err((port, e)) => {
                     tracing::error!(error = %e, "cannot use a bound socket");
                     self.interfaces[iface].pool.release(port);
@@ -589,6 +650,9 @@ impl CallManager {
             PortEvent::Confirmed(port) => {
                 // Closed ports (a call deleted while this event was queued)
                 // never go into the kernel: `sync` checks.
+                if let Some(id) = self.owners.get(&port.local) {
+                    self.changed.insert(id.clone());
+                }
                 let sink = port.state().sink.upgrade();
                 self.kernel.sync(&port);
                 if let Some(sink) = sink {
@@ -609,6 +673,7 @@ impl CallManager {
         now: Instant,
     ) -> Result<CallSummary, CallError> {
         let call = self.calls.get_mut(call_id).ok_or(CallError::UnknownCall)?;
+        self.changed.insert(call_id.to_owned());
         if let Some(branch) = via_branch {
             let pending = call
                 .monologues
@@ -678,8 +743,15 @@ impl CallManager {
                 (idle >= timeout).then(|| (c.id.clone(), why))
             })
             .collect();
+        let unrecorded = self
+            .calls
+            .values()
+            .filter(|c| c.ports().any(|p| p.kernel_stream_unrecorded()))
+            .map(|c| c.id.clone());
+        self.changed.extend(unrecorded);
         for (id, why) in expired {
             if let Some(call) = self.calls.remove(&id) {
+                self.changed.insert(id.clone());
                 let s = summary::summarize(&call, &self.kernel, &self.interfaces);
                 tracing::info!(call_id = %id, why, packets = s.totals.packets, bytes = s.totals.bytes, "call removed");
                 self.free_call(call);
@@ -703,8 +775,9 @@ impl CallManager {
         last
     }
 
-    /// Removes every call (shutdown).
+    /// Removes every call (an explicit stop: their state goes too).
     pub fn clear(&mut self) {
+        self.changed.extend(self.calls.keys().cloned());
         for (_, call) in std::mem::take(&mut self.calls) {
             self.free_call(call);
         }
@@ -721,6 +794,7 @@ impl CallManager {
 
     fn free_media(&mut self, iface: usize, media: Media) {
         for port in media.ports() {
+            self.owners.remove(&port.local);
             port.state().closed = true;
             self.kernel.remove(port);
             let (packets, bytes, _, dropped) = port.user_counts();
@@ -778,6 +852,11 @@ impl CallManager {
     /// The XDP program's counters, when there is a kernel datapath.
     pub fn kernel_counters(&self) -> Option<crate::datapath::Counters> {
         self.kernel.counters()
+    }
+
+    /// Whether the kernel datapath took over an earlier relayd's streams.
+    pub fn kernel_adopted(&self) -> bool {
+        self.kernel.adopted()
     }
 
     /// Releases the kernel datapath (after [`CallManager::clear`]).

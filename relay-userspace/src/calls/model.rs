@@ -85,6 +85,8 @@ pub struct Call {
     pub last_signal_unix: u64,
     /// When a delayed delete takes effect.
     pub delete_at: Option<Instant>,
+    /// Rebuilt from the state store (set up by an earlier relayd).
+    pub restored: bool,
 }
 
 impl Call {

@@ -25,6 +25,8 @@ pub struct PortStats {
     pub errors: AtomicU64,
     /// Packets dropped as strict-source mismatches.
     pub dropped: AtomicU64,
+    /// `packets` when the port was last written to the state store.
+    pub recorded: AtomicU64,
 }
 
 /// Mutable per-port state, behind a short-held lock.
@@ -111,6 +113,15 @@ impl MediaPort {
     pub fn pair(a: &Arc<MediaPort>, b: &Arc<MediaPort>) {
         a.state().sink = Arc::downgrade(b);
         b.state().sink = Arc::downgrade(a);
+    }
+
+    /// Whether a kernel stream's userspace counters moved since the port
+    /// was last recorded (datagrams already queued when it went into the
+    /// kernel): worth one more record, so a restart counts them.
+    pub fn kernel_stream_unrecorded(&self) -> bool {
+        let s = &self.stats;
+        s.packets.load(Ordering::Relaxed) != s.recorded.load(Ordering::Relaxed)
+            && self.state().kernel.is_some_and(|k| !k.to_userspace)
     }
 
     /// Userspace counters as plain numbers: (packets, bytes, errors, dropped).

@@ -155,6 +155,8 @@ pub struct CallSummary {
     pub rtcp: Counts,
     /// All packets.
     pub totals: Counts,
+    /// Restored from the state store by this relayd (an earlier one set it up).
+    pub restored: bool,
 }
 
 fn stream(
@@ -216,6 +218,7 @@ pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> Call
         rtp: Counts::default(),
         rtcp: Counts::default(),
         totals: Counts::default(),
+        restored: call.restored,
     };
     for m in &call.monologues {
         let iface = interfaces.get(m.interface);

@@ -50,6 +50,14 @@ impl Datapath for FakeDatapath {
     fn counters(&self) -> Result<Counters, DatapathError> {
         Ok(Counters::default())
     }
+    fn adopted(&self) -> bool {
+        true
+    }
+    fn installed(&self) -> Result<Vec<StreamSpec>, DatapathError> {
+        let entries = self.entries.lock().unwrap();
+        let passes = self.passes.lock().unwrap();
+        Ok(entries.values().chain(passes.values()).copied().collect())
+    }
 }
 
 struct Harness {
@@ -104,13 +112,18 @@ impl Harness {
 }
 
 fn harness(port_min: u16, port_max: u16) -> Harness {
+    harness_on(port_min, port_max, FakeDatapath::default())
+}
+
+/// A harness whose kernel is `kernel` (shared with an earlier harness: a
+/// restarted relayd finding the kernel's entries).
+fn harness_on(port_min: u16, port_max: u16, kernel: FakeDatapath) -> Harness {
     let spec = InterfaceSpec {
         name: "default".into(),
         address: "127.0.0.1".parse().unwrap(),
         advertised: "203.0.113.1".parse().unwrap(),
     };
     let pool = PortPool::new(spec.address, port_min, port_max).unwrap();
-    let kernel = FakeDatapath::default();
     let (tx, rx) = mpsc::unbounded_channel();
     let mgr = CallManager::new(
         CallConfig::default(),
@@ -601,4 +614,140 @@ async fn address_family_without_such_an_interface_is_an_error() {
     assert_eq!(err.to_string(), "Interface 'default' has no IP6 address");
     assert!(h.mgr.is_empty(), "nothing left behind");
     assert_eq!(h.mgr.port_usage()[0].1, 0);
+}
+
+/// Sockets on two consecutive loopback ports (RTP and RTCP of a party).
+fn udp_pair() -> (UdpSocket, UdpSocket) {
+    loop {
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rtp.local_addr().unwrap().port();
+        if let Some(Ok(rtcp)) = port
+            .checked_add(1)
+            .map(|p| UdpSocket::bind(("127.0.0.1", p)))
+        {
+            return (rtp, rtcp);
+        }
+    }
+}
+
+/// What a restarted relayd reads: the store's state after `changes`.
+fn stored(changes: &[relay_state::Change]) -> relay_state::State {
+    let mut state = relay_state::State::default();
+    for c in changes {
+        state.apply(c);
+    }
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_call_keeps_ports_tags_endpoints_and_kernel_entries() {
+    let mut h = harness(42300, 42399);
+    let now = Instant::now();
+    let (a, a_rtcp) = udp_pair();
+    let (b, b_rtcp) = udp_pair();
+    for s in [&a, &b, &b_rtcp] {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    }
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let offer = h.offer(&signal("c9", "A", None, a_addr), now).unwrap();
+    let answer = h
+        .answer(&signal("c9", "A", Some("B"), b_addr), now)
+        .unwrap();
+    let relay_for_a = sa(&format!("127.0.0.1:{}", answer.medias[0].rtp_port));
+    let relay_for_b = sa(&format!("127.0.0.1:{}", offer.medias[0].rtp_port));
+    let mut buf = [0u8; 64];
+    a.send_to(b"from A", relay_for_a).unwrap();
+    b.recv_from(&mut buf).unwrap();
+    b.send_to(b"from B", relay_for_b).unwrap();
+    a.recv_from(&mut buf).unwrap();
+    h.handle_events(2).await;
+    let mut changes = h.mgr.take_changes();
+    assert!(
+        matches!(&changes[..], [relay_state::Change::Put(r)] if r.call_id == "c9"),
+        "{changes:?}"
+    );
+    assert!(
+        h.mgr.take_changes().is_empty(),
+        "changes are handed out once"
+    );
+    let kernel_before = h.kernel.entries.lock().unwrap().clone();
+    assert_eq!(kernel_before.len(), 2);
+    // A kernel entry of a call the store does not know: removed on restore.
+    let stray = StreamSpec {
+        local: sa("127.0.0.1:42398"),
+        peer: b_addr,
+        source: relay_for_b,
+        strict_source: None,
+        stats_slot: 7,
+        to_userspace: false,
+        max_pps: 0,
+        media: crate::datapath::MediaTracking::None,
+    };
+    h.kernel.entries.lock().unwrap().insert(stray.local, stray);
+    // A stored call whose ports are outside this relayd's range cannot come back.
+    let mut lost = match &changes[0] {
+        relay_state::Change::Put(r) => r.clone(),
+        _ => unreachable!(),
+    };
+    lost.call_id = "c-lost".into();
+    for m in &mut lost.monologues {
+        for md in &mut m.medias {
+            md.rtp.local.set_port(50000);
+            md.rtcp.local.set_port(50001);
+        }
+    }
+    changes.push(relay_state::Change::Put(lost));
+
+    // relayd dies: its forwarders stop and sockets close, the kernel keeps
+    // its entries.
+    let kernel = h.kernel.clone();
+    for port in h.mgr.calls.values().flat_map(Call::ports) {
+        if let Some(task) = port.state().forwarder.take() {
+            task.abort();
+        }
+    }
+    drop(h);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut h = harness_on(42300, 42399, kernel);
+    h.mgr.kernel = std::mem::replace(&mut h.mgr.kernel, Kernel::new(None, 0)).adopting();
+    let report = h.mgr.restore(stored(&changes).calls.into_values());
+    h.mgr.run_deferred();
+    assert_eq!(report.restored, 1);
+    assert_eq!(
+        report.adopted_streams, 4,
+        "two forwarding entries, two passes"
+    );
+    assert_eq!(report.stale_streams, 1);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, "c-lost");
+    assert_eq!(
+        h.mgr.take_changes(),
+        vec![relay_state::Change::Remove("c-lost".into())],
+        "the store hears that the lost call is gone"
+    );
+    assert_eq!(
+        *h.kernel.entries.lock().unwrap(),
+        kernel_before,
+        "adopted entries are kept as they were, the stray one is gone"
+    );
+    assert_eq!(
+        h.mgr.port_usage()[0].1,
+        2,
+        "the same two pairs, bound again"
+    );
+
+    // The same ports, tags and learned endpoints: a re-INVITE changes nothing.
+    let again = h.offer(&signal("c9", "A", Some("B"), a_addr), now).unwrap();
+    assert_eq!(again, offer);
+    let q = h.mgr.query("c9").unwrap();
+    assert!(q.tags.iter().all(|t| t.medias[0].streams[0].kernelized));
+    assert_eq!(q.rtp.packets, 2, "userspace counters carried over");
+    // Media relayed by the restored ports' forwarders (RTCP is in userspace).
+    let rtcp_for_a = SocketAddr::new(relay_for_a.ip(), relay_for_a.port() + 1);
+    a_rtcp.send_to(b"rtcp from A", rtcp_for_a).unwrap();
+    let (n, _) = b_rtcp.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"rtcp from A");
+    h.delete("c9", None, Some(Duration::ZERO), now).unwrap();
+    assert_eq!(h.mgr.port_usage()[0].1, 0);
+    assert!(h.kernel.entries.lock().unwrap().is_empty());
 }

@@ -2,7 +2,8 @@
 //! in, one JSON reply line out.
 //!
 //! Requests: `{"command":"calls"}` (every call's summary),
-//! `{"command":"show","call_id":"..."}` and `{"command":"totals"}`. Replies: `{"ok":true,"data":...}` or
+//! `{"command":"show","call_id":"..."}`, `{"command":"totals"}` and
+//! `{"command":"stop"}` (end every call and stop relayd for good). Replies: `{"ok":true,"data":...}` or
 //! `{"ok":false,"error":"...","code":"..."}` where `code` is `not_found` for
 //! an unknown call and `bad_request` otherwise.
 
@@ -12,6 +13,7 @@ use serde_json::{json, Value};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::{TcpListener, TcpStream},
+    sync::Notify,
 };
 
 use crate::{calls::CallManager, stats::NgStats};
@@ -23,21 +25,31 @@ pub const DEFAULT_LISTEN_CLI: &str = "127.0.0.1:9900";
 const MAX_REQUEST: u64 = 64 * 1024;
 
 /// Serves CLI connections until the task is dropped.
-pub async fn serve(listener: TcpListener, calls: Arc<Mutex<CallManager>>, ng: Arc<NgStats>) {
+pub async fn serve(
+    listener: TcpListener,
+    calls: Arc<Mutex<CallManager>>,
+    ng: Arc<NgStats>,
+    stop: Arc<Notify>,
+) {
     super::tcp::serve(listener, "CLI", |stream| {
-        connection(stream, calls.clone(), ng.clone())
+        connection(stream, calls.clone(), ng.clone(), stop.clone())
     })
     .await;
 }
 
-async fn connection(stream: TcpStream, calls: Arc<Mutex<CallManager>>, ng: Arc<NgStats>) {
+async fn connection(
+    stream: TcpStream,
+    calls: Arc<Mutex<CallManager>>,
+    ng: Arc<NgStats>,
+    stop: Arc<Notify>,
+) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
     if reader.read_line(&mut line).await.is_err() {
         return;
     }
-    let reply = answer(&line, &calls, &ng);
+    let reply = answer(&line, &calls, &ng, &stop);
     let mut bytes = reply.to_string().into_bytes();
     bytes.push(b'\n');
     let _ = write.write_all(&bytes).await;
@@ -48,7 +60,7 @@ fn error(code: &str, message: &str) -> Value {
 }
 
 /// The reply to one request line.
-pub fn answer(line: &str, calls: &Mutex<CallManager>, ng: &NgStats) -> Value {
+pub fn answer(line: &str, calls: &Mutex<CallManager>, ng: &NgStats, stop: &Notify) -> Value {
     let Ok(request) = serde_json::from_str::<Value>(line) else {
         return error("bad_request", "request is not a JSON object");
     };
@@ -71,6 +83,11 @@ pub fn answer(line: &str, calls: &Mutex<CallManager>, ng: &NgStats) -> Value {
                 Ok(summary) => json!({"ok": true, "data": summary}),
                 Err(e) => error("not_found", &e.to_string()),
             }
+        }
+        Some("stop") => {
+            // notify_one keeps the permit if relayd is not waiting yet.
+            stop.notify_one();
+            json!({"ok": true, "data": {"calls": calls.len()}})
         }
         Some(other) => error("bad_request", &format!("unknown command {other:?}")),
         None => error("bad_request", "missing \"command\""),

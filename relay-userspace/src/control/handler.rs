@@ -18,6 +18,7 @@ use crate::{
         deferred::Deferred, learning::LearningMode, model::MediaOffer, summary::CallSummary,
         CallManager, Family, SdpPlan, Signal,
     },
+    state::StateKeeper,
     stats::NgStats,
 };
 
@@ -59,6 +60,7 @@ pub fn handle(
     calls: &Mutex<CallManager>,
     cache: &mut CookieCache,
     stats: &NgStats,
+    state: &StateKeeper,
 ) -> Option<Answer> {
     let now = std::time::Instant::now();
     let request = match parse_datagram(datagram) {
@@ -87,6 +89,8 @@ pub fn handle(
             let name = parsed.command.name();
             let mut calls = crate::lock(calls);
             let body = dispatch(parsed.command, &parsed.warnings, &mut calls, stats);
+            // Durable before the reply says it happened.
+            state.commit(&calls.take_changes());
             after = calls.take_deferred();
             warnings = parsed.warnings;
             (name, body)
@@ -108,12 +112,22 @@ pub fn handle(
             summary_reply::write(s, &warnings, crate::calls::model::unix_now(), &mut bytes)
         }
     }
+    if mutates(name) {
+        state.remember_reply(request.cookie, &bytes);
+    }
     cache.insert(request.cookie.to_vec(), bytes.clone(), now);
     Some(Answer {
         reply: bytes,
         after,
         spent: Some((request.body, body)),
     })
+}
+
+/// Whether a retransmission of this command after a restart must get the
+/// first reply rather than a new answer (queries may simply be answered
+/// again).
+fn mutates(command: &str) -> bool {
+    matches!(command, "offer" | "answer" | "delete")
 }
 
 fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {

@@ -22,14 +22,25 @@ use std::{
 use relay_ng::CookieCache;
 use tokio::net::UdpSocket;
 
-use crate::{calls::CallManager, stats::NgStats};
+use crate::{calls::CallManager, state::StateKeeper, stats::NgStats};
 
 /// rtpengine keeps answered cookies for two 30-second generations.
 const COOKIE_GENERATION: Duration = Duration::from_secs(30);
 
-/// Serves NG requests on `socket` until the task is dropped.
-pub async fn serve(socket: UdpSocket, calls: Arc<Mutex<CallManager>>, stats: Arc<NgStats>) {
+/// Serves NG requests on `socket` until the task is dropped; `replies`
+/// are answers an earlier relayd gave (restored from the state store).
+pub async fn serve(
+    socket: UdpSocket,
+    calls: Arc<Mutex<CallManager>>,
+    stats: Arc<NgStats>,
+    state: Arc<StateKeeper>,
+    replies: Vec<relay_state::CookieRecord>,
+) {
     let mut cache = CookieCache::new(COOKIE_GENERATION);
+    let now = std::time::Instant::now();
+    for r in replies {
+        cache.insert(r.cookie, r.reply, now);
+    }
     let mut buf = vec![0u8; 65536];
     loop {
         let (len, from) = match socket.recv_from(&mut buf).await {
@@ -39,7 +50,7 @@ pub async fn serve(socket: UdpSocket, calls: Arc<Mutex<CallManager>>, stats: Arc
                 continue;
             }
         };
-        let Some(answer) = handler::handle(&buf[..len], &calls, &mut cache, &stats) else {
+        let Some(answer) = handler::handle(&buf[..len], &calls, &mut cache, &stats, &state) else {
             tracing::debug!(%from, "NG datagram without cookie dropped");
             continue;
         };

@@ -473,6 +473,7 @@ mod tests {
                 errors: 6,
             },
             totals: Counts::default(),
+            restored: false,
         }
     }
 

@@ -191,7 +191,18 @@ pub trait Datapath {
         Ok(RtpStats::default())
     }
     /// Releases the backend for good (XDP: detach and unpin). Idempotent.
+    /// Without it, dropping the backend leaves the kernel forwarding (XDP:
+    /// pins and links stay) for the next relayd to adopt.
     fn close(&mut self) {}
+    /// Whether the backend took over the streams of an earlier relayd.
+    fn adopted(&self) -> bool {
+        false
+    }
+    /// Every entry installed now (`stats_slot` as installed; `media` and
+    /// `max_pps` are not read back).
+    fn installed(&self) -> Result<Vec<StreamSpec>, DatapathError> {
+        Ok(Vec::new())
+    }
     /// Guards `ports` on `address`: UDP to one of them without a stream is
     /// dropped (`drop`) or left to the stack.
     fn shield(

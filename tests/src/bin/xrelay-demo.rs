@@ -150,8 +150,11 @@ fn main() -> Result<()> {
     println!("== NG delete: call removed, kernel entries and ports freed");
     relayctl(&topo, &args, &pins, &["streams"])?;
 
-    println!("== stopping relayd (SIGTERM)");
-    let status = relayd.terminate()?;
+    // A signal would leave the program and its pins for the next relayd
+    // (restarts keep calls); `relayctl stop` ends the relay for good.
+    relayctl(&topo, &args, &pins, &["stop"])?;
+    let mut relayd = relayd;
+    let status = relayd.0.wait()?;
     if !status.success() {
         bail!("relayd exited with {status}");
     }

@@ -55,6 +55,10 @@ enum Command {
     Interfaces,
     /// Installed kernel streams and their counters.
     Streams,
+    /// Stop relayd for good: end every call, detach XDP, remove the pins
+    /// and the stored call state. (A signal, as `systemctl restart` sends,
+    /// keeps calls for the next relayd.)
+    Stop,
 }
 
 mod top;
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::Show { call_id } => {
             return cli_command(&args, json!({"command": "show", "call_id": call_id}))
         }
+        Command::Stop => return cli_command(&args, json!({"command": "stop"})),
         _ => {}
     }
     let dir = versioned_dir(&args.pin_dir);
@@ -96,7 +101,7 @@ fn main() -> ExitCode {
         Command::Counters => counters(&maps, args.json),
         Command::Interfaces => interfaces(&maps, args.json),
         Command::Streams => streams(&maps, args.json),
-        Command::Calls | Command::Totals | Command::Top | Command::Show { .. } => {
+        Command::Calls | Command::Totals | Command::Top | Command::Show { .. } | Command::Stop => {
             unreachable!("handled above")
         }
     };
@@ -320,6 +325,8 @@ fn cli_command(args: &Args, req: serde_json::Value) -> ExitCode {
         print_calls(data);
     } else if matches!(args.command, Command::Totals) {
         print_totals(data);
+    } else if matches!(args.command, Command::Stop) {
+        println!("relayd stopping; {} call(s) ended", data["calls"]);
     } else {
         print_call(data);
     }
@@ -354,9 +361,11 @@ fn print_calls(calls: &serde_json::Value) {
         let tags = call["tags"].as_array().cloned().unwrap_or_default();
         let streams = streams_of(call);
         let kernel = streams.iter().filter(|s| s["kernelized"] == true).count();
+        // Calls an earlier relayd set up are marked with a '*'.
+        let restored = if call["restored"] == true { "*" } else { "" };
         println!(
             "{:<36} {:>7} {:>7} {:>7} {:>10} {:>12} {:>12}",
-            call["call_id"].as_str().unwrap_or(""),
+            format!("{}{restored}", call["call_id"].as_str().unwrap_or("")),
             tags.len(),
             streams.len(),
             kernel,

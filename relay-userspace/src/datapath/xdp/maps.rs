@@ -18,11 +18,11 @@ use relay_common::{
     address_probes, stream_index, Counter, CounterId, IfaceStatus, RelayAddress, RtpStats,
     StreamStats, StreamTarget, ADDR_IN_USE, ADDR_SLOTS, MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES,
     MAP_RTP_STATS, MAP_STREAMS, MAP_STREAM_STATS, MAP_TX_PORTS, ROW_SHIFT, SHIELD_DROP_UNKNOWN,
-    TF_IN_USE, TF_JITTER, TF_STRICT_SOURCE, TF_TO_USERSPACE,
+    TF_IN_USE, TF_JITTER, TF_RTCP, TF_RTP, TF_STRICT_SOURCE, TF_TO_USERSPACE,
 };
 
 use super::{
-    super::{Counters, DatapathError, StreamSpec},
+    super::{Counters, DatapathError, MediaTracking, StreamSpec},
     batch_read::read_array_range,
 };
 
@@ -253,6 +253,36 @@ impl RelayMaps {
             }
         }
         Ok(out)
+    }
+
+    /// [`RelayMaps::installed`] as stream specs: what relayd installed,
+    /// read back (`media` without its clock rate, `max_pps` 0).
+    pub fn installed_specs(&self) -> Result<Vec<StreamSpec>, DatapathError> {
+        Ok(self
+            .installed()?
+            .into_iter()
+            .map(|(local, t)| {
+                let at = |addr, port: u16| SocketAddr::new(from_abi(addr), u16::from_be(port));
+                let media = if t.flags & TF_RTP != 0 {
+                    MediaTracking::Rtp { clock_rate: 0 }
+                } else if t.flags & TF_RTCP != 0 {
+                    MediaTracking::Rtcp
+                } else {
+                    MediaTracking::None
+                };
+                StreamSpec {
+                    local,
+                    peer: at(t.peer_addr, t.peer_port),
+                    source: at(t.src_addr, t.src_port),
+                    strict_source: (t.flags & TF_STRICT_SOURCE != 0)
+                        .then(|| at(t.expect_addr, t.expect_port)),
+                    stats_slot: t.stats_slot,
+                    to_userspace: t.flags & TF_TO_USERSPACE != 0,
+                    max_pps: 0,
+                    media,
+                }
+            })
+            .collect())
     }
 
     /// Installs `spec` with RTP figures from scratch.

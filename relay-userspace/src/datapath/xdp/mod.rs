@@ -9,6 +9,7 @@
 //! redirected from a native interface leaves through the target's native
 //! transmit path even when the target itself runs generic.
 
+pub mod adopt;
 pub mod batch_read;
 pub mod maps;
 pub mod object;
@@ -96,11 +97,14 @@ pub enum ModeReason {
     },
     /// The operator asked for this mode.
     Configured,
+    /// Kept from the relayd this one took over (its `MODE_REASON_*`).
+    Adopted(u32),
 }
 
 impl ModeReason {
     fn abi(&self) -> u32 {
         match self {
+            ModeReason::Adopted(reason) => *reason,
             ModeReason::NativeOk => MODE_REASON_NATIVE_OK,
             ModeReason::NativeRefused(_) => MODE_REASON_NATIVE_REFUSED,
             ModeReason::NativeTxLost { .. } => MODE_REASON_NATIVE_TX_LOST,
@@ -123,6 +127,13 @@ impl fmt::Display for ModeReason {
                 write!(f, " (on veth the peer needs an XDP program of its own)")
             }
             ModeReason::Configured => write!(f, "configured"),
+            ModeReason::Adopted(reason) => {
+                write!(
+                    f,
+                    "kept from the previous relayd ({})",
+                    reason_text(*reason)
+                )
+            }
         }
     }
 }
@@ -300,6 +311,8 @@ pub struct XdpDatapath {
     maps: RelayMaps,
     dir: PathBuf,
     attachments: Vec<Attachment>,
+    /// Took over the maps and links of an earlier relayd.
+    adopted: bool,
 }
 
 /// Where the maps and links of an instance live: versioned, so a relayd of
@@ -308,7 +321,7 @@ pub fn versioned_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join(format!("abi-v{ABI_VERSION}"))
 }
 
-const MAP_NAMES: [&str; 7] = [
+pub(crate) const MAP_NAMES: [&str; 7] = [
     MAP_STREAMS,
     MAP_STREAM_STATS,
     MAP_COUNTERS,
@@ -356,10 +369,19 @@ impl XdpDatapath {
         }
         let dir = versioned_dir(&config.pin_dir);
         bpffs::ensure_pin_dir(&dir)?;
-        for iface in &config.interfaces {
-            release_stale_link(&dir, iface);
+        adopt::remove_instance(&config.pin_dir, Some(&dir));
+        let not_adoptable = adopt::not_adoptable(&dir, config);
+        if let Some(why) = &not_adoptable {
+            if has_pins(&dir) {
+                tracing::warn!(reason = %why, dir = %dir.display(),
+                    "not adopting the XDP program and maps found there: starting afresh");
+            }
+            for iface in &config.interfaces {
+                release_stale_link(&dir, iface);
+            }
+            discard_stream_table(&dir);
         }
-        discard_stream_table(&dir);
+        let adopting = not_adoptable.is_none();
 
         let nh_cache_ns = u64::try_from(config.next_hop_cache.as_nanos()).unwrap_or(u64::MAX);
         let mut ebpf = EbpfLoader::new()
@@ -380,7 +402,12 @@ impl XdpDatapath {
                 })?;
         }
         let mut maps = RelayMaps::take(&mut ebpf)?;
-        maps.clear_tables()?;
+        let statuses = if adopting {
+            maps.iface_statuses()?
+        } else {
+            maps.clear_tables()?;
+            Vec::new()
+        };
         for &ifindex in &ifindexes {
             maps.tx_ports
                 .insert(ifindex, ifindex, None, 0)
@@ -392,10 +419,44 @@ impl XdpDatapath {
             maps,
             dir,
             attachments: Vec::new(),
+            adopted: adopting,
         };
-        datapath.attach_all(config, &ifindexes)?;
+        if adopting {
+            datapath.take_over_all(config, &ifindexes, &statuses)?;
+        } else {
+            datapath.attach_all(config, &ifindexes)?;
+        }
         datapath.record_statuses()?;
         Ok(datapath)
+    }
+
+    /// Swaps this relayd's program onto the links an earlier one pinned,
+    /// keeping each interface's mode.
+    fn take_over_all(
+        &mut self,
+        config: &XdpConfig,
+        ifindexes: &[u32],
+        statuses: &[IfaceStatus],
+    ) -> Result<(), XdpError> {
+        for (iface, &ifindex) in config.interfaces.iter().zip(ifindexes) {
+            let status = statuses.iter().find(|s| s.ifindex == ifindex);
+            let mode = match status.map(|s| s.mode) {
+                Some(XDP_MODE_GENERIC) => AttachMode::Generic,
+                _ => AttachMode::Native,
+            };
+            let reason = ModeReason::Adopted(status.map_or(MODE_REASON_CONFIGURED, |s| s.reason));
+            let program = program_mut(&mut self.ebpf, PROGRAM_RELAY)?;
+            let link = adopt::take_over_link(program, &link_pin(&self.dir, iface), iface)?;
+            tracing::info!(%iface, ifindex, ?mode, "XDP program replaced on the running link (adopted)");
+            self.attachments.push(Attachment {
+                iface: iface.clone(),
+                ifindex,
+                mode,
+                reason,
+                link: Some(link),
+            });
+        }
+        Ok(())
     }
 
     /// The interfaces and how each is attached.
@@ -641,6 +702,11 @@ fn discard_stream_table(dir: &Path) {
     }
 }
 
+/// Whether anything is pinned under `dir`.
+fn has_pins(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
 /// A pinned link left behind by a relayd that did not shut down cleanly:
 /// unpin it so its program detaches and ours can attach.
 fn release_stale_link(dir: &Path, iface: &str) {
@@ -692,6 +758,14 @@ impl Datapath for XdpDatapath {
 
     fn close(&mut self) {
         self.close_xdp();
+    }
+
+    fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    fn installed(&self) -> Result<Vec<StreamSpec>, DatapathError> {
+        self.maps.installed_specs()
     }
 
     fn shield(

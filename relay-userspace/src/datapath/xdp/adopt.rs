@@ -1,0 +1,182 @@
+//! Taking over what an earlier relayd left on a pin directory.
+//!
+//! A relayd that stops for a restart leaves its program attached and its
+//! maps pinned, so kernel streams keep forwarding while no relayd runs. The
+//! next relayd on the same pin directory adopts them when their layout is
+//! exactly what it would create (same map types, key and value sizes and
+//! sizes it configures): it loads its program on the pinned maps and swaps
+//! it onto the pinned links in one `bpf_link_update` each, so no packet
+//! meets an interface without a program. Anything else on the directory
+//! (another layout, another ABI version, a relayd that now forwards in
+//! userspace) is detached and removed, and the log says so.
+
+use std::{
+    mem::size_of,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{MapInfo, MapType},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        Xdp,
+    },
+};
+use relay_common::{
+    Counter, IfaceStatus, RelayAddress, RtpStats, StreamStats, StreamTarget, MAP_ADDRESSES,
+    MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS, MAP_STREAMS, MAP_STREAM_STATS, MAP_TX_PORTS,
+    ROW_SHIFT,
+};
+
+use super::{detach_pinned, link_pin, XdpConfig, XdpError};
+
+/// What one pinned map must be for the program this relayd loads.
+struct MapSpec {
+    name: &'static str,
+    kind: MapType,
+    value_size: usize,
+    /// None: fixed by the object, not by the configuration.
+    max_entries: Option<u32>,
+}
+
+fn expected_maps(config: &XdpConfig) -> [MapSpec; 7] {
+    let spec = |name, kind, value_size, max_entries| MapSpec {
+        name,
+        kind,
+        value_size,
+        max_entries,
+    };
+    [
+        spec(
+            MAP_STREAMS,
+            MapType::Array,
+            size_of::<StreamTarget>(),
+            Some(config.max_addresses << ROW_SHIFT),
+        ),
+        spec(
+            MAP_ADDRESSES,
+            MapType::Array,
+            size_of::<RelayAddress>(),
+            None,
+        ),
+        spec(
+            MAP_STREAM_STATS,
+            MapType::PerCpuArray,
+            size_of::<StreamStats>(),
+            Some(config.max_streams),
+        ),
+        spec(
+            MAP_RTP_STATS,
+            MapType::Array,
+            size_of::<RtpStats>(),
+            Some(config.max_streams),
+        ),
+        spec(
+            MAP_COUNTERS,
+            MapType::PerCpuArray,
+            size_of::<Counter>(),
+            None,
+        ),
+        // struct bpf_devmap_val: ifindex and program fd.
+        spec(MAP_TX_PORTS, MapType::DevMapHash, 8, None),
+        spec(MAP_IFACES, MapType::Hash, size_of::<IfaceStatus>(), None),
+    ]
+}
+
+/// Why the pins under `dir` cannot be adopted (None: they can). Nothing
+/// pinned at all is not adoptable either.
+pub fn not_adoptable(dir: &Path, config: &XdpConfig) -> Option<String> {
+    for spec in expected_maps(config) {
+        let info = match MapInfo::from_pin(dir.join(spec.name)) {
+            Ok(info) => info,
+            Err(_) => return Some(format!("map {} is not pinned", spec.name)),
+        };
+        let kind = info.map_type().ok();
+        let size_ok = info.value_size() as usize == spec.value_size && info.key_size() == 4;
+        let entries_ok = spec.max_entries.is_none_or(|n| info.max_entries() == n);
+        if kind != Some(spec.kind) || !size_ok || !entries_ok {
+            return Some(format!(
+                "map {} has another layout or size ({:?}, value {} bytes, {} entries)",
+                spec.name,
+                kind,
+                info.value_size(),
+                info.max_entries()
+            ));
+        }
+    }
+    config
+        .interfaces
+        .iter()
+        .find(|iface| !link_pin(dir, iface).exists())
+        .map(|iface| format!("no pinned link for {iface}"))
+}
+
+/// Puts `program` on the link pinned at `path` in place of whatever runs
+/// there (one atomic `bpf_link_update`), and pins the link again as ours.
+pub fn take_over_link(program: &mut Xdp, path: &Path, iface: &str) -> Result<PinnedLink, XdpError> {
+    let pinned = PinnedLink::from_pin(path).map_err(XdpError::Link)?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(XdpError::Link)?;
+    let program_err = |source| XdpError::Program {
+        op: format!("replacing the program on {iface}"),
+        source,
+    };
+    let id = program.attach_to_link(link).map_err(program_err)?;
+    let link = program.take_link(id).map_err(program_err)?;
+    let fd = FdLink::try_from(link).map_err(XdpError::Link)?;
+    // The old pin names the same link; the descriptor held here keeps it
+    // (and the program on it) alive while it is pinned again.
+    let _ = std::fs::remove_file(path);
+    fd.pin(path).map_err(|source| XdpError::Pin {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Detaches and removes everything pinned under instance directory
+/// `pin_dir` (every ABI version but `keep`), logging what it finds. For
+/// pins this relayd will not adopt: left in place, a program nobody
+/// programs would keep forwarding dead calls and drop new ones at its DoS
+/// shield (and hold the interfaces against a program of another version).
+pub fn remove_instance(pin_dir: &Path, keep: Option<&Path>) {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return;
+    };
+    for dir in entries.flatten().map(|e| e.path()) {
+        let is_abi_dir = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("abi-v"));
+        if is_abi_dir && Some(dir.as_path()) != keep {
+            remove_versioned(&dir);
+        }
+    }
+    if keep.is_none() {
+        let _ = std::fs::remove_dir(pin_dir);
+    }
+}
+
+/// Detaches the links pinned in one versioned directory and unpins its maps.
+pub fn remove_versioned(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let pins: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    for path in &pins {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(iface) = name.strip_prefix("link_") {
+            match PinnedLink::from_pin(path) {
+                Ok(link) => {
+                    tracing::warn!(%iface, path = %path.display(),
+                        "detaching an XDP program left by an earlier relayd");
+                    detach_pinned(link, iface);
+                }
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "unreadable link pin"),
+            }
+        } else if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not unpin");
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+    tracing::warn!(dir = %dir.display(), "removed the pins of an earlier relayd");
+}

@@ -1,0 +1,369 @@
+//! Calls outlive relayd: a relayd killed (`kill -9`) or stopped by a signal
+//! and started again on the same pin directory and state keeps every call,
+//! its ports and its counters; kernel streams lose no packet meanwhile.
+//! Real relayd processes in network namespaces, real XDP, real UDP at a
+//! phone's 50 packets a second.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use relay_ng::Value;
+use relay_tests::{
+    netns::{ChildGuard, Netns},
+    ng_client::{audio_sdp, sdp_endpoint, NgClient},
+    paced::PacedStream,
+    peer::{attach_peer_pass, PeerPass},
+    ready::spawn_ready,
+    require_root,
+    topology::{bind_udp, exchange, Topology, HOST_A, HOST_B},
+    PinDirGuard,
+};
+
+const RELAYD: &str = env!("CARGO_BIN_EXE_relayd");
+const RELAYCTL: &str = env!("CARGO_BIN_EXE_relayctl");
+const NG: &str = "127.0.0.1:2223";
+
+/// A topology with relayd in the middle, which can be killed and started
+/// again with the same pin directory (and so the same call state).
+struct Bed {
+    t: Topology,
+    _peers: [PeerPass; 2],
+    pins: PinDirGuard,
+    ng: NgClient,
+}
+
+impl Bed {
+    fn new(tag: &str) -> Bed {
+        let t = Topology::new(tag).unwrap();
+        let pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
+        let pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
+        let pins = PinDirGuard::new(tag);
+        let ng = NgClient::new(&t.r, NG.parse().unwrap()).unwrap();
+        Bed {
+            t,
+            _peers: [pa, pb],
+            pins,
+            ng,
+        }
+    }
+
+    fn relayd(&self, extra: &[&str]) -> ChildGuard {
+        let mut cmd = self.t.r.command(RELAYD).unwrap();
+        cmd.args(["-i", "a/10.20.1.1", "-i", "b/10.20.2.1", "--listen-ng", NG])
+            .args(["--port-min", "30000", "--port-max", "30999", "--pin-dir"])
+            .arg(&self.pins.0)
+            .args(extra)
+            .stdout(Stdio::null());
+        spawn_ready(&mut cmd).unwrap()
+    }
+
+    fn relayctl_json(&self, what: &str) -> serde_json::Value {
+        let out = Command::new(RELAYCTL)
+            .arg("--pin-dir")
+            .arg(&self.pins.0)
+            .args(["--json", what])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn relayctl_cli(&self, args: &[&str]) -> std::process::Output {
+        self.t
+            .r
+            .command(RELAYCTL)
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Kernel entries that forward (not pass-to-userspace ones).
+    fn forwarding_streams(&self) -> usize {
+        let streams = self.relayctl_json("streams");
+        streams
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["to_userspace"] == false)
+            .count()
+    }
+}
+
+fn kill_9(mut child: ChildGuard) {
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+}
+
+fn s(v: &str) -> Value {
+    Value::str(v)
+}
+
+fn offer(call_id: &str) -> Value {
+    Value::dict([
+        ("command", s("offer")),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+        ("sdp", s(&audio_sdp(HOST_A, 5000))),
+        ("direction", Value::str_list(["a", "b"])),
+    ])
+}
+
+fn answer(call_id: &str) -> Value {
+    Value::dict([
+        ("command", s("answer")),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+        ("to-tag", s("tag-B")),
+        ("sdp", s(&audio_sdp(HOST_B, 40000))),
+    ])
+}
+
+fn command(name: &str, call_id: &str) -> Value {
+    Value::dict([
+        ("command", s(name)),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+    ])
+}
+
+fn relay_endpoint(reply: &Value) -> SocketAddr {
+    let (addr, port) = sdp_endpoint(reply.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
+    format!("{addr}:{port}").parse().unwrap()
+}
+
+/// Offer and answer; the relay ports A and B send to.
+fn set_up_call(ng: &NgClient, call_id: &str) -> (SocketAddr, SocketAddr) {
+    let relay_b = relay_endpoint(&ng.ok(&offer(call_id)).unwrap());
+    let relay_a = relay_endpoint(&ng.ok(&answer(call_id)).unwrap());
+    (relay_a, relay_b)
+}
+
+/// Per RTP stream of a `query`: (flags, userspace packets, kernel packets).
+fn rtp_streams(q: &Value) -> Vec<(Vec<String>, i64, i64)> {
+    let mut out = Vec::new();
+    for t in q.get("tags").and_then(Value::as_dict).unwrap().values() {
+        for m in t.get("medias").and_then(Value::as_list).unwrap() {
+            let st = &m.get("streams").and_then(Value::as_list).unwrap()[0];
+            let flags = st.get("flags").and_then(Value::as_list).unwrap();
+            let count = |k: &str| {
+                st.get(k)
+                    .and_then(|d| d.get("packets"))
+                    .and_then(Value::as_int)
+                    .unwrap()
+            };
+            out.push((
+                flags
+                    .iter()
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect(),
+                count("userspace stats"),
+                count("kernel stats"),
+            ));
+        }
+    }
+    out
+}
+
+fn wait_kernelized(ng: &NgClient, call_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let q = ng.ok(&command("query", call_id)).unwrap();
+        if rtp_streams(&q)
+            .iter()
+            .all(|(f, _, _)| f.iter().any(|f| f == "kernelized"))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "streams never kernelized: {q:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn port_is_free(ns: &Netns, addr: SocketAddr) -> bool {
+    ns.run(move || UdpSocket::bind(addr).is_ok()).unwrap()
+}
+
+/// Endpoints A and B, their first packets through the relay (learning),
+/// then a steady 50 pps each way.
+fn start_media(bed: &Bed, relay_a: SocketAddr, relay_b: SocketAddr) -> [PacedStream; 2] {
+    let a = bind_udp(&bed.t.a, &format!("{HOST_A}:5000")).unwrap();
+    let b = bind_udp(&bed.t.b, &format!("{HOST_B}:40000")).unwrap();
+    assert_eq!(exchange(&a, &relay_a.to_string(), &b, 3).unwrap().len(), 3);
+    assert_eq!(exchange(&b, &relay_b.to_string(), &a, 3).unwrap().len(), 3);
+    let clone = |s: &UdpSocket| s.try_clone().unwrap();
+    [
+        PacedStream::start(clone(&a), relay_a, clone(&b), 50),
+        PacedStream::start(b, relay_b, a, 50),
+    ]
+}
+
+#[test]
+fn kill_9_loses_no_kernelized_packet_and_keeps_the_call() {
+    require_root!();
+    let bed = Bed::new("rsk");
+    let relayd = bed.relayd(&[]);
+    let (relay_a, relay_b) = set_up_call(&bed.ng, "call-k");
+    let streams = start_media(&bed, relay_a, relay_b);
+    wait_kernelized(&bed.ng, "call-k");
+    // Long enough for relayd's once-a-second check to record the userspace
+    // counters of packets relayed while the streams went into the kernel.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    kill_9(relayd);
+    std::thread::sleep(Duration::from_secs(2));
+    let relayd = bed.relayd(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let [ab, ba] = streams.map(PacedStream::stop);
+
+    for (name, o) in [("A to B", &ab), ("B to A", &ba)] {
+        assert!(o.sent.len() > 100, "{name}: {} sent", o.sent.len());
+        assert_eq!(
+            o.lost(),
+            Vec::<u32>::new(),
+            "{name}: packets lost across kill -9 and restart"
+        );
+    }
+    // The call is there, with counters that include the packets forwarded
+    // before and while no relayd ran.
+    let q = bed.ng.ok(&command("query", "call-k")).unwrap();
+    let streams = rtp_streams(&q);
+    assert_eq!(streams.len(), 2, "{q:?}");
+    let sent = ab.sent.len() as i64 + ba.sent.len() as i64 + 6;
+    let counted: i64 = streams.iter().map(|(_, user, kernel)| user + kernel).sum();
+    assert_eq!(counted, sent, "every packet counted once: {streams:?}");
+    assert!(streams
+        .iter()
+        .all(|(f, _, _)| f.iter().any(|f| f == "kernelized")));
+    let calls = bed.relayctl_cli(&["calls", "--json"]);
+    let calls: serde_json::Value = serde_json::from_slice(&calls.stdout).unwrap();
+    assert_eq!(calls[0]["call_id"], "call-k");
+    assert_eq!(
+        calls[0]["restored"], true,
+        "relayctl calls marks restored calls"
+    );
+
+    // A re-offer on the same tags keeps the ports.
+    let again = bed.ng.ok(&offer("call-k")).unwrap();
+    assert_eq!(relay_endpoint(&again), relay_b);
+    // delete frees ports, sockets and kernel entries.
+    assert_eq!(bed.forwarding_streams(), 2);
+    bed.ng
+        .ok(&Value::dict([
+            ("command", s("delete")),
+            ("call-id", s("call-k")),
+            ("from-tag", s("tag-A")),
+            ("delete-delay", Value::Int(0)),
+        ]))
+        .unwrap();
+    assert_eq!(bed.forwarding_streams(), 0);
+    assert!(port_is_free(&bed.t.r, relay_a) && port_is_free(&bed.t.r, relay_b));
+    drop(relayd);
+}
+
+#[test]
+fn a_userspace_call_resumes_after_kill_9() {
+    require_root!();
+    let bed = Bed::new("rsu");
+    let relayd = bed.relayd(&["--datapath", "userspace"]);
+    let (relay_a, relay_b) = set_up_call(&bed.ng, "call-u");
+    let streams = start_media(&bed, relay_a, relay_b);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Datagrams already queued in the killed relayd's sockets go with it:
+    // count those sent just before the kill as sent while it was down.
+    let down = Instant::now() - Duration::from_millis(100);
+    kill_9(relayd);
+    std::thread::sleep(Duration::from_secs(2));
+    let relayd = bed.relayd(&["--datapath", "userspace"]);
+    let up = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let [ab, ba] = streams.map(PacedStream::stop);
+
+    for (name, o) in [("A to B", &ab), ("B to A", &ba)] {
+        assert_eq!(
+            o.lost_outside(down..up),
+            Vec::<u32>::new(),
+            "{name}: lost while a relayd ran"
+        );
+        assert!(
+            o.received_after(up) >= 40,
+            "{name}: media resumed after the restart ({} arrived)",
+            o.received_after(up)
+        );
+    }
+    let q = bed.ng.ok(&command("query", "call-u")).unwrap();
+    assert_eq!(rtp_streams(&q).len(), 2);
+    assert_eq!(
+        relay_endpoint(&bed.ng.ok(&offer("call-u")).unwrap()),
+        relay_b
+    );
+    drop(relayd);
+}
+
+#[test]
+fn a_userspace_relayd_removes_the_xdp_program_it_finds() {
+    require_root!();
+    let bed = Bed::new("rss");
+    let relayd = bed.relayd(&[]);
+    let (relay_a, relay_b) = set_up_call(&bed.ng, "call-old");
+    let [ab, ba] = start_media(&bed, relay_a, relay_b);
+    wait_kernelized(&bed.ng, "call-old");
+    drop((ab.stop(), ba.stop()));
+    kill_9(relayd);
+
+    // The operator falls back to userspace forwarding, keeping no state.
+    let relayd = bed.relayd(&["--datapath", "userspace", "--no-state"]);
+    assert!(
+        !bed.pins.0.exists(),
+        "the pins (and so the program) of the XDP relayd are gone"
+    );
+    let (relay_a, relay_b) = set_up_call(&bed.ng, "call-new");
+    let a = bind_udp(&bed.t.a, &format!("{HOST_A}:5000")).unwrap();
+    let b = bind_udp(&bed.t.b, &format!("{HOST_B}:40000")).unwrap();
+    assert_eq!(exchange(&a, &relay_a.to_string(), &b, 5).unwrap().len(), 5);
+    assert_eq!(exchange(&b, &relay_b.to_string(), &a, 5).unwrap().len(), 5);
+    drop(relayd);
+}
+
+#[test]
+fn sigterm_keeps_calls_and_relayctl_stop_ends_them() {
+    require_root!();
+    let bed = Bed::new("rst");
+    let relayd = bed.relayd(&[]);
+    let (relay_a, _) = set_up_call(&bed.ng, "call-t");
+    let status = relayd.terminate().unwrap();
+    assert!(status.success(), "relayd exit {status}");
+    assert!(
+        bed.pins.0.exists(),
+        "a signal keeps the pins for the next relayd"
+    );
+
+    let relayd = bed.relayd(&[]);
+    let q = bed.ng.ok(&command("query", "call-t")).unwrap();
+    assert_eq!(q.get("result"), Some(&s("ok")));
+    let out = bed.relayctl_cli(&["stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut relayd = relayd;
+    let status = relayd.0.wait().unwrap();
+    assert!(status.success(), "relayd exit after stop: {status}");
+    assert!(!bed.pins.0.exists(), "relayctl stop removes the pins");
+    assert!(port_is_free(&bed.t.r, relay_a));
+
+    // Nothing comes back.
+    let relayd = bed.relayd(&[]);
+    let q = bed.ng.request(&command("query", "call-t")).unwrap();
+    assert_eq!(q.get("result"), Some(&s("error")), "{q:?}");
+    drop(relayd);
+}
