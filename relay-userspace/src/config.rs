@@ -134,6 +134,12 @@ pub struct Options {
     /// second) or `always` (flushed before each reply; survives power loss).
     #[arg(long, value_enum)]
     pub state_sync: Option<StateSync>,
+    /// Check the call state journal (of --state-dir, or the default one of
+    /// --pin-dir) without changing it, print what it holds and exit: 0 when
+    /// it is consistent, 1 when it has damage or problems.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_state: bool,
 }
 
 /// `--state-sync`.
@@ -305,6 +311,14 @@ impl Options {
         }
         self.no_enable_forwarding |= file.no_enable_forwarding;
         Ok(self)
+    }
+
+    /// The state directory these options name, without needing the rest
+    /// of a valid configuration (for `--check-state`).
+    pub fn state_dir_named(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| {
+            default_state_dir(self.pin_dir.as_deref().unwrap_or(DEFAULT_PIN_DIR.as_ref()))
+        })
     }
 
     /// Reads `--config` if given and resolves defaults.

@@ -97,7 +97,7 @@ fn open_state(config: &Config) -> Result<(StateKeeper, relay_state::State), Daem
         return Ok((StateKeeper::off(), relay_state::State::default()));
     };
     let (keeper, state, report) = StateKeeper::open(dir, config.state_sync)?;
-    if report.discarded.is_empty() {
+    if report.is_clean() {
         tracing::info!(dir = %dir.display(), calls = state.calls.len(), "call state loaded");
     } else {
         tracing::warn!(dir = %dir.display(), calls = state.calls.len(), %report,

@@ -97,6 +97,28 @@ impl Bed {
     }
 }
 
+/// `relayd --check-state` on the bed's state directory: its verdict and output.
+fn check_state(bed: &Bed) -> (bool, String) {
+    let out = Command::new(RELAYD)
+        .arg("--check-state")
+        .arg("--pin-dir")
+        .arg(&bed.pins.0)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn delete(call_id: &str) -> Value {
+    Value::dict([
+        ("command", s("delete")),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+        ("delete-delay", Value::Int(0)),
+    ])
+}
+
 fn kill_9(mut child: ChildGuard) {
     child.0.kill().unwrap();
     child.0.wait().unwrap();
@@ -365,5 +387,111 @@ fn sigterm_keeps_calls_and_relayctl_stop_ends_them() {
     let relayd = bed.relayd(&[]);
     let q = bed.ng.request(&command("query", "call-t")).unwrap();
     assert_eq!(q.get("result"), Some(&s("error")), "{q:?}");
+    drop(relayd);
+}
+
+#[test]
+fn kill_9_during_200_offers_a_second_loses_no_answered_offer() {
+    require_root!();
+    let bed = Bed::new("rso");
+    let relayd = bed.relayd(&[]);
+    // A delete answered before the kill; its retransmission after the
+    // restart must get the same reply, not "Unknown call-id".
+    set_up_call(&bed.ng, "call-del");
+    let first = bed
+        .ng
+        .request_with_cookie("kept-cookie", &delete("call-del"))
+        .unwrap();
+    assert_eq!(first.get("result"), Some(&s("ok")));
+
+    bed.ng.set_timeout(Duration::from_millis(500)).unwrap();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1100));
+        kill_9(relayd);
+    });
+    let mut answered = Vec::new();
+    let start = Instant::now();
+    for n in 0u32.. {
+        let id = format!("offer-{n}");
+        match bed.ng.request(&offer(&id)) {
+            Ok(reply) => {
+                assert_eq!(reply.get("result"), Some(&s("ok")), "{reply:?}");
+                answered.push(id);
+            }
+            Err(_) => break, // relayd is gone
+        }
+        let next = start + Duration::from_millis(5) * (n + 1);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    killer.join().unwrap();
+    assert!(answered.len() > 150, "{} offers answered", answered.len());
+
+    let (clean, report) = check_state(&bed);
+    assert!(clean, "the journal after kill -9 is consistent: {report}");
+
+    bed.ng.set_timeout(Duration::from_secs(5)).unwrap();
+    let relayd = bed.relayd(&[]);
+    for id in &answered {
+        let q = bed.ng.request(&command("query", id)).unwrap();
+        assert_eq!(
+            q.get("result"),
+            Some(&s("ok")),
+            "{id} was answered ok, then lost"
+        );
+    }
+    let again = bed
+        .ng
+        .request_with_cookie("kept-cookie", &delete("call-del"))
+        .unwrap();
+    assert_eq!(
+        again, first,
+        "a retransmission is answered from the restored cache"
+    );
+    drop(relayd);
+}
+
+#[test]
+fn a_damaged_journal_loses_only_what_cannot_be_read() {
+    require_root!();
+    let bed = Bed::new("rsd");
+    let relayd = bed.relayd(&[]);
+    set_up_call(&bed.ng, "call-1");
+    set_up_call(&bed.ng, "call-2");
+    kill_9(relayd);
+
+    // Garbage, then a frame cut short, after what relayd wrote.
+    let journal = bed.pins.state_dir().join("journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.extend_from_slice(b"\x00garbage\xffnot a frame");
+    bytes.extend_from_slice(b"XRJ1\x40\x00\x00\x00\x01\x02\x03\x04{\"Put\"");
+    std::fs::write(&journal, bytes).unwrap();
+    let (clean, report) = check_state(&bed);
+    assert!(!clean, "--check-state reports the damage: {report}");
+    assert!(report.contains("damaged"), "{report}");
+
+    let relayd = bed.relayd(&[]);
+    for id in ["call-1", "call-2"] {
+        let q = bed.ng.request(&command("query", id)).unwrap();
+        assert_eq!(q.get("result"), Some(&s("ok")), "{id}: {q:?}");
+    }
+    let kept_aside = std::fs::read_dir(bed.pins.state_dir())
+        .unwrap()
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("journal.damaged-")
+        });
+    assert!(kept_aside, "the damaged journal is kept for a look");
+    let (clean, report) = check_state(&bed);
+    assert!(clean, "the journal was rewritten clean: {report}");
+    drop(relayd);
+
+    // Nothing readable at all: relayd still starts, with no calls.
+    std::fs::write(&journal, b"\xde\xad\xbe\xef garbage only").unwrap();
+    let relayd = bed.relayd(&[]);
+    let q = bed.ng.request(&command("query", "call-1")).unwrap();
+    assert_eq!(q.get("result"), Some(&s("error")));
+    bed.ng.ok(&Value::dict([("command", s("ping"))])).unwrap();
     drop(relayd);
 }

@@ -46,6 +46,11 @@ impl NgClient {
         })
     }
 
+    /// How long to wait for a reply (5 s unless changed).
+    pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
+        Ok(self.sock.set_read_timeout(Some(timeout))?)
+    }
+
     /// Sends raw bytes and returns the raw reply.
     pub fn raw(&self, datagram: &[u8]) -> Result<Vec<u8>> {
         self.sock.send_to(datagram, self.server)?;

@@ -22,7 +22,11 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let mut config = Options::parse().load()?;
+    let options = Options::parse();
+    if options.check_state {
+        return check_state(&options.state_dir_named());
+    }
+    let mut config = options.load()?;
     report_open_files(&config);
 
     if config.datapath != DatapathMode::Userspace {
@@ -53,6 +57,21 @@ fn main() -> Result<()> {
         daemon::run(config, shutdown).await?;
         anyhow::Ok(())
     })?;
+    Ok(())
+}
+
+/// `--check-state`: reads the journal in `dir` without changing it and
+/// says what it holds; fails when it is damaged or inconsistent.
+fn check_state(dir: &std::path::Path) -> Result<()> {
+    let report = relay_state::FileJournal::verify(dir)
+        .with_context(|| format!("checking the call state in {}", dir.display()))?;
+    println!("{}: {report}", dir.display());
+    if !report.is_clean() {
+        bail!(
+            "the call state in {} is damaged or inconsistent",
+            dir.display()
+        );
+    }
     Ok(())
 }
 
