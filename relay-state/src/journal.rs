@@ -21,7 +21,7 @@
 //!   garbage.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fmt,
     fs::{self, File, OpenOptions},
     io::{self, Write},
@@ -48,8 +48,6 @@ const MAX_PAYLOAD: usize = 16 << 20;
 /// How long an answered cookie is worth keeping (an NG client gives up on
 /// a request well before).
 const COOKIE_TTL_MS: u64 = 60_000;
-/// How often, at most, the mirror forgets old cookies between compactions.
-const COOKIE_EXPIRY_INTERVAL_MS: u64 = 1_000;
 /// A journal this small is never compacted...
 const COMPACT_MIN_BYTES: u64 = 1 << 20;
 /// ...nor one under this many times the size of what it holds.
@@ -213,8 +211,8 @@ impl FileJournal {
     pub fn verify(dir: &Path) -> Result<LoadReport, StoreError> {
         fs::metadata(dir).map_err(io_error("reading", dir))?;
         let bytes = read_if_present(&dir.join(JOURNAL))?;
-        let (mirror, mut report) = read_frames(&bytes);
-        report.problems = check_invariants(&mirror.state);
+        let (state, _, mut report) = read_frames(&bytes);
+        report.problems = check_invariants(&state);
         Ok(report)
     }
 
@@ -224,7 +222,7 @@ impl FileJournal {
     pub fn compact(&mut self) -> Result<(), StoreError> {
         let mirror = self.mirror()?;
         mirror.expire_cookies(cookie_cutoff(unix_ms()));
-        let bytes = mirror.snapshot()?;
+        let bytes = mirror.snapshot();
         self.replace(&bytes, false).map(drop)
     }
 
@@ -243,17 +241,21 @@ impl FileJournal {
         Ok(self.mirror.get_or_insert_with(Mirror::default))
     }
 
-    /// Reads the file into the mirror, replacing a damaged file.
-    fn read(&mut self) -> Result<(&mut Mirror, LoadReport), StoreError> {
+    /// Reads the file into the mirror, replacing a damaged file; returns
+    /// the state it holds.
+    fn read(&mut self) -> Result<(State, LoadReport), StoreError> {
         let bytes = read_if_present(&self.path(JOURNAL))?;
-        let (mut mirror, mut report) = read_frames(&bytes);
-        mirror.expire_cookies(cookie_cutoff(unix_ms()));
-        report.problems = check_invariants(&mirror.state);
+        let (mut state, mut mirror, mut report) = read_frames(&bytes);
+        let cutoff = cookie_cutoff(unix_ms());
+        mirror.expire_cookies(cutoff);
+        state.expire_cookies(cutoff);
+        report.problems = check_invariants(&state);
         if !report.discarded.is_empty() {
-            report.damaged_copy = self.replace(&mirror.snapshot()?, true)?;
+            report.damaged_copy = self.replace(&mirror.snapshot(), true)?;
             report.rewritten = true;
         }
-        Ok((self.mirror.insert(mirror), report))
+        self.mirror = Some(mirror);
+        Ok((state, report))
     }
 
     /// Replaces the journal with `bytes`, keeping a hard link to the old
@@ -336,7 +338,7 @@ impl FileJournal {
         }
         let due = match &mut self.mirror {
             Some(mirror) => {
-                mirror.expire_cookies_now_and_then(unix_ms());
+                mirror.expire_old_cookies(cookie_cutoff(unix_ms()));
                 self.len > COMPACT_RATIO * mirror.live_bytes
             }
             // Unknown: compact() reads the file first.
@@ -363,8 +365,11 @@ impl Store for FileJournal {
             .collect::<Result<Vec<_>, _>>()?;
         self.append(&bytes)?;
         if let Some(mirror) = &mut self.mirror {
+            let mut at = 0;
             for (change, len) in changes.iter().zip(lens) {
-                mirror.apply(change, len);
+                let end = at + len as usize;
+                mirror.apply(change, &bytes[at..end]);
+                at = end;
             }
         }
         if self.policy == SyncPolicy::Always {
@@ -377,8 +382,7 @@ impl Store for FileJournal {
     /// Reads the journal. Damage is skipped and reported, never an error;
     /// a damaged journal is kept aside and replaced by a clean one.
     fn load(&mut self) -> Result<(State, LoadReport), StoreError> {
-        let (mirror, report) = self.read()?;
-        let state = mirror.state.clone();
+        let (state, report) = self.read()?;
         self.compact_if_due();
         Ok((state, report))
     }
@@ -390,6 +394,24 @@ impl Store for FileJournal {
             self.unsynced = false;
         }
         Ok(())
+    }
+
+    fn flush_job(&mut self) -> Result<Option<crate::FlushJob>, StoreError> {
+        if !self.unsynced {
+            return Ok(None);
+        }
+        // A second handle on the same file: syncing it flushes what this
+        // one wrote. Should a compaction replace the file meanwhile, the
+        // new one was synced before it took the name.
+        let path = self.path(JOURNAL);
+        let file = self
+            .file
+            .try_clone()
+            .map_err(io_error("duplicating", &path))?;
+        self.unsynced = false;
+        Ok(Some(Box::new(move || {
+            file.sync_data().map_err(io_error("syncing", &path))
+        })))
     }
 
     fn clear(&mut self) -> Result<(), StoreError> {
@@ -423,80 +445,83 @@ impl fmt::Debug for FileJournal {
             .field("policy", &self.policy)
             .field("len", &self.len)
             .field("unsynced", &self.unsynced)
-            .field("calls", &self.mirror.as_ref().map(|m| m.state.calls.len()))
+            .field("calls", &self.mirror.as_ref().map(|m| m.calls.len()))
             .finish_non_exhaustive()
     }
 }
 
-/// The state a journal holds, with what each live record weighs in it.
+/// What a journal holds, as the frames a compaction writes out: each live
+/// call's latest Put and the cookies answered lately. Kept as encoded
+/// bytes, so that a commit copies what it wrote instead of cloning records.
 #[derive(Default)]
 struct Mirror {
-    state: State,
-    /// Frame length of each call's latest Put.
-    put_bytes: HashMap<String, u64>,
-    /// Frame length of each of `state.cookies`.
-    cookie_bytes: Vec<u64>,
-    /// The sum of both: the size of the journal compaction would write.
+    /// Frame of each call's latest Put.
+    calls: HashMap<String, Vec<u8>>,
+    /// Frames of answered cookies with when they were answered, in the
+    /// order they were committed.
+    cookies: VecDeque<(u64, Vec<u8>)>,
+    /// The size of all of them: what compaction would write.
     live_bytes: u64,
-    /// When old cookies are next looked for (see
-    /// [`Mirror::expire_cookies_now_and_then`]).
-    next_expiry_ms: u64,
 }
 
 impl Mirror {
-    /// Applies `change`, whose frame is `frame_len` bytes long.
-    fn apply(&mut self, change: &Change, frame_len: u64) {
+    /// Applies `change`, whose frame is `frame`.
+    fn apply(&mut self, change: &Change, frame: &[u8]) {
+        let len = frame.len() as u64;
         match change {
             Change::Put(call) => {
-                let old = self.put_bytes.insert(call.call_id.clone(), frame_len);
-                self.live_bytes = self.live_bytes + frame_len - old.unwrap_or(0);
+                let old = self.calls.insert(call.call_id.clone(), frame.to_vec());
+                self.live_bytes = self.live_bytes + len - old.map_or(0, |f| f.len() as u64);
             }
             Change::Remove(id) => {
-                self.live_bytes -= self.put_bytes.remove(id).unwrap_or(0);
+                self.live_bytes -= self.calls.remove(id).map_or(0, |f| f.len() as u64);
             }
-            Change::Cookie(_) => {
-                self.cookie_bytes.push(frame_len);
-                self.live_bytes += frame_len;
+            Change::Cookie(c) => {
+                self.cookies.push_back((c.answered_ms, frame.to_vec()));
+                self.live_bytes += len;
             }
         }
-        self.state.apply(change);
     }
 
-    /// Forgets cookies answered before `cutoff_ms`.
+    /// Forgets cookies answered before `cutoff_ms`, from the oldest on
+    /// (cheap enough for every commit).
+    fn expire_old_cookies(&mut self, cutoff_ms: u64) {
+        while let Some((_, frame)) = self
+            .cookies
+            .front()
+            .is_some_and(|(at, _)| *at < cutoff_ms)
+            .then(|| self.cookies.pop_front())
+            .flatten()
+        {
+            self.live_bytes -= frame.len() as u64;
+        }
+    }
+
+    /// Forgets every cookie answered before `cutoff_ms`, wherever it is
+    /// (a clock step back can put an old one behind newer ones).
     fn expire_cookies(&mut self, cutoff_ms: u64) {
-        let mut lens = std::mem::take(&mut self.cookie_bytes).into_iter();
         let mut expired = 0;
-        self.state.cookies.retain(|cookie| {
-            let len = lens.next().unwrap_or(0);
-            let keep = cookie.answered_ms >= cutoff_ms;
-            if keep {
-                self.cookie_bytes.push(len);
-            } else {
-                expired += len;
+        self.cookies.retain(|(at, frame)| {
+            let keep = *at >= cutoff_ms;
+            if !keep {
+                expired += frame.len() as u64;
             }
             keep
         });
         self.live_bytes -= expired;
     }
 
-    /// [`Mirror::expire_cookies`], at most once a second: cookies can be
-    /// many, and commits even more.
-    fn expire_cookies_now_and_then(&mut self, now_ms: u64) {
-        if now_ms >= self.next_expiry_ms {
-            self.expire_cookies(cookie_cutoff(now_ms));
-            self.next_expiry_ms = now_ms + COOKIE_EXPIRY_INTERVAL_MS;
-        }
-    }
-
     /// The frames of a journal that holds exactly this state.
-    fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
-        let calls = self.state.calls.values().cloned().map(Change::Put);
-        let cookies = self.state.cookies.iter().cloned().map(Change::Cookie);
+    fn snapshot(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(self.live_bytes as usize);
-        for change in calls.chain(cookies) {
-            encode_frame(&change, &mut bytes)?;
+        for frame in self
+            .calls
+            .values()
+            .chain(self.cookies.iter().map(|(_, f)| f))
+        {
+            bytes.extend_from_slice(frame);
         }
-        Ok(bytes)
+        bytes
     }
 }
 
@@ -578,14 +603,16 @@ fn decode_frame(bytes: &[u8]) -> Result<(Change, usize), FrameError> {
 
 /// Applies every frame of `bytes` that can still be read; skips what
 /// cannot, up to the next magic, and reports it.
-fn read_frames(bytes: &[u8]) -> (Mirror, LoadReport) {
+fn read_frames(bytes: &[u8]) -> (State, Mirror, LoadReport) {
+    let mut state = State::default();
     let mut mirror = Mirror::default();
     let mut report = LoadReport::default();
     let mut at = 0;
     while at < bytes.len() {
         match decode_frame(&bytes[at..]) {
             Ok((change, len)) => {
-                mirror.apply(&change, len as u64);
+                mirror.apply(&change, &bytes[at..at + len]);
+                state.apply(&change);
                 report.frames += 1;
                 at += len;
             }
@@ -596,7 +623,7 @@ fn read_frames(bytes: &[u8]) -> (Mirror, LoadReport) {
             }
         }
     }
-    (mirror, report)
+    (state, mirror, report)
 }
 
 /// Offset of the first magic at or after `from` (the end if none).
@@ -810,9 +837,9 @@ mod tests {
         // Garbage holding a false magic, then a good frame.
         bytes.extend_from_slice(b"junkXRJ1junk");
         bytes.extend_from_slice(&frame(&cookie(2)));
-        let (mirror, report) = read_frames(&bytes);
+        let (state, mirror, report) = read_frames(&bytes);
         assert_eq!(report.frames, 2);
-        assert_eq!(mirror.state.cookies.len(), 2);
+        assert_eq!((state.cookies.len(), mirror.cookies.len()), (2, 2));
         assert_eq!(
             report.discarded,
             [Discarded {
@@ -824,7 +851,7 @@ mod tests {
     }
 
     #[test]
-    fn mirror_sizes_follow_changes() {
+    fn mirror_keeps_the_latest_frames() {
         let mut mirror = Mirror::default();
         let put = |n: u64| {
             Change::Put(crate::CallRecord {
@@ -835,29 +862,6 @@ mod tests {
                 monologues: vec![],
             })
         };
-        mirror.apply(&put(1), 100);
-        mirror.apply(&put(22), 120);
-        assert_eq!(mirror.live_bytes, 120);
-        let mut old = cookie(1);
-        if let Change::Cookie(c) = &mut old {
-            c.answered_ms = 5;
-        }
-        mirror.apply(&old, 40);
-        mirror.apply(&cookie(2), 30);
-        assert_eq!(mirror.live_bytes, 190);
-        mirror.expire_cookies(2);
-        assert_eq!(mirror.live_bytes, 160);
-        assert_eq!(mirror.cookie_bytes, [40]);
-        mirror.apply(&Change::Remove("a".into()), 20);
-        mirror.apply(&Change::Remove("unknown".into()), 20);
-        assert_eq!(mirror.live_bytes, 40);
-        let snapshot = mirror.snapshot().unwrap();
-        assert_eq!(snapshot, frame(&old));
-    }
-
-    #[test]
-    fn mirror_expires_cookies_at_most_once_a_second() {
-        let mut mirror = Mirror::default();
         let stamped = |ms| {
             Change::Cookie(CookieRecord {
                 cookie: vec![1],
@@ -865,23 +869,28 @@ mod tests {
                 answered_ms: ms,
             })
         };
-        let now = 1_000_000;
-        mirror.apply(&stamped(now - COOKIE_TTL_MS - 1), 10);
-        mirror.expire_cookies_now_and_then(now);
-        assert_eq!((mirror.state.cookies.len(), mirror.live_bytes), (0, 0));
-        mirror.apply(&stamped(now - COOKIE_TTL_MS - 1), 10);
-        mirror.apply(&stamped(now), 20);
-        mirror.expire_cookies_now_and_then(now + 999);
-        assert_eq!(mirror.live_bytes, 30, "expired again within the second");
-        mirror.expire_cookies_now_and_then(now + 1000);
-        assert_eq!(mirror.live_bytes, 20);
+        let apply = |mirror: &mut Mirror, change: &Change| mirror.apply(change, &frame(change));
+        apply(&mut mirror, &put(1));
+        apply(&mut mirror, &put(22));
+        assert_eq!(mirror.live_bytes, frame(&put(22)).len() as u64);
+        apply(&mut mirror, &stamped(5));
+        apply(&mut mirror, &stamped(7));
+        mirror.expire_old_cookies(6);
         assert_eq!(
-            mirror.state.cookies,
-            [stamped(now)].map(|c| match c {
-                Change::Cookie(c) => c,
-                _ => unreachable!(),
-            })
+            mirror.snapshot(),
+            [frame(&put(22)), frame(&stamped(7))].concat()
         );
+        apply(&mut mirror, &Change::Remove("a".into()));
+        apply(&mut mirror, &Change::Remove("unknown".into()));
+        assert_eq!(mirror.snapshot(), frame(&stamped(7)));
+        assert_eq!(mirror.live_bytes, frame(&stamped(7)).len() as u64);
+        // A clock step back: an old cookie behind a newer one.
+        apply(&mut mirror, &stamped(3));
+        mirror.expire_old_cookies(6);
+        assert_eq!(mirror.cookies.len(), 2, "only the oldest end is looked at");
+        mirror.expire_cookies(6);
+        assert_eq!(mirror.snapshot(), frame(&stamped(7)));
+        assert_eq!(mirror.live_bytes, frame(&stamped(7)).len() as u64);
     }
 
     #[test]

@@ -61,6 +61,9 @@ impl State {
     }
 }
 
+/// A flush of written changes, run outside the store's lock.
+pub type FlushJob = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;
+
 /// Errors of a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -93,6 +96,12 @@ pub trait Store: std::fmt::Debug {
     /// Pushes written changes to stable storage (called periodically).
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+    /// [`Store::sync`] as work to run without holding the store: a flush
+    /// can take milliseconds, and commits should not wait for it. None
+    /// when there is nothing to flush; the default flushes in place.
+    fn flush_job(&mut self) -> Result<Option<FlushJob>, StoreError> {
+        self.sync().map(|()| None)
     }
     /// Drops every call (an operator stopping the relay for good).
     fn clear(&mut self) -> Result<(), StoreError>;

@@ -6,6 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+/// Whether `value` is its type's default: such fields are left out of a
+/// record (most counters of a call being set up are zero), and read back
+/// as the default.
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 /// A call (one Call-ID) and everything needed to rebuild it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
@@ -81,20 +88,24 @@ pub struct PortRecord {
     /// What it carries, for the RTP figures.
     pub tracking: TrackingRecord,
     /// Its stream as installed in the kernel, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelRecord>,
     /// Counters of packets relayed in userspace.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub user: CountsRecord,
     /// Last packet relayed in userspace, wall clock (ms).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_packet_ms: Option<u64>,
     /// Kernel counters of earlier stints in the kernel.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub kernel_retired: CountsRecord,
     /// The kernel counters of its current entry when recorded: counted in
     /// only by a relayd that cannot adopt the entry (whose counters then
     /// start again).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub kernel_live: CountsRecord,
     /// RTP figures kept in userspace (the kernel's while it forwards).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub rtp: RtpRecord,
 }
 
@@ -108,6 +119,7 @@ pub struct LearnerRecord {
     /// Where the SDP says the party wants media.
     pub sdp: Option<SocketAddr>,
     /// The best source seen so far, and its rank, while learning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate: Option<(SocketAddr, u8)>,
     /// The latched source.
     pub confirmed: Option<SocketAddr>,
