@@ -342,7 +342,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     calls.tick(now);
                     state.commit(&calls.take_changes());
                 }
-                state.sync();
+                // A flush may block for a while: not on a runtime worker.
+                let flushing = state.clone();
+                let _ = tokio::task::spawn_blocking(move || flushing.sync()).await;
             }
         })
     };

@@ -68,22 +68,26 @@ impl StateKeeper {
         }
     }
 
-    /// Remembers the reply to `cookie`, for a retransmission after a restart.
-    pub fn remember_reply(&self, cookie: &[u8], reply: &[u8]) {
-        if self.store.is_none() {
-            return;
-        }
-        let record = CookieRecord {
+    /// The change that remembers the reply to `cookie`, for a
+    /// retransmission after a restart (None without a store).
+    pub fn reply_change(&self, cookie: &[u8], reply: &[u8]) -> Option<Change> {
+        self.store.as_ref()?;
+        Some(Change::Cookie(CookieRecord {
             cookie: cookie.to_vec(),
             reply: reply.to_vec(),
             answered_ms: crate::calls::persist::unix_ms(),
-        };
-        self.with_store("commit", |s| s.commit(&[Change::Cookie(record)]));
+        }))
     }
 
-    /// Flushes written changes to disk (every second).
+    /// Flushes written changes to disk (every second), without holding
+    /// the store meanwhile: commits go on during the flush.
     pub fn sync(&self) {
-        self.with_store("sync", |s| s.sync());
+        let mut job = None;
+        self.with_store("sync", |s| s.flush_job().map(|j| job = j));
+        if let Some(Err(e)) = job.map(|flush| flush()) {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "flushing the call state failed");
+        }
     }
 
     /// Forgets every call (an explicit stop).

@@ -84,15 +84,20 @@ pub fn handle(
     }
     let mut after = Deferred::default();
     let mut warnings = Vec::new();
+    let mut changes = Vec::new();
+    // The call manager's lock, held until the request's changes are
+    // committed, so that records of one call reach the store in the order
+    // they were taken.
+    let mut held = None;
     let (name, body) = match relay_ng::parse(&request.body) {
         Ok(parsed) => {
             let name = parsed.command.name();
             let mut calls = crate::lock(calls);
             let body = dispatch(parsed.command, &parsed.warnings, &mut calls, stats);
-            // Durable before the reply says it happened.
-            state.commit(&calls.take_changes());
+            changes = calls.take_changes();
             after = calls.take_deferred();
             warnings = parsed.warnings;
+            held = Some(calls);
             (name, body)
         }
         Err(e) => {
@@ -100,7 +105,6 @@ pub fn handle(
             ("invalid", Body::Tree(reply::error(&e.to_string())))
         }
     };
-    stats.record(name, body.result(), now.elapsed());
     // Room for an offer's SDP or most of a delete's summary without
     // growing the buffer several times.
     let mut bytes = Vec::with_capacity(request.cookie.len() + 1024);
@@ -112,9 +116,14 @@ pub fn handle(
             summary_reply::write(s, &warnings, crate::calls::model::unix_now(), &mut bytes)
         }
     }
+    // Durable before the reply says it happened: the changes and the reply
+    // itself (for a retransmission after a restart), in one write.
     if mutates(name) {
-        state.remember_reply(request.cookie, &bytes);
+        changes.extend(state.reply_change(request.cookie, &bytes));
     }
+    state.commit(&changes);
+    drop(held);
+    stats.record(name, body.result(), now.elapsed());
     cache.insert(request.cookie.to_vec(), bytes.clone(), now);
     Some(Answer {
         reply: bytes,
