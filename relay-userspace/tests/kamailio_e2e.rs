@@ -12,9 +12,12 @@
 //! caller's and callee's links count what arrived and from where.
 
 use std::{
+    collections::{BTreeMap, HashMap},
+    ffi::OsString,
+    io::Read,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use relay_tests::{
@@ -63,6 +66,46 @@ struct Relayd {
     pins: PinDirGuard,
     cli: String,
     log: PathBuf,
+    /// Its command line, to start it again the same way.
+    args: Vec<OsString>,
+}
+
+/// Runs relayd in `core` with `args`, its stderr appended to `log`, and
+/// waits for its `READY=1`.
+fn spawn_relayd(core: &Netns, args: &[OsString], log: &Path) -> ChildGuard {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut cmd = core.command(RELAYD).unwrap();
+    cmd.args(args).stdout(Stdio::null()).stderr(log);
+    spawn_ready(&mut cmd).unwrap()
+}
+
+impl Relayd {
+    /// Stops it with SIGTERM (which leaves its calls and pinned program
+    /// behind), waits for the exit and starts it again with the same
+    /// arguments, so the same pin and state directories.
+    fn restart(self, core: &Netns) -> Relayd {
+        let Relayd {
+            child,
+            pins,
+            cli,
+            log,
+            args,
+        } = self;
+        let status = child.terminate().unwrap();
+        assert!(status.success(), "relayd exit on SIGTERM: {status}");
+        let child = spawn_relayd(core, &args, &log);
+        Relayd {
+            child,
+            pins,
+            cli,
+            log,
+            args,
+        }
+    }
 }
 
 /// Starts relayd in `core` with NG on `ng_port`, CLI on `cli_port`.
@@ -76,30 +119,32 @@ fn start_relayd(
 ) -> Relayd {
     let pins = PinDirGuard::new(&format!("e2e-{name}"));
     let log = work.join(format!("{name}.log"));
-    let mut cmd = core.command(RELAYD).unwrap();
-    cmd.args([
+    let cli = format!("127.0.0.1:{cli_port}");
+    let mut args: Vec<OsString> = [
         "-i",
         "caller/10.30.1.1",
         "-i",
         "callee/10.30.2.1",
         "--delete-delay",
         "0",
-    ])
-    .arg("--listen-ng")
-    .arg(format!("127.0.0.1:{ng_port}"))
-    .arg("--listen-cli")
-    .arg(format!("127.0.0.1:{cli_port}"))
-    .arg("--pin-dir")
-    .arg(&pins.0)
-    .args(extra)
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap());
-    let child = spawn_ready(&mut cmd).unwrap();
+        "--listen-ng",
+        &format!("127.0.0.1:{ng_port}"),
+        "--listen-cli",
+        &cli,
+        "--pin-dir",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    args.push(pins.0.clone().into_os_string());
+    args.extend(extra.iter().map(OsString::from));
+    let child = spawn_relayd(core, &args, &log);
     Relayd {
         child,
         pins,
-        cli: format!("127.0.0.1:{cli_port}"),
+        cli,
         log,
+        args,
     }
 }
 
@@ -279,26 +324,18 @@ impl Site {
         (guards, (file_e, file_c))
     }
 
-    /// Runs sipp in `ns` to completion (bounded by `limit`).
-    fn sipp(&self, ns: &Netns, args: &[&str], limit: Duration) -> std::process::Output {
-        let mut child = ns
-            .command("sipp")
-            .unwrap()
-            .args(args)
-            .current_dir(&self.work)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + limit;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("sipp {args:?} did not finish in {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        child.wait_with_output().unwrap()
+    /// Starts sipp in `ns`, in the work directory; [`wait_sipp`] collects it.
+    fn spawn_sipp(&self, ns: &Netns, args: &[&str]) -> ChildGuard {
+        ChildGuard(
+            ns.command("sipp")
+                .unwrap()
+                .args(args)
+                .current_dir(&self.work)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     fn callee_uas(&self, scenario: &str) -> ChildGuard {
@@ -330,7 +367,7 @@ impl Site {
     }
 
     /// Places `calls` calls, `limit` at once, `rate` per second, each
-    /// playing the capture for `duration_ms`.
+    /// playing the capture and hanging up after `duration_ms`.
     fn place_calls(
         &self,
         scenario: &str,
@@ -339,6 +376,19 @@ impl Site {
         rate: u32,
         duration_ms: u32,
     ) -> std::process::Output {
+        let sipp = self.start_calls(scenario, calls, limit, rate, duration_ms);
+        wait_sipp(sipp, Duration::from_secs(180))
+    }
+
+    /// [`place_calls`] without waiting: the caller's sipp, running.
+    fn start_calls(
+        &self,
+        scenario: &str,
+        calls: u32,
+        limit: u32,
+        rate: u32,
+        duration_ms: u32,
+    ) -> ChildGuard {
         let (m, l, r, d) = (
             calls.to_string(),
             limit.to_string(),
@@ -373,7 +423,7 @@ impl Site {
             "-trace_err",
         ];
         let args: Vec<&str> = args.iter().map(|s| s.as_ref()).collect();
-        self.sipp(&self.caller, &args, Duration::from_secs(180))
+        self.spawn_sipp(&self.caller, &args)
     }
 
     /// relayctl against relayd number `i`.
@@ -400,6 +450,36 @@ impl Site {
 
     fn relayctl(&self, args: &[&str]) -> serde_json::Value {
         self.relayctl_of(0, args)
+    }
+
+    /// Restarts relayd number `i` (see [`Relayd::restart`]).
+    fn restart_relayd(&mut self, i: usize) {
+        let relayd = self.relays.remove(i).restart(&self.core);
+        self.relays.insert(i, relayd);
+    }
+
+    /// Waits until relayd 0 has `n` calls, each with its RTP streams in the
+    /// kernel (both parties sending); their RTP relay addresses.
+    fn wait_for_calls_in_kernel(&self, n: usize) -> BTreeMap<String, Vec<std::net::SocketAddr>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let calls = self.relayctl(&["--json", "calls"]);
+            let in_kernel = calls
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(rtp_streams)
+                .all(|s| s["kernelized"] == true);
+            let addresses = rtp_addresses(&calls);
+            if addresses.len() == n && addresses.values().all(|a| a.len() == 2) && in_kernel {
+                return addresses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} calls with media in the kernel never came: {calls}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// After the calls: none left, no media socket bound, both daemons alive.
@@ -479,20 +559,104 @@ impl Drop for Site {
     }
 }
 
+/// Waits for a sipp started by [`Site::spawn_sipp`] to finish (bounded by
+/// `limit`) and collects its output.
+fn wait_sipp(mut sipp: ChildGuard, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = sipp.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sipp did not finish in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    if let Some(mut pipe) = sipp.0.stdout.take() {
+        pipe.read_to_end(&mut stdout).unwrap();
+    }
+    if let Some(mut pipe) = sipp.0.stderr.take() {
+        pipe.read_to_end(&mut stderr).unwrap();
+    }
+    std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
 /// Local UDP ports bound in `ns`.
 fn udp_ports(ns: &Netns) -> Vec<u16> {
     ns.udp_ports().unwrap()
 }
 
-/// Packets in a capture matching a tcpdump filter.
-fn count(file: &Path, filter: &str) -> u64 {
+/// The RTP streams of a call (one entry of `relayctl --json calls`).
+fn rtp_streams(call: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    call["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["medias"].as_array().unwrap())
+        .flat_map(|m| m["streams"].as_array().unwrap())
+        .filter(|s| s["rtcp"] == false)
+}
+
+/// The relay addresses of each call's RTP streams (sorted), by Call-ID.
+fn rtp_addresses(calls: &serde_json::Value) -> BTreeMap<String, Vec<std::net::SocketAddr>> {
+    calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut addresses: Vec<std::net::SocketAddr> = rtp_streams(c)
+                .map(|s| s["local"].as_str().unwrap().parse().unwrap())
+                .collect();
+            addresses.sort();
+            (c["call_id"].as_str().unwrap().to_owned(), addresses)
+        })
+        .collect()
+}
+
+/// The packets of a capture matching a tcpdump filter, one line each as
+/// `tcpdump -n -tt` prints them (seconds since the epoch first).
+fn packets(file: &Path, filter: &str) -> Vec<String> {
     let out = Command::new("tcpdump")
         .arg("-r")
         .arg(file)
-        .args(["-n", filter])
+        .args(["-n", "-tt", filter])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().count() as u64
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Packets in a capture matching a tcpdump filter.
+fn count(file: &Path, filter: &str) -> u64 {
+    packets(file, filter).len() as u64
+}
+
+/// Packets of a capture matching a tcpdump filter captured at or after
+/// `since`, by source port.
+fn by_source_port_since(file: &Path, filter: &str, since: SystemTime) -> HashMap<u16, u64> {
+    let since = since
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut ports = HashMap::new();
+    for line in packets(file, filter) {
+        // "1712345678.123456 IP 10.30.2.1.30002 > 10.30.2.2.6000: UDP, length 172"
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let time: f64 = fields[0].parse().unwrap();
+        let port: u16 = fields[2].rsplit_once('.').unwrap().1.parse().unwrap();
+        if time >= since {
+            *ports.entry(port).or_insert(0) += 1;
+        }
+    }
+    ports
 }
 
 /// Media checks for `calls` completed calls that each played the capture.
@@ -744,6 +908,96 @@ fn load_limit_moves_calls_to_the_other_relay() {
     assert!(
         first_log.contains("session limit reached"),
         "the first relay never refused a call"
+    );
+    site.assert_clean();
+}
+
+/// Twenty calls through Kamailio, with G.711 both ways, while relayd is
+/// restarted (SIGTERM, then the same command line): it restores every call
+/// with its ports, every call's media goes on both ways through them, and
+/// each call's BYE deletes it on the new relayd.
+#[test]
+fn calls_survive_a_relayd_restart() {
+    require_root!();
+    let _serial = serial();
+    const CALLS: u32 = 20;
+    let mut site = Site::new("krs");
+    let _uas = site.callee_uas("callee.xml");
+    let (cap_e, at_callee) = site.capture(&site.callee, "e0", "callee.pcap");
+    let (cap_c, at_caller) = site.capture(&site.caller, "c0", "caller.pcap");
+    // All at once, each playing the capture's 7 s and hanging up after 9 s.
+    let sipp = site.start_calls("caller.xml", CALLS, CALLS, CALLS, 9000);
+    let before = site.wait_for_calls_in_kernel(CALLS as usize);
+    let restart = Instant::now();
+    site.restart_relayd(0);
+    let up = SystemTime::now();
+    eprintln!("relayd restarted in {:?}", restart.elapsed());
+
+    let calls = site.relayctl(&["--json", "calls"]);
+    assert_eq!(
+        rtp_addresses(&calls),
+        before,
+        "the calls and their relay ports after the restart"
+    );
+    assert!(
+        calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["restored"] == true),
+        "calls not marked restored: {calls}"
+    );
+    let out = wait_sipp(sipp, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "sipp caller failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    drop(cap_e.terminate());
+    drop(cap_c.terminate());
+    assert_media(&site, &at_callee, &at_caller, u64::from(CALLS));
+
+    // Each call's media, both ways, through its own relay ports after the
+    // restart: at least a second's worth (the capture sends 33 a second).
+    let to_callee = by_source_port_since(
+        &at_callee,
+        &format!("src host {CALLEE_SIDE} and dst host {CALLEE}"),
+        up,
+    );
+    let to_caller = by_source_port_since(
+        &at_caller,
+        &format!("src host {CALLER_SIDE} and dst host {CALLER}"),
+        up,
+    );
+    let mut least = u64::MAX;
+    for (call, addresses) in &before {
+        for address in addresses {
+            let got = if address.ip().to_string() == CALLEE_SIDE {
+                &to_callee
+            } else {
+                &to_caller
+            };
+            let n = got.get(&address.port()).copied().unwrap_or(0);
+            assert!(
+                n >= 33,
+                "{call}: {n} packets from {address} after the restart"
+            );
+            least = least.min(n);
+        }
+    }
+    eprintln!("after the restart: at least {least} packets per call and direction");
+
+    // The BYEs went to the new relayd, and each deleted its call.
+    let totals = site.relayctl(&["--json", "totals"]);
+    let delete = &totals["ng"]["delete"];
+    assert_eq!(
+        (delete["requests"].as_u64(), delete["errors"].as_u64()),
+        (Some(u64::from(CALLS)), Some(0)),
+        "deletes on the new relayd: {}",
+        totals["ng"]
     );
     site.assert_clean();
 }
