@@ -204,6 +204,15 @@ impl FileJournal {
         })
     }
 
+    /// Whether a relayd holds the state directory `dir` now: Some(true)
+    /// when its lock is held, Some(false) when nobody holds it, None when
+    /// there is no such directory (or no lock file in it) to tell.
+    pub fn in_use(dir: &Path) -> Option<bool> {
+        let file = File::open(dir.join(LOCK)).ok()?;
+        // Taken and dropped at once when free.
+        Some(Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err())
+    }
+
     /// Checks the journal in `dir` without locking or changing anything:
     /// reads every frame and checks that the state they make is coherent
     /// (peer indices in range, no relay port or forwarding slot used

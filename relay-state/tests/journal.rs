@@ -706,3 +706,17 @@ fn a_flush_runs_outside_the_journal_and_only_when_needed() {
     let (state, _) = load(dir.path());
     assert_eq!(state, state_of(&[put("a", 1), put("b", 2)]));
 }
+
+#[test]
+fn in_use_tells_whether_a_journal_holds_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(FileJournal::in_use(&dir.path().join("none")), None);
+    let journal = open(dir.path());
+    assert_eq!(FileJournal::in_use(dir.path()), Some(true));
+    drop(journal);
+    assert_eq!(FileJournal::in_use(dir.path()), Some(false));
+    assert!(
+        FileJournal::open(dir.path(), SyncPolicy::Periodic).is_ok(),
+        "in_use left no lock behind"
+    );
+}

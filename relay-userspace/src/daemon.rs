@@ -294,7 +294,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         silent_timeout: config.silent_timeout,
         final_timeout: config.final_timeout,
     };
-    let mut manager = CallManager::new(call_config, interfaces, kernel, events_tx);
+    let mut manager =
+        CallManager::new(call_config, interfaces, kernel, events_tx).with_changes(state.enabled());
     restore(&mut manager, &state, stored.calls);
     let calls = Arc::new(Mutex::new(manager));
     let state = Arc::new(state);

@@ -339,7 +339,26 @@ fn a_userspace_relayd_removes_the_xdp_program_it_finds() {
     let [ab, ba] = start_media(&bed, relay_a, relay_b);
     wait_kernelized(&bed.ng, "call-old");
     drop((ab.stop(), ba.stop()));
+    let owned = Command::new(RELAYCTL)
+        .arg("--pin-dir")
+        .arg(&bed.pins.0)
+        .arg("streams")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&owned.stderr).contains("no relayd owns"));
     kill_9(relayd);
+    // relayctl tells an operator that nobody programs the program now.
+    let orphan = Command::new(RELAYCTL)
+        .arg("--pin-dir")
+        .arg(&bed.pins.0)
+        .arg("streams")
+        .output()
+        .unwrap();
+    let warning = String::from_utf8_lossy(&orphan.stderr);
+    assert!(
+        warning.contains("no relayd owns") && warning.contains("a1, b1"),
+        "{warning}"
+    );
 
     // The operator falls back to userspace forwarding, keeping no state.
     let relayd = bed.relayd(&["--datapath", "userspace", "--no-state"]);

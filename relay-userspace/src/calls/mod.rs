@@ -220,7 +220,7 @@ pub struct CallManager {
     /// Forwarders to start and stop once the current request is answered.
     deferred: Deferred,
     /// Calls changed since the last [`CallManager::take_changes`].
-    changed: HashSet<String>,
+    changed: ChangeSet,
     /// The call each open port belongs to (forwarder reports name ports).
     owners: HashMap<SocketAddr, String>,
 }
@@ -243,20 +243,27 @@ impl CallManager {
             total_calls: 0,
             retired_user: (0, 0, 0),
             deferred: Deferred::default(),
-            changed: HashSet::new(),
+            changed: ChangeSet::default(),
             owners: HashMap::new(),
         }
+    }
+
+    /// Keeps track of changed calls for [`CallManager::take_changes`]
+    /// (off by default: without a state store, nothing needs them).
+    pub fn with_changes(mut self, on: bool) -> Self {
+        self.changed.enabled = on;
+        self
     }
 
     /// What changed since the last call, for the state store: each changed
     /// call as it is now, or its removal. Commit them before answering the
     /// request that made them.
     pub fn take_changes(&mut self) -> Vec<relay_state::Change> {
-        if self.changed.is_empty() {
+        if self.changed.ids.is_empty() {
             return Vec::new();
         }
         let clock = persist::WallClock::now();
-        let mut ids: Vec<String> = self.changed.drain().collect();
+        let mut ids: Vec<String> = self.changed.ids.drain().collect();
         ids.sort();
         ids.into_iter()
             .map(|id| match self.calls.get(&id) {
@@ -378,7 +385,7 @@ impl CallManager {
             if result.is_ok() && is_new_call {
                 self.total_calls += 1;
             }
-            self.changed.insert(call.id.clone());
+            self.changed.mark(&call.id);
             self.calls.insert(call.id.clone(), call);
         } else {
             self.free_call(call);
@@ -422,7 +429,7 @@ impl CallManager {
             .remove(&sig.call_id)
             .ok_or(CallError::UnknownCall)?;
         let result = self.answer_in(&mut call, sig, now);
-        self.changed.insert(call.id.clone());
+        self.changed.mark(&call.id);
         self.calls.insert(call.id.clone(), call);
         result
     }
@@ -651,7 +658,7 @@ impl CallManager {
                 // Closed ports (a call deleted while this event was queued)
                 // never go into the kernel: `sync` checks.
                 if let Some(id) = self.owners.get(&port.local) {
-                    self.changed.insert(id.clone());
+                    self.changed.mark(id);
                 }
                 let sink = port.state().sink.upgrade();
                 self.kernel.sync(&port);
@@ -673,7 +680,7 @@ impl CallManager {
         now: Instant,
     ) -> Result<CallSummary, CallError> {
         let call = self.calls.get_mut(call_id).ok_or(CallError::UnknownCall)?;
-        self.changed.insert(call_id.to_owned());
+        self.changed.mark(call_id);
         if let Some(branch) = via_branch {
             let pending = call
                 .monologues
@@ -743,15 +750,16 @@ impl CallManager {
                 (idle >= timeout).then(|| (c.id.clone(), why))
             })
             .collect();
-        let unrecorded = self
-            .calls
-            .values()
-            .filter(|c| c.ports().any(|p| p.kernel_stream_unrecorded()))
-            .map(|c| c.id.clone());
-        self.changed.extend(unrecorded);
+        if self.changed.enabled {
+            for call in self.calls.values() {
+                if call.ports().any(|p| p.kernel_stream_unrecorded()) {
+                    self.changed.mark(&call.id);
+                }
+            }
+        }
         for (id, why) in expired {
             if let Some(call) = self.calls.remove(&id) {
-                self.changed.insert(id.clone());
+                self.changed.mark(&id);
                 let s = summary::summarize(&call, &self.kernel, &self.interfaces);
                 tracing::info!(call_id = %id, why, packets = s.totals.packets, bytes = s.totals.bytes, "call removed");
                 self.free_call(call);
@@ -777,7 +785,9 @@ impl CallManager {
 
     /// Removes every call (an explicit stop: their state goes too).
     pub fn clear(&mut self) {
-        self.changed.extend(self.calls.keys().cloned());
+        for id in self.calls.keys() {
+            self.changed.mark(id);
+        }
         for (_, call) in std::mem::take(&mut self.calls) {
             self.free_call(call);
         }
@@ -870,6 +880,21 @@ impl CallManager {
             .iter()
             .map(|i| (i.spec.name.clone(), i.pool.used(), i.pool.free()))
             .collect()
+    }
+}
+
+/// Calls changed since the state store last heard of them.
+#[derive(Debug, Default)]
+struct ChangeSet {
+    enabled: bool,
+    ids: HashSet<String>,
+}
+
+impl ChangeSet {
+    fn mark(&mut self, id: &str) {
+        if self.enabled && !self.ids.contains(id) {
+            self.ids.insert(id.to_owned());
+        }
     }
 }
 

@@ -78,7 +78,7 @@ impl CallManager {
                 Err(e) => {
                     tracing::warn!(call_id = %record.call_id, error = %e, "stored call not restored; released");
                     // The store still has it: say it is gone.
-                    self.changed.insert(record.call_id.clone());
+                    self.changed.mark(&record.call_id);
                     report.failed.push((record.call_id, e));
                 }
             }

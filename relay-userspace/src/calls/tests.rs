@@ -130,7 +130,8 @@ fn harness_on(port_min: u16, port_max: u16, kernel: FakeDatapath) -> Harness {
         vec![Interface { spec, pool }],
         Kernel::new(Some(Box::new(kernel.clone())), 1024).with_pass_entries(true),
         tx,
-    );
+    )
+    .with_changes(true);
     Harness {
         mgr,
         events: rx,

@@ -118,7 +118,7 @@ pub fn handle(
     }
     // Durable before the reply says it happened: the changes and the reply
     // itself (for a retransmission after a restart), in one write.
-    if mutates(name) {
+    if reply_worth_keeping(name) {
         changes.extend(state.reply_change(request.cookie, &bytes));
     }
     state.commit(&changes);
@@ -132,11 +132,12 @@ pub fn handle(
     })
 }
 
-/// Whether a retransmission of this command after a restart must get the
-/// first reply rather than a new answer (queries may simply be answered
-/// again).
-fn mutates(command: &str) -> bool {
-    matches!(command, "offer" | "answer" | "delete")
+/// Whether a retransmission of this command after a restart needs the
+/// first reply kept: a restored call answers a repeated offer or answer
+/// exactly as before (same tags, same SDP, same ports), and queries may be
+/// answered again, but a deleted call is gone.
+fn reply_worth_keeping(command: &str) -> bool {
+    command == "delete"
 }
 
 fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {

@@ -24,6 +24,9 @@ struct Args {
     /// relayd's --pin-dir.
     #[arg(long, global = true, default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// relayd's --state-dir (default: the one relayd derives from --pin-dir).
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
     /// relayd's --listen-cli address.
     #[arg(long, global = true, default_value = "127.0.0.1:9900")]
     cli: String,
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_NOT_RUNNING);
         }
     };
+    warn_if_unowned(&args, &maps);
     let result = match args.command {
         Command::Counters => counters(&maps, args.json),
         Command::Interfaces => interfaces(&maps, args.json),
@@ -331,6 +335,42 @@ fn cli_command(args: &Args, req: serde_json::Value) -> ExitCode {
         print_call(data);
     }
     ExitCode::SUCCESS
+}
+
+/// Says so when no relayd holds this instance (its state directory is not
+/// locked): the program then forwards what a relayd that stopped or died
+/// left, and nobody programs it.
+fn warn_if_unowned(args: &Args, maps: &RelayMaps) {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| relay_userspace::config::default_state_dir(&args.pin_dir));
+    if relay_state::FileJournal::in_use(&state_dir) != Some(false) {
+        return;
+    }
+    let ifaces: Vec<String> = maps
+        .iface_statuses()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            let end = s.name.iter().position(|&b| b == 0).unwrap_or(s.name.len());
+            String::from_utf8_lossy(&s.name[..end]).into_owned()
+        })
+        .collect();
+    let streams = maps.installed().map_or(0, |s| s.len());
+    eprintln!(
+        "relayctl: warning: no relayd owns {} (its state directory {} is not locked): the XDP \
+         program on {} forwards the {streams} kernel streams a stopped or dead relayd left. \
+         Start relayd with this --pin-dir to take them over, or `rm -r {}` to detach it.",
+        args.pin_dir.display(),
+        state_dir.display(),
+        if ifaces.is_empty() {
+            "?".to_owned()
+        } else {
+            ifaces.join(", ")
+        },
+        args.pin_dir.display()
+    );
 }
 
 /// Every stream of a call summary (all parties, all medias).
