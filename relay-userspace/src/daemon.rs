@@ -74,6 +74,9 @@ pub enum DaemonError {
     /// A static stream could not be installed.
     #[error("installing a static stream: {0}")]
     Install(#[from] crate::datapath::DatapathError),
+    /// The datapath could not start forwarding after the restore.
+    #[error("starting the datapath: {0}")]
+    GoLive(#[source] crate::datapath::DatapathError),
     /// The call state directory cannot be used.
     #[error("call state: {0} (--state-dir picks another directory, --no-state keeps none)")]
     State(#[from] relay_state::StoreError),
@@ -122,7 +125,7 @@ fn start_datapath(
         }
         tracing::info!("datapath: userspace forwarding (--datapath=userspace)");
         // An XDP relayd before this one may have left its program attached.
-        crate::datapath::xdp::adopt::remove_instance(&config.pin_dir, None);
+        crate::datapath::xdp::adopt::remove_instance(&config.pin_dir, &[]);
         return Ok(None);
     }
     let mut netdevs: Vec<String> = Vec::new();
@@ -152,7 +155,7 @@ fn start_datapath(
         }
         Err(e) if config.datapath == DatapathMode::Auto => {
             tracing::warn!(error = %e, "datapath: XDP unavailable, forwarding in userspace");
-            crate::datapath::xdp::adopt::remove_instance(&config.pin_dir, None);
+            crate::datapath::xdp::adopt::remove_instance(&config.pin_dir, &[]);
             Ok(None)
         }
         Err(e) => Err(DaemonError::Xdp(e)),
@@ -297,6 +300,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut manager =
         CallManager::new(call_config, interfaces, kernel, events_tx).with_changes(state.enabled());
     restore(&mut manager, &state, stored.calls);
+    if let Err(e) = manager.go_live() {
+        manager.close_kernel();
+        return Err(DaemonError::GoLive(e));
+    }
     let calls = Arc::new(Mutex::new(manager));
     let state = Arc::new(state);
 

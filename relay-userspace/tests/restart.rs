@@ -514,3 +514,78 @@ fn a_damaged_journal_loses_only_what_cannot_be_read() {
     bed.ng.ok(&Value::dict([("command", s("ping"))])).unwrap();
     drop(relayd);
 }
+
+/// A call with media at 50 pps each way through XDP; relayd killed, then
+/// `between` run on the bed, then a relayd started with `args`: no packet
+/// may be lost, and the call must be in the kernel of the new relayd.
+fn takeover_loses_no_packet(tag: &str, between: impl FnOnce(&Bed), args: &[&str]) -> Bed {
+    let bed = Bed::new(tag);
+    let relayd = bed.relayd(&[]);
+    let (relay_a, relay_b) = set_up_call(&bed.ng, "call-v");
+    let streams = start_media(&bed, relay_a, relay_b);
+    wait_kernelized(&bed.ng, "call-v");
+    std::thread::sleep(Duration::from_millis(500));
+    kill_9(relayd);
+    between(&bed);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let relayd = bed.relayd(args);
+    std::thread::sleep(Duration::from_millis(500));
+    let [ab, ba] = streams.map(PacedStream::stop);
+    for (name, o) in [("A to B", &ab), ("B to A", &ba)] {
+        assert!(o.sent.len() > 50, "{name}: {} sent", o.sent.len());
+        assert_eq!(
+            o.lost(),
+            Vec::<u32>::new(),
+            "{name}: packets lost in the takeover"
+        );
+    }
+    let q = bed.ng.ok(&command("query", "call-v")).unwrap();
+    assert!(rtp_streams(&q)
+        .iter()
+        .all(|(f, _, _)| f.iter().any(|f| f == "kernelized")));
+    assert_eq!(bed.forwarding_streams(), 2);
+    bed.ng.ok(&delete("call-v")).unwrap();
+    assert_eq!(bed.forwarding_streams(), 0);
+    drop(relayd);
+    bed
+}
+
+fn versioned(bed: &Bed, version: u32) -> std::path::PathBuf {
+    bed.pins.0.join(format!("abi-v{version}"))
+}
+
+#[test]
+fn a_relayd_of_another_abi_version_takes_over_without_losing_a_packet() {
+    require_root!();
+    let ours = relay_common::ABI_VERSION;
+    // What a relayd of another ABI version leaves: its program attached
+    // and its maps and links pinned under its own abi-vN directory, which
+    // is all relayds tell versions apart by. The maps' layout is never read
+    // on this path, so this relayd's own pins, moved there, stand for them.
+    let bed = takeover_loses_no_packet(
+        "rsv",
+        |bed| std::fs::rename(versioned(bed, ours), versioned(bed, ours - 1)).unwrap(),
+        &[],
+    );
+    assert!(
+        !versioned(&bed, ours - 1).exists(),
+        "the old version's pins are gone"
+    );
+    for pin in ["link_a1", "link_b1", "streams"] {
+        assert!(
+            versioned(&bed, ours).join(pin).exists(),
+            "{pin} pinned anew"
+        );
+    }
+}
+
+#[test]
+fn a_relayd_with_maps_of_another_size_takes_over_without_losing_a_packet() {
+    require_root!();
+    let bed = takeover_loses_no_packet("rsm", |_| {}, &["--max-streams", "4096"]);
+    let dir = versioned(&bed, relay_common::ABI_VERSION);
+    let moved_aside = dir.with_file_name(format!("abi-v{}-replaced", relay_common::ABI_VERSION));
+    assert!(!moved_aside.exists(), "the replaced pins are gone");
+    assert!(dir.join("link_a1").exists());
+}

@@ -421,6 +421,15 @@ impl Kernel {
         }
     }
 
+    /// Starts forwarding once the restored calls are in (see
+    /// [`crate::datapath::Datapath::go_live`]).
+    pub fn go_live(&mut self) -> Result<(), crate::datapath::DatapathError> {
+        match self.datapath.as_mut() {
+            Some(dp) => dp.go_live(),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the datapath took over what an earlier relayd left running.
     pub fn adopted(&self) -> bool {
         self.datapath.as_ref().is_some_and(|dp| dp.adopted())

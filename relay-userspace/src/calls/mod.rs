@@ -864,6 +864,11 @@ impl CallManager {
         self.kernel.counters()
     }
 
+    /// Starts the kernel datapath's forwarding once the restored calls are in.
+    pub fn go_live(&mut self) -> Result<(), crate::datapath::DatapathError> {
+        self.kernel.go_live()
+    }
+
     /// Whether the kernel datapath took over an earlier relayd's streams.
     pub fn kernel_adopted(&self) -> bool {
         self.kernel.adopted()

@@ -158,6 +158,9 @@ pub enum DatapathError {
         /// Rows in the table.
         max: u32,
     },
+    /// Taking over from a relayd of another ABI version failed.
+    #[error("taking over the running XDP program: {0}")]
+    Takeover(String),
     /// Every slot the program would look in for this address is taken by
     /// others (a table with thousands of relay addresses, unluckily hashed).
     #[error(
@@ -197,6 +200,11 @@ pub trait Datapath {
     /// Whether the backend took over the streams of an earlier relayd.
     fn adopted(&self) -> bool {
         false
+    }
+    /// Starts forwarding, once the restored calls are installed (XDP: takes
+    /// over the program of a relayd of another ABI version, if one runs).
+    fn go_live(&mut self) -> Result<(), DatapathError> {
+        Ok(())
     }
     /// Every entry installed now (`stats_slot` as installed; `media` and
     /// `max_pps` are not read back).

@@ -112,10 +112,16 @@ pub fn not_adoptable(dir: &Path, config: &XdpConfig) -> Option<String> {
         .map(|iface| format!("no pinned link for {iface}"))
 }
 
-/// Puts `program` on the link pinned at `path` in place of whatever runs
-/// there (one atomic `bpf_link_update`), and pins the link again as ours.
-pub fn take_over_link(program: &mut Xdp, path: &Path, iface: &str) -> Result<PinnedLink, XdpError> {
-    let pinned = PinnedLink::from_pin(path).map_err(XdpError::Link)?;
+/// Puts `program` on the link pinned at `from` in place of whatever runs
+/// there (one atomic `bpf_link_update`), and pins the link as ours at `to`
+/// (which may be `from`).
+pub fn take_over_link(
+    program: &mut Xdp,
+    from: &Path,
+    to: &Path,
+    iface: &str,
+) -> Result<PinnedLink, XdpError> {
+    let pinned = PinnedLink::from_pin(from).map_err(XdpError::Link)?;
     let link = XdpLink::try_from(FdLink::from(pinned)).map_err(XdpError::Link)?;
     let program_err = |source| XdpError::Program {
         op: format!("replacing the program on {iface}"),
@@ -126,32 +132,83 @@ pub fn take_over_link(program: &mut Xdp, path: &Path, iface: &str) -> Result<Pin
     let fd = FdLink::try_from(link).map_err(XdpError::Link)?;
     // The old pin names the same link; the descriptor held here keeps it
     // (and the program on it) alive while it is pinned again.
-    let _ = std::fs::remove_file(path);
-    fd.pin(path).map_err(|source| XdpError::Pin {
-        path: path.to_owned(),
+    let _ = std::fs::remove_file(from);
+    fd.pin(to).map_err(|source| XdpError::Pin {
+        path: to.to_owned(),
         source,
     })
 }
 
-/// Detaches and removes everything pinned under instance directory
-/// `pin_dir` (every ABI version but `keep`), logging what it finds. For
-/// pins this relayd will not adopt: left in place, a program nobody
-/// programs would keep forwarding dead calls and drop new ones at its DoS
-/// shield (and hold the interfaces against a program of another version).
-pub fn remove_instance(pin_dir: &Path, keep: Option<&Path>) {
-    let Ok(entries) = std::fs::read_dir(pin_dir) else {
-        return;
+/// A directory beside `ours` in which a relayd of another ABI version (or
+/// layout, see [`move_aside`]) left its program on every one of
+/// `interfaces`: the one to take over once this relayd's maps hold the
+/// restored calls.
+pub fn predecessor(pin_dir: &Path, ours: &Path, interfaces: &[String]) -> Option<PathBuf> {
+    versioned_dirs(pin_dir)
+        .filter(|dir| dir != ours)
+        .find(|dir| holds_links(dir, interfaces))
+}
+
+/// Whether `dir` holds a pinned link for every one of `interfaces`.
+pub fn holds_links(dir: &Path, interfaces: &[String]) -> bool {
+    interfaces.iter().all(|i| link_pin(dir, i).exists())
+}
+
+/// Renames versioned directory `dir` to `<dir>-replaced`, where
+/// [`predecessor`] finds it (its maps do not fit this relayd's
+/// configuration, but its program forwards until the takeover).
+pub fn move_aside(dir: &Path) -> Result<(), XdpError> {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push("-replaced");
+    let aside = dir.with_file_name(name);
+    if aside.exists() {
+        remove_versioned(&aside);
+    }
+    std::fs::rename(dir, &aside).map_err(|source| XdpError::MoveAside {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// How an earlier relayd attached each interface, from its `ifaces` map
+/// (empty when the map cannot be read as this relayd's layout).
+pub fn statuses(dir: &Path) -> Vec<IfaceStatus> {
+    let read = || -> Result<Vec<IfaceStatus>, aya::maps::MapError> {
+        let map =
+            aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(dir.join(MAP_IFACES))?)?;
+        let table = aya::maps::HashMap::<_, u32, IfaceStatus>::try_from(map)?;
+        table.iter().map(|e| e.map(|(_, s)| s)).collect()
     };
-    for dir in entries.flatten().map(|e| e.path()) {
-        let is_abi_dir = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("abi-v"));
-        if is_abi_dir && Some(dir.as_path()) != keep {
+    read().unwrap_or_default()
+}
+
+/// The `abi-vN` directories under `pin_dir`.
+fn versioned_dirs(pin_dir: &Path) -> impl Iterator<Item = PathBuf> {
+    std::fs::read_dir(pin_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|dir| {
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("abi-v"))
+        })
+}
+
+/// Detaches and removes everything pinned under instance directory
+/// `pin_dir` (every ABI version but those in `keep`), logging what it
+/// finds. For pins this relayd will not adopt: left in place, a program
+/// nobody programs would keep forwarding dead calls and drop new ones at
+/// its DoS shield (and hold the interfaces against a program of another
+/// version).
+pub fn remove_instance(pin_dir: &Path, keep: &[&Path]) {
+    for dir in versioned_dirs(pin_dir) {
+        if !keep.contains(&dir.as_path()) {
             remove_versioned(&dir);
         }
     }
-    if keep.is_none() {
+    if keep.is_empty() {
         let _ = std::fs::remove_dir(pin_dir);
     }
 }

@@ -255,6 +255,15 @@ pub enum XdpError {
     /// No interface given.
     #[error("no interface to attach to")]
     NoInterfaces,
+    /// Pins that do not fit could not be moved aside for a takeover.
+    #[error("moving {path} aside: {source}")]
+    MoveAside {
+        /// The versioned pin directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The stream table would have no rows, or more than it can index.
     #[error("{0} relay addresses: the stream table holds between 1 and {MAX_ADDRESSES}")]
     AddressRows(u32),
@@ -313,6 +322,21 @@ pub struct XdpDatapath {
     attachments: Vec<Attachment>,
     /// Took over the maps and links of an earlier relayd.
     adopted: bool,
+    /// Links of a relayd of another ABI version, to take over in
+    /// [`XdpDatapath::go_live`].
+    takeover: Option<Takeover>,
+}
+
+/// What [`XdpDatapath::go_live`] takes over.
+#[derive(Debug)]
+struct Takeover {
+    /// The other version's pin directory.
+    from: PathBuf,
+    /// How it attached each interface.
+    statuses: Vec<IfaceStatus>,
+    /// This relayd's interfaces and their indexes.
+    interfaces: Vec<String>,
+    ifindexes: Vec<u32>,
 }
 
 /// Where the maps and links of an instance live: versioned, so a relayd of
@@ -369,8 +393,28 @@ impl XdpDatapath {
         }
         let dir = versioned_dir(&config.pin_dir);
         bpffs::ensure_pin_dir(&dir)?;
-        adopt::remove_instance(&config.pin_dir, Some(&dir));
         let not_adoptable = adopt::not_adoptable(&dir, config);
+        let adopting = not_adoptable.is_none();
+        if let Some(why) = &not_adoptable {
+            // Pins of this version in another layout (another --max-streams,
+            // interfaces added) whose program still runs: moved aside, to be
+            // taken over like another version's.
+            if adopt::holds_links(&dir, &config.interfaces) {
+                tracing::warn!(reason = %why, dir = %dir.display(),
+                    "the running XDP program's maps do not fit this configuration: replacing them");
+                adopt::move_aside(&dir)?;
+                bpffs::ensure_pin_dir(&dir)?;
+            }
+        }
+        // A relayd of another ABI version whose program still runs: its
+        // links are taken over once this relayd's maps are filled.
+        let predecessor = (!adopting)
+            .then(|| adopt::predecessor(&config.pin_dir, &dir, &config.interfaces))
+            .flatten();
+        let keep: Vec<&Path> = std::iter::once(dir.as_path())
+            .chain(predecessor.as_deref())
+            .collect();
+        adopt::remove_instance(&config.pin_dir, &keep);
         if let Some(why) = &not_adoptable {
             if has_pins(&dir) {
                 tracing::warn!(reason = %why, dir = %dir.display(),
@@ -381,7 +425,6 @@ impl XdpDatapath {
             }
             discard_stream_table(&dir);
         }
-        let adopting = not_adoptable.is_none();
 
         let nh_cache_ns = u64::try_from(config.next_hop_cache.as_nanos()).unwrap_or(u64::MAX);
         let mut ebpf = EbpfLoader::new()
@@ -417,12 +460,24 @@ impl XdpDatapath {
         let mut datapath = XdpDatapath {
             ebpf,
             maps,
-            dir,
             attachments: Vec::new(),
             adopted: adopting,
+            takeover: None,
+            dir,
         };
         if adopting {
-            datapath.take_over_all(config, &ifindexes, &statuses)?;
+            let own = datapath.dir.clone();
+            datapath.take_over_all(&config.interfaces, &ifindexes, &statuses, &own)?;
+        } else if let Some(from) = predecessor {
+            tracing::info!(dir = %from.display(),
+                "a relayd of another ABI version runs here: its program is replaced once the calls are restored");
+            datapath.takeover = Some(Takeover {
+                statuses: adopt::statuses(&from),
+                from,
+                interfaces: config.interfaces.clone(),
+                ifindexes,
+            });
+            return Ok(datapath);
         } else {
             datapath.attach_all(config, &ifindexes)?;
         }
@@ -430,15 +485,31 @@ impl XdpDatapath {
         Ok(datapath)
     }
 
-    /// Swaps this relayd's program onto the links an earlier one pinned,
-    /// keeping each interface's mode.
+    /// Swaps this relayd's program onto the links of the relayd of another
+    /// ABI version found at start, now that the maps hold the restored
+    /// streams, then removes that relayd's pins. Nothing to do otherwise.
+    pub fn go_live(&mut self) -> Result<(), XdpError> {
+        let Some(t) = self.takeover.take() else {
+            return Ok(());
+        };
+        self.take_over_all(&t.interfaces, &t.ifindexes, &t.statuses, &t.from)?;
+        self.record_statuses()?;
+        adopt::remove_versioned(&t.from);
+        tracing::info!(from = %t.from.display(), "took over from a relayd of another ABI version");
+        Ok(())
+    }
+
+    /// Swaps this relayd's program onto the links an earlier one pinned in
+    /// `from` (this relayd's own directory, or another version's), keeping
+    /// each interface's mode, and pins them here.
     fn take_over_all(
         &mut self,
-        config: &XdpConfig,
+        interfaces: &[String],
         ifindexes: &[u32],
         statuses: &[IfaceStatus],
+        from: &Path,
     ) -> Result<(), XdpError> {
-        for (iface, &ifindex) in config.interfaces.iter().zip(ifindexes) {
+        for (iface, &ifindex) in interfaces.iter().zip(ifindexes) {
             let status = statuses.iter().find(|s| s.ifindex == ifindex);
             let mode = match status.map(|s| s.mode) {
                 Some(XDP_MODE_GENERIC) => AttachMode::Generic,
@@ -446,7 +517,12 @@ impl XdpDatapath {
             };
             let reason = ModeReason::Adopted(status.map_or(MODE_REASON_CONFIGURED, |s| s.reason));
             let program = program_mut(&mut self.ebpf, PROGRAM_RELAY)?;
-            let link = adopt::take_over_link(program, &link_pin(&self.dir, iface), iface)?;
+            let link = adopt::take_over_link(
+                program,
+                &link_pin(from, iface),
+                &link_pin(&self.dir, iface),
+                iface,
+            )?;
             tracing::info!(%iface, ifindex, ?mode, "XDP program replaced on the running link (adopted)");
             self.attachments.push(Attachment {
                 iface: iface.clone(),
@@ -762,6 +838,10 @@ impl Datapath for XdpDatapath {
 
     fn adopted(&self) -> bool {
         self.adopted
+    }
+
+    fn go_live(&mut self) -> Result<(), DatapathError> {
+        XdpDatapath::go_live(self).map_err(|e| DatapathError::Takeover(e.to_string()))
     }
 
     fn installed(&self) -> Result<Vec<StreamSpec>, DatapathError> {
