@@ -589,3 +589,20 @@ fn a_relayd_with_maps_of_another_size_takes_over_without_losing_a_packet() {
     assert!(!moved_aside.exists(), "the replaced pins are gone");
     assert!(dir.join("link_a1").exists());
 }
+
+#[test]
+fn calls_whose_time_ran_out_while_no_relayd_ran_are_not_resurrected() {
+    require_root!();
+    let bed = Bed::new("rse");
+    let relayd = bed.relayd(&["--timeout", "2"]);
+    set_up_call(&bed.ng, "call-idle");
+    kill_9(relayd);
+    std::thread::sleep(Duration::from_secs(3));
+    let relayd = bed.relayd(&["--timeout", "2"]);
+    let q = bed.ng.request(&command("query", "call-idle")).unwrap();
+    assert_eq!(q.get("result"), Some(&s("error")), "{q:?}");
+    drop(relayd);
+    let (clean, report) = check_state(&bed);
+    assert!(clean, "{report}");
+    assert!(report.starts_with(&format!("{}: ", bed.pins.state_dir().display())));
+}
