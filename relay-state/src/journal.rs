@@ -3,28 +3,55 @@
 //!
 //! # Format
 //!
-//! `dir/journal` is a sequence of frames, each the magic `XRJ1`, the
-//! payload's length (u32 LE, at most 16 MiB), the payload's CRC-32 (u32 LE)
-//! and the payload: one [`Change`] as JSON. Reading applies the frames in
-//! order.
+//! `dir/journal` starts with a 16-byte header: the magic `XRJ2`, the record
+//! format its payloads are in ([`RECORD_VERSION`], u32 LE) and the file's
+//! salt, 8 random bytes drawn when the journal was started. Then come
+//! frames, each the salt, the payload's length (u32 LE, at most 16 MiB),
+//! the payload's CRC-32 (u32 LE) and the payload: one [`Change`], encoded
+//! with postcard ([`Change::encode`]). Reading applies the frames in order.
+//! Compaction and repair rewrite the same journal and keep its salt; a
+//! journal started afresh (a new, empty or unreadable file, or
+//! [`Store::clear`]) draws a new one.
+//!
+//! A file of a record format this relayd cannot read (a newer one) is not
+//! read at all: the report names both formats, and the file is kept aside
+//! and replaced by an empty journal, like a damaged one. Reading an older
+//! format is a decoder of that version's frozen record types, added as an
+//! arm of `decoder` (see [`crate::records`]); such a file is read, then
+//! rewritten in the current format.
+//!
+//! # Why a salt
+//!
+//! Payloads hold bytes that NG clients and callers choose (call-ids, tags,
+//! the reply of a `delete`), and postcard copies them as they are. After
+//! damage the reader looks for the next frame by its first bytes; were
+//! those a fixed magic, a payload could carry a whole forged frame (magic,
+//! length, CRC and a change of the sender's choosing) that this search
+//! would take for a real one once the frame around it is damaged. The
+//! salt is random per journal and unknown outside it (the file is 0600 in
+//! a 0700 directory), so no payload can carry a frame that the reader
+//! accepts. The price: a file whose header cannot be read has no known
+//! salt and cannot be resynchronised; all of it is reported discarded,
+//! kept aside, and a fresh journal started.
 //!
 //! # Crash safety
 //!
 //! - A commit is a single `write` on an `O_APPEND` file: once it returns,
 //!   the changes are in the page cache and survive a kill of relayd. With
 //!   [`SyncPolicy::Always`] they are on disk too.
-//! - Compaction writes `journal.new`, syncs it and renames it over
-//!   `journal`: whenever the machine stops, one of the two files is whole.
+//! - Compaction writes `journal.new` (header and frames), syncs it and
+//!   renames it over `journal`: whenever the machine stops, one of the two
+//!   files is whole.
 //! - A frame that a power loss tore, or a disk damaged, costs only itself:
-//!   the reader skips to the next magic and reads on, then sets the damaged
+//!   the reader skips to the next salt and reads on, then sets the damaged
 //!   file aside and writes a clean one, so that appends never follow
-//!   garbage.
+//!   garbage. Damage to the header costs the whole file (see above).
 
 use std::{
     collections::{HashMap, VecDeque},
     fmt,
     fs::{self, File, OpenOptions},
-    io::{self, Write},
+    io::{self, Read, Write},
     net::SocketAddr,
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
@@ -36,14 +63,21 @@ use nix::{
     fcntl::{Flock, FlockArg},
 };
 
-use crate::{Change, State, Store, StoreError};
+use crate::{Change, State, Store, StoreError, RECORD_VERSION};
 
-const MAGIC: [u8; 4] = *b"XRJ1";
-/// Magic, length, CRC.
-const HEADER_LEN: usize = 12;
-/// Longest payload: a longer length field is damage, not a frame. It also
-/// keeps frames from hiding inside payloads: the length's last byte is 0
-/// or 1, control characters that JSON strings always escape.
+/// The first bytes of a journal file.
+const FILE_MAGIC: [u8; 4] = *b"XRJ2";
+/// What journals of relayd before [`RECORD_VERSION`] 1 (JSON frames)
+/// started with.
+const JSON_MAGIC: [u8; 4] = *b"XRJ1";
+/// A journal's random frame marker.
+type Salt = [u8; SALT_LEN];
+const SALT_LEN: usize = 8;
+/// File magic, record format, salt.
+const FILE_HEADER_LEN: usize = 16;
+/// Salt, length, CRC.
+const FRAME_HEADER_LEN: usize = SALT_LEN + 8;
+/// Longest payload: a longer length field is damage, not a frame.
 const MAX_PAYLOAD: usize = 16 << 20;
 /// How long an answered cookie is worth keeping (an NG client gives up on
 /// a request well before).
@@ -104,7 +138,7 @@ impl LoadReport {
 
     /// Notes damage at `offset`; a stretch that continues the previous one
     /// extends it, so one damaged spot makes one entry.
-    fn discard(&mut self, offset: usize, bytes: usize, reason: &FrameError) {
+    fn discard(&mut self, offset: usize, bytes: usize, reason: &dyn fmt::Display) {
         let (offset, bytes) = (offset as u64, bytes as u64);
         match self.discarded.last_mut() {
             Some(last) if last.offset + last.bytes == offset => last.bytes += bytes,
@@ -145,7 +179,8 @@ impl fmt::Display for LoadReport {
 /// directory (see the [module docs](self)).
 ///
 /// Until the first [`Store::load`] it does not know what the file holds;
-/// a compaction due before then reads the file first.
+/// a compaction due before then reads the file first, and so does a commit
+/// when the file does not start with a header of this record format.
 pub struct FileJournal {
     dir: PathBuf,
     policy: SyncPolicy,
@@ -155,6 +190,13 @@ pub struct FileJournal {
     file: File,
     /// Its length.
     len: u64,
+    /// The salt of its header; while it has no usable one, the salt of
+    /// the journal that will replace it.
+    salt: Salt,
+    /// Whether the file starts with a header of [`RECORD_VERSION`] and
+    /// this salt, so that frames can be appended to it. Until it does, a
+    /// commit reads (and so replaces) it first.
+    appendable: bool,
     /// Whether anything was written since the last fdatasync.
     unsynced: bool,
     /// What the file holds, once read: compaction writes it out.
@@ -167,7 +209,8 @@ pub struct FileJournal {
 impl FileJournal {
     /// Opens (creating it, mode 0700, if needed) the state directory
     /// `dir` and its journal, and locks the directory for as long as the
-    /// journal is open.
+    /// journal is open. A missing or empty journal is started with a
+    /// fresh header.
     ///
     /// [`StoreError::Locked`] if another journal holds the lock.
     pub fn open(dir: &Path, policy: SyncPolicy) -> Result<Self, StoreError> {
@@ -190,18 +233,32 @@ impl FileJournal {
             .metadata()
             .map_err(io_error("reading the length of", &path))?
             .len();
-        // The journal's name must last as long as what is written in it.
-        sync_dir(dir)?;
-        Ok(FileJournal {
+        // A header of this format: its salt; anything else is read and
+        // replaced before a frame is appended.
+        let current = match len {
+            0 => None,
+            _ => parse_header(&read_head(&path)?)
+                .ok()
+                .filter(|h| h.version == RECORD_VERSION),
+        };
+        let mut journal = FileJournal {
             dir: dir.to_path_buf(),
             policy,
             _lock: lock,
             file,
             len,
+            salt: current.map_or_else(new_salt, |h| h.salt),
+            appendable: current.is_some(),
             unsynced: false,
             mirror: None,
             compact_after: 0,
-        })
+        };
+        if len == 0 {
+            journal.start_afresh(&path)?;
+        }
+        // The journal's name must last as long as what is written in it.
+        sync_dir(dir)?;
+        Ok(journal)
     }
 
     /// Whether a relayd holds the state directory `dir` now: Some(true)
@@ -220,7 +277,9 @@ impl FileJournal {
     pub fn verify(dir: &Path) -> Result<LoadReport, StoreError> {
         fs::metadata(dir).map_err(io_error("reading", dir))?;
         let bytes = read_if_present(&dir.join(JOURNAL))?;
-        let (state, _, mut report) = read_frames(&bytes);
+        let Contents {
+            state, mut report, ..
+        } = read_journal(&bytes);
         report.problems = check_invariants(&state);
         Ok(report)
     }
@@ -229,9 +288,8 @@ impl FileJournal {
     /// the last minute. Commits do this by themselves when the journal has
     /// grown to several times that size.
     pub fn compact(&mut self) -> Result<(), StoreError> {
-        let mirror = self.mirror()?;
-        mirror.expire_cookies(cookie_cutoff(unix_ms()));
-        let bytes = mirror.snapshot();
+        self.mirror()?.expire_cookies(cookie_cutoff(unix_ms()));
+        let bytes = self.snapshot();
         self.replace(&bytes, false).map(drop)
     }
 
@@ -242,34 +300,61 @@ impl FileJournal {
     /// The mirror, reading the file first if it has not been read yet.
     fn mirror(&mut self) -> Result<&mut Mirror, StoreError> {
         if self.mirror.is_none() {
-            let (_, report) = self.read()?;
-            if !report.is_clean() {
-                tracing::warn!(dir = %self.dir.display(), %report, "call state journal");
-            }
+            self.read_unloaded()?;
         }
         Ok(self.mirror.get_or_insert_with(Mirror::default))
     }
 
-    /// Reads the file into the mirror, replacing a damaged file; returns
-    /// the state it holds.
+    /// Reads the file before a load did, logging what the load would
+    /// have reported.
+    fn read_unloaded(&mut self) -> Result<(), StoreError> {
+        let (_, report) = self.read()?;
+        if !report.is_clean() {
+            tracing::warn!(dir = %self.dir.display(), %report, "call state journal");
+        }
+        Ok(())
+    }
+
+    /// A journal of exactly what the mirror holds: header and frames.
+    fn snapshot(&self) -> Vec<u8> {
+        match &self.mirror {
+            Some(mirror) => mirror.snapshot(&self.salt),
+            None => file_header(&self.salt).to_vec(),
+        }
+    }
+
+    /// Reads the file into the mirror, replacing a damaged, unreadable or
+    /// headless file; returns the state it holds.
     fn read(&mut self) -> Result<(State, LoadReport), StoreError> {
         let bytes = read_if_present(&self.path(JOURNAL))?;
-        let (mut state, mut mirror, mut report) = read_frames(&bytes);
+        let Contents {
+            mut state,
+            mut mirror,
+            mut report,
+            salt,
+            appendable,
+        } = read_journal(&bytes);
         let cutoff = cookie_cutoff(unix_ms());
         mirror.expire_cookies(cutoff);
         state.expire_cookies(cutoff);
         report.problems = check_invariants(&state);
-        if !report.discarded.is_empty() {
-            report.damaged_copy = self.replace(&mirror.snapshot(), true)?;
-            report.rewritten = true;
-        }
+        // The mirror's frames carry the header's salt; without a header
+        // there are none, and a new journal gets a new salt.
+        self.salt = salt.unwrap_or_else(new_salt);
         self.mirror = Some(mirror);
+        if !appendable {
+            // An empty file only needs its header: nothing to keep.
+            let keep = !bytes.is_empty();
+            report.damaged_copy = self.replace(&self.snapshot(), keep)?;
+            report.rewritten = keep;
+        }
         Ok((state, report))
     }
 
-    /// Replaces the journal with `bytes`, keeping a hard link to the old
-    /// one if `keep_old` (then returned). The new file is whole on disk
-    /// before it takes the journal's name.
+    /// Replaces the journal with `bytes` (a header of this salt and
+    /// frames), keeping a hard link to the old one if `keep_old` (then
+    /// returned). The new file is whole on disk before it takes the
+    /// journal's name.
     fn replace(&mut self, bytes: &[u8], keep_old: bool) -> Result<Option<PathBuf>, StoreError> {
         let staged = self.stage(bytes)?;
         let kept = keep_old.then(|| self.keep_damaged()).transpose()?;
@@ -278,10 +363,25 @@ impl FileJournal {
         // The staged file, opened for appending, is now the journal.
         self.file = staged;
         self.len = bytes.len() as u64;
+        self.appendable = true;
         self.unsynced = false;
         self.compact_after = 0;
         sync_dir(&self.dir)?;
         Ok(kept)
+    }
+
+    /// Writes a fresh header to the journal, which is empty: the start of
+    /// a new journal, on disk before anything is appended to it.
+    fn start_afresh(&mut self, path: &Path) -> Result<(), StoreError> {
+        self.salt = new_salt();
+        self.file
+            .write_all(&file_header(&self.salt))
+            .and_then(|()| self.file.sync_data())
+            .map_err(io_error("writing the header of", path))?;
+        self.len = FILE_HEADER_LEN as u64;
+        self.appendable = true;
+        self.unsynced = false;
+        Ok(())
     }
 
     /// Writes `bytes` to `journal.new` and syncs it.
@@ -367,10 +467,15 @@ impl Store for FileJournal {
         if changes.is_empty() {
             return Ok(());
         }
+        if !self.appendable {
+            // A header of another format, or none: frames appended to it
+            // could never be read.
+            self.read_unloaded()?;
+        }
         let mut bytes = Vec::new();
         let lens = changes
             .iter()
-            .map(|change| encode_frame(change, &mut bytes))
+            .map(|change| encode_frame(&self.salt, change, &mut bytes))
             .collect::<Result<Vec<_>, _>>()?;
         self.append(&bytes)?;
         if let Some(mirror) = &mut self.mirror {
@@ -423,17 +528,17 @@ impl Store for FileJournal {
         })))
     }
 
+    /// Empties the journal: what is left is a fresh header (and salt).
     fn clear(&mut self) -> Result<(), StoreError> {
         let path = self.path(JOURNAL);
-        self.file
-            .set_len(0)
-            .and_then(|()| self.file.sync_data())
-            .map_err(io_error("clearing", &path))?;
+        self.file.set_len(0).map_err(io_error("clearing", &path))?;
+        // Empty, the file is a valid (headless) journal until the header
+        // is written: a reader gives it a header of its own.
         self.len = 0;
-        self.unsynced = false;
+        self.appendable = false;
         self.mirror = Some(Mirror::default());
         self.compact_after = 0;
-        Ok(())
+        self.start_afresh(&path)
     }
 }
 
@@ -520,9 +625,11 @@ impl Mirror {
         self.live_bytes -= expired;
     }
 
-    /// The frames of a journal that holds exactly this state.
-    fn snapshot(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.live_bytes as usize);
+    /// A journal file that holds exactly this state: the header of
+    /// `salt`, which its frames carry, and the frames.
+    fn snapshot(&self, salt: &Salt) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(FILE_HEADER_LEN + self.live_bytes as usize);
+        bytes.extend_from_slice(&file_header(salt));
         for frame in self
             .calls
             .values()
@@ -534,20 +641,129 @@ impl Mirror {
     }
 }
 
+/// The start of a journal file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    /// The record format of its payloads.
+    version: u32,
+    /// The first bytes of each of its frames.
+    salt: Salt,
+}
+
+/// The header of a journal of [`RECORD_VERSION`] whose frames start with
+/// `salt`.
+fn file_header(salt: &Salt) -> [u8; FILE_HEADER_LEN] {
+    let mut header = [0; FILE_HEADER_LEN];
+    header[..4].copy_from_slice(&FILE_MAGIC);
+    header[4..8].copy_from_slice(&RECORD_VERSION.to_le_bytes());
+    header[8..].copy_from_slice(salt);
+    header
+}
+
+/// Reads the header at the start of a journal file.
+fn parse_header(bytes: &[u8]) -> Result<Header, HeaderError> {
+    let seen = bytes.len().min(FILE_MAGIC.len());
+    if bytes[..seen] != FILE_MAGIC[..seen] {
+        return Err(match bytes.starts_with(&JSON_MAGIC) {
+            true => HeaderError::Json,
+            false => HeaderError::Magic,
+        });
+    }
+    let header = bytes
+        .get(..FILE_HEADER_LEN)
+        .ok_or(HeaderError::Truncated(bytes.len()))?;
+    let mut salt = [0; SALT_LEN];
+    salt.copy_from_slice(&header[8..]);
+    Ok(Header {
+        version: u32::from_le_bytes([header[4], header[5], header[6], header[7]]),
+        salt,
+    })
+}
+
+/// The first [`FILE_HEADER_LEN`] bytes of the file at `path` (fewer if it
+/// is shorter).
+fn read_head(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let mut head = Vec::with_capacity(FILE_HEADER_LEN);
+    File::open(path)
+        .and_then(|file| file.take(FILE_HEADER_LEN as u64).read_to_end(&mut head))
+        .map_err(io_error("reading the header of", path))?;
+    Ok(head)
+}
+
+/// A fresh salt: 8 bytes from /dev/urandom, or failing that a hash of the
+/// time and the process id under std's randomly keyed hasher.
+fn new_salt() -> Salt {
+    let mut salt = [0; SALT_LEN];
+    match File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut salt)) {
+        Ok(()) => salt,
+        Err(e) => {
+            tracing::warn!(error = %e, "call state journal: reading /dev/urandom for a salt");
+            use std::hash::{BuildHasher, Hasher};
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u128(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            hasher.write_u32(std::process::id());
+            hasher.finish().to_le_bytes()
+        }
+    }
+}
+
+/// Why a file's header was rejected (and with it the whole file).
+#[derive(Debug)]
+enum HeaderError {
+    Magic,
+    /// A journal of frames of JSON, before record formats.
+    Json,
+    Truncated(usize),
+    /// A record format this build has no decoder for.
+    Version(u32),
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderError::Magic => write!(f, "no journal header"),
+            HeaderError::Json => write!(
+                f,
+                "journal of JSON frames, written before record formats; \
+                 this relayd reads record format {RECORD_VERSION}"
+            ),
+            HeaderError::Truncated(len) => write!(
+                f,
+                "truncated journal header: {FILE_HEADER_LEN} bytes needed, {len} left"
+            ),
+            HeaderError::Version(version) => write!(
+                f,
+                "journal written in record format {version}; \
+                 this relayd reads {RECORD_VERSION}"
+            ),
+        }
+    }
+}
+
 /// Why a frame was rejected.
 #[derive(Debug)]
 enum FrameError {
-    Magic,
+    /// It does not start with the salt.
+    Marker,
     Oversize(usize),
-    Truncated { needed: usize, left: usize },
+    Truncated {
+        needed: usize,
+        left: usize,
+    },
     Crc,
-    Json(serde_json::Error),
+    Decode(postcard::Error),
+    /// The change ends before the payload does.
+    Trailing(usize),
 }
 
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FrameError::Magic => write!(f, "no frame magic"),
+            FrameError::Marker => write!(f, "no frame start"),
             FrameError::Oversize(len) => {
                 write!(f, "length {len} over the {MAX_PAYLOAD}-byte limit")
             }
@@ -555,91 +771,171 @@ impl fmt::Display for FrameError {
                 write!(f, "truncated frame: {needed} bytes needed, {left} left")
             }
             FrameError::Crc => write!(f, "CRC mismatch"),
-            FrameError::Json(e) => write!(f, "undecodable change: {e}"),
+            FrameError::Decode(e) => write!(f, "undecodable change: {e}"),
+            FrameError::Trailing(n) => {
+                write!(f, "undecodable change: {n} bytes after its end")
+            }
         }
     }
 }
 
-/// Appends the frame of `change` to `out`; returns its length.
-fn encode_frame(change: &Change, out: &mut Vec<u8>) -> Result<u64, StoreError> {
+/// Reads a payload of some record format into the current [`Change`].
+type Decoder = fn(&[u8]) -> Result<Change, FrameError>;
+
+/// The decoder of payloads of record format `version`, if this build
+/// reads that format.
+fn decoder(version: u32) -> Option<Decoder> {
+    match version {
+        RECORD_VERSION => Some(whole::<Change>),
+        // An older format reads its frozen types and converts them, e.g.
+        // 1 => Some(|p| whole::<records::v1::Change>(p).map(Change::from)),
+        _ => None,
+    }
+}
+
+/// The `T` that is the whole of `payload`.
+fn whole<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    match postcard::take_from_bytes(payload).map_err(FrameError::Decode)? {
+        (value, []) => Ok(value),
+        (_, rest) => Err(FrameError::Trailing(rest.len())),
+    }
+}
+
+/// Appends the frame of `change`, marked with `salt`, to `out`; returns its
+/// length. On an error `out` is as it was.
+fn encode_frame(salt: &Salt, change: &Change, out: &mut Vec<u8>) -> Result<u64, StoreError> {
     let start = out.len();
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&[0; HEADER_LEN - MAGIC.len()]);
-    let encoded = serde_json::to_writer(&mut *out, change).map_err(StoreError::Encode);
-    let payload_len = out.len() - start - HEADER_LEN;
-    let checked = encoded.and_then(|()| match payload_len {
-        len if len > MAX_PAYLOAD => Err(StoreError::Encode(serde::ser::Error::custom(
-            format_args!("a change of {len} bytes is over the {MAX_PAYLOAD}-byte frame limit"),
-        ))),
-        _ => Ok(()),
-    });
+    out.extend_from_slice(salt);
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN - SALT_LEN]);
+    let encoded = change.encode(out);
+    let payload_len = out.len() - start - FRAME_HEADER_LEN;
+    let checked = match encoded {
+        Ok(()) if payload_len > MAX_PAYLOAD => Err(StoreError::TooLarge {
+            bytes: payload_len,
+            limit: MAX_PAYLOAD,
+        }),
+        checked => checked,
+    };
     if let Err(e) = checked {
         out.truncate(start);
         return Err(e);
     }
-    let crc = crc32fast::hash(&out[start + HEADER_LEN..]);
-    out[start + 4..start + 8].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32fast::hash(&out[start + FRAME_HEADER_LEN..]);
+    let fields = start + SALT_LEN;
+    out[fields..fields + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[fields + 4..fields + 8].copy_from_slice(&crc.to_le_bytes());
     Ok((out.len() - start) as u64)
 }
 
-/// Reads the frame at the start of `bytes`: its change and its length.
-fn decode_frame(bytes: &[u8]) -> Result<(Change, usize), FrameError> {
-    let seen = bytes.len().min(MAGIC.len());
-    if bytes[..seen] != MAGIC[..seen] {
-        return Err(FrameError::Magic);
+/// Reads the frame at the start of `bytes`, which must start with `salt`:
+/// its change and its length.
+fn decode_frame(bytes: &[u8], salt: &Salt, decode: Decoder) -> Result<(Change, usize), FrameError> {
+    let seen = bytes.len().min(SALT_LEN);
+    if bytes[..seen] != salt[..seen] {
+        return Err(FrameError::Marker);
     }
     let truncated = |needed| FrameError::Truncated {
         needed,
         left: bytes.len(),
     };
-    let header = bytes.get(..HEADER_LEN).ok_or(truncated(HEADER_LEN))?;
+    let header = bytes
+        .get(..FRAME_HEADER_LEN)
+        .ok_or(truncated(FRAME_HEADER_LEN))?;
     let field = |at: usize| {
         u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
     };
-    let len = field(4) as usize;
+    let len = field(SALT_LEN) as usize;
     if len > MAX_PAYLOAD {
         return Err(FrameError::Oversize(len));
     }
-    let end = HEADER_LEN + len;
-    let payload = bytes.get(HEADER_LEN..end).ok_or(truncated(end))?;
-    if crc32fast::hash(payload) != field(8) {
+    let end = FRAME_HEADER_LEN + len;
+    let payload = bytes.get(FRAME_HEADER_LEN..end).ok_or(truncated(end))?;
+    if crc32fast::hash(payload) != field(SALT_LEN + 4) {
         return Err(FrameError::Crc);
     }
-    let change = serde_json::from_slice(payload).map_err(FrameError::Json)?;
-    Ok((change, end))
+    Ok((decode(payload)?, end))
 }
 
-/// Applies every frame of `bytes` that can still be read; skips what
-/// cannot, up to the next magic, and reports it.
-fn read_frames(bytes: &[u8]) -> (State, Mirror, LoadReport) {
-    let mut state = State::default();
-    let mut mirror = Mirror::default();
-    let mut report = LoadReport::default();
-    let mut at = 0;
+/// What a journal file holds.
+#[derive(Default)]
+struct Contents {
+    state: State,
+    /// Its frames, in the current record format.
+    mirror: Mirror,
+    report: LoadReport,
+    /// The salt of its header, when it has one this build reads.
+    salt: Option<Salt>,
+    /// Whether it is whole and in the current record format: frames can
+    /// be appended to it as it is.
+    appendable: bool,
+}
+
+/// Reads a journal file: its header, then every frame that can be read.
+/// An empty file holds nothing and needs a header; one whose header is
+/// unreadable, or of a record format this build does not read, is
+/// discarded whole.
+fn read_journal(bytes: &[u8]) -> Contents {
+    let mut contents = Contents::default();
+    if bytes.is_empty() {
+        return contents;
+    }
+    let header = parse_header(bytes).and_then(|header| {
+        decoder(header.version)
+            .map(|decode| (header, decode))
+            .ok_or(HeaderError::Version(header.version))
+    });
+    let (header, decode) = match header {
+        Ok(read) => read,
+        Err(e) => {
+            contents.report.discard(0, bytes.len(), &e);
+            return contents;
+        }
+    };
+    read_frames(bytes, &header, decode, &mut contents);
+    contents.salt = Some(header.salt);
+    contents.appendable = header.version == RECORD_VERSION && contents.report.discarded.is_empty();
+    contents
+}
+
+/// Applies every frame after the header that can still be read; skips
+/// what cannot, up to the next salt, and reports it. Frames of an older
+/// record format are mirrored re-encoded in the current one.
+fn read_frames(bytes: &[u8], header: &Header, decode: Decoder, into: &mut Contents) {
+    let salt = &header.salt;
+    let mut at = FILE_HEADER_LEN;
     while at < bytes.len() {
-        match decode_frame(&bytes[at..]) {
+        match decode_frame(&bytes[at..], salt, decode) {
             Ok((change, len)) => {
-                mirror.apply(&change, &bytes[at..at + len]);
-                state.apply(&change);
-                report.frames += 1;
+                let mut current = Vec::new();
+                let frame = match header.version {
+                    RECORD_VERSION => Ok(&bytes[at..at + len]),
+                    _ => encode_frame(salt, &change, &mut current).map(|_| &current[..]),
+                };
+                match frame {
+                    Ok(frame) => {
+                        into.mirror.apply(&change, frame);
+                        into.state.apply(&change);
+                        into.report.frames += 1;
+                    }
+                    // Cannot be kept in the current format (too large).
+                    Err(e) => into.report.discard(at, len, &e),
+                }
                 at += len;
             }
             Err(e) => {
-                let next = find_magic(bytes, at + 1);
-                report.discard(at, next - at, &e);
+                let next = find_salt(bytes, at + 1, salt);
+                into.report.discard(at, next - at, &e);
                 at = next;
             }
         }
     }
-    (state, mirror, report)
 }
 
-/// Offset of the first magic at or after `from` (the end if none).
-fn find_magic(bytes: &[u8], from: usize) -> usize {
+/// Offset of the first `salt` at or after `from` (the end if none).
+fn find_salt(bytes: &[u8], from: usize, salt: &Salt) -> usize {
     bytes
         .get(from..)
-        .and_then(|rest| rest.windows(MAGIC.len()).position(|w| w == MAGIC))
+        .and_then(|rest| rest.windows(SALT_LEN).position(|w| w == salt))
         .map_or(bytes.len(), |i| from + i)
 }
 
@@ -744,6 +1040,8 @@ mod tests {
     use super::*;
     use crate::CookieRecord;
 
+    const SALT: Salt = *b"\x5a\x17\xc3\x00\x9e\x42\xff\x01";
+
     fn cookie(n: u8) -> Change {
         Change::Cookie(CookieRecord {
             cookie: vec![n; 4],
@@ -754,45 +1052,156 @@ mod tests {
 
     fn frame(change: &Change) -> Vec<u8> {
         let mut bytes = Vec::new();
-        let len = encode_frame(change, &mut bytes).unwrap();
+        let len = encode_frame(&SALT, change, &mut bytes).unwrap();
         assert_eq!(len as usize, bytes.len());
         bytes
     }
 
     /// A frame with a correct header around any payload.
     fn raw_frame(payload: &[u8]) -> Vec<u8> {
-        let mut bytes = MAGIC.to_vec();
+        let mut bytes = SALT.to_vec();
         bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         bytes.extend_from_slice(payload);
         bytes
     }
 
+    fn decode(bytes: &[u8]) -> Result<(Change, usize), FrameError> {
+        decode_frame(bytes, &SALT, whole::<Change>)
+    }
+
     fn reject(bytes: &[u8]) -> FrameError {
-        decode_frame(bytes).expect_err("frame accepted")
+        decode(bytes).expect_err("frame accepted")
+    }
+
+    /// A journal file of `frames` under [`SALT`].
+    fn file(frames: &[Vec<u8>]) -> Vec<u8> {
+        [file_header(&SALT).to_vec(), frames.concat()].concat()
     }
 
     #[test]
     fn frame_layout() {
         let change = Change::Remove("c".into());
         let bytes = frame(&change);
-        let payload = br#"{"Remove":"c"}"#;
-        assert_eq!(bytes, raw_frame(payload));
-        assert_eq!(decode_frame(&bytes).unwrap(), (change, bytes.len()));
+        // Positional: variant 1 (Remove), the string's length, its bytes.
+        let payload = [1, 1, b'c'];
+        assert_eq!(bytes, raw_frame(&payload));
+        assert_eq!(&bytes[..8], &SALT);
+        assert_eq!(bytes[8..12], 3u32.to_le_bytes());
+        assert_eq!(decode(&bytes).unwrap(), (change, bytes.len()));
+        // Bytes go in as they are, whatever they are.
+        let bytes = frame(&cookie(0xfe));
+        assert!(bytes.ends_with(&[4, 0xfe, 0xfe, 0xfe, 0xfe, 2, 0xff, 0xfe, 1]));
+    }
+
+    #[test]
+    fn file_header_layout() {
+        let header = file_header(&SALT);
+        assert_eq!(&header[..4], b"XRJ2");
+        assert_eq!(header[4..8], 1u32.to_le_bytes());
+        assert_eq!(header[8..], SALT);
+        assert_eq!(
+            parse_header(&header).unwrap(),
+            Header {
+                version: RECORD_VERSION,
+                salt: SALT
+            }
+        );
+        let mut other = header;
+        other[4] = 7;
+        assert_eq!(parse_header(&other).unwrap().version, 7);
+    }
+
+    #[test]
+    fn each_header_rejection() {
+        let header = file_header(&SALT);
+        let reason = |bytes: &[u8]| parse_header(bytes).expect_err("accepted").to_string();
+        assert_eq!(reason(b"XRJ3 and more bytes"), "no journal header");
+        assert_eq!(reason(b"\0\0\0\0garbage"), "no journal header");
+        assert!(reason(b"XRJ1\x0e\0\0\0").starts_with("journal of JSON frames"));
+        assert_eq!(
+            reason(&header[..15]),
+            "truncated journal header: 16 bytes needed, 15 left"
+        );
+        // A prefix of the magic is a torn header, not garbage.
+        assert_eq!(
+            reason(b"XR"),
+            "truncated journal header: 16 bytes needed, 2 left"
+        );
+    }
+
+    #[test]
+    fn a_file_of_another_record_format_is_discarded_whole() {
+        let mut bytes = file(&[frame(&cookie(1))]);
+        bytes[4..8].copy_from_slice(&2u32.to_le_bytes());
+        let contents = read_journal(&bytes);
+        assert_eq!(contents.report.frames, 0);
+        assert_eq!(
+            contents.report.discarded,
+            [Discarded {
+                offset: 0,
+                bytes: bytes.len() as u64,
+                reason: "journal written in record format 2; this relayd reads 1".into(),
+            }]
+        );
+        assert_eq!(contents.salt, None);
+        assert!(!contents.appendable);
+        assert_eq!(contents.state, State::default());
+    }
+
+    #[test]
+    fn whole_files_and_empty_ones() {
+        let contents = read_journal(&file(&[frame(&cookie(1)), frame(&cookie(2))]));
+        assert_eq!(contents.report.frames, 2);
+        assert!(contents.report.is_clean());
+        assert!(contents.appendable);
+        assert_eq!(contents.salt, Some(SALT));
+        let contents = read_journal(&file(&[]));
+        assert!(contents.appendable && contents.report.is_clean());
+        // Empty: nothing lost, but a header is needed before appending.
+        let contents = read_journal(b"");
+        assert!(!contents.appendable && contents.report.is_clean());
+        assert_eq!(contents.salt, None);
+    }
+
+    #[test]
+    fn frames_of_an_older_format_are_mirrored_in_the_current_one() {
+        // Stands for a decoder of an older version's frozen types: every
+        // payload is a Put of call "x".
+        let old: Decoder = |_| {
+            Ok(Change::Put(crate::CallRecord {
+                call_id: "x".into(),
+                created_ms: 5,
+                last_signal_ms: 0,
+                delete_at_ms: None,
+                monologues: vec![],
+            }))
+        };
+        let header = Header {
+            version: RECORD_VERSION - 1,
+            salt: SALT,
+        };
+        let mut contents = Contents::default();
+        read_frames(&file(&[raw_frame(b"old")]), &header, old, &mut contents);
+        assert_eq!(contents.report.frames, 1);
+        assert!(contents.report.is_clean());
+        assert!(contents.state.calls.contains_key("x"));
+        let current = frame(&old(b"").unwrap());
+        assert_eq!(contents.mirror.snapshot(&SALT), file(&[current]));
     }
 
     #[test]
     fn each_rejection() {
         let good = frame(&cookie(1));
         let mut bytes = good.clone();
-        bytes[0] = b'Y';
-        assert!(matches!(reject(&bytes), FrameError::Magic));
-        assert!(matches!(reject(b"XRJ2"), FrameError::Magic));
-        // A prefix of the magic is a torn frame, not garbage.
+        bytes[0] ^= 0x20;
+        assert!(matches!(reject(&bytes), FrameError::Marker));
+        assert!(matches!(reject(b"XRJ1XRJ1XRJ1XRJ1"), FrameError::Marker));
+        // A prefix of the salt is a torn frame, not garbage.
         assert!(matches!(
-            reject(b"XR"),
+            reject(&SALT[..2]),
             FrameError::Truncated {
-                needed: 12,
+                needed: 16,
                 left: 2
             }
         ));
@@ -801,62 +1210,85 @@ mod tests {
             FrameError::Truncated { left, .. } if left == good.len() - 1
         ));
         let mut bytes = good.clone();
-        bytes[4..8].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
+        bytes[8..12].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
         assert!(matches!(reject(&bytes), FrameError::Oversize(_)));
         let mut bytes = good.clone();
         *bytes.last_mut().unwrap() ^= 1;
         assert!(matches!(reject(&bytes), FrameError::Crc));
-        let err = reject(&raw_frame(br#"{"Put":42}"#));
-        assert!(matches!(err, FrameError::Json(_)));
+        // Well framed, but not a change: an unknown variant, a cut one.
+        for payload in [&[3u8, 0][..], &[0], &[1, 5, b'a']] {
+            let err = reject(&raw_frame(payload));
+            assert!(matches!(err, FrameError::Decode(_)), "{payload:?}: {err}");
+            assert!(err.to_string().starts_with("undecodable change"), "{err}");
+        }
+        // A change, and bytes after it.
+        let err = reject(&raw_frame(&[1, 1, b'c', 0]));
+        assert!(matches!(err, FrameError::Trailing(1)), "{err}");
         assert!(err.to_string().starts_with("undecodable change"), "{err}");
     }
 
     #[test]
     fn the_largest_payload_is_accepted() {
-        let payload = format!("{{\"Remove\":\"{}\"}}", "x".repeat(MAX_PAYLOAD - 13));
+        // Variant, a 4-byte varint length, the string.
+        let change = Change::Remove("x".repeat(MAX_PAYLOAD - 5));
+        let payload = postcard::to_stdvec(&change).unwrap();
         assert_eq!(payload.len(), MAX_PAYLOAD);
-        let bytes = raw_frame(payload.as_bytes());
-        assert_eq!(decode_frame(&bytes).unwrap().1, bytes.len());
+        let bytes = raw_frame(&payload);
+        assert_eq!(decode(&bytes).unwrap(), (change.clone(), bytes.len()));
+        assert_eq!(frame(&change), bytes);
     }
 
     #[test]
     fn oversize_change_is_refused_at_commit() {
         let mut bytes = b"before".to_vec();
         let huge = Change::Remove("x".repeat(MAX_PAYLOAD));
-        assert!(matches!(
-            encode_frame(&huge, &mut bytes),
-            Err(StoreError::Encode(_))
-        ));
+        let err = encode_frame(&SALT, &huge, &mut bytes).unwrap_err();
+        assert!(
+            matches!(err, StoreError::TooLarge { bytes, limit: MAX_PAYLOAD } if bytes == MAX_PAYLOAD + 5),
+            "{err}"
+        );
         assert_eq!(bytes, b"before", "a refused frame leaves nothing behind");
     }
 
     #[test]
-    fn magic_search() {
-        let bytes = b"..XRJ1..XRJ1";
-        assert_eq!(find_magic(bytes, 0), 2);
-        assert_eq!(find_magic(bytes, 3), 8);
-        assert_eq!(find_magic(bytes, 9), bytes.len());
-        assert_eq!(find_magic(bytes, 100), bytes.len());
+    fn salt_search() {
+        let bytes = [b"..".as_slice(), &SALT, b"..", &SALT].concat();
+        assert_eq!(find_salt(&bytes, 0, &SALT), 2);
+        assert_eq!(find_salt(&bytes, 3, &SALT), 12);
+        assert_eq!(find_salt(&bytes, 13, &SALT), bytes.len());
+        assert_eq!(find_salt(&bytes, 100, &SALT), bytes.len());
+        // Another journal's salt is not a frame start here.
+        assert_eq!(find_salt(&bytes, 0, b"XRJ1XRJ1"), bytes.len());
     }
 
     #[test]
     fn resync_skips_to_the_next_frame_and_merges_adjacent_damage() {
-        let mut bytes = frame(&cookie(1));
-        let first = bytes.len();
-        // Garbage holding a false magic, then a good frame.
-        bytes.extend_from_slice(b"junkXRJ1junk");
-        bytes.extend_from_slice(&frame(&cookie(2)));
-        let (state, mirror, report) = read_frames(&bytes);
-        assert_eq!(report.frames, 2);
-        assert_eq!((state.cookies.len(), mirror.cookies.len()), (2, 2));
+        let first = frame(&cookie(1));
+        let junk = [b"junk".as_slice(), &SALT, b"junk"].concat();
+        // Garbage holding a false frame start, then a good frame.
+        let bytes = file(&[first.clone(), junk, frame(&cookie(2))]);
+        let contents = read_journal(&bytes);
+        assert_eq!(contents.report.frames, 2);
         assert_eq!(
-            report.discarded,
+            (contents.state.cookies.len(), contents.mirror.cookies.len()),
+            (2, 2)
+        );
+        assert_eq!(
+            contents.report.discarded,
             [Discarded {
-                offset: first as u64,
-                bytes: 12,
-                reason: "no frame magic".into(),
+                offset: (FILE_HEADER_LEN + first.len()) as u64,
+                bytes: 16,
+                reason: "no frame start".into(),
             }]
         );
+        assert!(!contents.appendable);
+        assert_eq!(contents.salt, Some(SALT));
+    }
+
+    #[test]
+    fn new_salts_differ() {
+        let salts: std::collections::HashSet<Salt> = (0..16).map(|_| new_salt()).collect();
+        assert_eq!(salts.len(), 16);
     }
 
     #[test]
@@ -880,26 +1312,27 @@ mod tests {
         };
         let apply = |mirror: &mut Mirror, change: &Change| mirror.apply(change, &frame(change));
         apply(&mut mirror, &put(1));
-        apply(&mut mirror, &put(22));
-        assert_eq!(mirror.live_bytes, frame(&put(22)).len() as u64);
+        apply(&mut mirror, &put(222));
+        assert_eq!(mirror.live_bytes, frame(&put(222)).len() as u64);
         apply(&mut mirror, &stamped(5));
         apply(&mut mirror, &stamped(7));
         mirror.expire_old_cookies(6);
         assert_eq!(
-            mirror.snapshot(),
-            [frame(&put(22)), frame(&stamped(7))].concat()
+            mirror.snapshot(&SALT),
+            file(&[frame(&put(222)), frame(&stamped(7))])
         );
         apply(&mut mirror, &Change::Remove("a".into()));
         apply(&mut mirror, &Change::Remove("unknown".into()));
-        assert_eq!(mirror.snapshot(), frame(&stamped(7)));
+        assert_eq!(mirror.snapshot(&SALT), file(&[frame(&stamped(7))]));
         assert_eq!(mirror.live_bytes, frame(&stamped(7)).len() as u64);
         // A clock step back: an old cookie behind a newer one.
         apply(&mut mirror, &stamped(3));
         mirror.expire_old_cookies(6);
         assert_eq!(mirror.cookies.len(), 2, "only the oldest end is looked at");
         mirror.expire_cookies(6);
-        assert_eq!(mirror.snapshot(), frame(&stamped(7)));
+        assert_eq!(mirror.snapshot(&SALT), file(&[frame(&stamped(7))]));
         assert_eq!(mirror.live_bytes, frame(&stamped(7)).len() as u64);
+        assert_eq!(Mirror::default().snapshot(&SALT), file_header(&SALT));
     }
 
     #[test]
@@ -915,7 +1348,7 @@ mod tests {
                 Discarded {
                     offset: 40,
                     bytes: 7,
-                    reason: "no frame magic".into(),
+                    reason: "no frame start".into(),
                 },
             ],
             rewritten: true,

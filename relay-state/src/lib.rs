@@ -9,6 +9,9 @@
 //! The call manager hands out [`Change`]s; relayd commits them before it
 //! sends the reply that made them true. [`journal::FileJournal`] is the
 //! embedded backend; a replicated one (Redis) implements the same trait.
+//! Stored changes are encoded with postcard ([`Change::encode`]): compact
+//! and fast, but positional, so the record types are versioned
+//! ([`RECORD_VERSION`]; see [`records`]).
 
 pub mod journal;
 pub mod records;
@@ -16,10 +19,11 @@ pub mod records;
 pub use journal::{Discarded, FileJournal, LoadReport, SyncPolicy};
 pub use records::{
     CallRecord, CookieRecord, CountsRecord, KernelRecord, LearnerRecord, MediaRecord,
-    MonologueRecord, PortRecord, RtpRecord, TrackingRecord,
+    MonologueRecord, PortRecord, RtpRecord, TrackingRecord, RECORD_VERSION,
 };
 
-/// One change to the stored state.
+/// One change to the stored state. Part of the record format, like the
+/// records: see [`records`] before changing it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Change {
     /// The call as it is now (replaces any earlier record of it).
@@ -29,6 +33,40 @@ pub enum Change {
     /// An answered NG cookie, so a retransmission after a restart gets the
     /// same reply.
     Cookie(CookieRecord),
+}
+
+impl Change {
+    /// Appends this change's encoding (postcard, record format
+    /// [`RECORD_VERSION`]) to `out`; on an error `out` is as it was.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        let start = out.len();
+        postcard::serialize_with_flavor(self, AppendTo(out)).map_err(|e| {
+            out.truncate(start);
+            StoreError::Encode(e)
+        })
+    }
+}
+
+/// A postcard output that appends to a vector already holding other
+/// frames.
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// What a store holds: every live call and the cookies still worth
@@ -80,7 +118,15 @@ pub enum StoreError {
     },
     /// A record could not be encoded (never expected: records are plain data).
     #[error("encoding a state record: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(#[source] postcard::Error),
+    /// A change encodes to more than a journal frame holds.
+    #[error("a change of {bytes} bytes is over the {limit}-byte frame limit")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// The most a frame holds.
+        limit: usize,
+    },
     /// Another relayd holds this state directory.
     #[error("state directory {0} is in use by another relayd")]
     Locked(std::path::PathBuf),

@@ -1,17 +1,25 @@
-//! The records a call is stored as. Field names are the format: renaming one
-//! makes older state unreadable, so add fields with `#[serde(default)]`
-//! instead.
+//! The records a call is stored as, and the version of their encoding.
+//!
+//! The journal encodes them with postcard, which is positional: a record is
+//! its fields in declaration order, with no names and nothing to tell a
+//! missing field from the next one. So any change to a record type here
+//! (a field added, removed, reordered or retyped; a variant added to an
+//! enum other than at its end; `Change` itself) must raise
+//! [`RECORD_VERSION`] by one and give the journal a decoder of the previous
+//! version's types: keep those, frozen, in a module like `records::v1`
+//! (with conversions to the current types) and add its arm to the
+//! journal's `decoder`. Serde attributes that make a field optional
+//! (`default`, `skip_serializing_if`) do not work in such a format and are
+//! not used.
 
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-/// Whether `value` is its type's default: such fields are left out of a
-/// record (most counters of a call being set up are zero), and read back
-/// as the default.
-fn is_default<T: Default + PartialEq>(value: &T) -> bool {
-    *value == T::default()
-}
+/// The version of the record types' encoding that this build writes, in
+/// every journal file's header. See the [module docs](self) for when it
+/// changes.
+pub const RECORD_VERSION: u32 = 1;
 
 /// A call (one Call-ID) and everything needed to rebuild it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,24 +96,18 @@ pub struct PortRecord {
     /// What it carries, for the RTP figures.
     pub tracking: TrackingRecord,
     /// Its stream as installed in the kernel, if it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelRecord>,
     /// Counters of packets relayed in userspace.
-    #[serde(default, skip_serializing_if = "is_default")]
     pub user: CountsRecord,
     /// Last packet relayed in userspace, wall clock (ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_packet_ms: Option<u64>,
     /// Kernel counters of earlier stints in the kernel.
-    #[serde(default, skip_serializing_if = "is_default")]
     pub kernel_retired: CountsRecord,
     /// The kernel counters of its current entry when recorded: counted in
     /// only by a relayd that cannot adopt the entry (whose counters then
     /// start again).
-    #[serde(default, skip_serializing_if = "is_default")]
     pub kernel_live: CountsRecord,
     /// RTP figures kept in userspace (the kernel's while it forwards).
-    #[serde(default, skip_serializing_if = "is_default")]
     pub rtp: RtpRecord,
 }
 
@@ -119,7 +121,6 @@ pub struct LearnerRecord {
     /// Where the SDP says the party wants media.
     pub sdp: Option<SocketAddr>,
     /// The best source seen so far, and its rank, while learning.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate: Option<(SocketAddr, u8)>,
     /// The latched source.
     pub confirmed: Option<SocketAddr>,
@@ -170,7 +171,6 @@ pub struct CountsRecord {
     pub dropped: u64,
     /// Last packet, CLOCK_MONOTONIC_COARSE ns (kernel; survives relayd,
     /// not a reboot).
-    #[serde(default)]
     pub last_seen_ns: u64,
 }
 
@@ -203,100 +203,102 @@ pub struct RtpRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CookieRecord {
     /// The request's cookie.
-    #[serde(with = "hex_bytes")]
     pub cookie: Vec<u8>,
     /// The whole reply datagram, cookie included.
-    #[serde(with = "hex_bytes")]
     pub reply: Vec<u8>,
     /// When it was answered, wall clock (ms).
     pub answered_ms: u64,
 }
 
-/// Bytes as a lowercase hex string: serde_json writes a `Vec<u8>` as an
-/// array of numbers, about four times the size, and replies are most of
-/// what cookies weigh.
-mod hex_bytes {
-    use serde::{de, Deserialize, Deserializer, Serializer};
-
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let hex: String = bytes
-            .iter()
-            .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]])
-            .map(char::from)
-            .collect();
-        s.serialize_str(&hex)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let hex = String::deserialize(d)?;
-        if hex.len() % 2 != 0 {
-            return Err(de::Error::custom("hex string of odd length"));
-        }
-        hex.as_bytes()
-            .chunks_exact(2)
-            .map(|pair| Ok(nibble(pair[0])? << 4 | nibble(pair[1])?))
-            .collect()
-    }
-
-    fn nibble<E: de::Error>(digit: u8) -> Result<u8, E> {
-        match digit {
-            b'0'..=b'9' => Ok(digit - b'0'),
-            b'a'..=b'f' => Ok(digit - b'a' + 10),
-            b'A'..=b'F' => Ok(digit - b'A' + 10),
-            _ => Err(E::custom(format_args!(
-                "{:?} is not a hex digit",
-                char::from(digit)
-            ))),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::CookieRecord;
+    use super::*;
 
+    fn port(filled: bool) -> PortRecord {
+        let addr = |port| SocketAddr::from(([192, 0, 2, 1], port));
+        let counts = CountsRecord {
+            packets: u64::from(filled) * 3,
+            last_seen_ns: u64::MAX,
+            ..CountsRecord::default()
+        };
+        PortRecord {
+            local: "[2001:db8::1]:30000".parse().unwrap(),
+            learner: LearnerRecord {
+                mode: "heuristic".into(),
+                strict: filled,
+                sdp: filled.then(|| addr(4000)),
+                candidate: filled.then(|| (addr(4002), 2)),
+                confirmed: filled.then(|| addr(4004)),
+            },
+            symmetric: filled,
+            tracking: match filled {
+                true => TrackingRecord::Rtp { clock_rate: 48_000 },
+                false => TrackingRecord::Rtcp,
+            },
+            kernel: filled.then_some(KernelRecord {
+                peer: addr(5000),
+                source: addr(30_000),
+                strict_source: Some(addr(4000)),
+                slot: 7,
+                to_userspace: false,
+                max_pps: 1000,
+            }),
+            user: counts,
+            last_packet_ms: filled.then_some(1_700_000_000_000),
+            kernel_retired: counts,
+            kernel_live: CountsRecord::default(),
+            rtp: RtpRecord {
+                ssrc: u32::from(filled) * 0xdead_beef,
+                ..RtpRecord::default()
+            },
+        }
+    }
+
+    /// Positional encodings have no absent fields: every field is written,
+    /// set or not, default or not, and read back as it was.
     #[test]
-    fn cookie_bytes_are_lowercase_hex() {
-        let record = CookieRecord {
+    fn records_round_trip_through_postcard_set_or_not() {
+        for filled in [true, false] {
+            let record = CallRecord {
+                call_id: "c\u{0}\u{ff}\"".into(),
+                created_ms: 1,
+                last_signal_ms: 2,
+                delete_at_ms: filled.then_some(3),
+                monologues: vec![MonologueRecord {
+                    tag: filled.then(|| "t".into()),
+                    aliases: vec!["a".into(); usize::from(filled)],
+                    via_branch: None,
+                    interface: "pub".into(),
+                    address: "10.0.0.5".parse().unwrap(),
+                    peer: filled.then_some(0),
+                    created_ms: 4,
+                    medias: vec![MediaRecord {
+                        index: 1,
+                        kind: "audio".into(),
+                        protocol: "RTP/AVP".into(),
+                        muted: filled,
+                        rtp: port(filled),
+                        rtcp: port(!filled),
+                    }],
+                }],
+            };
+            let bytes = postcard::to_stdvec(&record).unwrap();
+            assert_eq!(postcard::from_bytes::<CallRecord>(&bytes).unwrap(), record);
+        }
+        let cookie = CookieRecord {
             // Not UTF-8 (0xff, a lone continuation byte 0x80), plus NUL.
             cookie: vec![0x00, 0xff, 0x80, 0x7f, b'a'],
             reply: (0..=255).collect(),
             answered_ms: 7,
         };
-        let json = serde_json::to_string(&record).unwrap();
-        assert!(json.contains(r#""cookie":"00ff807f61""#), "{json}");
-        let all: String = (0..=255u8).map(|b| format!("{b:02x}")).collect();
-        assert!(json.contains(&format!(r#""reply":"{all}""#)), "{json}");
-        let back: CookieRecord = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, record);
-    }
-
-    #[test]
-    fn empty_bytes_round_trip() {
-        let record = CookieRecord {
-            cookie: vec![],
-            reply: vec![],
-            answered_ms: 0,
-        };
-        let json = serde_json::to_string(&record).unwrap();
-        assert!(json.contains(r#""cookie":"""#), "{json}");
-        assert_eq!(serde_json::from_str::<CookieRecord>(&json).unwrap(), record);
-    }
-
-    #[test]
-    fn bad_hex_is_an_error() {
-        for bad in [r#""abc""#, r#""zz""#, "[1,2]"] {
-            let json = format!(r#"{{"cookie":{bad},"reply":"","answered_ms":0}}"#);
-            assert!(
-                serde_json::from_str::<CookieRecord>(&json).is_err(),
-                "{bad} accepted"
-            );
-        }
-        // Upper case is read (a hand-edited file), though never written.
-        let json = r#"{"cookie":"ABcd","reply":"","answered_ms":0}"#;
-        let record: CookieRecord = serde_json::from_str(json).unwrap();
-        assert_eq!(record.cookie, [0xab, 0xcd]);
+        let bytes = postcard::to_stdvec(&cookie).unwrap();
+        // The bytes as they are, each after its length.
+        assert_eq!(bytes[..6], [5, 0x00, 0xff, 0x80, 0x7f, b'a']);
+        assert_eq!(bytes[6..8], [0x80, 0x02], "varint 256");
+        assert!(bytes[8..].starts_with(&cookie.reply));
+        assert_eq!(
+            postcard::from_bytes::<CookieRecord>(&bytes).unwrap(),
+            cookie
+        );
     }
 }

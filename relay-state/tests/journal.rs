@@ -116,6 +116,35 @@ fn journal_len(dir: &Path) -> u64 {
     fs::metadata(journal_path(dir)).unwrap().len()
 }
 
+/// A journal file's header: magic, record format, salt.
+const HEADER_LEN: u64 = 16;
+
+/// The salt of the journal in `dir`, after checking that the file starts
+/// with a header of the current record format.
+fn salt_of(dir: &Path) -> [u8; 8] {
+    let bytes = fs::read(journal_path(dir)).unwrap();
+    assert!(bytes.len() >= HEADER_LEN as usize, "{} bytes", bytes.len());
+    assert_eq!(&bytes[..4], b"XRJ2");
+    assert_eq!(bytes[4..8], relay_state::RECORD_VERSION.to_le_bytes());
+    assert_eq!(relay_state::RECORD_VERSION, 1);
+    bytes[8..16].try_into().unwrap()
+}
+
+/// A frame as the journal lays it out: salt, length, CRC, payload.
+fn raw_frame(salt: &[u8; 8], payload: &[u8]) -> Vec<u8> {
+    let mut frame = salt.to_vec();
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn encoded(change: &Change) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    change.encode(&mut bytes).unwrap();
+    bytes
+}
+
 fn journal_holds(dir: &Path, needle: &[u8]) -> bool {
     let bytes = fs::read(journal_path(dir)).unwrap();
     bytes.windows(needle.len()).any(|w| w == needle)
@@ -253,12 +282,16 @@ fn clear_empties_journal_and_state() {
     journal
         .commit(&[put("a", 10_000), cookie("k", now_ms())])
         .unwrap();
+    let salt = salt_of(dir.path());
     journal.clear().unwrap();
-    assert_eq!(journal_len(dir.path()), 0);
+    // A fresh journal: a header of its own, and nothing after it.
+    assert_eq!(journal_len(dir.path()), HEADER_LEN);
+    assert_ne!(salt_of(dir.path()), salt);
     assert_eq!(journal.load().unwrap().0, State::default());
     journal.commit(&[put("b", 10_010)]).unwrap();
     journal.compact().unwrap();
     drop(journal);
+    assert!(FileJournal::verify(dir.path()).unwrap().is_clean());
     assert_eq!(load(dir.path()).0, state_of(&[put("b", 10_010)]));
 }
 
@@ -295,6 +328,8 @@ fn torn_last_frame_at_every_offset() {
         assert_eq!(report.damaged_copy.as_ref(), Some(&copies[0]));
         assert_eq!(fs::read(&copies[0]).unwrap(), &whole[..cut as usize]);
         assert!(FileJournal::verify(dir.path()).unwrap().is_clean());
+        // Repair rewrites the same journal: its header and salt stay.
+        assert_eq!(salt_of(dir.path()), salt_of(source.path()));
 
         journal.commit(std::slice::from_ref(&after)).unwrap();
         drop(journal);
@@ -358,11 +393,10 @@ fn well_formed_frame_of_an_unknown_change_is_skipped() {
     let source = tempfile::tempdir().unwrap();
     let offsets = commit_each(source.path(), &changes);
     let whole = fs::read(journal_path(source.path())).unwrap();
-    let payload = br#"{"Rename":["a","b"]}"#;
-    let mut odd = b"XRJ1".to_vec();
-    odd.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    odd.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    odd.extend_from_slice(payload);
+    // Variant 3 of Change (there are three: Put, Remove, Cookie), say a
+    // Rename("a", "b") of a later relayd's that forgot its format version.
+    let payload = [3, 1, b'a', 1, b'b'];
+    let odd = raw_frame(&salt_of(source.path()), &payload);
     let split = offsets[2] as usize;
     let bytes = [&whole[..split], &odd, &whole[split..]].concat();
     let (state, report) = load(dir_with_journal(&bytes).path());
@@ -388,12 +422,19 @@ fn garbage_and_empty_files_load_as_empty() {
     let (state, report) = load(dir.path());
     assert_eq!((state, report), (State::default(), LoadReport::default()));
     assert!(damaged_copies(dir.path()).is_empty());
+    assert_eq!(journal_len(dir.path()), HEADER_LEN);
 
-    // Noise, and noise sprinkled with magics (false frame starts).
+    // Noise without a header, a torn header, and a header followed by
+    // noise sprinkled with its salt (false frame starts).
+    let source = tempfile::tempdir().unwrap();
+    open(source.path());
+    let header = fs::read(journal_path(source.path())).unwrap();
+    let salt = salt_of(source.path());
     let mut sprinkled = noise(64 << 10, 7);
-    for at in (0..sprinkled.len() - 4).step_by(997) {
-        sprinkled[at..at + 4].copy_from_slice(b"XRJ1");
+    for at in (0..sprinkled.len() - 8).step_by(997) {
+        sprinkled[at..at + 8].copy_from_slice(&salt);
     }
+    let sprinkled = [header, sprinkled].concat();
     for garbage in [noise(64 << 10, 1), sprinkled, b"XRJ".to_vec()] {
         let dir = dir_with_journal(&garbage);
         let mut journal = open(dir.path());
@@ -401,9 +442,12 @@ fn garbage_and_empty_files_load_as_empty() {
         assert_eq!(state, State::default());
         assert_eq!(report.frames, 0);
         let skipped: u64 = report.discarded.iter().map(|d| d.bytes).sum();
-        assert_eq!(skipped, garbage.len() as u64, "{report}");
+        let header_read = garbage.starts_with(b"XRJ2") && garbage.len() > 16;
+        let unread = garbage.len() as u64 - if header_read { HEADER_LEN } else { 0 };
+        assert_eq!(skipped, unread, "{report}");
         assert!(report.rewritten);
-        assert_eq!(journal_len(dir.path()), 0);
+        assert_eq!(journal_len(dir.path()), HEADER_LEN);
+        salt_of(dir.path());
         assert_eq!(damaged_copies(dir.path()).len(), 1);
         // The journal works on from the clean file.
         journal.commit(&[put("a", 10_000)]).unwrap();
@@ -415,18 +459,203 @@ fn garbage_and_empty_files_load_as_empty() {
 }
 
 #[test]
+fn a_new_journal_starts_with_a_header_and_a_salt_of_its_own() {
+    // No file, and an empty one: the header is written at open.
+    let (a, b) = (tempfile::tempdir().unwrap(), dir_with_journal(b""));
+    let (journal_a, journal_b) = (open(a.path()), open(b.path()));
+    assert_eq!(journal_len(a.path()), HEADER_LEN);
+    assert_eq!(journal_len(b.path()), HEADER_LEN);
+    assert_ne!(salt_of(a.path()), salt_of(b.path()));
+    drop((journal_a, journal_b));
+    // Frames follow it, each starting with the salt.
+    let salt = salt_of(a.path());
+    let offsets = commit_each(a.path(), &[put("a", 10_000), cookie("k", now_ms())]);
+    assert_eq!(offsets[0], HEADER_LEN);
+    let bytes = fs::read(journal_path(a.path())).unwrap();
+    for &at in &offsets[..2] {
+        assert_eq!(bytes[at as usize..at as usize + 8], salt);
+    }
+    assert_eq!(salt_of(a.path()), salt, "reopening keeps the salt");
+    assert!(FileJournal::verify(a.path()).unwrap().is_clean());
+    // verify() of a directory with no journal, or an empty one.
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        FileJournal::verify(dir.path()).unwrap(),
+        LoadReport::default()
+    );
+    fs::write(journal_path(dir.path()), b"").unwrap();
+    assert_eq!(
+        FileJournal::verify(dir.path()).unwrap(),
+        LoadReport::default()
+    );
+}
+
+/// Loads a journal of `bytes`, whose header cannot be used: checks that
+/// all of it from `lost_from` on is reported discarded (first for `reason`),
+/// kept aside as it was, and that a fresh journal took its place.
+fn assert_replaced_whole(bytes: &[u8], lost_from: u64, reason: &str) {
+    let dir = dir_with_journal(bytes);
+    // verify() says the same, and changes nothing.
+    let check = FileJournal::verify(dir.path()).unwrap();
+    assert_eq!(check.frames, 0, "{check}");
+    assert_eq!(check.discarded.len(), 1, "{check}");
+    assert_eq!(fs::read(journal_path(dir.path())).unwrap(), bytes);
+
+    let mut journal = open(dir.path());
+    let (state, report) = journal.load().expect("never an error");
+    assert_eq!(state, State::default());
+    assert_eq!(report.frames, 0);
+    assert_eq!(report.discarded, check.discarded);
+    let lost = &report.discarded[0];
+    assert_eq!(
+        (lost.offset, lost.bytes),
+        (lost_from, bytes.len() as u64 - lost_from)
+    );
+    assert!(lost.reason.starts_with(reason), "{report}");
+    assert!(report.to_string().contains(reason), "{report}");
+    assert!(report.rewritten);
+    let copies = damaged_copies(dir.path());
+    assert_eq!(copies.len(), 1);
+    assert_eq!(report.damaged_copy.as_ref(), Some(&copies[0]));
+    assert_eq!(fs::read(&copies[0]).unwrap(), bytes);
+    assert_eq!(journal_len(dir.path()), HEADER_LEN);
+    let salt = salt_of(dir.path());
+    if lost_from == 0 {
+        // No salt could be read: a fresh journal has a fresh one.
+        assert!(!bytes.windows(8).any(|w| w == salt), "salt reused");
+    }
+    journal.commit(&[put("a", 10_000)]).unwrap();
+    drop(journal);
+    let (state, report) = load(dir.path());
+    assert_eq!(state, state_of(&[put("a", 10_000)]));
+    assert!(report.is_clean() && !report.rewritten, "{report}");
+}
+
+#[test]
+fn an_unreadable_header_costs_the_whole_file_never_an_error() {
+    let changes = history();
+    let source = tempfile::tempdir().unwrap();
+    commit_each(source.path(), &changes);
+    let whole = fs::read(journal_path(source.path())).unwrap();
+
+    // A damaged magic: with no header there is no salt to find frames by.
+    for at in 0..4 {
+        let mut bytes = whole.clone();
+        bytes[at] ^= 0x40;
+        assert_replaced_whole(&bytes, 0, "no journal header");
+    }
+    // Garbage in front of the header.
+    let bytes = [noise(1000, 3), whole.clone()].concat();
+    assert_replaced_whole(&bytes, 0, "no journal header");
+    // A header cut short (a torn first write).
+    for cut in 1..HEADER_LEN as usize {
+        assert_replaced_whole(&whole[..cut], 0, "truncated journal header");
+    }
+    // A damaged salt in the header: no frame starts with it.
+    let mut bytes = whole.clone();
+    bytes[12] ^= 1;
+    assert_replaced_whole(&bytes, HEADER_LEN, "no frame start");
+    // A journal of an earlier relayd, JSON frames behind a fixed magic.
+    let json = br#"{"Remove":"a"}"#;
+    let mut old = b"XRJ1".to_vec();
+    old.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    old.extend_from_slice(&crc32fast::hash(json).to_le_bytes());
+    old.extend_from_slice(json);
+    assert_replaced_whole(&old, 0, "journal of JSON frames");
+}
+
+#[test]
+fn a_journal_of_another_record_format_is_kept_aside() {
+    let changes = history();
+    let source = tempfile::tempdir().unwrap();
+    commit_each(source.path(), &changes);
+    let whole = fs::read(journal_path(source.path())).unwrap();
+    for version in [2u32, 0, u32::MAX] {
+        let mut bytes = whole.clone();
+        bytes[4..8].copy_from_slice(&version.to_le_bytes());
+        let reason = format!("journal written in record format {version}; this relayd reads 1");
+        assert_replaced_whole(&bytes, 0, &reason);
+    }
+}
+
+#[test]
+fn a_commit_before_load_starts_a_fresh_journal_over_an_unreadable_one() {
+    let dir = dir_with_journal(&noise(100, 5));
+    let mut journal = open(dir.path());
+    // No load: the commit must not append to a file it cannot be read in.
+    journal.commit(&[put("a", 10_000)]).unwrap();
+    drop(journal);
+    assert_eq!(damaged_copies(dir.path()).len(), 1);
+    let (state, report) = load(dir.path());
+    assert_eq!(state, state_of(&[put("a", 10_000)]));
+    assert!(report.is_clean() && !report.rewritten, "{report}");
+}
+
+#[test]
+fn a_frame_forged_inside_a_payload_is_not_taken_after_damage() {
+    // An NG client chooses bytes that the journal stores as they are (a
+    // delete's reply, a call-id, tags): here a whole frame of a call of
+    // its making. It cannot know the journal's salt, so it forges one.
+    let forged_salt = *b"guessed!";
+    let forged = raw_frame(&forged_salt, &encoded(&put("forged", 20_000)));
+    let carrier = Change::Cookie(CookieRecord {
+        cookie: b"k".to_vec(),
+        reply: [b"d6:result2:ok".as_slice(), &forged, b"e"].concat(),
+        answered_ms: now_ms() + 3_600_000,
+    });
+    let changes = [put("alpha", 10_000), carrier, put("bravo", 10_010)];
+    let source = tempfile::tempdir().unwrap();
+    let offsets = commit_each(source.path(), &changes);
+    let salt = salt_of(source.path());
+    assert_ne!(salt, forged_salt);
+    let whole = fs::read(journal_path(source.path())).unwrap();
+    // Damage the carrier's length field: the reader must resynchronise
+    // from inside the carrier, across the forged frame.
+    let (start, end) = (offsets[1] as usize, offsets[2] as usize);
+    let mut bytes = whole.clone();
+    bytes[start + 9] ^= 0x01;
+    let (state, report) = load(dir_with_journal(&bytes).path());
+    let expected = state_of(&[put("alpha", 10_000), put("bravo", 10_010)]);
+    assert_eq!(state, expected);
+    assert!(!state.calls.contains_key("forged"));
+    assert_eq!(report.frames, 2);
+    assert_eq!(report.discarded.len(), 1, "{report}");
+    let lost = &report.discarded[0];
+    assert_eq!(
+        (lost.offset, lost.bytes),
+        (start as u64, (end - start) as u64)
+    );
+
+    // The same bytes under the journal's own salt (which is why it must
+    // stay secret, and why a fixed magic would not do): taken.
+    let at = start
+        + bytes[start..end]
+            .windows(8)
+            .position(|w| w == forged_salt)
+            .unwrap();
+    bytes[at..at + 8].copy_from_slice(&salt);
+    let (state, _) = load(dir_with_journal(&bytes).path());
+    assert!(
+        state.calls.contains_key("forged"),
+        "the control forgery failed"
+    );
+}
+
+#[test]
 fn frames_after_leading_garbage_are_kept() {
     let changes = history();
     let source = tempfile::tempdir().unwrap();
     commit_each(source.path(), &changes);
     let whole = fs::read(journal_path(source.path())).unwrap();
-    let bytes = [noise(1000, 3), whole].concat();
+    // Garbage between the header and the first frame.
+    let header = HEADER_LEN as usize;
+    let bytes = [&whole[..header], &noise(1000, 3), &whole[header..]].concat();
     let (state, report) = load(dir_with_journal(&bytes).path());
     assert_eq!(state, state_of(&changes));
     assert_eq!(report.discarded.len(), 1);
     assert_eq!(
         (report.discarded[0].offset, report.discarded[0].bytes),
-        (0, 1000)
+        (HEADER_LEN, 1000)
     );
 }
 
@@ -441,7 +670,7 @@ fn put_remove_cycles_stay_bounded() {
     journal.commit(&live).unwrap();
     let mut largest = 0;
     let mut appended = 0;
-    for i in 0..10_000u32 {
+    for i in 0..20_000u32 {
         let id = format!("gone-{i}");
         let before = journal_len(dir.path());
         journal.commit(&[put(&id, 30_000)]).unwrap();
@@ -452,11 +681,14 @@ fn put_remove_cycles_stay_bounded() {
     // Uncompacted, the calls alone would be several times the bound.
     assert!(appended > 8 << 20, "{appended} bytes appended");
     assert!(largest < 2 << 20, "journal grew to {largest} bytes");
+    let salt = salt_of(dir.path());
     journal.compact().unwrap();
     assert!(
         !journal_holds(dir.path(), b"gone-"),
         "a removed call outlived compaction"
     );
+    // Compaction rewrites the same journal: header and salt stay.
+    assert_eq!(salt_of(dir.path()), salt);
     assert!(!dir.path().join("journal.new").exists());
     drop(journal);
     let (state, report) = load(dir.path());
@@ -478,12 +710,13 @@ fn compaction_drops_old_cookies() {
     // Loading forgets the old cookie even before compaction does.
     let (state, _) = journal.load().unwrap();
     assert_eq!(state, state_of(&[put("a", 10_000), fresh.clone()]));
-    // The cookies' bytes, "old" and "fresh", in hex.
-    let (old_hex, fresh_hex) = (b"\"6f6c64\"", b"\"6672657368\"");
-    assert!(journal_holds(dir.path(), old_hex));
+    // The cookies' bytes as they are, each after its length.
+    let (old_bytes, fresh_bytes) = (b"\x03old", b"\x05fresh");
+    assert!(journal_holds(dir.path(), old_bytes));
     journal.compact().unwrap();
-    assert!(!journal_holds(dir.path(), old_hex));
-    assert!(journal_holds(dir.path(), fresh_hex));
+    assert!(!journal_holds(dir.path(), old_bytes));
+    assert!(journal_holds(dir.path(), fresh_bytes));
+    salt_of(dir.path());
     drop(journal);
     let (state, report) = load(dir.path());
     assert_eq!(state, state_of(&[put("a", 10_000), fresh]));
@@ -648,7 +881,9 @@ fn verify_reads_only() {
     commit_each(dir.path(), &changes);
     let journal = open(dir.path()); // held: verify takes no lock
     let mut bytes = fs::read(journal_path(dir.path())).unwrap();
-    bytes.extend_from_slice(b"XRJ1\x05");
+    // A torn frame: the salt and one byte of its length.
+    bytes.extend_from_slice(&salt_of(dir.path()));
+    bytes.push(5);
     fs::write(journal_path(dir.path()), &bytes).unwrap();
     let report = FileJournal::verify(dir.path()).unwrap();
     assert_eq!(report.frames, changes.len());
