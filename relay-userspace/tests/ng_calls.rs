@@ -5,118 +5,71 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use relay_ng::Value;
 use relay_tests::{
     netns::{ChildGuard, Netns},
-    ng_client::{audio_sdp, sdp_endpoint, NgClient},
-    peer::{attach_peer_pass, PeerPass},
-    ready::spawn_ready,
+    ng_client::{audio_sdp, sdp_endpoint},
     require_root,
     topology::{
         assert_delivered, bind_udp, exchange, Topology, HOST_A, HOST_A6, HOST_B, HOST_B6, RELAY_A,
         RELAY_A6, RELAY_B, RELAY_B6,
     },
-    PinDirGuard,
 };
 
-const RELAYD: &str = env!("CARGO_BIN_EXE_relayd");
-const RELAYCTL: &str = env!("CARGO_BIN_EXE_relayctl");
-const NG: &str = "127.0.0.1:2223";
+mod common;
 
+use common::{Bed, RELAYCTL};
+
+/// A [`Bed`] with relayd running on it.
 struct Relay {
-    t: Topology,
-    _peers: [PeerPass; 2],
-    pins: PinDirGuard,
+    bed: Bed,
     relayd: Option<ChildGuard>,
-    ng: NgClient,
+}
+
+impl std::ops::Deref for Relay {
+    type Target = Bed;
+    fn deref(&self) -> &Bed {
+        &self.bed
+    }
 }
 
 impl Relay {
     fn start(tag: &str, extra: &[&str]) -> Relay {
-        Self::launch(tag, extra, false)
+        Self::on(Bed::new(tag), extra)
     }
 
     /// The same, with IPv6 on both links and relayd on the IPv6 addresses
     /// too (`a` and `b` each dual-stack).
     fn start_dual_stack(tag: &str) -> Relay {
-        let a6 = format!("a/{RELAY_A6}");
-        let b6 = format!("b/{RELAY_B6}");
-        Self::launch(tag, &["-i", &a6, "-i", &b6], true)
+        Self::on(Bed::dual_stack(tag), &[])
     }
 
-    fn launch(tag: &str, extra: &[&str], ipv6: bool) -> Relay {
-        let t = Topology::new(tag).unwrap();
-        if ipv6 {
-            t.add_ipv6().unwrap();
-        }
-        let pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
-        let pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
-        let pins = PinDirGuard::new(tag);
-        let mut cmd = t.r.command(RELAYD).unwrap();
-        cmd.args([
-            "-i",
-            "a/10.20.1.1",
-            "-i",
-            "b/10.20.2.1",
-            "--listen-ng",
-            NG,
-            "--port-min",
-            "30000",
-        ])
-        .args(["--port-max", "30999", "--pin-dir"])
-        .arg(&pins.0)
-        .args(extra)
-        .stdout(Stdio::null());
-        let child = spawn_ready(&mut cmd).unwrap();
-        let ng = NgClient::new(&t.r, NG.parse().unwrap()).unwrap();
-        Relay {
-            t,
-            _peers: [pa, pb],
-            pins,
-            relayd: Some(child),
-            ng,
-        }
-    }
-
-    fn relayctl_json(&self, what: &str) -> serde_json::Value {
-        let out = Command::new(RELAYCTL)
-            .arg("--pin-dir")
-            .arg(&self.pins.0)
-            .args(["--json", what])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// relayctl run in the relay namespace (its CLI socket is on loopback there).
-    fn relayctl_cli(&self, args: &[&str]) -> std::process::Output {
-        self.t
-            .r
-            .command(RELAYCTL)
-            .unwrap()
-            .args(args)
-            .output()
-            .unwrap()
+    fn on(bed: Bed, extra: &[&str]) -> Relay {
+        let relayd = Some(bed.relayd(extra));
+        Relay { bed, relayd }
     }
 
     fn stop(self) {
         drop(self.stop_keep_topology());
     }
 
-    /// Stops relayd, keeping the namespaces for checks afterwards.
+    /// Stops relayd for good (`relayctl stop`: a signal would leave its
+    /// program for a next relayd), keeping the namespaces for checks
+    /// afterwards.
     fn stop_keep_topology(mut self) -> Topology {
-        let status = self.relayd.take().unwrap().terminate().unwrap();
+        let stop = self.relayctl_cli(&["stop"]);
+        assert!(
+            stop.status.success(),
+            "{}",
+            String::from_utf8_lossy(&stop.stderr)
+        );
+        let status = self.relayd.take().unwrap().0.wait().unwrap();
         assert!(status.success(), "relayd exit {status}");
-        self.t
+        self.bed.t
     }
 }
 

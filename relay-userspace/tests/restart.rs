@@ -6,7 +6,7 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -15,87 +15,13 @@ use relay_tests::{
     netns::{ChildGuard, Netns},
     ng_client::{audio_sdp, sdp_endpoint, NgClient},
     paced::PacedStream,
-    peer::{attach_peer_pass, PeerPass},
-    ready::spawn_ready,
     require_root,
-    topology::{bind_udp, exchange, Topology, HOST_A, HOST_B},
-    PinDirGuard,
+    topology::{bind_udp, exchange, HOST_A, HOST_B},
 };
 
-const RELAYD: &str = env!("CARGO_BIN_EXE_relayd");
-const RELAYCTL: &str = env!("CARGO_BIN_EXE_relayctl");
-const NG: &str = "127.0.0.1:2223";
+mod common;
 
-/// A topology with relayd in the middle, which can be killed and started
-/// again with the same pin directory (and so the same call state).
-struct Bed {
-    t: Topology,
-    _peers: [PeerPass; 2],
-    pins: PinDirGuard,
-    ng: NgClient,
-}
-
-impl Bed {
-    fn new(tag: &str) -> Bed {
-        let t = Topology::new(tag).unwrap();
-        let pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
-        let pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
-        let pins = PinDirGuard::new(tag);
-        let ng = NgClient::new(&t.r, NG.parse().unwrap()).unwrap();
-        Bed {
-            t,
-            _peers: [pa, pb],
-            pins,
-            ng,
-        }
-    }
-
-    fn relayd(&self, extra: &[&str]) -> ChildGuard {
-        let mut cmd = self.t.r.command(RELAYD).unwrap();
-        cmd.args(["-i", "a/10.20.1.1", "-i", "b/10.20.2.1", "--listen-ng", NG])
-            .args(["--port-min", "30000", "--port-max", "30999", "--pin-dir"])
-            .arg(&self.pins.0)
-            .args(extra)
-            .stdout(Stdio::null());
-        spawn_ready(&mut cmd).unwrap()
-    }
-
-    fn relayctl_json(&self, what: &str) -> serde_json::Value {
-        let out = Command::new(RELAYCTL)
-            .arg("--pin-dir")
-            .arg(&self.pins.0)
-            .args(["--json", what])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn relayctl_cli(&self, args: &[&str]) -> std::process::Output {
-        self.t
-            .r
-            .command(RELAYCTL)
-            .unwrap()
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Kernel entries that forward (not pass-to-userspace ones).
-    fn forwarding_streams(&self) -> usize {
-        let streams = self.relayctl_json("streams");
-        streams
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["to_userspace"] == false)
-            .count()
-    }
-}
+use common::{Bed, RELAYCTL, RELAYD};
 
 /// `relayd --check-state` on the bed's state directory: its verdict and output.
 fn check_state(bed: &Bed) -> (bool, String) {

@@ -1,0 +1,120 @@
+// Each test binary that includes this module uses part of it.
+#![allow(dead_code)]
+
+//! The test bed the NG integration tests share: hosts A and B, relayd in
+//! the middle on both links (media ports 30000–30999, NG on loopback in
+//! its namespace), peer programs so that native XDP works, a pin directory
+//! of its own, and relayctl.
+
+use std::process::{Command, Stdio};
+
+use relay_tests::{
+    netns::ChildGuard,
+    ng_client::NgClient,
+    peer::{attach_peer_pass, PeerPass},
+    ready::spawn_ready,
+    topology::{Topology, RELAY_A6, RELAY_B6},
+    PinDirGuard,
+};
+
+pub const RELAYD: &str = env!("CARGO_BIN_EXE_relayd");
+pub const RELAYCTL: &str = env!("CARGO_BIN_EXE_relayctl");
+pub const NG: &str = "127.0.0.1:2223";
+
+/// Namespaces, peers, pins and an NG client; relayds are started on it
+/// with [`Bed::relayd`], as many times as a test needs (a restarted relayd
+/// finds the same pins and call state).
+pub struct Bed {
+    pub t: Topology,
+    _peers: [PeerPass; 2],
+    pub pins: PinDirGuard,
+    pub ng: NgClient,
+    /// Extra addresses relayd serves (the IPv6 ones of a dual-stack bed).
+    interfaces: Vec<String>,
+}
+
+impl Bed {
+    /// IPv4 links only.
+    pub fn new(tag: &str) -> Bed {
+        Self::build(tag, false)
+    }
+
+    /// IPv6 on both links too, relayd's `a` and `b` dual-stack.
+    pub fn dual_stack(tag: &str) -> Bed {
+        Self::build(tag, true)
+    }
+
+    fn build(tag: &str, ipv6: bool) -> Bed {
+        let t = Topology::new(tag).unwrap();
+        if ipv6 {
+            t.add_ipv6().unwrap();
+        }
+        let pa = t.a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
+        let pb = t.b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
+        let pins = PinDirGuard::new(tag);
+        let ng = NgClient::new(&t.r, NG.parse().unwrap()).unwrap();
+        let interfaces = if ipv6 {
+            vec![format!("a/{RELAY_A6}"), format!("b/{RELAY_B6}")]
+        } else {
+            Vec::new()
+        };
+        Bed {
+            t,
+            _peers: [pa, pb],
+            pins,
+            ng,
+            interfaces,
+        }
+    }
+
+    /// Starts relayd with `extra` options and waits for its READY=1.
+    pub fn relayd(&self, extra: &[&str]) -> ChildGuard {
+        let mut cmd = self.t.r.command(RELAYD).unwrap();
+        cmd.args(["-i", "a/10.20.1.1", "-i", "b/10.20.2.1", "--listen-ng", NG])
+            .args(["--port-min", "30000", "--port-max", "30999", "--pin-dir"])
+            .arg(&self.pins.0);
+        for spec in &self.interfaces {
+            cmd.args(["-i", spec]);
+        }
+        cmd.args(extra).stdout(Stdio::null());
+        spawn_ready(&mut cmd).unwrap()
+    }
+
+    /// `relayctl --json WHAT`, reading the pinned maps.
+    pub fn relayctl_json(&self, what: &str) -> serde_json::Value {
+        let out = Command::new(RELAYCTL)
+            .arg("--pin-dir")
+            .arg(&self.pins.0)
+            .args(["--json", what])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// relayctl run in the relay namespace (its CLI socket is on loopback there).
+    pub fn relayctl_cli(&self, args: &[&str]) -> std::process::Output {
+        self.t
+            .r
+            .command(RELAYCTL)
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Kernel entries that forward (not pass-to-userspace ones).
+    pub fn forwarding_streams(&self) -> usize {
+        let streams = self.relayctl_json("streams");
+        streams
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["to_userspace"] == false)
+            .count()
+    }
+}
