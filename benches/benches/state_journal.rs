@@ -66,29 +66,44 @@ fn call(id: &str) -> CallRecord {
 
 fn bench(c: &mut Criterion) {
     let record = Change::Put(call("a84b4c76e66710@pc33.example.com"));
-    c.bench_function("state/encode a call record (JSON)", |b| {
-        b.iter(|| serde_json::to_vec(black_box(&record)).unwrap())
-    });
-    let dir = std::env::temp_dir().join(format!("xrelay-bench-journal-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut journal = FileJournal::open(&dir, SyncPolicy::Periodic).unwrap();
-    journal.load().unwrap();
-    let mut n = 0u64;
-    c.bench_function("state/commit a call record and its reply", |b| {
+    c.bench_function("state/encode a call record", |b| {
         b.iter(|| {
-            n += 1;
-            let reply = CookieRecord {
-                cookie: format!("1234_{n}").into_bytes(),
-                reply: SDP_REPLY.as_bytes().to_vec(),
-                answered_ms: 1_700_000_000_000,
-            };
-            journal
-                .commit(&[record.clone(), Change::Cookie(reply)])
-                .unwrap();
+            let mut out = Vec::new();
+            black_box(&record).encode(&mut out).unwrap();
+            out
         })
     });
-    drop(journal);
-    let _ = std::fs::remove_dir_all(&dir);
+    for (policy, name) in [
+        (
+            SyncPolicy::Periodic,
+            "state/commit a call record and its reply",
+        ),
+        (
+            SyncPolicy::Always,
+            "state/commit a call record and its reply, --state-sync=always",
+        ),
+    ] {
+        let dir = std::env::temp_dir().join(format!("xrelay-bench-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut journal = FileJournal::open(&dir, policy).unwrap();
+        journal.load().unwrap();
+        let mut n = 0u64;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                let reply = CookieRecord {
+                    cookie: format!("1234_{n}").into_bytes(),
+                    reply: SDP_REPLY.as_bytes().to_vec(),
+                    answered_ms: 1_700_000_000_000,
+                };
+                journal
+                    .commit(&[record.clone(), Change::Cookie(reply)])
+                    .unwrap();
+            })
+        });
+        drop(journal);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 criterion_group!(benches, bench);
