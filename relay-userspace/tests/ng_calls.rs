@@ -1109,3 +1109,53 @@ fn rtp_loss_and_jitter_are_reported_as_played() {
     );
     r.stop();
 }
+
+#[test]
+fn a_call_with_every_fork_it_may_have_still_gets_its_replies() {
+    require_root!();
+    let r = Relay::start("ngbig", &["--datapath", "userspace"]);
+    let fork = |n: usize| {
+        Value::dict([
+            ("command", s("offer")),
+            ("call-id", s("c-forks")),
+            ("from-tag", Value::str(&format!("fork-tag-{n:03}"))),
+            ("sdp", s(&audio_sdp(HOST_A, 5000))),
+            ("direction", Value::str_list(["a", "b"])),
+        ])
+    };
+    // Offers from ever new tags fill the call up to its limit of parties
+    // (each offer a party and its branch); the next is refused, clearly.
+    let mut n = 0;
+    let refusal = loop {
+        let reply = r.ng.request(&fork(n)).unwrap();
+        if reply.get("result") != Some(&s("ok")) {
+            break reply;
+        }
+        n += 1;
+        assert!(n <= 1000, "forks are never refused");
+    };
+    assert_eq!(n, 64);
+    let reason = refusal.get("error-reason").and_then(Value::as_str).unwrap();
+    assert!(reason.contains("Too many parties"), "{reason}");
+    // The query and delete replies of such a call are over 64 KiB in full:
+    // they arrive, summarised, and say so.
+    for command in ["query", "delete"] {
+        let mut fields = vec![
+            ("command", s(command)),
+            ("call-id", s("c-forks")),
+            ("from-tag", s("fork-tag-000")),
+        ];
+        if command == "delete" {
+            fields.push(("delete-delay", Value::Int(0)));
+        }
+        let body = Value::dict(fields);
+        let reply = r.ng.ok(&body).unwrap();
+        assert!(reply.get("truncated").is_some(), "{command}: {reply:?}");
+        assert_eq!(
+            reply.get("tags").and_then(Value::as_dict).map(|t| t.len()),
+            Some(64 + 1),
+            "{command}: every tag listed (the unanswered branches share the empty one)"
+        );
+    }
+    r.stop();
+}

@@ -115,7 +115,29 @@ pub enum CallError {
     /// The answer has more media sections than were offered.
     #[error("Answer has more media sections than the offer")]
     TooManyMedia,
+    /// An SDP has more media sections than one call may have.
+    #[error("Too many media sections ({count}, at most {MAX_MEDIAS})")]
+    MediaLimit {
+        /// How many the SDP has.
+        count: usize,
+    },
+    /// A new party (fork) would pass the most one call may have.
+    #[error("Too many parties in one call (at most {MAX_PARTIES})")]
+    PartyLimit,
+    /// The call would hold more port pairs than one call may.
+    #[error("One call may hold at most {MAX_PORT_PAIRS} port pairs")]
+    PortLimit,
 }
+
+/// Most media sections one SDP may have: no phone or browser needs more,
+/// and each costs a port pair on both sides.
+pub const MAX_MEDIAS: usize = 64;
+/// Most parties (tags, unanswered branches) one call may have; forks
+/// beyond are refused.
+pub const MAX_PARTIES: usize = 128;
+/// Most RTP/RTCP port pairs one call may hold, so that no call (or
+/// caller) takes more than a sliver of the pool.
+pub const MAX_PORT_PAIRS: usize = 512;
 
 /// An IP address family (`IP4`/`IP6` in SDP and in `address-family`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -401,6 +423,7 @@ impl CallManager {
         to_if: usize,
         now: Instant,
     ) -> Result<SdpPlan, CallError> {
+        check_media_count(sig)?;
         let from = match call.find(&sig.from_tag) {
             Some(i) => i,
             None => push_monologue(call, Some(sig.from_tag.clone()), None, from_if),
@@ -411,6 +434,9 @@ impl CallManager {
             (None, Some(peer)) => peer,
             (None, None) => push_monologue(call, None, sig.via_branch.clone(), to_if),
         };
+        if party_count(call) > MAX_PARTIES {
+            return Err(CallError::PartyLimit);
+        }
         call.monologues[from].peer = Some(to);
         call.monologues[to].peer = Some(from);
         self.ensure_medias(call, &[from, to], sig.medias.len(), sig, now)?;
@@ -440,8 +466,14 @@ impl CallManager {
         sig: &Signal,
         now: Instant,
     ) -> Result<SdpPlan, CallError> {
+        check_media_count(sig)?;
         let offerer = call.find(&sig.from_tag).ok_or(CallError::UnknownTag)?;
         let to_tag = sig.to_tag.clone().unwrap_or_default();
+        // A new to-tag becomes a party or an alias of one: refused before
+        // anything changes when the call has its most.
+        if call.find(&to_tag).is_none() && party_count(call) >= MAX_PARTIES {
+            return Err(CallError::PartyLimit);
+        }
         let answerer = match (call.find(&to_tag), call.monologues[offerer].peer) {
             (Some(i), _) => i,
             (None, Some(peer)) => {
@@ -499,6 +531,14 @@ impl CallManager {
         sig: &Signal,
         now: Instant,
     ) -> Result<(), CallError> {
+        let held: usize = call.monologues.iter().map(|m| m.medias.len()).sum();
+        let wanted: usize = who
+            .iter()
+            .map(|&m| count.saturating_sub(call.monologues[m].medias.len()))
+            .sum();
+        if held + wanted > MAX_PORT_PAIRS {
+            return Err(CallError::PortLimit);
+        }
         let mut taken: Vec<(usize, usize, PortPair)> = Vec::new();
         for &m in who {
             let iface = call.monologues[m].interface;
@@ -930,6 +970,24 @@ impl Snapshot {
             m.aliases = aliases;
             m.peer = peer;
         }
+    }
+}
+
+/// Parties of a call: its monologues and the to-tags aliased to them.
+fn party_count(call: &Call) -> usize {
+    call.monologues.len()
+        + call
+            .monologues
+            .iter()
+            .map(|m| m.aliases.len())
+            .sum::<usize>()
+}
+
+/// Refuses an SDP with more media sections than a call may have.
+fn check_media_count(sig: &Signal) -> Result<(), CallError> {
+    match sig.medias.len() {
+        count if count > MAX_MEDIAS => Err(CallError::MediaLimit { count }),
+        _ => Ok(()),
     }
 }
 

@@ -752,3 +752,62 @@ async fn a_restored_call_keeps_ports_tags_endpoints_and_kernel_entries() {
     assert_eq!(h.mgr.port_usage()[0].1, 0);
     assert!(h.kernel.entries.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn one_call_cannot_take_more_than_its_share() {
+    let _ = crate::open_files::raise_to_hard();
+    let mut h = harness(43000, 45999);
+    let now = Instant::now();
+    // An SDP with more media sections than a call may have.
+    let mut big = signal("c-big", "A", None, sa("10.0.0.1:4000"));
+    big.medias = vec![media(sa("10.0.0.1:4000")); MAX_MEDIAS + 1];
+    assert_eq!(
+        h.offer(&big, now),
+        Err(CallError::MediaLimit {
+            count: MAX_MEDIAS + 1
+        })
+    );
+    assert_eq!(h.mgr.port_usage()[0].1, 0, "nothing taken");
+
+    // Offers of one call-id from ever new tags: forks up to the limit.
+    let mut refused = None;
+    for n in 0..1000 {
+        let sig = signal("c-forks", &format!("tag-{n}"), None, sa("10.0.0.1:4000"));
+        if let Err(e) = h.offer(&sig, now) {
+            refused = Some((n, e));
+            break;
+        }
+    }
+    let (n, e) = refused.expect("forks are bounded");
+    assert_eq!(e, CallError::PartyLimit);
+    assert_eq!(n, MAX_PARTIES / 2, "each offer adds its party and a branch");
+    let pairs = h.mgr.port_usage()[0].1;
+    assert_eq!(
+        pairs, MAX_PARTIES,
+        "a pair per party, nothing of the refused offer"
+    );
+    // Answers from new to-tags are parties too (aliases of the branch).
+    let answer = signal("c-forks", "tag-0", Some("late-fork"), sa("10.0.0.2:5000"));
+    assert_eq!(h.answer(&answer, now), Err(CallError::PartyLimit));
+    h.delete("c-forks", None, Some(Duration::ZERO), now)
+        .unwrap();
+
+    // Port pairs: four offers of 64 medias fill a call's 512 pairs.
+    let wide = |tag: &str| {
+        let mut sig = signal("c-wide", tag, None, sa("10.0.0.1:4000"));
+        sig.medias = vec![media(sa("10.0.0.1:4000")); MAX_MEDIAS];
+        sig
+    };
+    for tag in ["w1", "w2", "w3", "w4"] {
+        h.offer(&wide(tag), now).unwrap();
+    }
+    assert_eq!(h.mgr.port_usage()[0].1, MAX_PORT_PAIRS);
+    assert_eq!(h.offer(&wide("w5"), now), Err(CallError::PortLimit));
+    assert_eq!(
+        h.mgr.port_usage()[0].1,
+        MAX_PORT_PAIRS,
+        "the refused offer took nothing"
+    );
+    h.delete("c-wide", None, Some(Duration::ZERO), now).unwrap();
+    assert_eq!(h.mgr.port_usage()[0].1, 0);
+}

@@ -14,25 +14,79 @@ use relay_ng::bencode::Writer;
 
 use crate::calls::summary::{CallSummary, Counts, RtpSummary, StreamSummary, TagSummary};
 
+/// Most bytes a `query`/`delete` reply body may take: with the cookie and
+/// the headers it must fit in one UDP datagram (65 507 bytes over IPv4),
+/// or the SIP proxy never sees it and retries.
+pub const REPLY_BUDGET: usize = 60_000;
+
+/// How much of a call a reply describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Detail {
+    /// Every party, media and stream, and every SSRC.
+    Full,
+    /// Parties and their medias, without streams or SSRCs.
+    Parties,
+    /// The call's totals only (`tags` and `SSRC` empty).
+    Totals,
+}
+
 /// Appends the bencoded `ok` reply for `c` (with `warnings`, joined as
 /// rtpengine's single `warning` string) to `out`; `now_unix` dates the
-/// streams' `last packet`.
+/// streams' `last packet`. A call too large to describe within
+/// [`REPLY_BUDGET`] (hundreds of forks or media sections) is described
+/// with less detail, and the reply says so under `truncated`.
 pub fn write(c: &CallSummary, warnings: &[String], now_unix: u64, out: &mut Vec<u8>) {
+    let start = out.len();
+    for detail in [Detail::Full, Detail::Parties, Detail::Totals] {
+        out.truncate(start);
+        write_with(c, warnings, now_unix, detail, out);
+        if out.len() - start <= REPLY_BUDGET {
+            return;
+        }
+    }
+}
+
+fn write_with(
+    c: &CallSummary,
+    warnings: &[String],
+    now_unix: u64,
+    detail: Detail,
+    out: &mut Vec<u8>,
+) {
     let mut w = Writer::new(out);
     w.dict();
     w.key(b"SSRC");
-    ssrcs(&mut w, c);
+    if detail == Detail::Full {
+        ssrcs(&mut w, c);
+    } else {
+        w.dict().end();
+    }
     w.key(b"created").uint(c.created);
     w.key(b"last signal").uint(c.last_signal);
     w.key(b"result").str("ok");
     w.key(b"tags");
-    tags(&mut w, c, now_unix);
+    if detail == Detail::Totals {
+        w.dict().end();
+    } else {
+        tags(&mut w, c, now_unix, detail == Detail::Full);
+    }
     w.key(b"totals").dict();
     w.key(b"RTCP");
     counts(&mut w, c.rtcp);
     w.key(b"RTP");
     counts(&mut w, c.rtp);
     w.end();
+    match detail {
+        Detail::Full => {}
+        Detail::Parties => {
+            w.key(b"truncated")
+                .str("streams and SSRCs left out: the reply would not fit in a datagram");
+        }
+        Detail::Totals => {
+            w.key(b"truncated")
+                .str("parties and SSRCs left out: the reply would not fit in a datagram");
+        }
+    }
     if !warnings.is_empty() {
         w.key(b"warning").str(&warnings.join("; "));
     }
@@ -59,7 +113,7 @@ fn endpoint(w: &mut Writer<'_>, addr: SocketAddr) {
 /// The parties, keyed by tag in sorted order. Parties with the same tag
 /// (unanswered branches, whose tag is empty) share one key: the last one
 /// is reported, as a dictionary built party by party would keep it.
-fn tags(w: &mut Writer<'_>, c: &CallSummary, now_unix: u64) {
+fn tags(w: &mut Writer<'_>, c: &CallSummary, now_unix: u64, with_streams: bool) {
     let mut order: Vec<&TagSummary> = c.tags.iter().collect();
     order.sort_by(|a, b| a.tag.cmp(&b.tag)); // stable: the last of equals stays last
     w.dict();
@@ -79,7 +133,7 @@ fn tags(w: &mut Writer<'_>, c: &CallSummary, now_unix: u64) {
             w.key(b"index").uint(m.index as u64);
             w.key(b"protocol").str(&m.protocol);
             w.key(b"streams").list();
-            for s in &m.streams {
+            for s in m.streams.iter().filter(|_| with_streams) {
                 stream(w, s, now_unix);
             }
             w.end();
@@ -526,5 +580,66 @@ mod tests {
         let v = relay_ng::bencode::decode(&direct(&c, &[], 0)).unwrap();
         assert_eq!(v.get("result").and_then(Value::as_str), Some("ok"));
         assert!(v.get("tags").and_then(|t| t.get("a")).is_some());
+    }
+
+    #[test]
+    fn a_call_too_large_for_a_datagram_is_summarised_and_says_so() {
+        let parties = |n: usize| {
+            call(
+                (0..n)
+                    .map(|i| tag(&format!("tag-{i:04}"), None, 2))
+                    .collect(),
+            )
+        };
+        let decode = |c: &CallSummary| {
+            let bytes = direct(c, &["w".to_owned()], 0);
+            assert!(bytes.len() <= REPLY_BUDGET, "{} bytes", bytes.len());
+            relay_ng::bencode::decode(&bytes).unwrap()
+        };
+        // A few parties: everything, no flag.
+        let v = decode(&parties(4));
+        assert!(v.get("truncated").is_none());
+        assert_eq!(
+            v.get("tags").and_then(Value::as_dict).map(|t| t.len()),
+            Some(4)
+        );
+
+        // Many: every party with its medias, no streams.
+        let v = decode(&parties(120));
+        let truncated = v.get("truncated").and_then(Value::as_str).unwrap();
+        assert!(truncated.starts_with("streams"), "{truncated}");
+        let tags = v.get("tags").and_then(Value::as_dict).unwrap();
+        assert_eq!(tags.len(), 120);
+        let media = &tags
+            .values()
+            .next()
+            .unwrap()
+            .get("medias")
+            .and_then(Value::as_list)
+            .unwrap()[0];
+        assert_eq!(
+            media
+                .get("streams")
+                .and_then(Value::as_list)
+                .map(|l| l.len()),
+            Some(0)
+        );
+        assert_eq!(
+            v.get("SSRC").and_then(Value::as_dict).map(|d| d.len()),
+            Some(0)
+        );
+
+        // Too many even for that: the totals, which rtpengine's keys keep.
+        let v = decode(&parties(3000));
+        let truncated = v.get("truncated").and_then(Value::as_str).unwrap();
+        assert!(truncated.starts_with("parties"), "{truncated}");
+        assert_eq!(
+            v.get("tags").and_then(Value::as_dict).map(|t| t.len()),
+            Some(0)
+        );
+        let rtp = v.get("totals").and_then(|t| t.get("RTP")).unwrap();
+        assert_eq!(rtp.get("packets").and_then(Value::as_int), Some(1));
+        assert_eq!(v.get("result").and_then(Value::as_str), Some("ok"));
+        assert_eq!(v.get("warning").and_then(Value::as_str), Some("w"));
     }
 }
