@@ -10,13 +10,10 @@
 //! (another layout, another ABI version, a relayd that now forwards in
 //! userspace) is detached and removed, and the log says so.
 
-use std::{
-    mem::size_of,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use aya::{
-    maps::{MapInfo, MapType},
+    maps::MapInfo,
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
@@ -24,84 +21,55 @@ use aya::{
     },
 };
 use relay_common::{
-    Counter, IfaceStatus, RelayAddress, RtpStats, StreamStats, StreamTarget, MAP_ADDRESSES,
-    MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS, MAP_STREAMS, MAP_STREAM_STATS, MAP_TX_PORTS,
-    ROW_SHIFT,
+    IfaceStatus, MAP_IFACES, MAP_RTP_STATS, MAP_STREAMS, MAP_STREAM_STATS, ROW_SHIFT,
 };
 
-use super::{detach_pinned, link_pin, XdpConfig, XdpError};
+use super::{detach_pinned, link_pin, XdpConfig, XdpError, MAP_NAMES};
 
-/// What one pinned map must be for the program this relayd loads.
-struct MapSpec {
-    name: &'static str,
-    kind: MapType,
-    value_size: usize,
-    /// None: fixed by the object, not by the configuration.
-    max_entries: Option<u32>,
+/// The maps' sizes this relayd sets at load time; every other property of
+/// a map is the object's.
+fn configured_entries(name: &str, config: &XdpConfig) -> Option<u32> {
+    match name {
+        MAP_STREAMS => Some(config.max_addresses << ROW_SHIFT),
+        MAP_STREAM_STATS | MAP_RTP_STATS => Some(config.max_streams),
+        _ => None,
+    }
 }
 
-fn expected_maps(config: &XdpConfig) -> [MapSpec; 7] {
-    let spec = |name, kind, value_size, max_entries| MapSpec {
-        name,
-        kind,
-        value_size,
-        max_entries,
-    };
-    [
-        spec(
-            MAP_STREAMS,
-            MapType::Array,
-            size_of::<StreamTarget>(),
-            Some(config.max_addresses << ROW_SHIFT),
-        ),
-        spec(
-            MAP_ADDRESSES,
-            MapType::Array,
-            size_of::<RelayAddress>(),
-            None,
-        ),
-        spec(
-            MAP_STREAM_STATS,
-            MapType::PerCpuArray,
-            size_of::<StreamStats>(),
-            Some(config.max_streams),
-        ),
-        spec(
-            MAP_RTP_STATS,
-            MapType::Array,
-            size_of::<RtpStats>(),
-            Some(config.max_streams),
-        ),
-        spec(
-            MAP_COUNTERS,
-            MapType::PerCpuArray,
-            size_of::<Counter>(),
-            None,
-        ),
-        // struct bpf_devmap_val: ifindex and program fd.
-        spec(MAP_TX_PORTS, MapType::DevMapHash, 8, None),
-        spec(MAP_IFACES, MapType::Hash, size_of::<IfaceStatus>(), None),
-    ]
-}
-
-/// Why the pins under `dir` cannot be adopted (None: they can). Nothing
-/// pinned at all is not adoptable either.
+/// Why the pins under `dir` cannot be adopted (None: they can): every map
+/// the program pins must be there with the type, key and value sizes and
+/// entries of the object's definition (as configured), and a link for
+/// every interface. Nothing pinned at all is not adoptable either.
 pub fn not_adoptable(dir: &Path, config: &XdpConfig) -> Option<String> {
-    for spec in expected_maps(config) {
-        let info = match MapInfo::from_pin(dir.join(spec.name)) {
-            Ok(info) => info,
-            Err(_) => return Some(format!("map {} is not pinned", spec.name)),
+    let object = match aya_obj::Object::parse(relay_ebpf::relay_object()) {
+        Ok(object) => object,
+        Err(e) => return Some(format!("the embedded object does not parse: {e}")),
+    };
+    for name in MAP_NAMES {
+        let Some(def) = object.maps.get(name) else {
+            return Some(format!("the object has no map {name}"));
         };
-        let kind = info.map_type().ok();
-        let size_ok = info.value_size() as usize == spec.value_size && info.key_size() == 4;
-        let entries_ok = spec.max_entries.is_none_or(|n| info.max_entries() == n);
-        if kind != Some(spec.kind) || !size_ok || !entries_ok {
+        let info = match MapInfo::from_pin(dir.join(name)) {
+            Ok(info) => info,
+            Err(_) => return Some(format!("map {name} is not pinned")),
+        };
+        let entries = configured_entries(name, config).unwrap_or(def.max_entries());
+        let found = (
+            info.map_type().ok().map(|t| t as u32),
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        let wanted = (
+            Some(def.map_type()),
+            def.key_size(),
+            def.value_size(),
+            entries,
+        );
+        if found != wanted {
             return Some(format!(
-                "map {} has another layout or size ({:?}, value {} bytes, {} entries)",
-                spec.name,
-                kind,
-                info.value_size(),
-                info.max_entries()
+                "map {name} has another layout or size (type, key, value, entries: \
+                 {found:?}, this relayd's: {wanted:?})"
             ));
         }
     }
