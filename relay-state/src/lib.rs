@@ -2,7 +2,9 @@
 //! records, and the [`Store`] that keeps them.
 //!
 //! Records name things (interface names and addresses, ports, tags) and
-//! never hold indices into relayd's tables, sockets or monotonic instants:
+//! never hold indices into relayd's tables, sockets or instants (the only
+//! monotonic times, kernel last-seen and arrival stamps, are dropped by a
+//! restore when they belong to an earlier boot):
 //! a relayd started later, or on another host, must be able to rebuild the
 //! call from them alone. Times are wall-clock milliseconds since the epoch.
 //!

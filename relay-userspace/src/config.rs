@@ -323,17 +323,21 @@ impl Options {
 
     /// Reads `--config` if given and resolves defaults.
     pub fn load(self) -> Result<Config, ConfigError> {
-        let opts = match self.config.clone() {
+        self.merged()?.resolve()
+    }
+
+    /// These options with what `--config` (if given) adds.
+    pub fn merged(self) -> Result<Options, ConfigError> {
+        match self.config.clone() {
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     source,
                 })?;
-                self.merge_file(&path, &text)?
+                self.merge_file(&path, &text)
             }
-            None => self,
-        };
-        opts.resolve()
+            None => Ok(self),
+        }
     }
 
     /// Applies defaults and validates.

@@ -74,6 +74,9 @@ pub enum DaemonError {
     /// A static stream could not be installed.
     #[error("installing a static stream: {0}")]
     Install(#[from] crate::datapath::DatapathError),
+    /// The kernel entries of an adopted datapath could not be read.
+    #[error("reading the stream table of the running XDP program: {0}")]
+    Adopt(#[source] crate::datapath::DatapathError),
     /// The datapath could not start forwarding after the restore.
     #[error("starting the datapath: {0}")]
     GoLive(#[source] crate::datapath::DatapathError),
@@ -274,7 +277,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .with_pass_entries(shield_drops)
         .with_rate_cap(config.max_stream_pps);
     if kernel.adopted() {
-        kernel = kernel.adopting();
+        // The calls' entries are there but unreadable: slots would be
+        // handed out twice. Leave them to a next start.
+        if let Err(e) = kernel.adopting() {
+            kernel.abandon();
+            return Err(DaemonError::Adopt(e));
+        }
     }
     let Served {
         interfaces,
@@ -284,7 +292,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     } = match set_up(&config, &mut kernel, statics).await {
         Ok(served) => served,
         Err(e) => {
-            kernel.close();
+            kernel.abandon();
             return Err(e);
         }
     };
@@ -301,7 +309,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         CallManager::new(call_config, interfaces, kernel, events_tx).with_changes(state.enabled());
     restore(&mut manager, &state, stored.calls);
     if let Err(e) = manager.go_live() {
-        manager.close_kernel();
+        manager.abandon_kernel();
         return Err(DaemonError::GoLive(e));
     }
     let calls = Arc::new(Mutex::new(manager));
@@ -349,6 +357,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     let mut calls = crate::lock(&calls);
                     calls.tick(now);
                     state.commit(&calls.take_changes());
+                    state.resync(|| calls.records());
                 }
                 // A flush may block for a while: not on a runtime worker.
                 let flushing = state.clone();
@@ -360,7 +369,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     crate::notify::ready();
 
     let exit = tokio::select! {
-        () = shutdown => Exit::KeepCalls,
+        // Without a store no later relayd could restore the calls: a
+        // signal ends them too.
+        () = shutdown => match state.enabled() {
+            true => Exit::KeepCalls,
+            false => Exit::DropCalls,
+        },
         () = stop.notified() => Exit::DropCalls,
     };
     crate::notify::stopping();
@@ -380,15 +394,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             state.sync();
             tracing::info!(
                 calls = calls.len(),
-                kept = state.enabled(),
-                "relayd stopped; calls, kernel streams and pins are left for the next relayd                  (relayctl stop ends them)"
+                "relayd stopped; calls, kernel streams and pins are left for the next relayd \
+                 (relayctl stop ends them)"
             );
         }
         Exit::DropCalls => {
             calls.clear();
             state.clear();
             calls.close_kernel();
-            tracing::info!("relayd stopped; every call ended (relayctl stop)");
+            tracing::info!("relayd stopped; every call ended");
         }
     }
     Ok(())

@@ -6,7 +6,7 @@
 use std::{
     path::Path,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Mutex,
     },
 };
@@ -21,6 +21,9 @@ pub struct StateKeeper {
     store: Option<Mutex<Box<dyn Store + Send>>>,
     /// Commits and flushes that failed.
     pub errors: AtomicU64,
+    /// A commit failed: the store no longer matches the calls, until it is
+    /// rewritten from them ([`StateKeeper::resync`]).
+    stale: AtomicBool,
 }
 
 impl StateKeeper {
@@ -29,6 +32,7 @@ impl StateKeeper {
         StateKeeper {
             store: None,
             errors: AtomicU64::new(0),
+            stale: AtomicBool::new(false),
         }
     }
 
@@ -38,13 +42,30 @@ impl StateKeeper {
             StateSync::Interval => relay_state::SyncPolicy::Periodic,
             StateSync::Always => relay_state::SyncPolicy::Always,
         };
-        let mut journal = FileJournal::open(dir, policy)?;
-        let (state, report) = journal.load()?;
-        let keeper = StateKeeper {
-            store: Some(Mutex::new(Box::new(journal))),
-            errors: AtomicU64::new(0),
+        // relayctl takes the lock for an instant to see whether a relayd
+        // holds it: try again for a second before giving up.
+        let mut tries = 0;
+        let mut journal = loop {
+            match FileJournal::open(dir, policy) {
+                Err(StoreError::Locked(_)) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                opened => break opened?,
+            }
         };
+        let (state, report) = journal.load()?;
+        let keeper = StateKeeper::with_store(Box::new(journal));
         Ok((keeper, state, report))
+    }
+
+    /// A keeper of `store` (tests, and stores other than the journal).
+    pub fn with_store(store: Box<dyn Store + Send>) -> Self {
+        StateKeeper {
+            store: Some(Mutex::new(store)),
+            errors: AtomicU64::new(0),
+            stale: AtomicBool::new(false),
+        }
     }
 
     /// Whether a store is in use.
@@ -52,7 +73,7 @@ impl StateKeeper {
         self.store.is_some()
     }
 
-    fn with_store(&self, op: &str, f: impl FnOnce(&mut dyn Store) -> Result<(), StoreError>) {
+    fn on_store(&self, op: &str, f: impl FnOnce(&mut dyn Store) -> Result<(), StoreError>) {
         let Some(store) = &self.store else { return };
         if let Err(e) = f(crate::lock(store).as_mut()) {
             self.errors.fetch_add(1, Ordering::Relaxed);
@@ -64,7 +85,33 @@ impl StateKeeper {
     /// records of one call reach the store in the order they were taken.
     pub fn commit(&self, changes: &[Change]) {
         if !changes.is_empty() {
-            self.with_store("commit", |s| s.commit(changes));
+            let before = self.errors.load(Ordering::Relaxed);
+            self.on_store("commit", |s| s.commit(changes));
+            if self.errors.load(Ordering::Relaxed) != before {
+                self.stale.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// After a failed commit, rewrites the store from `calls` (every call
+    /// as it is now), so a lost change cannot bring back a deleted call or
+    /// stale ports. Call it under the call manager's lock.
+    pub fn resync(&self, calls: impl FnOnce() -> Vec<Change>) {
+        if self.stale.swap(false, Ordering::Relaxed) {
+            let before = self.errors.load(Ordering::Relaxed);
+            let records = calls();
+            self.on_store("rewrite", |s| {
+                s.clear()?;
+                s.commit(&records)
+            });
+            if self.errors.load(Ordering::Relaxed) != before {
+                self.stale.store(true, Ordering::Relaxed);
+            } else {
+                tracing::warn!(
+                    calls = records.len(),
+                    "call state rewritten after a failed commit"
+                );
+            }
         }
     }
 
@@ -83,7 +130,7 @@ impl StateKeeper {
     /// the store meanwhile: commits go on during the flush.
     pub fn sync(&self) {
         let mut job = None;
-        self.with_store("sync", |s| s.flush_job().map(|j| job = j));
+        self.on_store("sync", |s| s.flush_job().map(|j| job = j));
         if let Some(Err(e)) = job.map(|flush| flush()) {
             self.errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "flushing the call state failed");
@@ -92,6 +139,72 @@ impl StateKeeper {
 
     /// Forgets every call (an explicit stop).
     pub fn clear(&self) {
-        self.with_store("clear", |s| s.clear());
+        self.on_store("clear", |s| s.clear());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use relay_state::{CallRecord, State};
+
+    use super::*;
+
+    /// A store whose next commit fails when told to.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        state: Arc<Mutex<State>>,
+        fail_next: Arc<AtomicBool>,
+    }
+
+    impl Store for Flaky {
+        fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+            if self.fail_next.swap(false, Ordering::Relaxed) {
+                return Err(StoreError::Io {
+                    op: "appending to",
+                    path: "journal".into(),
+                    source: std::io::ErrorKind::StorageFull.into(),
+                });
+            }
+            let mut state = crate::lock(&self.state);
+            changes.iter().for_each(|c| state.apply(c));
+            Ok(())
+        }
+        fn load(&mut self) -> Result<(State, relay_state::LoadReport), StoreError> {
+            Ok((crate::lock(&self.state).clone(), Default::default()))
+        }
+        fn clear(&mut self) -> Result<(), StoreError> {
+            *crate::lock(&self.state) = State::default();
+            Ok(())
+        }
+    }
+
+    fn put(id: &str) -> Change {
+        Change::Put(CallRecord {
+            call_id: id.into(),
+            created_ms: 0,
+            last_signal_ms: 0,
+            delete_at_ms: None,
+            monologues: vec![],
+        })
+    }
+
+    #[test]
+    fn a_failed_commit_is_made_good_by_rewriting_the_store() {
+        let flaky = Flaky::default();
+        let (state, fail_next) = (flaky.state.clone(), flaky.fail_next.clone());
+        let keeper = StateKeeper::with_store(Box::new(flaky));
+        keeper.commit(&[put("a"), put("b")]);
+        keeper.resync(|| unreachable!("nothing failed"));
+        // A lost Remove would bring "b" back after a restart.
+        fail_next.store(true, Ordering::Relaxed);
+        keeper.commit(&[Change::Remove("b".into())]);
+        assert_eq!(keeper.errors.load(Ordering::Relaxed), 1);
+        assert!(crate::lock(&state).calls.contains_key("b"));
+        keeper.resync(|| vec![put("a")]);
+        let ids: Vec<String> = crate::lock(&state).calls.keys().cloned().collect();
+        assert_eq!(ids, ["a"]);
+        keeper.resync(|| unreachable!("rewritten once"));
     }
 }

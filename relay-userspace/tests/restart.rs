@@ -220,17 +220,21 @@ fn kill_9_loses_no_kernelized_packet_and_keeps_the_call() {
 fn a_userspace_call_resumes_after_kill_9() {
     require_root!();
     let bed = Bed::new("rsu");
-    let relayd = bed.relayd(&["--datapath", "userspace"]);
+    // Media for longer than --timeout before the kill: what the journal
+    // knows of it (recorded every third of the timeout) must keep the call
+    // alive across a restart shorter than the rest of the timeout.
+    let args = ["--datapath", "userspace", "--timeout", "3"];
+    let relayd = bed.relayd(&args);
     let (relay_a, relay_b) = set_up_call(&bed.ng, "call-u");
     let streams = start_media(&bed, relay_a, relay_b);
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(4));
 
     // Datagrams already queued in the killed relayd's sockets go with it:
     // count those sent just before the kill as sent while it was down.
     let down = Instant::now() - Duration::from_millis(100);
     kill_9(relayd);
-    std::thread::sleep(Duration::from_secs(2));
-    let relayd = bed.relayd(&["--datapath", "userspace"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let relayd = bed.relayd(&args);
     let up = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     let [ab, ba] = streams.map(PacedStream::stop);

@@ -22,11 +22,11 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let options = Options::parse();
+    let options = Options::parse().merged()?;
     if options.check_state {
         return check_state(&options.state_dir_named());
     }
-    let mut config = options.load()?;
+    let mut config = options.resolve()?;
     report_open_files(&config);
 
     if config.datapath != DatapathMode::Userspace {

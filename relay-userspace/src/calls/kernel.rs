@@ -98,23 +98,19 @@ impl Kernel {
     /// adopted datapath): their slots are not handed out again until a
     /// restored port claims its entry ([`Kernel::adopt`]) or
     /// [`Kernel::finish_adoption`] removes what nobody claimed.
-    pub fn adopting(mut self) -> Self {
+    pub fn adopting(&mut self) -> Result<(), crate::datapath::DatapathError> {
         let Some(dp) = self.datapath.as_ref() else {
-            return self;
+            return Ok(());
         };
-        match dp.installed() {
-            Ok(entries) => {
-                let slots = entries
-                    .iter()
-                    .filter(|e| !e.to_userspace)
-                    .map(|e| e.stats_slot)
-                    .collect();
-                self.slots.reserve(&slots);
-                self.leftovers = entries.into_iter().map(|e| (e.local, e)).collect();
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read the adopted stream table"),
-        }
-        self
+        let entries = dp.installed()?;
+        let slots = entries
+            .iter()
+            .filter(|e| !e.to_userspace)
+            .map(|e| e.stats_slot)
+            .collect();
+        self.slots.reserve(&slots);
+        self.leftovers = entries.into_iter().map(|e| (e.local, e)).collect();
+        Ok(())
     }
 
     /// Makes whatever the kernel holds for `port` (left by an earlier
@@ -129,9 +125,14 @@ impl Kernel {
         // What the table cannot say (the codec's clock rate, the rate cap)
         // comes from the port and the configuration, so that an unchanged
         // stream is not rewritten.
+        // (A pass entry tracks nothing, whatever the port carries.)
+        let (media, max_pps) = match found.to_userspace {
+            true => (crate::datapath::MediaTracking::None, 0),
+            false => (st.media, self.max_pps),
+        };
         st.kernel = Some(StreamSpec {
-            media: st.media,
-            max_pps: if found.to_userspace { 0 } else { self.max_pps },
+            media,
+            max_pps,
             ..found
         });
         true
@@ -412,6 +413,15 @@ impl Kernel {
     /// Program-wide counters, when there is a kernel datapath.
     pub fn counters(&self) -> Option<crate::datapath::Counters> {
         self.datapath.as_ref().and_then(|dp| dp.counters().ok())
+    }
+
+    /// Lets go of the datapath after a failed start: what an earlier relayd
+    /// left running (adopted, or to be taken over) stays for the next start;
+    /// anything this relayd set up alone is released for good.
+    pub fn abandon(&mut self) {
+        if let Some(dp) = self.datapath.as_mut() {
+            dp.abandon();
+        }
     }
 
     /// Releases the datapath for good (XDP: detach and unpin).

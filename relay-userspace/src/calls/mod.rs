@@ -235,7 +235,7 @@ pub struct CallManager {
     calls: HashMap<String, Call>,
     kernel: Kernel,
     events: mpsc::UnboundedSender<PortEvent>,
-    /// Calls created since start.
+    /// Calls created since start (restored ones not counted).
     pub total_calls: u64,
     /// Userspace (packets, bytes, dropped) of ports already freed.
     retired_user: (u64, u64, u64),
@@ -791,8 +791,17 @@ impl CallManager {
             })
             .collect();
         if self.changed.enabled {
+            // Userspace counters and activity reach the store a third of
+            // --timeout late at most, so that a restart never takes a live
+            // call for an idle one; those of kernel streams (datagrams
+            // queued as they went into the kernel) within a second.
+            let all = self.changed.refresh_due(now, self.config.timeout / 3);
             for call in self.calls.values() {
-                if call.ports().any(|p| p.kernel_stream_unrecorded()) {
+                let moved = |p: &std::sync::Arc<MediaPort>| match all {
+                    true => p.unrecorded(),
+                    false => p.kernel_stream_unrecorded(),
+                };
+                if call.ports().any(moved) {
                     self.changed.mark(&call.id);
                 }
             }
@@ -914,6 +923,12 @@ impl CallManager {
         self.kernel.adopted()
     }
 
+    /// Lets go of the kernel datapath after a failed start (see
+    /// [`Kernel::abandon`]).
+    pub fn abandon_kernel(&mut self) {
+        self.kernel.abandon();
+    }
+
     /// Releases the kernel datapath (after [`CallManager::clear`]).
     pub fn close_kernel(&mut self) {
         self.kernel.close();
@@ -933,9 +948,23 @@ impl CallManager {
 struct ChangeSet {
     enabled: bool,
     ids: HashSet<String>,
+    /// When every call's moved counters were last recorded.
+    last_refresh: Option<Instant>,
 }
 
 impl ChangeSet {
+    /// Whether `every` has passed since the last refresh (which then
+    /// counts as now).
+    fn refresh_due(&mut self, now: Instant, every: Duration) -> bool {
+        let due = self
+            .last_refresh
+            .is_none_or(|t| now.saturating_duration_since(t) >= every);
+        if due {
+            self.last_refresh = Some(now);
+        }
+        due
+    }
+
     fn mark(&mut self, id: &str) {
         if self.enabled && !self.ids.contains(id) {
             self.ids.insert(id.to_owned());

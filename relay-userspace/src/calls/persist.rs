@@ -13,7 +13,7 @@ use relay_state::{
 use tokio::time::Instant;
 
 use super::{kernel::Kernel, model::Call, port::MediaPort, Interface};
-use crate::datapath::{MediaTracking, StreamSpec};
+use crate::datapath::MediaTracking;
 
 /// One reading of both clocks, to convert instants to wall-clock
 /// milliseconds and back.
@@ -43,8 +43,8 @@ impl WallClock {
         }
     }
 
-    /// The monotonic instant of wall-clock `ms` (a time before the
-    /// monotonic clock's start is clamped to the earliest representable).
+    /// The monotonic instant of wall-clock `ms` (one before the monotonic
+    /// clock can express is taken as now).
     pub fn instant_of(&self, ms: u64) -> Instant {
         if ms <= self.now_ms {
             let ago = Duration::from_millis(self.now_ms - ms);
@@ -177,20 +177,6 @@ pub fn count_unadopted(port: &MediaPort, record: &PortRecord) {
         .accumulate(&stream_stats_of(&record.kernel_live));
 }
 
-/// The kernel entry `record` says `local` had.
-pub fn kernel_spec(local: std::net::SocketAddr, record: &PortRecord) -> Option<StreamSpec> {
-    record.kernel.map(|k| StreamSpec {
-        local,
-        peer: k.peer,
-        source: k.source,
-        strict_source: k.strict_source,
-        stats_slot: k.slot,
-        to_userspace: k.to_userspace,
-        max_pps: k.max_pps,
-        media: tracking_of(record.tracking),
-    })
-}
-
 fn tracking_record(t: MediaTracking) -> TrackingRecord {
     match t {
         MediaTracking::None => TrackingRecord::None,
@@ -223,8 +209,19 @@ fn stream_stats_of(c: &CountsRecord) -> StreamStats {
         bytes: c.bytes,
         passed: c.errors,
         dropped: c.dropped,
-        last_seen_ns: c.last_seen_ns,
+        last_seen_ns: this_boot(c.last_seen_ns, libc::CLOCK_MONOTONIC_COARSE),
         ..StreamStats::default()
+    }
+}
+
+/// `ns` on `clock`, or 0 when it lies ahead of the clock: a time of an
+/// earlier boot (the host rebooted while no relayd ran), which would make
+/// a dead stream look active for as long as the old uptime.
+fn this_boot(ns: u64, clock: libc::clockid_t) -> u64 {
+    if ns > super::kernel::clock_ns(clock) {
+        0
+    } else {
+        ns
     }
 }
 
@@ -300,6 +297,21 @@ mod tests {
             assert_eq!(clock.ms_of(future), clock.now_ms() + offset);
             assert_eq!(clock.instant_of(clock.ms_of(future)), future);
         }
+    }
+
+    #[test]
+    fn times_of_an_earlier_boot_are_dropped() {
+        let now = super::super::kernel::clock_ns(libc::CLOCK_MONOTONIC_COARSE);
+        let ahead = CountsRecord {
+            last_seen_ns: now + 3_600_000_000_000,
+            ..CountsRecord::default()
+        };
+        assert_eq!(stream_stats_of(&ahead).last_seen_ns, 0);
+        let earlier = CountsRecord {
+            last_seen_ns: now / 2,
+            ..CountsRecord::default()
+        };
+        assert_eq!(stream_stats_of(&earlier).last_seen_ns, now / 2);
     }
 
     #[test]

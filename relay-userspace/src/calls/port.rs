@@ -115,13 +115,27 @@ impl MediaPort {
         b.state().sink = Arc::downgrade(a);
     }
 
+    /// Whether the userspace counters moved since the port was last
+    /// recorded.
+    pub fn unrecorded(&self) -> bool {
+        let s = &self.stats;
+        s.packets.load(Ordering::Relaxed) != s.recorded.load(Ordering::Relaxed)
+    }
+
     /// Whether a kernel stream's userspace counters moved since the port
     /// was last recorded (datagrams already queued when it went into the
     /// kernel): worth one more record, so a restart counts them.
     pub fn kernel_stream_unrecorded(&self) -> bool {
+        self.unrecorded() && self.state().kernel.is_some_and(|k| !k.to_userspace)
+    }
+
+    /// Zeroes the userspace counters (a port whose counts must not reach
+    /// this relayd's totals).
+    pub fn forget_counts(&self) {
         let s = &self.stats;
-        s.packets.load(Ordering::Relaxed) != s.recorded.load(Ordering::Relaxed)
-            && self.state().kernel.is_some_and(|k| !k.to_userspace)
+        for counter in [&s.packets, &s.bytes, &s.errors, &s.dropped] {
+            counter.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Userspace counters as plain numbers: (packets, bytes, errors, dropped).

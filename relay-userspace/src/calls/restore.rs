@@ -138,8 +138,13 @@ impl CallManager {
                 match self.restore_media(md, pair, clock) {
                     Ok(media) => medias.push(media),
                     Err(e) => {
-                        // Free what is built so far, and the pairs not used yet.
+                        // Free what is built so far, and the pairs not used
+                        // yet; its counters are an earlier relayd's, not
+                        // this one's totals.
                         call.monologues.push(monologue_of(m, interface, medias));
+                        for port in call.ports() {
+                            port.forget_counts();
+                        }
                         self.free_call(call);
                         for (i, rest) in pairs {
                             self.interfaces[i].pool.release(rest.rtp_port);
@@ -164,7 +169,6 @@ impl CallManager {
             self.kernel.sync(port);
             self.deferred.start(port, &self.events);
         }
-        self.total_calls += 1;
         self.calls.insert(call.id.clone(), call);
         Ok(adopted)
     }

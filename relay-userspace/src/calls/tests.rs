@@ -710,7 +710,7 @@ async fn a_restored_call_keeps_ports_tags_endpoints_and_kernel_entries() {
     drop(h);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut h = harness_on(42300, 42399, kernel);
-    h.mgr.kernel = std::mem::replace(&mut h.mgr.kernel, Kernel::new(None, 0)).adopting();
+    h.mgr.kernel.adopting().unwrap();
     let report = h.mgr.restore(stored(&changes).calls.into_values());
     h.mgr.run_deferred();
     assert_eq!(report.restored, 1);

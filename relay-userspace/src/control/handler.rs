@@ -97,7 +97,8 @@ pub fn handle(
             changes = calls.take_changes();
             after = calls.take_deferred();
             warnings = parsed.warnings;
-            held = Some(calls);
+            // Nothing to commit without a store: no reason to hold it.
+            held = state.enabled().then_some(calls);
             (name, body)
         }
         Err(e) => {

@@ -197,6 +197,12 @@ pub trait Datapath {
     /// Without it, dropping the backend leaves the kernel forwarding (XDP:
     /// pins and links stay) for the next relayd to adopt.
     fn close(&mut self) {}
+    /// Lets go after a failed start: [`Datapath::close`], unless the
+    /// kernel still forwards for calls an earlier relayd left (adopted or
+    /// about to be taken over), which stay for the next start.
+    fn abandon(&mut self) {
+        self.close();
+    }
     /// Whether the backend took over the streams of an earlier relayd.
     fn adopted(&self) -> bool {
         false

@@ -98,13 +98,20 @@ pub fn take_over_link(
     let id = program.attach_to_link(link).map_err(program_err)?;
     let link = program.take_link(id).map_err(program_err)?;
     let fd = FdLink::try_from(link).map_err(XdpError::Link)?;
-    // The old pin names the same link; the descriptor held here keeps it
-    // (and the program on it) alive while it is pinned again.
-    let _ = std::fs::remove_file(from);
-    fd.pin(to).map_err(|source| XdpError::Pin {
+    let pin_err = |source| XdpError::Pin {
         path: to.to_owned(),
         source,
-    })
+    };
+    if from == to {
+        // Pinned already: the pin is never gone, not even for a moment in
+        // which a crash would drop the last reference and detach.
+        drop(fd);
+        return PinnedLink::from_pin(to).map_err(XdpError::Link);
+    }
+    // Pinned where it belongs first, then the old name goes.
+    let pinned = fd.pin(to).map_err(pin_err)?;
+    let _ = std::fs::remove_file(from);
+    Ok(pinned)
 }
 
 /// A directory beside `ours` in which a relayd of another ABI version (or

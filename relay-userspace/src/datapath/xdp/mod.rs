@@ -840,6 +840,12 @@ impl Datapath for XdpDatapath {
         self.adopted
     }
 
+    fn abandon(&mut self) {
+        if !self.adopted && self.takeover.is_none() {
+            self.close_xdp();
+        }
+    }
+
     fn go_live(&mut self) -> Result<(), DatapathError> {
         XdpDatapath::go_live(self).map_err(|e| DatapathError::Takeover(e.to_string()))
     }
