@@ -289,12 +289,7 @@ impl CallManager {
         ids.sort();
         ids.into_iter()
             .map(|id| match self.calls.get(&id) {
-                Some(call) => relay_state::Change::Put(persist::call_record(
-                    call,
-                    &self.interfaces,
-                    &self.kernel,
-                    &clock,
-                )),
+                Some(call) => self.put(call, &clock),
                 None => relay_state::Change::Remove(id),
             })
             .collect()
@@ -306,15 +301,17 @@ impl CallManager {
         let clock = persist::WallClock::now();
         self.calls
             .values()
-            .map(|call| {
-                relay_state::Change::Put(persist::call_record(
-                    call,
-                    &self.interfaces,
-                    &self.kernel,
-                    &clock,
-                ))
-            })
+            .map(|call| self.put(call, &clock))
             .collect()
+    }
+
+    fn put(&self, call: &Call, clock: &persist::WallClock) -> relay_state::Change {
+        relay_state::Change::Put(persist::call_record(
+            call,
+            &self.interfaces,
+            &self.kernel,
+            clock,
+        ))
     }
 
     /// Whether an offer for `call_id` would exceed `--max-sessions`: only

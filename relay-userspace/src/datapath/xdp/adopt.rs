@@ -24,7 +24,7 @@ use relay_common::{
     IfaceStatus, MAP_IFACES, MAP_RTP_STATS, MAP_STREAMS, MAP_STREAM_STATS, ROW_SHIFT,
 };
 
-use super::{detach_pinned, link_pin, XdpConfig, XdpError, MAP_NAMES};
+use super::{link_pin, release_stale_link, XdpConfig, XdpError, MAP_NAMES};
 
 /// The maps' sizes this relayd sets at load time; every other property of
 /// a map is the object's.
@@ -181,6 +181,7 @@ pub fn remove_instance(pin_dir: &Path, keep: &[&Path]) {
     for dir in versioned_dirs(pin_dir) {
         if !keep.contains(&dir.as_path()) {
             remove_versioned(&dir);
+            tracing::warn!(dir = %dir.display(), "removed the pins of an earlier relayd");
         }
     }
     if keep.is_empty() {
@@ -197,18 +198,10 @@ pub fn remove_versioned(dir: &Path) {
     for path in &pins {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if let Some(iface) = name.strip_prefix("link_") {
-            match PinnedLink::from_pin(path) {
-                Ok(link) => {
-                    tracing::warn!(%iface, path = %path.display(),
-                        "detaching an XDP program left by an earlier relayd");
-                    detach_pinned(link, iface);
-                }
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "unreadable link pin"),
-            }
+            release_stale_link(dir, iface);
         } else if let Err(e) = std::fs::remove_file(path) {
             tracing::warn!(path = %path.display(), error = %e, "could not unpin");
         }
     }
     let _ = std::fs::remove_dir(dir);
-    tracing::warn!(dir = %dir.display(), "removed the pins of an earlier relayd");
 }

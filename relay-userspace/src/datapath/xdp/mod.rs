@@ -702,17 +702,9 @@ impl XdpDatapath {
             return;
         }
         self.detach_all();
-        for name in MAP_NAMES {
-            let path = self.dir.join(name);
-            if let Err(e) = std::fs::remove_file(&path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %e, "could not unpin map");
-                }
-            }
-        }
-        if let Err(e) = std::fs::remove_dir(&self.dir) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove pin directory");
-        }
+        // Whatever else is pinned there goes too (the link of an interface
+        // an earlier configuration had).
+        adopt::remove_versioned(&self.dir);
         if let Some(parent) = self.dir.parent() {
             // The instance directory goes too when nothing else lives there.
             let _ = std::fs::remove_dir(parent);
@@ -785,14 +777,14 @@ fn has_pins(dir: &Path) -> bool {
 
 /// A pinned link left behind by a relayd that did not shut down cleanly:
 /// unpin it so its program detaches and ours can attach.
-fn release_stale_link(dir: &Path, iface: &str) {
+pub(crate) fn release_stale_link(dir: &Path, iface: &str) {
     let path = link_pin(dir, iface);
     if !path.exists() {
         return;
     }
     match PinnedLink::from_pin(&path) {
         Ok(link) => {
-            tracing::warn!(%iface, path = %path.display(), "replacing a stale XDP link");
+            tracing::warn!(%iface, path = %path.display(), "detaching an XDP program left by an earlier relayd");
             detach_pinned(link, iface);
         }
         Err(e) => tracing::warn!(%iface, error = %e, "stale link pin unreadable"),
