@@ -216,7 +216,7 @@ enum relay_counter_id {
 	RELAY_CNT_PASS_TO_USERSPACE = 12,  /* relayd's port, still learning */
 	RELAY_CNT_DROP_NO_STREAM = 13,     /* media port range, no stream (shield) */
 	RELAY_CNT_DROP_RATE = 14,          /* stream over its packet-rate cap */
-	RELAY_CNT_PASS_NO_CSUM = 15,       /* IPv4 without UDP checksum, bridged to IPv6 */
+	RELAY_CNT_PASS_NO_CSUM = 15,       /* IPv4 without UDP checksum bridged to IPv6; partial checksum on a datagram over RELAY_CSUM_MAX_LEN */
 	RELAY_CNT_PASS_NO_HEADROOM = 16,   /* no room to grow the frame (IPv4 -> IPv6) */
 	RELAY_CNT_PASS_UPDATING = 17,      /* relayd was rewriting its stream entry or address slot */
 	RELAY_CNT_MAX = 18,

@@ -25,6 +25,7 @@
 #include "parsing.h"
 #include "relay_abi.h"
 #include "rtp.h"
+#include "udp_csum.h"
 #include "view.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -295,7 +296,7 @@ int relay_xdp(struct xdp_md *ctx)
 	struct relay_view v = {};
 	struct relay_target target, *t = &target;
 	struct ethhdr *eth;
-	__u32 action, why, out_v6, ingress;
+	__u32 action, why, out_v6, ingress, partial, l2_len;
 	__u16 udp_len, egress_len, port;
 	int found;
 	__u64 now;
@@ -312,6 +313,8 @@ int relay_xdp(struct xdp_md *ctx)
 		return count(RELAY_CNT_PASS_NOT_IP, frame_len, XDP_PASS);
 	if (why != RELAY_VIEW_OK)
 		return count(why, frame_len, XDP_PASS);
+	/* Kept by every rewrite, bridged ones included (a VLAN tag stays). */
+	l2_len = is_vlan(eth->h_proto) ? sizeof(*eth) + sizeof(struct vlan_hdr) : sizeof(*eth);
 
 	found = find_address(v.key.addr, &address);
 	if (found < 0)
@@ -349,6 +352,15 @@ int relay_xdp(struct xdp_md *ctx)
 	/* IPv6 needs a UDP checksum; computing one over the payload is left
 	 * to relayd's socket, which the packet reaches by passing. */
 	if (out_v6 && !v.v6 && !v.udp->check) {
+		if (st)
+			st->passed++;
+		return count(RELAY_CNT_PASS_NO_CSUM, frame_len, XDP_PASS);
+	}
+	/* A same-host sender's partial checksum (left for offload) is
+	 * completed from scratch after the rewrite (udp_csum.h); one longer
+	 * than the program sums goes to relayd's socket like the above. */
+	partial = udp_csum_is_partial(&v);
+	if (partial && udp_len > RELAY_CSUM_MAX_LEN) {
 		if (st)
 			st->passed++;
 		return count(RELAY_CNT_PASS_NO_CSUM, frame_len, XDP_PASS);
@@ -403,6 +415,10 @@ int relay_xdp(struct xdp_md *ctx)
 	}
 	__builtin_memcpy(eth->h_dest, nh.dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, nh.smac, ETH_ALEN);
+	if (partial)
+		udp_csum_complete(ctx,
+				  l2_len + (out_v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)),
+				  csum_egress_addrs(t, out_v6));
 
 	if (st) {
 		st->packets++;

@@ -7,7 +7,12 @@
 //! ```
 //!
 //! The relay knows both hosts' MACs statically, so the first packet does not
-//! depend on ARP timing. [`Topology::add_ipv6`] puts IPv6 on the same links
+//! depend on ARP timing. Host A keeps the veth's default transmit offloads,
+//! so its UDP leaves with a partial checksum (CHECKSUM_PARTIAL: the field
+//! holds only the pseudo-header sum), as a container on the relay's host
+//! sends it; host B computes full checksums, as a host on a wire does. So
+//! every test's media carries both forms, one each way
+//! ([`Topology::with_offloads`] picks others). [`Topology::add_ipv6`] puts IPv6 on the same links
 //! (`2001:db8:20:1::/64` on A's side, `2001:db8:20:2::/64` on B's).
 
 use std::{
@@ -42,6 +47,16 @@ const MAC_A1: &str = "02:00:00:20:01:01";
 const MAC_B1: &str = "02:00:00:20:02:01";
 const MAC_B0: &str = "02:00:00:20:02:02";
 
+/// Transmit checksum offload on the hosts' veths (a0, b0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostOffloads {
+    /// A keeps the defaults (partial UDP checksums), B turns transmit
+    /// checksum offload off (full checksums): what [`Topology::new`] builds.
+    Mixed,
+    /// Both keep the defaults: partial checksums both ways.
+    Default,
+}
+
 /// Namespaces of the topology (deleted on drop, taking the veths along).
 #[derive(Debug)]
 pub struct Topology {
@@ -54,8 +69,14 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Builds it; `tag` goes into the namespace names.
+    /// Builds it with [`HostOffloads::Mixed`]; `tag` goes into the
+    /// namespace names.
     pub fn new(tag: &str) -> Result<Self> {
+        Self::with_offloads(tag, HostOffloads::Mixed)
+    }
+
+    /// Builds it with the hosts' transmit offloads as `offloads` says.
+    pub fn with_offloads(tag: &str, offloads: HostOffloads) -> Result<Self> {
         let t = Topology {
             a: Netns::new(&format!("{tag}a"))?,
             r: Netns::new(&format!("{tag}r"))?,
@@ -69,12 +90,13 @@ impl Topology {
             t.r.end("b1", "10.20.2.1/24", MAC_B1),
             t.b.end("b0", "10.20.2.2/24", MAC_B0),
         )?;
-        // Hosts on a real wire send complete UDP checksums. A veth sender
-        // leaves a partial one for offload, which only survives the skb
-        // path: after a native XDP redirect it arrives wrong and the
-        // receiver drops it. So the hosts compute checksums themselves.
-        t.a.ethtool_offload_off("a0")?;
-        t.b.ethtool_offload_off("b0")?;
+        // A veth sender with default offloads leaves a partial UDP
+        // checksum for "hardware" to complete; only an skb path completes
+        // it, so the relay's XDP program must (udp_csum.h). Hosts on a wire
+        // send full ones: B does, unless both keep the defaults.
+        if offloads == HostOffloads::Mixed {
+            t.b.ethtool_offload_off("b0")?;
+        }
         t.r.static_neighbour(HOST_A, MAC_A0, "a1")?;
         t.r.static_neighbour(HOST_B, MAC_B0, "b1")?;
         Ok(t)
@@ -104,6 +126,54 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// UDP datagrams `ns`'s stack dropped for a bad checksum:
+/// `Udp: InCsumErrors` of /proc/net/snmp plus `Udp6InCsumErrors` of
+/// /proc/net/snmp6 (read on a thread inside the namespace).
+pub fn udp_in_csum_errors(ns: &Netns) -> Result<u64> {
+    let (snmp, snmp6) = ns.run(|| {
+        (
+            std::fs::read_to_string("/proc/thread-self/net/snmp"),
+            std::fs::read_to_string("/proc/thread-self/net/snmp6"),
+        )
+    })?;
+    let snmp = snmp.context("/proc/net/snmp")?;
+    // Two "Udp:" lines: the field names, then the values.
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next(), udp.next());
+    let (Some(names), Some(values)) = (names, values) else {
+        bail!("no Udp lines in /proc/net/snmp");
+    };
+    let v4 = names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "InCsumErrors")
+        .context("Udp InCsumErrors")?
+        .1
+        .parse::<u64>()?;
+    let v6 = snmp6
+        .context("/proc/net/snmp6")?
+        .lines()
+        .find_map(|l| l.strip_prefix("Udp6InCsumErrors"))
+        .context("Udp6InCsumErrors")?
+        .trim()
+        .parse::<u64>()?;
+    Ok(v4 + v6)
+}
+
+/// Whether `iface` in `ns` has transmit checksum offload on (`ethtool -k`).
+pub fn tx_checksum_offload(ns: &Netns, iface: &str) -> Result<bool> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.name(), "ethtool", "-k", iface])
+        .output()
+        .context("ethtool -k")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("tx-checksumming:"))
+        .with_context(|| format!("ethtool -k {iface}: {text}"))?;
+    Ok(line.contains(": on"))
 }
 
 /// A UDP socket bound in `ns` at `addr`, with a receive timeout.

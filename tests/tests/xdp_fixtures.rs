@@ -825,6 +825,205 @@ fn zero_checksum_output_is_zero_and_others_verify() {
     assert!(ipv4_checksum_ok(&bytes, ETH_LEN) && udp4_checksum_ok(&bytes, ETH_LEN));
 }
 
+/// Payload sizes of the partial-checksum fixtures: empty, the odd tails (1-3
+/// bytes past a word), RTP sizes (160, 172), around bpf_csum_diff's 512-byte
+/// block (the UDP header adds 8: 503/504/505 make 511/512/513-byte
+/// datagrams), up to the 1500 MTU (1472 over IPv4, 1452 over IPv6) and past
+/// it (3400, several whole blocks; the test raises the MTU for it).
+const PARTIAL_SIZES: [usize; 22] = [
+    0, 1, 2, 3, 4, 5, 7, 160, 172, 251, 255, 256, 257, 503, 504, 505, 511, 512, 513, 1400, 1452,
+    3400,
+];
+
+/// One forwarding case of the partial-checksum fixtures: name, input frame
+/// (full checksum, the partial one is set per run), expected output
+/// (full checksum), action, stream slot.
+type PartialCase = (&'static str, UdpFrame, UdpFrame, u32, u32);
+
+fn partial_cases() -> Vec<PartialCase> {
+    let mut cases = Vec::new();
+    let v4 = from_a(Streams::CROSS.1);
+    cases.push((
+        "IPv4 -> IPv4, redirect",
+        v4.clone(),
+        to_b(&v4, Streams::CROSS),
+        XDP_REDIRECT,
+        1,
+    ));
+    let mut tagged = from_a(Streams::HAIRPIN.1);
+    tagged.vlan = Some(0x0064);
+    let (_, _, hp_peer, hp_src) = Streams::HAIRPIN;
+    cases.push((
+        "802.1Q-tagged IPv4 -> IPv4, XDP_TX",
+        tagged.clone(),
+        forwarded(&tagged, hp_src, hp_peer, MAC_A_HOST, MAC_A_RELAY),
+        XDP_TX,
+        2,
+    ));
+    let mut v6 = from_a6(Streams6::CROSS.1);
+    v6.flow_label = 0x12345;
+    cases.push((
+        "IPv6 -> IPv6, redirect",
+        v6.clone(),
+        to_b(&v6, Streams6::CROSS),
+        XDP_REDIRECT,
+        7,
+    ));
+    let v6_to_v4 = from_a6(Streams6::TO_V4.1);
+    cases.push((
+        "IPv6 -> IPv4 bridged, redirect",
+        v6_to_v4.clone(),
+        to_b(&v6_to_v4, Streams6::TO_V4),
+        XDP_REDIRECT,
+        8,
+    ));
+    let v4_to_v6 = from_a(Streams6::TO_V6.1);
+    cases.push((
+        "IPv4 -> IPv6 bridged, redirect",
+        v4_to_v6.clone(),
+        to_b(&v4_to_v6, Streams6::TO_V6),
+        XDP_REDIRECT,
+        9,
+    ));
+    for (name, input, stream, slot) in [
+        (
+            "802.1Q-tagged IPv4 -> IPv6 bridged, XDP_TX",
+            from_a(Streams6::HAIRPIN_TO_V6.1),
+            Streams6::HAIRPIN_TO_V6,
+            10,
+        ),
+        (
+            "802.1Q-tagged IPv6 -> IPv4 bridged, XDP_TX",
+            from_a6(Streams6::HAIRPIN_TO_V4.1),
+            Streams6::HAIRPIN_TO_V4,
+            11,
+        ),
+    ] {
+        let mut tagged = input;
+        tagged.vlan = Some(0x0064);
+        let (_, _, peer, source) = stream;
+        let out = forwarded(&tagged, source, peer, MAC_A_HOST, MAC_A_RELAY);
+        cases.push((name, tagged, out, XDP_TX, slot));
+    }
+    cases
+}
+
+/// Runs `input` through the program and checks action, output bytes,
+/// checksums (verified from scratch), the outcome counter and the stream's
+/// counters.
+fn assert_forwards(
+    dp: &mut XdpDatapath,
+    what: &str,
+    input: &UdpFrame,
+    expected: &UdpFrame,
+    action: u32,
+    slot: u32,
+) {
+    let frame = input.build();
+    let counters_before = dp.counters().unwrap();
+    let stream_before = dp.stream_stats(slot).unwrap();
+    let (got_action, out) = run_frame(dp, &frame);
+    assert_eq!(got_action, action, "{what}: action");
+    assert!(checksums_ok(&out), "{what}: checksums of the output");
+    assert_eq!(out, expected.build(), "{what}: output frame");
+    let counter = if action == XDP_TX {
+        CounterId::FwdTx
+    } else {
+        CounterId::FwdRedirect
+    };
+    let delta = dp.counters().unwrap().since(&counters_before);
+    assert_only_counter(what, &delta, counter, frame.len());
+    let after = dp.stream_stats(slot).unwrap();
+    assert_eq!(
+        stream_delta(&stream_before, &after),
+        (1, input.payload.len() as u64, 0, 0),
+        "{what}: stream counters"
+    );
+}
+
+/// A same-host sender's partial UDP checksum (CHECKSUM_PARTIAL: the field
+/// holds the pseudo-header sum only) leaves with a full, correct checksum on
+/// every rewrite path (IPv4, IPv6, bridged both ways, tagged and not) at
+/// every payload size, while a full checksum comes out exactly as before
+/// (the incremental update); a full checksum that happens to equal the
+/// pseudo-header sum is recomputed and still right.
+#[test]
+fn partial_checksums_are_completed() {
+    require_root!();
+    with_datapath(
+        "partial",
+        8,
+        std::time::Duration::from_millis(500),
+        |ns, dp| {
+            // Room for the 3400-byte payloads (the FIB checks the MTU).
+            for dev in ["fxa", "fxa-p", "fxb", "fxb-p"] {
+                ns.ip(&["link", "set", dev, "mtu", "3600"]).unwrap();
+            }
+            dp.install(&spec(Streams::CROSS, None)).unwrap();
+            dp.install(&spec(Streams::HAIRPIN, None)).unwrap();
+            for s in [
+                Streams6::CROSS,
+                Streams6::TO_V4,
+                Streams6::TO_V6,
+                Streams6::HAIRPIN_TO_V6,
+                Streams6::HAIRPIN_TO_V4,
+            ] {
+                dp.install(&spec(s, None)).unwrap();
+            }
+            let mut runs = 0;
+            for (name, input, expected, action, slot) in partial_cases() {
+                for size in PARTIAL_SIZES {
+                    let mut input = input.clone();
+                    let mut expected = expected.clone();
+                    input.payload = relay_tests::packet::rtp_payload(size);
+                    expected.payload = input.payload.clone();
+                    // Full checksum in: the incremental update, as before.
+                    let what = format!("{name}, {size}-byte payload, full checksum");
+                    assert_forwards(dp, &what, &input, &expected, action, slot);
+                    // Partial in: completed from scratch.
+                    input.partial_udp_checksum = true;
+                    assert!(
+                        !checksums_ok(&input.build()),
+                        "{name}: the partial input does not verify"
+                    );
+                    let what = format!("{name}, {size}-byte payload, partial checksum");
+                    assert_forwards(dp, &what, &input, &expected, action, slot);
+                    runs += 2;
+                }
+            }
+            eprintln!("ok: {runs} frames");
+
+            // A full checksum equal to the packet's pseudo-header sum looks
+            // partial: it is recomputed, and still right. Found by trying
+            // the first payload word.
+            let mut lookalike = from_a(Streams::CROSS.1);
+            lookalike.payload = relay_tests::packet::rtp_payload(20);
+            let partial = {
+                let mut p = lookalike.clone();
+                p.partial_udp_checksum = true;
+                p.build()[ETH_LEN + 26..ETH_LEN + 28].to_vec()
+            };
+            let word = (0..=u16::MAX)
+                .find(|w| {
+                    lookalike.payload[..2].copy_from_slice(&w.to_be_bytes());
+                    lookalike.build()[ETH_LEN + 26..ETH_LEN + 28] == partial[..]
+                })
+                .expect("some first word makes the checksum equal the pseudo-header sum");
+            lookalike.payload[..2].copy_from_slice(&word.to_be_bytes());
+            assert!(checksums_ok(&lookalike.build()));
+            let expected = to_b(&lookalike, Streams::CROSS);
+            assert_forwards(
+                dp,
+                "a full checksum that looks partial",
+                &lookalike,
+                &expected,
+                XDP_REDIRECT,
+                1,
+            );
+        },
+    );
+}
+
 /// The datapath of the fixtures: both interfaces of [`topology`], generic
 /// mode, 64 counters slots.
 fn fixture_config(
