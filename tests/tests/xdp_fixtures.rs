@@ -471,30 +471,35 @@ fn fixtures() -> Vec<Fixture> {
     out
 }
 
-/// IPv6, and bridging between IPv4 and IPv6 in both directions.
-fn ipv6_fixtures() -> Vec<Fixture> {
-    let mut out = Vec::new();
+/// One forwarding case: name, input frame, expected output, action,
+/// stream slot.
+type ForwardCase = (&'static str, UdpFrame, UdpFrame, u32, u32);
+
+/// IPv6 and bridged (both ways, untagged and 802.1Q-tagged) frames the
+/// program forwards, with what must come out.
+fn ipv6_forwarding_cases() -> Vec<ForwardCase> {
+    let mut cases = Vec::new();
     let mut v6 = from_a6(Streams6::CROSS.1);
     v6.flow_label = 0x12345;
-    out.push(Fixture::forwards(
+    cases.push((
         "IPv6 hit, redirect: addresses, ports, hop limit; flow label kept",
-        &v6,
+        v6.clone(),
         to_b(&v6, Streams6::CROSS),
         XDP_REDIRECT,
         7,
     ));
     let v6_to_v4 = from_a6(Streams6::TO_V4.1);
-    out.push(Fixture::forwards(
+    cases.push((
         "IPv6 -> IPv4 bridged, redirect: frame 20 bytes shorter",
-        &v6_to_v4,
+        v6_to_v4.clone(),
         to_b(&v6_to_v4, Streams6::TO_V4),
         XDP_REDIRECT,
         8,
     ));
     let v4_to_v6 = from_a(Streams6::TO_V6.1);
-    out.push(Fixture::forwards(
+    cases.push((
         "IPv4 -> IPv6 bridged, redirect: frame 20 bytes longer",
-        &v4_to_v6,
+        v4_to_v6.clone(),
         to_b(&v4_to_v6, Streams6::TO_V6),
         XDP_REDIRECT,
         9,
@@ -516,14 +521,20 @@ fn ipv6_fixtures() -> Vec<Fixture> {
         let mut tagged = input;
         tagged.vlan = Some(0x0064);
         let (_, _, peer, source) = stream;
-        out.push(Fixture::forwards(
-            name,
-            &tagged,
-            forwarded(&tagged, source, peer, MAC_A_HOST, MAC_A_RELAY),
-            XDP_TX,
-            slot,
-        ));
+        let out = forwarded(&tagged, source, peer, MAC_A_HOST, MAC_A_RELAY);
+        cases.push((name, tagged, out, XDP_TX, slot));
     }
+    cases
+}
+
+/// IPv6, and bridging between IPv4 and IPv6 in both directions.
+fn ipv6_fixtures() -> Vec<Fixture> {
+    let mut out: Vec<Fixture> = ipv6_forwarding_cases()
+        .into_iter()
+        .map(|(name, input, output, action, slot)| {
+            Fixture::forwards(name, &input, output, action, slot)
+        })
+        .collect();
     let mut no_csum = from_a(Streams6::TO_V6.1);
     no_csum.zero_udp_checksum = true;
     out.push(Fixture {
@@ -835,12 +846,10 @@ const PARTIAL_SIZES: [usize; 22] = [
     3400,
 ];
 
-/// One forwarding case of the partial-checksum fixtures: name, input frame
-/// (full checksum, the partial one is set per run), expected output
-/// (full checksum), action, stream slot.
-type PartialCase = (&'static str, UdpFrame, UdpFrame, u32, u32);
-
-fn partial_cases() -> Vec<PartialCase> {
+/// The partial-checksum fixtures' forwarding cases (inputs carry full
+/// checksums; the partial one is set per run): IPv4 both ways out, and the
+/// IPv6 and bridged ones.
+fn partial_cases() -> Vec<ForwardCase> {
     let mut cases = Vec::new();
     let v4 = from_a(Streams::CROSS.1);
     cases.push((
@@ -860,51 +869,7 @@ fn partial_cases() -> Vec<PartialCase> {
         XDP_TX,
         2,
     ));
-    let mut v6 = from_a6(Streams6::CROSS.1);
-    v6.flow_label = 0x12345;
-    cases.push((
-        "IPv6 -> IPv6, redirect",
-        v6.clone(),
-        to_b(&v6, Streams6::CROSS),
-        XDP_REDIRECT,
-        7,
-    ));
-    let v6_to_v4 = from_a6(Streams6::TO_V4.1);
-    cases.push((
-        "IPv6 -> IPv4 bridged, redirect",
-        v6_to_v4.clone(),
-        to_b(&v6_to_v4, Streams6::TO_V4),
-        XDP_REDIRECT,
-        8,
-    ));
-    let v4_to_v6 = from_a(Streams6::TO_V6.1);
-    cases.push((
-        "IPv4 -> IPv6 bridged, redirect",
-        v4_to_v6.clone(),
-        to_b(&v4_to_v6, Streams6::TO_V6),
-        XDP_REDIRECT,
-        9,
-    ));
-    for (name, input, stream, slot) in [
-        (
-            "802.1Q-tagged IPv4 -> IPv6 bridged, XDP_TX",
-            from_a(Streams6::HAIRPIN_TO_V6.1),
-            Streams6::HAIRPIN_TO_V6,
-            10,
-        ),
-        (
-            "802.1Q-tagged IPv6 -> IPv4 bridged, XDP_TX",
-            from_a6(Streams6::HAIRPIN_TO_V4.1),
-            Streams6::HAIRPIN_TO_V4,
-            11,
-        ),
-    ] {
-        let mut tagged = input;
-        tagged.vlan = Some(0x0064);
-        let (_, _, peer, source) = stream;
-        let out = forwarded(&tagged, source, peer, MAC_A_HOST, MAC_A_RELAY);
-        cases.push((name, tagged, out, XDP_TX, slot));
-    }
+    cases.extend(ipv6_forwarding_cases());
     cases
 }
 
