@@ -61,14 +61,7 @@ impl Relay {
     /// program for a next relayd), keeping the namespaces for checks
     /// afterwards.
     fn stop_keep_topology(mut self) -> Topology {
-        let stop = self.relayctl_cli(&["stop"]);
-        assert!(
-            stop.status.success(),
-            "{}",
-            String::from_utf8_lossy(&stop.stderr)
-        );
-        let status = self.relayd.take().unwrap().0.wait().unwrap();
-        assert!(status.success(), "relayd exit {status}");
+        common::stop_relayd(&self.bed.t.r, self.relayd.take().unwrap());
         self.bed.t
     }
 }

@@ -6,10 +6,7 @@
 //! arrive, none dropped by the receiver for a bad checksum
 //! (`UdpInCsumErrors`, `Udp6InCsumErrors` in the receiver's namespace).
 
-use std::{
-    process::{Command, Output, Stdio},
-    time::Duration,
-};
+use std::{process::Stdio, time::Duration};
 
 use relay_tests::{
     netns::{ChildGuard, Netns},
@@ -23,27 +20,13 @@ use relay_tests::{
     PinDirGuard,
 };
 
-const RELAYD: &str = env!("CARGO_BIN_EXE_relayd");
-const RELAYCTL: &str = env!("CARGO_BIN_EXE_relayctl");
+mod common;
+
+use common::{relayctl_json, stop_relayd, RELAYD};
 
 /// UDP payload sizes sent each way on every pair: empty, odd tails, RTP
 /// sizes, around bpf_csum_diff's 512-byte block, near the IPv6 MTU.
 const SIZES: [usize; 11] = [0, 1, 3, 160, 172, 499, 511, 512, 513, 1000, 1400];
-
-fn relayctl_json(pin_dir: &std::path::Path, what: &str) -> serde_json::Value {
-    let out: Output = Command::new(RELAYCTL)
-        .arg("--pin-dir")
-        .arg(pin_dir)
-        .args(["--json", what])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// A pair of static streams: host A's `a_addr` sends to the relay's
 /// `relay_a`, which forwards to host B's `b_addr` from `relay_b`, and back.
@@ -202,14 +185,7 @@ fn media_flows_with_default_offloads(mode: &str) {
     );
     eprintln!("{mode}: {sent} datagrams with partial checksums delivered, 0 checksum errors");
 
-    let stop = t.r.command(RELAYCTL).unwrap().arg("stop").output().unwrap();
-    assert!(
-        stop.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stop.stderr)
-    );
-    let mut relayd = relayd;
-    assert!(relayd.0.wait().unwrap().success());
+    stop_relayd(&t.r, relayd);
 }
 
 #[test]

@@ -15,8 +15,9 @@ use relay_tests::{
     PinDirGuard,
 };
 
-const RELAYD: &str = env!("CARGO_BIN_EXE_relayd");
-const RELAYCTL: &str = env!("CARGO_BIN_EXE_relayctl");
+mod common;
+
+use common::{RELAYCTL, RELAYD};
 
 fn relayctl(pin_dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(RELAYCTL)
@@ -127,15 +128,7 @@ fn relayd_forwards_reports_and_cleans_up() {
     );
 
     // `relayctl stop` (a signal would leave the program for the next relayd).
-    let stop = t.r.command(RELAYCTL).unwrap().arg("stop").output().unwrap();
-    assert!(
-        stop.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stop.stderr)
-    );
-    let mut relayd = relayd;
-    let status = relayd.0.wait().unwrap();
-    assert!(status.success(), "relayd exit status {status}");
+    common::stop_relayd(&t.r, relayd);
     let not_running = relayctl(&pins.0, &["counters"]);
     assert_eq!(
         not_running.status.code(),

@@ -320,15 +320,7 @@ fn sigterm_keeps_calls_and_relayctl_stop_ends_them() {
     let relayd = bed.relayd(&[]);
     let q = bed.ng.ok(&command("query", "call-t")).unwrap();
     assert_eq!(q.get("result"), Some(&s("ok")));
-    let out = bed.relayctl_cli(&["stop"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut relayd = relayd;
-    let status = relayd.0.wait().unwrap();
-    assert!(status.success(), "relayd exit after stop: {status}");
+    common::stop_relayd(&bed.t.r, relayd);
     assert!(!bed.pins.0.exists(), "relayctl stop removes the pins");
     assert!(port_is_free(&bed.t.r, relay_a));
 

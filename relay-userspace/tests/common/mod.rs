@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 
 use relay_tests::{
-    netns::ChildGuard,
+    netns::{ChildGuard, Netns},
     ng_client::NgClient,
     peer::{attach_peer_pass, PeerPass},
     ready::spawn_ready,
@@ -82,18 +82,7 @@ impl Bed {
 
     /// `relayctl --json WHAT`, reading the pinned maps.
     pub fn relayctl_json(&self, what: &str) -> serde_json::Value {
-        let out = Command::new(RELAYCTL)
-            .arg("--pin-dir")
-            .arg(&self.pins.0)
-            .args(["--json", what])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        relayctl_json(&self.pins.0, what)
     }
 
     /// relayctl run in the relay namespace (its CLI socket is on loopback there).
@@ -117,4 +106,34 @@ impl Bed {
             .filter(|s| s["to_userspace"] == false)
             .count()
     }
+}
+
+/// `relayctl --json WHAT` on the instance pinned at `pin_dir`.
+pub fn relayctl_json(pin_dir: &std::path::Path, what: &str) -> serde_json::Value {
+    let out = Command::new(RELAYCTL)
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .args(["--json", what])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Stops `relayd`, running in `ns`, for good with `relayctl stop` (a signal
+/// would leave its program for a next relayd) and checks that it exits
+/// cleanly.
+pub fn stop_relayd(ns: &Netns, mut relayd: ChildGuard) {
+    let stop = ns.command(RELAYCTL).unwrap().arg("stop").output().unwrap();
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let status = relayd.0.wait().unwrap();
+    assert!(status.success(), "relayd exit {status}");
 }
