@@ -22,7 +22,9 @@ use relay_tests::{
 
 mod common;
 
-use common::{Bed, RELAYCTL};
+use common::{
+    answer, command, offer, port_is_free, rtp_streams, s, wait_kernelized, Bed, RELAYCTL,
+};
 
 /// A [`Bed`] with relayd running on it.
 struct Relay {
@@ -66,71 +68,6 @@ impl Relay {
     }
 }
 
-fn s(v: &str) -> Value {
-    Value::str(v)
-}
-
-fn offer(call_id: &str) -> Value {
-    Value::dict([
-        ("command", s("offer")),
-        ("call-id", s(call_id)),
-        ("from-tag", s("tag-A")),
-        ("sdp", s(&audio_sdp(HOST_A, 5000))),
-        ("direction", Value::str_list(["a", "b"])),
-        ("supports", Value::str_list(["load limit"])),
-        ("received-from", Value::str_list(["IP4", HOST_A])),
-        ("sip-message-type", s("sip_request")),
-    ])
-}
-
-fn answer(call_id: &str) -> Value {
-    Value::dict([
-        ("command", s("answer")),
-        ("call-id", s(call_id)),
-        ("from-tag", s("tag-A")),
-        ("to-tag", s("tag-B")),
-        ("sdp", s(&audio_sdp(HOST_B, 40000))),
-        ("supports", Value::str_list(["load limit"])),
-        ("received-from", Value::str_list(["IP4", HOST_B])),
-    ])
-}
-
-fn command(name: &str, call_id: &str) -> Value {
-    Value::dict([
-        ("command", s(name)),
-        ("call-id", s(call_id)),
-        ("from-tag", s("tag-A")),
-    ])
-}
-
-/// RTP streams of `query`, by tag: (flags, userspace packets, kernel packets).
-fn rtp_streams(q: &Value) -> Vec<(String, Vec<String>, i64, i64)> {
-    let mut out = Vec::new();
-    for (tag, t) in q.get("tags").and_then(Value::as_dict).unwrap() {
-        for m in t.get("medias").and_then(Value::as_list).unwrap() {
-            let st = &m.get("streams").and_then(Value::as_list).unwrap()[0];
-            let flags = st.get("flags").and_then(Value::as_list).unwrap();
-            let flags = flags
-                .iter()
-                .filter_map(|f| f.as_str().map(str::to_owned))
-                .collect();
-            let count = |k: &str| {
-                st.get(k)
-                    .and_then(|d| d.get("packets"))
-                    .and_then(Value::as_int)
-                    .unwrap()
-            };
-            out.push((
-                String::from_utf8_lossy(tag).into_owned(),
-                flags,
-                count("userspace stats"),
-                count("kernel stats"),
-            ));
-        }
-    }
-    out
-}
-
 /// Offer, answer, RTP both ways; returns the relay ports (A side, B side).
 fn set_up_call(r: &Relay, call_id: &str) -> (SocketAddr, SocketAddr) {
     let o = r.ng.ok(&offer(call_id)).unwrap();
@@ -164,25 +101,6 @@ fn media_both_ways(
     let _ = r;
 }
 
-fn wait_kernelized(r: &Relay, call_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let q = r.ng.ok(&command("query", call_id)).unwrap();
-        if rtp_streams(&q)
-            .iter()
-            .all(|(_, flags, _, _)| flags.iter().any(|f| f == "kernelized"))
-        {
-            return q;
-        }
-        assert!(Instant::now() < deadline, "streams never kernelized: {q:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn port_is_free(ns: &Netns, addr: SocketAddr) -> bool {
-    ns.run(move || UdpSocket::bind(addr).is_ok()).unwrap()
-}
-
 #[test]
 fn call_over_ng_moves_media_into_xdp() {
     require_root!();
@@ -199,7 +117,7 @@ fn call_over_ng_moves_media_into_xdp() {
 
     // First packets: userspace (learning), which confirms both ends.
     media_both_ways(&r, relay_a, relay_b, &a, &b, 5);
-    let q = wait_kernelized(&r, "call-xdp");
+    let q = wait_kernelized(&r.ng, "call-xdp");
     let before: Vec<i64> = rtp_streams(&q).iter().map(|s| s.2).collect();
     let stream_kernel_before: Vec<i64> = rtp_streams(&q).iter().map(|s| s.3).collect();
     let kernel_before = r.relayctl_json("counters")["forwarded_redirect"]["packets"]
@@ -374,7 +292,7 @@ fn call_through_xdp(
     let sb = sock(&r.t.b, host_b, 40000);
 
     media_both_ways(r, to_a, to_b, &sa, &sb, 5);
-    let q = wait_kernelized(r, call_id);
+    let q = wait_kernelized(&r.ng, call_id);
     let user_before: Vec<i64> = rtp_streams(&q).iter().map(|s| s.2).collect();
     let stream_kernel_before: Vec<i64> = rtp_streams(&q).iter().map(|s| s.3).collect();
     let redirected = |r: &Relay| {
@@ -744,7 +662,7 @@ fn metrics_match_relayctl_totals_and_ng_statistics() {
     let a = bind_udp(&r.t.a, &format!("{HOST_A}:5000")).unwrap();
     let b = bind_udp(&r.t.b, &format!("{HOST_B}:40000")).unwrap();
     media_both_ways(&r, relay_a, relay_b, &a, &b, 5);
-    wait_kernelized(&r, "call-metrics");
+    wait_kernelized(&r.ng, "call-metrics");
     media_both_ways(&r, relay_a, relay_b, &a, &b, 10);
     let _ = r.ng.request(&command("query", "no-such-call")).unwrap();
 
@@ -849,7 +767,7 @@ fn xdp_only_media_keeps_the_call_alive_until_it_stops() {
     let a = bind_udp(&r.t.a, &format!("{HOST_A}:5000")).unwrap();
     let b = bind_udp(&r.t.b, &format!("{HOST_B}:40000")).unwrap();
     media_both_ways(&r, relay_a, relay_b, &a, &b, 3);
-    let q = wait_kernelized(&r, "call-timeout");
+    let q = wait_kernelized(&r.ng, "call-timeout");
     let user_before: Vec<i64> = rtp_streams(&q).iter().map(|s| s.2).collect();
 
     // 6 s of 50 packet/s media, twice the timeout.
@@ -1029,7 +947,7 @@ fn rtp_loss_and_jitter_are_reported_as_played() {
     });
     std::thread::sleep(Duration::from_millis(200));
 
-    let q = wait_kernelized(&r, "call-rtp");
+    let q = wait_kernelized(&r.ng, "call-rtp");
     let streams = rtp_streams(&q);
     assert!(
         streams

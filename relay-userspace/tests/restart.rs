@@ -12,8 +12,8 @@ use std::{
 
 use relay_ng::Value;
 use relay_tests::{
-    netns::{ChildGuard, Netns},
-    ng_client::{audio_sdp, sdp_endpoint, NgClient},
+    netns::ChildGuard,
+    ng_client::{sdp_endpoint, NgClient},
     paced::PacedStream,
     require_root,
     topology::{bind_udp, exchange, HOST_A, HOST_B},
@@ -21,7 +21,9 @@ use relay_tests::{
 
 mod common;
 
-use common::{Bed, RELAYCTL, RELAYD};
+use common::{
+    answer, command, offer, port_is_free, rtp_streams, s, wait_kernelized, Bed, RELAYCTL, RELAYD,
+};
 
 /// `relayd --check-state` on the bed's state directory: its verdict and output.
 fn check_state(bed: &Bed) -> (bool, String) {
@@ -50,38 +52,6 @@ fn kill_9(mut child: ChildGuard) {
     child.0.wait().unwrap();
 }
 
-fn s(v: &str) -> Value {
-    Value::str(v)
-}
-
-fn offer(call_id: &str) -> Value {
-    Value::dict([
-        ("command", s("offer")),
-        ("call-id", s(call_id)),
-        ("from-tag", s("tag-A")),
-        ("sdp", s(&audio_sdp(HOST_A, 5000))),
-        ("direction", Value::str_list(["a", "b"])),
-    ])
-}
-
-fn answer(call_id: &str) -> Value {
-    Value::dict([
-        ("command", s("answer")),
-        ("call-id", s(call_id)),
-        ("from-tag", s("tag-A")),
-        ("to-tag", s("tag-B")),
-        ("sdp", s(&audio_sdp(HOST_B, 40000))),
-    ])
-}
-
-fn command(name: &str, call_id: &str) -> Value {
-    Value::dict([
-        ("command", s(name)),
-        ("call-id", s(call_id)),
-        ("from-tag", s("tag-A")),
-    ])
-}
-
 fn relay_endpoint(reply: &Value) -> SocketAddr {
     let (addr, port) = sdp_endpoint(reply.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
     format!("{addr}:{port}").parse().unwrap()
@@ -92,51 +62,6 @@ fn set_up_call(ng: &NgClient, call_id: &str) -> (SocketAddr, SocketAddr) {
     let relay_b = relay_endpoint(&ng.ok(&offer(call_id)).unwrap());
     let relay_a = relay_endpoint(&ng.ok(&answer(call_id)).unwrap());
     (relay_a, relay_b)
-}
-
-/// Per RTP stream of a `query`: (flags, userspace packets, kernel packets).
-fn rtp_streams(q: &Value) -> Vec<(Vec<String>, i64, i64)> {
-    let mut out = Vec::new();
-    for t in q.get("tags").and_then(Value::as_dict).unwrap().values() {
-        for m in t.get("medias").and_then(Value::as_list).unwrap() {
-            let st = &m.get("streams").and_then(Value::as_list).unwrap()[0];
-            let flags = st.get("flags").and_then(Value::as_list).unwrap();
-            let count = |k: &str| {
-                st.get(k)
-                    .and_then(|d| d.get("packets"))
-                    .and_then(Value::as_int)
-                    .unwrap()
-            };
-            out.push((
-                flags
-                    .iter()
-                    .filter_map(|f| f.as_str().map(str::to_owned))
-                    .collect(),
-                count("userspace stats"),
-                count("kernel stats"),
-            ));
-        }
-    }
-    out
-}
-
-fn wait_kernelized(ng: &NgClient, call_id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let q = ng.ok(&command("query", call_id)).unwrap();
-        if rtp_streams(&q)
-            .iter()
-            .all(|(f, _, _)| f.iter().any(|f| f == "kernelized"))
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "streams never kernelized: {q:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn port_is_free(ns: &Netns, addr: SocketAddr) -> bool {
-    ns.run(move || UdpSocket::bind(addr).is_ok()).unwrap()
 }
 
 /// Endpoints A and B, their first packets through the relay (learning),
@@ -185,11 +110,14 @@ fn kill_9_loses_no_kernelized_packet_and_keeps_the_call() {
     let streams = rtp_streams(&q);
     assert_eq!(streams.len(), 2, "{q:?}");
     let sent = ab.sent.len() as i64 + ba.sent.len() as i64 + 6;
-    let counted: i64 = streams.iter().map(|(_, user, kernel)| user + kernel).sum();
+    let counted: i64 = streams
+        .iter()
+        .map(|(_, _, user, kernel)| user + kernel)
+        .sum();
     assert_eq!(counted, sent, "every packet counted once: {streams:?}");
     assert!(streams
         .iter()
-        .all(|(f, _, _)| f.iter().any(|f| f == "kernelized")));
+        .all(|(_, f, _, _)| f.iter().any(|f| f == "kernelized")));
     let calls = bed.relayctl_cli(&["calls", "--json"]);
     let calls: serde_json::Value = serde_json::from_slice(&calls.stdout).unwrap();
     assert_eq!(calls[0]["call_id"], "call-k");
@@ -465,7 +393,7 @@ fn takeover_loses_no_packet(tag: &str, between: impl FnOnce(&Bed), args: &[&str]
     let q = bed.ng.ok(&command("query", "call-v")).unwrap();
     assert!(rtp_streams(&q)
         .iter()
-        .all(|(f, _, _)| f.iter().any(|f| f == "kernelized")));
+        .all(|(_, f, _, _)| f.iter().any(|f| f == "kernelized")));
     assert_eq!(bed.forwarding_streams(), 2);
     bed.ng.ok(&delete("call-v")).unwrap();
     assert_eq!(bed.forwarding_streams(), 0);

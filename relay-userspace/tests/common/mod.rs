@@ -6,14 +6,19 @@
 //! its namespace), peer programs so that native XDP works, a pin directory
 //! of its own, and relayctl.
 
-use std::process::{Command, Stdio};
+use std::{
+    net::{SocketAddr, UdpSocket},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
+use relay_ng::Value;
 use relay_tests::{
     netns::{ChildGuard, Netns},
-    ng_client::NgClient,
+    ng_client::{audio_sdp, NgClient},
     peer::{attach_peer_pass, PeerPass},
     ready::spawn_ready,
-    topology::{Topology, RELAY_A6, RELAY_B6},
+    topology::{Topology, HOST_A, HOST_B, RELAY_A6, RELAY_B6},
     PinDirGuard,
 };
 
@@ -136,4 +141,93 @@ pub fn stop_relayd(ns: &Netns, mut relayd: ChildGuard) {
     );
     let status = relayd.0.wait().unwrap();
     assert!(status.success(), "relayd exit {status}");
+}
+
+// NG requests and replies of the tests' usual call (A offers, B answers).
+
+pub fn s(v: &str) -> Value {
+    Value::str(v)
+}
+
+pub fn offer(call_id: &str) -> Value {
+    Value::dict([
+        ("command", s("offer")),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+        ("sdp", s(&audio_sdp(HOST_A, 5000))),
+        ("direction", Value::str_list(["a", "b"])),
+        ("supports", Value::str_list(["load limit"])),
+        ("received-from", Value::str_list(["IP4", HOST_A])),
+        ("sip-message-type", s("sip_request")),
+    ])
+}
+
+pub fn answer(call_id: &str) -> Value {
+    Value::dict([
+        ("command", s("answer")),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+        ("to-tag", s("tag-B")),
+        ("sdp", s(&audio_sdp(HOST_B, 40000))),
+        ("supports", Value::str_list(["load limit"])),
+        ("received-from", Value::str_list(["IP4", HOST_B])),
+    ])
+}
+
+pub fn command(name: &str, call_id: &str) -> Value {
+    Value::dict([
+        ("command", s(name)),
+        ("call-id", s(call_id)),
+        ("from-tag", s("tag-A")),
+    ])
+}
+
+/// RTP streams of `query`, by tag: (flags, userspace packets, kernel packets).
+pub fn rtp_streams(q: &Value) -> Vec<(String, Vec<String>, i64, i64)> {
+    let mut out = Vec::new();
+    for (tag, t) in q.get("tags").and_then(Value::as_dict).unwrap() {
+        for m in t.get("medias").and_then(Value::as_list).unwrap() {
+            let st = &m.get("streams").and_then(Value::as_list).unwrap()[0];
+            let flags = st.get("flags").and_then(Value::as_list).unwrap();
+            let flags = flags
+                .iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect();
+            let count = |k: &str| {
+                st.get(k)
+                    .and_then(|d| d.get("packets"))
+                    .and_then(Value::as_int)
+                    .unwrap()
+            };
+            out.push((
+                String::from_utf8_lossy(tag).into_owned(),
+                flags,
+                count("userspace stats"),
+                count("kernel stats"),
+            ));
+        }
+    }
+    out
+}
+
+/// Waits up to 5 s for every RTP stream of `call_id` to be in the kernel;
+/// returns the `query` that showed it.
+pub fn wait_kernelized(ng: &NgClient, call_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let q = ng.ok(&command("query", call_id)).unwrap();
+        if rtp_streams(&q)
+            .iter()
+            .all(|(_, flags, _, _)| flags.iter().any(|f| f == "kernelized"))
+        {
+            return q;
+        }
+        assert!(Instant::now() < deadline, "streams never kernelized: {q:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `addr` can be bound in `ns` (nobody holds the port).
+pub fn port_is_free(ns: &Netns, addr: SocketAddr) -> bool {
+    ns.run(move || UdpSocket::bind(addr).is_ok()).unwrap()
 }
