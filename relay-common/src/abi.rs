@@ -6,13 +6,14 @@ use core::{fmt, mem::offset_of};
 /// `RELAY_ABI_MAGIC`: "XLRY" as a little-endian u32.
 pub const ABI_MAGIC: u32 = 0x5952_4c58;
 /// `RELAY_ABI_VERSION`: bump with every layout or semantic change.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// Map names in the object (maps.h). The stream table: ARRAY of
 /// [`StreamTarget`] indexed by [`stream_index`].
 pub const MAP_STREAMS: &str = "streams";
-/// Per-stream counters map (PERCPU_ARRAY of [`StreamStats`]).
-pub const MAP_STREAM_STATS: &str = "stream_stats";
+/// Per-stream state map: mmapable ARRAY of [`StreamState`] indexed by
+/// [`StreamTarget::stats_slot`], one copy for all CPUs.
+pub const MAP_STREAM_STATE: &str = "stream_state";
 /// Program-wide counters map (PERCPU_ARRAY of [`Counter`]).
 pub const MAP_COUNTERS: &str = "counters";
 /// DEVMAP_HASH of interfaces a packet may be redirected to.
@@ -23,8 +24,6 @@ pub const MAP_IFACES: &str = "ifaces";
 /// stream table and their DoS shields) as an open-addressed hash table, see
 /// [`address_slot`].
 pub const MAP_ADDRESSES: &str = "addresses";
-/// ARRAY of [`RtpStats`] indexed like `stream_stats` (one copy, not per CPU).
-pub const MAP_RTP_STATS: &str = "rtp_stats";
 
 /// `RELAY_TF_STRICT_SOURCE`: drop packets whose source is not `expect_*`.
 pub const TF_STRICT_SOURCE: u32 = 0x1;
@@ -125,11 +124,13 @@ pub struct StreamTarget {
     pub seq: u16,
     /// host: `TF_*` flags; `TF_IN_USE` in every installed entry.
     pub flags: u32,
-    /// host: index into the `stream_stats` and `rtp_stats` arrays.
+    /// host: index into the `stream_state` array.
     pub stats_slot: u32,
 }
 
-/// `struct relay_stream_stats`: one CPU's counters for one stream.
+/// `struct relay_stream_stats`: one stream's counters and rate-cap bucket,
+/// the first cache line of its [`StreamState`] (one copy for all CPUs; the
+/// program adds to the counters atomically).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamStats {
@@ -137,38 +138,26 @@ pub struct StreamStats {
     pub packets: u64,
     /// host: UDP payload bytes forwarded by XDP.
     pub bytes: u64,
-    /// host: packets dropped (strict-source mismatch).
+    /// host: packets dropped (strict source, rate cap).
     pub dropped: u64,
-    /// host: packets handed to the kernel stack (FIB/neighbour miss).
+    /// host: packets handed to the kernel stack (FIB/neighbour miss and
+    /// the like).
     pub passed: u64,
-    /// host: CLOCK_MONOTONIC_COARSE ns of the last packet (take the max over CPUs).
+    /// host: CLOCK_MONOTONIC(_COARSE) ns of the last packet.
     pub last_seen_ns: u64,
-    /// host: rate-cap bucket of this CPU, thousandths of a packet (internal).
+    /// host: rate-cap bucket, thousandths of a packet (internal).
     pub tokens_milli: u64,
-    /// host: last refill of this CPU's bucket (internal).
+    /// host: last refill of the bucket (internal).
     pub refill_ns: u64,
-    /// host: this CPU's next-hop cache is valid while the packet clock is
-    /// below this (internal; 0 = empty).
-    pub nh_until_ns: u64,
-    /// host: cached egress interface (internal).
-    pub nh_ifindex: u32,
-    /// host: largest IP packet the cached lookup passed (internal).
-    pub nh_max_len: u16,
-    /// Cached next-hop MAC (internal).
-    pub nh_dmac: [u8; 6],
-    /// Cached egress MAC (internal).
-    pub nh_smac: [u8; 6],
-    /// zero.
-    pub _pad0: u16,
-    /// host: the stream's packet-rate cap per CPU, 0 = none (relayd sets it
-    /// in every CPU's copy).
+    /// host: the stream's packet-rate cap, 0 = none (set by relayd).
     pub max_pps: u32,
+    /// zero.
+    pub _pad0: u32,
 }
 
 impl StreamStats {
-    /// Folds one CPU's copy into a total: sums, except the timestamp (max);
-    /// the rate-cap bucket and next-hop cache are per-CPU bookkeeping and
-    /// are not totalled.
+    /// Adds `other`'s counts to these (the timestamp is the later of the
+    /// two); the rate-cap fields are bookkeeping and are not totalled.
     pub fn accumulate(&mut self, other: &Self) {
         let Self {
             packets,
@@ -178,13 +167,8 @@ impl StreamStats {
             last_seen_ns,
             tokens_milli: _,
             refill_ns: _,
-            nh_until_ns: _,
-            nh_ifindex: _,
-            nh_max_len: _,
-            nh_dmac: _,
-            nh_smac: _,
-            _pad0: _,
             max_pps: _,
+            _pad0: _,
         } = other;
         self.packets += packets;
         self.bytes += bytes;
@@ -192,6 +176,25 @@ impl StreamStats {
         self.passed += passed;
         self.last_seen_ns = self.last_seen_ns.max(*last_seen_ns);
     }
+}
+
+/// `struct relay_next_hop`: a stream's cached FIB answer (internal to the
+/// program; relayd only zeroes it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// host: valid while the packet clock is below this; 0 = empty.
+    pub until_ns: u64,
+    /// host: egress interface.
+    pub ifindex: u32,
+    /// host: largest IP packet the cached lookup passed.
+    pub max_len: u16,
+    /// Next hop's MAC.
+    pub dmac: [u8; 6],
+    /// Egress interface's MAC.
+    pub smac: [u8; 6],
+    /// zero.
+    pub _pad: [u8; 6],
 }
 
 /// `struct relay_rtp_stats`: what one stream's packets say about their RTP
@@ -238,6 +241,21 @@ pub struct RtpStats {
     /// host: RTP clock rate (Hz) for the jitter figure, 0 = unknown (no
     /// jitter); set by relayd.
     pub clock_rate: u32,
+}
+
+/// `struct relay_stream_state`: everything the program keeps for one stream,
+/// 192 bytes (three cache lines) whatever the CPU count.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamState {
+    /// Counters and rate cap (bytes 0-63).
+    pub stats: StreamStats,
+    /// Next-hop cache (bytes 64-95).
+    pub nh: NextHop,
+    /// RTP figures (bytes 96-183).
+    pub rtp: RtpStats,
+    /// zero.
+    pub _pad: u64,
 }
 
 /// `struct relay_counter`: one CPU's count for one [`CounterId`].
@@ -296,7 +314,7 @@ pub struct AbiMeta {
 }
 
 /// `RELAY_ABI_LAYOUT_LEN`.
-pub const LAYOUT_LEN: usize = 62;
+pub const LAYOUT_LEN: usize = 69;
 
 macro_rules! layout {
     ($( $kind:ident $ty:ident $(. $field:ident)? ),* $(,)?) => {
@@ -333,13 +351,20 @@ layout![
     off StreamStats.last_seen_ns,
     off StreamStats.tokens_milli,
     off StreamStats.refill_ns,
-    off StreamStats.nh_until_ns,
-    off StreamStats.nh_ifindex,
-    off StreamStats.nh_max_len,
-    off StreamStats.nh_dmac,
-    off StreamStats.nh_smac,
-    off StreamStats._pad0,
     off StreamStats.max_pps,
+    off StreamStats._pad0,
+    size NextHop,
+    off NextHop.until_ns,
+    off NextHop.ifindex,
+    off NextHop.max_len,
+    off NextHop.dmac,
+    off NextHop.smac,
+    off NextHop._pad,
+    size StreamState,
+    off StreamState.stats,
+    off StreamState.nh,
+    off StreamState.rtp,
+    off StreamState._pad,
     size Counter,
     off Counter.packets,
     off Counter.bytes,
@@ -380,7 +405,9 @@ layout![
 ];
 
 const _: () = assert!(size_of::<StreamTarget>() == 64);
-const _: () = assert!(size_of::<StreamStats>() == 88);
+const _: () = assert!(size_of::<StreamStats>() == 64);
+const _: () = assert!(size_of::<NextHop>() == 32);
+const _: () = assert!(size_of::<StreamState>() == 192);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<IfaceStatus>() == 32);
 const _: () = assert!(size_of::<RelayAddress>() == 32);
@@ -607,6 +634,10 @@ mod pod {
     unsafe impl aya::Pod for super::RelayAddress {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RtpStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NextHop {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StreamState {}
 }
 
 #[cfg(test)]

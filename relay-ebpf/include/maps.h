@@ -34,25 +34,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } addresses SEC(".maps");
 
-/* Per-stream counters, indexed by relay_target.stats_slot. Per-CPU so the
- * hot path never contends on a cache line. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RELAY_MAX_STATS_SLOTS);
-	__type(key, __u32);
-	__type(value, struct relay_stream_stats);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} stream_stats SEC(".maps");
-
-/* RTP figures per stream, indexed like stream_stats. Not per-CPU: the
- * figures describe a whole flow (RSS keeps it on one CPU anyway). */
+/* Everything kept per stream (counters, rate cap, next hop, RTP figures),
+ * indexed by relay_target.stats_slot: one shared copy, so the kernel memory
+ * per stream does not grow with the CPU count. Mmapable: relayd reads the
+ * counters of every stream without a system call each. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, RELAY_MAX_STATS_SLOTS);
 	__type(key, __u32);
-	__type(value, struct relay_rtp_stats);
+	__type(value, struct relay_stream_state);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} rtp_stats SEC(".maps");
+} stream_state SEC(".maps");
 
 /* The arrival clock of packet fixtures (entry 0, ns), read instead of
  * bpf_ktime_get_ns() only by an object loaded with relay_test_clock set.

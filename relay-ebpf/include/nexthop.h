@@ -4,10 +4,10 @@
  *
  * bpf_fib_lookup (routing rules, table, neighbour) is the most expensive
  * step of the hit path. Its answer depends on the stream's addresses only,
- * so each CPU keeps the last answer in the stream's per-CPU counters slot
+ * so the stream keeps the last answer (relay_next_hop in its state record)
  * and reuses it for relay_nh_cache_ns. A route or neighbour change is
- * therefore seen within that time; relayd zeroes the slot (cache included)
- * whenever it installs or changes a stream.
+ * therefore seen within that time; relayd zeroes the record (cache
+ * included) whenever it installs or changes a stream.
  */
 #ifndef RELAY_NEXTHOP_H
 #define RELAY_NEXTHOP_H
@@ -33,13 +33,33 @@ struct next_hop {
 };
 
 /*
- * The next hop of stream `t` for an egress IP packet of `egress_len` bytes
- * in family `out_v6`, arriving on `ingress` at `now`: from this CPU's cache
- * when it is fresh and the packet no bigger than one the FIB passed (MTU),
- * else from bpf_fib_lookup (then cached). Returns the lookup's result code
- * (BPF_FIB_LKUP_RET_SUCCESS = 0 when `nh` is filled).
+ * The cached next hop, copied into `nh` when it is fresh at `now`, holds
+ * packets of `egress_len` bytes, and did not change while copied (another
+ * CPU refilling it clears until_ns first and sets it last).
  */
-static __always_inline long resolve_next_hop(struct xdp_md *ctx, struct relay_stream_stats *st,
+static __always_inline int cached_next_hop(const struct relay_next_hop *cache, __u16 egress_len,
+					   __u64 now, struct next_hop *nh)
+{
+	__u64 until = *(volatile __u64 *)&cache->until_ns;
+
+	if (now >= until || egress_len > cache->max_len)
+		return 0;
+	asm volatile("" ::: "memory");
+	nh->ifindex = cache->ifindex;
+	__builtin_memcpy(nh->dmac, cache->dmac, ETH_ALEN);
+	__builtin_memcpy(nh->smac, cache->smac, ETH_ALEN);
+	asm volatile("" ::: "memory");
+	return until == *(volatile __u64 *)&cache->until_ns;
+}
+
+/*
+ * The next hop of stream `t` for an egress IP packet of `egress_len` bytes
+ * in family `out_v6`, arriving on `ingress` at `now`: from the stream's
+ * cache when it is fresh and the packet no bigger than one the FIB passed
+ * (MTU), else from bpf_fib_lookup (then cached). Returns the lookup's result
+ * code (BPF_FIB_LKUP_RET_SUCCESS = 0 when `nh` is filled).
+ */
+static __always_inline long resolve_next_hop(struct xdp_md *ctx, struct relay_next_hop *cache,
 					     const struct relay_target *t, __u32 out_v6,
 					     __u16 egress_len, __u32 ingress, __u64 now,
 					     struct next_hop *nh)
@@ -47,12 +67,8 @@ static __always_inline long resolve_next_hop(struct xdp_md *ctx, struct relay_st
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
-	if (relay_nh_cache_ns && st && now < st->nh_until_ns && egress_len <= st->nh_max_len) {
-		nh->ifindex = st->nh_ifindex;
-		__builtin_memcpy(nh->dmac, st->nh_dmac, ETH_ALEN);
-		__builtin_memcpy(nh->smac, st->nh_smac, ETH_ALEN);
+	if (relay_nh_cache_ns && cache && cached_next_hop(cache, egress_len, now, nh))
 		return BPF_FIB_LKUP_RET_SUCCESS;
-	}
 
 	if (out_v6) {
 		fib_ipv6(&fib, t, egress_len - sizeof(struct ipv6hdr));
@@ -73,12 +89,15 @@ static __always_inline long resolve_next_hop(struct xdp_md *ctx, struct relay_st
 	nh->ifindex = fib.ifindex;
 	__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
-	if (relay_nh_cache_ns && st) {
-		st->nh_ifindex = fib.ifindex;
-		__builtin_memcpy(st->nh_dmac, fib.dmac, ETH_ALEN);
-		__builtin_memcpy(st->nh_smac, fib.smac, ETH_ALEN);
-		st->nh_max_len = egress_len;
-		st->nh_until_ns = now + relay_nh_cache_ns;
+	if (relay_nh_cache_ns && cache) {
+		*(volatile __u64 *)&cache->until_ns = 0;
+		asm volatile("" ::: "memory");
+		cache->ifindex = fib.ifindex;
+		__builtin_memcpy(cache->dmac, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(cache->smac, fib.smac, ETH_ALEN);
+		cache->max_len = egress_len;
+		asm volatile("" ::: "memory");
+		*(volatile __u64 *)&cache->until_ns = now + relay_nh_cache_ns;
 	}
 	return rc;
 }

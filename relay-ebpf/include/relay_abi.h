@@ -18,11 +18,10 @@
 #include <linux/types.h>
 
 #define RELAY_ABI_MAGIC 0x59524c58u /* "XLRY" read as a little-endian u32 */
-#define RELAY_ABI_VERSION 7u
+#define RELAY_ABI_VERSION 8u
 
-/* Map names (maps.h): streams, stream_stats, counters, tx_ports, ifaces,
- * addresses, rtp_stats; relay-common
- * has the same strings as constants (abi::MAP_*). */
+/* Map names (maps.h): streams, stream_state, counters, tx_ports, ifaces,
+ * addresses; relay-common has the same strings as constants (abi::MAP_*). */
 
 /*
  * The stream table is indexed, not hashed: each relay address owns a row of
@@ -63,35 +62,52 @@ struct relay_target {
 	__be16 expect_port;   /* net: expected sender UDP port */
 	__u16 seq;            /* host: update sequence, odd while relayd rewrites the entry */
 	__u32 flags;          /* host: RELAY_TF_*; 0 = no stream */
-	__u32 stats_slot;     /* host: index into stream_stats and rtp_stats */
+	__u32 stats_slot;     /* host: index into stream_state */
 };
 
-/* Per-stream counters, one copy per CPU (PERCPU_ARRAY); userspace sums them. */
+/*
+ * A stream's counters and rate-cap bucket: the first cache line of its
+ * relay_stream_state, the one every packet of the stream touches.
+ *
+ * One copy shared by all CPUs (ABI v8; v7 kept one per CPU, which made the
+ * kernel memory per stream grow with the CPU count). RSS keeps a flow on one
+ * receive queue, so a stream has one writer almost always; the counters are
+ * still added atomically so that they stay exact when it has two.
+ */
 struct relay_stream_stats {
-	__u64 packets;      /* host: packets forwarded by XDP */
-	__u64 bytes;        /* host: UDP payload bytes forwarded by XDP */
-	__u64 dropped;      /* host: packets dropped (strict-source mismatch) */
-	__u64 passed;       /* host: packets handed to the kernel stack (FIB/neighbour miss) */
-	__u64 last_seen_ns; /* host: CLOCK_MONOTONIC_COARSE of the last packet; max over CPUs */
-	__u64 tokens_milli; /* host: rate-cap bucket, thousandths of a packet (this CPU) */
-	__u64 refill_ns;    /* host: when the bucket was last refilled (this CPU) */
-	/* Next-hop cache of this CPU: the last bpf_fib_lookup answer, reused
-	 * until nh_until_ns so most packets skip the FIB (see nexthop.h). */
-	__u64 nh_until_ns;  /* host: valid while the packet clock is below; 0 = empty */
-	__u32 nh_ifindex;   /* host: egress interface */
-	__u16 nh_max_len;   /* host: largest IP packet the lookup passed (MTU) */
-	__u8 nh_dmac[6];    /* next hop's MAC */
-	__u8 nh_smac[6];    /* egress interface's MAC */
-	__u16 _pad0;        /* zero */
-	__u32 max_pps;      /* host: the stream's packet-rate cap per CPU, 0 = none
-	                     * (set by relayd in every CPU's copy) */
+	__u64 packets;      /* host: packets forwarded by XDP (atomic adds) */
+	__u64 bytes;        /* host: UDP payload bytes forwarded by XDP (atomic adds) */
+	__u64 dropped;      /* host: packets dropped: strict source, rate cap (atomic adds) */
+	__u64 passed;       /* host: packets handed to the kernel stack: FIB/neighbour
+	                     * miss, no checksum, no headroom (atomic adds) */
+	__u64 last_seen_ns; /* host: CLOCK_MONOTONIC(_COARSE) of the last packet */
+	__u64 tokens_milli; /* host: rate-cap bucket, thousandths of a packet */
+	__u64 refill_ns;    /* host: when the bucket was last refilled */
+	__u32 max_pps;      /* host: the stream's packet-rate cap, 0 = none (set by relayd) */
+	__u32 _pad0;        /* zero */
+};
+
+/*
+ * The last bpf_fib_lookup answer for a stream, reused until until_ns so most
+ * packets skip the FIB (nexthop.h). Shared by all CPUs: a writer clears
+ * until_ns first and sets it last, and a reader that sees until_ns change
+ * while it copies asks the FIB instead.
+ */
+struct relay_next_hop {
+	__u64 until_ns;  /* host: valid while the packet clock is below; 0 = empty */
+	__u32 ifindex;   /* host: egress interface */
+	__u16 max_len;   /* host: largest IP packet the lookup passed (MTU) */
+	__u8 dmac[6];    /* next hop's MAC */
+	__u8 smac[6];    /* egress interface's MAC */
+	__u8 _pad[6];    /* zero */
 };
 
 /*
  * What one stream's packets say about their RTP source (RFC 3550 A.1, A.3,
- * A.8), indexed by stats_slot in the rtp_stats ARRAY. One copy shared by all
- * CPUs: RSS keeps a flow on one CPU, and the figures only make sense over
- * the whole flow. relay-common's rtp.rs is the same algorithm on the host.
+ * A.8), part of the stream's relay_stream_state. The figures describe the
+ * whole flow and assume one writer at a time (RSS keeps a flow on one CPU);
+ * the four packet-class counters are added atomically. relay-common's rtp.rs
+ * is the same algorithm on the host.
  */
 struct relay_rtp_stats {
 	__u64 rtp_packets;     /* host: RTP packets seen (any SSRC) */
@@ -112,6 +128,21 @@ struct relay_rtp_stats {
 	__u8 payload_type;     /* last RTP payload type */
 	__u8 state;            /* RELAY_RTP_STATE_* */
 	__u32 clock_rate;      /* host: RTP clock rate in Hz for jitter, 0 = unknown (set by relayd) */
+};
+
+/*
+ * Everything the program keeps for one stream, indexed by stats_slot in the
+ * `stream_state` ARRAY: 192 bytes, three cache lines, whatever the CPU count.
+ * A packet of a stream touches the counters line and the next-hop line; an
+ * RTP or RTCP packet also the RTP line. The array is mmapable: relayd reads
+ * counters and sets max_pps and clock_rate through the mapping, word by
+ * word, and writes a whole record only to a slot no entry points to.
+ */
+struct relay_stream_state {
+	struct relay_stream_stats stats; /* bytes 0-63 */
+	struct relay_next_hop nh;        /* bytes 64-95 */
+	struct relay_rtp_stats rtp;      /* bytes 96-183 */
+	__u64 _pad;                      /* zero; rounds the record to three lines */
 };
 
 #define RELAY_RTP_STATE_NONE 0     /* no RTP packet yet */
@@ -227,7 +258,7 @@ enum relay_counter_id {
  * RELAY_ABI_LAYOUT_LEN numbers (struct sizes and field offsets, in the order
  * of RELAY_ABI_LAYOUT in relay.bpf.c and LAYOUT in relay-common).
  */
-#define RELAY_ABI_LAYOUT_LEN 62
+#define RELAY_ABI_LAYOUT_LEN 69
 
 struct relay_abi_meta {
 	__u32 magic;                        /* host: RELAY_ABI_MAGIC */

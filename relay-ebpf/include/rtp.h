@@ -43,6 +43,10 @@ static __always_inline __u64 rtp_now(void)
 	return bpf_ktime_get_ns();
 }
 
+/* The packet-class counters stay exact with two writers (relay_rtp_stats);
+ * the sequence and jitter figures assume one. */
+#define rtp_count(field, n) __sync_fetch_and_add(&(field), (n))
+
 /* RFC 5761 section 4: these second bytes are RTCP packet types, never RTP. */
 static __always_inline int rtcp_type(__u8 b)
 {
@@ -133,27 +137,27 @@ static __always_inline void rtp_observe(struct relay_rtp_stats *s, const struct 
 
 	if (t->flags & RELAY_TF_RTCP) {
 		if (len >= 4 && (void *)(p + 4) <= end && (p[0] & 0xc0) == 0x80 && rtcp_type(p[1])) {
-			s->rtcp_packets++;
-			s->rtcp_bytes += len;
+			rtp_count(s->rtcp_packets, 1);
+			rtp_count(s->rtcp_bytes, len);
 		} else {
-			s->other_packets++;
+			rtp_count(s->other_packets, 1);
 		}
 		return;
 	}
 	if (len < 12 || (void *)(p + 12) > end || (p[0] & 0xc0) != 0x80) {
-		s->other_packets++;
+		rtp_count(s->other_packets, 1);
 		return;
 	}
 	if (rtcp_type(p[1])) {
-		s->rtcp_packets++;
-		s->rtcp_bytes += len;
+		rtp_count(s->rtcp_packets, 1);
+		rtp_count(s->rtcp_bytes, len);
 		return;
 	}
 
 	seq = ((__u16)p[2] << 8) | p[3];
 	ts = ((__u32)p[4] << 24) | ((__u32)p[5] << 16) | ((__u32)p[6] << 8) | p[7];
 	ssrc = ((__u32)p[8] << 24) | ((__u32)p[9] << 16) | ((__u32)p[10] << 8) | p[11];
-	s->rtp_packets++;
+	rtp_count(s->rtp_packets, 1);
 	s->payload_type = p[1] & 0x7f;
 	if (s->state == RELAY_RTP_STATE_NONE || ssrc != s->ssrc) {
 		if (s->state != RELAY_RTP_STATE_NONE)

@@ -59,13 +59,20 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_stream_stats, last_seen_ns),
 		OFF(relay_stream_stats, tokens_milli),
 		OFF(relay_stream_stats, refill_ns),
-		OFF(relay_stream_stats, nh_until_ns),
-		OFF(relay_stream_stats, nh_ifindex),
-		OFF(relay_stream_stats, nh_max_len),
-		OFF(relay_stream_stats, nh_dmac),
-		OFF(relay_stream_stats, nh_smac),
-		OFF(relay_stream_stats, _pad0),
 		OFF(relay_stream_stats, max_pps),
+		OFF(relay_stream_stats, _pad0),
+		sizeof(struct relay_next_hop),
+		OFF(relay_next_hop, until_ns),
+		OFF(relay_next_hop, ifindex),
+		OFF(relay_next_hop, max_len),
+		OFF(relay_next_hop, dmac),
+		OFF(relay_next_hop, smac),
+		OFF(relay_next_hop, _pad),
+		sizeof(struct relay_stream_state),
+		OFF(relay_stream_state, stats),
+		OFF(relay_stream_state, nh),
+		OFF(relay_stream_state, rtp),
+		OFF(relay_stream_state, _pad),
 		sizeof(struct relay_counter),
 		OFF(relay_counter, packets),
 		OFF(relay_counter, bytes),
@@ -107,7 +114,9 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 };
 
 _Static_assert(sizeof(struct relay_target) == 64, "relay_target size is ABI (one cache line)");
-_Static_assert(sizeof(struct relay_stream_stats) == 88, "relay_stream_stats size is ABI");
+_Static_assert(sizeof(struct relay_stream_stats) == 64, "relay_stream_stats is one cache line");
+_Static_assert(sizeof(struct relay_next_hop) == 32, "relay_next_hop size is ABI");
+_Static_assert(sizeof(struct relay_stream_state) == 192, "relay_stream_state is three cache lines");
 _Static_assert(sizeof(struct relay_counter) == 16, "relay_counter size is ABI");
 _Static_assert(sizeof(struct relay_iface_status) == 32, "relay_iface_status size is ABI");
 _Static_assert(sizeof(struct relay_address) == 32, "relay_address size is ABI");
@@ -157,25 +166,16 @@ static __always_inline void rewrite_ipv4_udp(struct iphdr *ip, struct udphdr *ud
 	ip->daddr = daddr;
 }
 
-static __always_inline struct relay_stream_stats *lookup_stream_stats(const struct relay_target *t)
+static __always_inline struct relay_stream_state *lookup_stream_state(const struct relay_target *t)
 {
 	__u32 slot = t->stats_slot;
 
-	return bpf_map_lookup_elem(&stream_stats, &slot);
+	return bpf_map_lookup_elem(&stream_state, &slot);
 }
 
-/* RTP/RTCP figures of an accepted packet (before the next-hop lookup, so a
- * packet passed on a FIB miss is counted here and not again by relayd). */
-static __always_inline void observe_media(const struct relay_target *t, const struct udphdr *udp,
-					  const void *data_end, __u64 now)
-{
-	__u32 slot = t->stats_slot;
-	struct relay_rtp_stats *rs = bpf_map_lookup_elem(&rtp_stats, &slot);
-
-	if (rs)
-		rtp_observe(rs, t, (const __u8 *)(udp + 1), data_end,
-			    bpf_ntohs(udp->len) - sizeof(*udp), now);
-}
+/* A stream counter: atomic, so it stays exact when two CPUs carry one
+ * stream (an uncontended locked add; see relay_stream_stats). */
+#define stream_count(field, n) __sync_fetch_and_add(&(field), (n))
 
 /* A UDP packet for a port of a relay address without a stream: dropped
  * when it is in the address's shielded media port range (nothing of
@@ -256,9 +256,10 @@ static __always_inline int read_stream(const struct relay_address *a, __u16 port
 }
 
 /*
- * Per-stream packet-rate cap: a token bucket per CPU (RSS keeps a flow on
- * one CPU), refilled at max_pps and holding at most one second of packets.
- * Thousandths of a token keep slow refills (coarse clock ticks) exact enough.
+ * Per-stream packet-rate cap: a token bucket, refilled at max_pps and holding
+ * at most one second of packets. Thousandths of a token keep slow refills
+ * (coarse clock ticks) exact enough. Plain reads and writes: RSS keeps a flow
+ * on one CPU, and should two CPUs race here the cap errs by a packet or two.
  */
 static __always_inline int take_token(struct relay_stream_stats *st, __u64 now)
 {
@@ -290,7 +291,7 @@ int relay_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	__u64 frame_len = data_end - data;
 	struct cursor c = { .pos = data, .end = data_end };
-	struct relay_stream_stats *st;
+	struct relay_stream_state *ss;
 	struct relay_address address, *addr = &address;
 	struct next_hop nh;
 	struct relay_view v = {};
@@ -329,22 +330,25 @@ int relay_xdp(struct xdp_md *ctx)
 		return no_stream(addr, port, frame_len);
 	if (t->flags & RELAY_TF_TO_USERSPACE)
 		return count(RELAY_CNT_PASS_TO_USERSPACE, frame_len, XDP_PASS);
-	st = lookup_stream_stats(t);
+	ss = lookup_stream_state(t);
 
 	if ((t->flags & RELAY_TF_STRICT_SOURCE) && !view_from_expected(&v, t)) {
-		if (st)
-			st->dropped++;
+		if (ss)
+			stream_count(ss->stats.dropped, 1);
 		return count(RELAY_CNT_DROP_STRICT_SOURCE, frame_len, XDP_DROP);
 	}
 
 	/* One clock read per packet: the precise clock only where jitter needs it. */
 	now = (t->flags & RELAY_TF_JITTER) ? rtp_now() : bpf_ktime_get_coarse_ns();
-	if (st && st->max_pps && !take_token(st, now)) {
-		st->dropped++;
+	if (ss && ss->stats.max_pps && !take_token(&ss->stats, now)) {
+		stream_count(ss->stats.dropped, 1);
 		return count(RELAY_CNT_DROP_RATE, frame_len, XDP_DROP);
 	}
-	if (t->flags & (RELAY_TF_RTP | RELAY_TF_RTCP))
-		observe_media(t, v.udp, data_end, now);
+	/* RTP/RTCP figures before the next-hop lookup, so a packet passed on
+	 * a FIB miss is counted here and not again by relayd. */
+	if (ss && (t->flags & (RELAY_TF_RTP | RELAY_TF_RTCP)))
+		rtp_observe(&ss->rtp, t, (const __u8 *)(v.udp + 1), data_end,
+			    bpf_ntohs(v.udp->len) - sizeof(*v.udp), now);
 
 	/* The peer's family is the egress family: v4-mapped means IPv4. */
 	out_v6 = !is_mapped_v4(t->peer_addr);
@@ -352,8 +356,8 @@ int relay_xdp(struct xdp_md *ctx)
 	/* IPv6 needs a UDP checksum; computing one over the payload is left
 	 * to relayd's socket, which the packet reaches by passing. */
 	if (out_v6 && !v.v6 && !v.udp->check) {
-		if (st)
-			st->passed++;
+		if (ss)
+			stream_count(ss->stats.passed, 1);
 		return count(RELAY_CNT_PASS_NO_CSUM, frame_len, XDP_PASS);
 	}
 	/* A same-host sender's partial checksum (left for offload) is
@@ -361,8 +365,8 @@ int relay_xdp(struct xdp_md *ctx)
 	 * than the program sums goes to relayd's socket like the above. */
 	partial = udp_csum_is_partial(&v);
 	if (partial && udp_len > RELAY_CSUM_MAX_LEN) {
-		if (st)
-			st->passed++;
+		if (ss)
+			stream_count(ss->stats.passed, 1);
 		return count(RELAY_CNT_PASS_NO_CSUM, frame_len, XDP_PASS);
 	}
 
@@ -377,10 +381,10 @@ int relay_xdp(struct xdp_md *ctx)
 		egress_len = sizeof(struct iphdr) + udp_len;
 	else
 		egress_len = bpf_ntohs(((struct iphdr *)v.l3)->tot_len);
-	if (resolve_next_hop(ctx, st, t, out_v6, egress_len, ingress, now, &nh) !=
+	if (resolve_next_hop(ctx, ss ? &ss->nh : NULL, t, out_v6, egress_len, ingress, now, &nh) !=
 	    BPF_FIB_LKUP_RET_SUCCESS) {
-		if (st)
-			st->passed++;
+		if (ss)
+			stream_count(ss->stats.passed, 1);
 		return count(RELAY_CNT_PASS_FIB_MISS, frame_len, XDP_PASS);
 	}
 
@@ -390,8 +394,8 @@ int relay_xdp(struct xdp_md *ctx)
 		/* Only sets up the redirect; returns the flags value on a miss. */
 		action = bpf_redirect_map(&tx_ports, nh.ifindex, XDP_PASS);
 		if (action != XDP_REDIRECT) {
-			if (st)
-				st->passed++;
+			if (ss)
+				stream_count(ss->stats.passed, 1);
 			return count(RELAY_CNT_PASS_NO_TX_PORT, frame_len, XDP_PASS);
 		}
 	}
@@ -408,8 +412,8 @@ int relay_xdp(struct xdp_md *ctx)
 		 * fails before touching the frame. */
 		eth = v.v6 ? bridge_6to4(ctx, &v, t) : bridge_4to6(ctx, &v, t);
 		if (!eth) {
-			if (st)
-				st->passed++;
+			if (ss)
+				stream_count(ss->stats.passed, 1);
 			return count(RELAY_CNT_PASS_NO_HEADROOM, frame_len, XDP_PASS);
 		}
 	}
@@ -420,10 +424,10 @@ int relay_xdp(struct xdp_md *ctx)
 				  l2_len + (out_v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)),
 				  csum_egress_addrs(t, out_v6));
 
-	if (st) {
-		st->packets++;
-		st->bytes += udp_len - sizeof(struct udphdr);
-		st->last_seen_ns = now;
+	if (ss) {
+		stream_count(ss->stats.packets, 1);
+		stream_count(ss->stats.bytes, udp_len - sizeof(struct udphdr));
+		ss->stats.last_seen_ns = now;
 	}
 	return count(action == XDP_TX ? RELAY_CNT_FWD_TX : RELAY_CNT_FWD_REDIRECT, frame_len,
 		     action);

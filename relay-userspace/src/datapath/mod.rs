@@ -144,6 +144,9 @@ pub enum DatapathError {
     /// Every stream counters slot is taken.
     #[error("no free kernel stream slot (raise --max-streams)")]
     NoSlot,
+    /// A stream state slot beyond the end of the array.
+    #[error("stream state slot {0} is beyond the stream state array")]
+    NoSuchSlot(u32),
     /// No stream is installed for that local address.
     #[error("no stream installed for {0}")]
     NoSuchStream(SocketAddr),

@@ -20,9 +20,7 @@ use aya::{
         Xdp,
     },
 };
-use relay_common::{
-    IfaceStatus, MAP_IFACES, MAP_RTP_STATS, MAP_STREAMS, MAP_STREAM_STATS, ROW_SHIFT,
-};
+use relay_common::{IfaceStatus, MAP_IFACES, MAP_STREAMS, MAP_STREAM_STATE, ROW_SHIFT};
 
 use super::{link_pin, release_stale_link, XdpConfig, XdpError, MAP_NAMES};
 
@@ -31,7 +29,7 @@ use super::{link_pin, release_stale_link, XdpConfig, XdpError, MAP_NAMES};
 fn configured_entries(name: &str, config: &XdpConfig) -> Option<u32> {
     match name {
         MAP_STREAMS => Some(config.max_addresses << ROW_SHIFT),
-        MAP_STREAM_STATS | MAP_RTP_STATS => Some(config.max_streams),
+        MAP_STREAM_STATE => Some(config.max_streams),
         _ => None,
     }
 }
@@ -59,16 +57,18 @@ pub fn not_adoptable(dir: &Path, config: &XdpConfig) -> Option<String> {
             info.key_size(),
             info.value_size(),
             info.max_entries(),
+            info.map_flags(),
         );
         let wanted = (
             Some(def.map_type()),
             def.key_size(),
             def.value_size(),
             entries,
+            def.map_flags(),
         );
         if found != wanted {
             return Some(format!(
-                "map {name} has another layout or size (type, key, value, entries: \
+                "map {name} has another layout or size (type, key, value, entries, flags: \
                  {found:?}, this relayd's: {wanted:?})"
             ));
         }

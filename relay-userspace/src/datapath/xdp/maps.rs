@@ -9,29 +9,29 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
-    util::nr_cpus,
+    maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray},
     Ebpf,
 };
 use relay_common::{
     addr::{from_abi, to_abi},
     address_probes, stream_index, Counter, CounterId, IfaceStatus, RelayAddress, RtpStats,
-    StreamStats, StreamTarget, ADDR_IN_USE, ADDR_SLOTS, MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES,
-    MAP_RTP_STATS, MAP_STREAMS, MAP_STREAM_STATS, MAP_TX_PORTS, ROW_SHIFT, SHIELD_DROP_UNKNOWN,
+    StreamState, StreamStats, StreamTarget, ADDR_IN_USE, ADDR_SLOTS, MAP_ADDRESSES, MAP_COUNTERS,
+    MAP_IFACES, MAP_STREAMS, MAP_STREAM_STATE, MAP_TX_PORTS, ROW_SHIFT, SHIELD_DROP_UNKNOWN,
     TF_IN_USE, TF_JITTER, TF_RTCP, TF_RTP, TF_STRICT_SOURCE, TF_TO_USERSPACE,
 };
 
 use super::{
     super::{Counters, DatapathError, MediaTracking, StreamSpec},
     batch_read::read_array_range,
+    state_array::StateArray,
 };
 
 /// Every map of the relay program.
 pub struct RelayMaps {
     /// The stream table: a row of entries per relay address, one per port.
     pub streams: Array<MapData, StreamTarget>,
-    /// Per-stream counters.
-    pub stream_stats: PerCpuArray<MapData, StreamStats>,
+    /// Per-stream state (counters, rate cap, next hop, RTP figures), mapped.
+    pub stream_state: StateArray,
     /// Program-wide counters.
     pub counters: PerCpuArray<MapData, Counter>,
     /// Redirect targets.
@@ -41,8 +41,6 @@ pub struct RelayMaps {
     /// Relay addresses, their rows of `streams` and DoS shields: a hash
     /// table of slots (relay_abi.h).
     pub addresses: Array<MapData, RelayAddress>,
-    /// Per-stream RTP figures.
-    pub rtp_stats: Array<MapData, RtpStats>,
     /// What `addresses` holds, by address: the slot and its content
     /// (relayd is the only writer).
     rows: StdHashMap<[u8; 16], (u32, RelayAddress)>,
@@ -133,12 +131,11 @@ impl RelayMaps {
         };
         Self::from_maps(
             take(MAP_STREAMS)?,
-            take(MAP_STREAM_STATS)?,
+            take(MAP_STREAM_STATE)?,
             take(MAP_COUNTERS)?,
             take(MAP_TX_PORTS)?,
             take(MAP_IFACES)?,
             take(MAP_ADDRESSES)?,
-            take(MAP_RTP_STATS)?,
         )
     }
 
@@ -151,23 +148,21 @@ impl RelayMaps {
         };
         Self::from_maps(
             open(MAP_STREAMS)?,
-            open(MAP_STREAM_STATS)?,
+            open(MAP_STREAM_STATE)?,
             open(MAP_COUNTERS)?,
             open(MAP_TX_PORTS)?,
             open(MAP_IFACES)?,
             open(MAP_ADDRESSES)?,
-            open(MAP_RTP_STATS)?,
         )
     }
 
     fn from_maps(
         streams: Map,
-        stream_stats: Map,
+        stream_state: Map,
         counters: Map,
         tx_ports: Map,
         ifaces: Map,
         addresses: Map,
-        rtp_stats: Map,
     ) -> Result<Self, DatapathError> {
         let check = map_err("checking a map's type and sizes");
         // Batch reads need the descriptor, which aya keeps private once it
@@ -192,16 +187,11 @@ impl RelayMaps {
             streams: streams
                 .try_into()
                 .map_err(map_err("checking the streams map"))?,
-            stream_stats: stream_stats
-                .try_into()
-                .map_err(map_err("checking stream_stats"))?,
+            stream_state: StateArray::new(stream_state)?,
             counters: counters.try_into().map_err(map_err("checking counters"))?,
             tx_ports: tx_ports.try_into().map_err(map_err("checking tx_ports"))?,
             ifaces: ifaces.try_into().map_err(check)?,
             addresses,
-            rtp_stats: rtp_stats
-                .try_into()
-                .map_err(map_err("checking rtp_stats"))?,
             rows,
             streams_fd,
         })
@@ -290,8 +280,8 @@ impl RelayMaps {
         self.install_seeded(spec, &RtpStats::default())
     }
 
-    /// Inserts or replaces a stream, zeroes its counters and starts its RTP
-    /// figures from `rtp`.
+    /// Inserts or replaces a stream, zeroes its state record (a slot no
+    /// entry points to yet) and starts its RTP figures from `rtp`.
     pub fn install_seeded(
         &mut self,
         spec: &StreamSpec,
@@ -346,26 +336,15 @@ impl RelayMaps {
             // Nothing is counted for a pass entry: no counters to zero.
             return self.write_entry(index, old, target);
         }
-        let cpus = nr_cpus().map_err(|(_, source)| DatapathError::Io {
-            op: "counting CPUs",
-            source,
-        })?;
-        let fresh = StreamStats {
-            max_pps: spec.max_pps,
-            ..StreamStats::default()
+        let fresh = StreamState {
+            stats: StreamStats {
+                max_pps: spec.max_pps,
+                ..StreamStats::default()
+            },
+            rtp: RtpStats { clock_rate, ..*rtp },
+            ..StreamState::default()
         };
-        let zeros =
-            PerCpuValues::try_from(vec![fresh; cpus]).map_err(|source| DatapathError::Io {
-                op: "zeroing stream counters",
-                source,
-            })?;
-        self.stream_stats
-            .set(spec.stats_slot, zeros, 0)
-            .map_err(map_err("zeroing stream counters"))?;
-        let rtp = RtpStats { clock_rate, ..*rtp };
-        self.rtp_stats
-            .set(spec.stats_slot, rtp, 0)
-            .map_err(map_err("seeding RTP figures"))?;
+        self.stream_state.reset(spec.stats_slot, &fresh)?;
         self.write_entry(index, old, target)
     }
 
@@ -486,22 +465,14 @@ impl RelayMaps {
         self.write_entry(index, old, StreamTarget::default())
     }
 
-    /// One stream slot's counters summed over CPUs.
+    /// One stream slot's counters.
     pub fn stream_stats(&self, slot: u32) -> Result<StreamStats, DatapathError> {
-        let per_cpu = self
-            .stream_stats
-            .get(&slot, 0)
-            .map_err(map_err("reading stream counters"))?;
-        let mut total = StreamStats::default();
-        per_cpu.iter().for_each(|s| total.accumulate(s));
-        Ok(total)
+        Ok(self.stream_state.read(slot)?.stats)
     }
 
     /// One stream slot's RTP figures.
     pub fn rtp_stats(&self, slot: u32) -> Result<RtpStats, DatapathError> {
-        self.rtp_stats
-            .get(&slot, 0)
-            .map_err(map_err("reading RTP figures"))
+        Ok(self.stream_state.read(slot)?.rtp)
     }
 
     /// Program-wide counters summed over CPUs.

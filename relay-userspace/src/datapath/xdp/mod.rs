@@ -14,6 +14,7 @@ pub mod batch_read;
 pub mod maps;
 pub mod object;
 pub mod selftest;
+pub mod state_array;
 
 use std::{
     fmt,
@@ -27,8 +28,8 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use relay_common::{
-    IfaceStatus, StreamStats, ABI_VERSION, MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES, MAP_RTP_STATS,
-    MAP_STREAMS, MAP_STREAM_STATS, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
+    IfaceStatus, StreamStats, ABI_VERSION, MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES, MAP_STREAMS,
+    MAP_STREAM_STATE, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
     MODE_REASON_NATIVE_REFUSED, MODE_REASON_NATIVE_TX_LOST, ROW_SHIFT, XDP_MODE_GENERIC,
     XDP_MODE_NATIVE,
 };
@@ -345,14 +346,13 @@ pub fn versioned_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join(format!("abi-v{ABI_VERSION}"))
 }
 
-pub(crate) const MAP_NAMES: [&str; 7] = [
+pub(crate) const MAP_NAMES: [&str; 6] = [
     MAP_STREAMS,
-    MAP_STREAM_STATS,
+    MAP_STREAM_STATE,
     MAP_COUNTERS,
     MAP_TX_PORTS,
     MAP_IFACES,
     MAP_ADDRESSES,
-    MAP_RTP_STATS,
 ];
 
 fn link_pin(dir: &Path, iface: &str) -> PathBuf {
@@ -430,8 +430,7 @@ impl XdpDatapath {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&dir)
             .map_max_entries(MAP_STREAMS, config.max_addresses << ROW_SHIFT)
-            .map_max_entries(MAP_STREAM_STATS, config.max_streams)
-            .map_max_entries(MAP_RTP_STATS, config.max_streams)
+            .map_max_entries(MAP_STREAM_STATE, config.max_streams)
             .override_global(TEST_CLOCK_GLOBAL, &u8::from(config.test_clock), true)
             .override_global(NH_CACHE_GLOBAL, &nh_cache_ns, true)
             .load(elf)
