@@ -43,10 +43,6 @@ static __always_inline __u64 rtp_now(void)
 	return bpf_ktime_get_ns();
 }
 
-/* The packet-class counters stay exact with two writers (relay_rtp_stats);
- * the sequence and jitter figures assume one. */
-#define rtp_count(field, n) __sync_fetch_and_add(&(field), (n))
-
 /* RFC 5761 section 4: these second bytes are RTCP packet types, never RTP. */
 static __always_inline int rtcp_type(__u8 b)
 {
@@ -127,7 +123,9 @@ static __always_inline void rtp_update_jitter(struct relay_rtp_stats *s, __u32 t
 /*
  * Feeds one accepted packet (its UDP payload at p, len bytes by the UDP
  * header; the frame, possibly padded, ends at end) of a
- * stream flagged RELAY_TF_RTP or RELAY_TF_RTCP into its figures.
+ * stream flagged RELAY_TF_RTP or RELAY_TF_RTCP into its figures. The packet
+ * class counts are atomic (stream_add); the sequence and jitter figures
+ * assume one writer, as a flow on one receive queue has.
  */
 static __always_inline void rtp_observe(struct relay_rtp_stats *s, const struct relay_target *t,
 					const __u8 *p, const void *end, __u32 len, __u64 now)
@@ -137,27 +135,27 @@ static __always_inline void rtp_observe(struct relay_rtp_stats *s, const struct 
 
 	if (t->flags & RELAY_TF_RTCP) {
 		if (len >= 4 && (void *)(p + 4) <= end && (p[0] & 0xc0) == 0x80 && rtcp_type(p[1])) {
-			rtp_count(s->rtcp_packets, 1);
-			rtp_count(s->rtcp_bytes, len);
+			stream_add(s->rtcp_packets, 1);
+			stream_add(s->rtcp_bytes, len);
 		} else {
-			rtp_count(s->other_packets, 1);
+			stream_add(s->other_packets, 1);
 		}
 		return;
 	}
 	if (len < 12 || (void *)(p + 12) > end || (p[0] & 0xc0) != 0x80) {
-		rtp_count(s->other_packets, 1);
+		stream_add(s->other_packets, 1);
 		return;
 	}
 	if (rtcp_type(p[1])) {
-		rtp_count(s->rtcp_packets, 1);
-		rtp_count(s->rtcp_bytes, len);
+		stream_add(s->rtcp_packets, 1);
+		stream_add(s->rtcp_bytes, len);
 		return;
 	}
 
 	seq = ((__u16)p[2] << 8) | p[3];
 	ts = ((__u32)p[4] << 24) | ((__u32)p[5] << 16) | ((__u32)p[6] << 8) | p[7];
 	ssrc = ((__u32)p[8] << 24) | ((__u32)p[9] << 16) | ((__u32)p[10] << 8) | p[11];
-	rtp_count(s->rtp_packets, 1);
+	stream_add(s->rtp_packets, 1);
 	s->payload_type = p[1] & 0x7f;
 	if (s->state == RELAY_RTP_STATE_NONE || ssrc != s->ssrc) {
 		if (s->state != RELAY_RTP_STATE_NONE)

@@ -173,9 +173,6 @@ static __always_inline struct relay_stream_state *lookup_stream_state(const stru
 	return bpf_map_lookup_elem(&stream_state, &slot);
 }
 
-/* A stream counter: atomic, so it stays exact when two CPUs carry one
- * stream (an uncontended locked add; see relay_stream_stats). */
-#define stream_count(field, n) __sync_fetch_and_add(&(field), (n))
 
 /* A UDP packet for a port of a relay address without a stream: dropped
  * when it is in the address's shielded media port range (nothing of
@@ -334,14 +331,14 @@ int relay_xdp(struct xdp_md *ctx)
 
 	if ((t->flags & RELAY_TF_STRICT_SOURCE) && !view_from_expected(&v, t)) {
 		if (ss)
-			stream_count(ss->stats.dropped, 1);
+			stream_add(ss->stats.dropped, 1);
 		return count(RELAY_CNT_DROP_STRICT_SOURCE, frame_len, XDP_DROP);
 	}
 
 	/* One clock read per packet: the precise clock only where jitter needs it. */
 	now = (t->flags & RELAY_TF_JITTER) ? rtp_now() : bpf_ktime_get_coarse_ns();
 	if (ss && ss->stats.max_pps && !take_token(&ss->stats, now)) {
-		stream_count(ss->stats.dropped, 1);
+		stream_add(ss->stats.dropped, 1);
 		return count(RELAY_CNT_DROP_RATE, frame_len, XDP_DROP);
 	}
 	/* RTP/RTCP figures before the next-hop lookup, so a packet passed on
@@ -357,7 +354,7 @@ int relay_xdp(struct xdp_md *ctx)
 	 * to relayd's socket, which the packet reaches by passing. */
 	if (out_v6 && !v.v6 && !v.udp->check) {
 		if (ss)
-			stream_count(ss->stats.passed, 1);
+			stream_add(ss->stats.passed, 1);
 		return count(RELAY_CNT_PASS_NO_CSUM, frame_len, XDP_PASS);
 	}
 	/* A same-host sender's partial checksum (left for offload) is
@@ -366,7 +363,7 @@ int relay_xdp(struct xdp_md *ctx)
 	partial = udp_csum_is_partial(&v);
 	if (partial && udp_len > RELAY_CSUM_MAX_LEN) {
 		if (ss)
-			stream_count(ss->stats.passed, 1);
+			stream_add(ss->stats.passed, 1);
 		return count(RELAY_CNT_PASS_NO_CSUM, frame_len, XDP_PASS);
 	}
 
@@ -384,7 +381,7 @@ int relay_xdp(struct xdp_md *ctx)
 	if (resolve_next_hop(ctx, ss ? &ss->nh : NULL, t, out_v6, egress_len, ingress, now, &nh) !=
 	    BPF_FIB_LKUP_RET_SUCCESS) {
 		if (ss)
-			stream_count(ss->stats.passed, 1);
+			stream_add(ss->stats.passed, 1);
 		return count(RELAY_CNT_PASS_FIB_MISS, frame_len, XDP_PASS);
 	}
 
@@ -395,7 +392,7 @@ int relay_xdp(struct xdp_md *ctx)
 		action = bpf_redirect_map(&tx_ports, nh.ifindex, XDP_PASS);
 		if (action != XDP_REDIRECT) {
 			if (ss)
-				stream_count(ss->stats.passed, 1);
+				stream_add(ss->stats.passed, 1);
 			return count(RELAY_CNT_PASS_NO_TX_PORT, frame_len, XDP_PASS);
 		}
 	}
@@ -413,7 +410,7 @@ int relay_xdp(struct xdp_md *ctx)
 		eth = v.v6 ? bridge_6to4(ctx, &v, t) : bridge_4to6(ctx, &v, t);
 		if (!eth) {
 			if (ss)
-				stream_count(ss->stats.passed, 1);
+				stream_add(ss->stats.passed, 1);
 			return count(RELAY_CNT_PASS_NO_HEADROOM, frame_len, XDP_PASS);
 		}
 	}
@@ -425,8 +422,8 @@ int relay_xdp(struct xdp_md *ctx)
 				  csum_egress_addrs(t, out_v6));
 
 	if (ss) {
-		stream_count(ss->stats.packets, 1);
-		stream_count(ss->stats.bytes, udp_len - sizeof(struct udphdr));
+		stream_add(ss->stats.packets, 1);
+		stream_add(ss->stats.bytes, udp_len - sizeof(struct udphdr));
 		ss->stats.last_seen_ns = now;
 	}
 	return count(action == XDP_TX ? RELAY_CNT_FWD_TX : RELAY_CNT_FWD_REDIRECT, frame_len,

@@ -1043,6 +1043,13 @@ fn pinned_addresses(dp: &XdpDatapath) -> Array<MapData, RelayAddress> {
     Array::try_from(Map::Array(pinned)).unwrap()
 }
 
+/// Moves the calling thread to `cpu` (test runs execute on the caller's CPU).
+fn on_cpu(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+}
+
 /// Runs one frame through the program; returns (action, output frame).
 fn run_frame(dp: &mut XdpDatapath, frame: &[u8]) -> (u32, Vec<u8>) {
     let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
@@ -1075,11 +1082,9 @@ fn next_hop_cache_is_reused_within_its_bounds() {
         8,
         std::time::Duration::from_secs(60),
         |ns, dp| {
-            // The cache is per CPU and a test run executes on the caller's CPU:
-            // stay on one, or a migration would look like a cache miss.
-            let mut cpu = nix::sched::CpuSet::new();
-            cpu.set(0).unwrap();
-            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
+            // A test run executes on the caller's CPU: start on CPU 0 so the
+            // check below can move to another.
+            on_cpu(0);
             dp.install(&spec(Streams::CROSS, None)).unwrap();
             let small = from_a(cross_local);
             let mut big = from_a(cross_local);
@@ -1094,6 +1099,13 @@ fn next_hop_cache_is_reused_within_its_bounds() {
                 .unwrap();
             let (_, out) = run_frame(dp, &small.build());
             assert_eq!(dest_mac(&out), MAC_B_HOST, "cached next hop reused");
+            // One cache per stream (ABI v8), not per CPU: another CPU uses it too.
+            if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+                on_cpu(1);
+                let (_, out) = run_frame(dp, &small.build());
+                assert_eq!(dest_mac(&out), MAC_B_HOST, "cache shared by the CPUs");
+                on_cpu(0);
+            }
 
             // A bigger packet than the FIB passed asks again and sees the move.
             let (action, out) = run_frame(dp, &big.build());
@@ -1398,4 +1410,85 @@ fn assert_shield(dp: &mut XdpDatapath, dst: SocketAddr, action: u32, what: &str)
     };
     let delta = dp.counters().unwrap().since(&before);
     assert_only_counter(what, &delta, counter, frame.len());
+}
+
+/// Stream counters stay exact when two CPUs carry one stream (ABI v8 keeps
+/// one shared record per stream, not a copy per CPU): two threads, each on
+/// its own CPU, run the program on the same stream at the same time. The
+/// stream's peer is its own address behind a gateway, so every repeat of
+/// the test buffer hits the stream again (XDP_TX). Plain adds lose
+/// increments here (a measurement build with RELAY_PLAIN_COUNTERS does).
+#[test]
+fn stream_counters_stay_exact_with_two_cpus() {
+    require_root!();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("SKIPPED stream_counters_stay_exact_with_two_cpus: {cpus} CPU, needs two");
+        return;
+    }
+    const RUNS: u32 = 20;
+    const REPEAT: u32 = 100_000;
+    let local: SocketAddr = "11.0.0.1:1000".parse().unwrap();
+    with_datapath(
+        "exact",
+        8,
+        std::time::Duration::from_secs(60),
+        |ns, dp| {
+            ns.ip(&["route", "add", "11.0.0.0/8", "via", "10.10.1.2", "dev", "fxa"])
+                .unwrap();
+            dp.install(&StreamSpec {
+                local,
+                peer: local,
+                source: "11.0.0.1:1001".parse().unwrap(),
+                strict_source: None,
+                stats_slot: 5,
+                to_userspace: false,
+                max_pps: 0,
+                media: MediaTracking::Rtp { clock_rate: 0 },
+            })
+            .unwrap();
+            let mut frame = UdpFrame::new(sa("10.10.1.2:5000"), local);
+            frame.payload = relay_tests::packet::rtp_payload(160);
+            let payload = frame.payload.len() as u64;
+            let frame = frame.build();
+            let (action, _) = run_frame(dp, &frame);
+            assert_eq!(action, XDP_TX, "the stream loops onto itself");
+            let before = (dp.stream_stats(5).unwrap(), dp.rtp_stats(5).unwrap());
+
+            let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
+            let prog: &aya::programs::Xdp = dp.relay_program().unwrap();
+            std::thread::scope(|s| {
+                for cpu in 0..2 {
+                    let frame = &frame;
+                    s.spawn(move || {
+                        on_cpu(cpu);
+                        let ctx = xdp_md_for(ifindex, frame.len());
+                        let mut out = vec![0u8; frame.len() + 64];
+                        for _ in 0..RUNS {
+                            let r = prog
+                                .test_run(TestRunOptions {
+                                    data_in: Some(frame),
+                                    data_out: Some(&mut out),
+                                    ctx_in: Some(&ctx),
+                                    repeat: REPEAT,
+                                    ..TestRunOptions::default()
+                                })
+                                .expect("test run");
+                            assert_eq!(r.return_value, XDP_TX);
+                        }
+                    });
+                }
+            });
+
+            let sent = u64::from(2 * RUNS * REPEAT);
+            let (stats, rtp) = (dp.stream_stats(5).unwrap(), dp.rtp_stats(5).unwrap());
+            assert_eq!(stats.packets - before.0.packets, sent, "packets counted once each");
+            assert_eq!(stats.bytes - before.0.bytes, sent * payload, "bytes of every packet");
+            assert_eq!(
+                rtp.rtp_packets - before.1.rtp_packets,
+                sent,
+                "RTP packets counted once each"
+            );
+        },
+    );
 }
