@@ -12,6 +12,7 @@
 pub mod adopt;
 pub mod batch_read;
 pub mod maps;
+pub mod memory;
 pub mod object;
 pub mod selftest;
 pub mod state_array;
@@ -370,6 +371,19 @@ fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, XdpErr
     })
 }
 
+/// Says what the pinned maps hold of the kernel's memory, and what one
+/// stream costs of it (the stream state array is sized by --max-streams).
+fn log_memory(dir: &Path, config: &XdpConfig) {
+    let memory = memory::MapMemory::of_pins(dir);
+    let per_stream =
+        memory.of(MAP_STREAM_STATE).unwrap_or(0) / u64::from(config.max_streams.max(1));
+    tracing::info!(
+        max_streams = config.max_streams,
+        per_stream_bytes = per_stream,
+        "kernel memory pinned: {memory}"
+    );
+}
+
 impl XdpDatapath {
     /// Loads, attaches and pins. Must run in the interfaces' network namespace.
     pub fn start(config: &XdpConfig) -> Result<Self, XdpError> {
@@ -444,6 +458,7 @@ impl XdpDatapath {
                 })?;
         }
         let mut maps = RelayMaps::take(&mut ebpf)?;
+        log_memory(&dir, config);
         let statuses = if adopting {
             maps.iface_statuses()?
         } else {
