@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod abi;
+pub mod abi_v7;
 pub mod addr;
 pub mod rtp;
 

@@ -367,14 +367,18 @@ fn a_damaged_journal_loses_only_what_cannot_be_read() {
 
 /// A call with media at 50 pps each way through XDP; relayd killed, then
 /// `between` run on the bed, then a relayd started with `args`: no packet
-/// may be lost, and the call must be in the kernel of the new relayd.
+/// may be lost, every packet must be counted once (the new relayd carries
+/// on the old program's counters, including what it forwarded while no
+/// relayd ran), and the call must be in the kernel of the new relayd.
 fn takeover_loses_no_packet(tag: &str, between: impl FnOnce(&Bed), args: &[&str]) -> Bed {
     let bed = Bed::new(tag);
     let relayd = bed.relayd(&[]);
     let (relay_a, relay_b) = set_up_call(&bed.ng, "call-v");
     let streams = start_media(&bed, relay_a, relay_b);
     wait_kernelized(&bed.ng, "call-v");
-    std::thread::sleep(Duration::from_millis(500));
+    // Long enough for relayd's once-a-second check to record the userspace
+    // counters of packets relayed while the streams went into the kernel.
+    std::thread::sleep(Duration::from_millis(1500));
     kill_9(relayd);
     between(&bed);
     std::thread::sleep(Duration::from_millis(500));
@@ -391,9 +395,28 @@ fn takeover_loses_no_packet(tag: &str, between: impl FnOnce(&Bed), args: &[&str]
         );
     }
     let q = bed.ng.ok(&command("query", "call-v")).unwrap();
-    assert!(rtp_streams(&q)
+    let counted = rtp_streams(&q);
+    assert!(counted
         .iter()
         .all(|(_, f, _, _)| f.iter().any(|f| f == "kernelized")));
+    let sent = ab.sent.len() as i64 + ba.sent.len() as i64 + 6;
+    let total: i64 = counted
+        .iter()
+        .map(|(_, _, user, kernel)| user + kernel)
+        .sum();
+    assert_eq!(total, sent, "every packet counted once: {counted:?}");
+    // The RTP figures carried on too: no packet looks lost.
+    for (tag, t) in q.get("tags").and_then(Value::as_dict).unwrap() {
+        for m in t.get("medias").and_then(Value::as_list).unwrap() {
+            let st = &m.get("streams").and_then(Value::as_list).unwrap()[0];
+            let lost = st
+                .get("RTP quality")
+                .and_then(|r| r.get("packets lost"))
+                .and_then(Value::as_int);
+            let tag = String::from_utf8_lossy(tag);
+            assert_eq!(lost, Some(0), "{tag}: RTP figures across the takeover");
+        }
+    }
     assert_eq!(bed.forwarding_streams(), 2);
     bed.ng.ok(&delete("call-v")).unwrap();
     assert_eq!(bed.forwarding_streams(), 0);
@@ -411,8 +434,9 @@ fn a_relayd_of_another_abi_version_takes_over_without_losing_a_packet() {
     let ours = relay_common::ABI_VERSION;
     // What a relayd of another ABI version leaves: its program attached
     // and its maps and links pinned under its own abi-vN directory, which
-    // is all relayds tell versions apart by. The maps' layout is never read
-    // on this path, so this relayd's own pins, moved there, stand for them.
+    // is all relayds tell versions apart by. This relayd's own pins, moved
+    // there, stand for them; their streams and counters are read in v8's
+    // layout (a v7 relayd's in v7's, which needs a v7 build to run).
     let bed = takeover_loses_no_packet(
         "rsv",
         |bed| std::fs::rename(versioned(bed, ours), versioned(bed, ours - 1)).unwrap(),

@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap as StdHashMap,
     net::{IpAddr, SocketAddr},
-    os::fd::{AsFd as _, OwnedFd},
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
     path::Path,
 };
 
@@ -43,7 +43,7 @@ pub struct RelayMaps {
     pub addresses: Array<MapData, RelayAddress>,
     /// What `addresses` holds, by address: the slot and its content
     /// (relayd is the only writer).
-    rows: StdHashMap<[u8; 16], (u32, RelayAddress)>,
+    rows: Rows,
     /// `streams` again, for batch reads (aya keeps its descriptor private).
     streams_fd: OwnedFd,
 }
@@ -109,8 +109,50 @@ fn write_seqlocked<T: Seqlocked>(
     Ok(done)
 }
 
+/// The relay addresses in use in an address table, by address: their
+/// slots and contents.
+pub(super) fn read_rows(addresses: BorrowedFd<'_>) -> Result<Rows, DatapathError> {
+    let slots: Vec<RelayAddress> =
+        read_array_range(addresses, 0, ADDR_SLOTS).map_err(|source| DatapathError::Io {
+            op: "reading the relay addresses",
+            source,
+        })?;
+    Ok((0..)
+        .zip(slots)
+        .filter(|(_, a)| a.flags & ADDR_IN_USE != 0)
+        .map(|(slot, a)| (a.addr, (slot, a)))
+        .collect())
+}
+
+/// Every installed entry of a stream table whose relay addresses are
+/// `rows`: its relay address and port, and the entry.
+pub(super) fn read_installed(
+    rows: &Rows,
+    streams: BorrowedFd<'_>,
+) -> Result<Vec<(SocketAddr, StreamTarget)>, DatapathError> {
+    let mut out = Vec::new();
+    for (addr, (_, a)) in rows {
+        let row: Vec<StreamTarget> =
+            read_array_range(streams, stream_index(a.row, 0), 1 << ROW_SHIFT).map_err(
+                |source| DatapathError::Io {
+                    op: "reading the stream table",
+                    source,
+                },
+            )?;
+        for (port, entry) in (0..=u16::MAX).zip(row) {
+            if entry.flags & TF_IN_USE != 0 {
+                out.push((SocketAddr::new(from_abi(*addr), port), entry));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Relay addresses and their address table slots and contents.
+pub(super) type Rows = StdHashMap<[u8; 16], (u32, RelayAddress)>;
+
 /// A second descriptor of an array map, for batch reads.
-fn array_fd(map: &Map, op: &'static str) -> Result<OwnedFd, DatapathError> {
+pub(super) fn array_fd(map: &Map, op: &'static str) -> Result<OwnedFd, DatapathError> {
     match map {
         Map::Array(data) => data.fd().as_fd().try_clone_to_owned(),
         _ => Err(std::io::ErrorKind::InvalidInput.into()),
@@ -172,16 +214,7 @@ impl RelayMaps {
         let addresses: Array<MapData, RelayAddress> = addresses
             .try_into()
             .map_err(map_err("checking addresses"))?;
-        let slots: Vec<RelayAddress> = read_array_range(addresses_fd.as_fd(), 0, ADDR_SLOTS)
-            .map_err(|source| DatapathError::Io {
-                op: "reading the relay addresses",
-                source,
-            })?;
-        let rows = (0..)
-            .zip(slots)
-            .filter(|(_, a)| a.flags & ADDR_IN_USE != 0)
-            .map(|(slot, a)| (a.addr, (slot, a)))
-            .collect();
+        let rows = read_rows(addresses_fd.as_fd())?;
         let streams_fd = array_fd(&streams, "duplicating the stream table's descriptor")?;
         Ok(Self {
             streams: streams
@@ -225,24 +258,7 @@ impl RelayMaps {
     /// Reads every relay address's whole row (4 MiB, in batches), so it is
     /// for start-up and relayctl, not for anything per call.
     pub fn installed(&self) -> Result<Vec<(SocketAddr, StreamTarget)>, DatapathError> {
-        let mut out = Vec::new();
-        for (addr, (_, a)) in &self.rows {
-            let row: Vec<StreamTarget> = read_array_range(
-                self.streams_fd.as_fd(),
-                stream_index(a.row, 0),
-                1 << ROW_SHIFT,
-            )
-            .map_err(|source| DatapathError::Io {
-                op: "reading the stream table",
-                source,
-            })?;
-            for (port, entry) in (0..=u16::MAX).zip(row) {
-                if entry.flags & TF_IN_USE != 0 {
-                    out.push((SocketAddr::new(from_abi(*addr), port), entry));
-                }
-            }
-        }
-        Ok(out)
+        read_installed(&self.rows, self.streams_fd.as_fd())
     }
 
     /// [`RelayMaps::installed`] as stream specs: what relayd installed,
@@ -346,6 +362,32 @@ impl RelayMaps {
         };
         self.stream_state.reset(spec.stats_slot, &fresh)?;
         self.write_entry(index, old, target)
+    }
+
+    /// Copies a stream of another relayd's table into this one, entry as it
+    /// was and, for a forwarding entry, its state record (same slot). Only
+    /// before this relayd's program runs anywhere: the record is written
+    /// whole.
+    pub fn import(
+        &mut self,
+        local: SocketAddr,
+        entry: StreamTarget,
+        record: Option<&StreamState>,
+    ) -> Result<(), DatapathError> {
+        if let Some(record) = record {
+            self.stream_state.reset(entry.stats_slot, record)?;
+        }
+        let index = stream_index(self.row(local.ip())?, local.port());
+        let old = self.entry(index)?;
+        self.write_entry(index, old, entry)
+    }
+
+    /// The state slot of the forwarding entry installed for `local`, if any.
+    pub fn slot_of(&self, local: SocketAddr) -> Option<u32> {
+        let (_, a) = self.rows.get(&to_abi(local.ip()))?;
+        let entry = self.entry(stream_index(a.row, local.port())).ok()?;
+        (entry.flags & TF_IN_USE != 0 && entry.flags & TF_TO_USERSPACE == 0)
+            .then_some(entry.stats_slot)
     }
 
     /// The row of the stream table owned by relay address `addr`, given

@@ -14,6 +14,7 @@ pub mod batch_read;
 pub mod maps;
 pub mod memory;
 pub mod object;
+pub mod predecessor;
 pub mod selftest;
 pub mod state_array;
 
@@ -334,6 +335,9 @@ pub struct XdpDatapath {
 struct Takeover {
     /// The other version's pin directory.
     from: PathBuf,
+    /// Its maps, when their layout is one this relayd reads, and the
+    /// streams copied from them.
+    imported: Option<(predecessor::Predecessor, Vec<predecessor::Imported>)>,
     /// How it attached each interface.
     statuses: Vec<IfaceStatus>,
     /// This relayd's interfaces and their indexes.
@@ -485,7 +489,12 @@ impl XdpDatapath {
         } else if let Some(from) = predecessor {
             tracing::info!(dir = %from.display(),
                 "a relayd of another ABI version runs here: its program is replaced once the calls are restored");
+            let imported = datapath.import(&from);
+            // The copied entries are adopted by the restored calls as if
+            // they were this relayd's own pins.
+            datapath.adopted = imported.is_some();
             datapath.takeover = Some(Takeover {
+                imported,
                 statuses: adopt::statuses(&from),
                 from,
                 interfaces: config.interfaces.clone(),
@@ -499,6 +508,85 @@ impl XdpDatapath {
         Ok(datapath)
     }
 
+    /// Copies the streams of the relayd at `from` into this relayd's maps
+    /// (see [`predecessor`]); None when its maps cannot be read, and then
+    /// the restored calls are installed afresh.
+    fn import(
+        &mut self,
+        from: &Path,
+    ) -> Option<(predecessor::Predecessor, Vec<predecessor::Imported>)> {
+        let old = predecessor::Predecessor::open(from)
+            .inspect_err(|e| {
+                tracing::warn!(dir = %from.display(), error = %e,
+                    "cannot read the running relayd's maps: counters continue from the state store")
+            })
+            .ok()?;
+        let slots = self.maps.stream_state.entries();
+        let mut imported = Vec::new();
+        let mut skipped = 0usize;
+        for &(local, entry) in old.streams() {
+            let forwards = entry.flags & relay_common::TF_TO_USERSPACE == 0;
+            let copied = if !forwards {
+                self.maps.import(local, entry, None)
+            } else if entry.stats_slot >= slots {
+                skipped += 1;
+                continue;
+            } else {
+                old.record(entry.stats_slot).and_then(|record| {
+                    self.maps.import(local, entry, Some(&record))?;
+                    imported.push(predecessor::Imported {
+                        local,
+                        old_slot: entry.stats_slot,
+                        new_slot: entry.stats_slot,
+                        copied: record,
+                    });
+                    Ok(())
+                })
+            };
+            if let Err(e) = copied {
+                tracing::warn!(%local, error = %e, "stream of the running relayd not copied");
+                skipped += 1;
+            }
+        }
+        tracing::info!(
+            streams = old.streams().len(),
+            skipped,
+            "copied the running relayd's streams with their counters"
+        );
+        Some((old, imported))
+    }
+
+    /// Brings the copied streams' records up to what the old program
+    /// counted since the copy (it forwards until the links are swapped):
+    /// whole records before the swap (`live` false), the counts it added
+    /// in its last moments once the links are swapped (`live` true).
+    fn catch_up(
+        &mut self,
+        from: &predecessor::Predecessor,
+        imported: &mut [predecessor::Imported],
+        live: bool,
+    ) {
+        for i in imported {
+            // Reinstalled since (its slot retired, maybe handed out again):
+            // the copy's counters went with the retired slot.
+            if self.maps.slot_of(i.local) != Some(i.new_slot) {
+                continue;
+            }
+            let state = &self.maps.stream_state;
+            let caught = from.record(i.old_slot).and_then(|now| {
+                if live {
+                    state.add_counts(i.new_slot, &i.counts_since(&now))
+                } else {
+                    let record = state.read(i.new_slot)?;
+                    state.reset(i.new_slot, &i.catch_up(&record, &now))
+                }
+            });
+            if let Err(e) = caught {
+                tracing::warn!(local = %i.local, error = %e, "counters of a copied stream not brought up to date");
+            }
+        }
+    }
+
     /// Swaps this relayd's program onto the links of the relayd of another
     /// ABI version found at start, now that the maps hold the restored
     /// streams, then removes that relayd's pins. Nothing to do otherwise.
@@ -506,7 +594,14 @@ impl XdpDatapath {
         let Some(t) = self.takeover.take() else {
             return Ok(());
         };
+        let mut imported = t.imported;
+        if let Some((from, streams)) = imported.as_mut() {
+            self.catch_up(from, streams, false);
+        }
         self.take_over_all(&t.interfaces, &t.ifindexes, &t.statuses, &t.from)?;
+        if let Some((from, streams)) = imported.as_mut() {
+            self.catch_up(from, streams, true);
+        }
         self.record_statuses()?;
         adopt::remove_versioned(&t.from);
         tracing::info!(from = %t.from.display(), "took over from a relayd of another ABI version");

@@ -169,6 +169,33 @@ impl StateArray {
         Ok(())
     }
 
+    /// Adds `delta`'s counters (the fields the program adds to atomically:
+    /// [`StreamStats`] packets, bytes, dropped, passed; [`RtpStats`] packet
+    /// classes and `received`) to `slot`'s live record. `received` is a
+    /// plain add in the program: racing a packet of the stream in the same
+    /// instant could lose one of the two.
+    pub fn add_counts(&self, slot: u32, delta: &StreamState) -> Result<(), DatapathError> {
+        let stats = offset_of!(StreamState, stats);
+        let rtp = offset_of!(StreamState, rtp);
+        let (s, r) = (&delta.stats, &delta.rtp);
+        for (offset, n) in [
+            (stats + offset_of!(StreamStats, packets), s.packets),
+            (stats + offset_of!(StreamStats, bytes), s.bytes),
+            (stats + offset_of!(StreamStats, dropped), s.dropped),
+            (stats + offset_of!(StreamStats, passed), s.passed),
+            (rtp + offset_of!(RtpStats, rtp_packets), r.rtp_packets),
+            (rtp + offset_of!(RtpStats, rtcp_packets), r.rtcp_packets),
+            (rtp + offset_of!(RtpStats, rtcp_bytes), r.rtcp_bytes),
+            (rtp + offset_of!(RtpStats, other_packets), r.other_packets),
+            (rtp + offset_of!(RtpStats, received), r.received),
+        ] {
+            if n != 0 {
+                self.word(slot, offset / 8)?.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     /// Sets the packet-rate cap of a live record.
     pub fn set_max_pps(&self, slot: u32, max_pps: u32) -> Result<(), DatapathError> {
         let offset = offset_of!(StreamState, stats) + offset_of!(StreamStats, max_pps);
