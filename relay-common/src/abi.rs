@@ -25,6 +25,12 @@ pub const MAP_IFACES: &str = "ifaces";
 /// [`address_slot`].
 pub const MAP_ADDRESSES: &str = "addresses";
 
+/// ARRAY of [`IfaceMac`]: the MACs of the interfaces the program is
+/// attached to, at slot `ifindex % IFACE_MAC_SLOTS`.
+pub const MAP_IFACE_MACS: &str = "iface_macs";
+/// `RELAY_IFACE_MAC_SLOTS`.
+pub const IFACE_MAC_SLOTS: u32 = 256;
+
 /// `RELAY_TF_STRICT_SOURCE`: drop packets whose source is not `expect_*`.
 pub const TF_STRICT_SOURCE: u32 = 0x1;
 /// `RELAY_TF_TO_USERSPACE`: relayd's port, not in the fast path yet: pass.
@@ -297,6 +303,18 @@ pub struct IfaceStatus {
     pub name: [u8; 16],
 }
 
+/// `struct relay_iface_mac`: one attached interface's MAC (all zero: none).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceMac {
+    /// host: interface index, 0 = none.
+    pub ifindex: u32,
+    /// The interface's MAC.
+    pub mac: [u8; 6],
+    /// zero.
+    pub _pad: u16,
+}
+
 /// `struct relay_abi_meta`: the handshake table compiled into the object.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -314,7 +332,7 @@ pub struct AbiMeta {
 }
 
 /// `RELAY_ABI_LAYOUT_LEN`.
-pub const LAYOUT_LEN: usize = 69;
+pub const LAYOUT_LEN: usize = 73;
 
 macro_rules! layout {
     ($( $kind:ident $ty:ident $(. $field:ident)? ),* $(,)?) => {
@@ -374,6 +392,10 @@ layout![
     off IfaceStatus.reason,
     off IfaceStatus._pad,
     off IfaceStatus.name,
+    size IfaceMac,
+    off IfaceMac.ifindex,
+    off IfaceMac.mac,
+    off IfaceMac._pad,
     size RelayAddress,
     off RelayAddress.addr,
     off RelayAddress.row,
@@ -410,6 +432,7 @@ const _: () = assert!(size_of::<NextHop>() == 32);
 const _: () = assert!(size_of::<StreamState>() == 192);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<IfaceStatus>() == 32);
+const _: () = assert!(size_of::<IfaceMac>() == 12);
 const _: () = assert!(size_of::<RelayAddress>() == 32);
 const _: () = assert!(size_of::<RtpStats>() == 88);
 const _: () = assert!(size_of::<AbiMeta>() == 16 + 4 * LAYOUT_LEN);
@@ -461,6 +484,10 @@ counters! {
     PassNoCsum = 15, "passed_no_csum", "passed: IPv4 without UDP checksum, to be bridged to IPv6 (relayd's socket sends it)";
     PassNoHeadroom = 16, "passed_no_headroom", "passed: no room in front of the frame to grow it (IPv4 to IPv6)";
     PassUpdating = 17, "passed_updating", "passed: relayd was rewriting the stream's entry or an address slot the lookup crossed (the stack delivers it: to relayd's socket, or wherever a packet for another address goes)";
+    PassVlan = 18, "passed_vlan", "passed: 802.1Q/802.1ad-tagged frame (the stack delivers it to its VLAN device, or drops it)";
+    DropBadHeader = 19, "dropped_bad_header", "dropped: IPv4 header checksum wrong (the stack drops it too)";
+    DropOtherHost = 20, "dropped_other_host", "dropped: destination MAC of another host (promiscuous or bridged port; the stack drops it too)";
+    DropMartian = 21, "dropped_martian", "dropped: martian source (loopback, unspecified, multicast, broadcast, v4-mapped, link-local to a global address, or the relay address itself)";
 }
 
 impl CounterId {
@@ -473,7 +500,12 @@ impl CounterId {
     pub const fn is_dropped(self) -> bool {
         matches!(
             self,
-            CounterId::DropStrictSource | CounterId::DropNoStream | CounterId::DropRate
+            CounterId::DropStrictSource
+                | CounterId::DropNoStream
+                | CounterId::DropRate
+                | CounterId::DropBadHeader
+                | CounterId::DropOtherHost
+                | CounterId::DropMartian
         )
     }
 }
@@ -638,6 +670,8 @@ mod pod {
     unsafe impl aya::Pod for super::NextHop {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::StreamState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IfaceMac {}
 }
 
 #[cfg(test)]

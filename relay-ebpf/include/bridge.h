@@ -3,8 +3,9 @@
  * IPv4 <-> IPv6 bridging (rtpengine's address-family): a stream received on
  * one family leaves on the other. The IPv6 header is 20 bytes longer, so the
  * frame grows (4 -> 6) or shrinks (6 -> 4) at the front with
- * bpf_xdp_adjust_head; the Ethernet header (and one VLAN tag) moves with it
- * and the UDP header and payload stay where they are.
+ * bpf_xdp_adjust_head; the Ethernet header moves with it and the UDP header
+ * and payload stay where they are (tagged frames never get here: the
+ * program passes them).
  *
  * The UDP checksum is updated from the two pseudo-headers: they share the
  * protocol and length words (one's-complement sums do not care that IPv6
@@ -30,45 +31,17 @@
 #define RELAY_V6_GROWTH ((int)(sizeof(struct ipv6hdr) - sizeof(struct iphdr)))
 #define IP_DF 0x4000
 
-static __always_inline int is_vlan(__be16 proto)
-{
-	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
-}
-
-/* Writes the ethertype of the frame's L2 header (after one VLAN tag if
- * there is one) and returns where the network header starts, or NULL if
- * the frame is shorter than L2 + `l3_len` + UDP. */
-static __always_inline void *set_l2(void *data, void *data_end, __be16 outer, __be16 tci,
-				    __be16 inner, __u32 l3_len)
+/* Writes the ethertype of the frame's Ethernet header and returns where
+ * the network header starts, or NULL if the frame is shorter than
+ * Ethernet + `l3_len` + UDP. */
+static __always_inline void *set_l2(void *data, void *data_end, __be16 ethertype, __u32 l3_len)
 {
 	struct ethhdr *eth = data;
-	struct vlan_hdr *vlan;
 
-	if ((void *)(eth + 1) > data_end)
+	if ((void *)(eth + 1) + l3_len + sizeof(struct udphdr) > data_end)
 		return NULL;
-	if (!is_vlan(outer)) {
-		if ((void *)(eth + 1) + l3_len + sizeof(struct udphdr) > data_end)
-			return NULL;
-		eth->h_proto = inner;
-		return eth + 1;
-	}
-	vlan = (void *)(eth + 1);
-	if ((void *)(vlan + 1) + l3_len + sizeof(struct udphdr) > data_end)
-		return NULL;
-	eth->h_proto = outer;
-	vlan->tci = tci;
-	vlan->encapsulated_proto = inner;
-	return vlan + 1;
-}
-
-/* The VLAN TCI of a tagged frame (0 when untagged). */
-static __always_inline __be16 vlan_tci(struct ethhdr *eth, void *data_end)
-{
-	struct vlan_hdr *vlan = (void *)(eth + 1);
-
-	if (!is_vlan(eth->h_proto) || (void *)(vlan + 1) > data_end)
-		return 0;
-	return vlan->tci;
+	eth->h_proto = ethertype;
+	return eth + 1;
 }
 
 /*
@@ -84,15 +57,13 @@ static __always_inline struct ethhdr *bridge_4to6(struct xdp_md *ctx, struct rel
 	struct ethhdr *eth = (void *)(long)ctx->data;
 	void *data, *data_end = (void *)(long)ctx->data_end;
 	__be32 saddr = ip->saddr, daddr = ip->daddr, first;
-	__be16 udp_len = v->udp->len, outer, tci;
+	__be16 udp_len = v->udp->len;
 	struct ipv6hdr *ip6;
 	struct udphdr *udp;
 	__u32 acc;
 
 	if ((void *)(eth + 1) > data_end)
 		return NULL;
-	outer = eth->h_proto;
-	tci = vlan_tci(eth, data_end);
 	/* Traffic class from the IPv4 TOS byte (DSCP, ECN); no flow label. */
 	first = bpf_htonl(0x60000000 | ((__u32)ip->tos << 20));
 	if (bpf_xdp_adjust_head(ctx, -RELAY_V6_GROWTH))
@@ -100,7 +71,7 @@ static __always_inline struct ethhdr *bridge_4to6(struct xdp_md *ctx, struct rel
 
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	ip6 = set_l2(data, data_end, outer, tci, bpf_htons(ETH_P_IPV6), sizeof(*ip6));
+	ip6 = set_l2(data, data_end, bpf_htons(ETH_P_IPV6), sizeof(*ip6));
 	if (!ip6)
 		return NULL; /* cannot happen: the frame only grew */
 	udp = (void *)(ip6 + 1);
@@ -120,18 +91,6 @@ static __always_inline struct ethhdr *bridge_4to6(struct xdp_md *ctx, struct rel
 	return data;
 }
 
-/* IPv4 header checksum from scratch (RFC 1071) over the 10 words. */
-static __always_inline __u16 ipv4_header_csum(const struct iphdr *ip)
-{
-	const __u16 *w = (const __u16 *)ip;
-	__u32 acc = 0;
-
-#pragma unroll
-	for (int i = 0; i < 10; i++)
-		acc += w[i];
-	return csum_finish(acc);
-}
-
 /*
  * IPv6 -> IPv4. The new IPv4 header and L2 header are written over the end
  * of the IPv6 header, then the front is cut. The IPv4 header carries the
@@ -147,14 +106,11 @@ static __always_inline struct ethhdr *bridge_6to4(struct xdp_md *ctx, struct rel
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr ip = {};
-	__be16 outer, tci;
 	void *l3;
 	__u32 acc;
 
 	if ((void *)(eth + 1) > data_end)
 		return NULL;
-	outer = eth->h_proto;
-	tci = vlan_tci(eth, data_end);
 
 	ip.version = 4;
 	ip.ihl = 5;
@@ -175,7 +131,7 @@ static __always_inline struct ethhdr *bridge_6to4(struct xdp_md *ctx, struct rel
 	udp_set_ports(udp, acc, t->src_port, t->peer_port);
 
 	/* New L2 + IPv4 end where the IPv6 header ended. */
-	l3 = set_l2(data + RELAY_V6_GROWTH, data_end, outer, tci, bpf_htons(ETH_P_IP), sizeof(ip));
+	l3 = set_l2(data + RELAY_V6_GROWTH, data_end, bpf_htons(ETH_P_IP), sizeof(ip));
 	if (!l3)
 		return NULL; /* cannot happen: the parse saw the longer IPv6 frame */
 	__builtin_memcpy(l3, &ip, sizeof(ip));

@@ -7,6 +7,7 @@
 #define RELAY_CSUM_H
 
 #include <linux/types.h>
+#include <linux/ip.h>
 #include <linux/udp.h>
 
 /* Accumulator: start from the old checksum, add word changes, then finish. */
@@ -48,6 +49,20 @@ static __always_inline void udp_set_ports(struct udphdr *udp, __u32 acc, __be16 
 		udp->check = 0xffff;
 	udp->source = sport;
 	udp->dest = dport;
+}
+
+/* IPv4 header checksum from scratch (RFC 1071) over the 10 words of an
+ * option-less header: the value to store, or 0 when verifying a header
+ * whose checksum is right. */
+static __always_inline __u16 ipv4_header_csum(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 acc = 0;
+
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		acc += w[i];
+	return csum_finish(acc);
 }
 
 #endif /* RELAY_CSUM_H */

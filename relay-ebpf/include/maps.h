@@ -86,6 +86,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tx_ports SEC(".maps");
 
+/* The MACs of the interfaces relayd attached to, by ifindex modulo the
+ * table size (relay_abi.h). Written only by relayd. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RELAY_IFACE_MAC_SLOTS);
+	__type(key, __u32);
+	__type(value, struct relay_iface_mac);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iface_macs SEC(".maps");
+
 /* ifindex -> how relayd attached to it (userspace bookkeeping, see relay_abi.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

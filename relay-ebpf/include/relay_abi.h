@@ -21,7 +21,8 @@
 #define RELAY_ABI_VERSION 8u
 
 /* Map names (maps.h): streams, stream_state, counters, tx_ports, ifaces,
- * addresses; relay-common has the same strings as constants (abi::MAP_*). */
+ * addresses, iface_macs; relay-common has the same strings as constants
+ * (abi::MAP_*). */
 
 /*
  * The stream table is indexed, not hashed: each relay address owns a row of
@@ -204,6 +205,20 @@ static inline __u32 relay_address_hash(const __u8 *addr)
 	return ((__u32)x * RELAY_ADDR_HASH_MUL) >> (32 - RELAY_ADDR_SLOT_BITS);
 }
 
+/*
+ * The MAC of an interface the program is attached to (the `iface_macs`
+ * ARRAY, slot ifindex % RELAY_IFACE_MAC_SLOTS): frames sent to another
+ * host's MAC are not forwarded (sanity.h). A slot whose ifindex is not the
+ * ingress interface's (two interfaces on one slot, or none) skips the check.
+ */
+#define RELAY_IFACE_MAC_SLOTS 256
+
+struct relay_iface_mac {
+	__u32 ifindex; /* host: 0 = none */
+	__u8 mac[6];   /* the interface's MAC */
+	__u16 _pad;    /* zero */
+};
+
 /* relay_iface_status.mode */
 #define RELAY_XDP_MODE_NATIVE 1u
 #define RELAY_XDP_MODE_GENERIC 2u
@@ -250,7 +265,11 @@ enum relay_counter_id {
 	RELAY_CNT_PASS_NO_CSUM = 15,       /* IPv4 without UDP checksum bridged to IPv6; partial checksum on a datagram over RELAY_CSUM_MAX_LEN */
 	RELAY_CNT_PASS_NO_HEADROOM = 16,   /* no room to grow the frame (IPv4 -> IPv6) */
 	RELAY_CNT_PASS_UPDATING = 17,      /* relayd was rewriting its stream entry or address slot */
-	RELAY_CNT_MAX = 18,
+	RELAY_CNT_PASS_VLAN = 18,          /* 802.1Q/802.1ad-tagged frame: the stack sorts out VLANs */
+	RELAY_CNT_DROP_BAD_HEADER = 19,    /* IPv4 header checksum wrong (sanity.h) */
+	RELAY_CNT_DROP_OTHER_HOST = 20,    /* destination MAC is another host's (sanity.h) */
+	RELAY_CNT_DROP_MARTIAN = 21,       /* martian source address (sanity.h) */
+	RELAY_CNT_MAX = 22,
 };
 
 /*
@@ -258,7 +277,7 @@ enum relay_counter_id {
  * RELAY_ABI_LAYOUT_LEN numbers (struct sizes and field offsets, in the order
  * of RELAY_ABI_LAYOUT in relay.bpf.c and LAYOUT in relay-common).
  */
-#define RELAY_ABI_LAYOUT_LEN 69
+#define RELAY_ABI_LAYOUT_LEN 73
 
 struct relay_abi_meta {
 	__u32 magic;                        /* host: RELAY_ABI_MAGIC */

@@ -25,6 +25,7 @@
 #include "parsing.h"
 #include "relay_abi.h"
 #include "rtp.h"
+#include "sanity.h"
 #include "udp_csum.h"
 #include "view.h"
 
@@ -82,6 +83,10 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_iface_status, reason),
 		OFF(relay_iface_status, _pad),
 		OFF(relay_iface_status, name),
+		sizeof(struct relay_iface_mac),
+		OFF(relay_iface_mac, ifindex),
+		OFF(relay_iface_mac, mac),
+		OFF(relay_iface_mac, _pad),
 		sizeof(struct relay_address),
 		OFF(relay_address, addr),
 		OFF(relay_address, row),
@@ -294,7 +299,7 @@ int relay_xdp(struct xdp_md *ctx)
 	struct relay_view v = {};
 	struct relay_target target, *t = &target;
 	struct ethhdr *eth;
-	__u32 action, why, out_v6, ingress, partial, l2_len;
+	__u32 action, why, out_v6, ingress, partial;
 	__u16 udp_len, egress_len, port;
 	int found;
 	__u64 now;
@@ -303,6 +308,11 @@ int relay_xdp(struct xdp_md *ctx)
 	eth = parse_eth(&c, &proto);
 	if (!eth)
 		return count(RELAY_CNT_PASS_MALFORMED, frame_len, XDP_PASS);
+	/* A tagged frame on the interface the program runs on: either the
+	 * stack delivers it to a VLAN device (whose next hop is not this
+	 * interface's) or drops it; neither is forwarding it here. */
+	if (eth->h_proto != proto)
+		return count(RELAY_CNT_PASS_VLAN, frame_len, XDP_PASS);
 	if (proto == bpf_htons(ETH_P_IP))
 		why = view_ipv4(&c, &v);
 	else if (proto == bpf_htons(ETH_P_IPV6))
@@ -311,9 +321,6 @@ int relay_xdp(struct xdp_md *ctx)
 		return count(RELAY_CNT_PASS_NOT_IP, frame_len, XDP_PASS);
 	if (why != RELAY_VIEW_OK)
 		return count(why, frame_len, XDP_PASS);
-	/* Kept by every rewrite, bridged ones included (a VLAN tag stays). */
-	l2_len = is_vlan(eth->h_proto) ? sizeof(*eth) + sizeof(struct vlan_hdr) : sizeof(*eth);
-
 	found = find_address(v.key.addr, &address);
 	if (found < 0)
 		return count(RELAY_CNT_PASS_UPDATING, frame_len, XDP_PASS);
@@ -327,6 +334,12 @@ int relay_xdp(struct xdp_md *ctx)
 		return no_stream(addr, port, frame_len);
 	if (t->flags & RELAY_TF_TO_USERSPACE)
 		return count(RELAY_CNT_PASS_TO_USERSPACE, frame_len, XDP_PASS);
+	/* Read once: the compiler would otherwise keep ctx + offset in a
+	 * register, which the verifier refuses to dereference. */
+	ingress = ctx->ingress_ifindex;
+	why = stack_would_drop(eth, &v, ingress);
+	if (why)
+		return count(why, frame_len, XDP_DROP);
 	ss = lookup_stream_state(t);
 
 	if ((t->flags & RELAY_TF_STRICT_SOURCE) && !view_from_expected(&v, t)) {
@@ -369,9 +382,6 @@ int relay_xdp(struct xdp_md *ctx)
 
 	/* Resolve the next hop before touching the packet, so a miss passes it
 	 * on unmodified and the kernel (ARP, ICMP) and relayd can handle it. */
-	/* Read once: the compiler would otherwise keep ctx + offset in a
-	 * register, which the verifier refuses to dereference. */
-	ingress = ctx->ingress_ifindex;
 	if (out_v6)
 		egress_len = sizeof(struct ipv6hdr) + udp_len;
 	else if (v.v6)
@@ -418,8 +428,9 @@ int relay_xdp(struct xdp_md *ctx)
 	__builtin_memcpy(eth->h_source, nh.smac, ETH_ALEN);
 	if (partial)
 		udp_csum_complete(ctx,
-				  l2_len + (out_v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)),
+				  sizeof(*eth) + (out_v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)),
 				  csum_egress_addrs(t, out_v6));
+	trim_surplus(ctx, sizeof(*eth), out_v6, udp_len);
 
 	if (ss) {
 		stream_add(ss->stats.packets, 1);

@@ -14,10 +14,11 @@ use aya::{
 };
 use relay_common::{
     addr::{from_abi, to_abi},
-    address_probes, stream_index, Counter, CounterId, IfaceStatus, RelayAddress, RtpStats,
-    StreamState, StreamStats, StreamTarget, ADDR_IN_USE, ADDR_SLOTS, MAP_ADDRESSES, MAP_COUNTERS,
-    MAP_IFACES, MAP_STREAMS, MAP_STREAM_STATE, MAP_TX_PORTS, ROW_SHIFT, SHIELD_DROP_UNKNOWN,
-    TF_IN_USE, TF_JITTER, TF_RTCP, TF_RTP, TF_STRICT_SOURCE, TF_TO_USERSPACE,
+    address_probes, stream_index, Counter, CounterId, IfaceMac, IfaceStatus, RelayAddress,
+    RtpStats, StreamState, StreamStats, StreamTarget, ADDR_IN_USE, ADDR_SLOTS, IFACE_MAC_SLOTS,
+    MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES, MAP_IFACE_MACS, MAP_STREAMS, MAP_STREAM_STATE,
+    MAP_TX_PORTS, ROW_SHIFT, SHIELD_DROP_UNKNOWN, TF_IN_USE, TF_JITTER, TF_RTCP, TF_RTP,
+    TF_STRICT_SOURCE, TF_TO_USERSPACE,
 };
 
 use super::{
@@ -38,6 +39,8 @@ pub struct RelayMaps {
     pub tx_ports: DevMapHash<MapData>,
     /// Attach bookkeeping.
     pub ifaces: HashMap<MapData, u32, IfaceStatus>,
+    /// MACs of the attached interfaces, by ifindex modulo the table size.
+    pub iface_macs: Array<MapData, IfaceMac>,
     /// Relay addresses, their rows of `streams` and DoS shields: a hash
     /// table of slots (relay_abi.h).
     pub addresses: Array<MapData, RelayAddress>,
@@ -178,6 +181,7 @@ impl RelayMaps {
             take(MAP_TX_PORTS)?,
             take(MAP_IFACES)?,
             take(MAP_ADDRESSES)?,
+            take(MAP_IFACE_MACS)?,
         )
     }
 
@@ -195,6 +199,7 @@ impl RelayMaps {
             open(MAP_TX_PORTS)?,
             open(MAP_IFACES)?,
             open(MAP_ADDRESSES)?,
+            open(MAP_IFACE_MACS)?,
         )
     }
 
@@ -205,6 +210,7 @@ impl RelayMaps {
         tx_ports: Map,
         ifaces: Map,
         addresses: Map,
+        iface_macs: Map,
     ) -> Result<Self, DatapathError> {
         let check = map_err("checking a map's type and sizes");
         // Batch reads need the descriptor, which aya keeps private once it
@@ -224,6 +230,9 @@ impl RelayMaps {
             counters: counters.try_into().map_err(map_err("checking counters"))?,
             tx_ports: tx_ports.try_into().map_err(map_err("checking tx_ports"))?,
             ifaces: ifaces.try_into().map_err(check)?,
+            iface_macs: iface_macs
+                .try_into()
+                .map_err(map_err("checking iface_macs"))?,
             addresses,
             rows,
             streams_fd,
@@ -250,6 +259,31 @@ impl RelayMaps {
             .map_err(map_err("listing interfaces"))?;
         for ifindex in &ifaces {
             let _ = self.ifaces.remove(ifindex);
+        }
+        Ok(())
+    }
+
+    /// Writes the MAC of each attached interface (ifindex, MAC) where the
+    /// program looks for it. Two interfaces on one slot leave it empty: the
+    /// program then takes every frame on them as sent to it.
+    pub fn set_iface_macs(&mut self, macs: &[(u32, [u8; 6])]) -> Result<(), DatapathError> {
+        let slot = |ifindex: u32| ifindex % IFACE_MAC_SLOTS;
+        for &(ifindex, mac) in macs {
+            let shared = macs
+                .iter()
+                .any(|&(other, _)| other != ifindex && slot(other) == slot(ifindex));
+            let value = if shared {
+                IfaceMac::default()
+            } else {
+                IfaceMac {
+                    ifindex,
+                    mac,
+                    _pad: 0,
+                }
+            };
+            self.iface_macs
+                .set(slot(ifindex), value, 0)
+                .map_err(map_err("recording the interfaces' MACs"))?;
         }
         Ok(())
     }

@@ -30,8 +30,8 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use relay_common::{
-    IfaceStatus, StreamStats, ABI_VERSION, MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES, MAP_STREAMS,
-    MAP_STREAM_STATE, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
+    IfaceStatus, StreamStats, ABI_VERSION, MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES, MAP_IFACE_MACS,
+    MAP_STREAMS, MAP_STREAM_STATE, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
     MODE_REASON_NATIVE_REFUSED, MODE_REASON_NATIVE_TX_LOST, ROW_SHIFT, XDP_MODE_GENERIC,
     XDP_MODE_NATIVE,
 };
@@ -351,13 +351,14 @@ pub fn versioned_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join(format!("abi-v{ABI_VERSION}"))
 }
 
-pub(crate) const MAP_NAMES: [&str; 6] = [
+pub(crate) const MAP_NAMES: [&str; 7] = [
     MAP_STREAMS,
     MAP_STREAM_STATE,
     MAP_COUNTERS,
     MAP_TX_PORTS,
     MAP_IFACES,
     MAP_ADDRESSES,
+    MAP_IFACE_MACS,
 ];
 
 fn link_pin(dir: &Path, iface: &str) -> PathBuf {
@@ -474,6 +475,13 @@ impl XdpDatapath {
                 .insert(ifindex, ifindex, None, 0)
                 .map_err(XdpError::TxPort)?;
         }
+        let macs = config
+            .interfaces
+            .iter()
+            .zip(&ifindexes)
+            .map(|(name, &ifindex)| Ok((ifindex, netdev::mac(name)?)))
+            .collect::<Result<Vec<_>, XdpError>>()?;
+        maps.set_iface_macs(&macs)?;
 
         let mut datapath = XdpDatapath {
             ebpf,
