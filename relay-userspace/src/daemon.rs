@@ -236,6 +236,12 @@ async fn set_up(
             addr: config.listen_ng,
             source,
         })?;
+    // Room for a burst while the receiver queues by sender (capped by
+    // net.core.rmem_max; a smaller buffer only sheds earlier).
+    if let Err(e) = nix::sys::socket::setsockopt(&ng, nix::sys::socket::sockopt::RcvBuf, &(8 << 20))
+    {
+        tracing::debug!(error = %e, "NG socket receive buffer not raised");
+    }
     let cli = tokio::net::TcpListener::bind(config.listen_cli)
         .await
         .map_err(|source| DaemonError::ListenCli {

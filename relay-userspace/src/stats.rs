@@ -35,9 +35,24 @@ pub struct CommandStats {
 #[derive(Debug, Default)]
 pub struct NgStats {
     by_command: Mutex<BTreeMap<&'static str, CommandStats>>,
+    shed: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl NgStats {
+    /// Records one request shed unanswered under load, and why
+    /// (`source_full`, `budget_full`).
+    pub fn shed(&self, reason: &'static str) {
+        *crate::lock(&self.shed).entry(reason).or_default() += 1;
+    }
+
+    /// Requests shed so far, by reason.
+    pub fn shed_snapshot(&self) -> BTreeMap<String, u64> {
+        crate::lock(&self.shed)
+            .iter()
+            .map(|(reason, n)| ((*reason).to_owned(), *n))
+            .collect()
+    }
+
     /// Records one answered request.
     pub fn record(&self, command: &'static str, result: &str, took: Duration) {
         let mut map = crate::lock(&self.by_command);
@@ -105,6 +120,8 @@ pub struct Totals {
     pub userspace_dropped: u64,
     /// NG commands.
     pub ng: BTreeMap<String, CommandStats>,
+    /// NG requests shed unanswered under load, by reason.
+    pub ng_shed: BTreeMap<String, u64>,
     /// RTP quality over the live calls.
     pub rtp: RtpTotals,
 }
@@ -222,6 +239,7 @@ pub fn totals_with(calls: &CallManager, ng: &NgStats, counters: Option<Counters>
         xdp,
         userspace_dropped: user_dropped,
         ng: ng.snapshot(),
+        ng_shed: ng.shed_snapshot(),
         rtp: RtpTotals::of(&calls.rtp_summaries()),
     }
 }

@@ -94,6 +94,18 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
                 .encode(m.encode_family(&[("outcome", outcome.as_str())])?)?;
         }
     }
+    {
+        let mut m = enc.encode_descriptor(
+            "xrelay_ng_shed_requests",
+            "NG requests shed unanswered under load (a source's queue full, or all queues' byte budget)",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in ["source_full", "budget_full"] {
+            let n = t.ng_shed.get(reason).copied().unwrap_or(0);
+            ConstCounter::new(n).encode(m.encode_family(&[("reason", reason)])?)?;
+        }
+    }
     counter(
         &mut enc,
         "xrelay_userspace_dropped_packets",

@@ -535,6 +535,10 @@ fn print_totals(t: &serde_json::Value) {
         "dropped in userspace (strict source): {}",
         n(&t["userspace_dropped"])
     );
+    if let Some(shed) = t["ng_shed"].as_object().filter(|s| !s.is_empty()) {
+        let reasons: Vec<String> = shed.iter().map(|(k, v)| format!("{k}={}", n(v))).collect();
+        println!("NG requests shed under load: {}", reasons.join(" "));
+    }
     if let Some(xdp) = t["xdp"].as_object() {
         let drops: Vec<String> = xdp
             .iter()
