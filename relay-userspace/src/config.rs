@@ -140,6 +140,23 @@ pub struct Options {
     #[arg(long)]
     #[serde(skip)]
     pub check_state: bool,
+    /// What to do instead of relaying.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Subcommand>,
+}
+
+/// relayd's subcommands (without one, it relays).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum Subcommand {
+    /// Check this host and the configuration (options before `doctor`) for
+    /// the XDP fast path: one line per check with its fix; exit status 0
+    /// all ok, 1 warnings, 2 errors.
+    Doctor {
+        /// JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--state-sync`.

@@ -22,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod doctor;
 pub mod interfaces;
 pub mod netdev;
 pub mod notify;

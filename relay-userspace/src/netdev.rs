@@ -72,6 +72,20 @@ fn ifreq_for(iface: &str) -> Result<libc::ifreq, NetdevError> {
     Ok(req)
 }
 
+/// The interface's MTU (an ioctl in the calling thread's network namespace,
+/// not sysfs, which may show another namespace's interfaces).
+pub fn mtu(iface: &str) -> Result<u32, NetdevError> {
+    let sock = ioctl_socket(iface)?;
+    let mut req = ifreq_for(iface)?;
+    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_mtu inside `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) } < 0 {
+        return Err(sys_err("SIOCGIFMTU", iface));
+    }
+    // SAFETY: the ioctl succeeded, so the mtu member of the union is set.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    Ok(u32::try_from(mtu).unwrap_or(0))
+}
+
 /// The interface's MAC address.
 pub fn mac(iface: &str) -> Result<[u8; 6], NetdevError> {
     let sock = ioctl_socket(iface)?;

@@ -296,7 +296,6 @@ fn spawn_with_open_files_limit(
     soft: u64,
     hard: u64,
 ) -> ChildGuard {
-    use std::os::unix::process::CommandExt as _;
     let mut cmd = ns.command(RELAYD).unwrap();
     cmd.args(["-i", "127.0.0.1", "--datapath", datapath])
         .args(["--port-min", "30000", "--port-max", "31999"])
@@ -305,6 +304,13 @@ fn spawn_with_open_files_limit(
         .arg(&pins.0)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    limit_open_files(&mut cmd, soft, hard);
+    spawn_ready(&mut cmd).unwrap()
+}
+
+/// Makes `cmd` start under an open-files limit of `soft`/`hard`.
+fn limit_open_files(cmd: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt as _;
     // SAFETY: setrlimit is async-signal-safe and touches only the child.
     unsafe {
         cmd.pre_exec(move || {
@@ -318,7 +324,97 @@ fn spawn_with_open_files_limit(
             Ok(())
         });
     }
-    spawn_ready(&mut cmd).unwrap()
+}
+
+/// `relayd doctor --json` in the relay namespace of `t` (relay addresses
+/// on a1 and b1) with `extra` options and an open-files limit of `nofile`:
+/// its exit status and its checks by name.
+fn doctor(t: &Topology, extra: &[&str], nofile: u64) -> (i32, serde_json::Value) {
+    let pins = PinDirGuard::new("doc");
+    let mut cmd = t.r.command(RELAYD).unwrap();
+    cmd.args(["-i", "a/10.20.1.1", "-i", "b/10.20.2.1", "--pin-dir"])
+        .arg(&pins.0)
+        .args(["--port-min", "30000", "--port-max", "30999"])
+        .args(extra)
+        .args(["doctor", "--json"]);
+    limit_open_files(&mut cmd, nofile, nofile);
+    let out = cmd.output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let by_name = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_owned(), c.clone()))
+        .collect::<serde_json::Map<_, _>>();
+    (
+        out.status.code().unwrap(),
+        serde_json::Value::Object(by_name),
+    )
+}
+
+/// `relayd doctor` on veth, first as set up (a clean bill but for what a
+/// veth cannot change), then with an MTU above native XDP's limit,
+/// forwarding off under --no-enable-forwarding and an open-files limit
+/// below the port range: each gives its verdict, and the exit status
+/// says errors.
+#[test]
+fn doctor_names_what_is_wrong_and_how_to_fix_it() {
+    require_root!();
+    let t = Topology::new("doc").unwrap();
+    let verdict = |checks: &serde_json::Value, name: &str| {
+        checks[name]["verdict"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no check {name}: {checks}"))
+            .to_owned()
+    };
+    // 2000 media ports: 10 000 open files cover them, 1000 do not.
+    let (_, good) = doctor(&t, &[], 10_000);
+    for name in [
+        "kernel",
+        "capabilities",
+        "open files",
+        "mtu a1",
+        "forwarding a1",
+        "native attach a1",
+    ] {
+        assert_eq!(verdict(&good, name), "ok", "{name}: {}", good[name]);
+    }
+    assert_eq!(
+        good["driver a1"]["detail"]
+            .as_str()
+            .map(|d| d.starts_with("veth")),
+        Some(true)
+    );
+
+    // veth checks its peer's MTU for native XDP: raise both ends.
+    t.r.ip(&["link", "set", "a1", "mtu", "9000"]).unwrap();
+    t.a.ip(&["link", "set", "a0", "mtu", "9000"]).unwrap();
+    t.r.run(|| std::fs::write("/proc/sys/net/ipv4/conf/b1/forwarding", "0"))
+        .unwrap()
+        .unwrap();
+    let (status, bad) = doctor(
+        &t,
+        &["--no-enable-forwarding", "--xdp-mode", "native"],
+        1000,
+    );
+    assert_eq!(status, 2, "errors: {bad}");
+    assert_eq!(verdict(&bad, "mtu a1"), "error", "{}", bad["mtu a1"]);
+    assert!(bad["mtu a1"]["fix"].as_str().unwrap().contains("mtu 3506"));
+    assert_eq!(
+        verdict(&bad, "forwarding b1"),
+        "error",
+        "{}",
+        bad["forwarding b1"]
+    );
+    assert_eq!(verdict(&bad, "open files"), "warn", "{}", bad["open files"]);
+    assert_eq!(
+        verdict(&bad, "native attach a1"),
+        "warn",
+        "{}",
+        bad["native attach a1"]
+    );
+    assert_eq!(verdict(&bad, "mtu b1"), "ok");
 }
 
 /// Starts relayd (userspace) under an open-files limit of `soft`/`hard`,

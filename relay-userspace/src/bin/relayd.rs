@@ -5,7 +5,7 @@
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use relay_userspace::{
-    config::{DatapathMode, Options},
+    config::{DatapathMode, Options, Subcommand},
     daemon, open_files,
 };
 use tracing_subscriber::EnvFilter;
@@ -26,7 +26,18 @@ fn main() -> Result<()> {
     if options.check_state {
         return check_state(&options.state_dir_named());
     }
+    let doctor = options.command.clone();
     let mut config = options.resolve()?;
+    if let Some(Subcommand::Doctor { json }) = doctor {
+        let report = relay_userspace::doctor::run(&config, true);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{report}");
+        }
+        std::process::exit(report.exit_code());
+    }
+    relay_userspace::doctor::log_warnings(&config);
     report_open_files(&config);
 
     if config.datapath != DatapathMode::Userspace {
