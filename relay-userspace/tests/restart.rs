@@ -464,6 +464,48 @@ fn a_relayd_with_maps_of_another_size_takes_over_without_losing_a_packet() {
     assert!(dir.join("link_a1").exists());
 }
 
+/// A restart with another `--max-stream-pps` applies it to the streams it
+/// adopts, in place (their counters carry on).
+#[test]
+fn an_adopted_stream_takes_the_new_rate_cap() {
+    require_root!();
+    let bed = Bed::new("rsp");
+    let relayd = bed.relayd(&["--max-stream-pps", "500"]);
+    let (relay_a, relay_b) = set_up_call(&bed.ng, "call-p");
+    let streams = start_media(&bed, relay_a, relay_b);
+    wait_kernelized(&bed.ng, "call-p");
+    let caps = |bed: &Bed| -> Vec<(u64, u64)> {
+        bed.relayctl_json("streams")
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["to_userspace"] == false)
+            .map(|s| {
+                (
+                    s["max_pps"].as_u64().unwrap(),
+                    s["packets"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert!(
+        caps(&bed).iter().all(|(cap, _)| *cap == 500),
+        "{:?}",
+        caps(&bed)
+    );
+    kill_9(relayd);
+    let before = caps(&bed);
+    let relayd = bed.relayd(&["--max-stream-pps", "300"]);
+    let after = caps(&bed);
+    let _ = streams.map(PacedStream::stop);
+    assert_eq!(after.len(), 2, "{after:?}");
+    for ((_, was), (cap, now)) in before.iter().zip(&after) {
+        assert_eq!(*cap, 300, "the new cap: {after:?}");
+        assert!(now >= was, "counters carried on: {before:?} -> {after:?}");
+    }
+    drop(relayd);
+}
+
 #[test]
 fn calls_whose_time_ran_out_while_no_relayd_ran_are_not_resurrected() {
     require_root!();

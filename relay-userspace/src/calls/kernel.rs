@@ -130,6 +130,17 @@ impl Kernel {
             true => (crate::datapath::MediaTracking::None, 0),
             false => (st.media, self.max_pps),
         };
+        // The rate cap is this relayd's configuration, which may have
+        // changed since the entry was installed: set in place.
+        if !found.to_userspace {
+            if let Some(Err(e)) = self
+                .datapath
+                .as_mut()
+                .map(|dp| dp.set_max_pps(found.stats_slot, max_pps))
+            {
+                tracing::warn!(local = %port.local, error = %e, "rate cap of an adopted stream not updated");
+            }
+        }
         st.kernel = Some(StreamSpec {
             media,
             max_pps,

@@ -188,6 +188,11 @@ pub trait Datapath {
     }
     /// Removes the entry for `local`.
     fn remove(&mut self, local: SocketAddr) -> Result<(), DatapathError>;
+    /// Sets the packet-rate cap of an installed stream in place (counters
+    /// and figures untouched).
+    fn set_max_pps(&mut self, _stats_slot: u32, _max_pps: u32) -> Result<(), DatapathError> {
+        Ok(())
+    }
     /// Counters of one stream slot, summed over CPUs.
     fn stream_stats(&self, stats_slot: u32) -> Result<StreamStats, DatapathError>;
     /// Program-wide counters, summed over CPUs.

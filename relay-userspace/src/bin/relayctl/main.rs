@@ -211,7 +211,8 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
                        "strict_source": flags & relay_common::TF_STRICT_SOURCE != 0,
                        "to_userspace": flags & relay_common::TF_TO_USERSPACE != 0,
                        "media": media_kind(*flags),
-                       "packets": s.packets, "bytes": s.bytes, "dropped": s.dropped, "passed": s.passed});
+                       "packets": s.packets, "bytes": s.bytes, "dropped": s.dropped, "passed": s.passed,
+                       "max_pps": s.max_pps});
                 if let Some(q) = rtp {
                     row["rtp_packets"] = q.rtp_packets.into();
                     row["rtcp_packets"] = q.rtcp_packets.into();

@@ -949,6 +949,10 @@ impl Datapath for XdpDatapath {
         self.adopted
     }
 
+    fn set_max_pps(&mut self, stats_slot: u32, max_pps: u32) -> Result<(), DatapathError> {
+        self.maps.stream_state.set_max_pps(stats_slot, max_pps)
+    }
+
     fn abandon(&mut self) {
         if !self.adopted && self.takeover.is_none() {
             self.close_xdp();
