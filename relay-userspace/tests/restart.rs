@@ -90,9 +90,19 @@ fn kill_9_loses_no_kernelized_packet_and_keeps_the_call() {
     // counters of packets relayed while the streams went into the kernel.
     std::thread::sleep(Duration::from_millis(1500));
 
+    // The maps a restart must adopt (the same kernel objects), not replace.
+    let map_ids = || -> Vec<u32> {
+        let dir = versioned(&bed, relay_common::ABI_VERSION);
+        ["streams", "stream_state", "counters"]
+            .iter()
+            .map(|m| aya::maps::MapInfo::from_pin(dir.join(m)).unwrap().id())
+            .collect()
+    };
+    let before = map_ids();
     kill_9(relayd);
     std::thread::sleep(Duration::from_secs(2));
     let relayd = bed.relayd(&[]);
+    assert_eq!(map_ids(), before, "the restarted relayd adopted the maps");
     std::thread::sleep(Duration::from_millis(500));
     let [ab, ba] = streams.map(PacedStream::stop);
 
@@ -462,6 +472,52 @@ fn a_relayd_with_maps_of_another_size_takes_over_without_losing_a_packet() {
     let moved_aside = dir.with_file_name(format!("abi-v{}-replaced", relay_common::ABI_VERSION));
     assert!(!moved_aside.exists(), "the replaced pins are gone");
     assert!(dir.join("link_a1").exists());
+}
+
+/// An interface deleted and created again while no relayd ran leaves a
+/// defunct link pin (its netdev is gone): the next relayd removes it and
+/// attaches afresh instead of failing to update it, and new calls' media
+/// goes through XDP again.
+#[test]
+fn a_recreated_interface_does_not_stop_the_next_relayd() {
+    require_root!();
+    let bed = Bed::new("rsi");
+    let relayd = bed.relayd(&[]);
+    let (relay_a, relay_b) = set_up_call(&bed.ng, "call-i");
+    let streams = start_media(&bed, relay_a, relay_b);
+    wait_kernelized(&bed.ng, "call-i");
+    let _ = streams.map(PacedStream::stop);
+    kill_9(relayd);
+    bed.t.recreate_a_link().unwrap();
+    let _peer = bed
+        .t
+        .a
+        .run(|| relay_tests::peer::attach_peer_pass("a0"))
+        .unwrap()
+        .unwrap();
+
+    let relayd = bed.relayd(&[]);
+    let (relay_a, relay_b) = set_up_call(&bed.ng, "call-j");
+    let streams = start_media(&bed, relay_a, relay_b);
+    wait_kernelized(&bed.ng, "call-j");
+    std::thread::sleep(Duration::from_millis(300));
+    for (name, o) in ["A to B", "B to A"]
+        .into_iter()
+        .zip(streams.map(PacedStream::stop))
+    {
+        assert!(o.sent.len() > 10, "{name}: {} sent", o.sent.len());
+        assert_eq!(o.lost(), Vec::<u32>::new(), "{name}: lost");
+    }
+    let ifaces = bed.relayctl_json("interfaces");
+    assert!(
+        ifaces
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["xdp_mode"] == "native"),
+        "{ifaces}"
+    );
+    drop(relayd);
 }
 
 /// A restart with another `--max-stream-pps` applies it to the streams it

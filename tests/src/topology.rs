@@ -102,6 +102,18 @@ impl Topology {
         Ok(t)
     }
 
+    /// Deletes the A link (a0/a1) and creates it again as it was: what a
+    /// relay sees when its netdev is recreated (the same name, a new
+    /// ifindex). A's offloads stay at their defaults.
+    pub fn recreate_a_link(&self) -> Result<()> {
+        self.r.ip(&["link", "del", "a1"])?;
+        veth(
+            self.a.end("a0", "10.20.1.2/24", MAC_A0),
+            self.r.end("a1", "10.20.1.1/24", MAC_A1),
+        )?;
+        self.r.static_neighbour(HOST_A, MAC_A0, "a1")
+    }
+
     /// Adds the IPv6 addresses (`nodad`: usable at once, no duplicate
     /// address detection delay) and the relay's static IPv6 neighbours.
     pub fn add_ipv6(&self) -> Result<()> {

@@ -24,6 +24,10 @@ use relay_common::{IfaceStatus, MAP_IFACES, MAP_STREAMS, MAP_STREAM_STATE, ROW_S
 
 use super::{link_pin, release_stale_link, XdpConfig, XdpError, MAP_NAMES};
 
+/// Map flags the kernel sets by itself (a DEVMAP is created read-only for
+/// programs), which the object's definition therefore lacks.
+const KERNEL_SET_FLAGS: u32 = (1 << 7) | (1 << 8); // BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG
+
 /// The maps' sizes this relayd sets at load time; every other property of
 /// a map is the object's.
 fn configured_entries(name: &str, config: &XdpConfig) -> Option<u32> {
@@ -57,7 +61,7 @@ pub fn not_adoptable(dir: &Path, config: &XdpConfig) -> Option<String> {
             info.key_size(),
             info.value_size(),
             info.max_entries(),
-            info.map_flags(),
+            info.map_flags() & !KERNEL_SET_FLAGS,
         );
         let wanted = (
             Some(def.map_type()),
@@ -76,8 +80,14 @@ pub fn not_adoptable(dir: &Path, config: &XdpConfig) -> Option<String> {
     config
         .interfaces
         .iter()
-        .find(|iface| !link_pin(dir, iface).exists())
-        .map(|iface| format!("no pinned link for {iface}"))
+        .find(|iface| !live_link(dir, iface))
+        .map(|iface| {
+            if link_pin(dir, iface).exists() {
+                format!("the pinned link for {iface} is defunct (the interface was deleted or created again)")
+            } else {
+                format!("no pinned link for {iface}")
+            }
+        })
 }
 
 /// Puts `program` on the link pinned at `from` in place of whatever runs
@@ -124,9 +134,93 @@ pub fn predecessor(pin_dir: &Path, ours: &Path, interfaces: &[String]) -> Option
         .find(|dir| holds_links(dir, interfaces))
 }
 
-/// Whether `dir` holds a pinned link for every one of `interfaces`.
+/// Whether `dir` holds a live pinned link for every one of `interfaces`.
 pub fn holds_links(dir: &Path, interfaces: &[String]) -> bool {
-    interfaces.iter().all(|i| link_pin(dir, i).exists())
+    interfaces.iter().all(|i| live_link(dir, i))
+}
+
+/// Whether the link pinned in `dir` for `iface` still runs on that
+/// interface: a link whose netdev was deleted (and maybe created again
+/// under the same name, with another ifindex) is defunct, and updating it
+/// fails.
+pub fn live_link(dir: &Path, iface: &str) -> bool {
+    let Ok(ifindex) = crate::netdev::ifindex(iface) else {
+        return false;
+    };
+    link_ifindex(&link_pin(dir, iface)) == Some(ifindex)
+}
+
+/// The interface the XDP link pinned at `path` is attached to (0 when its
+/// netdev is gone), read with BPF_OBJ_GET and BPF_OBJ_GET_INFO_BY_FD, which
+/// aya's link info does not expose for XDP.
+fn link_ifindex(path: &Path) -> Option<u32> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_XDP: u32 = 6;
+    #[repr(C, align(8))]
+    #[derive(Default)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C, align(8))]
+    #[derive(Default)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // struct bpf_link_info: type, id, prog_id, then a union aligned to 8
+    // whose `xdp` member is the ifindex.
+    #[repr(C, align(8))]
+    #[derive(Default)]
+    struct LinkInfo {
+        kind: u32,
+        id: u32,
+        prog_id: u32,
+        _pad: u32,
+        ifindex: u32,
+        rest: [u32; 11],
+    }
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let get = ObjGet {
+        pathname: name.as_ptr() as u64,
+        ..ObjGet::default()
+    };
+    // SAFETY: BPF_OBJ_GET reads the path string, alive for the call, and
+    // returns a new descriptor (or -1).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &get as *const ObjGet,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor the kernel just returned, owned from here.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let mut info = LinkInfo::default();
+    let query = InfoByFd {
+        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+        info_len: std::mem::size_of::<LinkInfo>() as u32,
+        info: &mut info as *mut LinkInfo as u64,
+    };
+    // SAFETY: the kernel writes at most info_len bytes into `info`, alive
+    // for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &query as *const InfoByFd,
+            std::mem::size_of::<InfoByFd>(),
+        )
+    };
+    (rc == 0 && info.kind == BPF_LINK_TYPE_XDP).then_some(info.ifindex)
 }
 
 /// Renames versioned directory `dir` to `<dir>-replaced`, where
