@@ -149,9 +149,13 @@ pub fn run(config: &Config, trial_attach: bool) -> Report {
     Report { checks }
 }
 
-/// Logs the checks that did not pass (start-up: no trial attach).
+/// Logs the checks that did not pass (start-up: no trial attach; a
+/// program nobody owns is the one this relayd is about to take over).
 pub fn log_warnings(config: &Config) {
     for c in run(config, false).checks {
+        if c.name == system::UNOWNED_PROGRAM {
+            continue;
+        }
         let fix = c.fix.as_deref().unwrap_or("");
         match c.verdict {
             Verdict::Ok => {}

@@ -210,6 +210,9 @@ fn local_ports(config: &Config) -> Check {
     }
 }
 
+/// The name of the check for a program nobody owns.
+pub const UNOWNED_PROGRAM: &str = "pinned program";
+
 /// A program pinned for this instance while no relayd holds its state
 /// directory: it forwards for calls nobody manages.
 fn unowned_program(config: &Config) -> Check {
@@ -226,10 +229,10 @@ fn unowned_program(config: &Config) -> Check {
         })
         .unwrap_or(0);
     match (links, relay_state::FileJournal::in_use(&state)) {
-        (0, _) => Check::ok("pinned program", format!("nothing attached under {}", dir.display())),
-        (_, Some(true)) => Check::ok("pinned program", format!("attached on {links} interfaces, owned by a running relayd")),
+        (0, _) => Check::ok(UNOWNED_PROGRAM, format!("nothing attached under {}", dir.display())),
+        (_, Some(true)) => Check::ok(UNOWNED_PROGRAM, format!("attached on {links} interfaces, owned by a running relayd")),
         _ => Check::warn(
-            "pinned program",
+            UNOWNED_PROGRAM,
             format!("attached on {links} interfaces under {} with no relayd owning it", dir.display()),
             "start relayd with this --pin-dir to take its calls over, or `relayctl stop` to remove it",
         ),
