@@ -20,9 +20,11 @@ fn plan(medias: usize, remove_ice: bool) -> RewritePlan {
                 port: 30000 + 2 * i as u16,
                 rtcp_port: Some(30001 + 2 * i as u16),
                 rtcp_mux: RtcpMux::Keep,
+                formats: None,
             })
             .collect(),
         remove_ice,
+        replace_zero_address: false,
     }
 }
 

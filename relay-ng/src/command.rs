@@ -117,6 +117,21 @@ pub struct OfferAnswer {
     pub sip_message_type: Option<String>,
     /// `label` (or `from-label`).
     pub label: Option<String>,
+    /// `codec` manipulations (and their `codec-strip-X` style flags).
+    pub codec: CodecFlags,
+}
+
+/// The `codec` dictionary's manipulations that need no transcoding: names
+/// as sent (`PCMA`, `opus/48000`, `all`), matched case-insensitively.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CodecFlags {
+    /// `strip`: codecs removed from the SDP.
+    pub strip: Vec<String>,
+    /// `mask`: removed from the SDP too (rtpengine would still transcode to
+    /// them; without transcoding the SDP is the same as `strip`'s).
+    pub mask: Vec<String>,
+    /// `except`: kept despite `strip`/`mask` `all`.
+    pub except: Vec<String>,
 }
 
 impl OfferAnswer {
@@ -294,6 +309,7 @@ fn offer_answer(f: Fields, answer: bool) -> Result<OfferAnswer, NgError> {
         supports: f.supports,
         sip_message_type: f.sip_message_type,
         label: f.label,
+        codec: f.codec,
     })
 }
 

@@ -38,6 +38,16 @@ pub(crate) enum AttrKind {
     Direction(Direction),
     /// `a=rtpmap:`.
     RtpMap,
+    /// `a=fmtp:PT ...`.
+    Fmtp,
+    /// `a=rtcp-fb:PT ...` (`wildcard` for `a=rtcp-fb:* ...`).
+    RtcpFb { wildcard: bool },
+    /// `a=mid:`.
+    Mid,
+    /// `a=ptime:`.
+    Ptime,
+    /// `a=group:` (BUNDLE and the like).
+    Group,
     /// Anything else: kept verbatim.
     Other,
 }
@@ -59,6 +69,13 @@ pub(crate) fn classify(content: &[u8]) -> AttrKind {
         b"rtcp" => AttrKind::Rtcp,
         b"rtcp-mux" => AttrKind::RtcpMux,
         b"rtpmap" => AttrKind::RtpMap,
+        b"fmtp" => AttrKind::Fmtp,
+        b"rtcp-fb" => AttrKind::RtcpFb {
+            wildcard: value_starts_with_star(content),
+        },
+        b"mid" => AttrKind::Mid,
+        b"ptime" => AttrKind::Ptime,
+        b"group" => AttrKind::Group,
         _ if ICE_ATTRS.contains(&name) => AttrKind::Ice {
             signals_ice: name == b"ice-ufrag" || name == b"candidate",
         },
@@ -67,6 +84,18 @@ pub(crate) fn classify(content: &[u8]) -> AttrKind {
 }
 
 /// Parses the value of `a=rtcp:PORT [IN IP4|IP6 ADDRESS]`.
+fn value_starts_with_star(content: &[u8]) -> bool {
+    split(content).1.is_some_and(|v| v.first() == Some(&b'*'))
+}
+
+/// The payload type an `a=rtpmap:`, `a=fmtp:` or `a=rtcp-fb:` line is
+/// about (the digits after the colon, up to the first space).
+pub(crate) fn payload_type_of(content: &[u8]) -> Option<u8> {
+    let value = split(content).1?;
+    let end = value.iter().position(|&b| b == b' ').unwrap_or(value.len());
+    parse_u16(value.get(..end)?).and_then(|pt| u8::try_from(pt).ok())
+}
+
 pub(crate) fn parse_rtcp(content: &[u8]) -> Option<RtcpAttr> {
     let (_, value) = split(content);
     // Tokenise the value as if it were a line of its own.
@@ -124,7 +153,17 @@ mod tests {
         assert_eq!(classify(b"a=rtcp:5001"), AttrKind::Rtcp);
         assert_eq!(classify(b"a=rtcp-mux"), AttrKind::RtcpMux);
         assert_eq!(classify(b"a=rtcp-mux "), AttrKind::RtcpMux);
-        assert_eq!(classify(b"a=rtcp-fb:96 nack"), AttrKind::Other);
+        assert_eq!(
+            classify(b"a=rtcp-fb:96 nack"),
+            AttrKind::RtcpFb { wildcard: false }
+        );
+        assert_eq!(
+            classify(b"a=rtcp-fb:* nack"),
+            AttrKind::RtcpFb { wildcard: true }
+        );
+        assert_eq!(classify(b"a=fmtp:96 x=1"), AttrKind::Fmtp);
+        assert_eq!(payload_type_of(b"a=fmtp:96 x=1"), Some(96));
+        assert_eq!(payload_type_of(b"a=rtcp-fb:* nack"), None);
         assert_eq!(
             classify(b"a=candidate:1 1 UDP 1 198.51.100.1 5000 typ host"),
             AttrKind::Ice { signals_ice: true }

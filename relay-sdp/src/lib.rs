@@ -1,12 +1,13 @@
-//! SDP parsing and minimal, byte-preserving rewriting for a media relay.
+//! SDP parsing and rtpengine-compatible rewriting for a media relay.
 //!
 //! [`parse`] reads an SDP body (RFC 8866) into an [`Sdp`] that keeps the original bytes and
 //! indexes its session and media sections; [`Sdp::medias`] gives the call logic what it
 //! needs (ports, addresses, RTCP, ICE, direction, codecs). [`rewrite`] then applies a
 //! [`RewritePlan`] — the relay's addresses and ports per media — the way rtpengine does for
-//! `offer`/`answer` in plain forwarding mode, changing only `o=`/`c=` addresses, `m=`
-//! ports, the RTCP attributes and (optionally) ICE attributes, and copying every other
-//! byte, line endings included.
+//! `offer`/`answer` in plain forwarding mode: `o=`/`c=` addresses, `m=` ports and formats,
+//! and each media's attributes in rtpengine's order (codec lines per payload type, an
+//! explicit direction, RTCP, ptime), copying every line it does not regenerate with its own
+//! line ending.
 //!
 //! The crate is pure (no I/O, no allocation beyond the body's size order) and never
 //! panics on any input: untrusted bytes come straight from SIP.
@@ -24,6 +25,7 @@
 //!         port: 30000,
 //!         rtcp_port: Some(30001),
 //!         rtcp_mux: RtcpMux::Keep,
+//!         formats: None,
 //!     }],
 //!     ..RewritePlan::default()
 //! };
@@ -31,15 +33,18 @@
 //! assert_eq!(
 //!     out,
 //!     b"v=0\r\no=- 1 1 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 203.0.113.1\r\n\
-//!       t=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtcp:30001\r\n"
+//!       t=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n\
+//!       a=rtcp:30001\r\n"
 //! );
 //! # Ok::<(), relay_sdp::SdpError>(())
 //! ```
 
 mod attr;
+pub mod codecs;
 mod error;
 mod fields;
 mod lines;
+mod media_block;
 mod model;
 mod parse;
 mod rewrite;

@@ -341,7 +341,12 @@ impl<'a> Builder<'a> {
                 media.own_direction.get_or_insert(d);
             }
             AttrKind::RtpMap => media.info.rtpmaps.extend(attr::parse_rtpmap(content)),
-            AttrKind::Other => {}
+            AttrKind::Fmtp
+            | AttrKind::RtcpFb { .. }
+            | AttrKind::Mid
+            | AttrKind::Ptime
+            | AttrKind::Group
+            | AttrKind::Other => {}
         }
     }
 

@@ -16,33 +16,33 @@
 //!   `c=IN IPx addr` is inserted after the `m=` line (before its first `b=`/`k=`/`a=`, as
 //!   RFC 8866 orders fields).
 //! - **`m=`**: the port is replaced, a `/count` suffix and everything else is kept.
-//! - **`a=rtcp:` and `a=rtcp-mux`**: removed where they are and re-added at the end of the
-//!   media section as `a=rtcp:PORT` (port only, rtpengine's default without
-//!   `full-rtcp-attribute`) followed by `a=rtcp-mux` when multiplexing is offered or kept.
-//!   rtpengine emits both after the section's other attributes (golden tests
-//!   `'ICE re-invite w rtcp-mux'`, `'rtcp-mux branched w delete-delay'`), so the relative
-//!   order matches. With RTCP on the RTP port (`rtcp_port: None`) the line is
-//!   `a=rtcp:RTP_PORT`, as rtpengine does for `rtcp-mux=require` and accepted mux. Only
-//!   RTP protocols get these lines; for others (`udptl`, SCTP) stale ones are dropped.
+//! - **`a=rtcp:` and `a=rtcp-mux`**: removed where they are and re-added as `a=rtcp:PORT`
+//!   (port only, rtpengine's default without `full-rtcp-attribute`) followed by
+//!   `a=rtcp-mux` when multiplexing is offered or kept. With RTCP on the RTP port
+//!   (`rtcp_port: None`) the line is `a=rtcp:RTP_PORT`, as rtpengine does for
+//!   `rtcp-mux=require` and accepted mux. Only RTP protocols get these lines; for others
+//!   (`udptl`, SCTP) stale ones are dropped.
+//! - **The attributes of an RTP media** are written in rtpengine's order (see
+//!   `media_block`): the ones it does not handle as received, `a=mid`, per payload type
+//!   `a=rtpmap` (added for static types), `a=fmtp` and `a=rtcp-fb`, an explicit
+//!   direction, `a=rtcp`/`a=rtcp-mux`, then the first `a=ptime`. [`MediaRewrite::formats`]
+//!   thins the `m=` line and these lines out (codec stripping, answer pruning).
+//! - **Session level**: a direction attribute moves into each media, and `a=group:BUNDLE`
+//!   goes (every media has its own relay port).
 //! - **ICE** ([`RewritePlan::remove_ice`]): `a=ice-ufrag`, `a=ice-pwd`, `a=ice-options`,
 //!   `a=ice-lite`, `a=ice-mismatch`, `a=ice-pacing`, `a=candidate`,
-//!   `a=remote-candidates` and `a=end-of-candidates` are dropped at both levels, in every
-//!   section (rejected ones too).
-//!
-//! # What deliberately does not change
-//! - **Hold addresses**: a `c=` with `0.0.0.0` or `::` is kept (moved to the other
+//!   `a=remote-candidates` and `a=end-of-candidates` are dropped at both levels.
+//! - **Holds by a zero address**: a `c=` with `0.0.0.0` or `::` is kept (moved to the other
 //!   family's unspecified address if the relay address is of the other family), as
-//!   rtpengine does without `replace=zero-address` (golden tests `'null address test
-//!   A'`–`'F'`). The exception is a media using ICE, where the zero address is a trickle
-//!   placeholder, and rtpengine does replace it (`'trickle ICE test A no ICE'`).
-//! - **Rejected media** (port 0 in the input): the `m=` line, `c=` and `a=rtcp` lines stay
-//!   as they are. rtpengine also keeps port 0 but rewrites the `c=` and strips `a=rtcp`;
-//!   neither matters to a peer that is told the stream is off.
-//! - **Direction attributes, codecs, crypto, fingerprints, `a=mid`, BUNDLE groups**: kept
-//!   in place. rtpengine regenerates several of these (it adds `a=rtpmap` for static
-//!   payload types, moves `a=sendrecv` into each media, adds `a=sendonly` to zero-address
-//!   media, strips BUNDLE); those are normalisations for its transcoding and ICE features,
-//!   not needed to relay media, and keeping the body intact is the point of this crate.
+//!   rtpengine does without `replace=zero-address`, and the media is written `sendonly`
+//!   (`recvonly` becomes `inactive`), with or without the flag. The exception is a media
+//!   using ICE, where the zero address is a trickle placeholder, and rtpengine does
+//!   replace it.
+//! - **Rejected media** (port 0 in the input): the `m=` line stays, `c=` gets the relay
+//!   address, and its attributes go, as rtpengine writes it.
+//!
+//! Checked against rtpengine 10.5 itself: the same NG request to both, the SDP compared
+//! (the conformance harness).
 //!
 //! # Line endings
 //! Copied lines keep their own ending. Added lines, and a last line that had none, get the
@@ -53,6 +53,8 @@ use std::ops::Range;
 
 use crate::attr::AttrKind;
 use crate::error::SdpError;
+use crate::media_block::{self, BlockSpec, Out};
+use crate::model::Direction;
 use crate::parse::{IndexedLine, LineKind, MediaSection, Sdp};
 
 /// What to do with `a=rtcp-mux` in a media section.
@@ -68,7 +70,7 @@ pub enum RtcpMux {
 }
 
 /// How to rewrite one `m=` section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaRewrite {
     /// The relay address the peer should send this media to. An IPv4-mapped IPv6 address
     /// is written as IPv4.
@@ -79,6 +81,9 @@ pub struct MediaRewrite {
     pub rtcp_port: Option<u16>,
     /// What to do with `a=rtcp-mux`.
     pub rtcp_mux: RtcpMux,
+    /// The payload types to offer, in order (codec stripping and masking,
+    /// an answer pruned to what was offered); `None` keeps the `m=` line's.
+    pub formats: Option<Vec<String>>,
 }
 
 /// Everything [`rewrite`] needs to know, decided by the call logic.
@@ -93,6 +98,9 @@ pub struct RewritePlan {
     pub medias: Vec<MediaRewrite>,
     /// `ICE=remove`: strip all ICE attributes.
     pub remove_ice: bool,
+    /// `replace=zero-address`: a zero connection address (a hold) becomes the
+    /// relay's too (the media is still written `sendonly`).
+    pub replace_zero_address: bool,
 }
 
 /// Rewrites `sdp` according to `plan`; see the module docs for exactly what changes.
@@ -122,7 +130,7 @@ pub fn rewrite(sdp: &Sdp, plan: &RewritePlan) -> Result<Vec<u8>, SdpError> {
     let session = session_rewrite(sdp, plan);
     w.session(sdp, plan, &session);
     for (section, media) in sections.iter().zip(&plan.medias) {
-        w.media(sdp.lines(), section, media, &session, plan.remove_ice);
+        w.media(sdp.lines(), section, media, &session, plan);
     }
     for line in slice(sdp.lines(), sdp.trailer_lines()) {
         w.copy(line);
@@ -130,9 +138,21 @@ pub fn rewrite(sdp: &Sdp, plan: &RewritePlan) -> Result<Vec<u8>, SdpError> {
     Ok(w.out)
 }
 
+/// Whether an `a=group:` line groups by BUNDLE.
+fn is_bundle(content: &[u8]) -> bool {
+    content
+        .get(..15)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"a=group:BUNDLE "))
+        || content.eq_ignore_ascii_case(b"a=group:BUNDLE")
+}
+
 /// The decisions about the session level, needed by the media sections too.
 #[derive(Debug)]
 struct SessionRewrite {
+    /// The session `c=` address as received.
+    input: Option<IpAddr>,
+    /// The session-level direction attribute, which moves into each media.
+    direction: Option<Direction>,
     /// The address for the session `c=`, if it is rewritten at all.
     target: Option<IpAddr>,
     /// What the session `c=` says after the rewrite (what media without `c=` inherit).
@@ -151,11 +171,13 @@ fn session_rewrite(sdp: &Sdp, plan: &RewritePlan) -> SessionRewrite {
         .map(|(_, m)| m.address);
     let target = plan.session_connection.or(first_active).map(canonical);
     // With ICE anywhere, a zero session address is a trickle placeholder, not a hold.
-    let keep_zero = !sections.iter().any(|s| s.info.has_ice);
+    let keep_zero = !sections.iter().any(|s| s.info.has_ice) && !plan.replace_zero_address;
     let effective = sdp
         .session_connection()
         .map(|c| target.map_or(c.addr, |t| connection_output(c.addr, t, keep_zero)));
     SessionRewrite {
+        input: sdp.session_connection().map(|c| c.addr),
+        direction: sdp.session_direction(),
         target,
         effective,
         keep_zero,
@@ -268,6 +290,10 @@ impl Writer<'_> {
                     None => self.copy(line),
                 },
                 LineKind::Attr(AttrKind::Ice { .. }) if plan.remove_ice => {}
+                // Written into each media instead (media_block).
+                LineKind::Attr(AttrKind::Direction(_)) => {}
+                // The relay gives each media its own port: nothing is bundled.
+                LineKind::Attr(AttrKind::Group) if is_bundle(line.line.content(self.raw)) => {}
                 _ => self.copy(line),
             }
         }
@@ -279,12 +305,14 @@ impl Writer<'_> {
         section: &MediaSection,
         media: &MediaRewrite,
         session: &SessionRewrite,
-        remove_ice: bool,
+        plan: &RewritePlan,
     ) {
         let info = &section.info;
         let active = !info.is_rejected();
         let address = canonical(media.address);
-        let keep_zero = !info.has_ice;
+        let keep_zero = !info.has_ice && !plan.replace_zero_address;
+        let lines = slice(lines, section.lines.clone());
+        let formats = media.formats.as_deref().unwrap_or(&info.formats);
 
         // A media without `c=` inherits the session's; add one if that is not right.
         let mut pending_c = None;
@@ -298,7 +326,8 @@ impl Writer<'_> {
             }
         }
 
-        for line in slice(lines, section.lines.clone()) {
+        // The lines before the attributes, in place (RFC 8866 order).
+        for line in lines {
             if matches!(line.kind, LineKind::Attr(_) | LineKind::BandwidthOrKey) {
                 if let Some(c) = pending_c.take() {
                     self.add(&c);
@@ -306,34 +335,87 @@ impl Writer<'_> {
             }
             match &line.kind {
                 LineKind::Media { port_span } if active => {
-                    self.replace(line, port_span, &media.port.to_string());
+                    if media.formats.is_some() {
+                        self.add(&media_line(info, media.port, formats));
+                    } else {
+                        self.replace(line, port_span, &media.port.to_string());
+                    }
                 }
-                LineKind::Connection { addr, addr_span } if active => {
-                    let new = connection_output(addr.addr, address, keep_zero);
+                LineKind::Connection { addr, addr_span } => {
+                    let new = connection_output(addr.addr, address, keep_zero && active);
                     self.connection(line, addr.addr, addr_span, new);
                 }
-                LineKind::Attr(AttrKind::Rtcp | AttrKind::RtcpMux) if active => {}
-                LineKind::Attr(AttrKind::Ice { .. }) if remove_ice => {}
+                LineKind::Attr(_) => {}
                 _ => self.copy(line),
             }
         }
         if let Some(c) = pending_c {
             self.add(&c);
         }
+        // A rejected media keeps its `m=` line only: its attributes describe
+        // nothing the peer may use.
+        if !active {
+            return;
+        }
+        if !info.is_rtp() {
+            // No codecs to regenerate (T.38, SCTP): attributes as received.
+            for line in lines {
+                match &line.kind {
+                    LineKind::Attr(AttrKind::Rtcp | AttrKind::RtcpMux) => {}
+                    LineKind::Attr(AttrKind::Ice { .. }) if plan.remove_ice => {}
+                    LineKind::Attr(_) => self.copy(line),
+                    _ => {}
+                }
+            }
+            return;
+        }
 
-        if active && info.is_rtp() {
-            self.add(&format!("a=rtcp:{}", media.rtcp_port.unwrap_or(media.port)));
-            let mux = match media.rtcp_mux {
-                RtcpMux::Offer => true,
-                RtcpMux::Remove => false,
-                // No RTCP port of its own means RTCP rides on the RTP port: that is mux.
-                RtcpMux::Keep => info.rtcp_mux || media.rtcp_port.is_none(),
-            };
-            if mux {
-                self.add("a=rtcp-mux");
+        let effective = section.own_connection.map(|c| c.addr).or(session.input);
+        let zero_hold = !info.has_ice && effective.is_some_and(|a| a.is_unspecified());
+        let block = media_block::block(
+            self.raw,
+            lines,
+            BlockSpec {
+                formats,
+                direction: media_block::direction(info.direction, session.direction, zero_hold),
+                remove_ice: plan.remove_ice,
+            },
+        );
+        for out in &block.head {
+            match out {
+                Out::Copy(line) => self.copy(line),
+                Out::Add(content) => self.add(content),
             }
         }
+        self.add(&format!("a=rtcp:{}", media.rtcp_port.unwrap_or(media.port)));
+        let mux = match media.rtcp_mux {
+            RtcpMux::Offer => true,
+            RtcpMux::Remove => false,
+            // No RTCP port of its own means RTCP rides on the RTP port: that is mux.
+            RtcpMux::Keep => info.rtcp_mux || media.rtcp_port.is_none(),
+        };
+        if mux {
+            self.add("a=rtcp-mux");
+        }
+        if let Some(ptime) = block.ptime {
+            self.copy(ptime);
+        }
     }
+}
+
+/// An `m=` line written anew with `port` and `formats`.
+fn media_line(info: &crate::model::MediaInfo, port: u16, formats: &[String]) -> String {
+    let count = if info.port_count > 1 {
+        format!("/{}", info.port_count)
+    } else {
+        String::new()
+    };
+    format!(
+        "m={} {port}{count} {} {}",
+        info.kind,
+        info.proto,
+        formats.join(" ")
+    )
 }
 
 #[cfg(test)]

@@ -63,6 +63,7 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
                     port,
                     rtcp_port,
                     rtcp_mux,
+                    formats: None,
                 });
             }
             _ => return Err(format!("unknown plan line {line:?}")),

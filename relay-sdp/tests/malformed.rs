@@ -189,6 +189,7 @@ fn media(port: u16, rtcp_port: Option<u16>, rtcp_mux: RtcpMux) -> MediaRewrite {
         port,
         rtcp_port,
         rtcp_mux,
+        formats: None,
     }
 }
 

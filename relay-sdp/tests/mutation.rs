@@ -159,6 +159,7 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
                     Some(port.wrapping_add(1).max(1))
                 },
                 rtcp_mux: [RtcpMux::Keep, RtcpMux::Offer, RtcpMux::Remove][rng.below(3)],
+                formats: None,
             }
         })
         .collect();
@@ -167,6 +168,7 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
         session_connection: rng.chance(3).then(|| address(rng)),
         medias,
         remove_ice: rng.chance(2),
+        replace_zero_address: rng.chance(2),
     }
 }
 

@@ -36,6 +36,7 @@ pub(super) struct Fields {
     pub supports: Vec<String>,
     pub sip_message_type: Option<String>,
     pub label: Option<String>,
+    pub codec: super::CodecFlags,
     pub delete_delay: Option<u32>,
     pub limit: Option<i64>,
     pub warnings: Vec<String>,
@@ -158,6 +159,19 @@ impl Fields {
             }
             "sip-message-type" => self.sip_message_type = self.text(key, value)?,
             "label" | "from-label" => self.label = self.text(key, value)?,
+            "codec" => match value {
+                Value::Dict(d) => {
+                    for (k, v) in d {
+                        let k = String::from_utf8_lossy(k).into_owned();
+                        self.apply_codec(&k, v)?;
+                    }
+                }
+                _ => self.warn_type(key),
+            },
+            "codec-strip" | "codec-mask" | "codec-except" => {
+                let which = normalize(key);
+                self.apply_codec(which.trim_start_matches("codec-"), value)?;
+            }
             "delete-delay" => {
                 if let Some(d) = self.integer(key, value) {
                     // Negative means "the configured default", as in rtpengine.
@@ -204,6 +218,13 @@ impl Fields {
             self.apply_replace(v);
         } else if let Some(v) = name.strip_prefix("rtcp-mux-") {
             self.apply_rtcp_mux(v);
+        } else if let Some(which) = ["strip", "mask", "except"]
+            .into_iter()
+            .find(|w| name.starts_with(&format!("codec-{w}-")))
+        {
+            // The codec keeps its spelling (`opus/48000/2`): cut the raw token.
+            let codec = token.get(format!("codec-{which}-").len()..).unwrap_or("");
+            self.codec_list(which).push(codec.to_owned());
         } else if let Some(v) = name.strip_prefix("endpoint-learning-") {
             self.endpoint_learning = Some(v.to_owned());
         } else {
@@ -219,6 +240,28 @@ impl Fields {
             self.direction.push(name.to_owned());
         } else {
             self.warn(format!("Ignored direction '{name}' beyond the first two"));
+        }
+    }
+
+    /// One key of the `codec` dictionary.
+    fn apply_codec(&mut self, key: &str, value: &Value) -> Result<(), NgError> {
+        let which = normalize(key);
+        if !matches!(which.as_str(), "strip" | "mask" | "except") {
+            self.warn(format!(
+                "Ignored 'codec' option '{key}' (transcoding is not supported)"
+            ));
+            return Ok(());
+        }
+        let names = self.texts(key, value)?;
+        self.codec_list(&which).extend(names);
+        Ok(())
+    }
+
+    fn codec_list(&mut self, which: &str) -> &mut Vec<String> {
+        match which {
+            "strip" => &mut self.codec.strip,
+            "mask" => &mut self.codec.mask,
+            _ => &mut self.codec.except,
         }
     }
 

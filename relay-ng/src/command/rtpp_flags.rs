@@ -172,6 +172,22 @@ mod tests {
     }
 
     #[test]
+    fn codec_options_in_every_spelling() {
+        let f = parse("codec-strip-PCMA codec-mask=opus/48000 codec-except-G729 codec-strip=all");
+        assert_eq!(f.codec.strip, ["PCMA", "all"]);
+        assert_eq!(f.codec.mask, ["opus/48000"]);
+        assert_eq!(f.codec.except, ["G729"]);
+        let mut d = Fields::default();
+        let dict = crate::bencode::Value::dict([
+            ("strip", crate::bencode::Value::str_list(["PCMU", "G722"])),
+            ("offer", crate::bencode::Value::str_list(["opus"])),
+        ]);
+        d.apply_key("codec", &dict).expect("valid");
+        assert_eq!(d.codec.strip, ["PCMU", "G722"]);
+        assert_eq!(d.warnings.len(), 1, "offer needs transcoding: {:?}", d.warnings);
+    }
+
+    #[test]
     fn lists_and_nested_lists() {
         let f =
             parse("replace=[origin session-name] codec=[transcode=[PCMA PCMU] strip=[EVS]] fatal");

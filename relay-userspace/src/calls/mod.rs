@@ -622,6 +622,7 @@ impl CallManager {
             rtp,
             rtcp,
             muted: offer.is_some_and(|o| o.muted),
+            codecs: offer.map(|o| o.codecs.clone()).unwrap_or_default(),
         })
     }
 
@@ -631,6 +632,7 @@ impl CallManager {
             media.kind = offer.kind.clone();
             media.protocol = offer.protocol.clone();
             media.muted = offer.muted;
+            media.codecs = offer.codecs.clone();
             let rtcp = if offer.rtcp_mux {
                 offer.rtp
             } else {
@@ -669,6 +671,16 @@ impl CallManager {
                 }
             }
         }
+    }
+
+    /// The codecs each media of party `tag` of call `call_id` last carried
+    /// to the other party (empty when unknown).
+    pub fn carried_codecs(&self, call_id: &str, tag: &str) -> Vec<Vec<relay_sdp::codecs::CodecId>> {
+        self.calls
+            .get(call_id)
+            .and_then(|call| call.find(tag).map(|p| &call.monologues[p]))
+            .map(|m| m.medias.iter().map(|md| md.codecs.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// The relay side of `party`: where the other party must send.

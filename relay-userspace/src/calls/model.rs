@@ -27,6 +27,10 @@ pub struct Media {
     pub rtcp: Arc<MediaPort>,
     /// The party's SDP marks it sendonly, recvonly or inactive.
     pub muted: bool,
+    /// The codecs the party's latest SDP carried to the other party (after
+    /// codec stripping): what an answer to it is pruned to. Not kept in the
+    /// state store: an answer after a restart is not pruned.
+    pub codecs: Vec<relay_sdp::codecs::CodecId>,
 }
 
 impl Media {
@@ -124,6 +128,8 @@ pub struct MediaOffer {
     /// Clock rate of the first (preferred) payload type, from `a=rtpmap` or
     /// the RFC 3551 static table.
     pub clock_rate: Option<u32>,
+    /// The codecs the rewritten SDP carries to the other party.
+    pub codecs: Vec<relay_sdp::codecs::CodecId>,
 }
 
 /// Seconds since the epoch, for wall-clock fields of replies.

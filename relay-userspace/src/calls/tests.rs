@@ -149,6 +149,7 @@ fn media(rtp: SocketAddr) -> MediaOffer {
         muted: false,
         is_rtp: true,
         clock_rate: Some(8000),
+        codecs: Vec::new(),
     }
 }
 

@@ -9,7 +9,7 @@ use relay_ng::{
     command::{Delete, List, OfferAnswer, Query},
     encode_reply, parse_datagram, reply, Command, CookieCache, Value,
 };
-use relay_sdp::{Direction, MediaRewrite, RewritePlan, RtcpMux, Sdp};
+use relay_sdp::{codecs, Direction, MediaRewrite, RewritePlan, RtcpMux, Sdp};
 use tokio::time::Instant;
 
 use super::{reply::list_reply, summary_reply};
@@ -222,13 +222,14 @@ fn offer_answer(
         .find_map(|m| m.connection)
         .or(sdp.session_connection())
         .map(|c| Family::of(c.addr));
+    let formats = payload_types(oa, is_offer, &sdp, calls);
     let signal = Signal {
         call_id: oa.call_id.clone(),
         from_tag: oa.from_tag.clone(),
         to_tag: oa.to_tag.clone(),
         via_branch: oa.via_branch.clone(),
         direction: oa.direction.clone(),
-        medias: media_offers(&sdp),
+        medias: media_offers(&sdp, &formats),
         learning,
         strict_source: oa.flags.strict_source,
         asymmetric: oa.flags.asymmetric,
@@ -244,7 +245,7 @@ fn offer_answer(
         Ok(plan) => plan,
         Err(e) => return reply::error(&e.to_string()),
     };
-    match relay_sdp::rewrite(&sdp, &rewrite_plan(oa, &plan)) {
+    match relay_sdp::rewrite(&sdp, &rewrite_plan(oa, &plan, formats)) {
         Ok(out) => {
             let mut extra = relay_ng::Dict::new();
             extra.insert(b"sdp".to_vec(), Value::Bytes(out));
@@ -254,11 +255,49 @@ fn offer_answer(
     }
 }
 
-/// Where the SDP's party wants each media.
-fn media_offers(sdp: &Sdp) -> Vec<MediaOffer> {
+/// The payload types each media of the rewritten SDP lists, where they
+/// differ from the input's: an offer's (or answer's) codecs stripped and
+/// masked as `codec` asks, and an answer's pruned to the codecs the offer
+/// carried, as rtpengine does.
+fn payload_types(
+    oa: &OfferAnswer,
+    is_offer: bool,
+    sdp: &Sdp,
+    calls: &CallManager,
+) -> Vec<Option<Vec<String>>> {
+    let c = &oa.codec;
+    let offered = if is_offer {
+        Vec::new()
+    } else {
+        calls.carried_codecs(&oa.call_id, &oa.from_tag)
+    };
     sdp.medias()
         .iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
+            let stripped = codecs::strip(m, &c.strip, &c.mask, &c.except);
+            let media = match &stripped {
+                Some(formats) => &relay_sdp::MediaInfo {
+                    formats: formats.clone(),
+                    ..m.clone()
+                },
+                None => m,
+            };
+            offered
+                .get(i)
+                .and_then(|o| codecs::prune(media, o))
+                .or(stripped)
+        })
+        .collect()
+}
+
+/// Where the SDP's party wants each media, and the codecs it carries on
+/// (the payload types of `formats`, or all).
+fn media_offers(sdp: &Sdp, formats: &[Option<Vec<String>>]) -> Vec<MediaOffer> {
+    sdp.medias()
+        .iter()
+        .zip(formats)
+        .map(|(m, formats)| {
             let ip = m.connection.map(|c| c.addr);
             let usable = |ip: std::net::IpAddr, port: u16| {
                 (port != 0 && !ip.is_unspecified()).then(|| SocketAddr::new(ip, port))
@@ -296,6 +335,7 @@ fn media_offers(sdp: &Sdp) -> Vec<MediaOffer> {
                 muted,
                 is_rtp: m.is_rtp(),
                 clock_rate,
+                codecs: codecs::carried(m, formats.as_deref()),
             }
         })
         .collect()
@@ -303,7 +343,11 @@ fn media_offers(sdp: &Sdp) -> Vec<MediaOffer> {
 
 /// The rewrite for the SDP going to the other party: relay addresses and
 /// ports, rtcp-mux and ICE as the flags ask.
-fn rewrite_plan(oa: &OfferAnswer, plan: &SdpPlan) -> RewritePlan {
+fn rewrite_plan(
+    oa: &OfferAnswer,
+    plan: &SdpPlan,
+    formats: Vec<Option<Vec<String>>>,
+) -> RewritePlan {
     let has = |list: &[String], word: &str| list.iter().any(|v| v.eq_ignore_ascii_case(word));
     let rtcp_mux = if has(&oa.rtcp_mux, "demux") || has(&oa.rtcp_mux, "reject") {
         RtcpMux::Remove
@@ -325,13 +369,16 @@ fn rewrite_plan(oa: &OfferAnswer, plan: &SdpPlan) -> RewritePlan {
         medias: plan
             .medias
             .iter()
-            .map(|m| MediaRewrite {
+            .zip(formats.into_iter().chain(std::iter::repeat(None)))
+            .map(|(m, formats)| MediaRewrite {
                 address: m.address,
                 port: m.rtp_port,
                 rtcp_port: Some(m.rtcp_port),
                 rtcp_mux,
+                formats,
             })
             .collect(),
         remove_ice: !keep_ice,
+        replace_zero_address: has(&oa.replace, "zero-address"),
     }
 }

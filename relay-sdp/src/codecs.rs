@@ -1,0 +1,200 @@
+//! Codec manipulations that need no transcoding, as rtpengine applies them
+//! to the payload types of an `m=` line (checked against rtpengine 10.5):
+//! stripping and masking codecs from an offer, and pruning an answer to the
+//! codecs that were offered.
+
+use crate::model::{MediaInfo, RtpMap};
+
+/// What a codec is, for comparing two SDPs' payload types: encoding
+/// (case-insensitive), clock rate and channels (absent counts as one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodecId {
+    /// Encoding name, lowercase.
+    pub encoding: String,
+    /// Clock rate.
+    pub clock_rate: u32,
+    /// Channels.
+    pub channels: u8,
+}
+
+impl CodecId {
+    fn of(m: &RtpMap) -> Self {
+        CodecId {
+            encoding: m.encoding.to_ascii_lowercase(),
+            clock_rate: m.clock_rate,
+            channels: m.channels.unwrap_or(1),
+        }
+    }
+
+    /// Whether `spec` (`all`, `NAME`, `NAME/RATE`, `NAME/RATE/CHANNELS`,
+    /// as rtpengine's codec options name codecs) names this codec.
+    pub fn matches(&self, spec: &str) -> bool {
+        if spec.eq_ignore_ascii_case("all") {
+            return true;
+        }
+        let mut parts = spec.split('/');
+        let name_ok = parts
+            .next()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&self.encoding));
+        let rate_ok = parts
+            .next()
+            .is_none_or(|r| r.parse::<u32>().ok() == Some(self.clock_rate));
+        let channels_ok = parts
+            .next()
+            .is_none_or(|c| c.parse::<u8>().ok() == Some(self.channels));
+        name_ok && rate_ok && channels_ok
+    }
+}
+
+/// The codecs of `media`'s payload types, in `m=` order (None for a type
+/// without `a=rtpmap` that is not a static one).
+pub fn codecs(media: &MediaInfo) -> Vec<(String, Option<CodecId>)> {
+    media
+        .formats
+        .iter()
+        .map(|f| {
+            let id = f
+                .parse::<u8>()
+                .ok()
+                .and_then(|pt| media.codec(pt))
+                .map(|m| CodecId::of(&m));
+            (f.clone(), id)
+        })
+        .collect()
+}
+
+/// The payload types of `media` left by `strip`/`mask` (and kept anyway by
+/// `except`), or None when nothing changes. A type whose codec is unknown
+/// is kept. When nothing would be left, nothing is stripped (rtpengine
+/// keeps an SDP it would empty).
+pub fn strip(
+    media: &MediaInfo,
+    strip: &[String],
+    mask: &[String],
+    except: &[String],
+) -> Option<Vec<String>> {
+    if !media.is_rtp() || (strip.is_empty() && mask.is_empty()) {
+        return None;
+    }
+    let named = |id: &CodecId, list: &[String]| list.iter().any(|s| id.matches(s));
+    let kept: Vec<String> = codecs(media)
+        .into_iter()
+        .filter(|(_, id)| match id {
+            Some(id) => !(named(id, strip) || named(id, mask)) || named(id, except),
+            None => true,
+        })
+        .map(|(f, _)| f)
+        .collect();
+    (!kept.is_empty() && kept.len() != media.formats.len()).then_some(kept)
+}
+
+/// The payload types of an answer's `media` whose codec was offered
+/// (`offered`), or None when nothing changes. Types of unknown codec stay,
+/// and so does everything when nothing would be left.
+pub fn prune(media: &MediaInfo, offered: &[CodecId]) -> Option<Vec<String>> {
+    if !media.is_rtp() || offered.is_empty() {
+        return None;
+    }
+    let kept: Vec<String> = codecs(media)
+        .into_iter()
+        .filter(|(_, id)| id.as_ref().is_none_or(|id| offered.contains(id)))
+        .map(|(f, _)| f)
+        .collect();
+    (!kept.is_empty() && kept.len() != media.formats.len()).then_some(kept)
+}
+
+/// The codecs an SDP's media will carry once `formats` (or all of its
+/// payload types) are written: what the answer is later pruned to.
+pub fn carried(media: &MediaInfo, formats: Option<&[String]>) -> Vec<CodecId> {
+    codecs(media)
+        .into_iter()
+        .filter(|(f, _)| formats.is_none_or(|keep| keep.contains(f)))
+        .filter_map(|(_, id)| id)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse;
+
+    fn media(m_line: &str, attrs: &str) -> MediaInfo {
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\n{m_line}\r\n{attrs}"
+        );
+        parse(sdp.as_bytes()).unwrap().medias()[0].clone()
+    }
+
+    fn list(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// The phone offer of the rtpengine comparisons: PCMU, PCMA, G.729,
+    /// telephone-event.
+    fn phone() -> MediaInfo {
+        media(
+            "m=audio 2000 RTP/AVP 0 8 18 101",
+            "a=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        )
+    }
+
+    #[test]
+    fn strip_and_mask_as_rtpengine() {
+        let m = phone();
+        // Each expectation is rtpengine 10.5's answer to the same request.
+        assert_eq!(
+            strip(&m, &list(&["PCMA", "g729"]), &[], &[]),
+            Some(list(&["0", "101"]))
+        );
+        assert_eq!(
+            strip(&m, &[], &list(&["PCMU"]), &[]),
+            Some(list(&["8", "18", "101"]))
+        );
+        assert_eq!(strip(&m, &[], &[], &list(&["PCMA"])), None, "except alone");
+        assert_eq!(
+            strip(&m, &list(&["all"]), &[], &[]),
+            None,
+            "nothing would be left"
+        );
+        assert_eq!(
+            strip(&m, &list(&["all"]), &[], &list(&["G729"])),
+            Some(list(&["18"]))
+        );
+        assert_eq!(
+            strip(&m, &list(&["PCMU/8000"]), &[], &[]),
+            Some(list(&["8", "18", "101"]))
+        );
+        assert_eq!(strip(&m, &list(&["18"]), &[], &[]), None, "not by number");
+    }
+
+    #[test]
+    fn an_answer_keeps_only_offered_codecs() {
+        let offered = carried(&phone(), Some(&list(&["8", "101"])));
+        let answer = media(
+            "m=audio 4000 RTP/AVP 9 8 96 101 97",
+            "a=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=rtpmap:97 telephone-event/48000\r\n",
+        );
+        assert_eq!(prune(&answer, &offered), Some(list(&["8", "101"])));
+        assert_eq!(prune(&answer, &[]), None, "nothing known of the offer");
+    }
+
+    #[test]
+    fn codec_specs() {
+        let opus = CodecId {
+            encoding: "opus".into(),
+            clock_rate: 48000,
+            channels: 2,
+        };
+        for (spec, hit) in [
+            ("opus", true),
+            ("OPUS/48000", true),
+            ("opus/48000/2", true),
+            ("opus/48000/1", false),
+            ("opus/8000", false),
+            ("all", true),
+            ("pcmu", false),
+        ] {
+            assert_eq!(opus.matches(spec), hit, "{spec}");
+        }
+    }
+}
