@@ -236,11 +236,18 @@ async fn set_up(
             addr: config.listen_ng,
             source,
         })?;
-    // Room for a burst while the receiver queues by sender (capped by
-    // net.core.rmem_max; a smaller buffer only sheds earlier).
-    if let Err(e) = nix::sys::socket::setsockopt(&ng, nix::sys::socket::sockopt::RcvBuf, &(8 << 20))
+    // Room for a burst while the receiver queues by sender: under a flood
+    // the kernel drops at random (legitimate requests too) once this is
+    // full. Beyond net.core.rmem_max (208 KiB by default, a few ms of a
+    // flood) with CAP_NET_ADMIN, else as far as the sysctl allows.
     {
-        tracing::debug!(error = %e, "NG socket receive buffer not raised");
+        use nix::sys::socket::{setsockopt, sockopt};
+        let want = 8usize << 20;
+        if setsockopt(&ng, sockopt::RcvBufForce, &want).is_err() {
+            if let Err(e) = setsockopt(&ng, sockopt::RcvBuf, &want) {
+                tracing::debug!(error = %e, "NG socket receive buffer not raised");
+            }
+        }
     }
     let cli = tokio::net::TcpListener::bind(config.listen_cli)
         .await

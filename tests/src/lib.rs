@@ -4,6 +4,7 @@
 
 pub mod netns;
 pub mod ng_client;
+pub mod ng_load;
 pub mod paced;
 pub mod packet;
 pub mod peer;
