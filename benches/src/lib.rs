@@ -5,5 +5,6 @@
 
 pub mod interrupt;
 pub mod ng;
+pub mod ng_flood;
 pub mod throughput;
 pub mod traffic;

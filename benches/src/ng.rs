@@ -169,44 +169,46 @@ fn s(v: &str) -> Value {
     Value::str(v)
 }
 
+/// The offer, answer and delete of one call cycle, call-id `id`.
+pub(crate) fn cycle_requests(id: &str) -> [Value; 3] {
+    [
+        Value::dict([
+            ("command", s("offer")),
+            ("call-id", s(id)),
+            ("from-tag", s("a")),
+            ("sdp", s(&audio_sdp("127.0.0.1", 5000))),
+            ("supports", Value::str_list(["load limit"])),
+        ]),
+        Value::dict([
+            ("command", s("answer")),
+            ("call-id", s(id)),
+            ("from-tag", s("a")),
+            ("to-tag", s("b")),
+            ("sdp", s(&audio_sdp("127.0.0.1", 6000))),
+        ]),
+        Value::dict([
+            ("command", s("delete")),
+            ("call-id", s(id)),
+            ("from-tag", s("a")),
+            ("delete-delay", Value::Int(0)),
+        ]),
+    ]
+}
+
 /// Times `cycles` offer/answer/delete cycles against the NG socket, with
 /// call-ids of their own (`tag`).
 fn time_cycles(ng: &NgClient, name: &str, tag: &str, cycles: u32) -> Result<Round> {
-    let offer_sdp = audio_sdp("127.0.0.1", 5000);
-    let answer_sdp = audio_sdp("127.0.0.1", 6000);
     let mut latencies = Vec::with_capacity(cycles as usize * 3);
-    let mut timed = |body: &Value| -> Result<()> {
-        let t = Instant::now();
-        let reply = ng.request(body)?;
-        latencies.push(t.elapsed());
-        if reply.get("result").and_then(Value::as_str) != Some("ok") {
-            bail!("{name}: {reply:?}");
-        }
-        Ok(())
-    };
     let start = Instant::now();
     for i in 0..cycles {
-        let id = format!("bench-{tag}-{i}");
-        timed(&Value::dict([
-            ("command", s("offer")),
-            ("call-id", s(&id)),
-            ("from-tag", s("a")),
-            ("sdp", s(&offer_sdp)),
-            ("supports", Value::str_list(["load limit"])),
-        ]))?;
-        timed(&Value::dict([
-            ("command", s("answer")),
-            ("call-id", s(&id)),
-            ("from-tag", s("a")),
-            ("to-tag", s("b")),
-            ("sdp", s(&answer_sdp)),
-        ]))?;
-        timed(&Value::dict([
-            ("command", s("delete")),
-            ("call-id", s(&id)),
-            ("from-tag", s("a")),
-            ("delete-delay", Value::Int(0)),
-        ]))?;
+        for body in cycle_requests(&format!("bench-{tag}-{i}")) {
+            let t = Instant::now();
+            let reply = ng.request(&body)?;
+            latencies.push(t.elapsed());
+            if reply.get("result").and_then(Value::as_str) != Some("ok") {
+                bail!("{name}: {reply:?}");
+            }
+        }
     }
     Ok(Round {
         cycles,
@@ -279,7 +281,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
 }
 
 /// Call state directories of the relayds of one run, removed with it.
-struct StateDirs(std::path::PathBuf);
+pub(crate) struct StateDirs(std::path::PathBuf);
 
 impl StateDirs {
     fn new() -> Self {
@@ -301,7 +303,7 @@ impl Drop for StateDirs {
 /// relayd in userspace mode with its NG socket on `ng_port` and 10 000
 /// media ports from `port_min`, CLI on `ng_port + 7677`, keeping call state
 /// under `state` (none without).
-fn start_relayd(
+pub(crate) fn start_relayd(
     ns: &Netns,
     binary: &Path,
     ng_port: u16,
@@ -325,7 +327,7 @@ fn start_relayd(
 
 /// rtpengine without its kernel module, NG on `ng_port`, 10 000 media
 /// ports from `port_min`, calls freed as soon as they are deleted.
-fn start_rtpengine(ns: &Netns, ng_port: u16, port_min: u16) -> Result<ChildGuard> {
+pub(crate) fn start_rtpengine(ns: &Netns, ng_port: u16, port_min: u16) -> Result<ChildGuard> {
     let child = ns
         .command("rtpengine")?
         .args(["--interface=127.0.0.1", "--table=-1"])

@@ -6,6 +6,9 @@
 //! `relay_benches::ng`). Prints cycles per second, request latency
 //! percentiles and the ratio.
 //!
+//! `ng-flood`: NG from a proxy while another address floods pings, relayd
+//! against rtpengine (see `relay_benches::ng_flood`).
+//!
 //! `throughput`: forwarded against offered packets per second for relayd
 //! (XDP and userspace) and rtpengine, with calls set up over NG, an XDP
 //! live-frames generator and a sink counter (see
@@ -16,7 +19,7 @@ use std::{path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
-use relay_benches::{ng, throughput};
+use relay_benches::{ng, ng_flood, throughput};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -44,6 +47,19 @@ enum What {
         /// Run relayd (and a baseline relayd) without call state.
         #[arg(long)]
         no_state: bool,
+    },
+    /// NG under a flood from one address: a proxy's cycles and a
+    /// monitor's pings, relayd vs rtpengine.
+    NgFlood {
+        /// The relayd binary.
+        #[arg(long)]
+        relayd: PathBuf,
+        /// Flood rate, pings per second.
+        #[arg(long, default_value_t = 50_000)]
+        pps: u64,
+        /// Seconds of flood.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
     },
     /// Forwarding throughput: relayd XDP, relayd userspace, rtpengine.
     Throughput {
@@ -105,6 +121,19 @@ fn main() -> Result<()> {
                 state: !no_state,
             };
             print!("{}", ng::run(&cfg)?.markdown(&cfg));
+            Ok(())
+        }
+        What::NgFlood {
+            relayd,
+            pps,
+            seconds,
+        } => {
+            let cfg = ng_flood::Config {
+                relayd: &relayd,
+                flood_pps: pps,
+                length: Duration::from_secs_f64(seconds),
+            };
+            print!("{}", ng_flood::markdown(&cfg, &ng_flood::run(&cfg)?));
             Ok(())
         }
         What::Throughput {
