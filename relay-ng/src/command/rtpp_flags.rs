@@ -184,7 +184,12 @@ mod tests {
         ]);
         d.apply_key("codec", &dict).expect("valid");
         assert_eq!(d.codec.strip, ["PCMU", "G722"]);
-        assert_eq!(d.warnings.len(), 1, "offer needs transcoding: {:?}", d.warnings);
+        assert_eq!(
+            d.warnings.len(),
+            1,
+            "offer needs transcoding: {:?}",
+            d.warnings
+        );
     }
 
     #[test]
