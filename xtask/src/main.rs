@@ -2,9 +2,14 @@
 //!
 //! - `cargo xtask demo`: build, then run the forwarding demo (needs root).
 //! - `cargo xtask test`: fmt, clippy, and every test, privileged ones
-//!   included (needs root to run those; without root they skip and say so).
+//!   included (needs root to run those; without root they skip and say so);
+//!   as root also the conformance run against its baseline.
 //! - `cargo xtask bench [--quick]`: criterion micro-benchmarks, NG cycles
 //!   and netns forwarding throughput against rtpengine (needs root).
+//! - `cargo xtask conformance [--strict]`: the same NG requests to rtpengine
+//!   and relayd, replies compared (needs root); fails when a relay crashes
+//!   or goes silent, or a case of tests/conformance/identical.txt differs
+//!   (any difference with `--strict`).
 //! - `cargo xtask deps`: install the Debian packages the build and tests use.
 //! - `cargo xtask build-ebpf`: compile the XDP object alone (clang check).
 //!
@@ -36,6 +41,16 @@ enum Task {
         /// seconds (a couple of minutes instead of about ten).
         #[arg(long)]
         quick: bool,
+    },
+    /// Differential NG conformance against rtpengine (tests/conformance):
+    /// table by feature and diffs on stdout, JSON in target/conformance.json.
+    Conformance {
+        /// Fail on any difference, not only on crashes and silences.
+        #[arg(long)]
+        strict: bool,
+        /// Only cases whose name contains this, or of this feature.
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// Install missing Debian packages (needs root).
     Deps,
@@ -146,7 +161,16 @@ fn test() -> Result<()> {
     if !is_root() {
         eprintln!("note: not root: BPF/XDP/netns tests will print SKIPPED and not run");
     }
-    run(cargo().args(["test", "--workspace"]))
+    run(cargo().args(["test", "--workspace"]))?;
+    if is_root() {
+        // SDP and replies that matched rtpengine's must keep matching.
+        conformance(Conformance {
+            strict: false,
+            filter: None,
+            baseline: true,
+        })?;
+    }
+    Ok(())
 }
 
 fn demo() -> Result<()> {
@@ -196,6 +220,58 @@ fn bench(quick: bool) -> Result<()> {
     run(&mut throughput)
 }
 
+struct Conformance {
+    strict: bool,
+    filter: Option<String>,
+    /// Fail when a case listed in tests/conformance/identical.txt differs.
+    baseline: bool,
+}
+
+fn conformance(
+    Conformance {
+        strict,
+        filter,
+        baseline,
+    }: Conformance,
+) -> Result<()> {
+    deps(PACKAGES, true)?;
+    // rtpengine-daemon: the oracle.
+    deps(BENCH_PACKAGES, true)?;
+    if !is_root() {
+        bail!("the conformance run puts both relays in a network namespace: run it as root");
+    }
+    run(cargo().args([
+        "build",
+        "-p",
+        "relay-userspace",
+        "-p",
+        "relay-conformance",
+        "--bin",
+        "relayd",
+        "--bin",
+        "xrelay-conformance",
+    ]))?;
+    let target = target_dir()?;
+    let mut cmd = Command::new(target.join("debug/xrelay-conformance"));
+    cmd.arg("--relayd")
+        .arg(target.join("debug/relayd"))
+        .arg("--json")
+        .arg(target.join("conformance.json"))
+        .arg("--log-dir")
+        .arg(target.join("conformance"));
+    if strict {
+        cmd.arg("--strict");
+    }
+    if let Some(filter) = filter {
+        cmd.args(["--filter", &filter]);
+    }
+    if baseline {
+        cmd.arg("--baseline")
+            .arg(workspace_root()?.join("tests/conformance/identical.txt"));
+    }
+    run(&mut cmd)
+}
+
 /// Builds the binaries of `packages` in release mode; returns the target dir.
 fn build_release_bins(packages: &[&str]) -> Result<std::path::PathBuf> {
     let mut cmd = cargo();
@@ -224,6 +300,11 @@ fn main() -> Result<()> {
         Task::Demo => demo(),
         Task::Test => test(),
         Task::Bench { quick } => bench(quick),
+        Task::Conformance { strict, filter } => conformance(Conformance {
+            strict,
+            filter,
+            baseline: true,
+        }),
         Task::Deps => deps(PACKAGES, true).and_then(|()| deps(BENCH_PACKAGES, true)),
         Task::BuildEbpf => {
             deps(PACKAGES, false)?;

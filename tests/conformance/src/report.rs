@@ -1,0 +1,221 @@
+//! Comparing the two transcripts of a case, and reporting the run: a table
+//! by feature and the diffs on the terminal, everything as JSON for
+//! docs/ng-compatibility.md.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::{
+    corpus::{self, Case},
+    diff,
+    normalize::{Line, Part},
+    run::Transcript,
+};
+
+/// How a case came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Same normalised replies.
+    Identical,
+    /// Different normalised replies.
+    Differs,
+    /// A relay did not reply or exited: not a measurement.
+    Broken,
+}
+
+/// One case's result.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    /// Case name.
+    pub name: String,
+    /// Feature tag.
+    pub feature: String,
+    /// Why the case exists.
+    pub description: String,
+    /// Identical, differs or broken.
+    pub status: Status,
+    /// Which parts of the replies differ.
+    pub differing: BTreeSet<Part>,
+    /// NG options the case uses (see [`corpus::options`]).
+    pub options: Vec<String>,
+    /// Unified diff, rtpengine → relayd (empty when identical).
+    pub diff: String,
+    /// No replies, crashes.
+    pub problems: Vec<String>,
+    /// Warning texts by relay and step.
+    pub warnings: BTreeMap<&'static str, Vec<(usize, String)>>,
+    /// The normalised transcripts.
+    pub rtpengine: Vec<String>,
+    /// See `rtpengine`.
+    pub relayd: Vec<String>,
+}
+
+/// Lines of one part of one step.
+fn by_step_and_part(lines: &[Line]) -> BTreeMap<(usize, Part), Vec<&str>> {
+    let mut map: BTreeMap<(usize, Part), Vec<&str>> = BTreeMap::new();
+    let mut step = 0;
+    for l in lines {
+        if l.part == Part::Header && l.text.starts_with("## ") {
+            step += 1;
+        }
+        map.entry((step, l.part)).or_default().push(&l.text);
+    }
+    map
+}
+
+/// Compares the two transcripts of `case`.
+pub fn compare(case: &Case, rtpengine: Transcript, relayd: Transcript) -> Outcome {
+    let (a, b) = (
+        by_step_and_part(&rtpengine.lines),
+        by_step_and_part(&relayd.lines),
+    );
+    let differing: BTreeSet<Part> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(k) != b.get(k))
+        .map(|(_, part)| *part)
+        .collect();
+    let text = |t: &Transcript| t.lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>();
+    let (ta, tb) = (text(&rtpengine), text(&relayd));
+    let mut problems: Vec<String> = Vec::new();
+    problems.extend(rtpengine.problems.iter().map(|p| format!("rtpengine: {p}")));
+    problems.extend(relayd.problems.iter().map(|p| format!("relayd: {p}")));
+    let status = if !problems.is_empty() {
+        Status::Broken
+    } else if differing.is_empty() {
+        Status::Identical
+    } else {
+        Status::Differs
+    };
+    let mut options: Vec<String> = case.steps.iter().flat_map(corpus::options).collect();
+    options.sort();
+    options.dedup();
+    Outcome {
+        name: case.name.clone(),
+        feature: case.feature.clone(),
+        description: case.description.clone(),
+        status,
+        differing,
+        options,
+        diff: diff::unified(&ta, &tb, "rtpengine", "relayd", 2),
+        problems,
+        warnings: BTreeMap::from([
+            ("rtpengine", rtpengine.warnings),
+            ("relayd", relayd.warnings),
+        ]),
+        rtpengine: ta,
+        relayd: tb,
+    }
+}
+
+/// Counts of one feature (or all).
+#[derive(Debug, Default, Serialize)]
+pub struct Tally {
+    /// Cases.
+    pub cases: usize,
+    /// Identical.
+    pub identical: usize,
+    /// Differing.
+    pub differing: usize,
+    /// Differing in the SDP.
+    pub sdp_differs: usize,
+    /// Broken (no reply, crash).
+    pub broken: usize,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Outcome) {
+        self.cases += 1;
+        match o.status {
+            Status::Identical => self.identical += 1,
+            Status::Differs => self.differing += 1,
+            Status::Broken => self.broken += 1,
+        }
+        if o.differing.contains(&Part::Sdp) {
+            self.sdp_differs += 1;
+        }
+    }
+}
+
+/// Tallies by feature, and the total.
+pub fn tallies(outcomes: &[Outcome]) -> (BTreeMap<&str, Tally>, Tally) {
+    let mut by_feature: BTreeMap<&str, Tally> = BTreeMap::new();
+    let mut total = Tally::default();
+    for o in outcomes {
+        by_feature.entry(&o.feature).or_default().add(o);
+        total.add(o);
+    }
+    (by_feature, total)
+}
+
+/// The table and the diffs of differing and broken cases.
+pub fn print(outcomes: &[Outcome]) {
+    for o in outcomes.iter().filter(|o| o.status != Status::Identical) {
+        let parts: Vec<String> = o.differing.iter().map(Part::to_string).collect();
+        println!(
+            "=== {} [{}] {:?}: {}",
+            o.name,
+            o.feature,
+            o.status,
+            parts.join(", ")
+        );
+        for p in &o.problems {
+            println!("!!! {p}");
+        }
+        print!("{}", o.diff);
+        println!();
+    }
+    let (by_feature, total) = tallies(outcomes);
+    println!(
+        "{:<20} {:>5} {:>9} {:>9} {:>11} {:>6}",
+        "feature", "cases", "identical", "differing", "SDP differs", "broken"
+    );
+    let row = |name: &str, t: &Tally| {
+        println!(
+            "{:<20} {:>5} {:>9} {:>9} {:>11} {:>6}",
+            name, t.cases, t.identical, t.differing, t.sdp_differs, t.broken
+        );
+    };
+    for (feature, t) in &by_feature {
+        row(feature, t);
+    }
+    row("total", &total);
+}
+
+/// The whole run as JSON.
+#[derive(Serialize)]
+struct Report<'a> {
+    rtpengine_version: &'a str,
+    summary: Tally,
+    features: BTreeMap<&'a str, Tally>,
+    /// Every NG option some case uses.
+    coverage: BTreeSet<&'a str>,
+    cases: &'a [Outcome],
+}
+
+/// Writes the JSON report to `path`.
+pub fn write_json(path: &Path, rtpengine_version: &str, outcomes: &[Outcome]) -> Result<()> {
+    let (features, summary) = tallies(outcomes);
+    let coverage = outcomes
+        .iter()
+        .flat_map(|o| o.options.iter().map(String::as_str))
+        .collect();
+    let report = Report {
+        rtpengine_version,
+        summary,
+        features,
+        coverage,
+        cases: outcomes,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+}
