@@ -14,12 +14,20 @@
 //! live-frames generator and a sink counter (see
 //! `relay_benches::throughput`). Prints Markdown tables and writes an SVG
 //! plot.
+//!
+//! `sustained`: the highest rate each relay sustains with loss ≤ 0.1 %
+//! over a 5 s window, evenly paced RTP on fresh calls for every point, with
+//! the counters that say where the loss went (see
+//! `relay_benches::throughput::sustained`).
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
-use relay_benches::{ng, ng_flood, throughput};
+use relay_benches::{
+    ng, ng_flood,
+    throughput::{self, sustained},
+};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -92,6 +100,48 @@ enum What {
         /// Where to write the plot (SVG).
         #[arg(long)]
         plot: Option<PathBuf>,
+    },
+    /// Sustained rate (loss ≤ 0.1 % over a window) on fresh calls with
+    /// evenly paced RTP: relayd XDP, relayd userspace, rtpengine.
+    Sustained {
+        /// The relayd binary.
+        #[arg(long)]
+        relayd: PathBuf,
+        /// Call counts, each on freshly started relays (fresh calls for
+        /// every point).
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+        calls: Vec<u32>,
+        /// Seconds each point sends.
+        #[arg(long, default_value_t = 5.0)]
+        window: f64,
+        /// Highest loss of a sustained rate, in percent.
+        #[arg(long, default_value_t = 0.1)]
+        max_loss: f64,
+        /// First rate of each search (pps).
+        #[arg(long, default_value_t = 10_000)]
+        start_rate: u64,
+        /// Highest rate tried (pps).
+        #[arg(long, default_value_t = 400_000)]
+        max_rate: u64,
+        /// Lowest rate tried when the first fails (pps).
+        #[arg(long, default_value_t = 1_000)]
+        min_rate: u64,
+        /// Stop bisecting once failing / passing rate is within this, in percent.
+        #[arg(long, default_value_t = 8.0)]
+        precision: f64,
+        /// Most points per relay and call count.
+        #[arg(long, default_value_t = 10)]
+        max_points: u32,
+        /// Longest call set-up of one point, in seconds.
+        #[arg(long, default_value_t = 60)]
+        setup_budget: u64,
+        /// Relays to measure (relayd-xdp, relayd-userspace, rtpengine).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "relayd-xdp,relayd-userspace,rtpengine"
+        )]
+        relays: Vec<throughput::relays::Kind>,
     },
 }
 
@@ -166,6 +216,48 @@ fn main() -> Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("plot: {}", path.display());
             }
+            Ok(())
+        }
+        What::Sustained {
+            relayd,
+            calls,
+            window,
+            max_loss,
+            start_rate,
+            max_rate,
+            min_rate,
+            precision,
+            max_points,
+            setup_budget,
+            relays,
+        } => {
+            let cfg = sustained::Config {
+                relayd,
+                calls,
+                relays,
+                window: Duration::from_secs_f64(window),
+                max_loss: max_loss / 100.0,
+                limits: sustained::search::Limits {
+                    start: start_rate,
+                    cap: max_rate,
+                    floor: min_rate,
+                    precision: precision / 100.0,
+                    max_points,
+                },
+                setup_budget: Duration::from_secs(setup_budget),
+            };
+            // Each point: set-up, the window, draining and clean-up (~1.5 s).
+            let worst = cfg.calls.len() as f64
+                * cfg.relays.len() as f64
+                * f64::from(max_points)
+                * (window + 1.5);
+            eprintln!(
+                "at most {} points, about {:.0} min",
+                cfg.calls.len() * cfg.relays.len() * max_points as usize,
+                worst / 60.0
+            );
+            let outcomes = sustained::run(&cfg)?;
+            println!("{}", sustained::report::markdown(&cfg, &outcomes));
             Ok(())
         }
     }

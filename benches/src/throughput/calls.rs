@@ -63,10 +63,15 @@ fn ok(ng: &NgClient, body: &Value) -> Result<Value> {
     }
 }
 
+/// Call-id of call `i` among calls set up under `tag`.
+fn call_id(tag: &str, i: u32) -> String {
+    format!("{tag}-{i}")
+}
+
 /// Offer and answer of call `i`; returns (caller's flow, callee's flow).
-fn one_call(ng: &NgClient, i: u32) -> Result<[Flow; 2]> {
+fn one_call(ng: &NgClient, tag: &str, i: u32) -> Result<[Flow; 2]> {
     let (caller, callee) = (party(i, 0), party(i, 1));
-    let id = format!("tput-{i}");
+    let id = call_id(tag, i);
     let iface = format!("if{}", i / CALLS_PER_ADDRESS);
     let direction = Value::str_list([iface.as_str(), iface.as_str()]);
     let offer = ok(
@@ -112,6 +117,18 @@ fn one_call(ng: &NgClient, i: u32) -> Result<[Flow; 2]> {
 /// Sets up calls 0..`calls` against the NG server at `ng` (in `ns`),
 /// giving up at `deadline` (what was reached is returned, with the reason).
 pub fn establish(ns: &Netns, ng: SocketAddr, calls: u32, budget: Duration) -> Result<Established> {
+    establish_tagged(ns, ng, "tput", calls, budget)
+}
+
+/// [`establish`] with call-ids of their own (`tag`), so that calls set up
+/// again after a [`delete`] are new calls, not re-offers.
+pub fn establish_tagged(
+    ns: &Netns,
+    ng: SocketAddr,
+    tag: &str,
+    calls: u32,
+    budget: Duration,
+) -> Result<Established> {
     let start = Instant::now();
     let deadline = start + budget;
     let clients = (0..CLIENTS.min(calls))
@@ -131,7 +148,7 @@ pub fn establish(ns: &Netns, ng: SocketAddr, calls: u32, budget: Duration) -> Re
                         if Instant::now() > deadline {
                             return (got, Some(format!("set-up budget of {budget:?} spent")));
                         }
-                        match one_call(client, i) {
+                        match one_call(client, tag, i) {
                             Ok(f) => got.push(f),
                             Err(e) => return (got, Some(format!("call {i}: {e:#}"))),
                         }
@@ -161,6 +178,49 @@ pub fn establish(ns: &Netns, ng: SocketAddr, calls: u32, budget: Duration) -> Re
         flows,
         elapsed: start.elapsed(),
         stopped,
+    })
+}
+
+/// Deletes calls 0..`calls` set up under `tag` (with no delete delay, so
+/// their ports and sockets are free for the next set), in parallel as
+/// [`establish_tagged`] set them up; returns how many the relay did not
+/// know (set-up stopped short of them).
+pub fn delete(ns: &Netns, ng: SocketAddr, tag: &str, calls: u32) -> Result<u32> {
+    let clients = (0..CLIENTS.min(calls))
+        .map(|_| NgClient::new(ns, ng))
+        .collect::<Result<Vec<_>>>()?;
+    let per = calls.div_ceil(clients.len().max(1) as u32);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(c, client)| {
+                let first = c as u32 * per;
+                let last = (first + per).min(calls);
+                scope.spawn(move || -> Result<u32> {
+                    let mut unknown = 0;
+                    for i in first..last {
+                        let body = Value::dict([
+                            ("command", s("delete")),
+                            ("call-id", s(&call_id(tag, i))),
+                            ("from-tag", s("a")),
+                            ("delete-delay", Value::Int(0)),
+                        ]);
+                        let reply = client.request(&body)?;
+                        if reply.get("result").and_then(Value::as_str) != Some("ok") {
+                            unknown += 1;
+                        }
+                    }
+                    Ok(unknown)
+                })
+            })
+            .collect();
+        handles.into_iter().try_fold(0, |sum, h| {
+            let n = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("an NG client panicked"))??;
+            Ok(sum + n)
+        })
     })
 }
 

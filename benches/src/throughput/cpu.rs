@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 pub struct Snapshot {
     busy: u64,
     softirq: u64,
+    steal: u64,
     total: u64,
     process: u64,
     /// (busy, total) of each CPU.
@@ -25,6 +26,9 @@ pub struct Usage {
     pub machine: f64,
     /// The softirq part of `machine`.
     pub softirq: f64,
+    /// Time the hypervisor ran something else on these CPUs (a VM's
+    /// stalls), all cores.
+    pub steal: f64,
     /// The relay daemon's own user + system time.
     pub process: f64,
 }
@@ -66,6 +70,7 @@ pub fn snapshot(pid: u32) -> Result<Snapshot> {
     Ok(Snapshot {
         busy,
         softirq: v.get(6).copied().unwrap_or(0),
+        steal: v.get(7).copied().unwrap_or(0),
         total,
         process,
         per_cpu,
@@ -89,6 +94,7 @@ pub fn usage(before: &Snapshot, after: &Snapshot, cores: u32) -> Usage {
             .collect(),
         machine: pct(after.busy.saturating_sub(before.busy)),
         softirq: pct(after.softirq.saturating_sub(before.softirq)),
+        steal: pct(after.steal.saturating_sub(before.steal)),
         process: pct(after.process.saturating_sub(before.process)),
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use relay_tests::netns::Netns;
 
 use super::cpu;
@@ -167,20 +167,9 @@ pub fn measure(
     })
 }
 
-/// `Udp: RcvbufErrors` of `ns` (/proc/net/snmp read from inside it).
+/// `Udp: RcvbufErrors` of `ns`.
 fn udp_rcvbuf_errors(ns: &Netns) -> Result<u64> {
-    let text = ns.run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))??;
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
-    let (names, values) = (udp.next(), udp.next());
-    let (Some(names), Some(values)) = (names, values) else {
-        bail!("no Udp lines in /proc/net/snmp");
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "RcvbufErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .context("no Udp RcvbufErrors in /proc/net/snmp")
+    Ok(super::netstat::udp(ns)?.rcvbuf_errors)
 }
 
 /// CPUs of this machine.

@@ -16,9 +16,12 @@ pub mod calls;
 pub mod cpu;
 pub mod limits;
 pub mod measure;
+pub mod netstat;
+pub mod paced;
 pub mod plot;
 pub mod relays;
 pub mod report;
+pub mod sustained;
 
 use std::{path::PathBuf, time::Duration};
 

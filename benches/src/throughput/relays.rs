@@ -66,6 +66,11 @@ impl Relay {
     pub fn pid(&self) -> u32 {
         self.child.0.id()
     }
+
+    /// relayd's `--pin-dir` (`None` for rtpengine).
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self._pins.as_ref().map(|p| p.0.as_path())
+    }
 }
 
 fn log_file(kind: Kind, calls: u32) -> Result<(File, PathBuf)> {

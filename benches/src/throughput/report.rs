@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use super::{calls_label, relays::Kind, RelayRun, Setup};
 
-fn rate(pps: f64) -> String {
+/// A rate as tables show it: 117, 24.7 k, 1.57 M.
+pub(crate) fn rate(pps: f64) -> String {
     if pps >= 1e6 {
         format!("{:.2} M", pps / 1e6)
     } else if pps >= 1e3 {
