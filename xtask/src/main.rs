@@ -5,7 +5,8 @@
 //!   included (needs root to run those; without root they skip and say so);
 //!   as root also the conformance run against its baseline.
 //! - `cargo xtask bench [--quick]`: criterion micro-benchmarks, NG cycles
-//!   and netns forwarding throughput against rtpengine (needs root).
+//!   and netns forwarding throughput and sustained rate against rtpengine
+//!   (needs root).
 //! - `cargo xtask conformance [--strict]`: the same NG requests to rtpengine
 //!   and relayd, replies compared (needs root); fails when a relay crashes
 //!   or goes silent, or a case of tests/conformance/identical.txt differs
@@ -217,7 +218,14 @@ fn bench(quick: bool) -> Result<()> {
             .arg("--plot")
             .arg(root.join("docs/throughput.svg"));
     }
-    run(&mut throughput)
+    run(&mut throughput)?;
+    // The operator's criterion beside the flood figures: loss <= 0.1 %.
+    let mut sustained = Command::new(&driver);
+    sustained.args(["sustained", "--relayd"]).arg(&relayd);
+    if quick {
+        sustained.args(["--calls", "1000", "--window", "2", "--max-points", "5"]);
+    }
+    run(&mut sustained)
 }
 
 struct Conformance {
