@@ -46,7 +46,9 @@
 //!
 //! # Line endings
 //! Copied lines keep their own ending. Added lines, and a last line that had none, get the
-//! ending of the first line (CRLF if it has none), so the output is always terminated.
+//! ending of the first line (CRLF if it has none), so the output is always terminated. The
+//! attribute block of an RTP media, which rtpengine regenerates, ends every line with CRLF
+//! as rtpengine does, whatever the input used.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
@@ -254,6 +256,12 @@ impl Writer<'_> {
             .extend_from_slice(if eol.is_empty() { self.eol } else { eol });
     }
 
+    /// Writes a line of a media's regenerated attribute block: always CRLF.
+    fn regenerated(&mut self, content: &[u8]) {
+        self.out.extend_from_slice(content);
+        self.out.extend_from_slice(b"\r\n");
+    }
+
     /// Writes a line the relay adds.
     fn add(&mut self, content: &str) {
         self.out.extend_from_slice(content.as_bytes());
@@ -383,11 +391,11 @@ impl Writer<'_> {
         );
         for out in &block.head {
             match out {
-                Out::Copy(line) => self.copy(line),
-                Out::Add(content) => self.add(content),
+                Out::Copy(line) => self.regenerated(line.line.content(self.raw)),
+                Out::Add(content) => self.regenerated(content.as_bytes()),
             }
         }
-        self.add(&format!("a=rtcp:{}", media.rtcp_port.unwrap_or(media.port)));
+        self.regenerated(format!("a=rtcp:{}", media.rtcp_port.unwrap_or(media.port)).as_bytes());
         let mux = match media.rtcp_mux {
             RtcpMux::Offer => true,
             RtcpMux::Remove => false,
@@ -395,10 +403,10 @@ impl Writer<'_> {
             RtcpMux::Keep => info.rtcp_mux || media.rtcp_port.is_none(),
         };
         if mux {
-            self.add("a=rtcp-mux");
+            self.regenerated(b"a=rtcp-mux");
         }
         if let Some(ptime) = block.ptime {
-            self.copy(ptime);
+            self.regenerated(ptime.line.content(self.raw));
         }
     }
 }

@@ -60,6 +60,9 @@ const REPLACE: &[&str] = &[
     "sdp-version",
     "zero-address",
     "force-increment-sdp-ver",
+    // Old rtpengine's; the session-level c= is always replaced now, and
+    // rtpengine takes the value silently (Kamailio examples still send it).
+    "session-connection",
 ];
 
 /// `rtcp-mux` values rtpengine understands.

@@ -92,9 +92,6 @@ pub enum CallError {
     /// The from-tag of an answer names no party of the call.
     #[error("Unknown from-tag")]
     UnknownTag,
-    /// `direction=` names no configured interface.
-    #[error("Unknown interface '{0}'")]
-    UnknownInterface(String),
     /// `address-family` asks for a family the interface has no address of.
     #[error("Interface '{name}' has no {family} address")]
     NoSuchFamily {
@@ -333,7 +330,8 @@ impl CallManager {
         self.calls.is_empty()
     }
 
-    /// The interface called `name` (unset or empty: the first one's name)
+    /// The interface called `name` (unset, empty or unknown: the first
+    /// one's name)
     /// with an address of `family`. A name may have one address per family
     /// (`pub/10.0.0.5` and `pub/2001:db8::5`). Without an address of that
     /// family, the name's first interface serves, unless `required`
@@ -344,9 +342,17 @@ impl CallManager {
         family: Option<Family>,
         required: bool,
     ) -> Result<usize, CallError> {
+        let default = self.interfaces[0].spec.name.as_str();
         let name = match name {
-            Some(n) if !n.is_empty() => n.as_str(),
-            _ => self.interfaces[0].spec.name.as_str(),
+            Some(n) if n.is_empty() => default,
+            // rtpengine falls back to its default interface for a name it
+            // does not have, so a proxy's typo costs a log line, not calls.
+            Some(n) if !self.interfaces.iter().any(|i| &i.spec.name == n) => {
+                tracing::warn!(interface = %n, default, "unknown interface asked for; using the default");
+                default
+            }
+            Some(n) => n.as_str(),
+            None => default,
         };
         let named = || {
             self.interfaces
@@ -354,10 +360,7 @@ impl CallManager {
                 .enumerate()
                 .filter(move |(_, i)| i.spec.name == name)
         };
-        let first = named()
-            .next()
-            .map(|(i, _)| i)
-            .ok_or_else(|| CallError::UnknownInterface(name.to_owned()))?;
+        let first = named().next().map_or(0, |(i, _)| i);
         let Some(family) = family else {
             return Ok(first);
         };

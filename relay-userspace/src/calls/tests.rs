@@ -307,14 +307,13 @@ async fn errors_leave_state_alone() {
             .unwrap_err(),
         CallError::UnknownTag
     );
+    // An unknown interface name falls back to the default one, as in
+    // rtpengine.
     let mut bad_dir = signal("c5", "A", None, sa("10.0.0.1:4000"));
     bad_dir.direction = vec!["pub".into(), "priv".into()];
-    assert_eq!(
-        h.offer(&bad_dir, now).unwrap_err(),
-        CallError::UnknownInterface("pub".into())
-    );
-    assert_eq!(h.mgr.len(), 1);
-    assert_eq!(h.mgr.port_usage()[0].1, 2);
+    h.offer(&bad_dir, now).unwrap();
+    assert_eq!(h.mgr.len(), 2);
+    assert_eq!(h.mgr.port_usage()[0].1, 4);
 }
 
 #[tokio::test]

@@ -149,6 +149,9 @@ fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {
     }
 }
 
+/// rtpengine's words for a `delete` of a call it does not have.
+const UNKNOWN_DELETE: &str = "Call-ID not found or tags didn't match";
+
 fn dispatch(
     command: Command,
     warnings: &[String],
@@ -177,10 +180,22 @@ fn dispatch(
             call_id,
             via_branch,
             delete_delay,
+            flags,
             ..
         }) => {
             let delay = delete_delay.map(|s| Duration::from_secs(u64::from(s)));
-            return summary(calls.delete(&call_id, via_branch.as_deref(), delay, now));
+            match calls.delete(&call_id, via_branch.as_deref(), delay, now) {
+                // A proxy deleting a call twice (a BYE and its retransmission,
+                // a CANCEL racing a 200) is routine: rtpengine answers ok
+                // with a warning, and an error only when asked (`fatal`).
+                Err(crate::calls::CallError::UnknownCall) if !flags.fatal => {
+                    let mut all = warnings.to_vec();
+                    all.push(UNKNOWN_DELETE.to_owned());
+                    reply::ok_with_warnings(relay_ng::Dict::new(), &all)
+                }
+                Err(crate::calls::CallError::UnknownCall) => reply::error(UNKNOWN_DELETE),
+                other => return summary(other),
+            }
         }
         Command::Query(Query { call_id, .. }) => return summary(calls.query(&call_id)),
         Command::List(List { limit }) => ok(list_reply(&calls.list(limit as usize)), warnings),
@@ -212,7 +227,11 @@ fn offer_answer(
         None => None,
     };
     let address_family = match oa.address_family.as_deref().map(Family::from_name) {
-        Some(None) => return reply::error("Invalid 'address-family' value"),
+        // rtpengine ignores a value other than IP4/IP6.
+        Some(None) => {
+            tracing::info!(call_id = %oa.call_id, "invalid address-family ignored");
+            None
+        }
         Some(Some(family)) => Some(family),
         None => None,
     };
