@@ -21,6 +21,7 @@ fn plan(medias: usize, remove_ice: bool) -> RewritePlan {
                 rtcp_port: Some(30001 + 2 * i as u16),
                 rtcp_mux: RtcpMux::Keep,
                 formats: None,
+                ptime: None,
             })
             .collect(),
         remove_ice,

@@ -96,6 +96,17 @@ pub(crate) fn payload_type_of(content: &[u8]) -> Option<u8> {
     parse_u16(value.get(..end)?).and_then(|pt| u8::try_from(pt).ok())
 }
 
+/// The value of `a=ptime:MS` in whole milliseconds (RFC 4566 allows a
+/// fraction: `20.0` is 20); None when it is not a number.
+pub(crate) fn parse_ptime(content: &[u8]) -> Option<u32> {
+    let value = trim_end(split(content).1?);
+    let whole = value.split(|&b| b == b'.').next()?;
+    if whole.is_empty() || whole.len() > 6 || !whole.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(whole).ok()?.parse().ok()
+}
+
 pub(crate) fn parse_rtcp(content: &[u8]) -> Option<RtcpAttr> {
     let (_, value) = split(content);
     // Tokenise the value as if it were a line of its own.
@@ -179,6 +190,18 @@ mod tests {
         assert_eq!(classify(b"a=SENDONLY"), AttrKind::Other);
         assert_eq!(classify(b"a="), AttrKind::Other);
         assert_eq!(classify(b"a"), AttrKind::Other);
+    }
+
+    #[test]
+    fn ptime_values() {
+        assert_eq!(parse_ptime(b"a=ptime:20"), Some(20));
+        assert_eq!(parse_ptime(b"a=ptime:30 "), Some(30));
+        assert_eq!(parse_ptime(b"a=ptime:20.0"), Some(20));
+        assert_eq!(parse_ptime(b"a=ptime:"), None);
+        assert_eq!(parse_ptime(b"a=ptime:x"), None);
+        assert_eq!(parse_ptime(b"a=ptime:-20"), None);
+        assert_eq!(parse_ptime(b"a=ptime:99999999999"), None);
+        assert_eq!(parse_ptime(b"a=ptime"), None);
     }
 
     #[test]

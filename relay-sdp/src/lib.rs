@@ -26,6 +26,7 @@
 //!         rtcp_port: Some(30001),
 //!         rtcp_mux: RtcpMux::Keep,
 //!         formats: None,
+//!         ptime: None,
 //!     }],
 //!     ..RewritePlan::default()
 //! };

@@ -140,6 +140,8 @@ pub struct MediaInfo {
     pub direction: Option<Direction>,
     /// The parsable `a=rtpmap:` attributes, in order.
     pub rtpmaps: Vec<RtpMap>,
+    /// The first parsable `a=ptime:` of the section, in whole milliseconds.
+    pub ptime: Option<u32>,
 }
 
 impl MediaInfo {

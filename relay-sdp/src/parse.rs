@@ -278,6 +278,7 @@ impl<'a> Builder<'a> {
                     has_ice: false,
                     direction: None,
                     rtpmaps: Vec::new(),
+                    ptime: None,
                 };
                 self.medias.push(MediaFacts {
                     first_line: index,
@@ -341,10 +342,14 @@ impl<'a> Builder<'a> {
                 media.own_direction.get_or_insert(d);
             }
             AttrKind::RtpMap => media.info.rtpmaps.extend(attr::parse_rtpmap(content)),
+            AttrKind::Ptime => {
+                if media.info.ptime.is_none() {
+                    media.info.ptime = attr::parse_ptime(content);
+                }
+            }
             AttrKind::Fmtp
             | AttrKind::RtcpFb { .. }
             | AttrKind::Mid
-            | AttrKind::Ptime
             | AttrKind::Group
             | AttrKind::Other => {}
         }

@@ -25,7 +25,7 @@
 //! - **The attributes of an RTP media** are written in rtpengine's order (see
 //!   `media_block`): the ones it does not handle as received, `a=mid`, per payload type
 //!   `a=rtpmap` (added for static types), `a=fmtp` and `a=rtcp-fb`, an explicit
-//!   direction, `a=rtcp`/`a=rtcp-mux`, then the first `a=ptime`. [`MediaRewrite::formats`]
+//!   direction, `a=rtcp`/`a=rtcp-mux`, then the first `a=ptime` (or [`MediaRewrite::ptime`]). [`MediaRewrite::formats`]
 //!   thins the `m=` line and these lines out (codec stripping, answer pruning).
 //! - **Session level**: a direction attribute moves into each media, and `a=group:BUNDLE`
 //!   goes (every media has its own relay port).
@@ -86,6 +86,9 @@ pub struct MediaRewrite {
     /// The payload types to offer, in order (codec stripping and masking,
     /// an answer pruned to what was offered); `None` keeps the `m=` line's.
     pub formats: Option<Vec<String>>,
+    /// The packetization time to write when the SDP's media has no
+    /// `a=ptime` (rtpengine writes the one the recipient declared before).
+    pub ptime: Option<u32>,
 }
 
 /// Everything [`rewrite`] needs to know, decided by the call logic.
@@ -405,8 +408,10 @@ impl Writer<'_> {
         if mux {
             self.regenerated(b"a=rtcp-mux");
         }
-        if let Some(ptime) = block.ptime {
-            self.regenerated(ptime.line.content(self.raw));
+        match (block.ptime, media.ptime) {
+            (Some(line), _) => self.regenerated(line.line.content(self.raw)),
+            (None, Some(ms)) => self.regenerated(format!("a=ptime:{ms}").as_bytes()),
+            (None, None) => {}
         }
     }
 }

@@ -5,7 +5,7 @@
 //! ```text
 //! origin ADDRESS                       # RewritePlan::origin_address
 //! session ADDRESS                      # RewritePlan::session_connection
-//! media ADDRESS PORT RTCP keep|offer|remove   # one per m= line; RTCP is a port or `mux`
+//! media ADDRESS PORT RTCP keep|offer|remove [ptime=MS]   # one per m= line; RTCP is a port or `mux`
 //! ice remove                           # RewritePlan::remove_ice
 //! ```
 //!
@@ -58,12 +58,22 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
                     Some("remove") => RtcpMux::Remove,
                     _ => return Err(format!("bad rtcp-mux mode in {line:?}")),
                 };
+                // Optional: the ptime the recipient declared earlier.
+                let ptime = match words.next() {
+                    Some(w) => Some(
+                        w.strip_prefix("ptime=")
+                            .and_then(|v| v.parse().ok())
+                            .ok_or_else(|| format!("bad ptime in {line:?}"))?,
+                    ),
+                    None => None,
+                };
                 plan.medias.push(MediaRewrite {
                     address,
                     port,
                     rtcp_port,
                     rtcp_mux,
                     formats: None,
+                    ptime,
                 });
             }
             _ => return Err(format!("unknown plan line {line:?}")),

@@ -190,6 +190,7 @@ fn media(port: u16, rtcp_port: Option<u16>, rtcp_mux: RtcpMux) -> MediaRewrite {
         rtcp_port,
         rtcp_mux,
         formats: None,
+        ptime: None,
     }
 }
 

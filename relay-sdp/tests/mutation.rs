@@ -160,6 +160,7 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
                 },
                 rtcp_mux: [RtcpMux::Keep, RtcpMux::Offer, RtcpMux::Remove][rng.below(3)],
                 formats: None,
+                ptime: None,
             }
         })
         .collect();

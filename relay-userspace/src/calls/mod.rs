@@ -213,6 +213,8 @@ pub struct MediaPlan {
     pub rtp_port: u16,
     /// RTCP port.
     pub rtcp_port: u16,
+    /// The ptime the party this plan faces declared last.
+    pub ptime: Option<u32>,
 }
 
 /// Result of an offer/answer: what to put in the rewritten SDP.
@@ -626,6 +628,9 @@ impl CallManager {
             rtcp,
             muted: offer.is_some_and(|o| o.muted),
             codecs: offer.map(|o| o.codecs.clone()).unwrap_or_default(),
+            // Both parties' media open with the sender's SDP; only the
+            // sender's own (apply_sdp) says what ptime it declared.
+            ptime: None,
         })
     }
 
@@ -636,6 +641,8 @@ impl CallManager {
             media.protocol = offer.protocol.clone();
             media.muted = offer.muted;
             media.codecs = offer.codecs.clone();
+            // Kept when a later SDP of the party leaves it out.
+            media.ptime = offer.ptime.or(media.ptime);
             let rtcp = if offer.rtcp_mux {
                 offer.rtp
             } else {
@@ -698,6 +705,7 @@ impl CallManager {
                 address,
                 rtp_port: md.rtp.local.port(),
                 rtcp_port: md.rtcp.local.port(),
+                ptime: md.ptime,
             })
             .collect();
         SdpPlan { address, medias }

@@ -31,6 +31,10 @@ pub struct Media {
     /// codec stripping): what an answer to it is pruned to. Not kept in the
     /// state store: an answer after a restart is not pruned.
     pub codecs: Vec<relay_sdp::codecs::CodecId>,
+    /// The latest `a=ptime` the party declared for this media: written into
+    /// SDP sent to it that has none, as rtpengine does. Not kept in the
+    /// state store either.
+    pub ptime: Option<u32>,
 }
 
 impl Media {
@@ -130,6 +134,8 @@ pub struct MediaOffer {
     pub clock_rate: Option<u32>,
     /// The codecs the rewritten SDP carries to the other party.
     pub codecs: Vec<relay_sdp::codecs::CodecId>,
+    /// `a=ptime` of the media, if any.
+    pub ptime: Option<u32>,
 }
 
 /// Seconds since the epoch, for wall-clock fields of replies.

@@ -232,6 +232,7 @@ impl CallManager {
             .and_then(|rtp| Ok((rtp, open(pair.rtcp, rtcp_local, &record.rtcp)?)));
         match opened {
             Ok((rtp, rtcp)) => Ok(Media {
+                ptime: None,
                 codecs: Vec::new(),
                 index: record.index,
                 kind: record.kind.clone(),

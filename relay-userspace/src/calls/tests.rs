@@ -141,6 +141,7 @@ fn harness_on(port_min: u16, port_max: u16, kernel: FakeDatapath) -> Harness {
 
 fn media(rtp: SocketAddr) -> MediaOffer {
     MediaOffer {
+        ptime: None,
         kind: "audio".into(),
         protocol: "RTP/AVP".into(),
         rtp: Some(rtp),
@@ -207,6 +208,54 @@ async fn offer_answer_reoffer_keep_ports_and_advertise() {
     assert_eq!(from_b.medias, answer.medias);
     assert_eq!(h.mgr.port_usage()[0].1, 2, "no new ports for re-INVITEs");
     assert_eq!(h.mgr.list(32), vec!["c1".to_string()]);
+    drop(h.events);
+}
+
+/// A party's declared ptime goes into the SDP sent to it when that SDP has
+/// none (rtpengine's behaviour), and sticks when its later SDP omits it.
+#[tokio::test]
+async fn each_party_gets_back_the_ptime_it_declared() {
+    let mut h = harness(42000, 42099);
+    let now = Instant::now();
+    let with_ptime = |call: &str, from: &str, to: Option<&str>, rtp: &str, ptime: Option<u32>| {
+        let mut sig = signal(call, from, to, sa(rtp));
+        sig.medias[0].ptime = ptime;
+        sig
+    };
+    // The offer goes to B, who has declared nothing yet.
+    let offer = h
+        .offer(&with_ptime("p1", "A", None, "10.0.0.1:4000", Some(30)), now)
+        .unwrap();
+    assert_eq!(offer.medias[0].ptime, None);
+    // The answer (no ptime of its own) goes to A: A's 30.
+    let answer = h
+        .answer(
+            &with_ptime("p1", "A", Some("B"), "10.0.0.2:5000", None),
+            now,
+        )
+        .unwrap();
+    assert_eq!(answer.medias[0].ptime, Some(30));
+    // B declares 20 in a re-offer of its own, then A re-offers without
+    // one: the SDP to B carries B's 20; A's 30 stays remembered.
+    h.offer(
+        &with_ptime("p1", "B", Some("A"), "10.0.0.2:5000", Some(20)),
+        now,
+    )
+    .unwrap();
+    let again = h
+        .offer(
+            &with_ptime("p1", "A", Some("B"), "10.0.0.1:4000", None),
+            now,
+        )
+        .unwrap();
+    assert_eq!(again.medias[0].ptime, Some(20));
+    let back = h
+        .offer(
+            &with_ptime("p1", "B", Some("A"), "10.0.0.2:5000", None),
+            now,
+        )
+        .unwrap();
+    assert_eq!(back.medias[0].ptime, Some(30));
     drop(h.events);
 }
 

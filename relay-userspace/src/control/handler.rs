@@ -355,6 +355,7 @@ fn media_offers(sdp: &Sdp, formats: &[Option<Vec<String>>]) -> Vec<MediaOffer> {
                 is_rtp: m.is_rtp(),
                 clock_rate,
                 codecs: codecs::carried(m, formats.as_deref()),
+                ptime: m.ptime,
             }
         })
         .collect()
@@ -395,6 +396,7 @@ fn rewrite_plan(
                 rtcp_port: Some(m.rtcp_port),
                 rtcp_mux,
                 formats,
+                ptime: m.ptime,
             })
             .collect(),
         remove_ice: !keep_ice,
