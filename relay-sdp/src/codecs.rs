@@ -77,15 +77,73 @@ pub fn strip(
         return None;
     }
     let named = |id: &CodecId, list: &[String]| list.iter().any(|s| id.matches(s));
-    let kept: Vec<String> = codecs(media)
+    let kept: Vec<(String, Option<CodecId>)> = codecs(media)
         .into_iter()
         .filter(|(_, id)| match id {
             Some(id) => !(named(id, strip) || named(id, mask)) || named(id, except),
             None => true,
         })
-        .map(|(f, _)| f)
         .collect();
+    let kept = without_orphan_dtmf(kept);
     (!kept.is_empty() && kept.len() != media.formats.len()).then_some(kept)
+}
+
+/// `single-codec` on an answer: the payload types of `formats` (else all
+/// of `media`'s) cut to the first codec and the DTMF events of its clock
+/// rate, or None when nothing changes. Types of unknown codec count as
+/// codecs.
+pub fn single(media: &MediaInfo, formats: Option<&[String]>) -> Option<Vec<String>> {
+    if !media.is_rtp() {
+        return None;
+    }
+    let listed: Vec<(String, Option<CodecId>)> = codecs(media)
+        .into_iter()
+        .filter(|(f, _)| formats.is_none_or(|keep| keep.contains(f)))
+        .collect();
+    let first = listed
+        .iter()
+        .position(|(_, id)| id.as_ref().is_none_or(|id| !is_dtmf(id)))?;
+    let rate = listed[first].1.as_ref().map(|id| id.clock_rate);
+    let kept: Vec<String> = listed
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, id))| {
+            *i == first
+                || id
+                    .as_ref()
+                    .is_some_and(|id| is_dtmf(id) && Some(id.clock_rate) == rate)
+        })
+        .map(|(_, (f, _))| f.clone())
+        .collect();
+    (kept.len() != listed.len()).then_some(kept)
+}
+
+/// Whether a codec only accompanies others (RFC 4733 DTMF events).
+fn is_dtmf(id: &CodecId) -> bool {
+    id.encoding == "telephone-event"
+}
+
+/// `kept` without the telephone-event types whose clock rate no remaining
+/// audio codec has: once opus is stripped, telephone-event/48000 has
+/// nothing to accompany, and rtpengine drops it too. Nothing is dropped
+/// when no codec but DTMF is left.
+fn without_orphan_dtmf(kept: Vec<(String, Option<CodecId>)>) -> Vec<String> {
+    let rates: Vec<u32> = kept
+        .iter()
+        .filter_map(|(_, id)| id.as_ref())
+        .filter(|id| !is_dtmf(id))
+        .map(|id| id.clock_rate)
+        .collect();
+    let has_main = kept
+        .iter()
+        .any(|(_, id)| id.as_ref().is_none_or(|id| !is_dtmf(id)));
+    kept.into_iter()
+        .filter(|(_, id)| match id {
+            Some(id) if has_main && is_dtmf(id) => rates.contains(&id.clock_rate),
+            _ => true,
+        })
+        .map(|(f, _)| f)
+        .collect()
 }
 
 /// The payload types of an answer's `media` whose codec was offered
@@ -165,6 +223,61 @@ mod tests {
             Some(list(&["8", "18", "101"]))
         );
         assert_eq!(strip(&m, &list(&["18"]), &[], &[]), None, "not by number");
+    }
+
+    #[test]
+    fn dtmf_without_its_codec_goes_with_it() {
+        // A softphone's offer: opus with its 48 kHz DTMF, G.722 and G.711
+        // with the 8 kHz one. rtpengine 10.5 drops telephone-event/48000
+        // once opus is stripped.
+        let soft = media(
+            "m=audio 7078 RTP/AVP 96 9 0 8 101 97",
+            "a=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/48000\r\na=rtpmap:97 telephone-event/8000\r\n",
+        );
+        assert_eq!(
+            strip(&soft, &list(&["opus"]), &[], &[]),
+            Some(list(&["9", "0", "8", "97"]))
+        );
+        assert_eq!(
+            strip(
+                &soft,
+                &list(&["all"]),
+                &[],
+                &list(&["PCMU", "telephone-event"])
+            ),
+            Some(list(&["0", "97"]))
+        );
+        // DTMF that is all that remains is kept (nothing to accompany, but
+        // an empty m= line would be worse).
+        assert_eq!(
+            strip(
+                &soft,
+                &list(&["all"]),
+                &[],
+                &list(&["telephone-event/48000"])
+            ),
+            Some(list(&["101"]))
+        );
+    }
+
+    #[test]
+    fn single_codec_keeps_the_first_and_its_dtmf() {
+        // rtpengine 10.5, answer "0 18 101" with single-codec: "0 101".
+        let answer = media(
+            "m=audio 4000 RTP/AVP 0 18 101",
+            "a=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        assert_eq!(single(&answer, None), Some(list(&["0", "101"])));
+        assert_eq!(
+            single(&answer, Some(&list(&["18", "101"]))),
+            None,
+            "already one codec"
+        );
+        let soft = media(
+            "m=audio 7078 RTP/AVP 101 96 0 97",
+            "a=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/48000\r\na=rtpmap:97 telephone-event/8000\r\n",
+        );
+        assert_eq!(single(&soft, None), Some(list(&["101", "96"])));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct Flags {
     pub fast: bool,
     /// `unidirectional`: allow one-way streams on the fast path.
     pub unidirectional: bool,
+    /// `single-codec`: an answer keeps only its first codec (and the DTMF
+    /// events of its clock rate).
+    pub single_codec: bool,
     /// Flags not understood, in the spelling received.
     pub unknown: Vec<String>,
 }
@@ -72,6 +75,7 @@ impl Flags {
             "to-tag" => &mut self.to_tag_flag,
             "fast" => &mut self.fast,
             "unidirectional" => &mut self.unidirectional,
+            "single-codec" => &mut self.single_codec,
             _ => return false,
         };
         *flag = true;

@@ -302,10 +302,14 @@ fn payload_types(
                 },
                 None => m,
             };
-            offered
+            let formats = offered
                 .get(i)
                 .and_then(|o| codecs::prune(media, o))
-                .or(stripped)
+                .or(stripped);
+            if is_offer || !oa.flags.single_codec {
+                return formats;
+            }
+            codecs::single(m, formats.as_deref()).or(formats)
         })
         .collect()
 }
