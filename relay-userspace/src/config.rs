@@ -134,6 +134,16 @@ pub struct Options {
     /// second) or `always` (flushed before each reply; survives power loss).
     #[arg(long, value_enum)]
     pub state_sync: Option<StateSync>,
+    /// Replicate calls to Redis, `[PASSWORD@]HOST:PORT/DB` (rtpengine's
+    /// syntax; the password may instead come from RTPENGINE_REDIS_AUTH_PW):
+    /// written asynchronously, never delaying an NG reply (docs/ha.md).
+    #[arg(long, value_name = "[PASSWORD@]HOST:PORT/DB")]
+    pub redis: Option<String>,
+    /// Run as the standby of an active/standby pair: mirror the active's
+    /// calls from --redis and serve none (offers and answers are refused).
+    #[arg(long)]
+    #[serde(default)]
+    pub standby: bool,
     /// Check the call state journal (of --state-dir, or the default one of
     /// --pin-dir) without changing it, print what it holds and exit: 0 when
     /// it is consistent, 1 when it has damage or problems.
@@ -228,6 +238,10 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// When the journal is flushed to disk.
     pub state_sync: StateSync,
+    /// Where calls are replicated (`--redis`).
+    pub redis: Option<relay_state::redis::RedisTarget>,
+    /// Standby of an active/standby pair.
+    pub standby: bool,
 }
 
 /// A bad setting.
@@ -266,6 +280,12 @@ pub enum ConfigError {
         /// Its value.
         value: String,
     },
+    /// A bad `--redis` value.
+    #[error("bad --redis value: {0}")]
+    Redis(#[from] relay_state::redis::TargetError),
+    /// `--standby` has nothing to mirror.
+    #[error("--standby needs --redis: the standby mirrors the active's calls from Redis")]
+    StandbyWithoutRedis,
     /// An empty port range (or one starting at 0).
     #[error("bad port range --port-min {min} --port-max {max}: need 1 <= min <= max")]
     PortRange {
@@ -317,9 +337,11 @@ impl Options {
             next_hop_cache_ms,
             max_sessions,
             state_dir,
-            state_sync
+            state_sync,
+            redis
         );
         self.no_state |= file.no_state;
+        self.standby |= file.standby;
         if self.interface.is_empty() {
             self.interface = file.interface;
         }
@@ -402,6 +424,16 @@ impl Options {
                 .unwrap_or_else(|| default_state_dir(&pin_dir))
         });
         let dos_shield = self.dos_shield.unwrap_or_default();
+        let redis = match &self.redis {
+            Some(text) => Some(relay_state::redis::RedisTarget::parse(
+                text,
+                std::env::var(relay_state::redis::PASSWORD_ENV).ok(),
+            )?),
+            None => None,
+        };
+        if self.standby && redis.is_none() {
+            return Err(ConfigError::StandbyWithoutRedis);
+        }
         Ok(Config {
             interfaces,
             listen_ng,
@@ -436,6 +468,8 @@ impl Options {
             static_streams: self.static_stream,
             state_dir,
             state_sync: self.state_sync.unwrap_or_default(),
+            redis,
+            standby: self.standby,
         })
     }
 }
@@ -478,6 +512,18 @@ mod tests {
         assert_eq!((c.port_min, c.port_max), (40000, 40050));
         assert_eq!(c.timeout, Duration::from_secs(10));
         assert_eq!(c.datapath, DatapathMode::Userspace);
+        let c = opts(&["--standby"])
+            .merge_file(
+                "x.toml".as_ref(),
+                "interface = [\"127.0.0.1\"]\nredis = \"pw@10.0.0.9:6379/3\"",
+            )
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let redis = c.redis.unwrap();
+        assert_eq!((redis.host.as_str(), redis.port, redis.db), ("10.0.0.9", 6379, 3));
+        assert_eq!(redis.password.as_deref(), Some("pw"));
+        assert!(c.standby);
     }
 
     #[test]
@@ -495,6 +541,14 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(matches!(e, ConfigError::PortRange { .. }));
+        let e = opts(&["-i", "127.0.0.1", "--redis", "127.0.0.1:6379"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("--redis"), "{e}");
+        let e = opts(&["-i", "127.0.0.1", "--standby"])
+            .resolve()
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::StandbyWithoutRedis), "{e}");
         assert_eq!(
             parse_listen("2223"),
             Some("127.0.0.1:2223".parse().unwrap())

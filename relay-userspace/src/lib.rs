@@ -5,6 +5,7 @@
 //! - [`control`]: the NG socket (requests to calls, replies).
 //! - [`daemon`]: relayd put together.
 //! - [`datapath`]: the forwarding backend trait and its XDP implementation.
+//! - [`ha`]: the role in an active/standby pair, replication through Redis.
 //! - [`bpffs`]: making sure a BPF filesystem is there to pin into.
 //! - [`caps`]: checking the privileges XDP needs before trying.
 //! - [`interfaces`]: logical interfaces (`--interface=NAME/ADDRESS!ADVERTISED`).
@@ -23,6 +24,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod doctor;
+pub mod ha;
 pub mod interfaces;
 pub mod netdev;
 pub mod notify;

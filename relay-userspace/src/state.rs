@@ -19,6 +19,9 @@ use crate::config::StateSync;
 #[derive(Debug)]
 pub struct StateKeeper {
     store: Option<Mutex<Box<dyn Store + Send>>>,
+    /// Whether the store keeps calls for a next relayd on this host (a
+    /// journal; not Redis alone).
+    durable: bool,
     /// Commits and flushes that failed.
     pub errors: AtomicU64,
     /// A commit failed: the store no longer matches the calls, until it is
@@ -31,6 +34,7 @@ impl StateKeeper {
     pub fn off() -> Self {
         StateKeeper {
             store: None,
+            durable: false,
             errors: AtomicU64::new(0),
             stale: AtomicBool::new(false),
         }
@@ -63,14 +67,37 @@ impl StateKeeper {
     pub fn with_store(store: Box<dyn Store + Send>) -> Self {
         StateKeeper {
             store: Some(Mutex::new(store)),
+            durable: true,
             errors: AtomicU64::new(0),
             stale: AtomicBool::new(false),
         }
     }
 
-    /// Whether a store is in use.
+    /// This keeper's store (the journal, or none) teed into a Redis feed:
+    /// every change also goes to Redis, asynchronously.
+    pub fn replicated(self, feed: std::sync::Arc<relay_state::redis::Feed>) -> Self {
+        let local = self
+            .store
+            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()));
+        StateKeeper {
+            durable: local.is_some(),
+            store: Some(Mutex::new(Box::new(relay_state::redis::Replicated::new(
+                local, feed,
+            )))),
+            errors: self.errors,
+            stale: self.stale,
+        }
+    }
+
+    /// Whether a store is in use (changes are taken and committed).
     pub fn enabled(&self) -> bool {
         self.store.is_some()
+    }
+
+    /// Whether calls are kept for a next relayd on this host: without that
+    /// (`--no-state`, with or without Redis) a signal ends them too.
+    pub fn durable(&self) -> bool {
+        self.durable
     }
 
     fn on_store(&self, op: &str, f: impl FnOnce(&mut dyn Store) -> Result<(), StoreError>) {

@@ -31,14 +31,32 @@ pub struct CommandStats {
 }
 
 /// NG statistics by command name (the parser's static names, so recording
-/// a request allocates nothing).
+/// a request allocates nothing), and the relay's role in an active/standby
+/// pair: everything the NG handler and the totals read besides the calls.
 #[derive(Debug, Default)]
 pub struct NgStats {
     by_command: Mutex<BTreeMap<&'static str, CommandStats>>,
     shed: Mutex<BTreeMap<&'static str, u64>>,
+    replication: std::sync::OnceLock<std::sync::Arc<crate::ha::Replication>>,
 }
 
 impl NgStats {
+    /// Sets the relay's role and Redis side (once, at start-up).
+    pub fn set_replication(&self, replication: std::sync::Arc<crate::ha::Replication>) {
+        let _ = self.replication.set(replication);
+    }
+
+    /// The relay's role and Redis side, if set.
+    pub fn replication(&self) -> Option<&crate::ha::Replication> {
+        self.replication.get().map(|r| r.as_ref())
+    }
+
+    /// Whether this relay is a standby (it serves no calls).
+    pub fn is_standby(&self) -> bool {
+        self.replication()
+            .is_some_and(|r| r.role() == crate::ha::Role::Standby)
+    }
+
     /// Records one request shed unanswered under load, and why
     /// (`source_full`, `budget_full`).
     pub fn shed(&self, reason: &'static str) {
@@ -124,6 +142,8 @@ pub struct Totals {
     pub ng_shed: BTreeMap<String, u64>,
     /// RTP quality over the live calls.
     pub rtp: RtpTotals,
+    /// The role in an active/standby pair and the Redis link.
+    pub replication: crate::ha::ReplicationTotals,
 }
 
 /// RTP figures summed over the streams of the live calls (they leave with
@@ -241,6 +261,10 @@ pub fn totals_with(calls: &CallManager, ng: &NgStats, counters: Option<Counters>
         ng: ng.snapshot(),
         ng_shed: ng.shed_snapshot(),
         rtp: RtpTotals::of(&calls.rtp_summaries()),
+        replication: ng
+            .replication()
+            .map(crate::ha::Replication::totals)
+            .unwrap_or_default(),
     }
 }
 

@@ -215,6 +215,8 @@ pub struct MediaPlan {
     pub rtcp_port: u16,
     /// The ptime the party this plan faces declared last.
     pub ptime: Option<u32>,
+    /// Whether the party this plan faces offered (or accepted) rtcp-mux.
+    pub rtcp_mux: bool,
 }
 
 /// Result of an offer/answer: what to put in the rewritten SDP.
@@ -631,6 +633,7 @@ impl CallManager {
             // Both parties' media open with the sender's SDP; only the
             // sender's own (apply_sdp) says what ptime it declared.
             ptime: None,
+            rtcp_mux: false,
         })
     }
 
@@ -643,6 +646,7 @@ impl CallManager {
             media.codecs = offer.codecs.clone();
             // Kept when a later SDP of the party leaves it out.
             media.ptime = offer.ptime.or(media.ptime);
+            media.rtcp_mux = offer.rtcp_mux;
             let rtcp = if offer.rtcp_mux {
                 offer.rtp
             } else {
@@ -706,6 +710,7 @@ impl CallManager {
                 rtp_port: md.rtp.local.port(),
                 rtcp_port: md.rtcp.local.port(),
                 ptime: md.ptime,
+                rtcp_mux: md.rtcp_mux,
             })
             .collect();
         SdpPlan { address, medias }

@@ -35,6 +35,8 @@ pub struct Media {
     /// SDP sent to it that has none, as rtpengine does. Not kept in the
     /// state store either.
     pub ptime: Option<u32>,
+    /// The party's latest SDP offered or accepted `a=rtcp-mux`.
+    pub rtcp_mux: bool,
 }
 
 impl Media {

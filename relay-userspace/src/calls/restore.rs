@@ -233,6 +233,7 @@ impl CallManager {
         match opened {
             Ok((rtp, rtcp)) => Ok(Media {
                 ptime: None,
+                rtcp_mux: false,
                 codecs: Vec::new(),
                 index: record.index,
                 kind: record.kind.clone(),

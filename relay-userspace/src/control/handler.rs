@@ -141,6 +141,10 @@ fn reply_worth_keeping(command: &str) -> bool {
     command == "delete"
 }
 
+/// The error a standby answers offers and answers with.
+pub const STANDBY_REFUSAL: &str =
+    "This relay is a standby: it takes no calls until it takes over from the active";
+
 fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {
     if warnings.is_empty() {
         reply::ok(extra)
@@ -169,6 +173,13 @@ fn dispatch(
             // checking that their proxy sees the relay.
             tracing::info!("NG ping");
             reply::pong()
+        }
+        // A standby mirrors the active's calls and serves none until it
+        // takes over: a proxy that reaches it is misconfigured, and a
+        // clear error says so where a half-made call would not.
+        Command::Offer(oa) | Command::Answer(oa) if stats.is_standby() => {
+            tracing::info!(call_id = %oa.call_id, "standby: offer or answer refused");
+            reply::error(STANDBY_REFUSAL)
         }
         Command::Offer(oa) if calls.at_session_limit(&oa.call_id) => {
             tracing::info!(call_id = %oa.call_id, "session limit reached, offer refused");
@@ -264,7 +275,7 @@ fn offer_answer(
         Ok(plan) => plan,
         Err(e) => return reply::error(&e.to_string()),
     };
-    match relay_sdp::rewrite(&sdp, &rewrite_plan(oa, &plan, formats)) {
+    match relay_sdp::rewrite(&sdp, &rewrite_plan(oa, is_offer, &sdp, &plan, formats)) {
         Ok(out) => {
             let mut extra = relay_ng::Dict::new();
             extra.insert(b"sdp".to_vec(), Value::Bytes(out));
@@ -369,16 +380,34 @@ fn media_offers(sdp: &Sdp, formats: &[Option<Vec<String>>]) -> Vec<MediaOffer> {
 /// ports, rtcp-mux and ICE as the flags ask.
 fn rewrite_plan(
     oa: &OfferAnswer,
+    is_offer: bool,
+    sdp: &Sdp,
     plan: &SdpPlan,
     formats: Vec<Option<Vec<String>>>,
 ) -> RewritePlan {
     let has = |list: &[String], word: &str| list.iter().any(|v| v.eq_ignore_ascii_case(word));
-    let rtcp_mux = if has(&oa.rtcp_mux, "demux") || has(&oa.rtcp_mux, "reject") {
-        RtcpMux::Remove
+    let flagged = if has(&oa.rtcp_mux, "demux") || has(&oa.rtcp_mux, "reject") {
+        Some(RtcpMux::Remove)
     } else if has(&oa.rtcp_mux, "offer") || has(&oa.rtcp_mux, "require") {
-        RtcpMux::Offer
+        Some(RtcpMux::Offer)
     } else {
-        RtcpMux::Keep
+        None
+    };
+    let require = has(&oa.rtcp_mux, "require");
+    // rtcp-mux as rtpengine writes it: an offer passes the offerer's on (or
+    // adds it when asked; `require` leaves no separate RTCP port). An
+    // answer says mux only to an offerer that offered it, and then with
+    // `a=rtcp:` naming the RTP port, since both sides now mux.
+    let mux_of = |i: usize, m: &crate::calls::MediaPlan| -> (RtcpMux, Option<u16>) {
+        let answered_mux = sdp.medias().get(i).is_some_and(|md| md.rtcp_mux);
+        match flagged {
+            Some(RtcpMux::Offer) if is_offer && require => (RtcpMux::Offer, None),
+            Some(mode) => (mode, Some(m.rtcp_port)),
+            None if is_offer => (RtcpMux::Keep, Some(m.rtcp_port)),
+            None if m.rtcp_mux && answered_mux => (RtcpMux::Keep, None),
+            None if m.rtcp_mux => (RtcpMux::Keep, Some(m.rtcp_port)),
+            None => (RtcpMux::Remove, Some(m.rtcp_port)),
+        }
     };
     // The relay does no ICE: candidates would let media bypass it, so ICE
     // attributes go unless the offer says to keep them.
@@ -394,13 +423,17 @@ fn rewrite_plan(
             .medias
             .iter()
             .zip(formats.into_iter().chain(std::iter::repeat(None)))
-            .map(|(m, formats)| MediaRewrite {
-                address: m.address,
-                port: m.rtp_port,
-                rtcp_port: Some(m.rtcp_port),
-                rtcp_mux,
-                formats,
-                ptime: m.ptime,
+            .enumerate()
+            .map(|(i, (m, formats))| {
+                let (rtcp_mux, rtcp_port) = mux_of(i, m);
+                MediaRewrite {
+                    address: m.address,
+                    port: m.rtp_port,
+                    rtcp_port,
+                    rtcp_mux,
+                    formats,
+                    ptime: m.ptime,
+                }
             })
             .collect(),
         remove_ice: !keep_ice,
