@@ -22,10 +22,12 @@ fn plan(medias: usize, remove_ice: bool) -> RewritePlan {
                 rtcp_mux: RtcpMux::Keep,
                 formats: None,
                 ptime: None,
+                mid: None,
             })
             .collect(),
         remove_ice,
         replace_zero_address: false,
+        rtcp_attribute: Default::default(),
     }
 }
 

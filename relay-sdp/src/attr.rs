@@ -107,6 +107,14 @@ pub(crate) fn parse_ptime(content: &[u8]) -> Option<u32> {
     std::str::from_utf8(whole).ok()?.parse().ok()
 }
 
+/// The value of `a=mid:ID` (RFC 5888: a token, at most 32 bytes kept here
+/// so a hostile one cannot grow the call state).
+pub(crate) fn parse_mid(content: &[u8]) -> Option<String> {
+    let value = trim_end(split(content).1?);
+    let ok = !value.is_empty() && value.len() <= 32 && value.iter().all(|b| b.is_ascii_graphic());
+    ok.then(|| String::from_utf8_lossy(value).into_owned())
+}
+
 pub(crate) fn parse_rtcp(content: &[u8]) -> Option<RtcpAttr> {
     let (_, value) = split(content);
     // Tokenise the value as if it were a line of its own.
@@ -202,6 +210,18 @@ mod tests {
         assert_eq!(parse_ptime(b"a=ptime:-20"), None);
         assert_eq!(parse_ptime(b"a=ptime:99999999999"), None);
         assert_eq!(parse_ptime(b"a=ptime"), None);
+    }
+
+    #[test]
+    fn mid_values() {
+        assert_eq!(parse_mid(b"a=mid:0").as_deref(), Some("0"));
+        assert_eq!(parse_mid(b"a=mid:audio "), Some("audio".into()));
+        assert_eq!(parse_mid(b"a=mid:"), None);
+        assert_eq!(parse_mid(b"a=mid:a b"), None);
+        assert_eq!(
+            parse_mid(&[b"a=mid:".as_slice(), &[b'x'; 33]].concat()),
+            None
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //!         rtcp_mux: RtcpMux::Keep,
 //!         formats: None,
 //!         ptime: None,
+//!         mid: None,
 //!     }],
 //!     ..RewritePlan::default()
 //! };
@@ -53,4 +54,4 @@ mod rewrite;
 pub use error::{Problem, SdpError};
 pub use model::{ConnectionAddr, Direction, MediaInfo, Origin, RtcpAttr, RtpMap};
 pub use parse::{parse, Sdp, MAX_SDP_LEN};
-pub use rewrite::{rewrite, MediaRewrite, RewritePlan, RtcpMux};
+pub use rewrite::{rewrite, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux};

@@ -47,6 +47,8 @@ pub(crate) struct BlockSpec<'f> {
     pub direction: Direction,
     /// Drop ICE attributes.
     pub remove_ice: bool,
+    /// The `a=mid` to write when the section has none.
+    pub mid: Option<&'f str>,
 }
 
 /// Sorts the attribute lines of a section (`lines`, content in `raw`).
@@ -66,11 +68,10 @@ pub(crate) fn block<'l>(raw: &[u8], lines: &'l [IndexedLine], spec: BlockSpec<'_
         })
         .map(|(l, _)| Out::Copy(l))
         .collect();
-    head.extend(
-        attrs()
-            .find(|(_, k)| *k == AttrKind::Mid)
-            .map(|(l, _)| Out::Copy(l)),
-    );
+    match attrs().find(|(_, k)| *k == AttrKind::Mid) {
+        Some((l, _)) => head.push(Out::Copy(l)),
+        None => head.extend(spec.mid.map(|mid| Out::Add(format!("a=mid:{mid}")))),
+    }
     let for_pt = |kind: fn(&AttrKind) -> bool, pt: u8| {
         attrs().filter(move |(l, k)| kind(k) && attr::payload_type_of(&content(l)) == Some(pt))
     };

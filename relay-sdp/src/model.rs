@@ -142,6 +142,8 @@ pub struct MediaInfo {
     pub rtpmaps: Vec<RtpMap>,
     /// The first parsable `a=ptime:` of the section, in whole milliseconds.
     pub ptime: Option<u32>,
+    /// The value of the section's first `a=mid:`.
+    pub mid: Option<String>,
 }
 
 impl MediaInfo {

@@ -279,6 +279,7 @@ impl<'a> Builder<'a> {
                     direction: None,
                     rtpmaps: Vec::new(),
                     ptime: None,
+                    mid: None,
                 };
                 self.medias.push(MediaFacts {
                     first_line: index,
@@ -347,11 +348,12 @@ impl<'a> Builder<'a> {
                     media.info.ptime = attr::parse_ptime(content);
                 }
             }
-            AttrKind::Fmtp
-            | AttrKind::RtcpFb { .. }
-            | AttrKind::Mid
-            | AttrKind::Group
-            | AttrKind::Other => {}
+            AttrKind::Mid => {
+                if media.info.mid.is_none() {
+                    media.info.mid = attr::parse_mid(content);
+                }
+            }
+            AttrKind::Fmtp | AttrKind::RtcpFb { .. } | AttrKind::Group | AttrKind::Other => {}
         }
     }
 

@@ -39,7 +39,8 @@
 //!   using ICE, where the zero address is a trickle placeholder, and rtpengine does
 //!   replace it.
 //! - **Rejected media** (port 0 in the input): the `m=` line stays, `c=` gets the relay
-//!   address, and its attributes go, as rtpengine writes it.
+//!   address, and the attributes rtpengine regenerates (codecs, direction, RTCP, ICE) go;
+//!   unknown ones and `a=rtcp-fb:*` stay, as rtpengine writes it.
 //!
 //! Checked against rtpengine 10.5 itself: the same NG request to both, the SDP compared
 //! (the conformance harness).
@@ -71,6 +72,19 @@ pub enum RtcpMux {
     Remove,
 }
 
+/// How `a=rtcp` is written (rtpengine's `full-rtcp-attribute` and
+/// `no-rtcp-attribute` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtcpAttribute {
+    /// `a=rtcp:PORT`.
+    #[default]
+    Port,
+    /// `a=rtcp:PORT IN IP4 ADDRESS`.
+    Full,
+    /// No `a=rtcp` line.
+    Omit,
+}
+
 /// How to rewrite one `m=` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaRewrite {
@@ -89,6 +103,9 @@ pub struct MediaRewrite {
     /// The packetization time to write when the SDP's media has no
     /// `a=ptime` (rtpengine writes the one the recipient declared before).
     pub ptime: Option<u32>,
+    /// The `a=mid` to write when the SDP's media has none (the recipient's
+    /// own, or a generated one).
+    pub mid: Option<String>,
 }
 
 /// Everything [`rewrite`] needs to know, decided by the call logic.
@@ -106,6 +123,8 @@ pub struct RewritePlan {
     /// `replace=zero-address`: a zero connection address (a hold) becomes the
     /// relay's too (the media is still written `sendonly`).
     pub replace_zero_address: bool,
+    /// How `a=rtcp` is written.
+    pub rtcp_attribute: RtcpAttribute,
 }
 
 /// Rewrites `sdp` according to `plan`; see the module docs for exactly what changes.
@@ -363,9 +382,16 @@ impl Writer<'_> {
         if let Some(c) = pending_c {
             self.add(&c);
         }
-        // A rejected media keeps its `m=` line only: its attributes describe
-        // nothing the peer may use.
         if !active {
+            // What rtpengine does not regenerate (a=rtcp-fb:*, unknown
+            // attributes) it keeps even here; codecs, direction and RTCP go.
+            for line in lines {
+                if let LineKind::Attr(AttrKind::Other | AttrKind::RtcpFb { wildcard: true }) =
+                    line.kind
+                {
+                    self.regenerated(line.line.content(self.raw));
+                }
+            }
             return;
         }
         if !info.is_rtp() {
@@ -390,6 +416,7 @@ impl Writer<'_> {
                 formats,
                 direction: media_block::direction(info.direction, session.direction, zero_hold),
                 remove_ice: plan.remove_ice,
+                mid: media.mid.as_deref(),
             },
         );
         for out in &block.head {
@@ -398,7 +425,14 @@ impl Writer<'_> {
                 Out::Add(content) => self.regenerated(content.as_bytes()),
             }
         }
-        self.regenerated(format!("a=rtcp:{}", media.rtcp_port.unwrap_or(media.port)).as_bytes());
+        let rtcp_port = media.rtcp_port.unwrap_or(media.port);
+        match plan.rtcp_attribute {
+            RtcpAttribute::Port => self.regenerated(format!("a=rtcp:{rtcp_port}").as_bytes()),
+            RtcpAttribute::Full => self.regenerated(
+                format!("a=rtcp:{rtcp_port} IN {}", address_field(address)).as_bytes(),
+            ),
+            RtcpAttribute::Omit => {}
+        }
         let mux = match media.rtcp_mux {
             RtcpMux::Offer => true,
             RtcpMux::Remove => false,

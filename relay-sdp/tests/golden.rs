@@ -5,7 +5,8 @@
 //! ```text
 //! origin ADDRESS                       # RewritePlan::origin_address
 //! session ADDRESS                      # RewritePlan::session_connection
-//! media ADDRESS PORT RTCP keep|offer|remove [ptime=MS]   # one per m= line; RTCP is a port or `mux`
+//! media ADDRESS PORT RTCP keep|offer|remove [ptime=MS] [mid=ID]   # one per m= line; RTCP is a port or `mux`
+//! rtcp-attribute full|omit             # RewritePlan::rtcp_attribute
 //! ice remove                           # RewritePlan::remove_ice
 //! ```
 //!
@@ -18,7 +19,7 @@ use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use relay_sdp::{parse, rewrite, MediaRewrite, RewritePlan, RtcpMux};
+use relay_sdp::{parse, rewrite, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -41,6 +42,13 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
             Some("origin") => plan.origin_address = Some(parse_addr(words.next(), line)?),
             Some("session") => plan.session_connection = Some(parse_addr(words.next(), line)?),
             Some("ice") if words.next() == Some("remove") => plan.remove_ice = true,
+            Some("rtcp-attribute") => {
+                plan.rtcp_attribute = match words.next() {
+                    Some("full") => RtcpAttribute::Full,
+                    Some("omit") => RtcpAttribute::Omit,
+                    _ => return Err(format!("bad rtcp-attribute in {line:?}")),
+                }
+            }
             Some("media") => {
                 let address = parse_addr(words.next(), line)?;
                 let port = words
@@ -58,15 +66,17 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
                     Some("remove") => RtcpMux::Remove,
                     _ => return Err(format!("bad rtcp-mux mode in {line:?}")),
                 };
-                // Optional: the ptime the recipient declared earlier.
-                let ptime = match words.next() {
-                    Some(w) => Some(
-                        w.strip_prefix("ptime=")
-                            .and_then(|v| v.parse().ok())
-                            .ok_or_else(|| format!("bad ptime in {line:?}"))?,
-                    ),
-                    None => None,
-                };
+                // Optional: what the recipient declared earlier.
+                let (mut ptime, mut mid) = (None, None);
+                for word in words.by_ref() {
+                    if let Some(v) = word.strip_prefix("ptime=") {
+                        ptime = Some(v.parse().map_err(|_| format!("bad ptime in {line:?}"))?);
+                    } else if let Some(v) = word.strip_prefix("mid=") {
+                        mid = Some(v.to_owned());
+                    } else {
+                        return Err(format!("unknown media option {word:?} in {line:?}"));
+                    }
+                }
                 plan.medias.push(MediaRewrite {
                     address,
                     port,
@@ -74,6 +84,7 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
                     rtcp_mux,
                     formats: None,
                     ptime,
+                    mid,
                 });
             }
             _ => return Err(format!("unknown plan line {line:?}")),

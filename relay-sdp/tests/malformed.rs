@@ -191,6 +191,7 @@ fn media(port: u16, rtcp_port: Option<u16>, rtcp_mux: RtcpMux) -> MediaRewrite {
         rtcp_mux,
         formats: None,
         ptime: None,
+        mid: None,
     }
 }
 

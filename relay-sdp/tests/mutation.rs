@@ -161,6 +161,7 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
                 rtcp_mux: [RtcpMux::Keep, RtcpMux::Offer, RtcpMux::Remove][rng.below(3)],
                 formats: None,
                 ptime: None,
+                mid: None,
             }
         })
         .collect();
@@ -170,6 +171,11 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
         medias,
         remove_ice: rng.chance(2),
         replace_zero_address: rng.chance(2),
+        rtcp_attribute: [
+            relay_sdp::RtcpAttribute::Port,
+            relay_sdp::RtcpAttribute::Full,
+            relay_sdp::RtcpAttribute::Omit,
+        ][rng.below(3)],
     }
 }
 

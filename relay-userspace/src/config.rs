@@ -521,7 +521,10 @@ mod tests {
             .resolve()
             .unwrap();
         let redis = c.redis.unwrap();
-        assert_eq!((redis.host.as_str(), redis.port, redis.db), ("10.0.0.9", 6379, 3));
+        assert_eq!(
+            (redis.host.as_str(), redis.port, redis.db),
+            ("10.0.0.9", 6379, 3)
+        );
         assert_eq!(redis.password.as_deref(), Some("pw"));
         assert!(c.standby);
     }

@@ -17,6 +17,7 @@ use crate::{
         xdp::{XdpConfig, XdpDatapath, XdpError},
         Datapath,
     },
+    ha::{Replication, Role},
     interfaces::netdev_of,
     ports::{PortError, PortPool},
     state::StateKeeper,
@@ -83,6 +84,9 @@ pub enum DaemonError {
     /// The call state directory cannot be used.
     #[error("call state: {0} (--state-dir picks another directory, --no-state keeps none)")]
     State(#[from] relay_state::StoreError),
+    /// Redis refuses the password or database of `--redis`.
+    #[error("--redis: {0}")]
+    Redis(#[source] relay_state::redis::LinkError),
 }
 
 /// How relayd ends.
@@ -96,19 +100,54 @@ enum Exit {
     DropCalls,
 }
 
-/// The state store, and what it held.
-fn open_state(config: &Config) -> Result<(StateKeeper, relay_state::State), DaemonError> {
-    let Some(dir) = &config.state_dir else {
-        tracing::info!("no call state kept (--no-state): calls end with relayd");
-        return Ok((StateKeeper::off(), relay_state::State::default()));
+/// The role in an active/standby pair, and its Redis side: a password or
+/// database Redis refuses stops relayd here; Redis unreachable does not.
+fn start_replication(config: &Config) -> Result<Replication, DaemonError> {
+    let Some(target) = &config.redis else {
+        return Ok(Replication::default());
     };
-    let (keeper, state, report) = StateKeeper::open(dir, config.state_sync)?;
-    if report.is_clean() {
-        tracing::info!(dir = %dir.display(), calls = state.calls.len(), "call state loaded");
-    } else {
-        tracing::warn!(dir = %dir.display(), calls = state.calls.len(), %report,
-            "call state damaged: what could be read is kept");
+    Replication::check(target).map_err(DaemonError::Redis)?;
+    Ok(match config.standby {
+        true => {
+            tracing::info!(redis = %target, "standby: mirroring the active's calls, serving none");
+            Replication::standby(target)
+        }
+        false => {
+            tracing::info!(redis = %target, "replicating calls to Redis");
+            Replication::active(target)
+        }
+    })
+}
+
+/// The state store, and what it held.
+fn open_state(
+    config: &Config,
+    replication: &Replication,
+) -> Result<(StateKeeper, relay_state::State), DaemonError> {
+    if replication.role() == Role::Standby {
+        // Its calls are the active's, in the mirror; none of its own.
+        return Ok((StateKeeper::off(), relay_state::State::default()));
     }
+    let (keeper, state) = match &config.state_dir {
+        None => {
+            tracing::info!("no call state kept (--no-state): calls end with relayd");
+            (StateKeeper::off(), relay_state::State::default())
+        }
+        Some(dir) => {
+            let (keeper, state, report) = StateKeeper::open(dir, config.state_sync)?;
+            if report.is_clean() {
+                tracing::info!(dir = %dir.display(), calls = state.calls.len(), "call state loaded");
+            } else {
+                tracing::warn!(dir = %dir.display(), calls = state.calls.len(), %report,
+                    "call state damaged: what could be read is kept");
+            }
+            (keeper, state)
+        }
+    };
+    let keeper = match replication.feed() {
+        Some(feed) => keeper.replicated(feed.clone()),
+        None => keeper,
+    };
     Ok((keeper, state))
 }
 
@@ -281,7 +320,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .enumerate()
         .map(|(i, text)| static_stream::parse(text, i as u32))
         .collect::<Result<Vec<_>, _>>()?;
-    let (state, stored) = open_state(&config)?;
+    let replication = Arc::new(start_replication(&config)?);
+    let (state, stored) = open_state(&config, &replication)?;
     let datapath = start_datapath(&config, &statics)?;
     // The stream table has an entry for every port of every relay address,
     // so pass entries for all media ports always fit.
@@ -329,6 +369,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let state = Arc::new(state);
 
     let ng_stats = Arc::new(crate::stats::NgStats::default());
+    ng_stats.set_replication(replication.clone());
     let stop = Arc::new(tokio::sync::Notify::new());
     let server = tokio::spawn(control::serve(
         ng,
@@ -378,13 +419,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         })
     };
-    tracing::info!(listen_ng = %config.listen_ng, listen_cli = %config.listen_cli, "relayd ready");
+    tracing::info!(listen_ng = %config.listen_ng, listen_cli = %config.listen_cli,
+        role = replication.role().name(), "relayd ready");
     crate::notify::ready();
 
     let exit = tokio::select! {
-        // Without a store no later relayd could restore the calls: a
+        // Without a journal no later relayd could restore the calls: a
         // signal ends them too.
-        () = shutdown => match state.enabled() {
+        () = shutdown => match state.durable() {
             true => Exit::KeepCalls,
             false => Exit::DropCalls,
         },
@@ -418,6 +460,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             tracing::info!("relayd stopped; every call ended");
         }
     }
+    drop(calls);
+    // The last changes (the final records, or every call's end) to Redis.
+    replication.finish();
     Ok(())
 }
 

@@ -49,6 +49,8 @@ pub struct Flags {
     /// `single-codec`: an answer keeps only its first codec (and the DTMF
     /// events of its clock rate).
     pub single_codec: bool,
+    /// `generate-mid`: number media without `a=mid`.
+    pub generate_mid: bool,
     /// Flags not understood, in the spelling received.
     pub unknown: Vec<String>,
 }
@@ -76,6 +78,7 @@ impl Flags {
             "fast" => &mut self.fast,
             "unidirectional" => &mut self.unidirectional,
             "single-codec" => &mut self.single_codec,
+            "generate-mid" => &mut self.generate_mid,
             _ => return false,
         };
         *flag = true;

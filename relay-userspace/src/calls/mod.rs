@@ -217,6 +217,8 @@ pub struct MediaPlan {
     pub ptime: Option<u32>,
     /// Whether the party this plan faces offered (or accepted) rtcp-mux.
     pub rtcp_mux: bool,
+    /// The `a=mid` the party this plan faces declared last.
+    pub mid: Option<String>,
 }
 
 /// Result of an offer/answer: what to put in the rewritten SDP.
@@ -634,6 +636,7 @@ impl CallManager {
             // sender's own (apply_sdp) says what ptime it declared.
             ptime: None,
             rtcp_mux: false,
+            mid: None,
         })
     }
 
@@ -647,6 +650,7 @@ impl CallManager {
             // Kept when a later SDP of the party leaves it out.
             media.ptime = offer.ptime.or(media.ptime);
             media.rtcp_mux = offer.rtcp_mux;
+            media.mid = offer.mid.clone().or(media.mid.take());
             let rtcp = if offer.rtcp_mux {
                 offer.rtp
             } else {
@@ -711,6 +715,7 @@ impl CallManager {
                 rtcp_port: md.rtcp.local.port(),
                 ptime: md.ptime,
                 rtcp_mux: md.rtcp_mux,
+                mid: md.mid.clone(),
             })
             .collect();
         SdpPlan { address, medias }

@@ -37,6 +37,9 @@ pub struct Media {
     pub ptime: Option<u32>,
     /// The party's latest SDP offered or accepted `a=rtcp-mux`.
     pub rtcp_mux: bool,
+    /// The latest `a=mid` the party declared (written into SDP sent to it
+    /// that has none, as rtpengine does). Not in the state store.
+    pub mid: Option<String>,
 }
 
 impl Media {
@@ -138,6 +141,8 @@ pub struct MediaOffer {
     pub codecs: Vec<relay_sdp::codecs::CodecId>,
     /// `a=ptime` of the media, if any.
     pub ptime: Option<u32>,
+    /// `a=mid` of the media, if any.
+    pub mid: Option<String>,
 }
 
 /// Seconds since the epoch, for wall-clock fields of replies.

@@ -234,6 +234,7 @@ impl CallManager {
             Ok((rtp, rtcp)) => Ok(Media {
                 ptime: None,
                 rtcp_mux: false,
+                mid: None,
                 codecs: Vec::new(),
                 index: record.index,
                 kind: record.kind.clone(),

@@ -142,6 +142,7 @@ fn harness_on(port_min: u16, port_max: u16, kernel: FakeDatapath) -> Harness {
 fn media(rtp: SocketAddr) -> MediaOffer {
     MediaOffer {
         ptime: None,
+        mid: None,
         kind: "audio".into(),
         protocol: "RTP/AVP".into(),
         rtp: Some(rtp),

@@ -9,7 +9,7 @@ use relay_ng::{
     command::{Delete, List, OfferAnswer, Query},
     encode_reply, parse_datagram, reply, Command, CookieCache, Value,
 };
-use relay_sdp::{codecs, Direction, MediaRewrite, RewritePlan, RtcpMux, Sdp};
+use relay_sdp::{codecs, Direction, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux, Sdp};
 use tokio::time::Instant;
 
 use super::{reply::list_reply, summary_reply};
@@ -371,6 +371,7 @@ fn media_offers(sdp: &Sdp, formats: &[Option<Vec<String>>]) -> Vec<MediaOffer> {
                 clock_rate,
                 codecs: codecs::carried(m, formats.as_deref()),
                 ptime: m.ptime,
+                mid: m.mid.clone(),
             }
         })
         .collect()
@@ -426,6 +427,11 @@ fn rewrite_plan(
             .enumerate()
             .map(|(i, (m, formats))| {
                 let (rtcp_mux, rtcp_port) = mux_of(i, m);
+                // generate-mid numbers the media from 1, as rtpengine.
+                let mid = m
+                    .mid
+                    .clone()
+                    .or_else(|| oa.flags.generate_mid.then(|| (i + 1).to_string()));
                 MediaRewrite {
                     address: m.address,
                     port: m.rtp_port,
@@ -433,10 +439,18 @@ fn rewrite_plan(
                     rtcp_mux,
                     formats,
                     ptime: m.ptime,
+                    mid,
                 }
             })
             .collect(),
         remove_ice: !keep_ice,
         replace_zero_address: has(&oa.replace, "zero-address"),
+        rtcp_attribute: if oa.flags.no_rtcp_attribute {
+            RtcpAttribute::Omit
+        } else if oa.flags.full_rtcp_attribute {
+            RtcpAttribute::Full
+        } else {
+            RtcpAttribute::Port
+        },
     }
 }

@@ -190,6 +190,7 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
                 .encode(m.encode_family(&labels)?)?;
         }
     }
+    encode_replication(&t.replication, &mut enc)?;
     {
         let mut m = enc.encode_descriptor(
             "xrelay_ng_requests",
@@ -237,6 +238,75 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
         }
     }
     Ok(())
+}
+
+/// The role, and with `--redis` the state of replication.
+fn encode_replication(
+    r: &crate::ha::ReplicationTotals,
+    enc: &mut DescriptorEncoder,
+) -> std::fmt::Result {
+    {
+        let mut m = enc.encode_descriptor(
+            "xrelay_role",
+            "1 for this relay's role in an active/standby pair, 0 for the other",
+            None,
+            MetricType::Gauge,
+        )?;
+        for role in [crate::ha::Role::Active, crate::ha::Role::Standby] {
+            ConstGauge::new(i64::from(r.role == role))
+                .encode(m.encode_family(&[("role", role.name())])?)?;
+        }
+    }
+    let Some(redis) = &r.redis else {
+        return Ok(());
+    };
+    let gauges: [(&str, &str, i64); 3] = [
+        (
+            "xrelay_redis_link_up",
+            "1 while the link to Redis (--redis) works",
+            i64::from(redis.link == "up"),
+        ),
+        (
+            "xrelay_redis_calls",
+            "Calls replicated to Redis (active) or mirrored from it (standby)",
+            i64::try_from(redis.calls).unwrap_or(i64::MAX),
+        ),
+        (
+            "xrelay_redis_pending_changes",
+            "Calls whose latest change is not in Redis yet (all of them while the link is down)",
+            i64::try_from(redis.pending).unwrap_or(i64::MAX),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        gauge(enc, name, help, value)?;
+    }
+    if let Some(ms) = redis.lag_ms {
+        let g = ConstGauge::new(ms as f64 / 1e3);
+        g.encode(enc.encode_descriptor(
+            "xrelay_redis_replication_lag_seconds",
+            "Active: age of the oldest change not in Redis yet. Standby: how far behind the active its mirror may be",
+            None,
+            g.metric_type(),
+        )?)?;
+    }
+    counter(
+        enc,
+        "xrelay_redis_errors",
+        "Failed connections, writes and reads to Redis",
+        redis.errors,
+    )?;
+    counter(
+        enc,
+        "xrelay_redis_resyncs",
+        "Full rewrites (active) or reads (standby) of Redis, at start and after each outage",
+        redis.resyncs,
+    )?;
+    counter(
+        enc,
+        "xrelay_redis_skipped_values",
+        "Values in Redis the standby could not read (another record format, damage)",
+        redis.skipped,
+    )
 }
 
 impl Collector for RelayCollector {

@@ -508,6 +508,40 @@ fn quality_line(q: &serde_json::Map<String, serde_json::Value>, rtcp_port: bool)
     line
 }
 
+/// `role:` and, with `--redis`, the link, what waits and the lag.
+fn print_replication(r: &serde_json::Value) {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let role = r["role"].as_str().unwrap_or("active");
+    println!("role: {role}");
+    let redis = &r["redis"];
+    if redis.is_null() {
+        return;
+    }
+    let lag = match redis["lag_ms"].as_u64() {
+        Some(ms) => format!("{:.3} s", ms as f64 / 1000.0),
+        None => "unknown".into(),
+    };
+    let what = match role {
+        "standby" => format!(
+            "{} calls mirrored, lag {lag}, {} skipped",
+            n(&redis["calls"]),
+            n(&redis["skipped"])
+        ),
+        _ => format!(
+            "{} calls replicated, {} pending, lag {lag}",
+            n(&redis["calls"]),
+            n(&redis["pending"])
+        ),
+    };
+    println!(
+        "redis {}: link {}, {what}, {} errors, {} resyncs",
+        redis["target"].as_str().unwrap_or(""),
+        redis["link"].as_str().unwrap_or("?"),
+        n(&redis["errors"]),
+        n(&redis["resyncs"])
+    );
+}
+
 fn print_totals(t: &serde_json::Value) {
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     println!(
@@ -536,6 +570,7 @@ fn print_totals(t: &serde_json::Value) {
         "dropped in userspace (strict source): {}",
         n(&t["userspace_dropped"])
     );
+    print_replication(&t["replication"]);
     if let Some(shed) = t["ng_shed"].as_object().filter(|s| !s.is_empty()) {
         let reasons: Vec<String> = shed.iter().map(|(k, v)| format!("{k}={}", n(v))).collect();
         println!("NG requests shed under load: {}", reasons.join(" "));
