@@ -10,13 +10,15 @@
 //!
 //! The call manager hands out [`Change`]s; relayd commits them before it
 //! sends the reply that made them true. [`journal::FileJournal`] is the
-//! embedded backend; a replicated one (Redis) implements the same trait.
+//! embedded backend; [`redis::Replicated`] tees it into a Redis feed that a
+//! standby mirrors ([`redis::Mirror`]).
 //! Stored changes are encoded with postcard ([`Change::encode`]): compact
 //! and fast, but positional, so the record types are versioned
 //! ([`RECORD_VERSION`]; see [`records`]).
 
 pub mod journal;
 pub mod records;
+pub mod redis;
 
 pub use journal::{Discarded, FileJournal, LoadReport, SyncPolicy};
 pub use records::{

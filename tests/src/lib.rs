@@ -10,6 +10,7 @@ pub mod packet;
 pub mod peer;
 pub mod privileges;
 pub mod ready;
+pub mod redis_server;
 pub mod topology;
 
 /// A bpffs directory removed (with every pin in it) on drop, so a failing

@@ -75,6 +75,8 @@ const PACKAGES: &[(&str, Probe)] = &[
     ("tcpdump", Probe::Command("tcpdump")),
     // relayctl top is tested on a real terminal.
     ("tmux", Probe::Command("tmux")),
+    // Replication (--redis) is tested against a real Redis.
+    ("redis-server", Probe::Command("redis-server")),
 ];
 
 /// Extra packages only the benchmarks need: rtpengine, measured beside relayd.
