@@ -52,6 +52,9 @@ enum Task {
         /// Only cases whose name contains this, or of this feature.
         #[arg(long)]
         filter: Option<String>,
+        /// Rewrite the generated results in docs/ng-compatibility.md.
+        #[arg(long)]
+        docs: bool,
     },
     /// Install missing Debian packages (needs root).
     Deps,
@@ -171,6 +174,7 @@ fn test() -> Result<()> {
             strict: false,
             filter: None,
             baseline: true,
+            docs: false,
         })?;
     }
     Ok(())
@@ -235,6 +239,8 @@ struct Conformance {
     filter: Option<String>,
     /// Fail when a case listed in tests/conformance/identical.txt differs.
     baseline: bool,
+    /// Rewrite the generated block of docs/ng-compatibility.md.
+    docs: bool,
 }
 
 fn conformance(
@@ -242,6 +248,7 @@ fn conformance(
         strict,
         filter,
         baseline,
+        docs,
     }: Conformance,
 ) -> Result<()> {
     deps(PACKAGES, true)?;
@@ -274,6 +281,10 @@ fn conformance(
     }
     if let Some(filter) = filter {
         cmd.args(["--filter", &filter]);
+    }
+    if docs {
+        cmd.arg("--docs")
+            .arg(workspace_root()?.join("docs/ng-compatibility.md"));
     }
     if baseline {
         cmd.arg("--baseline")
@@ -310,10 +321,15 @@ fn main() -> Result<()> {
         Task::Demo => demo(),
         Task::Test => test(),
         Task::Bench { quick } => bench(quick),
-        Task::Conformance { strict, filter } => conformance(Conformance {
+        Task::Conformance {
+            strict,
+            filter,
+            docs,
+        } => conformance(Conformance {
             strict,
             filter,
             baseline: true,
+            docs,
         }),
         Task::Deps => deps(PACKAGES, true).and_then(|()| deps(BENCH_PACKAGES, true)),
         Task::BuildEbpf => {

@@ -10,6 +10,7 @@
 //! or left a request unanswered; 2 on a harness error.
 
 mod corpus;
+mod deviations;
 mod diff;
 mod normalize;
 mod relays;
@@ -60,6 +61,10 @@ struct Args {
     /// so the file can grow with the work.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// Markdown file whose generated block (between the conformance
+    /// markers) is rewritten with the results.
+    #[arg(long)]
+    docs: Option<PathBuf>,
 }
 
 /// The case names a baseline file lists.
@@ -138,6 +143,11 @@ fn run(args: &Args) -> Result<bool> {
         bail!("the conformance run creates a network namespace: run it as root");
     }
     let cases = corpus::load(&args.corpus, args.filter.as_deref())?;
+    let deviations =
+        deviations::Deviations::load(&args.corpus, &corpus::load(&args.corpus, None)?)?;
+    if args.docs.is_some() && args.filter.is_some() {
+        bail!("--docs needs the whole corpus: drop --filter");
+    }
     let baseline = args.baseline.as_deref().map(read_baseline).transpose()?;
     if let Some(listed) = &baseline {
         if let Some(unknown) = listed.iter().find(|n| !cases.iter().any(|c| &c.name == *n)) {
@@ -188,10 +198,22 @@ fn run(args: &Args) -> Result<bool> {
                 relay.restart(&bed, &bins)?;
             }
         }
-        outcomes.push(report::compare(case, a, b));
+        outcomes.push(report::compare(case, deviations.reason(&case.name), a, b));
     }
     report::print(&outcomes);
     report::write_json(&args.json, &version, &outcomes)?;
+    if let Some(docs) = &args.docs {
+        report::write_docs(docs, &version, &outcomes)?;
+        eprintln!("rewrote the conformance block of {}", docs.display());
+    }
+    for o in &outcomes {
+        if o.status == Status::Identical && deviations.reason(&o.name).is_some() {
+            eprintln!(
+                "{} is listed in deviations.toml but is identical now: remove it",
+                o.name
+            );
+        }
+    }
     eprintln!(
         "{} cases in {:.1} s; JSON: {}; logs: {}",
         outcomes.len(),
