@@ -1080,8 +1080,8 @@ fn a_call_with_every_fork_it_may_have_still_gets_its_replies() {
         assert!(reply.get("truncated").is_some(), "{command}: {reply:?}");
         assert_eq!(
             reply.get("tags").and_then(Value::as_dict).map(|t| t.len()),
-            Some(64 + 1),
-            "{command}: every tag listed (the unanswered branches share the empty one)"
+            Some(64 * 2),
+            "{command}: every party listed (each unanswered branch as `<untagged N>`)"
         );
     }
     r.stop();

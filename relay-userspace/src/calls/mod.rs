@@ -33,7 +33,7 @@ use self::{
     forwarder::PortEvent,
     kernel::Kernel,
     learning::{Learner, LearningMode},
-    model::{unix_now, Call, Media, MediaOffer, Monologue},
+    model::{unix_now, unix_now_subsec_us, Call, Media, MediaOffer, Monologue},
     port::MediaPort,
     summary::CallSummary,
 };
@@ -398,6 +398,7 @@ impl CallManager {
             id: sig.call_id.clone(),
             monologues: Vec::new(),
             created_unix: unix_now(),
+            created_us: unix_now_subsec_us(),
             created: now,
             last_signal: now,
             last_signal_unix: unix_now(),

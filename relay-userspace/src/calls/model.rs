@@ -90,6 +90,8 @@ pub struct Call {
     pub monologues: Vec<Monologue>,
     /// Wall-clock creation time (seconds since the epoch).
     pub created_unix: u64,
+    /// The microseconds within that second (rtpengine's `created_us`).
+    pub created_us: u32,
     /// Creation, for `--final-timeout`.
     pub created: Instant,
     /// Last offer/answer.
@@ -143,6 +145,14 @@ pub struct MediaOffer {
     pub ptime: Option<u32>,
     /// `a=mid` of the media, if any.
     pub mid: Option<String>,
+}
+
+/// Microseconds within the current wall-clock second.
+pub fn unix_now_subsec_us() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_micros())
+        .unwrap_or(0)
 }
 
 /// Seconds since the epoch, for wall-clock fields of replies.

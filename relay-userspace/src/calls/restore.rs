@@ -122,6 +122,7 @@ impl CallManager {
             id: record.call_id.clone(),
             monologues: Vec::with_capacity(count),
             created_unix: record.created_ms / 1000,
+            created_us: u32::try_from(record.created_ms % 1000).unwrap_or(0) * 1000,
             created: clock.instant_of(record.created_ms),
             last_signal: clock.instant_of(record.last_signal_ms),
             last_signal_unix: record.last_signal_ms / 1000,

@@ -119,6 +119,10 @@ pub struct MediaSummary {
     pub kind: String,
     /// Protocol.
     pub protocol: String,
+    /// rtpengine's media flags: `ICE controlling` (the side the first offer
+    /// went to), `initialized` (the party's SDP seen), `recv`/`send` (not
+    /// held or muted).
+    pub flags: Vec<&'static str>,
     /// RTP then RTCP.
     pub streams: Vec<StreamSummary>,
 }
@@ -145,6 +149,8 @@ pub struct CallSummary {
     pub call_id: String,
     /// Creation time (unix seconds).
     pub created: u64,
+    /// Microseconds within that second.
+    pub created_us: u32,
     /// Last offer/answer (unix seconds).
     pub last_signal: u64,
     /// Parties.
@@ -213,6 +219,7 @@ pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> Call
     let mut s = CallSummary {
         call_id: call.id.clone(),
         created: call.created_unix,
+        created_us: call.created_us,
         last_signal: call.last_signal_unix,
         tags: Vec::new(),
         rtp: Counts::default(),
@@ -220,7 +227,7 @@ pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> Call
         totals: Counts::default(),
         restored: call.restored,
     };
-    for m in &call.monologues {
+    for (index, m) in call.monologues.iter().enumerate() {
         let iface = interfaces.get(m.interface);
         let advertised = iface.map(|i| i.spec.advertised);
         let mut tag = TagSummary {
@@ -246,10 +253,23 @@ pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> Call
                 s.totals.add(st.user);
                 s.totals.add(st.kernel);
             }
+            // rtpengine 10.5 marks the side its first offer went to as the
+            // ICE controlling one, ICE or not.
+            let mut flags = Vec::new();
+            if index > 0 {
+                flags.push("ICE controlling");
+            }
+            if m.tag.is_some() {
+                flags.push("initialized");
+            }
+            if !md.muted {
+                flags.extend(["recv", "send"]);
+            }
             tag.medias.push(MediaSummary {
                 index: md.index + 1,
                 kind: md.kind.clone(),
                 protocol: md.protocol.clone(),
+                flags,
                 streams,
             });
         }

@@ -62,6 +62,7 @@ fn write_with(
         w.dict().end();
     }
     w.key(b"created").uint(c.created);
+    w.key(b"created_us").uint(u64::from(c.created_us));
     w.key(b"last signal").uint(c.last_signal);
     w.key(b"result").str("ok");
     w.key(b"tags");
@@ -104,24 +105,59 @@ fn counts(w: &mut Writer<'_>, c: Counts) {
 fn endpoint(w: &mut Writer<'_>, addr: SocketAddr) {
     w.dict();
     w.key(b"address").str(&addr.ip().to_string());
-    w.key(b"family")
-        .str(if addr.is_ipv4() { "IPv4" } else { "IPv6" });
+    w.key(b"family").str(family(addr));
     w.key(b"port").uint(u64::from(addr.port()));
     w.end();
+}
+
+fn family(addr: SocketAddr) -> &'static str {
+    if addr.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// An endpoint not known yet: rtpengine still writes the key, with the
+/// family alone.
+fn unknown_endpoint(w: &mut Writer<'_>, like: SocketAddr) {
+    w.dict();
+    w.key(b"family").str(family(like));
+    w.end();
+}
+
+/// The key of each party in `tags`: its tag, or `<untagged N>` for the
+/// N-th party without one (a callee before its answer), as rtpengine
+/// names them.
+fn tag_keys(order: &[&TagSummary]) -> Vec<String> {
+    let mut untagged = 0;
+    order
+        .iter()
+        .map(|t| {
+            if t.tag.is_empty() {
+                untagged += 1;
+                format!("<untagged {untagged}>")
+            } else {
+                t.tag.clone()
+            }
+        })
+        .collect()
 }
 
 /// The parties, keyed by tag in sorted order. Parties with the same tag
 /// (unanswered branches, whose tag is empty) share one key: the last one
 /// is reported, as a dictionary built party by party would keep it.
 fn tags(w: &mut Writer<'_>, c: &CallSummary, now_unix: u64, with_streams: bool) {
-    let mut order: Vec<&TagSummary> = c.tags.iter().collect();
-    order.sort_by(|a, b| a.tag.cmp(&b.tag)); // stable: the last of equals stays last
+    let parties: Vec<&TagSummary> = c.tags.iter().collect();
+    let mut order: Vec<(String, &TagSummary)> =
+        tag_keys(&parties).into_iter().zip(parties).collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the last of equals stays last
     w.dict();
-    for (i, t) in order.iter().enumerate() {
-        if order.get(i + 1).is_some_and(|next| next.tag == t.tag) {
+    for (i, (key, t)) in order.iter().enumerate() {
+        if order.get(i + 1).is_some_and(|next| next.0 == *key) {
             continue;
         }
-        w.key(t.tag.as_bytes()).dict();
+        w.key(key.as_bytes()).dict();
         w.key(b"created").uint(t.created);
         if let Some(peer) = &t.in_dialogue_with {
             w.key(b"in dialogue with").str(peer);
@@ -130,6 +166,11 @@ fn tags(w: &mut Writer<'_>, c: &CallSummary, now_unix: u64, with_streams: bool) 
         w.key(b"medias").list();
         for m in &t.medias {
             w.dict();
+            w.key(b"flags").list();
+            for f in &m.flags {
+                w.str(f);
+            }
+            w.end();
             w.key(b"index").uint(m.index as u64);
             w.key(b"protocol").str(&m.protocol);
             w.key(b"streams").list();
@@ -156,11 +197,17 @@ fn stream(w: &mut Writer<'_>, s: &StreamSummary, now_unix: u64) {
             w.key(b"SSRC").uint(u64::from(ssrc));
         }
     }
+    // rtpengine's advertised endpoint is where the party's SDP asked for
+    // media; its endpoint, where media goes (learned, else the SDP's).
     w.key(b"advertised endpoint");
-    endpoint(w, s.advertised);
-    if let Some(e) = s.confirmed.or(s.sdp_endpoint) {
-        w.key(b"endpoint");
-        endpoint(w, e);
+    match s.sdp_endpoint {
+        Some(e) => endpoint(w, e),
+        None => unknown_endpoint(w, s.local),
+    }
+    w.key(b"endpoint");
+    match s.confirmed.or(s.sdp_endpoint) {
+        Some(e) => endpoint(w, e),
+        None => unknown_endpoint(w, s.local),
     }
     w.key(b"flags").list();
     w.str(if s.rtcp { "RTCP" } else { "RTP" });
@@ -292,13 +339,20 @@ mod tests {
             ])
         }
 
+        fn family(addr: SocketAddr) -> Value {
+            Value::str(if addr.is_ipv4() { "IPv4" } else { "IPv6" })
+        }
+
         fn endpoint(addr: SocketAddr) -> Value {
-            let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
             dict([
-                ("family", Value::str(family)),
+                ("family", family(addr)),
                 ("address", Value::bytes(addr.ip().to_string())),
                 ("port", int(u64::from(addr.port()))),
             ])
+        }
+
+        fn endpoint_or_unknown(addr: Option<SocketAddr>, like: SocketAddr) -> Value {
+            addr.map_or_else(|| dict([("family", family(like))]), endpoint)
         }
 
         fn stream(s: &StreamSummary, now: u64) -> Value {
@@ -317,15 +371,19 @@ mod tests {
             let mut entries = vec![
                 ("local port", int(u64::from(s.local.port()))),
                 ("local address", Value::bytes(s.local.ip().to_string())),
-                ("advertised endpoint", endpoint(s.advertised)),
+                (
+                    "advertised endpoint",
+                    endpoint_or_unknown(s.sdp_endpoint, s.local),
+                ),
+                (
+                    "endpoint",
+                    endpoint_or_unknown(s.confirmed.or(s.sdp_endpoint), s.local),
+                ),
                 ("flags", Value::str_list(flags)),
                 ("stats", counts(total)),
                 ("kernel stats", counts(s.kernel)),
                 ("userspace stats", counts(s.user)),
             ];
-            if let Some(e) = s.confirmed.or(s.sdp_endpoint) {
-                entries.push(("endpoint", endpoint(e)));
-            }
             if let Some(q) = &s.rtp_quality {
                 entries.push(("RTP quality", rtp_quality(q)));
                 if let Some(ssrc) = q.ssrc {
@@ -398,6 +456,7 @@ mod tests {
 
         /// `query`/`delete` reply body (without `result`).
         pub fn call_summary(c: &CallSummary, now: u64) -> Dict {
+            let mut untagged = 0;
             let tags: Dict = c
                 .tags
                 .iter()
@@ -407,6 +466,7 @@ mod tests {
                         .iter()
                         .map(|m| {
                             dict([
+                                ("flags", Value::str_list(m.flags.iter().copied())),
                                 ("index", int(m.index as u64)),
                                 ("type", Value::str(&m.kind)),
                                 ("protocol", Value::str(&m.protocol)),
@@ -426,11 +486,18 @@ mod tests {
                     if let Some(peer) = &t.in_dialogue_with {
                         entries.push(("in dialogue with", Value::str(peer)));
                     }
-                    (t.tag.clone().into_bytes(), dict(entries))
+                    let key = if t.tag.is_empty() {
+                        untagged += 1;
+                        format!("<untagged {untagged}>")
+                    } else {
+                        t.tag.clone()
+                    };
+                    (key.into_bytes(), dict(entries))
                 })
                 .collect();
             let mut out = Dict::new();
             out.insert(b"created".to_vec(), int(c.created));
+            out.insert(b"created_us".to_vec(), int(u64::from(c.created_us)));
             out.insert(b"last signal".to_vec(), int(c.last_signal));
             out.insert(b"tags".to_vec(), Value::Dict(tags));
             out.insert(b"SSRC".to_vec(), ssrc_dict(c));
@@ -501,6 +568,11 @@ mod tests {
                     index: i + 1,
                     kind: "audio".to_owned(),
                     protocol: "RTP/AVP".to_owned(),
+                    flags: if i == 0 {
+                        vec!["initialized", "recv", "send"]
+                    } else {
+                        vec![]
+                    },
                     streams: vec![
                         stream("10.0.0.5:30000", false, variant + i as u8),
                         stream("10.0.0.5:30001", true, variant),
@@ -514,6 +586,7 @@ mod tests {
         CallSummary {
             call_id: "c1".to_owned(),
             created: 1_700_000_000,
+            created_us: 123_456,
             last_signal: 1_700_000_100,
             tags,
             rtp: Counts {
