@@ -80,12 +80,14 @@ fn delete_summary() -> CallSummary {
             index: 1,
             kind: "audio".to_owned(),
             protocol: "RTP/AVP".to_owned(),
+            flags: vec!["initialized", "recv", "send"],
             streams: vec![stream(port, false), stream(port + 1, true)],
         }],
     };
     CallSummary {
         call_id: "bench-1".to_owned(),
         created: 1_700_000_000,
+        created_us: 250_000,
         last_signal: 1_700_000_001,
         tags: vec![tag("a", "b", 30000), tag("b", "a", 30002)],
         rtp: Counts {

@@ -23,11 +23,13 @@ fn plan(medias: usize, remove_ice: bool) -> RewritePlan {
                 formats: None,
                 ptime: None,
                 mid: None,
+                protocol: None,
             })
             .collect(),
         remove_ice,
         replace_zero_address: false,
         rtcp_attribute: Default::default(),
+        origin_version: None,
     }
 }
 

@@ -28,6 +28,7 @@
 //!         formats: None,
 //!         ptime: None,
 //!         mid: None,
+//!         protocol: None,
 //!     }],
 //!     ..RewritePlan::default()
 //! };

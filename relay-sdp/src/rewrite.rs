@@ -106,6 +106,9 @@ pub struct MediaRewrite {
     /// The `a=mid` to write when the SDP's media has none (the recipient's
     /// own, or a generated one).
     pub mid: Option<String>,
+    /// The transport protocol to write on the `m=` line instead of the
+    /// SDP's (`transport-protocol`, or the offerer's own in an answer).
+    pub protocol: Option<String>,
 }
 
 /// Everything [`rewrite`] needs to know, decided by the call logic.
@@ -125,6 +128,8 @@ pub struct RewritePlan {
     pub replace_zero_address: bool,
     /// How `a=rtcp` is written.
     pub rtcp_attribute: RtcpAttribute,
+    /// `replace: [SDP-version]`: the session version for the `o=` line.
+    pub origin_version: Option<u64>,
 }
 
 /// Rewrites `sdp` according to `plan`; see the module docs for exactly what changes.
@@ -308,10 +313,20 @@ impl Writer<'_> {
     fn session(&mut self, sdp: &Sdp, plan: &RewritePlan, session: &SessionRewrite) {
         for line in slice(sdp.lines(), sdp.session_lines()) {
             match &line.kind {
-                LineKind::Origin { addr_span } => match plan.origin_address {
-                    Some(addr) => self.replace(line, addr_span, &address_field(canonical(addr))),
-                    None => self.copy(line),
-                },
+                LineKind::Origin { addr_span } => {
+                    match (plan.origin_address, plan.origin_version) {
+                        (None, None) => self.copy(line),
+                        (Some(addr), None) => {
+                            self.replace(line, addr_span, &address_field(canonical(addr)))
+                        }
+                        (addr, Some(version)) => {
+                            let content =
+                                origin_with(line.line.content(self.raw), addr_span, addr, version);
+                            self.out.extend_from_slice(&content);
+                            self.end_line(line);
+                        }
+                    }
+                }
                 LineKind::Connection { addr, addr_span } => match session.target {
                     Some(target) => {
                         let new = connection_output(addr.addr, target, session.keep_zero);
@@ -365,8 +380,9 @@ impl Writer<'_> {
             }
             match &line.kind {
                 LineKind::Media { port_span } if active => {
-                    if media.formats.is_some() {
-                        self.add(&media_line(info, media.port, formats));
+                    let proto = media.protocol.as_deref().unwrap_or(&info.proto);
+                    if media.formats.is_some() || proto != info.proto {
+                        self.add(&media_line(info, media.port, proto, formats));
                     } else {
                         self.replace(line, port_span, &media.port.to_string());
                     }
@@ -451,18 +467,51 @@ impl Writer<'_> {
 }
 
 /// An `m=` line written anew with `port` and `formats`.
-fn media_line(info: &crate::model::MediaInfo, port: u16, formats: &[String]) -> String {
+fn media_line(
+    info: &crate::model::MediaInfo,
+    port: u16,
+    proto: &str,
+    formats: &[String],
+) -> String {
     let count = if info.port_count > 1 {
         format!("/{}", info.port_count)
     } else {
         String::new()
     };
     format!(
-        "m={} {port}{count} {} {}",
+        "m={} {port}{count} {proto} {}",
         info.kind,
-        info.proto,
         formats.join(" ")
     )
+}
+
+/// An `o=` line's content with its session version set to `version` and,
+/// if given, its address (at `addr_span`) set to `addr`. The version is
+/// the third field (RFC 8866: `o=username sess-id sess-version ...`).
+///
+/// Works on bytes: an `o=` line may carry bytes that are not UTF-8, and
+/// they stay as they were.
+fn origin_with(
+    content: &[u8],
+    addr_span: &Range<usize>,
+    addr: Option<IpAddr>,
+    version: u64,
+) -> Vec<u8> {
+    let cut = addr_span.start.min(content.len());
+    let (head, tail) = content.split_at(cut);
+    let version = version.to_string();
+    let mut out = Vec::with_capacity(content.len() + 8);
+    for (i, field) in head.split(|&b| b == b' ').enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(if i == 2 { version.as_bytes() } else { field });
+    }
+    match addr {
+        Some(a) => out.extend_from_slice(address_field(canonical(a)).as_bytes()),
+        None => out.extend_from_slice(tail),
+    }
+    out
 }
 
 #[cfg(test)]

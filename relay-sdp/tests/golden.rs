@@ -5,7 +5,8 @@
 //! ```text
 //! origin ADDRESS                       # RewritePlan::origin_address
 //! session ADDRESS                      # RewritePlan::session_connection
-//! media ADDRESS PORT RTCP keep|offer|remove [ptime=MS] [mid=ID]   # one per m= line; RTCP is a port or `mux`
+//! media ADDRESS PORT RTCP keep|offer|remove [ptime=MS] [mid=ID] [proto=P]   # one per m= line; RTCP is a port or `mux`
+//! origin-version N                     # RewritePlan::origin_version
 //! rtcp-attribute full|omit             # RewritePlan::rtcp_attribute
 //! ice remove                           # RewritePlan::remove_ice
 //! ```
@@ -42,6 +43,14 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
             Some("origin") => plan.origin_address = Some(parse_addr(words.next(), line)?),
             Some("session") => plan.session_connection = Some(parse_addr(words.next(), line)?),
             Some("ice") if words.next() == Some("remove") => plan.remove_ice = true,
+            Some("origin-version") => {
+                plan.origin_version = Some(
+                    words
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| format!("bad origin-version in {line:?}"))?,
+                )
+            }
             Some("rtcp-attribute") => {
                 plan.rtcp_attribute = match words.next() {
                     Some("full") => RtcpAttribute::Full,
@@ -67,12 +76,14 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
                     _ => return Err(format!("bad rtcp-mux mode in {line:?}")),
                 };
                 // Optional: what the recipient declared earlier.
-                let (mut ptime, mut mid) = (None, None);
+                let (mut ptime, mut mid, mut protocol) = (None, None, None);
                 for word in words.by_ref() {
                     if let Some(v) = word.strip_prefix("ptime=") {
                         ptime = Some(v.parse().map_err(|_| format!("bad ptime in {line:?}"))?);
                     } else if let Some(v) = word.strip_prefix("mid=") {
                         mid = Some(v.to_owned());
+                    } else if let Some(v) = word.strip_prefix("proto=") {
+                        protocol = Some(v.to_owned());
                     } else {
                         return Err(format!("unknown media option {word:?} in {line:?}"));
                     }
@@ -85,6 +96,7 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
                     formats: None,
                     ptime,
                     mid,
+                    protocol,
                 });
             }
             _ => return Err(format!("unknown plan line {line:?}")),

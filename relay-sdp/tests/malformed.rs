@@ -192,6 +192,7 @@ fn media(port: u16, rtcp_port: Option<u16>, rtcp_mux: RtcpMux) -> MediaRewrite {
         formats: None,
         ptime: None,
         mid: None,
+        protocol: None,
     }
 }
 

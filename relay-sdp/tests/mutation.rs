@@ -162,6 +162,7 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
                 formats: None,
                 ptime: None,
                 mid: None,
+                protocol: None,
             }
         })
         .collect();
@@ -176,6 +177,7 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
             relay_sdp::RtcpAttribute::Full,
             relay_sdp::RtcpAttribute::Omit,
         ][rng.below(3)],
+        origin_version: rng.chance(2).then(|| u64::from(rng.below(1000) as u32)),
     }
 }
 

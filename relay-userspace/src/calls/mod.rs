@@ -202,6 +202,10 @@ pub struct Signal {
     /// `address-family`: the family the recipient of the rewritten SDP
     /// expects (rtpengine's IPv4/IPv6 bridging); None: the SDP's own.
     pub address_family: Option<Family>,
+    /// `replace: [SDP-version]`: a digest of the SDP (its `o=` line left
+    /// out) and the session version it carries, so the relay can number
+    /// the party's SDP versions itself.
+    pub sdp_digest: Option<(u64, u64)>,
 }
 
 /// Where the relay wants media of one party: for the SDP sent to the other.
@@ -219,6 +223,8 @@ pub struct MediaPlan {
     pub rtcp_mux: bool,
     /// The `a=mid` the party this plan faces declared last.
     pub mid: Option<String>,
+    /// The transport protocol of the party this plan faces (its last SDP).
+    pub protocol: String,
 }
 
 /// Result of an offer/answer: what to put in the rewritten SDP.
@@ -228,6 +234,8 @@ pub struct SdpPlan {
     pub address: std::net::IpAddr,
     /// One per media, same order as the request.
     pub medias: Vec<MediaPlan>,
+    /// The `o=` version to write (`replace: [SDP-version]`).
+    pub origin_version: Option<u64>,
 }
 
 /// All calls.
@@ -276,8 +284,18 @@ impl CallManager {
     /// Keeps track of changed calls for [`CallManager::take_changes`]
     /// (off by default: without a state store, nothing needs them).
     pub fn with_changes(mut self, on: bool) -> Self {
-        self.changed.enabled = on;
+        self.set_changes(on);
         self
+    }
+
+    /// [`CallManager::with_changes`] on a running manager: on when a
+    /// standby takes over (it has a store from then on), off when an
+    /// active steps down (what it drops is not its to record).
+    pub fn set_changes(&mut self, on: bool) {
+        self.changed.enabled = on;
+        if !on {
+            self.changed.ids.clear();
+        }
     }
 
     /// What changed since the last call, for the state store: each changed
@@ -452,7 +470,11 @@ impl CallManager {
         call.last_signal = now;
         call.last_signal_unix = unix_now();
         call.delete_at = None;
-        Ok(self.plan_for(call, to, sig.medias.len()))
+        let mut plan = self.plan_for(call, to, sig.medias.len());
+        plan.origin_version = sig
+            .sdp_digest
+            .map(|(digest, sent)| call.monologues[from].sdp_version(digest, sent));
+        Ok(plan)
     }
 
     /// `answer`: the SDP of the party answering `from_tag`'s offer.
@@ -524,7 +546,11 @@ impl CallManager {
         call.last_signal = now;
         call.last_signal_unix = unix_now();
         call.delete_at = None;
-        Ok(self.plan_for(call, offerer, sig.medias.len()))
+        let mut plan = self.plan_for(call, offerer, sig.medias.len());
+        plan.origin_version = sig
+            .sdp_digest
+            .map(|(digest, sent)| call.monologues[answerer].sdp_version(digest, sent));
+        Ok(plan)
     }
 
     /// Allocates ports so every monologue in `who` has `count` medias. All
@@ -717,9 +743,14 @@ impl CallManager {
                 ptime: md.ptime,
                 rtcp_mux: md.rtcp_mux,
                 mid: md.mid.clone(),
+                protocol: md.protocol.clone(),
             })
             .collect();
-        SdpPlan { address, medias }
+        SdpPlan {
+            address,
+            medias,
+            origin_version: None,
+        }
     }
 
     /// A forwarder's report.
@@ -1076,6 +1107,7 @@ fn push_monologue(
         peer: None,
         medias: Vec::new(),
         created_unix: unix_now(),
+        sdp_version: None,
     });
     call.monologues.len() - 1
 }

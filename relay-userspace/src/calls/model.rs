@@ -72,9 +72,29 @@ pub struct Monologue {
     pub medias: Vec<Media>,
     /// Wall-clock creation time (seconds since the epoch), for `query`.
     pub created_unix: u64,
+    /// `replace: [SDP-version]`: the `o=` version the relay gave the
+    /// party's SDP and the digest of that SDP. Not in the state store.
+    pub sdp_version: Option<(u64, u64)>,
 }
 
 impl Monologue {
+    /// The `o=` version for the party's SDP of `digest` (that carried
+    /// version `sent`), as rtpengine numbers them (checked against 10.5):
+    /// the first SDP's own version, or a number of the relay's when that is
+    /// 0; kept while the SDP stays the same (its `o=` aside), one more when
+    /// it changes.
+    pub fn sdp_version(&mut self, digest: u64, sent: u64) -> u64 {
+        let version = match self.sdp_version {
+            Some((v, d)) if d == digest => v,
+            Some((v, _)) => v.wrapping_add(1),
+            None if sent != 0 => sent,
+            // Any start will do; rtpengine picks one at random as well.
+            None => u64::from(unix_now_subsec_us()) + 2,
+        };
+        self.sdp_version = Some((version, digest));
+        version
+    }
+
     /// Whether `tag` names this monologue.
     pub fn answers_to(&self, tag: &str) -> bool {
         self.tag.as_deref() == Some(tag) || self.aliases.iter().any(|a| a == tag)

@@ -265,6 +265,7 @@ fn monologue_of(
         peer: record.peer,
         medias,
         created_unix: record.created_ms / 1000,
+        sdp_version: None,
     }
 }
 

@@ -168,6 +168,7 @@ fn signal(call: &str, from: &str, to: Option<&str>, rtp: SocketAddr) -> Signal {
         asymmetric: false,
         sdp_family: Some(Family::of(rtp.ip())),
         address_family: None,
+        sdp_digest: None,
     }
 }
 

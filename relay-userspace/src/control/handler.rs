@@ -153,6 +153,28 @@ fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {
     }
 }
 
+/// Whether `list` holds `word`, case aside.
+fn has_word(list: &[String], word: &str) -> bool {
+    list.iter().any(|v| v.eq_ignore_ascii_case(word))
+}
+
+/// A digest of an SDP without its `o=` line: whether a party sent the same
+/// SDP again, for `replace: [SDP-version]`.
+fn sdp_digest(sdp: &[u8]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for line in sdp.split(|&b| b == b'\n').filter(|l| !l.starts_with(b"o=")) {
+        line.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The plain RTP profiles `transport-protocol` can switch between without
+/// touching the media (SRTP and DTLS profiles need the media transformed).
+fn plain_rtp(proto: &str) -> bool {
+    proto.eq_ignore_ascii_case("RTP/AVP") || proto.eq_ignore_ascii_case("RTP/AVPF")
+}
+
 /// rtpengine's words for a `delete` of a call it does not have.
 const UNKNOWN_DELETE: &str = "Call-ID not found or tags didn't match";
 
@@ -265,6 +287,10 @@ fn offer_answer(
         asymmetric: oa.flags.asymmetric,
         sdp_family,
         address_family,
+        sdp_digest: has_word(&oa.replace, "sdp-version").then(|| {
+            let sent = sdp.origin().session_version.parse().unwrap_or(0);
+            (sdp_digest(&oa.sdp), sent)
+        }),
     };
     let planned = if is_offer {
         calls.offer(&signal, now)
@@ -432,6 +458,25 @@ fn rewrite_plan(
                     .mid
                     .clone()
                     .or_else(|| oa.flags.generate_mid.then(|| (i + 1).to_string()));
+                let own = sdp
+                    .medias()
+                    .get(i)
+                    .map(|md| md.proto.as_str())
+                    .unwrap_or("");
+                // An offer takes the profile asked for; an answer goes back
+                // in the offerer's own, unless the proxy accepts the
+                // answerer's (`transport-protocol: accept`), as rtpengine.
+                let protocol = match oa.transport_protocol.as_deref() {
+                    Some(asked) if is_offer && plain_rtp(asked) && plain_rtp(own) => {
+                        Some(asked.to_ascii_uppercase())
+                    }
+                    Some(asked) if !is_offer && asked.eq_ignore_ascii_case("accept") => None,
+                    _ if !is_offer && plain_rtp(&m.protocol) && plain_rtp(own) => {
+                        Some(m.protocol.clone())
+                    }
+                    _ => None,
+                }
+                .filter(|p| p != own);
                 MediaRewrite {
                     address: m.address,
                     port: m.rtp_port,
@@ -440,11 +485,13 @@ fn rewrite_plan(
                     formats,
                     ptime: m.ptime,
                     mid,
+                    protocol,
                 }
             })
             .collect(),
         remove_ice: !keep_ice,
         replace_zero_address: has(&oa.replace, "zero-address"),
+        origin_version: plan.origin_version,
         rtcp_attribute: if oa.flags.no_rtcp_attribute {
             RtcpAttribute::Omit
         } else if oa.flags.full_rtcp_attribute {
