@@ -30,6 +30,8 @@ fn plan(medias: usize, remove_ice: bool) -> RewritePlan {
         replace_zero_address: false,
         rtcp_attribute: Default::default(),
         origin_version: None,
+        strip_extmap: false,
+        session_attributes: Vec::new(),
     }
 }
 

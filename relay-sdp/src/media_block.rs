@@ -47,6 +47,8 @@ pub(crate) struct BlockSpec<'f> {
     pub direction: Direction,
     /// Drop ICE attributes.
     pub remove_ice: bool,
+    /// Drop `a=extmap` lines.
+    pub strip_extmap: bool,
     /// The `a=mid` to write when the section has none.
     pub mid: Option<&'f str>,
 }
@@ -61,9 +63,12 @@ pub(crate) fn block<'l>(raw: &[u8], lines: &'l [IndexedLine], spec: BlockSpec<'_
         })
     };
     let mut head: Vec<Out<'l>> = attrs()
-        .filter(|(_, kind)| match kind {
+        .filter(|(l, kind)| match kind {
             AttrKind::Ice { .. } => !spec.remove_ice,
-            AttrKind::Other | AttrKind::Group | AttrKind::RtcpFb { wildcard: true } => true,
+            AttrKind::Other => {
+                !(spec.strip_extmap && l.line.content(raw).starts_with(b"a=extmap:"))
+            }
+            AttrKind::Group | AttrKind::RtcpFb { wildcard: true } => true,
             _ => false,
         })
         .map(|(l, _)| Out::Copy(l))

@@ -133,6 +133,16 @@ impl Sdp {
 
     /// The line ending to use for lines the rewriter adds: that of the first line, so
     /// that an LF-only body stays LF-only; CRLF if the first line has none.
+    /// Whether the session section (before the first `m=`) has the line
+    /// `line` (content without its ending).
+    pub fn session_has_line(&self, line: &[u8]) -> bool {
+        self.lines
+            .get(self.session_lines.clone())
+            .unwrap_or_default()
+            .iter()
+            .any(|l| l.line.content(&self.raw) == line)
+    }
+
     pub(crate) fn default_eol(&self) -> &[u8] {
         match self.lines.first() {
             Some(first) if !first.line.eol(&self.raw).is_empty() => first.line.eol(&self.raw),

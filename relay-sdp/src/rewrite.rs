@@ -130,6 +130,11 @@ pub struct RewritePlan {
     pub rtcp_attribute: RtcpAttribute,
     /// `replace: [SDP-version]`: the session version for the `o=` line.
     pub origin_version: Option<u64>,
+    /// `strip-extmap`: drop every media's `a=extmap` lines.
+    pub strip_extmap: bool,
+    /// Attribute lines added at the end of the session section unless
+    /// there already (without `a=`: `loop-protect`'s `rtpengine:TOKEN`).
+    pub session_attributes: Vec<String>,
 }
 
 /// Rewrites `sdp` according to `plan`; see the module docs for exactly what changes.
@@ -342,6 +347,16 @@ impl Writer<'_> {
                 _ => self.copy(line),
             }
         }
+        for attribute in &plan.session_attributes {
+            let line = format!("a={attribute}");
+            // Once is enough: a rewritten SDP rewritten again stays the same.
+            let present = slice(sdp.lines(), sdp.session_lines())
+                .iter()
+                .any(|l| l.line.content(self.raw) == line.as_bytes());
+            if !present {
+                self.add(&line);
+            }
+        }
     }
 
     fn media(
@@ -432,6 +447,7 @@ impl Writer<'_> {
                 formats,
                 direction: media_block::direction(info.direction, session.direction, zero_hold),
                 remove_ice: plan.remove_ice,
+                strip_extmap: plan.strip_extmap,
                 mid: media.mid.as_deref(),
             },
         );
@@ -499,13 +515,29 @@ fn origin_with(
 ) -> Vec<u8> {
     let cut = addr_span.start.min(content.len());
     let (head, tail) = content.split_at(cut);
-    let version = version.to_string();
-    let mut out = Vec::with_capacity(content.len() + 8);
-    for (i, field) in head.split(|&b| b == b' ').enumerate() {
-        if i > 0 {
-            out.push(b' ');
+    // The third run of non-blank bytes, separators kept as they were (the
+    // parser takes any run of blanks between fields).
+    let mut runs = Vec::new();
+    let mut start = None;
+    for (i, &b) in head.iter().enumerate() {
+        match (b == b' ' || b == b'\t', start) {
+            (false, None) => start = Some(i),
+            (true, Some(s)) => {
+                runs.push(s..i);
+                start = None;
+            }
+            _ => {}
         }
-        out.extend_from_slice(if i == 2 { version.as_bytes() } else { field });
+    }
+    runs.extend(start.map(|s| s..head.len()));
+    let mut out = Vec::with_capacity(content.len() + 8);
+    match runs.get(2) {
+        Some(field) => {
+            out.extend_from_slice(&head[..field.start]);
+            out.extend_from_slice(version.to_string().as_bytes());
+            out.extend_from_slice(&head[field.end..]);
+        }
+        None => out.extend_from_slice(head),
     }
     match addr {
         Some(a) => out.extend_from_slice(address_field(canonical(a)).as_bytes()),

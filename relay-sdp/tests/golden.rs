@@ -7,6 +7,8 @@
 //! session ADDRESS                      # RewritePlan::session_connection
 //! media ADDRESS PORT RTCP keep|offer|remove [ptime=MS] [mid=ID] [proto=P]   # one per m= line; RTCP is a port or `mux`
 //! origin-version N                     # RewritePlan::origin_version
+//! strip-extmap                         # RewritePlan::strip_extmap
+//! session-attribute NAME:VALUE         # RewritePlan::session_attributes (one per line)
 //! rtcp-attribute full|omit             # RewritePlan::rtcp_attribute
 //! ice remove                           # RewritePlan::remove_ice
 //! ```
@@ -43,6 +45,10 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
             Some("origin") => plan.origin_address = Some(parse_addr(words.next(), line)?),
             Some("session") => plan.session_connection = Some(parse_addr(words.next(), line)?),
             Some("ice") if words.next() == Some("remove") => plan.remove_ice = true,
+            Some("strip-extmap") => plan.strip_extmap = true,
+            Some("session-attribute") => plan
+                .session_attributes
+                .extend(words.next().map(str::to_owned)),
             Some("origin-version") => {
                 plan.origin_version = Some(
                     words

@@ -178,6 +178,12 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
             relay_sdp::RtcpAttribute::Omit,
         ][rng.below(3)],
         origin_version: rng.chance(2).then(|| u64::from(rng.below(1000) as u32)),
+        strip_extmap: rng.chance(2),
+        session_attributes: if rng.chance(4) {
+            vec!["rtpengine:mutant".to_owned()]
+        } else {
+            Vec::new()
+        },
     }
 }
 

@@ -390,6 +390,43 @@ fn burst_arrives_datagram_by_datagram(
     }
 }
 
+/// loop-protect: the relay marks the SDP it writes, and an SDP carrying
+/// its own mark (the proxy looped the call back through it) comes back
+/// untouched, with no call set up for it.
+#[test]
+fn loop_protect_passes_its_own_sdp_through() {
+    require_root!();
+    let r = Relay::start("ngl", &["--datapath", "userspace"]);
+    let with_flag = |mut body: Value| {
+        if let Value::Dict(d) = &mut body {
+            d.insert(b"flags".to_vec(), Value::str_list(["loop-protect"]));
+        }
+        body
+    };
+    let first = r.ng.ok(&with_flag(offer("loop-1"))).unwrap();
+    let marked = first.get("sdp").and_then(Value::as_bytes).unwrap().to_vec();
+    let text = String::from_utf8_lossy(&marked);
+    assert!(text.contains("\r\na=rtpengine:"), "{text}");
+    // The marked SDP offered again (a loop) on another call.
+    let mut looped = with_flag(offer("loop-2"));
+    if let Value::Dict(d) = &mut looped {
+        d.insert(b"sdp".to_vec(), Value::Bytes(marked.clone()));
+    }
+    let again = r.ng.ok(&looped).unwrap();
+    assert_eq!(
+        again.get("sdp").and_then(Value::as_bytes),
+        Some(marked.as_slice()),
+        "passed through byte for byte"
+    );
+    let listed = r.ng.ok(&Value::dict([("command", s("list"))])).unwrap();
+    assert_eq!(
+        listed.get("calls"),
+        Some(&Value::str_list(["loop-1"])),
+        "no call for the looped offer"
+    );
+    r.stop();
+}
+
 #[test]
 fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
     require_root!();

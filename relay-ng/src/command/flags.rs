@@ -51,6 +51,8 @@ pub struct Flags {
     pub single_codec: bool,
     /// `generate-mid`: number media without `a=mid`.
     pub generate_mid: bool,
+    /// `strip-extmap`: drop `a=extmap` lines.
+    pub strip_extmap: bool,
     /// Flags not understood, in the spelling received.
     pub unknown: Vec<String>,
 }
@@ -79,6 +81,7 @@ impl Flags {
             "unidirectional" => &mut self.unidirectional,
             "single-codec" => &mut self.single_codec,
             "generate-mid" => &mut self.generate_mid,
+            "strip-extmap" => &mut self.strip_extmap,
             _ => return false,
         };
         *flag = true;

@@ -153,6 +153,27 @@ fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {
     }
 }
 
+/// `SIP-source-address` with `received-from`: the address media is
+/// expected from instead of the SDP's, as rtpengine takes it.
+fn sip_source(oa: &OfferAnswer) -> Option<std::net::IpAddr> {
+    if !oa.flags.sip_source_address {
+        return None;
+    }
+    oa.received_from.as_ref()?.address.parse().ok()
+}
+
+/// loop-protect's session attribute: `rtpengine:TOKEN`, the token this
+/// relayd's own (random per process), so only SDP it wrote is recognised.
+fn loop_marker() -> &'static str {
+    static MARKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MARKER.get_or_init(|| {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        format!("rtpengine:{:016x}", h.finish())
+    })
+}
+
 /// Whether `list` holds `word`, case aside.
 fn has_word(list: &[String], word: &str) -> bool {
     list.iter().any(|v| v.eq_ignore_ascii_case(word))
@@ -254,6 +275,17 @@ fn offer_answer(
             return reply::error(&format!("Failed to parse SDP: {e}"));
         }
     };
+    if sdp.media_count() == 0 {
+        // Nothing to relay; rtpengine refuses it the same way.
+        return reply::error("Error rewriting SDP");
+    }
+    // loop-protect: an SDP this relay already wrote comes back unchanged.
+    if oa.flags.loop_protect && sdp.session_has_line(format!("a={}", loop_marker()).as_bytes()) {
+        tracing::info!(call_id = %oa.call_id, "SDP already rewritten by this relay (loop-protect): passed through");
+        let mut extra = relay_ng::Dict::new();
+        extra.insert(b"sdp".to_vec(), Value::Bytes(oa.sdp.clone()));
+        return ok(extra, warnings);
+    }
     let learning = match oa.endpoint_learning.as_deref().map(LearningMode::from_name) {
         Some(None) => return reply::error("Invalid 'endpoint-learning' value"),
         Some(Some(mode)) => Some(mode),
@@ -281,7 +313,7 @@ fn offer_answer(
         to_tag: oa.to_tag.clone(),
         via_branch: oa.via_branch.clone(),
         direction: oa.direction.clone(),
-        medias: media_offers(&sdp, &formats),
+        medias: media_offers(&sdp, &formats, sip_source(oa)),
         learning,
         strict_source: oa.flags.strict_source,
         asymmetric: oa.flags.asymmetric,
@@ -353,12 +385,21 @@ fn payload_types(
 
 /// Where the SDP's party wants each media, and the codecs it carries on
 /// (the payload types of `formats`, or all).
-fn media_offers(sdp: &Sdp, formats: &[Option<Vec<String>>]) -> Vec<MediaOffer> {
+fn media_offers(
+    sdp: &Sdp,
+    formats: &[Option<Vec<String>>],
+    source: Option<std::net::IpAddr>,
+) -> Vec<MediaOffer> {
     sdp.medias()
         .iter()
         .zip(formats)
         .map(|(m, formats)| {
-            let ip = m.connection.map(|c| c.addr);
+            // SIP-source-address: the SIP message's source stands in for
+            // the SDP's address (a hold's zero address stays a hold).
+            let ip = m.connection.map(|c| match source {
+                Some(src) if !c.addr.is_unspecified() => src,
+                _ => c.addr,
+            });
             let usable = |ip: std::net::IpAddr, port: u16| {
                 (port != 0 && !ip.is_unspecified()).then(|| SocketAddr::new(ip, port))
             };
@@ -412,6 +453,11 @@ fn rewrite_plan(
     plan: &SdpPlan,
     formats: Vec<Option<Vec<String>>>,
 ) -> RewritePlan {
+    // media-address: the address to advertise instead of the relay's own
+    // (a public address in front of this one, given per request).
+    let media_address: Option<std::net::IpAddr> =
+        oa.media_address.as_deref().and_then(|a| a.parse().ok());
+    let advertised = media_address.unwrap_or(plan.address);
     let has = |list: &[String], word: &str| list.iter().any(|v| v.eq_ignore_ascii_case(word));
     let flagged = if has(&oa.rtcp_mux, "demux") || has(&oa.rtcp_mux, "reject") {
         Some(RtcpMux::Remove)
@@ -444,8 +490,8 @@ fn rewrite_plan(
         .is_some_and(|v| !v.eq_ignore_ascii_case("remove") && !v.eq_ignore_ascii_case("default"));
     RewritePlan {
         origin_address: (has(&oa.replace, "origin") || has(&oa.replace, "origin-full"))
-            .then_some(plan.address),
-        session_connection: Some(plan.address),
+            .then_some(advertised),
+        session_connection: Some(advertised),
         medias: plan
             .medias
             .iter()
@@ -478,7 +524,7 @@ fn rewrite_plan(
                 }
                 .filter(|p| p != own);
                 MediaRewrite {
-                    address: m.address,
+                    address: media_address.unwrap_or(m.address),
                     port: m.rtp_port,
                     rtcp_port,
                     rtcp_mux,
@@ -492,6 +538,12 @@ fn rewrite_plan(
         remove_ice: !keep_ice,
         replace_zero_address: has(&oa.replace, "zero-address"),
         origin_version: plan.origin_version,
+        strip_extmap: oa.flags.strip_extmap,
+        session_attributes: if oa.flags.loop_protect {
+            vec![loop_marker().to_owned()]
+        } else {
+            Vec::new()
+        },
         rtcp_attribute: if oa.flags.no_rtcp_attribute {
             RtcpAttribute::Omit
         } else if oa.flags.full_rtcp_attribute {
