@@ -287,3 +287,36 @@ fn the_mirror_skips_values_it_cannot_read() {
     });
     assert!(mirrors(&again, &[("good", 1)]));
 }
+
+/// A takeover's handover: the standby's mirror, finished, holds the last
+/// calls; the feed it starts seeded with them keeps their keys through its
+/// first rewrite of Redis; an abandoned feed (an active stepping down)
+/// writes nothing more.
+#[test]
+fn a_seeded_feed_keeps_the_mirrored_calls_and_an_abandoned_one_writes_nothing() {
+    let Some(server) = RedisServer::start(module_path!(), None) else {
+        return;
+    };
+    let keys = Keys::new("t7:");
+    let old = Feed::start(target(&server), keys.clone());
+    let mirror = Mirror::start(target(&server), keys.clone());
+    old.push(&[put("a", 1), put("b", 1)]);
+    eventually("the mirror has both", || {
+        mirrors(&mirror, &[("a", 1), ("b", 1)])
+    });
+    // The old active steps down: what it does afterwards stays local.
+    old.abandon();
+    old.push(&[Change::Remove("a".into()), put("c", 1)]);
+    let state = mirror.finish();
+    assert_eq!(state.calls.len(), 2);
+    let records: Vec<Change> = state.calls.into_values().map(Change::Put).collect();
+    let new = Feed::start_seeded(target(&server), keys, &records);
+    eventually("the new active's first rewrite is done", || {
+        new.status().resyncs == 1
+    });
+    assert_eq!(keys_in_redis(&server, "t7:"), ["a", "b"]);
+    new.push(&[Change::Remove("b".into())]);
+    eventually("the new active writes", || {
+        keys_in_redis(&server, "t7:") == ["a"]
+    });
+}

@@ -2,7 +2,11 @@
 //! drop-in) merged over an optional TOML file with the same keys
 //! (`--config FILE`; the command line wins).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::Parser;
 use serde::Deserialize;
@@ -144,6 +148,12 @@ pub struct Options {
     #[arg(long)]
     #[serde(default)]
     pub standby: bool,
+    /// The address that moves between the two relays of a pair (the
+    /// ADDRESS of an --interface): where it is local, relayd is the active;
+    /// where it is not, the standby, which takes over when it appears
+    /// (docs/ha.md). Needs --redis.
+    #[arg(long, value_name = "IP")]
+    pub floating_address: Option<IpAddr>,
     /// Check the call state journal (of --state-dir, or the default one of
     /// --pin-dir) without changing it, print what it holds and exit: 0 when
     /// it is consistent, 1 when it has damage or problems.
@@ -242,6 +252,8 @@ pub struct Config {
     pub redis: Option<relay_state::redis::RedisTarget>,
     /// Standby of an active/standby pair.
     pub standby: bool,
+    /// The address that moves between the relays of a pair.
+    pub floating_address: Option<IpAddr>,
 }
 
 /// A bad setting.
@@ -286,6 +298,9 @@ pub enum ConfigError {
     /// `--standby` has nothing to mirror.
     #[error("--standby needs --redis: the standby mirrors the active's calls from Redis")]
     StandbyWithoutRedis,
+    /// `--floating-address` without Redis, or not an interface's address.
+    #[error("--floating-address {0}: {1}")]
+    Floating(IpAddr, &'static str),
     /// An empty port range (or one starting at 0).
     #[error("bad port range --port-min {min} --port-max {max}: need 1 <= min <= max")]
     PortRange {
@@ -338,7 +353,8 @@ impl Options {
             max_sessions,
             state_dir,
             state_sync,
-            redis
+            redis,
+            floating_address
         );
         self.no_state |= file.no_state;
         self.standby |= file.standby;
@@ -434,6 +450,21 @@ impl Options {
         if self.standby && redis.is_none() {
             return Err(ConfigError::StandbyWithoutRedis);
         }
+        if let Some(ip) = self.floating_address {
+            if redis.is_none() {
+                return Err(ConfigError::Floating(
+                    ip,
+                    "needs --redis (the standby takes the calls over from Redis)",
+                ));
+            }
+            // Calls are restored onto the interface that has the address.
+            if !interfaces.iter().any(|i| i.address == ip) {
+                return Err(ConfigError::Floating(
+                    ip,
+                    "is not the ADDRESS of any --interface",
+                ));
+            }
+        }
         Ok(Config {
             interfaces,
             listen_ng,
@@ -470,6 +501,7 @@ impl Options {
             state_sync: self.state_sync.unwrap_or_default(),
             redis,
             standby: self.standby,
+            floating_address: self.floating_address,
         })
     }
 }
@@ -552,6 +584,21 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(matches!(e, ConfigError::StandbyWithoutRedis), "{e}");
+        let e = opts(&["-i", "127.0.0.1", "--floating-address", "127.0.0.1"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("needs --redis"), "{e}");
+        let e = opts(&[
+            "-i",
+            "127.0.0.1",
+            "--redis",
+            "127.0.0.1:6379/0",
+            "--floating-address",
+            "10.0.0.9",
+        ])
+        .resolve()
+        .unwrap_err();
+        assert!(e.to_string().contains("not the ADDRESS"), "{e}");
         assert_eq!(
             parse_listen("2223"),
             Some("127.0.0.1:2223".parse().unwrap())

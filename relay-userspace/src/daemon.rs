@@ -18,7 +18,7 @@ use crate::{
         Datapath,
     },
     ha::{Replication, Role},
-    interfaces::netdev_of,
+    interfaces::netdev_for,
     ports::{PortError, PortPool},
     state::StateKeeper,
     static_stream,
@@ -102,12 +102,13 @@ enum Exit {
 
 /// The role in an active/standby pair, and its Redis side: a password or
 /// database Redis refuses stops relayd here; Redis unreachable does not.
-fn start_replication(config: &Config) -> Result<Replication, DaemonError> {
+/// `standby`: `--standby`, or a floating address that is not here.
+fn start_replication(config: &Config, standby: bool) -> Result<Replication, DaemonError> {
     let Some(target) = &config.redis else {
         return Ok(Replication::default());
     };
     Replication::check(target).map_err(DaemonError::Redis)?;
-    Ok(match config.standby {
+    Ok(match standby {
         true => {
             tracing::info!(redis = %target, "standby: mirroring the active's calls, serving none");
             Replication::standby(target)
@@ -145,7 +146,7 @@ fn open_state(
         }
     };
     let keeper = match replication.feed() {
-        Some(feed) => keeper.replicated(feed.clone()),
+        Some(feed) => keeper.replicated(feed),
         None => keeper,
     };
     Ok((keeper, state))
@@ -161,7 +162,7 @@ fn start_datapath(
         if let Some(spec) = config
             .interfaces
             .iter()
-            .find(|s| netdev_of(s.address).is_none())
+            .find(|s| netdev_for(s.address, config.floating_address).is_none())
         {
             return Err(DaemonError::AddressNotLocal(spec.address));
         }
@@ -172,8 +173,10 @@ fn start_datapath(
     }
     let mut netdevs: Vec<String> = Vec::new();
     for spec in &config.interfaces {
-        // Media sockets bind to ADDRESS, so it must be local in every mode.
-        let dev = netdev_of(spec.address).ok_or(DaemonError::AddressNotLocal(spec.address))?;
+        // Media sockets bind to ADDRESS, so it must be local in every mode
+        // (the floating address: or on the subnet of a local one).
+        let dev = netdev_for(spec.address, config.floating_address)
+            .ok_or(DaemonError::AddressNotLocal(spec.address))?;
         if !netdevs.contains(&dev) {
             netdevs.push(dev);
         }
@@ -202,6 +205,19 @@ fn start_datapath(
         }
         Err(e) => Err(DaemonError::Xdp(e)),
     }
+}
+
+/// The NG socket; on the floating address bound with IP_FREEBIND, so a
+/// standby listens there before the address arrives and answers as soon
+/// as it has (Kamailio's socket is connected to that address: a reply from
+/// any other would be dropped).
+async fn bind_ng(config: &Config) -> std::io::Result<UdpSocket> {
+    let addr = config.listen_ng;
+    if config.floating_address != Some(addr.ip()) {
+        return UdpSocket::bind(addr).await;
+    }
+    let socket = crate::ports::bind_nonblocking(addr, true)?;
+    UdpSocket::from_std(socket)
 }
 
 /// Relay addresses the kernel's stream table needs a row for: every
@@ -259,6 +275,7 @@ async fn set_up(
         .iter()
         .map(|spec| {
             PortPool::new(spec.address, config.port_min, config.port_max)
+                .map(|pool| pool.with_freebind(config.floating_address == Some(spec.address)))
                 .map(|pool| Interface {
                     spec: spec.clone(),
                     pool,
@@ -269,7 +286,7 @@ async fn set_up(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let ng = UdpSocket::bind(config.listen_ng)
+    let ng = bind_ng(config)
         .await
         .map_err(|source| DaemonError::ListenNg {
             addr: config.listen_ng,
@@ -320,7 +337,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .enumerate()
         .map(|(i, text)| static_stream::parse(text, i as u32))
         .collect::<Result<Vec<_>, _>>()?;
-    let replication = Arc::new(start_replication(&config)?);
+    // With a floating address the address says which relay is active: an
+    // old active restarted after a failover finds it gone and stays
+    // standby (its journal is not restored, its kernel entries go).
+    let floating_local = config.floating_address.map(crate::ha::watch::is_local);
+    if let (Some(ip), Some(false)) = (config.floating_address, floating_local) {
+        tracing::info!(floating_address = %ip, "floating address not here: starting as the standby");
+    }
+    let standby = config.standby || floating_local == Some(false);
+    let replication = Arc::new(start_replication(&config, standby)?);
     let (state, stored) = open_state(&config, &replication)?;
     let datapath = start_datapath(&config, &statics)?;
     // The stream table has an entry for every port of every relay address,
@@ -378,11 +403,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         state.clone(),
         stored.cookies,
     ));
+    let (switch_tx, switch_rx) = mpsc::unbounded_channel();
+    let switch = tokio::spawn(crate::ha::switch::serve(
+        crate::ha::switch::Switch {
+            calls: calls.clone(),
+            state: state.clone(),
+            replication: replication.clone(),
+            state_dir: config.state_dir.clone(),
+            state_sync: config.state_sync,
+        },
+        switch_rx,
+    ));
+    if let (Some(ip), Some(local)) = (config.floating_address, floating_local) {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        match crate::ha::watch::spawn(ip, local, events_tx) {
+            Ok(()) => {
+                let switch_tx = switch_tx.clone();
+                tokio::spawn(async move {
+                    while let Some(event) = events.recv().await {
+                        if switch_tx
+                            .send(crate::ha::switch::Request::Address(event))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "cannot watch the floating address \
+                (netlink); only relayctl takeover switches roles"),
+        }
+    }
     let cli_server = tokio::spawn(control::cli::serve(
         cli,
         calls.clone(),
         ng_stats.clone(),
         stop.clone(),
+        switch_tx,
     ));
     let http_server = http.map(|listener| {
         let registry = Arc::new(control::metrics::registry(calls.clone(), ng_stats.clone()));
@@ -435,6 +492,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     crate::notify::stopping();
     server.abort();
     cli_server.abort();
+    switch.abort();
     if let Some(h) = http_server {
         h.abort();
     }

@@ -117,12 +117,81 @@ pub fn netdev_of(address: IpAddr) -> Option<String> {
     find_ifaddr(|_, a| a == address).map(|(n, _)| n)
 }
 
+/// The netdev of interface address `address`: the one that has it, or,
+/// for the pair's `floating` address while it is elsewhere, the one it
+/// will arrive on ([`netdev_of_subnet`]).
+pub fn netdev_for(address: IpAddr, floating: Option<IpAddr>) -> Option<String> {
+    netdev_of(address).or_else(|| {
+        (floating == Some(address))
+            .then(|| netdev_of_subnet(address))
+            .flatten()
+    })
+}
+
+/// The netdev with an address on the same subnet as `address` (which is
+/// on none of them): where the floating address of an active/standby pair
+/// arrives at a takeover, so where a standby attaches XDP before it has
+/// it. On EC2 a secondary private IP is always in its ENI's subnet, as is
+/// a VRRP address in keepalived's usual setup.
+pub fn netdev_of_subnet(address: IpAddr) -> Option<String> {
+    crate::netdev::find_ifaddr(|name, ifa| {
+        // SAFETY: getifaddrs' ifa_addr and ifa_netmask are null or
+        // sockaddrs of the entry's family.
+        let (own, mask) = unsafe {
+            (
+                crate::netdev::socket_addr(ifa.ifa_addr)?.ip(),
+                crate::netdev::socket_addr(ifa.ifa_netmask)?.ip(),
+            )
+        };
+        (!own.is_loopback() && same_subnet(own, address, mask)).then(|| name.to_owned())
+    })
+    .ok()
+    .flatten()
+}
+
+/// Whether `a` and `b` are on the subnet of netmask `mask` (all of one
+/// family; a zero mask matches nothing).
+fn same_subnet(a: IpAddr, b: IpAddr, mask: IpAddr) -> bool {
+    let bits = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    };
+    let same_family = a.is_ipv4() == b.is_ipv4() && a.is_ipv4() == mask.is_ipv4();
+    let m = bits(mask);
+    same_family && m != 0 && bits(a) & m == bits(b) & m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn subnets() {
+        assert!(same_subnet(
+            ip("10.0.1.5"),
+            ip("10.0.1.200"),
+            ip("255.255.255.0")
+        ));
+        assert!(!same_subnet(
+            ip("10.0.1.5"),
+            ip("10.0.2.200"),
+            ip("255.255.255.0")
+        ));
+        assert!(!same_subnet(ip("10.0.1.5"), ip("10.0.1.6"), ip("0.0.0.0")));
+        assert!(!same_subnet(
+            ip("10.0.1.5"),
+            ip("2001:db8::1"),
+            ip("255.255.255.0")
+        ));
+        assert!(same_subnet(
+            ip("2001:db8::1"),
+            ip("2001:db8::99"),
+            ip("ffff:ffff:ffff:ffff::")
+        ));
     }
 
     #[test]

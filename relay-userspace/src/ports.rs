@@ -76,6 +76,10 @@ pub struct PortPool {
     /// Whether pair i (RTP port `first + 2 i`) is handed out: makes a double
     /// release detectable without scanning the free queue.
     in_use: Vec<bool>,
+    /// Bind even while the address is not local (IP_FREEBIND): the
+    /// floating address of an active/standby pair, which a takeover may
+    /// bind just before it arrives.
+    freebind: bool,
 }
 
 impl PortPool {
@@ -97,7 +101,14 @@ impl PortPool {
             free,
             first,
             in_use,
+            freebind: false,
         })
+    }
+
+    /// Binds its sockets with IP_FREEBIND (see the field).
+    pub fn with_freebind(mut self, on: bool) -> Self {
+        self.freebind = on;
+        self
     }
 
     /// The address the pool binds on.
@@ -184,8 +195,8 @@ impl PortPool {
     }
 
     fn bind_pair(&self, port: u16) -> std::io::Result<(UdpSocket, UdpSocket)> {
-        let rtp = bind_nonblocking(SocketAddr::new(self.address, port))?;
-        let rtcp = bind_nonblocking(SocketAddr::new(self.address, port + 1))?;
+        let rtp = bind_nonblocking(SocketAddr::new(self.address, port), self.freebind)?;
+        let rtcp = bind_nonblocking(SocketAddr::new(self.address, port + 1), self.freebind)?;
         Ok((rtp, rtcp))
     }
 
@@ -219,17 +230,24 @@ impl PortPool {
 /// `net.ipv6.bindv6only` just the same) but created non-blocking (the
 /// runtime needs it so, and asking for it in `socket(2)` saves setting it
 /// with another system call for every media port) and with receive
-/// timestamps on.
-fn bind_nonblocking(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// timestamps on; with `freebind`, bound whether or not the address is
+/// local yet.
+pub(crate) fn bind_nonblocking(addr: SocketAddr, freebind: bool) -> std::io::Result<UdpSocket> {
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let fd = match addr {
         SocketAddr::V4(a) => {
             let fd = socket(AddressFamily::Inet, SockType::Datagram, flags, None)?;
+            if freebind {
+                setsockopt(&fd, sockopt::IpFreebind, &true)?;
+            }
             bind(fd.as_raw_fd(), &SockaddrIn::from(a))?;
             fd
         }
         SocketAddr::V6(a) => {
             let fd = socket(AddressFamily::Inet6, SockType::Datagram, flags, None)?;
+            if freebind {
+                set_ipv6_freebind(&fd)?;
+            }
             bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?;
             fd
         }
@@ -238,6 +256,25 @@ fn bind_nonblocking(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     // rtpengine's media sockets do).
     setsockopt(&fd, sockopt::ReceiveTimestampns, &true)?;
     Ok(UdpSocket::from(fd))
+}
+
+/// IPV6_FREEBIND (Linux 4.15; nix has no option for it).
+fn set_ipv6_freebind(fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_FREEBIND,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 #[cfg(test)]
@@ -338,6 +375,19 @@ mod tests {
         assert_eq!(pool.allocate().unwrap().rtp_port, 41062);
         assert_eq!(pool.allocate().unwrap_err(), PortError::RanOutOfPorts);
         drop(squatter);
+    }
+
+    #[test]
+    fn a_freebind_pool_binds_an_address_that_is_not_local_yet() {
+        // TEST-NET-1: on no interface here.
+        let floating: IpAddr = "192.0.2.77".parse().unwrap();
+        let mut plain = PortPool::new(floating, 41100, 41103).unwrap();
+        assert!(plain.allocate().is_err());
+        let mut pool = PortPool::new(floating, 41100, 41103)
+            .unwrap()
+            .with_freebind(true);
+        let pair = pool.allocate().unwrap();
+        assert_eq!(pair.rtp.local_addr().unwrap(), pair.rtp_local());
     }
 
     #[test]

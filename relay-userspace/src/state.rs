@@ -15,13 +15,16 @@ use relay_state::{Change, CookieRecord, FileJournal, LoadReport, State, Store, S
 
 use crate::config::StateSync;
 
-/// relayd's handle on its store; [`StateKeeper::off`] keeps nothing.
+/// relayd's handle on its store; [`StateKeeper::off`] keeps nothing. The
+/// store can change while relayd runs: a standby has none, and gets one
+/// when it takes over ([`StateKeeper::install`]); an active that steps
+/// down lets go of its own ([`StateKeeper::release`]).
 #[derive(Debug)]
 pub struct StateKeeper {
-    store: Option<Mutex<Box<dyn Store + Send>>>,
+    store: Mutex<Option<Box<dyn Store + Send>>>,
     /// Whether the store keeps calls for a next relayd on this host (a
     /// journal; not Redis alone).
-    durable: bool,
+    durable: AtomicBool,
     /// Commits and flushes that failed.
     pub errors: AtomicU64,
     /// A commit failed: the store no longer matches the calls, until it is
@@ -33,8 +36,8 @@ impl StateKeeper {
     /// No store (`--no-state`).
     pub fn off() -> Self {
         StateKeeper {
-            store: None,
-            durable: false,
+            store: Mutex::new(None),
+            durable: AtomicBool::new(false),
             errors: AtomicU64::new(0),
             stale: AtomicBool::new(false),
         }
@@ -42,23 +45,7 @@ impl StateKeeper {
 
     /// Opens the journal in `dir` and reads what it holds.
     pub fn open(dir: &Path, sync: StateSync) -> Result<(Self, State, LoadReport), StoreError> {
-        let policy = match sync {
-            StateSync::Interval => relay_state::SyncPolicy::Periodic,
-            StateSync::Always => relay_state::SyncPolicy::Always,
-        };
-        // relayctl takes the lock for an instant to see whether a relayd
-        // holds it: try again for a second before giving up.
-        let mut tries = 0;
-        let mut journal = loop {
-            match FileJournal::open(dir, policy) {
-                Err(StoreError::Locked(_)) if tries < 20 => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                opened => break opened?,
-            }
-        };
-        let (state, report) = journal.load()?;
+        let (journal, state, report) = open_journal(dir, sync)?;
         let keeper = StateKeeper::with_store(Box::new(journal));
         Ok((keeper, state, report))
     }
@@ -66,8 +53,8 @@ impl StateKeeper {
     /// A keeper of `store` (tests, and stores other than the journal).
     pub fn with_store(store: Box<dyn Store + Send>) -> Self {
         StateKeeper {
-            store: Some(Mutex::new(store)),
-            durable: true,
+            store: Mutex::new(Some(store)),
+            durable: AtomicBool::new(true),
             errors: AtomicU64::new(0),
             stale: AtomicBool::new(false),
         }
@@ -76,12 +63,11 @@ impl StateKeeper {
     /// This keeper's store (the journal, or none) teed into a Redis feed:
     /// every change also goes to Redis, asynchronously.
     pub fn replicated(self, feed: std::sync::Arc<relay_state::redis::Feed>) -> Self {
-        let local = self
-            .store
-            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()));
+        let local = self.store.into_inner().unwrap_or_else(|e| e.into_inner());
+        let durable = local.is_some();
         StateKeeper {
-            durable: local.is_some(),
-            store: Some(Mutex::new(Box::new(relay_state::redis::Replicated::new(
+            durable: AtomicBool::new(durable),
+            store: Mutex::new(Some(Box::new(relay_state::redis::Replicated::new(
                 local, feed,
             )))),
             errors: self.errors,
@@ -89,20 +75,65 @@ impl StateKeeper {
         }
     }
 
+    /// Starts keeping calls in `store` (a takeover); `durable` as for
+    /// [`StateKeeper::durable`].
+    pub fn install(&self, store: Box<dyn Store + Send>, durable: bool) {
+        *crate::lock(&self.store) = Some(store);
+        self.durable.store(durable, Ordering::Relaxed);
+        self.stale.store(false, Ordering::Relaxed);
+    }
+
+    /// Empties the store and keeps nothing from now on (stepping down:
+    /// the calls are the new active's, and a later start of this relayd
+    /// must not bring them back from its journal).
+    pub fn release(&self) {
+        self.clear();
+        *crate::lock(&self.store) = None;
+        self.durable.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Opens the journal in `dir` and reads what it holds.
+pub fn open_journal(
+    dir: &Path,
+    sync: StateSync,
+) -> Result<(FileJournal, State, LoadReport), StoreError> {
+    let policy = match sync {
+        StateSync::Interval => relay_state::SyncPolicy::Periodic,
+        StateSync::Always => relay_state::SyncPolicy::Always,
+    };
+    // relayctl takes the lock for an instant to see whether a relayd
+    // holds it: try again for a second before giving up.
+    let mut tries = 0;
+    let mut journal = loop {
+        match FileJournal::open(dir, policy) {
+            Err(StoreError::Locked(_)) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            opened => break opened?,
+        }
+    };
+    let (state, report) = journal.load()?;
+    Ok((journal, state, report))
+}
+
+impl StateKeeper {
     /// Whether a store is in use (changes are taken and committed).
     pub fn enabled(&self) -> bool {
-        self.store.is_some()
+        crate::lock(&self.store).is_some()
     }
 
     /// Whether calls are kept for a next relayd on this host: without that
     /// (`--no-state`, with or without Redis) a signal ends them too.
     pub fn durable(&self) -> bool {
-        self.durable
+        self.durable.load(Ordering::Relaxed)
     }
 
     fn on_store(&self, op: &str, f: impl FnOnce(&mut dyn Store) -> Result<(), StoreError>) {
-        let Some(store) = &self.store else { return };
-        if let Err(e) = f(crate::lock(store).as_mut()) {
+        let mut store = crate::lock(&self.store);
+        let Some(store) = store.as_mut() else { return };
+        if let Err(e) = f(store.as_mut()) {
             self.errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, op, "call state store failed; calls go on in memory");
         }
@@ -145,7 +176,9 @@ impl StateKeeper {
     /// The change that remembers the reply to `cookie`, for a
     /// retransmission after a restart (None without a store).
     pub fn reply_change(&self, cookie: &[u8], reply: &[u8]) -> Option<Change> {
-        self.store.as_ref()?;
+        if !self.enabled() {
+            return None;
+        }
         Some(Change::Cookie(CookieRecord {
             cookie: cookie.to_vec(),
             reply: reply.to_vec(),

@@ -2,6 +2,7 @@
 //! packet building with independent checksum checks, and the rule that a
 //! test skips (saying why) only on machines that lack the capability.
 
+pub mod bridge;
 pub mod netns;
 pub mod ng_client;
 pub mod ng_load;

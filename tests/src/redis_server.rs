@@ -21,8 +21,11 @@ pub type Launcher = Box<dyn Fn(&str) -> Command + Send + Sync>;
 
 /// A running `redis-server`.
 pub struct RedisServer {
-    /// Its TCP port on 127.0.0.1.
+    /// Its TCP port.
     pub port: u16,
+    /// The address it listens on (127.0.0.1 unless started with
+    /// [`RedisServer::start_on`]).
+    pub host: String,
     password: Option<String>,
     dir: PathBuf,
     launcher: Launcher,
@@ -109,6 +112,17 @@ impl RedisServer {
         password: Option<&str>,
         launcher: Launcher,
     ) -> Option<RedisServer> {
+        Self::start_on(test, password, launcher, "127.0.0.1")
+    }
+
+    /// [`RedisServer::start_with`], listening on `host` (an address of the
+    /// namespace `launcher` runs it in), for relays in other namespaces.
+    pub fn start_on(
+        test: &str,
+        password: Option<&str>,
+        launcher: Launcher,
+        host: &str,
+    ) -> Option<RedisServer> {
         if !available(test) {
             return None;
         }
@@ -118,6 +132,7 @@ impl RedisServer {
         std::fs::create_dir_all(&dir).expect("redis test directory");
         let mut server = RedisServer {
             port: free_port(),
+            host: host.to_owned(),
             password: password.map(str::to_owned),
             dir,
             launcher,
@@ -127,11 +142,11 @@ impl RedisServer {
         Some(server)
     }
 
-    /// `[PASSWORD@]127.0.0.1:PORT/DB`, as `--redis` takes it.
+    /// `[PASSWORD@]HOST:PORT/DB`, as `--redis` takes it.
     pub fn url(&self, db: u32) -> String {
         match &self.password {
-            Some(pw) => format!("{pw}@127.0.0.1:{}/{db}", self.port),
-            None => format!("127.0.0.1:{}/{db}", self.port),
+            Some(pw) => format!("{pw}@{}:{}/{db}", self.host, self.port),
+            None => format!("{}:{}/{db}", self.host, self.port),
         }
     }
 
@@ -142,7 +157,7 @@ impl RedisServer {
 
     fn launch(&mut self) {
         let mut cmd = (self.launcher)("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        cmd.args(["--port", &self.port.to_string(), "--bind", &self.host])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -152,6 +167,11 @@ impl RedisServer {
             .stderr(Stdio::null());
         if let Some(pw) = &self.password {
             cmd.args(["--requirepass", pw]);
+        }
+        if self.host != "127.0.0.1" {
+            // Without a password Redis turns away clients from other
+            // hosts (here: the relays' namespaces) unless told not to.
+            cmd.args(["--protected-mode", "no"]);
         }
         self.child = Some(cmd.spawn().expect("redis-server starts"));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -174,7 +194,7 @@ impl RedisServer {
     /// `redis-cli ARGS` against it (logged in), its output when it ran.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
         let mut cmd = (self.launcher)("redis-cli");
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        cmd.args(["-h", &self.host, "-p", &self.port.to_string()]);
         if let Some(pw) = &self.password {
             cmd.args(["--no-auth-warning", "-a", pw]);
         }

@@ -80,6 +80,8 @@ const PACKAGES: &[(&str, Probe)] = &[
     ("tmux", Probe::Command("tmux")),
     // Replication (--redis) is tested against a real Redis.
     ("redis-server", Probe::Command("redis-server")),
+    // The takeover test moves an address and announces it (gratuitous ARP).
+    ("iputils-arping", Probe::Command("arping")),
 ];
 
 /// Extra packages only the benchmarks need: rtpengine, measured beside relayd.

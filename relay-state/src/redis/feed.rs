@@ -92,6 +92,8 @@ struct Queue {
     resyncs: u64,
     /// Set by [`Feed::finish`]: write what is pending, until then.
     finish_by: Option<Instant>,
+    /// Set by [`Feed::abandon`]: write nothing more.
+    abandoned: bool,
 }
 
 /// What the writer does next.
@@ -110,6 +112,14 @@ impl Feed {
     /// Starts the writer for `target`; it connects in the background (and
     /// keeps trying), so this never waits on Redis.
     pub fn start(target: RedisTarget, keys: Keys) -> Feed {
+        Feed::start_seeded(target, keys, &[])
+    }
+
+    /// [`Feed::start`] with `calls` (every live call, as records) already
+    /// in the feed: the writer's first rewrite of Redis then keeps them.
+    /// A standby taking over starts its feed so; started empty, that first
+    /// rewrite would delete every key before the calls were pushed.
+    pub fn start_seeded(target: RedisTarget, keys: Keys, calls: &[Change]) -> Feed {
         let shared = Arc::new(Shared {
             target,
             keys,
@@ -125,9 +135,17 @@ impl Feed {
                 outages: 0,
                 resyncs: 0,
                 finish_by: None,
+                abandoned: false,
             }),
             wake: Condvar::new(),
         });
+        for (id, value) in encode(calls) {
+            if let Some(value) = value {
+                crate::redis::lock(&shared.queue)
+                    .calls
+                    .insert(id.to_owned(), value);
+            }
+        }
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -151,20 +169,7 @@ impl Feed {
     /// on Redis. Cookies are not replicated (see docs/ha.md).
     pub fn push(&self, changes: &[Change]) {
         // Encoded outside the lock: the writer only copies pointers.
-        let encoded: Vec<(&str, Option<Arc<Vec<u8>>>)> = changes
-            .iter()
-            .filter_map(|change| match change {
-                Change::Put(call) => match encode_call(call) {
-                    Ok(value) => Some((call.call_id.as_str(), Some(Arc::new(value)))),
-                    Err(e) => {
-                        tracing::error!(call_id = %call.call_id, error = %e, "call record not encoded for Redis");
-                        None
-                    }
-                },
-                Change::Remove(id) => Some((id.as_str(), None)),
-                Change::Cookie(_) => None,
-            })
-            .collect();
+        let encoded = encode(changes);
         if encoded.is_empty() {
             return;
         }
@@ -181,6 +186,17 @@ impl Feed {
         q.dirty_since.get_or_insert_with(Instant::now);
         drop(q);
         self.shared.wake.notify_one();
+    }
+
+    /// Stops the writer at once, writing nothing more, not even what is
+    /// pending: this relay stepped down and the keys are the new active's.
+    pub fn abandon(&self) {
+        self.shared.lock().abandoned = true;
+        self.shared.wake.notify_one();
+        let writer = crate::redis::lock(&self.writer).take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
     }
 
     /// Every call ended (an operator's stop): their keys go.
@@ -291,22 +307,28 @@ impl Shared {
         let (q, _) = self
             .wake
             .wait_timeout_while(q, until.saturating_duration_since(Instant::now()), |q| {
-                q.finish_by.is_none_or(|by| Instant::now() < by) && Instant::now() < until
+                !q.abandoned
+                    && q.finish_by.is_none_or(|by| Instant::now() < by)
+                    && Instant::now() < until
             })
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        q.finish_by.is_none_or(|by| Instant::now() < by)
+        !q.abandoned && q.finish_by.is_none_or(|by| Instant::now() < by)
     }
 
     /// Waits for something to write (a heartbeat's worth at most).
     fn next_work(&self) -> Work {
         let mut q = self.lock();
-        let idle = |q: &Queue| !q.resync && q.dirty.is_empty() && q.finish_by.is_none();
+        let idle =
+            |q: &Queue| !q.resync && q.dirty.is_empty() && q.finish_by.is_none() && !q.abandoned;
         if idle(&q) {
             q = self
                 .wake
                 .wait_timeout_while(q, HEARTBEAT, |q| idle(q))
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
+        }
+        if q.abandoned {
+            return Work::Stop;
         }
         let as_of = now_ms();
         let since = q.dirty_since.take();
@@ -419,6 +441,25 @@ impl Shared {
             q.dirty_since = Some(q.dirty_since.map_or(since, |d| d.min(since)));
         }
     }
+}
+
+/// Encodes the call changes of `changes` for Redis: a value per put call,
+/// None per removed one (cookies are not replicated).
+fn encode(changes: &[Change]) -> Vec<(&str, Option<Arc<Vec<u8>>>)> {
+    changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Put(call) => match encode_call(call) {
+                Ok(value) => Some((call.call_id.as_str(), Some(Arc::new(value)))),
+                Err(e) => {
+                    tracing::error!(call_id = %call.call_id, error = %e, "call record not encoded for Redis");
+                    None
+                }
+            },
+            Change::Remove(id) => Some((id.as_str(), None)),
+            Change::Cookie(_) => None,
+        })
+        .collect()
 }
 
 /// Writes `calls` (a value, or None to delete), each followed by its

@@ -137,6 +137,23 @@ impl Mirror {
         }
     }
 
+    /// Stops mirroring and returns the calls it holds, without waiting for
+    /// its thread (which ends within a fraction of a second, in the
+    /// background): no change is applied after this returns, so the copy
+    /// is final. A takeover restores it.
+    pub fn finish(self) -> State {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        // Taken under the lock every change is applied under: a change
+        // applied later sees the stop and is dropped.
+        let state = self.state();
+        if let Some(thread) = crate::redis::lock(&self.thread).take() {
+            let _ = std::thread::Builder::new()
+                .name("redis-mirror-end".into())
+                .spawn(move || thread.join());
+        }
+        state
+    }
+
     /// The call-ids mirrored.
     pub fn call_ids(&self) -> Vec<String> {
         self.shared.lock().calls.keys().cloned().collect()
@@ -245,6 +262,9 @@ impl Shared {
             }
         }
         let mut i = self.lock();
+        if self.stopping() {
+            return Ok(());
+        }
         if i.link != Link::Up {
             tracing::info!(redis = %self.target, calls = calls.len(), "Redis link up: mirroring the active's calls");
         }
@@ -262,6 +282,9 @@ impl Shared {
                 let value: Option<Vec<u8>> =
                     redis::cmd("GET").arg(self.keys.call(&id)).query(con)?;
                 let mut i = self.lock();
+                if self.stopping() {
+                    return Ok(());
+                }
                 match value.map(|v| decode_call(&id, &v)) {
                     Some(Ok(call)) => {
                         i.calls.insert(id, call);

@@ -3,7 +3,8 @@
 //!
 //! Requests: `{"command":"calls"}` (every call's summary),
 //! `{"command":"show","call_id":"..."}`, `{"command":"totals"}` and
-//! `{"command":"stop"}` (end every call and stop relayd for good). Replies: `{"ok":true,"data":...}` or
+//! `{"command":"stop"}` (end every call and stop relayd for good),
+//! `{"command":"takeover"}` (a standby becomes the active, docs/ha.md). Replies: `{"ok":true,"data":...}` or
 //! `{"ok":false,"error":"...","code":"..."}` where `code` is `not_found` for
 //! an unknown call and `bad_request` otherwise.
 
@@ -13,10 +14,10 @@ use serde_json::{json, Value};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::{TcpListener, TcpStream},
-    sync::Notify,
+    sync::{mpsc, oneshot, Notify},
 };
 
-use crate::{calls::CallManager, stats::NgStats};
+use crate::{calls::CallManager, ha::switch::Request as SwitchRequest, stats::NgStats};
 
 /// rtpengine's CLI port.
 pub const DEFAULT_LISTEN_CLI: &str = "127.0.0.1:9900";
@@ -30,9 +31,16 @@ pub async fn serve(
     calls: Arc<Mutex<CallManager>>,
     ng: Arc<NgStats>,
     stop: Arc<Notify>,
+    switch: mpsc::UnboundedSender<SwitchRequest>,
 ) {
     super::tcp::serve(listener, "CLI", |stream| {
-        connection(stream, calls.clone(), ng.clone(), stop.clone())
+        connection(
+            stream,
+            calls.clone(),
+            ng.clone(),
+            stop.clone(),
+            switch.clone(),
+        )
     })
     .await;
 }
@@ -42,6 +50,7 @@ async fn connection(
     calls: Arc<Mutex<CallManager>>,
     ng: Arc<NgStats>,
     stop: Arc<Notify>,
+    switch: mpsc::UnboundedSender<SwitchRequest>,
 ) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -49,10 +58,32 @@ async fn connection(
     if reader.read_line(&mut line).await.is_err() {
         return;
     }
-    let reply = answer(&line, &calls, &ng, &stop);
+    let reply = match is_takeover(&line) {
+        true => take_over(&switch).await,
+        false => answer(&line, &calls, &ng, &stop),
+    };
     let mut bytes = reply.to_string().into_bytes();
     bytes.push(b'\n');
     let _ = write.write_all(&bytes).await;
+}
+
+fn is_takeover(line: &str) -> bool {
+    serde_json::from_str::<Value>(line)
+        .is_ok_and(|r| r.get("command").and_then(Value::as_str) == Some("takeover"))
+}
+
+/// `takeover`: asks the role switch, and waits for it (it takes as long
+/// as restoring the calls does).
+async fn take_over(switch: &mpsc::UnboundedSender<SwitchRequest>) -> Value {
+    let (tx, rx) = oneshot::channel();
+    if switch.send(SwitchRequest::Takeover(tx)).is_err() {
+        return error("bad_request", "relayd is stopping");
+    }
+    match rx.await {
+        Ok(Ok(report)) => json!({"ok": true, "data": report}),
+        Ok(Err(e)) => error("refused", &e.to_string()),
+        Err(_) => error("bad_request", "relayd is stopping"),
+    }
 }
 
 fn error(code: &str, message: &str) -> Value {

@@ -8,16 +8,18 @@ use super::Check;
 use crate::{
     config::{Config, DatapathMode},
     datapath::xdp::ModePolicy,
-    interfaces::netdev_of,
+    interfaces::netdev_for,
     netdev,
 };
 
-/// The netdevs that own the configured addresses (each once), and the
+/// The netdevs that own the configured addresses (each once; the
+/// floating address's while elsewhere: the one of its subnet), and the
 /// addresses that are on none (named `!ADDRESS`).
 pub fn netdevs(config: &Config) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for spec in &config.interfaces {
-        let dev = netdev_of(spec.address).unwrap_or_else(|| format!("!{}", spec.address));
+        let dev = netdev_for(spec.address, config.floating_address)
+            .unwrap_or_else(|| format!("!{}", spec.address));
         if !out.contains(&dev) {
             out.push(dev);
         }

@@ -62,6 +62,10 @@ enum Command {
     /// and the stored call state. (A signal, as `systemctl restart` sends,
     /// keeps calls for the next relayd.)
     Stop,
+    /// Make this standby the active now: restore the mirrored calls (bind
+    /// their ports, install their streams), replicate and serve offers
+    /// (docs/ha.md). The floating address arriving does the same.
+    Takeover,
 }
 
 mod top;
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
             return cli_command(&args, json!({"command": "show", "call_id": call_id}))
         }
         Command::Stop => return cli_command(&args, json!({"command": "stop"})),
+        Command::Takeover => return cli_command(&args, json!({"command": "takeover"})),
         _ => {}
     }
     let dir = versioned_dir(&args.pin_dir);
@@ -105,7 +110,12 @@ fn main() -> ExitCode {
         Command::Counters => counters(&maps, args.json),
         Command::Interfaces => interfaces(&maps, args.json),
         Command::Streams => streams(&maps, args.json),
-        Command::Calls | Command::Totals | Command::Top | Command::Show { .. } | Command::Stop => {
+        Command::Calls
+        | Command::Totals
+        | Command::Top
+        | Command::Show { .. }
+        | Command::Stop
+        | Command::Takeover => {
             unreachable!("handled above")
         }
     };
@@ -288,9 +298,12 @@ fn request(cli: &str, request: &serde_json::Value) -> Result<serde_json::Value, 
         .ok_or_else(|| unreachable(std::io::Error::other("no address")))?;
     let stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
         .map_err(unreachable)?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
-        .map_err(unreachable)?;
+    // A takeover restores every call before it answers.
+    let wait = match request["command"] == "takeover" {
+        true => std::time::Duration::from_secs(120),
+        false => std::time::Duration::from_secs(3),
+    };
+    stream.set_read_timeout(Some(wait)).map_err(unreachable)?;
     let mut line = request.to_string();
     line.push('\n');
     let mut reply = String::new();
@@ -332,6 +345,11 @@ fn cli_command(args: &Args, req: serde_json::Value) -> ExitCode {
         print_totals(data);
     } else if matches!(args.command, Command::Stop) {
         println!("relayd stopping; {} call(s) ended", data["calls"]);
+    } else if matches!(args.command, Command::Takeover) {
+        println!(
+            "active now: {} call(s) restored, {} failed, {} ended (timed out) in {} ms",
+            data["restored"], data["failed"], data["ended"], data["took_ms"]
+        );
     } else {
         print_call(data);
     }

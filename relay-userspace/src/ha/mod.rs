@@ -1,8 +1,18 @@
-//! relayd's place in an active/standby pair (`--redis`, `--standby`; see
-//! docs/ha.md): its role, the Redis feed an active writes its calls to or
-//! the mirror a standby keeps of them, and what they report.
+//! relayd's place in an active/standby pair (`--redis`, `--standby`,
+//! `--floating-address`; see docs/ha.md): its role, the Redis feed an
+//! active writes its calls to or the mirror a standby keeps of them, and
+//! what they report.
+//!
+//! - [`watch`]: the floating address appearing or going (netlink).
+//! - [`switch`]: the role changes themselves (takeover, stepping down).
 
-use std::{sync::Arc, time::Duration};
+pub mod switch;
+pub mod watch;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use relay_state::redis::{Feed, Keys, LinkError, Mirror, RedisTarget};
 use serde::Serialize;
@@ -30,11 +40,19 @@ impl Role {
 /// How long a stopping relayd waits for Redis to take its last changes.
 const FINISH_WITHIN: Duration = Duration::from_secs(2);
 
-/// The role and its Redis side.
+/// The role and its Redis side. The role changes at a takeover
+/// ([`switch`]), so it sits behind a lock that only role changes and
+/// reports take.
 #[derive(Debug)]
 pub struct Replication {
+    target: Option<RedisTarget>,
+    inner: Mutex<Side>,
+}
+
+/// What the current role runs: an active's feed or a standby's mirror.
+#[derive(Debug)]
+struct Side {
     role: Role,
-    target: Option<String>,
     feed: Option<Arc<Feed>>,
     mirror: Option<Mirror>,
 }
@@ -43,10 +61,12 @@ impl Default for Replication {
     /// An active relayd without Redis.
     fn default() -> Self {
         Replication {
-            role: Role::Active,
             target: None,
-            feed: None,
-            mirror: None,
+            inner: Mutex::new(Side {
+                role: Role::Active,
+                feed: None,
+                mirror: None,
+            }),
         }
     }
 }
@@ -70,40 +90,90 @@ impl Replication {
     /// An active relayd writing its calls to `target`.
     pub fn active(target: &RedisTarget) -> Self {
         Replication {
-            role: Role::Active,
-            target: Some(target.to_string()),
-            feed: Some(Arc::new(Feed::start(target.clone(), Keys::default()))),
-            mirror: None,
+            target: Some(target.clone()),
+            inner: Mutex::new(Side {
+                role: Role::Active,
+                feed: Some(Arc::new(Feed::start(target.clone(), Keys::default()))),
+                mirror: None,
+            }),
         }
     }
 
     /// A standby mirroring the calls in `target`.
     pub fn standby(target: &RedisTarget) -> Self {
         Replication {
-            role: Role::Standby,
-            target: Some(target.to_string()),
-            feed: None,
-            mirror: Some(Mirror::start(target.clone(), Keys::default())),
+            target: Some(target.clone()),
+            inner: Mutex::new(Side {
+                role: Role::Standby,
+                feed: None,
+                mirror: Some(Mirror::start(target.clone(), Keys::default())),
+            }),
         }
+    }
+
+    fn side(&self) -> std::sync::MutexGuard<'_, Side> {
+        crate::lock(&self.inner)
     }
 
     /// The role.
     pub fn role(&self) -> Role {
-        self.role
+        self.side().role
+    }
+
+    /// Where calls are replicated, with `--redis`.
+    pub fn target(&self) -> Option<&RedisTarget> {
+        self.target.as_ref()
     }
 
     /// The feed calls are committed to (an active with `--redis`).
-    pub fn feed(&self) -> Option<&Arc<Feed>> {
-        self.feed.as_ref()
+    pub fn feed(&self) -> Option<Arc<Feed>> {
+        self.side().feed.clone()
+    }
+
+    /// A standby's mirror, stopped, and what it held: the calls a takeover
+    /// restores. None for an active (or without Redis).
+    pub fn take_mirror(&self) -> Option<relay_state::State> {
+        let mirror = self.side().mirror.take()?;
+        Some(mirror.finish())
+    }
+
+    /// Becomes the active, writing through `feed`.
+    pub fn set_active(&self, feed: Arc<Feed>) {
+        let mut side = self.side();
+        side.role = Role::Active;
+        side.feed = Some(feed);
+    }
+
+    /// Becomes the standby: the feed stops at once without writing
+    /// anything more (the keys are the new active's now), and a mirror
+    /// starts.
+    pub fn set_standby(&self) {
+        let Some(target) = &self.target else { return };
+        let feed = {
+            let mut side = self.side();
+            side.role = Role::Standby;
+            side.mirror = Some(Mirror::start(target.clone(), Keys::default()));
+            side.feed.take()
+        };
+        if let Some(feed) = feed {
+            feed.abandon();
+        }
     }
 
     /// What relayctl, NG `statistics` and /metrics show.
     pub fn totals(&self) -> ReplicationTotals {
-        let redis = match (&self.feed, &self.mirror) {
+        let side = self.side();
+        let target = || {
+            self.target
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
+        let redis = match (&side.feed, &side.mirror) {
             (Some(feed), _) => {
                 let s = feed.status();
                 Some(RedisTotals {
-                    target: self.target.clone().unwrap_or_default(),
+                    target: target(),
                     link: s.link.name(),
                     calls: s.calls,
                     pending: s.pending,
@@ -117,7 +187,7 @@ impl Replication {
             (None, Some(mirror)) => {
                 let s = mirror.status();
                 Some(RedisTotals {
-                    target: self.target.clone().unwrap_or_default(),
+                    target: target(),
                     link: s.link.name(),
                     calls: s.calls,
                     pending: 0,
@@ -131,7 +201,7 @@ impl Replication {
             (None, None) => None,
         };
         ReplicationTotals {
-            role: self.role,
+            role: side.role,
             redis,
         }
     }
@@ -139,10 +209,14 @@ impl Replication {
     /// At exit: lets the feed write what is pending (a couple of seconds
     /// at most), or stops the mirror.
     pub fn finish(&self) {
-        if let Some(feed) = &self.feed {
+        let (feed, mirror) = {
+            let mut side = self.side();
+            (side.feed.clone(), side.mirror.take())
+        };
+        if let Some(feed) = feed {
             feed.finish(FINISH_WITHIN);
         }
-        if let Some(mirror) = &self.mirror {
+        if let Some(mirror) = mirror {
             mirror.stop();
         }
     }
