@@ -36,6 +36,12 @@ static __always_inline void *cursor_take(struct cursor *c, __u32 len)
 	return start;
 }
 
+/* Whether the frame carries an 802.1Q or 802.1ad tag. */
+static __always_inline int eth_is_tagged(const struct ethhdr *eth)
+{
+	return eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD);
+}
+
 /* Ethernet plus at most one 802.1Q/802.1ad tag. Returns the header and stores
  * the inner ethertype (network order) in *proto. */
 static __always_inline struct ethhdr *parse_eth(struct cursor *c, __be16 *proto)
@@ -46,7 +52,7 @@ static __always_inline struct ethhdr *parse_eth(struct cursor *c, __be16 *proto)
 	if (!eth)
 		return NULL;
 	*proto = eth->h_proto;
-	if (*proto == bpf_htons(ETH_P_8021Q) || *proto == bpf_htons(ETH_P_8021AD)) {
+	if (eth_is_tagged(eth)) {
 		vlan = cursor_take(c, sizeof(*vlan));
 		if (!vlan)
 			return NULL;

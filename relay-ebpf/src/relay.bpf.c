@@ -310,8 +310,10 @@ int relay_xdp(struct xdp_md *ctx)
 		return count(RELAY_CNT_PASS_MALFORMED, frame_len, XDP_PASS);
 	/* A tagged frame on the interface the program runs on: either the
 	 * stack delivers it to a VLAN device (whose next hop is not this
-	 * interface's) or drops it; neither is forwarding it here. */
-	if (eth->h_proto != proto)
+	 * interface's) or drops it; neither is forwarding it here. Asked of
+	 * the outer ethertype itself: comparing it with the inner one missed
+	 * a tag inside a tag of the same type (8100 in 8100). */
+	if (eth_is_tagged(eth))
 		return count(RELAY_CNT_PASS_VLAN, frame_len, XDP_PASS);
 	if (proto == bpf_htons(ETH_P_IP))
 		why = view_ipv4(&c, &v);

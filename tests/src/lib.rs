@@ -13,6 +13,9 @@ pub mod privileges;
 pub mod ready;
 pub mod redis_server;
 pub mod topology;
+pub mod torture;
+pub mod xdp_harness;
+pub mod xdp_model;
 
 /// A bpffs directory removed (with every pin in it) on drop, so a failing
 /// test leaves nothing behind.

@@ -19,24 +19,19 @@ use aya::{
 };
 use relay_common::{addr::to_abi, CounterId, RelayAddress, StreamStats, StreamTarget};
 use relay_tests::{
-    netns::{mac_text, veth, Netns},
+    netns::mac_text,
     packet::{checksums_ok, ipv4_checksum_ok, udp4_checksum_ok, UdpFrame, ETH_LEN, IPV6_LEN},
-    require_root, PinDirGuard,
+    require_root,
+    xdp_harness::{
+        assert_only_counter, fixture_config, run_frame, topology, with_datapath, INGRESS,
+        MAC_A_HOST, MAC_A_RELAY, MAC_B_HOST, MAC_B_RELAY, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
+    },
+    PinDirGuard,
 };
 use relay_userspace::datapath::{
-    xdp::{batch_read::read_array_range, selftest::xdp_md_for, ModePolicy, XdpConfig, XdpDatapath},
-    Counters, Datapath as _, DatapathError, MediaTracking, StreamSpec,
+    xdp::{batch_read::read_array_range, selftest::xdp_md_for, XdpDatapath},
+    Datapath as _, DatapathError, MediaTracking, StreamSpec,
 };
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
-
-const MAC_A_RELAY: [u8; 6] = [0x02, 0, 0, 0, 1, 1];
-const MAC_A_HOST: [u8; 6] = [0x02, 0, 0, 0, 1, 2];
-const MAC_B_RELAY: [u8; 6] = [0x02, 0, 0, 0, 2, 1];
-const MAC_B_HOST: [u8; 6] = [0x02, 0, 0, 0, 2, 2];
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -163,9 +158,6 @@ impl StreamDelta {
         }
     }
 }
-
-/// Every fixture frame arrives on the A-side interface.
-const INGRESS: &str = "fxa";
 
 struct Fixture {
     name: &'static str,
@@ -764,49 +756,6 @@ fn ipv6_fixtures() -> Vec<Fixture> {
     out
 }
 
-/// The fixture namespace: fxa (10.10.1.1/24) and fxb (10.10.2.1/24), each a
-/// veth whose far end stays in the same namespace, with static neighbours
-/// for the hosts 10.10.1.2 and 10.10.2.2 (10.10.2.3 has none). The far ends
-/// have no IPv6: their link-local address would send neighbour
-/// solicitations, MLD reports and router solicitations into fxa and fxb in
-/// the seconds after start-up, through the attached program whose counters
-/// the fixtures compare.
-fn topology() -> Netns {
-    let ns = Netns::new("fx").unwrap();
-    let (ra, ha, rb, hb) = (
-        mac_text(MAC_A_RELAY),
-        mac_text(MAC_A_HOST),
-        mac_text(MAC_B_RELAY),
-        mac_text(MAC_B_HOST),
-    );
-    let ipv6 = |dev: &str, on: bool| {
-        let path = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
-        ns.run(|| std::fs::write(&path, if on { "0" } else { "1" }))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
-    };
-    // Interfaces created from here on start without IPv6.
-    ipv6("default", false);
-    veth(ns.end("fxa", "10.10.1.1/24", &ra), ns.end("fxa-p", "", &ha)).unwrap();
-    veth(ns.end("fxb", "10.10.2.1/24", &rb), ns.end("fxb-p", "", &hb)).unwrap();
-    ipv6("fxa", true);
-    ipv6("fxb", true);
-    // nodad: usable at once, no duplicate address detection delay.
-    for (addr, dev) in [("2001:db8:1::1/64", "fxa"), ("2001:db8:2::1/64", "fxb")] {
-        ns.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"])
-            .unwrap();
-    }
-    for (addr, mac, dev) in [
-        ("10.10.1.2", &ha, "fxa"),
-        ("10.10.2.2", &hb, "fxb"),
-        ("2001:db8:1::2", &ha, "fxa"),
-        ("2001:db8:2::2", &hb, "fxb"),
-    ] {
-        ns.static_neighbour(addr, mac, dev).unwrap();
-    }
-    ns
-}
-
 fn stream_delta(before: &StreamStats, after: &StreamStats) -> (u64, u64, u64, u64) {
     (
         after.packets - before.packets,
@@ -814,23 +763,6 @@ fn stream_delta(before: &StreamStats, after: &StreamStats) -> (u64, u64, u64, u6
         after.dropped - before.dropped,
         after.passed - before.passed,
     )
-}
-
-/// Asserts that exactly `counter` moved, by one packet of `len` bytes.
-fn assert_only_counter(name: &str, delta: &Counters, counter: CounterId, len: usize) {
-    for &id in CounterId::ALL {
-        let (want_p, want_b) = if id == counter {
-            (1, len as u64)
-        } else {
-            (0, 0)
-        };
-        assert_eq!(
-            (delta.packets(id), delta.bytes(id)),
-            (want_p, want_b),
-            "{name}: counter {} moved wrongly",
-            id.name()
-        );
-    }
 }
 
 #[test]
@@ -1102,45 +1034,6 @@ fn partial_checksums_are_completed() {
     );
 }
 
-/// The datapath of the fixtures: both interfaces of [`topology`], generic
-/// mode, 64 counters slots.
-fn fixture_config(
-    pin_dir: std::path::PathBuf,
-    max_addresses: u32,
-    next_hop_cache: std::time::Duration,
-) -> XdpConfig {
-    XdpConfig {
-        interfaces: vec!["fxa".into(), "fxb".into()],
-        pin_dir,
-        mode: ModePolicy::Generic,
-        max_streams: 64,
-        max_addresses,
-        enable_forwarding: true,
-        test_clock: false,
-        next_hop_cache,
-    }
-}
-
-/// Runs `body` in a fresh fixture topology against a datapath of
-/// `max_addresses` stream-table rows and a next-hop cache of `next_hop_cache`
-/// (the topology's namespace is at hand too), then shuts the datapath down.
-fn with_datapath(
-    pin_tag: &str,
-    max_addresses: u32,
-    next_hop_cache: std::time::Duration,
-    body: impl FnOnce(&Netns, &mut XdpDatapath) + Send,
-) {
-    let ns = topology();
-    let pins = PinDirGuard::new(pin_tag);
-    let config = fixture_config(pins.0.clone(), max_addresses, next_hop_cache);
-    ns.run(|| {
-        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
-        body(&ns, &mut dp);
-        dp.shutdown();
-    })
-    .unwrap();
-}
-
 /// `frame` goes to the stack untouched under `passed_updating` alone.
 fn assert_passed_updating(dp: &mut XdpDatapath, frame: &[u8], what: &str) {
     let before = dp.counters().unwrap();
@@ -1161,25 +1054,6 @@ fn on_cpu(cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
     set.set(cpu).unwrap();
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
-}
-
-/// Runs one frame through the program; returns (action, output frame).
-fn run_frame(dp: &mut XdpDatapath, frame: &[u8]) -> (u32, Vec<u8>) {
-    let ifindex = relay_userspace::netdev::ifindex(INGRESS).unwrap();
-    let ctx = xdp_md_for(ifindex, frame.len());
-    let mut out = vec![0u8; frame.len() + 64];
-    let result = dp
-        .relay_program()
-        .unwrap()
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })
-        .expect("test run");
-    out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
 }
 
 /// The next-hop cache: a stream's FIB answer is reused (a neighbour change
