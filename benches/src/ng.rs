@@ -25,6 +25,7 @@ use relay_tests::{
     netns::{ChildGuard, Netns},
     ng_client::{audio_sdp, NgClient},
     ready::spawn_ready,
+    redis_server::{self, RedisServer},
 };
 
 /// What to measure.
@@ -40,6 +41,9 @@ pub struct Config<'a> {
     pub baseline: Option<&'a Path>,
     /// Keep call state (relayd's default); false runs it with `--no-state`.
     pub state: bool,
+    /// Replicate relayd's calls to a Redis started for the run (`--redis`);
+    /// a baseline relayd runs without, so the rounds A/B replication.
+    pub redis: bool,
 }
 
 /// One relay's timings in one round.
@@ -126,10 +130,11 @@ impl Results {
 
     /// A Markdown table and the ratio lines.
     pub fn markdown(&self, cfg: &Config) -> String {
-        let state = if cfg.state {
-            "call state kept (default)"
-        } else {
-            "relayd with --no-state"
+        let state = match (cfg.state, cfg.redis) {
+            (true, false) => "call state kept (default)",
+            (false, false) => "relayd with --no-state",
+            (true, true) => "call state kept, relayd replicating to Redis (--redis)",
+            (false, true) => "relayd with --no-state, replicating to Redis (--redis)",
         };
         let mut out = format!(
             "NG offer+answer+delete, {} sequential cycles from one client per relay and round, \
@@ -236,11 +241,27 @@ pub fn run(cfg: &Config) -> Result<Results> {
     }
     let ns = Netns::new("bng")?;
     let state = cfg.state.then(StateDirs::new);
-    let relayd = start_relayd(&ns, cfg.relayd, 2223, 20000, state.as_ref())?;
+    let redis = if cfg.redis {
+        let server =
+            RedisServer::start_with("xrelay-bench ng", None, redis_server::in_netns(ns.name()))
+                .context("--redis: redis-server is not available")?;
+        Some(server)
+    } else {
+        None
+    };
+    let redis_url = redis.as_ref().map(|r| r.url(0));
+    let relayd = start_relayd(
+        &ns,
+        cfg.relayd,
+        2223,
+        20000,
+        state.as_ref(),
+        redis_url.as_deref(),
+    )?;
     let (reference_name, reference) = match cfg.baseline {
         Some(path) => (
             "baseline",
-            start_relayd(&ns, path, 2224, 30000, state.as_ref())?,
+            start_relayd(&ns, path, 2224, 30000, state.as_ref(), None)?,
         ),
         None => ("rtpengine", start_rtpengine(&ns, 2224, 30000)?),
     };
@@ -267,6 +288,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
     }
     drop(relayd);
     drop(reference);
+    drop(redis);
     let [relayd_rounds, reference_rounds] = rounds;
     Ok(Results {
         relayd: Relay {
@@ -302,19 +324,23 @@ impl Drop for StateDirs {
 
 /// relayd in userspace mode with its NG socket on `ng_port` and 10 000
 /// media ports from `port_min`, CLI on `ng_port + 7677`, keeping call state
-/// under `state` (none without).
+/// under `state` (none without), replicating to `redis` if given.
 pub(crate) fn start_relayd(
     ns: &Netns,
     binary: &Path,
     ng_port: u16,
     port_min: u16,
     state: Option<&StateDirs>,
+    redis: Option<&str>,
 ) -> Result<ChildGuard> {
     let mut cmd = ns.command(binary)?;
     match state {
         Some(dirs) => cmd.arg("--state-dir").arg(dirs.of(ng_port)),
         None => cmd.arg("--no-state"),
     };
+    if let Some(url) = redis {
+        cmd.arg(format!("--redis={url}"));
+    }
     cmd.args(["-i", "127.0.0.1", "--datapath", "userspace"])
         .arg(format!("--listen-ng=127.0.0.1:{ng_port}"))
         .arg(format!("--listen-cli=127.0.0.1:{}", ng_port + 7677))
@@ -391,6 +417,7 @@ mod tests {
             rounds: 2,
             baseline: None,
             state: true,
+            redis: false,
         };
         let md = results.markdown(&cfg);
         assert!(md.contains("ratio relayd / rtpengine: 3.00x"), "{md}");

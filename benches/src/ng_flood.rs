@@ -66,7 +66,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Outcome>> {
     let mut out = Vec::new();
     for name in ["relayd", "rtpengine"] {
         let relay = match name {
-            "relayd" => start_relayd(&ns, cfg.relayd, 2223, 20000, None)?,
+            "relayd" => start_relayd(&ns, cfg.relayd, 2223, 20000, None, None)?,
             _ => start_rtpengine(&ns, 2223, 20000)?,
         };
         out.push(measure(&ns, name, cfg)?);

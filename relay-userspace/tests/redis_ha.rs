@@ -6,7 +6,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -25,12 +25,7 @@ use common::{answer, command, offer, stop_relayd, Bed, RELAYCTL, RELAYD};
 
 /// Programs started in `ns` (nsenter execs them: their PID is theirs).
 fn launcher(ns: &Netns) -> Launcher {
-    let path = format!("--net=/run/netns/{}", ns.name());
-    Box::new(move |program| {
-        let mut cmd = Command::new("nsenter");
-        cmd.args([path.as_str(), program]);
-        cmd
-    })
+    relay_tests::redis_server::in_netns(ns.name())
 }
 
 /// Waits up to 10 s for `check`.

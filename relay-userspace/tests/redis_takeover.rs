@@ -45,12 +45,7 @@ const PPS: u64 = 50;
 
 /// Programs run in `ns` (nsenter execs them: their PID is theirs).
 fn launcher(ns: &Netns) -> relay_tests::redis_server::Launcher {
-    let path = format!("--net=/run/netns/{}", ns.name());
-    Box::new(move |program| {
-        let mut cmd = Command::new("nsenter");
-        cmd.args([path.as_str(), program]);
-        cmd
-    })
+    relay_tests::redis_server::in_netns(ns.name())
 }
 
 /// Whether `program` is installed; installs Debian's `package` when root.

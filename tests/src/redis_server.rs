@@ -19,6 +19,18 @@ use std::{
 /// a network namespace).
 pub type Launcher = Box<dyn Fn(&str) -> Command + Send + Sync>;
 
+/// A launcher running programs in the network namespace named `ns`
+/// (through `nsenter`, so the child is a plain process whose PID the guard
+/// kills).
+pub fn in_netns(ns: &str) -> Launcher {
+    let path = format!("--net=/run/netns/{ns}");
+    Box::new(move |program| {
+        let mut cmd = Command::new("nsenter");
+        cmd.args([path.as_str(), program]);
+        cmd
+    })
+}
+
 /// A running `redis-server`.
 pub struct RedisServer {
     /// Its TCP port.

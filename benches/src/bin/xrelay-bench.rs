@@ -55,6 +55,10 @@ enum What {
         /// Run relayd (and a baseline relayd) without call state.
         #[arg(long)]
         no_state: bool,
+        /// relayd replicates its calls to a Redis started for the run
+        /// (a `--baseline` relayd does not: an A/B of replication).
+        #[arg(long)]
+        redis: bool,
     },
     /// NG under a flood from one address: a proxy's cycles and a
     /// monitor's pings, relayd vs rtpengine.
@@ -162,6 +166,7 @@ fn main() -> Result<()> {
             rounds,
             baseline,
             no_state,
+            redis,
         } => {
             let cfg = ng::Config {
                 relayd: &relayd,
@@ -169,6 +174,7 @@ fn main() -> Result<()> {
                 rounds,
                 baseline: baseline.as_deref(),
                 state: !no_state,
+                redis,
             };
             print!("{}", ng::run(&cfg)?.markdown(&cfg));
             Ok(())

@@ -31,6 +31,12 @@ use crate::Change;
 
 /// How often an idle writer tells the standby that it is current.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long the writer lets changes gather before it writes them: under
+/// load one Redis round trip then carries many commits (an offer, its
+/// answer and a delete often collapse into one write), for this much more
+/// replication lag.
+pub const GATHER: Duration = Duration::from_millis(2);
 /// Calls per Redis transaction.
 const CHUNK: usize = 256;
 
@@ -183,9 +189,14 @@ impl Feed {
                 q.dirty.insert(id.to_owned());
             }
         }
+        // Only the first change of a batch wakes the writer: it then
+        // gathers the rest for GATHER without being woken for each.
+        let first = q.dirty_since.is_none();
         q.dirty_since.get_or_insert_with(Instant::now);
         drop(q);
-        self.shared.wake.notify_one();
+        if first {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Stops the writer at once, writing nothing more, not even what is
@@ -326,6 +337,18 @@ impl Shared {
                 .wait_timeout_while(q, HEARTBEAT, |q| idle(q))
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
+        }
+        // Let a burst of changes gather (not when resyncing or stopping).
+        let gathering = |q: &Queue| !q.abandoned && !q.resync && q.finish_by.is_none();
+        if let Some(since) = q.dirty_since.filter(|_| gathering(&q)) {
+            let left = (since + GATHER).saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                q = self
+                    .wake
+                    .wait_timeout_while(q, left, |q| gathering(q))
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
         }
         if q.abandoned {
             return Work::Stop;
