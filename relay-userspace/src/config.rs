@@ -61,6 +61,12 @@ pub struct Options {
     /// NG control socket, `[ADDR:]PORT` (UDP).
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub listen_ng: Option<String>,
+    /// Who may send NG commands: `ADDRESS[/LEN]` prefixes (repeatable or
+    /// comma-separated); others are dropped unanswered and counted.
+    /// Default: anyone, as rtpengine.
+    #[arg(long, value_name = "PREFIX", value_delimiter = ',')]
+    #[serde(default)]
+    pub ng_allow: Vec<String>,
     /// relayctl's socket, `[ADDR:]PORT` (TCP).
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub listen_cli: Option<String>,
@@ -206,6 +212,8 @@ pub struct Config {
     pub interfaces: Vec<InterfaceSpec>,
     /// NG socket address.
     pub listen_ng: SocketAddr,
+    /// Who may send NG commands (empty: anyone).
+    pub ng_allow: crate::control::ng_allow::NgAllow,
     /// relayctl socket address.
     pub listen_cli: SocketAddr,
     /// Prometheus endpoint, if any.
@@ -292,6 +300,9 @@ pub enum ConfigError {
         /// Its value.
         value: String,
     },
+    /// A bad `--ng-allow` prefix.
+    #[error("bad --ng-allow value: {0}")]
+    NgAllow(#[from] crate::control::ng_allow::PrefixError),
     /// A bad `--redis` value.
     #[error("bad --redis value: {0}")]
     Redis(#[from] relay_state::redis::TargetError),
@@ -411,6 +422,12 @@ impl Options {
             parse_listen(&value).ok_or(ConfigError::Listen { option, value })
         };
         let listen_ng = listen("listen-ng", self.listen_ng, DEFAULT_LISTEN_NG)?;
+        let ng_allow = crate::control::ng_allow::NgAllow::new(
+            self.ng_allow
+                .iter()
+                .map(|p| crate::control::ng_allow::Prefix::parse(p))
+                .collect::<Result<_, _>>()?,
+        );
         let listen_http = match self.listen_http {
             Some(v) => Some(parse_listen(&v).ok_or(ConfigError::Listen {
                 option: "listen-http",
@@ -468,6 +485,7 @@ impl Options {
         Ok(Config {
             interfaces,
             listen_ng,
+            ng_allow,
             listen_cli,
             listen_http,
             port_min,

@@ -398,6 +398,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let stop = Arc::new(tokio::sync::Notify::new());
     let server = tokio::spawn(control::serve(
         ng,
+        config.ng_allow.clone(),
         calls.clone(),
         ng_stats.clone(),
         state.clone(),

@@ -92,3 +92,44 @@ fn a_flooding_address_does_not_starve_the_proxy() {
     assert_eq!(pings.0, pings.1, "every ping of the proxy was answered");
     drop(relayd);
 }
+
+/// `--ng-allow`: commands from outside the list get no answer and are
+/// counted; the listed proxy is served as before.
+#[test]
+fn ng_allow_drops_commands_from_elsewhere() {
+    require_root!();
+    let bed = Bed::new("nga");
+    let relayd = bed.relayd(&[
+        "--datapath",
+        "userspace",
+        "--ng-allow",
+        "127.0.0.2,10.99.0.0/16",
+    ]);
+    let server = NG.parse().unwrap();
+    let mut allowed = Proxy::new(
+        &bed.t.r,
+        "127.0.0.2:0".parse().unwrap(),
+        server,
+        PROXY_TIMEOUT,
+    )
+    .unwrap();
+    let mut stranger = Proxy::new(
+        &bed.t.r,
+        "127.0.0.66:0".parse().unwrap(),
+        server,
+        PROXY_TIMEOUT,
+    )
+    .unwrap();
+    assert!(
+        allowed.ok(&ping()).is_some(),
+        "the listed proxy is answered"
+    );
+    for _ in 0..3 {
+        assert!(stranger.ok(&ping()).is_none(), "a stranger gets no answer");
+    }
+    assert!(allowed.ok(&ping()).is_some(), "and the proxy still is");
+    let totals = bed.relayctl_cli(&["--json", "totals"]);
+    let totals: serde_json::Value = serde_json::from_slice(&totals.stdout).unwrap();
+    assert_eq!(totals["ng_shed"]["not_allowed"], 3, "{totals}");
+    drop(relayd);
+}

@@ -97,11 +97,11 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
     {
         let mut m = enc.encode_descriptor(
             "xrelay_ng_shed_requests",
-            "NG requests shed unanswered under load (a source's queue full, or all queues' byte budget)",
+            "NG requests dropped unanswered: shed under load (a source's queue full, or all queues' byte budget) or from outside --ng-allow",
             None,
             MetricType::Counter,
         )?;
-        for reason in ["source_full", "budget_full"] {
+        for reason in ["source_full", "budget_full", "not_allowed"] {
             let n = t.ng_shed.get(reason).copied().unwrap_or(0);
             ConstCounter::new(n).encode(m.encode_family(&[("reason", reason)])?)?;
         }

@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod handler;
 pub mod metrics;
+pub mod ng_allow;
 pub mod ng_queue;
 pub mod reply;
 pub mod summary_reply;
@@ -47,6 +48,7 @@ const COOKIE_GENERATION: Duration = Duration::from_secs(30);
 /// (restored from the state store).
 pub async fn serve(
     socket: UdpSocket,
+    allow: ng_allow::NgAllow,
     calls: Arc<Mutex<CallManager>>,
     stats: Arc<NgStats>,
     state: Arc<StateKeeper>,
@@ -66,6 +68,7 @@ pub async fn serve(
     }
     let server = NgServer {
         socket,
+        allow,
         queue: FairQueue::default(),
         cache,
         calls,
@@ -119,6 +122,7 @@ const POLL_MS: i32 = 100;
 /// Everything the NG thread owns.
 struct NgServer {
     socket: std::net::UdpSocket,
+    allow: ng_allow::NgAllow,
     queue: FairQueue,
     cache: CookieCache,
     calls: Arc<Mutex<CallManager>>,
@@ -153,6 +157,11 @@ impl NgServer {
     /// Queues every datagram waiting on the (non-blocking) socket.
     fn drain(&mut self) {
         while let Ok((len, from)) = self.socket.recv_from(&mut self.buf) {
+            if !self.allow.allows(from.ip()) {
+                self.stats.shed("not_allowed");
+                tracing::debug!(%from, "NG request from outside --ng-allow dropped");
+                continue;
+            }
             let datagram = self.buf[..len].to_vec();
             let class = Class::of(&datagram);
             if let Err(shed) = self.queue.push(Request { from, datagram }, class) {
