@@ -70,7 +70,16 @@ impl Relay {
 
 /// Offer, answer, RTP both ways; returns the relay ports (A side, B side).
 fn set_up_call(r: &Relay, call_id: &str) -> (SocketAddr, SocketAddr) {
-    let o = r.ng.ok(&offer(call_id)).unwrap();
+    set_up_call_with(r, call_id, &[])
+}
+
+/// [`set_up_call`] with NG `flags` on the offer.
+fn set_up_call_with(r: &Relay, call_id: &str, flags: &[&str]) -> (SocketAddr, SocketAddr) {
+    let mut body = offer(call_id);
+    if let (Value::Dict(d), false) = (&mut body, flags.is_empty()) {
+        d.insert(b"flags".to_vec(), Value::str_list(flags.iter().copied()));
+    }
+    let o = r.ng.ok(&body).unwrap();
     let (addr, port) = sdp_endpoint(o.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
     assert_eq!(
         addr, RELAY_B,
@@ -229,6 +238,118 @@ fn call_over_ng_moves_media_into_xdp() {
         Some(2),
         "relayctl exit code when relayd is gone"
     );
+}
+
+/// Media hijacking ("RTP bleed"): a stranger on A's network who learned
+/// A's relay port sends RTP to it before A does and after the call is
+/// confirmed. In the default learning mode the stranger never wins (A's
+/// packets match its SDP endpoint exactly), never receives B's media, and
+/// never redirects it; its packets reach B only without strict-source
+/// (forwarded like any packet to that port, as rtpengine does), and with
+/// strict-source they are dropped and counted. Both datapaths.
+#[test]
+fn a_stranger_neither_redirects_nor_receives_media() {
+    require_root!();
+    for (datapath, strict) in [
+        ("xdp", false),
+        ("xdp", true),
+        ("userspace", false),
+        ("userspace", true),
+    ] {
+        let tag = format!("hj{}{}", &datapath[..1], u8::from(strict));
+        let r = Relay::start(&tag, &["--datapath", datapath]);
+        r.t.a
+            .ip(&["addr", "add", "10.20.1.66/24", "dev", "a0"])
+            .unwrap();
+        let flags: &[&str] = if strict { &["strict-source"] } else { &[] };
+        let (relay_a, relay_b) = set_up_call_with(&r, "hijack", flags);
+        let a = bind_udp(&r.t.a, &format!("{HOST_A}:5000")).unwrap();
+        let b = bind_udp(&r.t.b, &format!("{HOST_B}:40000")).unwrap();
+        let stranger = bind_udp(&r.t.a, "10.20.1.66:5000").unwrap();
+        stranger
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let case = format!("{datapath}, strict-source {strict}");
+
+        // During learning: the stranger sends first; A's own packets
+        // (from its SDP endpoint) still win the latch.
+        for _ in 0..3 {
+            stranger.send_to(b"stranger first", relay_a).unwrap();
+        }
+        // Before a confirmation every packet is forwarded (early media):
+        // what reached B of these is drained first.
+        std::thread::sleep(Duration::from_millis(100));
+        drain(&b);
+        media_both_ways(&r, relay_a, relay_b, &a, &b, 5);
+        let q = r.ng.ok(&command("query", "hijack")).unwrap();
+        let text = format!("{q:?}");
+        assert!(
+            !text.contains("10.20.1.66"),
+            "{case}: the stranger was never latched: {text}"
+        );
+        if datapath == "xdp" {
+            wait_kernelized(&r.ng, "hijack");
+        }
+        let mut buf = [0u8; 2048];
+
+        // Confirmed: the stranger sends again, then B's media flows.
+        // The program's counters (userspace has no pinned maps).
+        let strict_drops = || {
+            r.relayctl_json("counters")["dropped_strict_source"]["packets"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let dropped_before = if datapath == "xdp" { strict_drops() } else { 0 };
+        for _ in 0..10 {
+            stranger.send_to(b"injected", relay_a).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        b.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut injected = 0;
+        while let Ok((_, from)) = b.recv_from(&mut buf) {
+            assert_eq!(from, relay_b, "{case}: what B gets comes from the relay");
+            injected += 1;
+        }
+        b.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        if strict {
+            assert_eq!(
+                injected, 0,
+                "{case}: strict-source keeps the stranger's packets from B"
+            );
+            if datapath == "xdp" {
+                let dropped = strict_drops();
+                assert_eq!(
+                    dropped - dropped_before,
+                    10,
+                    "{case}: dropped in XDP and counted"
+                );
+            }
+        } else {
+            assert_eq!(
+                injected, 10,
+                "{case}: without strict-source they are forwarded"
+            );
+        }
+        // B's media still goes to A, and A's to B; none to the stranger.
+        media_both_ways(&r, relay_a, relay_b, &a, &b, 10);
+        assert!(
+            stranger.recv_from(&mut buf).is_err(),
+            "{case}: the stranger received nothing"
+        );
+        r.stop();
+    }
+}
+
+/// Reads and drops what waits on `sock`.
+fn drain(sock: &UdpSocket) {
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    while sock.recv_from(&mut buf).is_ok() {}
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
 }
 
 /// A call between `host_a` and `host_b` (either family) with
