@@ -21,7 +21,7 @@ use relay_tests::{
 
 mod common;
 
-use common::{answer, command, offer, stop_relayd, Bed, RELAYCTL, RELAYD};
+use common::{answer, command, offer, stop_relayd, Bed, RELAYD};
 
 /// Programs started in `ns` (nsenter execs them: their PID is theirs).
 fn launcher(ns: &Netns) -> Launcher {
@@ -52,18 +52,7 @@ fn calls_in_redis(redis: &RedisServer) -> Vec<String> {
 
 /// `relayctl --cli CLI --json totals` in `ns`.
 fn totals(ns: &Netns, cli: &str) -> serde_json::Value {
-    let out = ns
-        .command(RELAYCTL)
-        .unwrap()
-        .args(["--cli", cli, "--json", "totals"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::relayctl_in(ns, &["--cli", cli, "--json", "totals"])
 }
 
 /// `GET /metrics` from `addr` in `ns`.

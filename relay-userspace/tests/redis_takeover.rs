@@ -87,18 +87,7 @@ fn relayd(ns: &Netns, pins: &PinDirGuard, redis: &str) -> ChildGuard {
 
 /// `relayctl --json totals` in `ns`.
 fn totals(ns: &Netns) -> serde_json::Value {
-    let out = ns
-        .command(RELAYCTL)
-        .unwrap()
-        .args(["--json", "totals"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::relayctl_in(ns, &["--json", "totals"])
 }
 
 fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {

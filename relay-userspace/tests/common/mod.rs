@@ -113,6 +113,18 @@ impl Bed {
     }
 }
 
+/// `relayctl ARGS` run in `ns` (its CLI socket is on that namespace's
+/// loopback), its JSON output; `args` should include `--json`.
+pub fn relayctl_in(ns: &relay_tests::netns::Netns, args: &[&str]) -> serde_json::Value {
+    let out = ns.command(RELAYCTL).unwrap().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `relayctl --json WHAT` on the instance pinned at `pin_dir`.
 pub fn relayctl_json(pin_dir: &std::path::Path, what: &str) -> serde_json::Value {
     let out = Command::new(RELAYCTL)
