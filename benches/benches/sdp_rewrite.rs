@@ -31,6 +31,7 @@ fn plan(medias: usize, remove_ice: bool) -> RewritePlan {
         rtcp_attribute: Default::default(),
         origin_version: None,
         strip_extmap: false,
+        original_direction: false,
         session_attributes: Vec::new(),
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct BlockSpec<'f> {
     pub remove_ice: bool,
     /// Drop `a=extmap` lines.
     pub strip_extmap: bool,
+    /// Keep direction attributes as received (among the unhandled ones)
+    /// instead of writing one.
+    pub original_direction: bool,
     /// The `a=mid` to write when the section has none.
     pub mid: Option<&'f str>,
 }
@@ -69,6 +72,7 @@ pub(crate) fn block<'l>(raw: &[u8], lines: &'l [IndexedLine], spec: BlockSpec<'_
                 !(spec.strip_extmap && l.line.content(raw).starts_with(b"a=extmap:"))
             }
             AttrKind::Group | AttrKind::RtcpFb { wildcard: true } => true,
+            AttrKind::Direction(_) => spec.original_direction,
             _ => false,
         })
         .map(|(l, _)| Out::Copy(l))
@@ -95,7 +99,9 @@ pub(crate) fn block<'l>(raw: &[u8], lines: &'l [IndexedLine], spec: BlockSpec<'_
                 .map(|(l, _)| Out::Copy(l)),
         );
     }
-    head.push(Out::Add(format!("a={}", spec.direction.as_str())));
+    if !spec.original_direction {
+        head.push(Out::Add(format!("a={}", spec.direction.as_str())));
+    }
     Block {
         head,
         ptime: attrs().find(|(_, k)| *k == AttrKind::Ptime).map(|(l, _)| l),

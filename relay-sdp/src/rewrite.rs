@@ -132,6 +132,9 @@ pub struct RewritePlan {
     pub origin_version: Option<u64>,
     /// `strip-extmap`: drop every media's `a=extmap` lines.
     pub strip_extmap: bool,
+    /// `original-sendrecv`: direction attributes stay as and where the SDP
+    /// has them; none is added or derived from a zero-address hold.
+    pub original_direction: bool,
     /// Attribute lines added at the end of the session section unless
     /// there already (without `a=`: `loop-protect`'s `rtpengine:TOKEN`).
     pub session_attributes: Vec<String>,
@@ -340,8 +343,9 @@ impl Writer<'_> {
                     None => self.copy(line),
                 },
                 LineKind::Attr(AttrKind::Ice { .. }) if plan.remove_ice => {}
-                // Written into each media instead (media_block).
-                LineKind::Attr(AttrKind::Direction(_)) => {}
+                // Written into each media instead (media_block), unless
+                // kept as they are.
+                LineKind::Attr(AttrKind::Direction(_)) if !plan.original_direction => {}
                 // The relay gives each media its own port: nothing is bundled.
                 LineKind::Attr(AttrKind::Group) if is_bundle(line.line.content(self.raw)) => {}
                 _ => self.copy(line),
@@ -448,6 +452,7 @@ impl Writer<'_> {
                 direction: media_block::direction(info.direction, session.direction, zero_hold),
                 remove_ice: plan.remove_ice,
                 strip_extmap: plan.strip_extmap,
+                original_direction: plan.original_direction,
                 mid: media.mid.as_deref(),
             },
         );

@@ -8,6 +8,7 @@
 //! media ADDRESS PORT RTCP keep|offer|remove [ptime=MS] [mid=ID] [proto=P]   # one per m= line; RTCP is a port or `mux`
 //! origin-version N                     # RewritePlan::origin_version
 //! strip-extmap                         # RewritePlan::strip_extmap
+//! original-direction                   # RewritePlan::original_direction
 //! session-attribute NAME:VALUE         # RewritePlan::session_attributes (one per line)
 //! rtcp-attribute full|omit             # RewritePlan::rtcp_attribute
 //! ice remove                           # RewritePlan::remove_ice
@@ -46,6 +47,7 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
             Some("session") => plan.session_connection = Some(parse_addr(words.next(), line)?),
             Some("ice") if words.next() == Some("remove") => plan.remove_ice = true,
             Some("strip-extmap") => plan.strip_extmap = true,
+            Some("original-direction") => plan.original_direction = true,
             Some("session-attribute") => plan
                 .session_attributes
                 .extend(words.next().map(str::to_owned)),

@@ -179,6 +179,7 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
         ][rng.below(3)],
         origin_version: rng.chance(2).then(|| u64::from(rng.below(1000) as u32)),
         strip_extmap: rng.chance(2),
+        original_direction: rng.chance(3),
         session_attributes: if rng.chance(4) {
             vec!["rtpengine:mutant".to_owned()]
         } else {

@@ -53,6 +53,8 @@ pub struct Flags {
     pub generate_mid: bool,
     /// `strip-extmap`: drop `a=extmap` lines.
     pub strip_extmap: bool,
+    /// `original-sendrecv`: keep the SDP's direction attributes as they are.
+    pub original_sendrecv: bool,
     /// Flags not understood, in the spelling received.
     pub unknown: Vec<String>,
 }
@@ -82,6 +84,7 @@ impl Flags {
             "single-codec" => &mut self.single_codec,
             "generate-mid" => &mut self.generate_mid,
             "strip-extmap" => &mut self.strip_extmap,
+            "original-sendrecv" => &mut self.original_sendrecv,
             _ => return false,
         };
         *flag = true;

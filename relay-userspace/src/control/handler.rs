@@ -539,6 +539,7 @@ fn rewrite_plan(
         replace_zero_address: has(&oa.replace, "zero-address"),
         origin_version: plan.origin_version,
         strip_extmap: oa.flags.strip_extmap,
+        original_direction: oa.flags.original_sendrecv,
         session_attributes: if oa.flags.loop_protect {
             vec![loop_marker().to_owned()]
         } else {
