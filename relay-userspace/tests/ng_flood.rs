@@ -21,9 +21,13 @@ use common::{answer, command, offer, Bed, NG};
 /// Flood rate and length (the abuse report's: 500 000 pings in 10 s).
 const FLOOD_PPS: u64 = 50_000;
 const FLOOD_FOR: Duration = Duration::from_secs(5);
-/// How long the proxy waits for a reply before it counts a request lost
+/// How long the proxy waits for a reply before it resends the request
 /// (Kamailio's rtpengine module waits 1 s, then retries).
 const PROXY_TIMEOUT: Duration = Duration::from_millis(500);
+/// How many times it resends before it counts the request lost (Kamailio
+/// resends up to 5 times): a request delayed by a scheduling hiccup of a
+/// loaded CI machine still counts, a starved sender does not.
+const PROXY_RETRIES: u32 = 2;
 
 #[test]
 fn a_flooding_address_does_not_starve_the_proxy() {
@@ -34,7 +38,9 @@ fn a_flooding_address_does_not_starve_the_proxy() {
     let server = NG.parse().unwrap();
     let stop = AtomicBool::new(false);
     let proxy = |source: &str| {
-        Proxy::new(&bed.t.r, source.parse().unwrap(), server, PROXY_TIMEOUT).unwrap()
+        Proxy::new(&bed.t.r, source.parse().unwrap(), server, PROXY_TIMEOUT)
+            .unwrap()
+            .with_retries(PROXY_RETRIES)
     };
     let (sent, cycles, pings) = std::thread::scope(|s| {
         let flooder = s.spawn(|| {
@@ -80,7 +86,7 @@ fn a_flooding_address_does_not_starve_the_proxy() {
     let answered_pings = totals["ng"]["ping"]["requests"].as_u64().unwrap_or(0);
     eprintln!(
         "flood: {sent} pings sent, {answered_pings} pings answered in all, shed {}; \
-         proxy: {}/{} cycles, {}/{} pings answered within {PROXY_TIMEOUT:?}",
+         proxy: {}/{} cycles, {}/{} pings answered within {PROXY_TIMEOUT:?} and {PROXY_RETRIES} resends",
         totals["ng_shed"], cycles.0, cycles.1, pings.0, pings.1
     );
     assert!(sent > FLOOD_PPS, "the flood ran ({sent} pings)");

@@ -15,11 +15,14 @@ use relay_ng::{bencode, Value};
 use crate::netns::Netns;
 
 /// A proxy's NG client: sends from its own address, waits `timeout` for
-/// each reply, and skips late replies to earlier requests.
+/// each reply (resending the same datagram up to `retries` times, as
+/// Kamailio's rtpengine module does), and skips late replies to earlier
+/// requests.
 #[derive(Debug)]
 pub struct Proxy {
     sock: UdpSocket,
     timeout: Duration,
+    retries: u32,
     buf: Vec<u8>,
 }
 
@@ -37,8 +40,17 @@ impl Proxy {
         Ok(Proxy {
             sock,
             timeout,
+            retries: 0,
             buf: vec![0u8; 65536],
         })
+    }
+
+    /// Resends an unanswered request `retries` times, `timeout` apart
+    /// (Kamailio: `rtpengine_retr`); the relay answers a resent cookie from
+    /// its cache.
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     /// One request: its reply and how long it took, or None after the
@@ -52,18 +64,23 @@ impl Proxy {
         let mut msg = format!("{cookie} ").into_bytes();
         msg.extend(bencode::encode(body));
         let start = Instant::now();
-        self.sock.send(&msg).ok()?;
         let prefix = format!("{cookie} ");
-        loop {
-            let left = self.timeout.checked_sub(start.elapsed())?;
-            self.sock
-                .set_read_timeout(Some(left.max(Duration::from_micros(1))))
-                .ok()?;
-            let n = self.sock.recv(&mut self.buf).ok()?;
-            if let Some(rest) = self.buf[..n].strip_prefix(prefix.as_bytes()) {
-                return bencode::decode(rest).ok().map(|v| (v, start.elapsed()));
+        for _ in 0..=self.retries {
+            let sent = Instant::now();
+            self.sock.send(&msg).ok()?;
+            while let Some(left) = self.timeout.checked_sub(sent.elapsed()) {
+                self.sock
+                    .set_read_timeout(Some(left.max(Duration::from_micros(1))))
+                    .ok()?;
+                let Ok(n) = self.sock.recv(&mut self.buf) else {
+                    break;
+                };
+                if let Some(rest) = self.buf[..n].strip_prefix(prefix.as_bytes()) {
+                    return bencode::decode(rest).ok().map(|v| (v, start.elapsed()));
+                }
             }
         }
+        None
     }
 
     /// Whether `body` was answered `ok` (or `pong`) in time, and how long
