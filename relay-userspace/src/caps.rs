@@ -5,7 +5,15 @@
 /// Capability numbers (linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
+
+/// What relayd needs for the XDP fast path, and all it needs when bpffs is
+/// mounted (packaging/xrelay.service grants exactly these): CAP_BPF for
+/// maps and programs, CAP_PERFMON because the verifier refuses the
+/// program's packet-pointer arithmetic (`data_end - data`) without it,
+/// CAP_NET_ADMIN to attach XDP and set the net.* sysctls.
+pub const FOR_XDP: [&str; 3] = ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"];
 
 /// The effective capability set of this process (from /proc/self/status).
 fn effective() -> Option<u64> {
@@ -18,7 +26,8 @@ fn effective() -> Option<u64> {
 }
 
 /// Names of the capabilities relayd needs but lacks; empty when it may run.
-/// CAP_SYS_ADMIN stands in for CAP_BPF, as on kernels before 5.8.
+/// CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON, as on kernels
+/// before 5.8.
 pub fn missing_for_xdp() -> Vec<&'static str> {
     let Some(eff) = effective() else {
         return Vec::new(); // cannot tell: let the kernel decide
@@ -27,6 +36,9 @@ pub fn missing_for_xdp() -> Vec<&'static str> {
     let mut missing = Vec::new();
     if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
         missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
     }
     if !has(CAP_NET_ADMIN) {
         missing.push("CAP_NET_ADMIN");

@@ -183,6 +183,12 @@ pub enum Subcommand {
         #[arg(long)]
         json: bool,
     },
+    /// Take away what a relayd ended by a signal leaves for the next one:
+    /// the calls in the state journal, the XDP program and maps pinned
+    /// under --pin-dir, the media range in ip_local_reserved_ports (what
+    /// removing the Debian package runs). Refuses while a relayd runs on
+    /// the state directory.
+    Cleanup,
 }
 
 /// `--state-sync`.
@@ -322,6 +328,11 @@ pub enum ConfigError {
     },
 }
 
+/// The media port range without `--port-min`/`--port-max` (rtpengine's).
+pub const DEFAULT_PORT_MIN: u16 = 30000;
+/// See [`DEFAULT_PORT_MIN`].
+pub const DEFAULT_PORT_MAX: u16 = 39999;
+
 /// rtpengine's usual NG port in Kamailio examples.
 pub const DEFAULT_LISTEN_NG: &str = "127.0.0.1:2223";
 
@@ -441,8 +452,8 @@ impl Options {
             crate::control::cli::DEFAULT_LISTEN_CLI,
         )?;
         let (port_min, port_max) = (
-            self.port_min.unwrap_or(30000),
-            self.port_max.unwrap_or(39999),
+            self.port_min.unwrap_or(DEFAULT_PORT_MIN),
+            self.port_max.unwrap_or(DEFAULT_PORT_MAX),
         );
         if port_min > port_max {
             return Err(ConfigError::PortRange {

@@ -8,6 +8,7 @@
 //! - [`ha`]: the role in an active/standby pair, replication through Redis.
 //! - [`bpffs`]: making sure a BPF filesystem is there to pin into.
 //! - [`caps`]: checking the privileges XDP needs before trying.
+//! - [`cleanup`]: `relayd cleanup`, what a package removal runs.
 //! - [`interfaces`]: logical interfaces (`--interface=NAME/ADDRESS!ADVERTISED`).
 //! - [`ports`]: RTP/RTCP port pairs per interface address.
 //! - [`netdev`]: interface lookups (index, name, MAC, drop counters).
@@ -19,6 +20,7 @@
 pub mod bpffs;
 pub mod calls;
 pub mod caps;
+pub mod cleanup;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -308,6 +308,38 @@ pub fn reserve_local_ports(min: u16, max: u16) -> Result<bool, NetdevError> {
     Ok(true)
 }
 
+/// Undoes [`reserve_local_ports`] (`relayd cleanup`): removes the range
+/// `min-max` from `net.ipv4.ip_local_reserved_ports` when it is there as
+/// relayd wrote it. Returns whether anything was changed.
+pub fn release_local_ports(min: u16, max: u16) -> Result<bool, NetdevError> {
+    let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+    let sys = |call: &'static str, source: std::io::Error| NetdevError::Sys {
+        call,
+        iface: "-".into(),
+        source,
+    };
+    let reserved =
+        std::fs::read_to_string(path).map_err(|e| sys("reading ip_local_reserved_ports", e))?;
+    let ours = format!("{min}-{max}");
+    let ranges: Vec<&str> = reserved
+        .trim()
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .collect();
+    let kept: Vec<&str> = ranges.iter().copied().filter(|r| *r != ours).collect();
+    if kept.len() == ranges.len() {
+        return Ok(false);
+    }
+    // An empty write is not accepted as "none"; a newline is.
+    let text = if kept.is_empty() {
+        "\n".to_owned()
+    } else {
+        kept.join(",")
+    };
+    std::fs::write(path, text).map_err(|e| sys("writing ip_local_reserved_ports", e))?;
+    Ok(true)
+}
+
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GDRVINFO: u32 = 0x3;
 const ETHTOOL_GSTRINGS: u32 = 0x1b;

@@ -244,7 +244,7 @@ fn operator_errors_say_what_to_do() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("lacks CAP_BPF and CAP_NET_ADMIN") && err.contains("root"),
+        err.contains("lacks CAP_BPF and CAP_PERFMON and CAP_NET_ADMIN") && err.contains("root"),
         "{err}"
     );
 }

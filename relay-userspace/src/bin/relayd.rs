@@ -26,6 +26,13 @@ fn main() -> Result<()> {
     if options.check_state {
         return check_state(&options.state_dir_named());
     }
+    if options.command == Some(Subcommand::Cleanup) {
+        // Before resolve(): the configuration need not name an interface.
+        for line in relay_userspace::cleanup::run(&options)? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let doctor = options.command.clone();
     let mut config = options.resolve()?;
     if let Some(Subcommand::Doctor { json }) = doctor {
@@ -46,13 +53,14 @@ fn main() -> Result<()> {
             if config.datapath == DatapathMode::Xdp {
                 bail!(
                     "relayd lacks {}: run it as root, or grant them (e.g. systemd \
-                     AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN; CAP_SYS_ADMIN mounts bpffs)",
+                     AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN, as the packaged \
+                     xrelay.service does; CAP_SYS_ADMIN too if bpffs is not mounted)",
                     missing.join(" and ")
                 );
             }
             tracing::warn!(
                 missing = %missing.join(" "),
-                "no privileges for XDP: forwarding in userspace (grant CAP_BPF and CAP_NET_ADMIN for the fast path)"
+                "no privileges for XDP: forwarding in userspace (grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN for the fast path)"
             );
             config.datapath = DatapathMode::Userspace;
         }

@@ -86,7 +86,10 @@ fn bpffs() -> Check {
 fn capabilities() -> Check {
     let missing = crate::caps::missing_for_xdp();
     if missing.is_empty() {
-        Check::ok("capabilities", "CAP_BPF and CAP_NET_ADMIN (or root)")
+        Check::ok(
+            "capabilities",
+            "CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or root)",
+        )
     } else {
         Check::error(
             "capabilities",
@@ -94,7 +97,7 @@ fn capabilities() -> Check {
                 "lacks {}: no XDP, media would go through userspace",
                 missing.join(" and ")
             ),
-            "run as root or grant AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN",
+            "run as root or grant AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN (packaged xrelay.service)",
         )
     }
 }

@@ -7,66 +7,17 @@
 //! Exit codes: 0 success, 2 relayd not reachable (no CLI socket, no pins),
 //! 3 no such call, 1 anything else.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use relay_common::CounterId;
-use relay_userspace::datapath::xdp::{
-    mode_text, reason_text, versioned_dir, RelayMaps, DEFAULT_PIN_DIR,
-};
+use relay_userspace::datapath::xdp::{mode_text, reason_text, versioned_dir, RelayMaps};
 use serde_json::json;
 
-/// Inspect a running xrelay relayd.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
-    /// relayd's --pin-dir.
-    #[arg(long, global = true, default_value = DEFAULT_PIN_DIR)]
-    pin_dir: PathBuf,
-    /// relayd's --state-dir (default: the one relayd derives from --pin-dir).
-    #[arg(long, global = true)]
-    state_dir: Option<PathBuf>,
-    /// relayd's --listen-cli address.
-    #[arg(long, global = true, default_value = "127.0.0.1:9900")]
-    cli: String,
-    /// Machine-readable output.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
+mod cli;
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Calls: id, age, parties, streams, kernelized, packets and bytes.
-    #[command(alias = "list")]
-    Calls,
-    /// Live full-screen view: rates, drops, a pps sparkline and the busiest
-    /// calls, refreshed every second; `q` quits.
-    Top,
-    /// Relay-wide totals: sessions, ports, packets by path, drops, NG commands.
-    Totals,
-    /// One call: every stream with its endpoints and counters.
-    Show {
-        /// The Call-ID.
-        call_id: String,
-    },
-    /// Program-wide packet counters by outcome.
-    Counters,
-    /// Interfaces, their XDP mode and why.
-    Interfaces,
-    /// Installed kernel streams and their counters.
-    Streams,
-    /// Stop relayd for good: end every call, detach XDP, remove the pins
-    /// and the stored call state. (A signal, as `systemctl restart` sends,
-    /// keeps calls for the next relayd.)
-    Stop,
-    /// Make this standby the active now: restore the mirrored calls (bind
-    /// their ports, install their streams), replicate and serve offers
-    /// (docs/ha.md). The floating address arriving does the same.
-    Takeover,
-}
+use cli::{Args, Command};
 
 mod top;
 
@@ -573,6 +524,13 @@ fn print_totals(t: &serde_json::Value) {
             p["interface"].as_str().unwrap_or(""),
             n(&p["used"]),
             n(&p["free"])
+        );
+    }
+    if let Some(slots) = t["kernel_slots"].as_object() {
+        println!(
+            "kernel counter slots: {} used, {} free",
+            slots.get("used").map_or(0, n),
+            slots.get("free").map_or(0, n)
         );
     }
     println!("{:<12} {:>14} {:>16}", "PATH", "PACKETS", "BYTES");
