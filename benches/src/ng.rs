@@ -222,7 +222,7 @@ fn time_cycles(ng: &NgClient, name: &str, tag: &str, cycles: u32) -> Result<Roun
     })
 }
 
-fn wait_for_ng(ng: &NgClient, name: &str) -> Result<()> {
+pub(crate) fn wait_for_ng(ng: &NgClient, name: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if ng.request(&Value::dict([("command", s("ping"))])).is_ok() {
@@ -306,12 +306,12 @@ pub fn run(cfg: &Config) -> Result<Results> {
 pub(crate) struct StateDirs(std::path::PathBuf);
 
 impl StateDirs {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         StateDirs(std::env::temp_dir().join(format!("xrelay-ng-bench-{}", std::process::id())))
     }
 
     /// The state directory of the relayd serving NG on `ng_port`.
-    fn of(&self, ng_port: u16) -> std::path::PathBuf {
+    pub(crate) fn of(&self, ng_port: u16) -> std::path::PathBuf {
         self.0.join(ng_port.to_string())
     }
 }

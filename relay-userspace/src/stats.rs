@@ -110,6 +110,16 @@ pub struct PortTotals {
     pub free: usize,
 }
 
+/// Kernel counter slots (one per stream forwarded in XDP, `--max-streams`
+/// of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SlotTotals {
+    /// Slots held by forwarding entries.
+    pub used: usize,
+    /// Slots free.
+    pub free: usize,
+}
+
 /// Packets and bytes on one path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PathTotals {
@@ -128,6 +138,8 @@ pub struct Totals {
     pub sessions_total: u64,
     /// Ports per interface.
     pub ports: Vec<PortTotals>,
+    /// Kernel counter slots; None without a kernel datapath.
+    pub kernel_slots: Option<SlotTotals>,
     /// Forwarded by XDP (program counters; includes static streams).
     pub kernel: PathTotals,
     /// Forwarded by the userspace forwarder (received from a party).
@@ -251,6 +263,9 @@ pub fn totals_with(calls: &CallManager, ng: &NgStats, counters: Option<Counters>
                 free,
             })
             .collect(),
+        kernel_slots: calls
+            .slot_usage()
+            .map(|(used, free)| SlotTotals { used, free }),
         kernel,
         userspace: PathTotals {
             packets: user_packets,

@@ -9,6 +9,11 @@
 //! `ng-flood`: NG from a proxy while another address floods pings, relayd
 //! against rtpengine (see `relay_benches::ng_flood`).
 //!
+//! `soak`: a million offer/answer/delete cycles (and a hundred thousand
+//! with RTP through XDP) against one relayd, then the check that no port,
+//! socket, kernel entry or counter slot stayed behind and that its memory
+//! stayed flat (see `relay_benches::soak`). Exits non-zero on a leak.
+//!
 //! `throughput`: forwarded against offered packets per second for relayd
 //! (XDP and userspace) and rtpengine, with calls set up over NG, an XDP
 //! live-frames generator and a sink counter (see
@@ -25,7 +30,7 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use relay_benches::{
-    ng, ng_flood,
+    ng, ng_flood, soak,
     throughput::{self, sustained},
 };
 
@@ -72,6 +77,33 @@ enum What {
         /// Seconds of flood.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+    },
+    /// Soak: cycles against one relayd, then leak checks (ports, sockets,
+    /// kernel entries, counter slots, RSS).
+    Soak {
+        /// The relayd binary.
+        #[arg(long)]
+        relayd: PathBuf,
+        /// Phase A: offer/answer/delete cycles, relayd in userspace (0
+        /// skips it).
+        #[arg(long, default_value_t = 1_000_000)]
+        cycles: u64,
+        /// Phase B: cycles with RTP both ways through XDP (0 skips it).
+        #[arg(long, default_value_t = 100_000)]
+        media_cycles: u64,
+        /// Warm-up cycles before each phase's counted ones (at least).
+        #[arg(long, default_value_t = 10_000)]
+        warmup: u64,
+        /// Warm-up seconds (at least): under 65, relayd's reply caches
+        /// are still growing and RSS is not judged.
+        #[arg(long, default_value_t = 65)]
+        warmup_secs: u64,
+        /// Largest RSS growth over the counted cycles, KiB.
+        #[arg(long, default_value_t = 8192)]
+        rss_bound_kib: u64,
+        /// Write every RSS/descriptor sample here (CSV).
+        #[arg(long)]
+        samples: Option<PathBuf>,
     },
     /// Forwarding throughput: relayd XDP, relayd userspace, rtpengine.
     Throughput {
@@ -154,12 +186,15 @@ fn main() -> Result<()> {
         bail!("the benchmark runs daemons in network namespaces: run it as root");
     }
     relay_benches::interrupt::clean_up_on_signal()?;
-    if Command::new("rtpengine").arg("--version").output().is_err() {
+    let args = Args::parse();
+    // The soak measures relayd alone.
+    let needs_rtpengine = !matches!(args.what, What::Soak { .. });
+    if needs_rtpengine && Command::new("rtpengine").arg("--version").output().is_err() {
         bail!(
             "rtpengine missing: apt-get install rtpengine-daemon (cargo xtask bench installs it)"
         );
     }
-    match Args::parse().what {
+    match args.what {
         What::Ng {
             relayd,
             cycles,
@@ -190,6 +225,36 @@ fn main() -> Result<()> {
                 length: Duration::from_secs_f64(seconds),
             };
             print!("{}", ng_flood::markdown(&cfg, &ng_flood::run(&cfg)?));
+            Ok(())
+        }
+        What::Soak {
+            relayd,
+            cycles,
+            media_cycles,
+            warmup,
+            warmup_secs,
+            rss_bound_kib,
+            samples,
+        } => {
+            let cfg = soak::Config {
+                relayd: &relayd,
+                cycles,
+                media_cycles,
+                warmup: soak::Warmup {
+                    cycles: warmup,
+                    time: Duration::from_secs(warmup_secs),
+                },
+                rss_bound_kib,
+            };
+            let phases = soak::run(&cfg)?;
+            print!("{}", soak::markdown(&cfg, &phases));
+            if let Some(path) = samples {
+                std::fs::write(&path, soak::csv(&phases))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if !phases.iter().all(|p| p.passed(rss_bound_kib)) {
+                bail!("soak: a phase failed (see above)");
+            }
             Ok(())
         }
         What::Throughput {

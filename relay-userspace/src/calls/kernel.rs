@@ -25,6 +25,7 @@ use crate::datapath::{Datapath, MediaTracking, StreamSpec};
 #[derive(Debug)]
 pub struct SlotAllocator {
     free: Vec<u32>,
+    capacity: u32,
 }
 
 impl SlotAllocator {
@@ -32,6 +33,7 @@ impl SlotAllocator {
     pub fn new(capacity: u32) -> Self {
         SlotAllocator {
             free: (0..capacity).rev().collect(),
+            capacity,
         }
     }
 
@@ -48,6 +50,12 @@ impl SlotAllocator {
     /// Slots free.
     pub fn available(&self) -> usize {
         self.free.len()
+    }
+
+    /// Slots handed out and not given back: with no call up, anything but
+    /// 0 is a leak (the soak benchmark checks it through `relayctl totals`).
+    pub fn in_use(&self) -> usize {
+        (self.capacity as usize).saturating_sub(self.free.len())
     }
 
     /// Takes `slots` out of the free list (slots a relayd before this one
@@ -167,6 +175,13 @@ impl Kernel {
         if !spec.to_userspace {
             self.slots.give(spec.stats_slot);
         }
+    }
+
+    /// Counter slots (used, free), when there is a kernel datapath.
+    pub fn slot_usage(&self) -> Option<(usize, usize)> {
+        self.datapath
+            .as_ref()
+            .map(|_| (self.slots.in_use(), self.slots.available()))
     }
 
     /// Keeps pass entries for ports still learning (the DoS shield drops).

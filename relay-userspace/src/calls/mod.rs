@@ -996,6 +996,11 @@ impl CallManager {
         self.kernel.close();
     }
 
+    /// Kernel counter slots (used, free), when there is a kernel datapath.
+    pub fn slot_usage(&self) -> Option<(usize, usize)> {
+        self.kernel.slot_usage()
+    }
+
     /// Ports in use per interface: (name, used, free).
     pub fn port_usage(&self) -> Vec<(String, usize, usize)> {
         self.interfaces
