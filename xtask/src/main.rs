@@ -13,6 +13,11 @@
 //!   (any difference with `--strict`).
 //! - `cargo xtask deps`: install the Debian packages the build and tests use.
 //! - `cargo xtask build-ebpf`: compile the XDP object alone (clang check).
+//! - `cargo xtask fuzz [--seconds N] [TARGET]`: run the fuzz targets of
+//!   `fuzz/` with cargo-fuzz (nightly; installs cargo-fuzz if missing).
+//! - `cargo xtask deb`: build the Debian package into target/debian/
+//!   (installs cargo-deb if missing); `cargo xtask deb --test` also
+//!   installs it here, runs a call through it and purges it (root).
 //!
 //! This crate depends on nothing that needs clang, so it can run on a fresh
 //! machine and install clang first.
@@ -21,6 +26,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+
+mod deb;
 
 #[derive(Debug, Parser)]
 #[command(about = "xrelay developer tasks")]
@@ -56,10 +63,36 @@ enum Task {
         #[arg(long)]
         docs: bool,
     },
+    /// Build the Debian package (cargo-deb) into target/debian/ and print
+    /// its path.
+    Deb {
+        /// Then install it here, run a call through relayd as its unit
+        /// would run it, and purge it (needs root).
+        #[arg(long)]
+        test: bool,
+    },
     /// Install missing Debian packages (needs root).
     Deps,
     /// Compile the XDP program (relay-ebpf) only.
     BuildEbpf,
+    /// Run the fuzz targets of fuzz/ (cargo-fuzz, libFuzzer; needs the
+    /// nightly toolchain, installs cargo-fuzz if missing), one after the
+    /// other; fails if one crashes or hangs (the input is in the message).
+    Fuzz {
+        /// Seconds per target (libFuzzer's -max_total_time).
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Also stop a target after this many executions (-runs).
+        #[arg(long)]
+        runs: Option<u64>,
+        /// cargo-fuzz's sanitizer: `address` (its default) or `none`
+        /// (about four times the executions per second; the parsers are
+        /// safe Rust, overflow checks and debug assertions stay on).
+        #[arg(long, default_value = "address", value_parser = ["address", "none"])]
+        sanitizer: String,
+        /// Only this target (see fuzz/fuzz_targets/); default all.
+        target: Option<String>,
+    },
 }
 
 /// Debian packages and a file or command each one provides.
@@ -170,6 +203,7 @@ fn test() -> Result<()> {
         eprintln!("note: not root: BPF/XDP/netns tests will print SKIPPED and not run");
     }
     run(cargo().args(["test", "--workspace"]))?;
+    fuzz_checks()?;
     if is_root() {
         // SDP and replies that matched rtpengine's must keep matching.
         conformance(Conformance {
@@ -178,8 +212,48 @@ fn test() -> Result<()> {
             baseline: true,
             docs: false,
         })?;
+        // The package's install, a call through it, and its removal.
+        deb::test()?;
     }
     Ok(())
+}
+
+/// The fuzz crate (not a workspace member, so the steps above skip it):
+/// fmt, clippy and its corpus replay test on stable, always; then a
+/// few seconds of each fuzz target when the nightly toolchain is there.
+fn fuzz_checks() -> Result<()> {
+    let manifest = workspace_root()?.join("fuzz/Cargo.toml");
+    run(cargo()
+        .args(["fmt", "--manifest-path"])
+        .arg(&manifest)
+        .args(["--", "--check"]))?;
+    // Without the libfuzzer feature: the library and the replay test.
+    run(cargo()
+        .args(["clippy", "--manifest-path"])
+        .arg(&manifest)
+        .args([
+            "--no-default-features",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    run(cargo()
+        .args(["test", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--no-default-features"))?;
+    match nightly_missing() {
+        None => fuzz(FuzzRun {
+            seconds: 5,
+            runs: None,
+            sanitizer: "address".into(),
+            target: None,
+        }),
+        Some(why) => {
+            eprintln!("SKIPPED fuzz smoke (cargo xtask fuzz --seconds 5): {why}");
+            Ok(())
+        }
+    }
 }
 
 fn demo() -> Result<()> {
@@ -216,6 +290,15 @@ fn bench(quick: bool) -> Result<()> {
             .args(["--rounds", if quick { "3" } else { "7" }])
             .args(state))?;
     }
+    // Leaks: a million cycles (a hundred thousand with media through XDP).
+    let mut soak = Command::new(&driver);
+    soak.args(["soak", "--relayd"]).arg(&relayd);
+    if quick {
+        // Too short a warm-up for the RSS verdict; the leak checks stand.
+        soak.args(["--cycles", "20000", "--media-cycles", "2000"])
+            .args(["--warmup", "1000", "--warmup-secs", "2"]);
+    }
+    run(&mut soak)?;
     let root = workspace_root()?;
     let mut throughput = Command::new(&driver);
     throughput.args(["throughput", "--relayd"]).arg(&relayd);
@@ -318,6 +401,255 @@ fn workspace_root() -> Result<std::path::PathBuf> {
     Ok(manifest.parent().context("workspace root")?.to_path_buf())
 }
 
+struct FuzzRun {
+    seconds: u64,
+    runs: Option<u64>,
+    sanitizer: String,
+    target: Option<String>,
+}
+
+/// What one target's run gave, from libFuzzer's output.
+#[derive(Default)]
+struct FuzzOutcome {
+    target: String,
+    executions: Option<u64>,
+    /// Wall time (libFuzzer's, and cargo-fuzz's start-up).
+    seconds: f64,
+    /// libFuzzer's own average.
+    exec_per_sec: Option<u64>,
+    /// `cov: .. ft: .. corp: ..` of libFuzzer's last status line.
+    coverage: String,
+    /// None: ran to its time or run limit. Some: why it stopped early,
+    /// with the input that did it when libFuzzer saved one.
+    failure: Option<String>,
+}
+
+/// Runs the fuzz targets one after the other; see `Task::Fuzz`.
+///
+/// Each target reads a work corpus under fuzz/target (which libFuzzer
+/// grows: the first directory) and the checked-in seeds of
+/// fuzz/corpus/TARGET (only read), so fuzzing leaves git clean; inputs
+/// that crash or hang go to fuzz/target/artifacts/TARGET/.
+fn fuzz(
+    FuzzRun {
+        seconds,
+        runs,
+        sanitizer,
+        target,
+    }: FuzzRun,
+) -> Result<()> {
+    if let Some(why) = nightly_missing() {
+        bail!("cargo fuzz needs the nightly toolchain: {why}");
+    }
+    let fuzz_dir = workspace_root()?.join("fuzz");
+    let targets = fuzz_targets(&fuzz_dir)?;
+    let selected = match target {
+        Some(t) if targets.contains(&t) => vec![t],
+        Some(t) => bail!("no fuzz target {t}; there are {}", targets.join(", ")),
+        None => targets,
+    };
+    if Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    // Each sanitizer builds into a directory of its own: switching would
+    // otherwise rebuild every crate.
+    let target_dir = match sanitizer.as_str() {
+        "address" => fuzz_dir.join("target"),
+        other => fuzz_dir.join("target").join(other),
+    };
+    let mut build = cargo_fuzz("build", &fuzz_dir, &sanitizer, &target_dir);
+    if let [only] = selected.as_slice() {
+        build.arg(only);
+    }
+    run(&mut build)?;
+
+    let mut outcomes = Vec::new();
+    for t in &selected {
+        outcomes.push(fuzz_one(
+            t,
+            seconds,
+            runs,
+            &fuzz_dir,
+            &sanitizer,
+            &target_dir,
+        )?);
+    }
+    eprintln!(
+        "\n{:<14} {:>12} {:>8} {:>9}  coverage (libFuzzer's last status)",
+        "target", "executions", "seconds", "exec/s"
+    );
+    for o in &outcomes {
+        let execs = o.executions.map_or("?".into(), |n| n.to_string());
+        // libFuzzer's own figure; it says 0 for a run under a second.
+        let rate = match (o.exec_per_sec, o.executions) {
+            (Some(rate), _) if rate > 0 => rate.to_string(),
+            (_, Some(n)) => format!("{:.0}", n as f64 / o.seconds.max(0.001)),
+            _ => "?".into(),
+        };
+        eprintln!(
+            "{:<14} {:>12} {:>8.0} {:>9}  {}{}",
+            o.target,
+            execs,
+            o.seconds,
+            rate,
+            o.coverage,
+            if o.failure.is_some() { "  FAILED" } else { "" }
+        );
+    }
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.failure.as_ref().map(|f| format!("{}: {f}", o.target)))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "fuzzing found a problem (reproduce with `cargo +nightly fuzz run --fuzz-dir fuzz TARGET INPUT`):\n  {}",
+            failed.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// One target for `seconds`, its output shown (but for libFuzzer's
+/// NEW/REDUCE lines) and kept whole in fuzz/target/fuzz-logs/.
+fn fuzz_one(
+    target: &str,
+    seconds: u64,
+    runs: Option<u64>,
+    fuzz_dir: &std::path::Path,
+    sanitizer: &str,
+    target_dir: &std::path::Path,
+) -> Result<FuzzOutcome> {
+    use std::io::{BufRead as _, Write as _};
+
+    // Not per sanitizer: an input is as good to one build as to another.
+    let work = fuzz_dir.join("target/corpus-work").join(target);
+    let artifacts = fuzz_dir.join("target/artifacts").join(target);
+    let logs = fuzz_dir.join("target/fuzz-logs");
+    for dir in [&work, &artifacts, &logs] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let log_path = logs.join(format!("{target}.log"));
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+
+    let mut cmd = cargo_fuzz("run", fuzz_dir, sanitizer, target_dir);
+    cmd.arg(target)
+        .arg(&work)
+        .arg(fuzz_dir.join("corpus").join(target))
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        // One input running this long is a hang.
+        .arg("-timeout=10")
+        .arg("-print_final_stats=1")
+        // After cargo-fuzz's own (fuzz/artifacts), so this one wins.
+        .arg(format!("-artifact_prefix={}/", artifacts.display()));
+    if let Some(runs) = runs {
+        cmd.arg(format!("-runs={runs}"));
+    }
+    cmd.stderr(std::process::Stdio::piped());
+    eprintln!("+ {cmd:?}");
+    let started = std::time::Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let stderr = child.stderr.take().context("libFuzzer's stderr")?;
+
+    let mut outcome = FuzzOutcome {
+        target: target.into(),
+        ..FuzzOutcome::default()
+    };
+    let mut artifact = None;
+    for line in std::io::BufReader::new(stderr).split(b'\n') {
+        let line = String::from_utf8_lossy(&line?).into_owned();
+        writeln!(log, "{line}")?;
+        // `#1234\tNEW    cov: ...` and `\tNEW_FUNC[1/2]: ...`: a line per
+        // input or function found, too many to show.
+        let status_line = line.starts_with('#');
+        let event = line.split_whitespace().nth(usize::from(status_line));
+        if matches!(event, Some("NEW" | "REDUCE")) && status_line
+            || event.is_some_and(|e| e.starts_with("NEW_FUNC["))
+        {
+            continue;
+        }
+        eprintln!("{line}");
+        if status_line {
+            if let Some(at) = line.find("cov: ") {
+                let end = [" lim: ", " exec/s: "]
+                    .iter()
+                    .filter_map(|end| line.find(end))
+                    .min()
+                    .unwrap_or(line.len());
+                outcome.coverage = line[at..end.max(at)].trim().to_string();
+            }
+        } else if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
+            outcome.executions = n.trim().parse().ok();
+        } else if let Some(n) = line.strip_prefix("stat::average_exec_per_sec:") {
+            outcome.exec_per_sec = n.trim().parse().ok();
+        } else if let Some(at) = line.find("Test unit written to ") {
+            artifact = Some(
+                line[at + "Test unit written to ".len()..]
+                    .trim()
+                    .to_string(),
+            );
+        }
+    }
+    let status = child.wait()?;
+    outcome.seconds = started.elapsed().as_secs_f64();
+    if !status.success() {
+        outcome.failure = Some(match artifact {
+            Some(input) => format!("{status}, input {input} (log {})", log_path.display()),
+            None => format!("{status}, see {}", log_path.display()),
+        });
+    }
+    Ok(outcome)
+}
+
+/// `cargo +nightly fuzz SUBCOMMAND` on the fuzz crate.
+fn cargo_fuzz(
+    subcommand: &str,
+    fuzz_dir: &std::path::Path,
+    sanitizer: &str,
+    target_dir: &std::path::Path,
+) -> Command {
+    // rustup's proxy, for `+nightly` (CARGO is the stable toolchain's own).
+    let mut cmd = Command::new("cargo");
+    cmd.args(["+nightly", "fuzz", subcommand, "--fuzz-dir"])
+        .arg(fuzz_dir)
+        .args(["--sanitizer", sanitizer, "--target-dir"])
+        .arg(target_dir);
+    cmd
+}
+
+/// The fuzz targets: fuzz/fuzz_targets/NAME.rs, sorted.
+fn fuzz_targets(fuzz_dir: &std::path::Path) -> Result<Vec<String>> {
+    let dir = fuzz_dir.join("fuzz_targets");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                names.push(stem.to_string());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Why `cargo +nightly` cannot run, if it cannot.
+fn nightly_missing() -> Option<String> {
+    match Command::new("cargo").args(["+nightly", "--version"]).output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "no nightly toolchain (`cargo +nightly --version`: {}); install it with `rustup toolchain install nightly`",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run cargo (rustup's proxy): {e}")),
+    }
+}
+
 fn main() -> Result<()> {
     match Args::parse().task {
         Task::Demo => demo(),
@@ -333,10 +665,23 @@ fn main() -> Result<()> {
             baseline: true,
             docs,
         }),
+        Task::Deb { test: false } => deb::build().map(drop),
+        Task::Deb { test: true } => deb::test(),
         Task::Deps => deps(PACKAGES, true).and_then(|()| deps(BENCH_PACKAGES, true)),
         Task::BuildEbpf => {
             deps(PACKAGES, false)?;
             run(cargo().args(["build", "-p", "relay-ebpf"]))
         }
+        Task::Fuzz {
+            seconds,
+            runs,
+            sanitizer,
+            target,
+        } => fuzz(FuzzRun {
+            seconds,
+            runs,
+            sanitizer,
+            target,
+        }),
     }
 }

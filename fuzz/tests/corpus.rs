@@ -1,0 +1,232 @@
+//! Every seed of `corpus/TARGET/` through the code of fuzz target TARGET,
+//! on stable Rust and without libFuzzer: the seeds (and the crashes a
+//! campaign found, which are kept among them as `crash-*`) are checked by
+//! a plain test run, in CI, in seconds.
+//!
+//! `cargo test --manifest-path fuzz/Cargo.toml --no-default-features`
+//! (`cargo xtask test` runs it).
+
+use std::{fs, path::PathBuf};
+
+use xrelay_fuzz::TARGETS;
+
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus")
+}
+
+/// Runs every file of `corpus/NAME/` through `target`; fails naming the
+/// file that panicked.
+fn replay(name: &str) {
+    let target = TARGETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| *f)
+        .expect("a target of that name");
+    let dir = corpus_dir().join(name);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{} has no seeds", dir.display());
+    for file in &files {
+        let data = fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        if std::panic::catch_unwind(|| target(&data)).is_err() {
+            panic!("fuzz target {name} panicked on {}", file.display());
+        }
+    }
+    eprintln!("{name}: {} inputs", files.len());
+}
+
+macro_rules! replay_tests {
+    ($($name:ident),* $(,)?) => {
+        $( #[test] fn $name() { replay(stringify!($name)); } )*
+
+        #[test]
+        fn every_target_has_a_test_a_binary_and_seeds() {
+            let tested = [$(stringify!($name)),*];
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let manifest = fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+            for (name, _) in TARGETS {
+                assert!(tested.contains(name), "no replay test for {name}");
+                assert!(
+                    root.join("fuzz_targets").join(format!("{name}.rs")).is_file(),
+                    "no fuzz_targets/{name}.rs"
+                );
+                assert!(
+                    manifest.contains(&format!("name = \"{name}\"")),
+                    "no [[bin]] {name} in fuzz/Cargo.toml"
+                );
+            }
+            for entry in fs::read_dir(corpus_dir()).expect("corpus/") {
+                let name = entry.expect("entry").file_name().into_string().expect("UTF-8");
+                assert!(
+                    TARGETS.iter().any(|(n, _)| *n == name),
+                    "corpus/{name} belongs to no target"
+                );
+            }
+        }
+    };
+}
+
+replay_tests!(
+    bencode,
+    ng_datagram,
+    ng_json,
+    rtpp_flags,
+    sdp,
+    config_toml,
+    static_stream,
+    state_journal,
+    state_record,
+);
+
+/// Writes the seeds of `state_journal` and `state_record` with the real
+/// journal (their bytes depend on the record format, so they are
+/// regenerated when it changes): `cargo test --manifest-path
+/// fuzz/Cargo.toml --no-default-features -- --ignored write_state_seeds`.
+#[test]
+#[ignore = "writes corpus/state_*; run by hand after a record format change"]
+fn write_state_seeds() {
+    use relay_state::{
+        CallRecord, Change, CookieRecord, CountsRecord, FileJournal, KernelRecord, LearnerRecord,
+        MediaRecord, MonologueRecord, PortRecord, RtpRecord, Store, SyncPolicy, TrackingRecord,
+    };
+    use std::net::SocketAddr;
+
+    let sa = |s: &str| -> SocketAddr { s.parse().expect("address") };
+    let port = |local: &str, peer: &str, slot: Option<u32>, rtcp: bool| PortRecord {
+        local: sa(local),
+        learner: LearnerRecord {
+            mode: "heuristic".into(),
+            strict: false,
+            sdp: Some(sa(peer)),
+            candidate: Some((sa(peer), 2)),
+            confirmed: Some(sa(peer)),
+        },
+        symmetric: true,
+        tracking: if rtcp {
+            TrackingRecord::Rtcp
+        } else {
+            TrackingRecord::Rtp { clock_rate: 8000 }
+        },
+        kernel: slot.map(|slot| KernelRecord {
+            peer: sa(peer),
+            source: sa(local),
+            strict_source: None,
+            slot,
+            to_userspace: false,
+            max_pps: 0,
+        }),
+        user: CountsRecord {
+            packets: 3,
+            bytes: 516,
+            ..CountsRecord::default()
+        },
+        last_packet_ms: Some(1_733_000_000_000),
+        kernel_retired: CountsRecord::default(),
+        kernel_live: CountsRecord {
+            packets: 1500,
+            bytes: 258_000,
+            last_seen_ns: 912_345_678_901,
+            ..CountsRecord::default()
+        },
+        rtp: RtpRecord {
+            rtp_packets: 1500,
+            ssrc: 0x1a2b_3c4d,
+            max_seq: 1499,
+            payload_type: 8,
+            clock_rate: 8000,
+            ..RtpRecord::default()
+        },
+    };
+    let call = |id: &str, base: u16| {
+        let party = |n: u16, peer_ip: &str, tag: &str| MonologueRecord {
+            tag: Some(tag.into()),
+            aliases: vec![],
+            via_branch: Some("z9hG4bK.a1B2c3D4".into()),
+            interface: "pub".into(),
+            address: "203.0.113.7".parse().expect("ip"),
+            peer: Some(1 - usize::from(n)),
+            created_ms: 1_733_000_000_000,
+            medias: vec![MediaRecord {
+                index: 0,
+                kind: "audio".into(),
+                protocol: "RTP/AVP".into(),
+                muted: false,
+                rtp: port(
+                    &format!("203.0.113.7:{}", base + 2 * n),
+                    &format!("{peer_ip}:4000"),
+                    Some(u32::from(base + 2 * n)),
+                    false,
+                ),
+                rtcp: port(
+                    &format!("203.0.113.7:{}", base + 2 * n + 1),
+                    &format!("{peer_ip}:4001"),
+                    None,
+                    true,
+                ),
+            }],
+        };
+        CallRecord {
+            call_id: id.into(),
+            created_ms: 1_733_000_000_000,
+            last_signal_ms: 1_733_000_000_420,
+            delete_at_ms: None,
+            monologues: vec![
+                party(0, "192.0.2.21", "as7f3c2d1e"),
+                party(1, "198.51.100.40", "8a71b3f0c2"),
+            ],
+        }
+    };
+    let changes = [
+        Change::Put(call("5d8a3e1c@192.0.2.21", 30000)),
+        Change::Put(call("0ba2cf53-9a78@203.0.113.77", 30010)),
+        Change::Cookie(CookieRecord {
+            cookie: b"3141_28491_4".to_vec(),
+            reply: b"3141_28491_4 d6:result2:oke".to_vec(),
+            answered_ms: 1_733_000_000_500,
+        }),
+        Change::Remove("5d8a3e1c@192.0.2.21".into()),
+    ];
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let put = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = root.join(target);
+        fs::create_dir_all(&dir).expect("corpus dir");
+        fs::write(dir.join(name), bytes).expect("seed");
+    };
+    for (i, change) in changes.iter().enumerate() {
+        let mut payload = Vec::new();
+        change.encode(&mut payload).expect("encode");
+        let kind = ["put_call", "put_call_2", "cookie", "remove"][i];
+        put("state_record", kind, &payload);
+    }
+
+    let dir = std::env::temp_dir().join(format!("xrelay-seeds-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    {
+        let mut journal = FileJournal::open(&dir, SyncPolicy::Periodic).expect("open");
+        journal.commit(&changes).expect("commit");
+    }
+    let whole = fs::read(dir.join("journal")).expect("journal");
+    let _ = fs::remove_dir_all(&dir);
+    put("state_journal", "four_changes", &whole);
+    put("state_journal", "header_only", &whole[..16]);
+    put(
+        "state_journal",
+        "torn_last_frame",
+        &whole[..whole.len() - 7],
+    );
+    let mut damaged = whole.clone();
+    damaged[16 + 40] ^= 0x55;
+    put("state_journal", "damaged_first_frame", &damaged);
+    let mut newer = whole.clone();
+    newer[4..8].copy_from_slice(&99u32.to_le_bytes());
+    put("state_journal", "newer_record_format", &newer);
+    put(
+        "state_journal",
+        "json_journal_v1",
+        b"XRJ1\n{\"Put\":{\"call_id\":\"x\"}}\n",
+    );
+}
