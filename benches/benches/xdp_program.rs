@@ -179,6 +179,7 @@ fn bench(c: &mut Criterion) {
         mode: ModePolicy::Generic,
         max_streams: SIZES[2] + 16,
         max_addresses: MAX_ADDRESSES,
+        row_ports: 0..=u16::MAX,
         enable_forwarding: true,
         test_clock: false,
         // A live stream (a packet every 20 ms) always finds its next hop

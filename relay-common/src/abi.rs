@@ -9,7 +9,7 @@ pub const ABI_MAGIC: u32 = 0x5952_4c58;
 pub const ABI_VERSION: u32 = 8;
 
 /// Map names in the object (maps.h). The stream table: ARRAY of
-/// [`StreamTarget`] indexed by [`stream_index`].
+/// [`StreamTarget`] indexed by [`RelayAddress::entry_index`].
 pub const MAP_STREAMS: &str = "streams";
 /// Per-stream state map: mmapable ARRAY of [`StreamState`] indexed by
 /// [`StreamTarget::stats_slot`], one copy for all CPUs.
@@ -45,14 +45,6 @@ pub const TF_IN_USE: u32 = 0x10;
 /// `RELAY_TF_JITTER`: RTP with a known clock rate: the program reads the
 /// precise clock for the jitter.
 pub const TF_JITTER: u32 = 0x20;
-/// `RELAY_ROW_SHIFT`: each relay address owns `1 << ROW_SHIFT` entries of
-/// the stream table, one per UDP port.
-pub const ROW_SHIFT: u32 = 16;
-
-/// The stream table index of `port` of the relay address owning `row`.
-pub const fn stream_index(row: u32, port: u16) -> u32 {
-    (row << ROW_SHIFT) | port as u32
-}
 /// `RELAY_SHIELD_DROP_UNKNOWN`: drop stream-less packets in the range.
 pub const SHIELD_DROP_UNKNOWN: u32 = 0x1;
 /// `RELAY_ADDR_IN_USE`: the address table slot holds an address.
@@ -93,8 +85,8 @@ pub fn address_probes(addr: &[u8; 16]) -> impl Iterator<Item = u32> {
 pub struct RelayAddress {
     /// net: the address, IPv4 v4-mapped.
     pub addr: [u8; 16],
-    /// host: the address's entries are `stream_index(row, port)`.
-    pub row: u32,
+    /// host: stream table index of `row_first_port`'s entry.
+    pub row_base: u32,
     /// host: lowest media port (shield).
     pub port_min: u16,
     /// host: highest media port (shield).
@@ -103,8 +95,27 @@ pub struct RelayAddress {
     pub flags: u32,
     /// host: update sequence, odd while relayd rewrites the slot.
     pub seq: u16,
+    /// host: first port of the address's row of the stream table.
+    pub row_first_port: u16,
+    /// host: last port of the row.
+    pub row_last_port: u16,
     /// zero.
     pub _pad: u16,
+}
+
+impl RelayAddress {
+    /// The stream table index of `port` of this address, as the program
+    /// computes it; None for a port outside the address's row.
+    pub fn entry_index(&self, port: u16) -> Option<u32> {
+        (self.row_first_port..=self.row_last_port)
+            .contains(&port)
+            .then(|| self.row_base + u32::from(port - self.row_first_port))
+    }
+
+    /// The ports of the address's row, in entry order.
+    pub fn row_ports(&self) -> core::ops::RangeInclusive<u16> {
+        self.row_first_port..=self.row_last_port
+    }
 }
 
 /// `struct relay_target`: one entry of the stream table, where a packet sent
@@ -332,7 +343,7 @@ pub struct AbiMeta {
 }
 
 /// `RELAY_ABI_LAYOUT_LEN`.
-pub const LAYOUT_LEN: usize = 73;
+pub const LAYOUT_LEN: usize = 75;
 
 macro_rules! layout {
     ($( $kind:ident $ty:ident $(. $field:ident)? ),* $(,)?) => {
@@ -398,11 +409,13 @@ layout![
     off IfaceMac._pad,
     size RelayAddress,
     off RelayAddress.addr,
-    off RelayAddress.row,
+    off RelayAddress.row_base,
     off RelayAddress.port_min,
     off RelayAddress.port_max,
     off RelayAddress.flags,
     off RelayAddress.seq,
+    off RelayAddress.row_first_port,
+    off RelayAddress.row_last_port,
     off RelayAddress._pad,
     size RtpStats,
     off RtpStats.rtp_packets,
@@ -433,7 +446,7 @@ const _: () = assert!(size_of::<StreamState>() == 192);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<IfaceStatus>() == 32);
 const _: () = assert!(size_of::<IfaceMac>() == 12);
-const _: () = assert!(size_of::<RelayAddress>() == 32);
+const _: () = assert!(size_of::<RelayAddress>() == 36);
 const _: () = assert!(size_of::<RtpStats>() == 88);
 const _: () = assert!(size_of::<AbiMeta>() == 16 + 4 * LAYOUT_LEN);
 
@@ -738,6 +751,31 @@ mod tests {
             assert_eq!(probes.next(), Some(want));
         }
         assert_eq!(probes.next(), None, "{ADDR_PROBES} probes");
+    }
+
+    #[test]
+    fn entry_index_follows_the_row_and_refuses_ports_outside() {
+        let a = RelayAddress {
+            row_base: 20,
+            row_first_port: 30000,
+            row_last_port: 30009,
+            ..RelayAddress::default()
+        };
+        assert_eq!(a.entry_index(30000), Some(20));
+        assert_eq!(a.entry_index(30009), Some(29));
+        for port in [0, 29999, 30010, u16::MAX] {
+            assert_eq!(a.entry_index(port), None, "{port}");
+        }
+        // The 32-byte slot of earlier layouts: row << 16 | port.
+        let old = crate::abi_v7::RelayAddress {
+            row: 3,
+            flags: ADDR_IN_USE,
+            ..Default::default()
+        }
+        .current();
+        assert_eq!(old.entry_index(0), Some(3 << 16));
+        assert_eq!(old.entry_index(u16::MAX), Some((3 << 16) | 0xffff));
+        assert_eq!(old.flags, ADDR_IN_USE);
     }
 
     #[test]

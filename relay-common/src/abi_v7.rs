@@ -1,7 +1,7 @@
 //! What ABI v7 laid out differently from v8, kept so that a relayd of ABI
 //! v8 taking over from a v7 relayd carries on its streams' counters and RTP
-//! figures. Everything else of v7 (the stream entry, the address slot, the
-//! RTP figures) has v8's layout.
+//! figures. Everything else of v7 (the stream entry, the RTP figures) has
+//! v8's layout.
 
 /// v7's per-stream counters map: PERCPU_ARRAY of [`StreamStats`].
 pub const MAP_STREAM_STATS: &str = "stream_stats";
@@ -65,6 +65,51 @@ impl StreamStats {
         total
     }
 }
+
+/// The 32-byte address slot of v7 (and of the first v8 builds): every
+/// address's row covered all 65536 ports, its entries at `row << 16 | port`.
+/// Told apart from today's slot by the `addresses` map's value size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayAddress {
+    /// net: the address, IPv4 v4-mapped.
+    pub addr: [u8; 16],
+    /// host: the address's entries are `row << 16 | port`.
+    pub row: u32,
+    /// host: lowest media port (shield).
+    pub port_min: u16,
+    /// host: highest media port (shield).
+    pub port_max: u16,
+    /// host: `ADDR_IN_USE` and `SHIELD_*` flags.
+    pub flags: u32,
+    /// host: update sequence.
+    pub seq: u16,
+    /// zero.
+    pub _pad: u16,
+}
+
+const _: () = assert!(size_of::<RelayAddress>() == 32);
+
+impl RelayAddress {
+    /// The same slot in today's layout: a row of all 65536 ports.
+    pub fn current(&self) -> crate::RelayAddress {
+        crate::RelayAddress {
+            addr: self.addr,
+            row_base: self.row << 16,
+            port_min: self.port_min,
+            port_max: self.port_max,
+            flags: self.flags,
+            seq: self.seq,
+            row_first_port: 0,
+            row_last_port: u16::MAX,
+            _pad: 0,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), fixed-width integer fields only, explicit padding.
+unsafe impl aya::Pod for RelayAddress {}
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), fixed-width integer fields only, explicit padding.

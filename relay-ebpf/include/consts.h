@@ -6,7 +6,8 @@
 #define RELAY_CONSTS_H
 
 #ifndef RELAY_MAX_ADDRESSES
-#define RELAY_MAX_ADDRESSES 4 /* relay addresses: rows of 65536 stream entries */
+#define RELAY_MAX_ADDRESSES 4 /* the object's stream table: 4 rows of all 65536 ports
+                               * (relayd sizes it at load time) */
 #endif
 
 #ifndef RELAY_MAX_STATS_SLOTS

@@ -11,13 +11,14 @@
 #include "consts.h"
 #include "relay_abi.h"
 
-/* The stream table: row << RELAY_ROW_SHIFT | port -> where to forward (see
- * relay_abi.h). An array, so a lookup is an index, not a hash and a bucket
- * walk: at a million streams that is one cache miss instead of three.
- * Written only by relayd. */
+/* The stream table: one row per relay address, one entry per port of its
+ * row range -> where to forward (see relay_abi.h). An array, so a lookup is
+ * an index, not a hash and a bucket walk: at a million streams that is one
+ * cache miss instead of three. relayd sizes it at load time (addresses x
+ * ports of the range). Written only by relayd. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, RELAY_MAX_ADDRESSES << RELAY_ROW_SHIFT);
+	__uint(max_entries, RELAY_MAX_ADDRESSES * 65536);
 	__type(key, __u32);
 	__type(value, struct relay_target);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

@@ -26,12 +26,15 @@
 
 /*
  * The stream table is indexed, not hashed: each relay address owns a row of
- * 65536 entries, one per UDP port, so a packet's entry is
- * streams[row << 16 | destination port] with the row from the small,
- * always-cached `addresses` map. IPv4 addresses are stored v4-mapped
- * (::ffff:a.b.c.d) so that IPv4 and IPv6 share both maps.
+ * entries, one per UDP port of its row range [row_first_port,
+ * row_last_port] (relayd's media port range and its static streams' ports),
+ * so a packet's entry is streams[row_base + port - row_first_port] with the
+ * row from the small, always-cached `addresses` map. A row sized to the
+ * port range, not to all 65536 ports, is what keeps the kernel memory per
+ * stream within 256 bytes: 10 000 ports take 640 KB per address, not 4 MiB.
+ * IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d) so that IPv4 and
+ * IPv6 share both maps.
  */
-#define RELAY_ROW_SHIFT 16
 
 /* Stream flags (relay_target.flags). */
 #define RELAY_TF_STRICT_SOURCE 0x1u /* drop packets whose source != expect_* */
@@ -177,12 +180,14 @@ struct relay_counter {
 
 struct relay_address {
 	__u8 addr[16];  /* net: the address, IPv4 v4-mapped (::ffff:a.b.c.d) */
-	__u32 row;      /* host: streams[row << RELAY_ROW_SHIFT | port] */
-	__u16 port_min; /* host: shielded range */
-	__u16 port_max; /* host */
-	__u32 flags;    /* host: RELAY_ADDR_IN_USE | RELAY_SHIELD_* */
-	__u16 seq;      /* host: update sequence, odd while relayd rewrites the slot */
-	__u16 _pad;     /* zero */
+	__u32 row_base;       /* host: stream table index of row_first_port's entry */
+	__u16 port_min;       /* host: shielded range */
+	__u16 port_max;       /* host */
+	__u32 flags;          /* host: RELAY_ADDR_IN_USE | RELAY_SHIELD_* */
+	__u16 seq;            /* host: update sequence, odd while relayd rewrites the slot */
+	__u16 row_first_port; /* host: the row's ports: streams[row_base + port - */
+	__u16 row_last_port;  /* host:   row_first_port] for port in [first, last] */
+	__u16 _pad;           /* zero */
 };
 
 #define RELAY_SHIELD_DROP_UNKNOWN 0x1u /* drop (else pass, counted apart) */
@@ -277,7 +282,7 @@ enum relay_counter_id {
  * RELAY_ABI_LAYOUT_LEN numbers (struct sizes and field offsets, in the order
  * of RELAY_ABI_LAYOUT in relay.bpf.c and LAYOUT in relay-common).
  */
-#define RELAY_ABI_LAYOUT_LEN 73
+#define RELAY_ABI_LAYOUT_LEN 75
 
 struct relay_abi_meta {
 	__u32 magic;                        /* host: RELAY_ABI_MAGIC */

@@ -89,11 +89,13 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_iface_mac, _pad),
 		sizeof(struct relay_address),
 		OFF(relay_address, addr),
-		OFF(relay_address, row),
+		OFF(relay_address, row_base),
 		OFF(relay_address, port_min),
 		OFF(relay_address, port_max),
 		OFF(relay_address, flags),
 		OFF(relay_address, seq),
+		OFF(relay_address, row_first_port),
+		OFF(relay_address, row_last_port),
 		OFF(relay_address, _pad),
 		sizeof(struct relay_rtp_stats),
 		OFF(relay_rtp_stats, rtp_packets),
@@ -124,7 +126,7 @@ _Static_assert(sizeof(struct relay_next_hop) == 32, "relay_next_hop size is ABI"
 _Static_assert(sizeof(struct relay_stream_state) == 192, "relay_stream_state is three cache lines");
 _Static_assert(sizeof(struct relay_counter) == 16, "relay_counter size is ABI");
 _Static_assert(sizeof(struct relay_iface_status) == 32, "relay_iface_status size is ABI");
-_Static_assert(sizeof(struct relay_address) == 32, "relay_address size is ABI");
+_Static_assert(sizeof(struct relay_address) == 36, "relay_address size is ABI");
 /* relayd's own limit (MAX_ADDRESSES) is what keeps the table one eighth
  * full at most; this checks the object's default. */
 _Static_assert(RELAY_MAX_ADDRESSES * 8 <= RELAY_ADDR_SLOTS,
@@ -247,9 +249,13 @@ static __always_inline int find_address(const __u8 *key, struct relay_address *o
 static __always_inline int read_stream(const struct relay_address *a, __u16 port,
 				       struct relay_target *out)
 {
-	__u32 idx = (a->row << RELAY_ROW_SHIFT) | port;
-	struct relay_target *entry = bpf_map_lookup_elem(&streams, &idx);
+	__u32 idx = a->row_base + port - a->row_first_port;
+	struct relay_target *entry;
 
+	/* A port outside the row has no entry (no stream of relayd's there). */
+	if (port < a->row_first_port || port > a->row_last_port)
+		return 0;
+	entry = bpf_map_lookup_elem(&streams, &idx);
 	if (!entry)
 		return 0;
 	if (!seqlock_copy(out, entry))

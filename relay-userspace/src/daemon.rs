@@ -187,6 +187,7 @@ fn start_datapath(
         mode: config.xdp_mode,
         max_streams: config.max_streams,
         max_addresses: relay_addresses(config, statics),
+        row_ports: row_ports(config, statics),
         enable_forwarding: config.enable_forwarding,
         test_clock: false,
         next_hop_cache: config.next_hop_cache,
@@ -232,6 +233,18 @@ fn relay_addresses(config: &Config, statics: &[crate::datapath::StreamSpec]) -> 
     addresses.sort();
     addresses.dedup();
     addresses.len() as u32
+}
+
+/// The ports every relay address gets stream table entries for: the media
+/// port range, widened to cover the static streams' ports.
+fn row_ports(
+    config: &Config,
+    statics: &[crate::datapath::StreamSpec],
+) -> std::ops::RangeInclusive<u16> {
+    let ports = statics.iter().map(|s| s.local.port());
+    let first = ports.clone().fold(config.port_min, u16::min);
+    let last = ports.fold(config.port_max, u16::max);
+    first..=last
 }
 
 /// Sockets and pools relayd serves with.

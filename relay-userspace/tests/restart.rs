@@ -381,8 +381,13 @@ fn a_damaged_journal_loses_only_what_cannot_be_read() {
 /// on the old program's counters, including what it forwarded while no
 /// relayd ran), and the call must be in the kernel of the new relayd.
 fn takeover_loses_no_packet(tag: &str, between: impl FnOnce(&Bed), args: &[&str]) -> Bed {
+    takeover_from(RELAYD, tag, between, args)
+}
+
+/// [`takeover_loses_no_packet`] from a relayd run from the binary `first`.
+fn takeover_from(first: &str, tag: &str, between: impl FnOnce(&Bed), args: &[&str]) -> Bed {
     let bed = Bed::new(tag);
-    let relayd = bed.relayd(&[]);
+    let relayd = bed.relayd_from(first, &[]);
     let (relay_a, relay_b) = set_up_call(&bed.ng, "call-v");
     let streams = start_media(&bed, relay_a, relay_b);
     wait_kernelized(&bed.ng, "call-v");
@@ -460,6 +465,43 @@ fn a_relayd_of_another_abi_version_takes_over_without_losing_a_packet() {
         assert!(
             versioned(&bed, ours).join(pin).exists(),
             "{pin} pinned anew"
+        );
+    }
+}
+
+/// The upgrade an operator makes: a relayd of an earlier build (ABI v7,
+/// per-CPU counters and rows of all 65536 ports; or the first v8 build,
+/// rows of all ports) runs a call through XDP and is killed; this build
+/// takes over its program and maps without losing a packet, counters and
+/// RTP figures carried on. `cargo xtask test` builds the earlier relayds
+/// (`cargo xtask earlier-relayd`) and names them in
+/// XRELAY_EARLIER_RELAYDS (colon-separated paths).
+#[test]
+fn a_relayd_of_an_earlier_build_takes_over_without_losing_a_packet() {
+    require_root!();
+    let Ok(paths) = std::env::var("XRELAY_EARLIER_RELAYDS") else {
+        eprintln!(
+            "skipped: XRELAY_EARLIER_RELAYDS is not set (cargo xtask test builds the earlier \
+             relayds and sets it; by hand: cargo xtask earlier-relayd)"
+        );
+        return;
+    };
+    for (i, bin) in paths.split(':').filter(|p| !p.is_empty()).enumerate() {
+        assert!(std::path::Path::new(bin).exists(), "{bin} is not built");
+        let bed = takeover_from(bin, &format!("rse{i}"), |_| {}, &[]);
+        let dir = versioned(&bed, relay_common::ABI_VERSION);
+        assert!(
+            dir.join("link_a1").exists(),
+            "{bin}: this build's link pinned"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&bed.pins.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy() != format!("abi-v{}", relay_common::ABI_VERSION))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "{bin}: earlier pins left: {leftovers:?}"
         );
     }
 }

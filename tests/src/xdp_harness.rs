@@ -96,6 +96,7 @@ pub fn fixture_config(
         mode: ModePolicy::Generic,
         max_streams: 64,
         max_addresses,
+        row_ports: 0..=u16::MAX,
         enable_forwarding: true,
         test_clock: false,
         next_hop_cache,

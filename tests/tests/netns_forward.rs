@@ -30,6 +30,7 @@ fn config(pins: &PinDirGuard, mode: ModePolicy) -> XdpConfig {
         mode,
         max_streams: 1024,
         max_addresses: 8,
+        row_ports: 0..=u16::MAX,
         enable_forwarding: true,
         test_clock: false,
         next_hop_cache: std::time::Duration::from_millis(500),

@@ -174,6 +174,7 @@ fn with_bench(tag: &str, f: impl FnOnce(&mut Bench) + Send) {
             mode: ModePolicy::Generic,
             max_streams: 64,
             max_addresses: 8,
+            row_ports: 0..=u16::MAX,
             enable_forwarding: true,
             test_clock: true,
             next_hop_cache: std::time::Duration::from_millis(500),

@@ -174,6 +174,7 @@ fn stream_counters_stay_exact_with_two_receive_queues() {
         mode: ModePolicy::Native,
         max_streams: 1024,
         max_addresses: 8,
+        row_ports: 0..=u16::MAX,
         enable_forwarding: true,
         test_clock: false,
         next_hop_cache: Duration::from_millis(500),

@@ -1155,8 +1155,9 @@ fn stream_table_rows_and_entries_being_rewritten() {
             address.seq, 2,
             "the address's slot was written the same way"
         );
-        let row = address.row;
-        let index = relay_common::stream_index(row, cross.local.port());
+        let index = address
+            .entry_index(cross.local.port())
+            .expect("the port is in the address's row");
         let pinned = MapData::from_pin(dp.pin_dir().join(relay_common::MAP_STREAMS)).unwrap();
         let table_fd = pinned.fd().as_fd().try_clone_to_owned().unwrap();
         let mut table: Array<MapData, StreamTarget> = Array::try_from(Map::Array(pinned)).unwrap();
@@ -1268,11 +1269,13 @@ fn address_table_probing_agrees_with_relayd() {
                 taken.insert(slot, a);
                 let value = RelayAddress {
                     addr: key,
-                    row: 0,
+                    row_base: 0,
                     port_min: port_of(i),
                     port_max: port_of(i),
                     flags: relay_common::ADDR_IN_USE | relay_common::SHIELD_DROP_UNKNOWN,
                     seq: 2,
+                    row_first_port: 0,
+                    row_last_port: u16::MAX,
                     _pad: 0,
                 };
                 table.set(slot, value, 0).unwrap();
@@ -1335,7 +1338,13 @@ fn relayd_places_addresses_where_the_program_probes() {
                 dp.shield(a, port_of(i)..=port_of(i), true).unwrap();
                 let (slot, entry) = dp.maps().relay_address(a).expect("placed");
                 let want = (home + i as u32) % relay_common::ADDR_SLOTS;
-                assert_eq!((slot, entry.row, entry.seq), (want, i as u32, 2), "{a}");
+                // Rows of all 65536 ports (the fixtures' configuration), one
+                // after the other.
+                assert_eq!(
+                    (slot, entry.row_base, entry.seq),
+                    (want, i as u32 * 65536, 2),
+                    "{a}"
+                );
             }
             match dp.shield(refused[0], 30000..=30000, true) {
                 Err(DatapathError::AddressTableFull { address }) => assert_eq!(address, refused[0]),
@@ -1359,7 +1368,10 @@ fn relayd_places_addresses_where_the_program_probes() {
             let (slot, before) = dp.maps().relay_address(last).unwrap();
             dp.shield(last, 40000..=40009, true).unwrap();
             let (slot_after, after) = dp.maps().relay_address(last).unwrap();
-            assert_eq!((slot_after, after.row, after.seq), (slot, before.row, 4));
+            assert_eq!(
+                (slot_after, after.row_base, after.seq),
+                (slot, before.row_base, 4)
+            );
             let in_table = pinned_addresses(dp).get(&slot, 0).unwrap();
             assert_eq!(
                 (in_table.seq, in_table.port_min, in_table.port_max),
@@ -1375,6 +1387,128 @@ fn relayd_places_addresses_where_the_program_probes() {
 /// A frame to `dst`, a relay address's port without a stream (or not a
 /// relay address), ends with `action`: dropped by a shield
 /// (dropped_no_stream) or passed (passed_no_stream), and nothing else.
+/// Rows sized to the port range, as relayd configures them (its media ports
+/// and static streams' ports): an address's entries are `row_base + port -
+/// row_first_port`, one address's row after the other, a port outside the
+/// row has no entry (passed, or dropped by a wider shield), a stream there
+/// is refused, and the table holds exactly `max_addresses` rows.
+#[test]
+fn rows_cover_the_configured_ports_only() {
+    require_root!();
+    let ns = topology();
+    let pins = PinDirGuard::new("rows");
+    let mut config = fixture_config(pins.0.clone(), 2, std::time::Duration::from_secs(1));
+    config.row_ports = 30000..=30009;
+    ns.run(|| {
+        let mut dp = XdpDatapath::start(&config).expect("XDP datapath starts");
+        let table = aya::maps::MapInfo::from_pin(dp.pin_dir().join(relay_common::MAP_STREAMS))
+            .unwrap()
+            .max_entries();
+        assert_eq!(table, 20, "two rows of ten ports");
+
+        let v4_first = (1, "10.10.1.1:30000", "10.10.2.2:40000", "10.10.2.1:30000");
+        let v4_last = (2, "10.10.1.1:30009", "10.10.2.2:40009", "10.10.2.1:30009");
+        let v6_first = (
+            3,
+            "[2001:db8:1::1]:30000",
+            "[2001:db8:2::2]:40020",
+            "[2001:db8:2::1]:30000",
+        );
+        let v6_last = (
+            4,
+            "[2001:db8:1::1]:30009",
+            "[2001:db8:2::2]:40029",
+            "[2001:db8:2::1]:30009",
+        );
+        let streams = [v4_first, v4_last, v6_first, v6_last];
+        for s in streams {
+            dp.install(&spec(s, None)).unwrap();
+        }
+        let (v4, v6): (IpAddr, IpAddr) = (
+            "10.10.1.1".parse().unwrap(),
+            "2001:db8:1::1".parse().unwrap(),
+        );
+        let row = |dp: &XdpDatapath, a| {
+            let (_, slot) = dp.maps().relay_address(a).unwrap();
+            (slot.row_base, slot.row_ports())
+        };
+        assert_eq!(row(&dp, v4), (0, 30000..=30009));
+        assert_eq!(row(&dp, v6), (10, 30000..=30009), "after the first row");
+
+        // Each stream's packets reach its own peer: the program found the
+        // entry relayd wrote, at both ends of both rows.
+        for s in streams {
+            let input = if s.1.starts_with('[') {
+                from_a6(s.1)
+            } else {
+                from_a(s.1)
+            };
+            let (action, out) = run_frame(&mut dp, &input.build());
+            assert_eq!(action, XDP_REDIRECT, "{}", s.1);
+            assert_eq!(out, to_b(&input, s).build(), "{}", s.1);
+        }
+        let mut listed: Vec<SocketAddr> = dp
+            .maps()
+            .installed()
+            .unwrap()
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        listed.sort();
+        let mut want: Vec<SocketAddr> = streams.iter().map(|s| sa(s.1)).collect();
+        want.sort();
+        assert_eq!(listed, want, "the listing reads each row at its place");
+
+        // Outside the row: no entry, not even one of the next row's.
+        for port in [0, 29999, 30010, 65535] {
+            assert_shield(
+                &mut dp,
+                SocketAddr::new(v4, port),
+                XDP_PASS,
+                "outside the row",
+            );
+        }
+        // A shield wider than the row still drops there.
+        dp.shield(v4, 29990..=30020, true).unwrap();
+        assert_shield(
+            &mut dp,
+            SocketAddr::new(v4, 30015),
+            XDP_DROP,
+            "shielded, outside the row",
+        );
+        assert_shield(
+            &mut dp,
+            SocketAddr::new(v4, 30005),
+            XDP_DROP,
+            "shielded, in the row",
+        );
+
+        match dp.install(&spec(
+            (5, "10.10.1.1:30010", "10.10.2.2:40010", "10.10.2.1:30010"),
+            None,
+        )) {
+            Err(DatapathError::PortOutsideRow { local, first, last }) => {
+                assert_eq!((local, first, last), (sa("10.10.1.1:30010"), 30000, 30009))
+            }
+            other => panic!("a stream outside the row: {other:?}"),
+        }
+        match dp.install(&spec(
+            (6, "10.10.2.1:30001", "10.10.1.2:40001", "10.10.1.1:30001"),
+            None,
+        )) {
+            Err(DatapathError::TooManyAddresses { max, .. }) => assert_eq!(max, 2),
+            other => panic!("a third address: {other:?}"),
+        }
+        assert_eq!(
+            dp.maps().installed().unwrap().len(),
+            4,
+            "nothing else changed"
+        );
+        dp.shutdown();
+    })
+    .unwrap();
+}
+
 fn assert_shield(dp: &mut XdpDatapath, dst: SocketAddr, action: u32, what: &str) {
     let to = dst.to_string();
     let frame = if dst.is_ipv4() {
@@ -1491,16 +1625,22 @@ fn stream_counters_stay_exact_with_two_cpus() {
 /// within 256 bytes (issue 24): measured as an operator sizing an instance
 /// would, from the pinned maps' memlock at --max-streams 100 000 and
 /// 1 000 000. Only the stream state array grows with --max-streams, and it
-/// is one shared copy (an ARRAY, not a PERCPU_ARRAY).
+/// is one shared copy (an ARRAY, not a PERCPU_ARRAY). Everything included
+/// (the stream table's rows, sized to the port range, and the fixed maps)
+/// for a million streams on 16 addresses of 62 500 ports each.
 #[test]
 fn kernel_memory_per_stream_is_bounded() {
     use relay_userspace::datapath::xdp::memory::MapMemory;
     require_root!();
     let ns = topology();
-    let measure = |max_streams: u32| {
+    let measure = |max_streams: u32, rows: Option<(u32, std::ops::RangeInclusive<u16>)>| {
         let pins = PinDirGuard::new("memory");
         let mut config = fixture_config(pins.0.clone(), 4, std::time::Duration::from_secs(1));
         config.max_streams = max_streams;
+        if let Some((addresses, ports)) = rows {
+            config.max_addresses = addresses;
+            config.row_ports = ports;
+        }
         ns.run(|| {
             let dp = XdpDatapath::start(&config).expect("XDP datapath starts");
             let memory = MapMemory::of_pins(dp.pin_dir());
@@ -1514,8 +1654,8 @@ fn kernel_memory_per_stream_is_bounded() {
         })
         .unwrap()
     };
-    let (small, kind) = measure(100_000);
-    let (big, _) = measure(1_000_000);
+    let (small, kind) = measure(100_000, None);
+    let (big, _) = measure(1_000_000, None);
     assert_eq!(kind, aya::maps::MapType::Array, "one copy for all CPUs");
     let per_stream = (big.total() - small.total()).div_ceil(900_000);
     assert!(
@@ -1531,5 +1671,22 @@ fn kernel_memory_per_stream_is_bounded() {
             );
         }
     }
-    eprintln!("kernel memory: 100 000 streams {small}; 1 000 000 streams {big}; {per_stream} bytes per stream");
+    // A million streams as an operator would lay them out: 16 relay
+    // addresses whose media port range (62 500 ports) together holds them.
+    let (whole, _) = measure(1_000_000, Some((16, 2000..=64499)));
+    let table = whole.of(relay_common::MAP_STREAMS).unwrap();
+    assert!(
+        (64_000_000..64_100_000).contains(&table),
+        "a 64-byte entry per port of each row: {table} bytes"
+    );
+    let everything = whole.total() as f64 / 1e6;
+    assert!(
+        everything <= 257.0,
+        "{everything:.2} bytes per stream, everything included ({whole})"
+    );
+    eprintln!(
+        "kernel memory: 100 000 streams {small}; 1 000 000 streams {big}; {per_stream} bytes per stream \
+         for the records; 1 000 000 streams on 16 addresses of 62 500 ports, everything included: \
+         {whole}, {everything:.2} bytes per stream"
+    );
 }

@@ -28,6 +28,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 
 mod deb;
+mod earlier;
 
 #[derive(Debug, Parser)]
 #[command(about = "xrelay developer tasks")]
@@ -75,6 +76,10 @@ enum Task {
     Deps,
     /// Compile the XDP program (relay-ebpf) only.
     BuildEbpf,
+    /// Build the relayd of each earlier kernel layout (ABI v7, the first
+    /// v8) under target/earlier/ for the upgrade test, and print the
+    /// XRELAY_EARLIER_RELAYDS setting that test reads.
+    EarlierRelayd,
     /// Run the fuzz targets of fuzz/ (cargo-fuzz, libFuzzer; needs the
     /// nightly toolchain, installs cargo-fuzz if missing), one after the
     /// other; fails if one crashes or hangs (the input is in the message).
@@ -156,6 +161,12 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// XRELAY_EARLIER_RELAYDS's value: the paths, colon-separated.
+fn earlier_setting(bins: &[std::path::PathBuf]) -> String {
+    let paths: Vec<String> = bins.iter().map(|b| b.display().to_string()).collect();
+    paths.join(":")
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -202,7 +213,18 @@ fn test() -> Result<()> {
     if !is_root() {
         eprintln!("note: not root: BPF/XDP/netns tests will print SKIPPED and not run");
     }
-    run(cargo().args(["test", "--workspace"]))?;
+    let mut tests = cargo();
+    tests.args(["test", "--workspace"]);
+    if is_root() {
+        // The upgrade test takes over from relayds of earlier layouts.
+        match earlier::build() {
+            Ok(bins) => {
+                tests.env("XRELAY_EARLIER_RELAYDS", earlier_setting(&bins));
+            }
+            Err(e) => eprintln!("note: the upgrade test will print SKIPPED: {e:#}"),
+        }
+    }
+    run(&mut tests)?;
     fuzz_checks()?;
     if is_root() {
         // SDP and replies that matched rtpengine's must keep matching.
@@ -668,6 +690,11 @@ fn main() -> Result<()> {
         Task::Deb { test: false } => deb::build().map(drop),
         Task::Deb { test: true } => deb::test(),
         Task::Deps => deps(PACKAGES, true).and_then(|()| deps(BENCH_PACKAGES, true)),
+        Task::EarlierRelayd => {
+            let bins = earlier::build()?;
+            println!("XRELAY_EARLIER_RELAYDS={}", earlier_setting(&bins));
+            Ok(())
+        }
         Task::BuildEbpf => {
             deps(PACKAGES, false)?;
             run(cargo().args(["build", "-p", "relay-ebpf"]))

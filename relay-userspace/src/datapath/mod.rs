@@ -161,6 +161,21 @@ pub enum DatapathError {
         /// Rows in the table.
         max: u32,
     },
+    /// The stream's port is outside the ports its relay address has stream
+    /// table entries for (the media port range and static streams' ports
+    /// relayd started with); its packets go through relayd's socket.
+    #[error(
+        "cannot forward for {local} in the kernel: the stream table covers ports {first}-{last} \
+         of that address (the media port range relayd started with)"
+    )]
+    PortOutsideRow {
+        /// The stream's relay address and port.
+        local: SocketAddr,
+        /// First port of the address's row.
+        first: u16,
+        /// Last port of the row.
+        last: u16,
+    },
     /// Taking over from a relayd of another ABI version failed.
     #[error("taking over the running XDP program: {0}")]
     Takeover(String),

@@ -14,8 +14,9 @@ use crate::{
 
 /// Kernel memory per stream state record (ABI v8, any CPU count).
 pub const STATE_BYTES_PER_STREAM: u64 = 192;
-/// Stream table bytes per relay address (65536 entries of 64 bytes).
-pub const TABLE_BYTES_PER_ADDRESS: u64 = 65536 * 64;
+/// Stream table bytes per port of a relay address's row (one 64-byte
+/// entry per port of the media port range).
+pub const TABLE_BYTES_PER_PORT: u64 = 64;
 /// Share of the host's memory the maps may take before doctor warns.
 const MEMORY_SHARE_PERCENT: u64 = 10;
 
@@ -156,10 +157,11 @@ fn mem_total() -> Option<u64> {
 }
 
 /// Kernel memory the XDP maps take for `config` (stream state records and
-/// one stream table row per interface address).
+/// one stream table row, an entry per media port, per interface address).
 pub fn kernel_bytes(config: &Config) -> u64 {
+    let ports = u64::from(config.port_max - config.port_min) + 1;
     u64::from(config.max_streams) * STATE_BYTES_PER_STREAM
-        + config.interfaces.len() as u64 * TABLE_BYTES_PER_ADDRESS
+        + config.interfaces.len() as u64 * ports * TABLE_BYTES_PER_PORT
 }
 
 fn memory(config: &Config) -> Check {

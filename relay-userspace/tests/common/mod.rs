@@ -74,7 +74,12 @@ impl Bed {
 
     /// Starts relayd with `extra` options and waits for its READY=1.
     pub fn relayd(&self, extra: &[&str]) -> ChildGuard {
-        let mut cmd = self.t.r.command(RELAYD).unwrap();
+        self.relayd_from(RELAYD, extra)
+    }
+
+    /// [`Self::relayd`] with the relayd binary at `bin` (an earlier build).
+    pub fn relayd_from(&self, bin: &str, extra: &[&str]) -> ChildGuard {
+        let mut cmd = self.t.r.command(bin).unwrap();
         cmd.args(["-i", "a/10.20.1.1", "-i", "b/10.20.2.1", "--listen-ng", NG])
             .args(["--port-min", "30000", "--port-max", "30999", "--pin-dir"])
             .arg(&self.pins.0);

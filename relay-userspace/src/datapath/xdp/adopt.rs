@@ -20,7 +20,7 @@ use aya::{
         Xdp,
     },
 };
-use relay_common::{IfaceStatus, MAP_IFACES, MAP_STREAMS, MAP_STREAM_STATE, ROW_SHIFT};
+use relay_common::{IfaceStatus, MAP_IFACES, MAP_STREAMS, MAP_STREAM_STATE};
 
 use super::{link_pin, release_stale_link, XdpConfig, XdpError, MAP_NAMES};
 
@@ -32,7 +32,7 @@ const KERNEL_SET_FLAGS: u32 = (1 << 7) | (1 << 8); // BPF_F_RDONLY_PROG, BPF_F_W
 /// a map is the object's.
 fn configured_entries(name: &str, config: &XdpConfig) -> Option<u32> {
     match name {
-        MAP_STREAMS => Some(config.max_addresses << ROW_SHIFT),
+        MAP_STREAMS => Some(config.stream_entries()),
         MAP_STREAM_STATE => Some(config.max_streams),
         _ => None,
     }
@@ -77,6 +77,9 @@ pub fn not_adoptable(dir: &Path, config: &XdpConfig) -> Option<String> {
             ));
         }
     }
+    if let Some(why) = rows_of_another_range(dir, config) {
+        return Some(why);
+    }
     config
         .interfaces
         .iter()
@@ -88,6 +91,29 @@ pub fn not_adoptable(dir: &Path, config: &XdpConfig) -> Option<String> {
                 format!("no pinned link for {iface}")
             }
         })
+}
+
+/// Why the pinned relay addresses' rows do not fit this configuration
+/// (rows of another port range: the same table size can hold other rows),
+/// if they do not.
+fn rows_of_another_range(dir: &Path, config: &XdpConfig) -> Option<String> {
+    let maps = match super::RelayMaps::open_pinned(dir) {
+        Ok(maps) => maps,
+        Err(e) => return Some(format!("the pinned maps cannot be read: {e}")),
+    };
+    let other = maps
+        .rows()
+        .find(|a| a.row_ports() != config.row_ports)
+        .copied();
+    other.map(|a| {
+        format!(
+            "the pinned stream table has rows for ports {}-{}, this relayd's are {}-{}",
+            a.row_first_port,
+            a.row_last_port,
+            config.row_ports.start(),
+            config.row_ports.end()
+        )
+    })
 }
 
 /// Puts `program` on the link pinned at `from` in place of whatever runs

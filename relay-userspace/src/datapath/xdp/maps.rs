@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap as StdHashMap,
     net::{IpAddr, SocketAddr},
+    ops::RangeInclusive,
     os::fd::{AsFd as _, BorrowedFd, OwnedFd},
     path::Path,
 };
@@ -14,11 +15,10 @@ use aya::{
 };
 use relay_common::{
     addr::{from_abi, to_abi},
-    address_probes, stream_index, Counter, CounterId, IfaceMac, IfaceStatus, RelayAddress,
-    RtpStats, StreamState, StreamStats, StreamTarget, ADDR_IN_USE, ADDR_SLOTS, IFACE_MAC_SLOTS,
-    MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES, MAP_IFACE_MACS, MAP_STREAMS, MAP_STREAM_STATE,
-    MAP_TX_PORTS, ROW_SHIFT, SHIELD_DROP_UNKNOWN, TF_IN_USE, TF_JITTER, TF_RTCP, TF_RTP,
-    TF_STRICT_SOURCE, TF_TO_USERSPACE,
+    address_probes, Counter, CounterId, IfaceMac, IfaceStatus, RelayAddress, RtpStats, StreamState,
+    StreamStats, StreamTarget, ADDR_IN_USE, ADDR_SLOTS, IFACE_MAC_SLOTS, MAP_ADDRESSES,
+    MAP_COUNTERS, MAP_IFACES, MAP_IFACE_MACS, MAP_STREAMS, MAP_STREAM_STATE, MAP_TX_PORTS,
+    SHIELD_DROP_UNKNOWN, TF_IN_USE, TF_JITTER, TF_RTCP, TF_RTP, TF_STRICT_SOURCE, TF_TO_USERSPACE,
 };
 
 use super::{
@@ -47,6 +47,8 @@ pub struct RelayMaps {
     /// What `addresses` holds, by address: the slot and its content
     /// (relayd is the only writer).
     rows: Rows,
+    /// The ports a new relay address's row covers (see [`Self::with_row_ports`]).
+    row_ports: RangeInclusive<u16>,
     /// `streams` again, for batch reads (aya keeps its descriptor private).
     streams_fd: OwnedFd,
 }
@@ -115,13 +117,22 @@ fn write_seqlocked<T: Seqlocked>(
 /// The relay addresses in use in an address table, by address: their
 /// slots and contents.
 pub(super) fn read_rows(addresses: BorrowedFd<'_>) -> Result<Rows, DatapathError> {
-    let slots: Vec<RelayAddress> =
+    read_rows_as(addresses, |a: RelayAddress| a)
+}
+
+/// [`read_rows`] of a table whose slots are `T`, made today's slots by
+/// `current` (an older layout's).
+pub(super) fn read_rows_as<T: aya::Pod>(
+    addresses: BorrowedFd<'_>,
+    current: impl Fn(T) -> RelayAddress,
+) -> Result<Rows, DatapathError> {
+    let slots: Vec<T> =
         read_array_range(addresses, 0, ADDR_SLOTS).map_err(|source| DatapathError::Io {
             op: "reading the relay addresses",
             source,
         })?;
     Ok((0..)
-        .zip(slots)
+        .zip(slots.into_iter().map(current))
         .filter(|(_, a)| a.flags & ADDR_IN_USE != 0)
         .map(|(slot, a)| (a.addr, (slot, a)))
         .collect())
@@ -135,14 +146,14 @@ pub(super) fn read_installed(
 ) -> Result<Vec<(SocketAddr, StreamTarget)>, DatapathError> {
     let mut out = Vec::new();
     for (addr, (_, a)) in rows {
+        let ports = a.row_ports();
+        let len = ports.clone().count() as u32;
         let row: Vec<StreamTarget> =
-            read_array_range(streams, stream_index(a.row, 0), 1 << ROW_SHIFT).map_err(
-                |source| DatapathError::Io {
-                    op: "reading the stream table",
-                    source,
-                },
-            )?;
-        for (port, entry) in (0..=u16::MAX).zip(row) {
+            read_array_range(streams, a.row_base, len).map_err(|source| DatapathError::Io {
+                op: "reading the stream table",
+                source,
+            })?;
+        for (port, entry) in ports.zip(row) {
             if entry.flags & TF_IN_USE != 0 {
                 out.push((SocketAddr::new(from_abi(*addr), port), entry));
             }
@@ -235,8 +246,17 @@ impl RelayMaps {
                 .map_err(map_err("checking iface_macs"))?,
             addresses,
             rows,
+            row_ports: 0..=u16::MAX,
             streams_fd,
         })
+    }
+
+    /// Sets the ports each relay address added from now on gets a row of
+    /// stream entries for (relayd's media port range and its static
+    /// streams' ports; all 65536 ports until this is called). A stream on
+    /// a port outside is refused ([`DatapathError::PortOutsideRow`]).
+    pub fn with_row_ports(self, row_ports: RangeInclusive<u16>) -> Self {
+        Self { row_ports, ..self }
     }
 
     /// Empties the redirect ports and interface status a relayd that died
@@ -289,7 +309,7 @@ impl RelayMaps {
     }
 
     /// Every installed stream: its relay address and port, and its entry.
-    /// Reads every relay address's whole row (4 MiB, in batches), so it is
+    /// Reads every relay address's whole row (64 bytes a port, in batches), so it is
     /// for start-up and relayctl, not for anything per call.
     pub fn installed(&self) -> Result<Vec<(SocketAddr, StreamTarget)>, DatapathError> {
         read_installed(&self.rows, self.streams_fd.as_fd())
@@ -380,7 +400,7 @@ impl RelayMaps {
             flags: TF_IN_USE | flags,
             stats_slot: spec.stats_slot,
         };
-        let index = stream_index(self.row(spec.local.ip())?, spec.local.port());
+        let index = self.index(spec.local)?;
         let old = self.entry(index)?;
         if spec.to_userspace {
             // Nothing is counted for a pass entry: no counters to zero.
@@ -411,7 +431,7 @@ impl RelayMaps {
         if let Some(record) = record {
             self.stream_state.reset(entry.stats_slot, record)?;
         }
-        let index = stream_index(self.row(local.ip())?, local.port());
+        let index = self.index(local)?;
         let old = self.entry(index)?;
         self.write_entry(index, old, entry)
     }
@@ -419,20 +439,28 @@ impl RelayMaps {
     /// The state slot of the forwarding entry installed for `local`, if any.
     pub fn slot_of(&self, local: SocketAddr) -> Option<u32> {
         let (_, a) = self.rows.get(&to_abi(local.ip()))?;
-        let entry = self.entry(stream_index(a.row, local.port())).ok()?;
+        let entry = self.entry(a.entry_index(local.port())?).ok()?;
         (entry.flags & TF_IN_USE != 0 && entry.flags & TF_TO_USERSPACE == 0)
             .then_some(entry.stats_slot)
     }
 
-    /// The row of the stream table owned by relay address `addr`, given
-    /// one (with no shield) if it has none yet.
-    fn row(&mut self, addr: IpAddr) -> Result<u32, DatapathError> {
-        if let Some((_, a)) = self.rows.get(&to_abi(addr)) {
-            return Ok(a.row);
-        }
-        let (slot, a) = self.row_entry(addr)?;
-        self.write_address(slot, a, "adding a relay address")?;
-        Ok(a.row)
+    /// The stream table index of relay address and port `local`, giving
+    /// the address a row (with no shield) if it has none yet.
+    fn index(&mut self, local: SocketAddr) -> Result<u32, DatapathError> {
+        let a = match self.rows.get(&to_abi(local.ip())) {
+            Some((_, a)) => *a,
+            None => {
+                let (slot, a) = self.row_entry(local.ip())?;
+                self.write_address(slot, a, "adding a relay address")?;
+                a
+            }
+        };
+        a.entry_index(local.port())
+            .ok_or(DatapathError::PortOutsideRow {
+                local,
+                first: a.row_first_port,
+                last: a.row_last_port,
+            })
     }
 
     /// `addr`'s slot of `addresses` and what it holds, or (not yet
@@ -443,10 +471,20 @@ impl RelayMaps {
         if let Some(placed) = self.rows.get(&key) {
             return Ok(*placed);
         }
-        let max = self.streams.len() >> ROW_SHIFT;
-        let row = self.rows.len() as u32;
-        if row >= max {
-            return Err(DatapathError::TooManyAddresses { address: addr, max });
+        let len = self.row_ports.clone().count() as u32;
+        // After the rows already given (adopted ones included, whatever
+        // their length).
+        let base = self
+            .rows
+            .values()
+            .map(|(_, a)| a.row_base + a.row_ports().count() as u32)
+            .max()
+            .unwrap_or(0);
+        if u64::from(base) + u64::from(len) > u64::from(self.streams.len()) {
+            return Err(DatapathError::TooManyAddresses {
+                address: addr,
+                max: self.streams.len() / len.max(1),
+            });
         }
         let taken = |slot: u32| self.rows.values().any(|(s, _)| *s == slot);
         let slot = address_probes(&key)
@@ -456,7 +494,9 @@ impl RelayMaps {
             slot,
             RelayAddress {
                 addr: key,
-                row,
+                row_base: base,
+                row_first_port: *self.row_ports.start(),
+                row_last_port: *self.row_ports.end(),
                 flags: ADDR_IN_USE,
                 ..RelayAddress::default()
             },
@@ -478,6 +518,11 @@ impl RelayMaps {
         let written = write_seqlocked(&mut self.addresses, slot, old, value, op)?;
         self.rows.insert(value.addr, (slot, written));
         Ok(())
+    }
+
+    /// The relay addresses in use, with their rows and shields.
+    pub fn rows(&self) -> impl Iterator<Item = &RelayAddress> {
+        self.rows.values().map(|(_, a)| a)
     }
 
     /// Relay address `addr`'s slot of the address table and what it holds,
@@ -530,10 +575,13 @@ impl RelayMaps {
 
     /// Removes the stream of relay address and port `local`.
     pub fn remove(&mut self, local: SocketAddr) -> Result<(), DatapathError> {
-        let Some((_, a)) = self.rows.get(&to_abi(local.ip())) else {
+        let Some(index) = self
+            .rows
+            .get(&to_abi(local.ip()))
+            .and_then(|(_, a)| a.entry_index(local.port()))
+        else {
             return Err(DatapathError::NoSuchStream(local));
         };
-        let index = stream_index(a.row, local.port());
         let old = self.entry(index)?;
         if old.flags & TF_IN_USE == 0 {
             return Err(DatapathError::NoSuchStream(local));

@@ -32,8 +32,7 @@ use aya::{
 use relay_common::{
     IfaceStatus, StreamStats, ABI_VERSION, MAP_ADDRESSES, MAP_COUNTERS, MAP_IFACES, MAP_IFACE_MACS,
     MAP_STREAMS, MAP_STREAM_STATE, MAP_TX_PORTS, MODE_REASON_CONFIGURED, MODE_REASON_NATIVE_OK,
-    MODE_REASON_NATIVE_REFUSED, MODE_REASON_NATIVE_TX_LOST, ROW_SHIFT, XDP_MODE_GENERIC,
-    XDP_MODE_NATIVE,
+    MODE_REASON_NATIVE_REFUSED, MODE_REASON_NATIVE_TX_LOST, XDP_MODE_GENERIC, XDP_MODE_NATIVE,
 };
 use relay_ebpf::{PROGRAM_RELAY, PROGRAM_TX_PROBE};
 
@@ -176,8 +175,12 @@ pub struct XdpConfig {
     /// counters and RTP figures arrays.
     pub max_streams: u32,
     /// Relay addresses streams may be installed for: each owns a row of
-    /// 65536 stream table entries (4 MiB), whatever its port range.
+    /// stream table entries, 64 bytes per port of `row_ports`.
     pub max_addresses: u32,
+    /// The ports every relay address has stream entries for: the media
+    /// port range, widened to the static streams' ports. A stream outside
+    /// is forwarded by relayd's socket instead.
+    pub row_ports: std::ops::RangeInclusive<u16>,
     /// Turn IPv4 forwarding on for the interfaces when it is off (the XDP
     /// FIB lookup refuses to resolve next hops without it). When false, an
     /// interface without forwarding is an error.
@@ -190,7 +193,14 @@ pub struct XdpConfig {
     pub next_hop_cache: std::time::Duration,
 }
 
-/// Most relay addresses (rows of 65536 stream entries, 4 MiB each) a
+impl XdpConfig {
+    /// Entries of the stream table: a row of `row_ports` per address.
+    pub fn stream_entries(&self) -> u32 {
+        self.max_addresses * self.row_ports.clone().count() as u32
+    }
+}
+
+/// Most relay addresses (rows of stream entries, up to 4 MiB each) a
 /// stream table may have.
 pub const MAX_ADDRESSES: u32 = 1024;
 // The address table stays at most one eighth full, so that scattered
@@ -380,11 +390,14 @@ fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, XdpErr
 /// stream costs of it (the stream state array is sized by --max-streams).
 fn log_memory(dir: &Path, config: &XdpConfig) {
     let memory = memory::MapMemory::of_pins(dir);
-    let per_stream =
-        memory.of(MAP_STREAM_STATE).unwrap_or(0) / u64::from(config.max_streams.max(1));
+    let streams = u64::from(config.max_streams.max(1));
+    let per_stream = memory.of(MAP_STREAM_STATE).unwrap_or(0) / streams;
     tracing::info!(
         max_streams = config.max_streams,
         per_stream_bytes = per_stream,
+        all_maps_per_stream_bytes = memory.total() / streams,
+        stream_table_bytes_per_address =
+            memory.of(MAP_STREAMS).unwrap_or(0) / u64::from(config.max_addresses.max(1)),
         "kernel memory pinned: {memory}"
     );
 }
@@ -448,7 +461,7 @@ impl XdpDatapath {
         let nh_cache_ns = u64::try_from(config.next_hop_cache.as_nanos()).unwrap_or(u64::MAX);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&dir)
-            .map_max_entries(MAP_STREAMS, config.max_addresses << ROW_SHIFT)
+            .map_max_entries(MAP_STREAMS, config.stream_entries())
             .map_max_entries(MAP_STREAM_STATE, config.max_streams)
             .override_global(TEST_CLOCK_GLOBAL, &u8::from(config.test_clock), true)
             .override_global(NH_CACHE_GLOBAL, &nh_cache_ns, true)
@@ -462,7 +475,7 @@ impl XdpDatapath {
                     source,
                 })?;
         }
-        let mut maps = RelayMaps::take(&mut ebpf)?;
+        let mut maps = RelayMaps::take(&mut ebpf)?.with_row_ports(config.row_ports.clone());
         log_memory(&dir, config);
         let statuses = if adopting {
             maps.iface_statuses()?

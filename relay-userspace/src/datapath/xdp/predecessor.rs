@@ -14,8 +14,10 @@
 //! relayd's atomic add loses nothing.
 //!
 //! Readable layouts: ABI v8 (`stream_state`) and v7 (per-CPU
-//! `stream_stats` plus `rtp_stats`); the stream entry and address slot are
-//! the same in both. Anything else is not read: its calls come back from
+//! `stream_stats` plus `rtp_stats`); the stream entry is the same in both;
+//! the address slot of v7 and of the first v8 builds (32 bytes, rows of all
+//! 65536 ports) is told from today's (36 bytes, rows sized to the port
+//! range) by its size. Anything else is not read: its calls come back from
 //! the state store's counters instead.
 
 use std::{
@@ -32,7 +34,7 @@ use relay_common::{
 
 use super::{
     super::DatapathError,
-    maps::{array_fd, read_installed, read_rows},
+    maps::{array_fd, read_installed, read_rows, read_rows_as},
     state_array::StateArray,
 };
 
@@ -81,11 +83,18 @@ impl Predecessor {
         // The typed views check the value sizes before anything is read.
         let addresses = open_pinned(dir, MAP_ADDRESSES)?;
         let addresses_fd = array_fd(&addresses, "duplicating the old address table")?;
-        let _: Array<MapData, RelayAddress> = typed(addresses)?;
+        let legacy_slots = matches!(&addresses, Map::Array(data)
+            if data.info().is_ok_and(|i| i.value_size() as usize == size_of::<abi_v7::RelayAddress>()));
+        let rows = if legacy_slots {
+            let _: Array<MapData, abi_v7::RelayAddress> = typed(addresses)?;
+            read_rows_as(addresses_fd.as_fd(), |a: abi_v7::RelayAddress| a.current())?
+        } else {
+            let _: Array<MapData, RelayAddress> = typed(addresses)?;
+            read_rows(addresses_fd.as_fd())?
+        };
         let streams = open_pinned(dir, MAP_STREAMS)?;
         let streams_fd = array_fd(&streams, "duplicating the old stream table")?;
         let _: Array<MapData, StreamTarget> = typed(streams)?;
-        let rows = read_rows(addresses_fd.as_fd())?;
         let streams = read_installed(&rows, streams_fd.as_fd())?;
 
         let records = if dir.join(MAP_STREAM_STATE).exists() {
