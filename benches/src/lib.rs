@@ -4,6 +4,7 @@
 //! the netns throughput benchmark.
 
 pub mod interrupt;
+pub mod latency;
 pub mod ng;
 pub mod ng_flood;
 pub mod soak;

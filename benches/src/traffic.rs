@@ -27,6 +27,9 @@ struct Aligned<T: ?Sized>(T);
 
 static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/bench.bpf.o")));
 
+/// `BENCH_LAT_BUCKETS`: 1 us latency buckets, the last one open-ended.
+pub const LATENCY_BUCKETS: u32 = 20_001;
+
 /// One direction of one call: a party's address sending to its relay port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flow {
@@ -231,5 +234,126 @@ impl Traffic {
                 .context("bench_sink_count")?,
         )?;
         Ok(map.get(&0, 0)?.iter().map(|c| c.packets).sum())
+    }
+
+    /// Makes the sink record latency and jitter from the paced sender's
+    /// stamps (on) or not (off: the generator's frames carry none).
+    pub fn set_latency(&mut self, on: bool) -> Result<()> {
+        let mut config: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut("bench_config").context("bench_config")?)?;
+        config.set(2, u32::from(on), 0)?;
+        Ok(())
+    }
+
+    /// Forgets the previous packet of flows `0..flows`, so a new point's
+    /// first packets are not paired with an old point's.
+    pub fn reset_transits(&mut self, flows: u32) -> Result<()> {
+        let mut map: Array<_, RawTransit> = Array::try_from(
+            self.ebpf
+                .map_mut("bench_transits")
+                .context("bench_transits")?,
+        )?;
+        for flow in 0..flows.min(MAX_FLOWS as u32) {
+            map.set(flow, RawTransit::default(), 0)?;
+        }
+        Ok(())
+    }
+
+    /// What the sink recorded so far (all CPUs summed); subtract two
+    /// readings with [`crate::latency::Recorded::since`].
+    pub fn latency(&self) -> Result<crate::latency::Recorded> {
+        let hist: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("bench_latency").context("bench_latency")?)?;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS as usize);
+        for i in 0..LATENCY_BUCKETS {
+            buckets.push(hist.get(&i, 0)?.iter().sum());
+        }
+        let jitter: PerCpuArray<_, RawJitter> =
+            PerCpuArray::try_from(self.ebpf.map("bench_jitter").context("bench_jitter")?)?;
+        let per_cpu = jitter.get(&0, 0)?;
+        Ok(crate::latency::Recorded {
+            buckets,
+            sum_abs_d_ns: per_cpu.iter().map(|j| j.sum_abs_d_ns).sum(),
+            pairs: per_cpu.iter().map(|j| j.pairs).sum(),
+            unstamped: per_cpu.iter().map(|j| j.unstamped).sum(),
+        })
+    }
+}
+
+/// `struct bench_transit`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RawTransit {
+    transit_ns: u64,
+    count: u64,
+}
+
+// SAFETY: two u64s, no padding, valid for any bytes.
+unsafe impl Pod for RawTransit {}
+
+/// `struct bench_jitter`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RawJitter {
+    sum_abs_d_ns: u64,
+    pairs: u64,
+    unstamped: u64,
+}
+
+// SAFETY: three u64s, no padding, valid for any bytes.
+unsafe impl Pod for RawJitter {}
+
+/// `bench_bounce`: a stand-in relay that sends every IPv4 UDP frame
+/// straight back, for the floor of the latency figures. Detached on drop.
+#[derive(Debug)]
+pub struct Bounce {
+    ebpf: Ebpf,
+}
+
+impl Bounce {
+    /// Loads the program without attaching it.
+    pub fn load() -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .load(&OBJECT.0)
+            .context("loading the benchmark object")?;
+        let p: &mut Xdp = ebpf
+            .program_mut("bench_bounce")
+            .context("bench_bounce missing")?
+            .try_into()?;
+        p.load().context("loading bench_bounce")?;
+        Ok(Bounce { ebpf })
+    }
+
+    /// Loads and attaches natively to `iface` (call from its namespace).
+    pub fn attach(iface: &str) -> Result<Self> {
+        let mut b = Self::load()?;
+        let p: &mut Xdp = b
+            .ebpf
+            .program_mut("bench_bounce")
+            .context("bench_bounce missing")?
+            .try_into()?;
+        p.attach(iface, XdpMode::Driver)
+            .with_context(|| format!("attaching bench_bounce to {iface}"))?;
+        Ok(b)
+    }
+
+    /// Runs the program once on `frame` as if it arrived on `ifindex`;
+    /// returns its verdict and output frame (for tests).
+    pub fn run_once(&self, ifindex: u32, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let ctx = relay_userspace::datapath::xdp::selftest::xdp_md_for(ifindex, frame.len());
+        let p: &Xdp = self
+            .ebpf
+            .program("bench_bounce")
+            .context("bench_bounce missing")?
+            .try_into()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = p.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
     }
 }

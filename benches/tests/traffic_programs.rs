@@ -13,6 +13,7 @@ use relay_tests::{
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 /// `lo`: present in every namespace, so test runs may name it.
 const LO: u32 = 1;
 
@@ -116,4 +117,78 @@ fn sink_counts_udp_and_passes_the_rest() {
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     assert_eq!(t.sink_verdict(&arp).unwrap(), XDP_PASS);
     assert_eq!(t.received().unwrap(), 1);
+}
+
+/// A frame as the paced sender stamps it: RTP header, then the send time
+/// (CLOCK_MONOTONIC ns), the flow's packet count and the flow index.
+fn stamped(sent_ns: u64, count: u64, flow: u32) -> Vec<u8> {
+    let mut f = UdpFrame::new(sa("10.77.0.10:2000"), sa("10.77.100.1:1024"));
+    let mut payload = relay_tests::packet::rtp_payload(172);
+    payload[12..20].copy_from_slice(&sent_ns.to_be_bytes());
+    payload[20..28].copy_from_slice(&count.to_be_bytes());
+    payload[28..32].copy_from_slice(&flow.to_be_bytes());
+    f.payload = payload;
+    f.build()
+}
+
+#[test]
+fn sink_records_latency_and_jitter_only_when_asked() {
+    require_root!();
+    let mut t = Traffic::load(LO, [0; 6], [0; 6]).unwrap();
+    let before = t.latency().unwrap();
+    t.sink_verdict(&stamped(
+        relay_benches::throughput::paced::monotonic_ns(),
+        1,
+        3,
+    ))
+    .unwrap();
+    assert_eq!(t.latency().unwrap(), before, "off: nothing recorded");
+
+    t.set_latency(true).unwrap();
+    // Sent 5 ms and 2 ms ago, consecutive packets of flow 3: both at least
+    // that old when the sink sees them, and one transit difference of
+    // about 3 ms (the sink's own delay between the two runs shortens it).
+    let now = relay_benches::throughput::paced::monotonic_ns();
+    t.sink_verdict(&stamped(now - 5_000_000, 7, 3)).unwrap();
+    t.sink_verdict(&stamped(now - 2_000_000, 8, 3)).unwrap();
+    // Not paired: another flow, and a count that skips one.
+    t.sink_verdict(&stamped(now - 2_000_000, 1, 4)).unwrap();
+    t.sink_verdict(&stamped(now - 2_000_000, 10, 3)).unwrap();
+    // No usable stamp: zero, and a time still to come.
+    t.sink_verdict(&stamped(0, 9, 3)).unwrap();
+    t.sink_verdict(&stamped(now + 60_000_000_000, 9, 3))
+        .unwrap();
+    let d = t.latency().unwrap().since(&before);
+    assert_eq!(d.packets(), 4);
+    assert_eq!(d.unstamped, 2);
+    assert_eq!(d.pairs, 1, "only 7 -> 8 of flow 3 is a consecutive pair");
+    assert!(d.jitter().unwrap().as_micros() <= 3_000);
+    let slowest = d.percentile(1.0).unwrap().as_micros();
+    let fastest = d.percentile(0.0).unwrap().as_micros();
+    assert!(slowest > 5_000, "the 5 ms packet: {slowest} us");
+    assert!(fastest > 2_000, "the 2 ms packets: {fastest} us");
+    assert_eq!(t.received().unwrap(), 7, "every frame counted");
+}
+
+#[test]
+fn bounce_sends_udp_straight_back_and_passes_the_rest() {
+    require_root!();
+    let b = relay_benches::traffic::Bounce::load().unwrap();
+    let mut frame = UdpFrame::new(sa("10.77.100.1:1024"), sa("10.77.10.10:2000"));
+    frame.src_mac = [2, 0, 0, 0, 0, 2];
+    frame.dst_mac = [2, 0, 0, 0, 0, 1];
+    let (verdict, out) = b.run_once(LO, &frame.build()).unwrap();
+    assert_eq!(verdict, XDP_TX);
+    let mut back = UdpFrame::new(sa("10.77.10.10:2000"), sa("10.77.100.1:1024"));
+    back.src_mac = [2, 0, 0, 0, 0, 1];
+    back.dst_mac = [2, 0, 0, 0, 0, 2];
+    assert_eq!(
+        out,
+        back.build(),
+        "addresses, ports and MACs swapped, checksums still right"
+    );
+    assert!(ipv4_checksum_ok(&out, ETH_LEN));
+    let mut arp = frame.build();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(b.run_once(LO, &arp).unwrap().0, XDP_PASS);
 }

@@ -178,6 +178,11 @@ enum What {
             default_value = "relayd-xdp,relayd-userspace,rtpengine"
         )]
         relays: Vec<throughput::relays::Kind>,
+        /// Also measure one-way latency and added jitter at 10, 50 and 90 %
+        /// of each relay's sustained rate, and the no-relay floor (an XDP
+        /// bounce) at the same rates; writes the plot to this SVG file.
+        #[arg(long)]
+        latency_plot: Option<PathBuf>,
     },
 }
 
@@ -301,6 +306,7 @@ fn main() -> Result<()> {
             max_points,
             setup_budget,
             relays,
+            latency_plot,
         } => {
             let cfg = sustained::Config {
                 relayd,
@@ -316,6 +322,7 @@ fn main() -> Result<()> {
                     max_points,
                 },
                 setup_budget: Duration::from_secs(setup_budget),
+                latency: latency_plot.is_some(),
             };
             // Each point: set-up, the window, draining and clean-up (~1.5 s).
             let worst = cfg.calls.len() as f64
@@ -329,6 +336,27 @@ fn main() -> Result<()> {
             );
             let outcomes = sustained::run(&cfg)?;
             println!("{}", sustained::report::markdown(&cfg, &outcomes));
+            if let Some(plot) = latency_plot {
+                let mut floor = Vec::new();
+                for &calls in &cfg.calls {
+                    let rates: Vec<u64> = outcomes
+                        .iter()
+                        .filter(|o| o.calls == calls)
+                        .flat_map(|o| &o.latency)
+                        .map(|p| p.point.target)
+                        .collect();
+                    eprintln!("== floor: XDP bounce at {} rates", rates.len());
+                    floor.extend(sustained::floor(&cfg, calls, &rates)?);
+                }
+                println!("{}", sustained::latency_report::markdown(&outcomes, &floor));
+                let title = "One-way latency through the relay against offered load";
+                std::fs::write(
+                    &plot,
+                    sustained::latency_report::svg(&outcomes, &floor, title),
+                )
+                .with_context(|| format!("writing {}", plot.display()))?;
+                eprintln!("plot: {}", plot.display());
+            }
             Ok(())
         }
     }

@@ -17,6 +17,7 @@
 //! Same bed, relays, CPU placement and sink as the throughput benchmark
 //! (relays on CPU 1, the sender on CPU 0).
 
+pub mod latency_report;
 pub mod report;
 pub mod search;
 pub mod timeline;
@@ -56,6 +57,23 @@ pub struct Config {
     pub limits: search::Limits,
     /// Longest call set-up of one point.
     pub setup_budget: Duration,
+    /// After each search, measure one-way latency and the jitter added at
+    /// [`LATENCY_LEVELS`] of the relay's sustained rate (fresh calls
+    /// each); see also [`floor`].
+    pub latency: bool,
+}
+
+/// Shares of a relay's sustained rate its latency is measured at.
+pub const LATENCY_LEVELS: [f64; 3] = [0.1, 0.5, 0.9];
+
+/// One latency point: a share of the sustained rate and what it measured.
+#[derive(Debug, Clone)]
+pub struct LatencyPoint {
+    /// The share of the sustained rate (one of [`LATENCY_LEVELS`]; 0 for
+    /// the floor's points, which have no relay).
+    pub level: f64,
+    /// The point (its `latency` is set).
+    pub point: Point,
 }
 
 /// Counter changes over one point.
@@ -94,6 +112,8 @@ pub struct Point {
     pub deltas: Deltas,
     /// Where the deficit grew.
     pub timeline: timeline::Summary,
+    /// One-way latency and added jitter (with [`Config::latency`]).
+    pub latency: Option<crate::latency::Recorded>,
 }
 
 impl Point {
@@ -127,6 +147,8 @@ pub struct Outcome {
     pub sender_bound: bool,
     /// Whether the search reached its cap with a pass.
     pub capped: bool,
+    /// Latency at shares of the sustained rate (with [`Config::latency`]).
+    pub latency: Vec<LatencyPoint>,
 }
 
 impl Outcome {
@@ -153,12 +175,38 @@ struct Live {
     maps: Option<RelayMaps>,
 }
 
+/// What a point reads besides the sink: whose CPU time, which maps.
+#[derive(Clone, Copy)]
+struct Measured<'a> {
+    pid: u32,
+    maps: Option<&'a RelayMaps>,
+}
+
+impl Live {
+    fn measured(&self) -> Measured<'_> {
+        Measured {
+            pid: self.relay.pid(),
+            maps: self.maps.as_ref(),
+        }
+    }
+}
+
 /// What the bed offers every point.
 struct Rig<'a> {
     cfg: &'a Config,
     bed: &'a Bed,
     traffic: &'a Traffic,
     ifindex: u32,
+}
+
+/// The sink on the traffic veth, recording latency when asked to.
+fn attach_sink(bed: &Bed, latency: bool) -> Result<(Traffic, u32)> {
+    bed.traffic.run(|| -> Result<(Traffic, u32)> {
+        let ifindex = relay_userspace::netdev::ifindex(TRAFFIC_IF)?;
+        let mut traffic = Traffic::attach(TRAFFIC_IF, ifindex, TRAFFIC_MAC, RELAY_MAC)?;
+        traffic.set_latency(latency)?;
+        Ok((traffic, ifindex))
+    })?
 }
 
 /// Runs the benchmark (needs root).
@@ -169,11 +217,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Outcome>> {
         bail!("{max_calls} calls do not fit the open-files limit here ({fit} do)");
     }
     let bed = Bed::new(&vec![max_calls; cfg.relays.len()])?;
-    let (traffic, ifindex) = bed.traffic.run(|| -> Result<(Traffic, u32)> {
-        let ifindex = relay_userspace::netdev::ifindex(TRAFFIC_IF)?;
-        let traffic = Traffic::attach(TRAFFIC_IF, ifindex, TRAFFIC_MAC, RELAY_MAC)?;
-        Ok((traffic, ifindex))
-    })??;
+    let (traffic, ifindex) = attach_sink(&bed, cfg.latency)?;
     // As in the throughput benchmark: the userspace relays' packets meet
     // an XDP program on the relay veth either way.
     let _peer_pass = if cfg.relays.contains(&Kind::RelaydXdp) {
@@ -192,6 +236,11 @@ pub fn run(cfg: &Config) -> Result<Vec<Outcome>> {
     for &calls in &cfg.calls {
         let mut live = start(cfg, &bed, calls).with_context(|| format!("{calls} calls"))?;
         let searched = search_group(&rig, &mut live, calls, &mut round)?;
+        let latency = if cfg.latency {
+            latency_group(&rig, &live, calls, &searched, &mut round)?
+        } else {
+            vec![Vec::new(); live.len()]
+        };
         for l in &live {
             // What `relayctl counters` would show now: every point of the
             // group together, the other relays' traffic included (their
@@ -203,7 +252,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Outcome>> {
                 );
             }
         }
-        for (l, (points, sender_bound)) in live.into_iter().zip(searched) {
+        for ((l, (points, sender_bound)), latency) in live.into_iter().zip(searched).zip(latency) {
             let capped = points
                 .iter()
                 .any(|p| p.passed && p.rate() >= cfg.limits.cap);
@@ -213,6 +262,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Outcome>> {
                 points,
                 sender_bound,
                 capped,
+                latency,
             });
             // The log only matters when something failed.
             let _ = std::fs::remove_file(&l.relay.log);
@@ -267,6 +317,93 @@ fn search_group(
         .collect())
 }
 
+/// Latency points of every relay at `calls` calls: each share of
+/// [`LATENCY_LEVELS`] of its sustained rate, the relays taking turns.
+fn latency_group(
+    rig: &Rig<'_>,
+    live: &[Live],
+    calls: u32,
+    searched: &[(Vec<Point>, bool)],
+    round: &mut u32,
+) -> Result<Vec<Vec<LatencyPoint>>> {
+    let mut out = vec![Vec::new(); live.len()];
+    for level in LATENCY_LEVELS {
+        for ((l, (points, _)), pts) in live.iter().zip(searched).zip(&mut out) {
+            let Some(sustained) = points.iter().filter(|p| p.passed).map(Point::rate).max() else {
+                continue;
+            };
+            let target = ((sustained as f64 * level) as u64).max(1);
+            *round += 1;
+            let point = warm_point(rig, l, calls, target, *round)?;
+            eprintln!(
+                "{}  [latency at {:.0} % of {sustained}]",
+                report::line(l.relay.kind, calls, &point),
+                level * 100.0
+            );
+            pts.push(LatencyPoint { level, point });
+        }
+    }
+    Ok(out)
+}
+
+/// How long a latency point sends before its window: the calls' first
+/// packets take relayd's socket until their endpoints are confirmed and
+/// the streams are in the kernel (tens of ms); the latency figures are
+/// the steady state's.
+const WARM_UP: Duration = Duration::from_secs(1);
+
+/// [`point`] for latency: the calls set up, [`WARM_UP`] of traffic at
+/// `target`, then the measured window.
+fn warm_point(rig: &Rig<'_>, l: &Live, calls: u32, target: u64, round: u32) -> Result<Point> {
+    let tag = format!("lat{round}");
+    let ns = &rig.bed.relay;
+    let est = calls::establish_tagged(ns, l.relay.ng, &tag, calls, rig.cfg.setup_budget)?;
+    let measured = match &est.stopped {
+        Some(why) => Err(anyhow::anyhow!("set-up stopped: {why}")),
+        None => measure_point_for(rig, l.measured(), target, &est.flows, WARM_UP)
+            .and_then(|_| measure_point(rig, l.measured(), target, &est.flows)),
+    };
+    calls::delete(ns, l.relay.ng, &tag, calls)?;
+    let mut p = measured?;
+    p.setup = est.elapsed;
+    Ok(p)
+}
+
+/// The floor of the latency figures: no relay, `bench_bounce` sending
+/// every frame straight back on the relay veth, at each of `rates` (pps)
+/// over the flows of `calls` calls. Needs a fresh bed (no relay running).
+pub fn floor(cfg: &Config, calls: u32, rates: &[u64]) -> Result<Vec<LatencyPoint>> {
+    let bed = Bed::new(&[calls])?;
+    let (traffic, ifindex) = attach_sink(&bed, true)?;
+    let _bounce = bed
+        .relay
+        .run(|| crate::traffic::Bounce::attach(RELAY_IF))??;
+    let flows: Vec<Flow> = (0..calls)
+        .flat_map(|i| super::bed::static_call(0, i).1)
+        .collect();
+    let rig = Rig {
+        cfg,
+        bed: &bed,
+        traffic: &traffic,
+        ifindex,
+    };
+    let me = Measured {
+        pid: std::process::id(),
+        maps: None,
+    };
+    let mut out = Vec::new();
+    for &rate in rates {
+        let point = measure_point(&rig, me, rate, &flows)?;
+        eprintln!(
+            "   XDP bounce (no relay), {calls} calls' flows, {rate} pps: loss {:.3} %, p50 {:?}",
+            point.loss * 100.0,
+            point.latency.as_ref().and_then(|l| l.percentile(0.5))
+        );
+        out.push(LatencyPoint { level: 0.0, point });
+    }
+    Ok(out)
+}
+
 /// Starts every relay for `calls` calls (no calls set up yet).
 fn start(cfg: &Config, bed: &Bed, calls: u32) -> Result<Vec<Live>> {
     let mut live = Vec::new();
@@ -299,7 +436,7 @@ fn point(rig: &Rig<'_>, l: &Live, calls: u32, target: u64, round: u32) -> Result
             "set-up stopped after {} of {calls} calls: {why}",
             est.flows.len() / 2
         )),
-        None => measure_point(rig, l, target, &est.flows),
+        None => measure_point(rig, l.measured(), target, &est.flows),
     };
     calls::delete(ns, l.relay.ng, &tag, calls)?;
     let mut p = measured?;
@@ -310,6 +447,7 @@ fn point(rig: &Rig<'_>, l: &Live, calls: u32, target: u64, round: u32) -> Result
 /// Counters around a point.
 struct Snapshot {
     received: u64,
+    latency: Option<crate::latency::Recorded>,
     xdp: Option<Counters>,
     udp: netstat::Udp,
     relay_link: netstat::Link,
@@ -318,31 +456,42 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn take(rig: &Rig<'_>, l: &Live) -> Result<Self> {
+    fn take(rig: &Rig<'_>, l: Measured<'_>) -> Result<Self> {
         Ok(Snapshot {
             received: rig.traffic.received()?,
+            latency: rig.cfg.latency.then(|| rig.traffic.latency()).transpose()?,
             xdp: l
                 .maps
-                .as_ref()
                 .map(RelayMaps::counters)
                 .transpose()
                 .context("reading relayd's counters")?,
             udp: netstat::udp(&rig.bed.relay)?,
             relay_link: netstat::link(&rig.bed.relay, RELAY_IF)?,
             traffic_link: netstat::link(&rig.bed.traffic, TRAFFIC_IF)?,
-            cpu: cpu::snapshot(l.relay.pid())?,
+            cpu: cpu::snapshot(l.pid)?,
         })
     }
 }
 
 /// Sends `target` pps over `flows` for the window, waits for the relay to
 /// drain, and works out loss and counter changes.
-fn measure_point(rig: &Rig<'_>, l: &Live, target: u64, flows: &[Flow]) -> Result<Point> {
-    let (traffic, window) = (rig.traffic, rig.cfg.window);
+fn measure_point(rig: &Rig<'_>, l: Measured<'_>, target: u64, flows: &[Flow]) -> Result<Point> {
+    measure_point_for(rig, l, target, flows, rig.cfg.window)
+}
+
+/// [`measure_point`] sending for `window`.
+fn measure_point_for(
+    rig: &Rig<'_>,
+    l: Measured<'_>,
+    target: u64,
+    flows: &[Flow],
+    window: Duration,
+) -> Result<Point> {
+    let traffic = rig.traffic;
     // Nothing of the previous point may still be on its way.
     measure::settle(traffic)?;
     let before = Snapshot::take(rig, l)?;
-    let maps = l.maps.as_ref();
+    let maps = l.maps;
     let (sent, summary) = rig.bed.traffic.run(|| -> Result<_> {
         measure::pin_to_cpu0()?;
         let mut sender = PacedSender::new(rig.ifindex, TRAFFIC_MAC, RELAY_MAC, flows)?;
@@ -350,7 +499,7 @@ fn measure_point(rig: &Rig<'_>, l: &Live, target: u64, flows: &[Flow]) -> Result
         let sent = sender.run(target, window, |at, n| timeline.tick(at, n))?;
         Ok((sent, timeline.summary()))
     })??;
-    let cpu_end = cpu::snapshot(l.relay.pid())?;
+    let cpu_end = cpu::snapshot(l.pid)?;
     measure::settle(traffic)?;
     let after = Snapshot::take(rig, l)?;
     let received = after.received.saturating_sub(before.received);
@@ -375,5 +524,6 @@ fn measure_point(rig: &Rig<'_>, l: &Live, target: u64, flows: &[Flow]) -> Result
             cpu: cpu::usage(&before.cpu, &cpu_end, measure::cores()),
         },
         timeline: summary,
+        latency: after.latency.zip(before.latency).map(|(a, b)| a.since(&b)),
     })
 }
