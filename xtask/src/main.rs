@@ -333,10 +333,15 @@ fn bench(quick: bool) -> Result<()> {
     }
     run(&mut throughput)?;
     // The operator's criterion beside the flood figures: loss <= 0.1 %.
+    // With the latency and jitter each relay adds at 10/50/90 % of it.
     let mut sustained = Command::new(&driver);
     sustained.args(["sustained", "--relayd"]).arg(&relayd);
     if quick {
         sustained.args(["--calls", "1000", "--window", "2", "--max-points", "5"]);
+    } else {
+        sustained
+            .arg("--latency-plot")
+            .arg(root.join("docs/latency.svg"));
     }
     run(&mut sustained)
 }
