@@ -11,8 +11,12 @@
  * flow (i * L + c % L) % n_flows, so each CPU sends flows of its own, as
  * RSS would spread them, and every flow's RTP sequence stays in order.
  * With one lane, frame i is flow i % n_flows. Live-frame
- * pages are recycled without being reset, so every varied field (addresses,
- * ports, IP checksum, RTP sequence/timestamp/SSRC) is written on every run.
+ * pages are recycled without being reset, so every field is written on
+ * every run: the varied ones (addresses, ports, IP checksum, RTP
+ * sequence/timestamp/SSRC) and the MACs, because the relay's XDP_TX
+ * rewrites them in the same page (veth passes pages, not copies) before it
+ * returns to the pool, and a relay that drops frames sent to another
+ * host's MAC (as the stack does) would otherwise drop the reused ones.
  * The UDP checksum is sent as 0, which IPv4 allows.
  *
  * bench_sink is attached to the same veth and counts (per CPU) and drops
@@ -69,6 +73,19 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } bench_config SEC(".maps");
+
+/* The generated frames' MACs: source, then destination. */
+struct bench_macs {
+	__u8 src[ETH_ALEN];
+	__u8 dst[ETH_ALEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bench_macs);
+} bench_macs SEC(".maps");
 
 /* Frames generated on this CPU so far: picks the next flow. */
 struct {
@@ -209,8 +226,13 @@ int bench_gen(struct xdp_md *ctx)
 	__u32 idx = (__u32)(i % n);
 	__u32 round = (__u32)(i / n);
 	struct bench_flow *f = bpf_map_lookup_elem(&bench_flows, &idx);
-	if (!f)
+	struct bench_macs *macs = bpf_map_lookup_elem(&bench_macs, &zero);
+	if (!f || !macs)
 		return XDP_ABORTED;
+
+	__builtin_memcpy(eth->h_source, macs->src, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, macs->dst, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
 
 	ip->saddr = f->saddr;
 	ip->daddr = f->daddr;

@@ -112,6 +112,18 @@ impl Traffic {
                 .try_into()?;
             p.load().with_context(|| format!("loading {name}"))?;
         }
+        // The generator writes the MACs into every frame (pages come back
+        // rewritten by the relay).
+        let mut macs: Array<_, RawMacs> =
+            Array::try_from(ebpf.map_mut("bench_macs").context("bench_macs")?)?;
+        macs.set(
+            0,
+            RawMacs {
+                src: src_mac,
+                dst: dst_mac,
+            },
+            0,
+        )?;
         // Addresses, ports and RTP fields are the generator's to fill in.
         let unset = SocketAddrV4::new([0, 0, 0, 0].into(), 0);
         let mut frame = UdpFrame::new(unset, unset);
@@ -185,11 +197,17 @@ impl Traffic {
     /// Runs the generator once without transmitting and returns its output
     /// frame (for tests).
     pub fn generate_one(&self) -> Result<Vec<u8>> {
-        let ctx =
-            relay_userspace::datapath::xdp::selftest::xdp_md_for(self.ifindex, self.template.len());
-        let mut out = vec![0u8; self.template.len() + 256];
+        self.generate_from(&self.template)
+    }
+
+    /// [`Traffic::generate_one`] from `frame` instead of the template, as
+    /// when a live-frames page comes back holding what the relay made of
+    /// an earlier frame (for tests).
+    pub fn generate_from(&self, frame: &[u8]) -> Result<Vec<u8>> {
+        let ctx = relay_userspace::datapath::xdp::selftest::xdp_md_for(self.ifindex, frame.len());
+        let mut out = vec![0u8; frame.len() + 256];
         let r = self.generator()?.test_run(TestRunOptions {
-            data_in: Some(&self.template),
+            data_in: Some(frame),
             data_out: Some(&mut out),
             ctx_in: Some(&ctx),
             ..TestRunOptions::default()
@@ -279,6 +297,17 @@ impl Traffic {
         })
     }
 }
+
+/// `struct bench_macs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RawMacs {
+    src: [u8; 6],
+    dst: [u8; 6],
+}
+
+// SAFETY: twelve bytes, no padding, valid for any bytes.
+unsafe impl Pod for RawMacs {}
 
 /// `struct bench_transit`.
 #[repr(C)]

@@ -71,6 +71,27 @@ fn generator_cycles_through_flows_with_valid_frames() {
     assert_eq!(t.generated().unwrap() - before, 4);
 }
 
+/// A live-frames page comes back holding what the relay made of the last
+/// frame (its XDP_TX swapped the MACs in place): the generator writes its
+/// MACs again, or a relay checking the destination MAC drops the frame.
+#[test]
+fn generator_rewrites_the_macs_of_a_reused_page() {
+    require_root!();
+    let (ours, relay) = ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]);
+    let mut t = Traffic::load(LO, ours, relay).unwrap();
+    t.set_flows(&[Flow {
+        from: sa("10.77.100.1:1024"),
+        to: sa("10.77.0.10:2000"),
+    }])
+    .unwrap();
+    let mut returned = t.template().to_vec();
+    returned[..6].copy_from_slice(&ours);
+    returned[6..12].copy_from_slice(&relay);
+    let f = t.generate_from(&returned).unwrap();
+    assert_eq!(&f[..6], &relay, "to the relay again");
+    assert_eq!(&f[6..12], &ours);
+}
+
 #[test]
 fn lanes_give_each_cpu_flows_of_its_own_in_sequence() {
     require_root!();

@@ -137,6 +137,22 @@ enum What {
         #[arg(long)]
         plot: Option<PathBuf>,
     },
+    /// Forwarded pps of relayd XDP with one and with two receive queues
+    /// (generator lanes), beside an XDP bounce doing the same (no relay).
+    Queues {
+        /// The relayd binary.
+        #[arg(long)]
+        relayd: PathBuf,
+        /// Calls (static streams).
+        #[arg(long, default_value_t = 1000)]
+        calls: u32,
+        /// Rounds of 1 and 2 queues, alternating.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
     /// Sustained rate (loss ≤ 0.1 % over a window) on fresh calls with
     /// evenly paced RTP: relayd XDP, relayd userspace, rtpengine.
     Sustained {
@@ -260,6 +276,16 @@ fn main() -> Result<()> {
             if !phases.iter().all(|p| p.passed(rss_bound_kib)) {
                 bail!("soak: a phase failed (see above)");
             }
+            Ok(())
+        }
+        What::Queues {
+            relayd,
+            calls,
+            rounds,
+            seconds,
+        } => {
+            let runs = throughput::queues::run(&relayd, calls, rounds, seconds)?;
+            print!("{}", throughput::queues::markdown(&runs, calls));
             Ok(())
         }
         What::Throughput {

@@ -19,6 +19,7 @@ pub mod measure;
 pub mod netstat;
 pub mod paced;
 pub mod plot;
+pub mod queues;
 pub mod relays;
 pub mod report;
 pub mod sustained;
