@@ -44,6 +44,43 @@ pub struct Config<'a> {
     /// Replicate relayd's calls to a Redis started for the run (`--redis`);
     /// a baseline relayd runs without, so the rounds A/B replication.
     pub redis: bool,
+    /// Both relays on CPU 1 with the namespace's loopback receive
+    /// processing (RPS), the client on CPU 0: each relay has one core for
+    /// everything its requests cost it.
+    pub one_core: bool,
+}
+
+/// The CPU of the relays with [`Config::one_core`].
+const RELAY_CPU: u32 = 1;
+
+/// Moves every thread of `pid` to `cpu`.
+fn pin_process(pid: u32, cpu: u32) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset")?;
+    if !status.success() {
+        bail!("taskset could not pin {pid} to CPU {cpu}");
+    }
+    Ok(())
+}
+
+/// Steers `ns`'s loopback receive processing to `cpu` (RPS), so a relay's
+/// share of the network stack runs on its own core, not the sender's.
+fn steer_loopback(ns: &Netns, cpu: u32) -> Result<()> {
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.name(), "sh", "-c"])
+        .arg(format!(
+            "echo {:x} > /sys/class/net/lo/queues/rx-0/rps_cpus",
+            1u32 << cpu
+        ))
+        .status()
+        .context("running ip netns exec")?;
+    if !status.success() {
+        bail!("could not set RPS on the loopback of {}", ns.name());
+    }
+    Ok(())
 }
 
 /// One relay's timings in one round.
@@ -136,9 +173,14 @@ impl Results {
             (true, true) => "call state kept, relayd replicating to Redis (--redis)",
             (false, true) => "relayd with --no-state, replicating to Redis (--redis)",
         };
+        let cores = if cfg.one_core {
+            ", each relay on CPU 1 with its loopback receive processing (RPS), the client on CPU 0"
+        } else {
+            ""
+        };
         let mut out = format!(
             "NG offer+answer+delete, {} sequential cycles from one client per relay and round, \
-             {} rounds alternating, loopback, {state}:\n\
+             {} rounds alternating, loopback{cores}, {state}:\n\
              | relay | cycles/s (median round) | rounds | request p50 | request p99 |\n\
              |---|---|---|---|---|\n",
             cfg.cycles, cfg.rounds
@@ -274,6 +316,13 @@ pub fn run(cfg: &Config) -> Result<Results> {
     ];
     for (name, ng) in &clients {
         wait_for_ng(ng, name)?;
+    }
+    if cfg.one_core {
+        for child in [&relayd, &reference] {
+            pin_process(child.0.id(), RELAY_CPU)?;
+        }
+        steer_loopback(&ns, RELAY_CPU)?;
+        crate::throughput::measure::pin_to_cpu0()?;
     }
     let mut rounds: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
     for round in 0..cfg.rounds {

@@ -64,6 +64,10 @@ enum What {
         /// (a `--baseline` relayd does not: an A/B of replication).
         #[arg(long)]
         redis: bool,
+        /// Each relay on CPU 1 with its loopback receive processing, the
+        /// client on CPU 0 (needs two CPUs).
+        #[arg(long)]
+        one_core: bool,
     },
     /// NG under a flood from one address: a proxy's cycles and a
     /// monitor's pings, relayd vs rtpengine.
@@ -223,6 +227,7 @@ fn main() -> Result<()> {
             baseline,
             no_state,
             redis,
+            one_core,
         } => {
             let cfg = ng::Config {
                 relayd: &relayd,
@@ -231,6 +236,7 @@ fn main() -> Result<()> {
                 baseline: baseline.as_deref(),
                 state: !no_state,
                 redis,
+                one_core,
             };
             print!("{}", ng::run(&cfg)?.markdown(&cfg));
             Ok(())
