@@ -467,6 +467,7 @@ mod tests {
             baseline: None,
             state: true,
             redis: false,
+            one_core: false,
         };
         let md = results.markdown(&cfg);
         assert!(md.contains("ratio relayd / rtpengine: 3.00x"), "{md}");
