@@ -92,7 +92,7 @@ pub fn load(l: &crate::load::LoadTotals) -> Value {
         put("loadaverage", decimal(v, 2));
     }
     if let Some(v) = l.cpu_percent {
-        put("cpuusage", decimal(v, 1));
+        put("cpuusage", decimal(v, 2));
     }
     put("byterate", int(l.rates.bytes()));
     if let Some(m) = l.max_sessions {
@@ -102,7 +102,7 @@ pub fn load(l: &crate::load::LoadTotals) -> Value {
         put("maxload", decimal(m, 2));
     }
     if let Some(m) = l.limits.max_cpu {
-        put("maxcpu", decimal(m, 1));
+        put("maxcpu", decimal(m, 2));
     }
     if let Some(m) = l.limits.max_bandwidth {
         put("maxbandwidth", int(m));
@@ -116,7 +116,7 @@ pub fn load(l: &crate::load::LoadTotals) -> Value {
         room.insert(b"load".to_vec(), decimal(v, 2));
     }
     if let Some(v) = h.cpu {
-        room.insert(b"cpu".to_vec(), decimal(v, 1));
+        room.insert(b"cpu".to_vec(), decimal(v, 2));
     }
     if let Some(v) = h.bandwidth {
         room.insert(b"bandwidth".to_vec(), int(v));

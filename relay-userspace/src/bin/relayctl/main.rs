@@ -533,8 +533,8 @@ fn print_load(l: &serde_json::Value) {
     );
     println!(
         "cpu (host, softirq included): {} % ({})",
-        f(&l["cpu_percent"], 1),
-        limit(&lim["max_cpu"], &room["cpu"], 1)
+        f(&l["cpu_percent"], 2),
+        limit(&lim["max_cpu"], &room["cpu"], 2)
     );
     println!(
         "bandwidth: {} B/s, kernel {} + userspace {} ({})",
