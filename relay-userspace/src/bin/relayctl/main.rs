@@ -513,6 +513,9 @@ fn print_replication(r: &serde_json::Value) {
 
 /// The load signals: each figure, its limit and the headroom to it.
 fn print_load(l: &serde_json::Value) {
+    if l.is_null() {
+        return; // a relayd from before the load signals
+    }
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     let f = |v: &serde_json::Value, places: usize| {
         v.as_f64()
