@@ -64,6 +64,22 @@ pub fn load_limit_or_error(client_supports_load_limit: bool) -> Value {
     }
 }
 
+/// The reply to an offer refused by any of rtpengine's limits (sessions,
+/// load, CPU, bandwidth): `{result: load limit, message}` for a client that
+/// sent `supports: ["load limit"]`; for older clients rtpengine answers
+/// every limit with the error [`SESSION_LIMIT_MESSAGE`], whatever the
+/// reason, and so does this.
+pub fn limit_reached(message: &str, client_supports_load_limit: bool) -> Value {
+    if client_supports_load_limit {
+        Value::dict([
+            ("result", Value::str("load limit")),
+            ("message", Value::str(message)),
+        ])
+    } else {
+        error(SESSION_LIMIT_MESSAGE)
+    }
+}
+
 fn result(result: &str, mut extra: Dict) -> Value {
     extra.insert(b"result".to_vec(), Value::str(result));
     Value::Dict(extra)
@@ -88,6 +104,14 @@ mod tests {
         );
         assert_eq!(
             load_limit_or_error(false),
+            error("Parallel session limit reached")
+        );
+        assert_eq!(
+            encode(&limit_reached("Load limit exceeded", true)),
+            b"d7:message19:Load limit exceeded6:result10:load limite"
+        );
+        assert_eq!(
+            limit_reached("CPU usage limit exceeded", false),
             error("Parallel session limit reached")
         );
     }

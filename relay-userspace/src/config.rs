@@ -123,6 +123,20 @@ pub struct Options {
     /// "Parallel session limit reached") so the SIP proxy tries another relay.
     #[arg(long)]
     pub max_sessions: Option<usize>,
+    /// New offers get `load limit` ("Load limit exceeded") while the host's
+    /// 1-minute load average is at least this. 0 or absent: no limit.
+    #[arg(long, value_name = "FLOAT")]
+    pub max_load: Option<f64>,
+    /// New offers get `load limit` ("CPU usage limit exceeded") while the
+    /// host's CPU use (percent of all CPUs, softirq included: XDP runs
+    /// there) is at least this. 0 or absent: no limit.
+    #[arg(long, value_name = "PERCENT")]
+    pub max_cpu: Option<f64>,
+    /// New offers get `load limit` ("Bandwidth limit exceeded") while media
+    /// forwarded (XDP and userspace) is at least this many bytes per
+    /// second. 0 or absent: no limit.
+    #[arg(long, value_name = "BYTES")]
+    pub max_bandwidth: Option<u64>,
     /// Fail instead of turning on IPv4 forwarding on the XDP interfaces.
     #[arg(long)]
     #[serde(default)]
@@ -254,6 +268,8 @@ pub struct Config {
     pub next_hop_cache: Duration,
     /// Session limit.
     pub max_sessions: Option<usize>,
+    /// Load, CPU and bandwidth limits.
+    pub load_limits: crate::load::LoadLimits,
     /// Turn on IPv4 forwarding where XDP needs it.
     pub enable_forwarding: bool,
     /// `--static-stream` values.
@@ -318,6 +334,14 @@ pub enum ConfigError {
     /// `--floating-address` without Redis, or not an interface's address.
     #[error("--floating-address {0}: {1}")]
     Floating(IpAddr, &'static str),
+    /// A negative or not-a-number `--max-load` or `--max-cpu`.
+    #[error("bad --{option} {value}: expected a number >= 0 (0: no limit)")]
+    Limit {
+        /// Which option.
+        option: &'static str,
+        /// Its value.
+        value: f64,
+    },
     /// An empty port range (or one starting at 0).
     #[error("bad port range --port-min {min} --port-max {max}: need 1 <= min <= max")]
     PortRange {
@@ -373,6 +397,9 @@ impl Options {
             max_stream_pps,
             next_hop_cache_ms,
             max_sessions,
+            max_load,
+            max_cpu,
+            max_bandwidth,
             state_dir,
             state_sync,
             redis,
@@ -433,6 +460,16 @@ impl Options {
             parse_listen(&value).ok_or(ConfigError::Listen { option, value })
         };
         let listen_ng = listen("listen-ng", self.listen_ng, DEFAULT_LISTEN_NG)?;
+        // 0 is off, as in rtpengine.
+        let limit = |option: &'static str, value: Option<f64>| match value {
+            Some(v) if !(v >= 0.0 && v.is_finite()) => Err(ConfigError::Limit { option, value: v }),
+            v => Ok(v.filter(|&v| v > 0.0)),
+        };
+        let load_limits = crate::load::LoadLimits {
+            max_load: limit("max-load", self.max_load)?,
+            max_cpu: limit("max-cpu", self.max_cpu)?,
+            max_bandwidth: self.max_bandwidth.filter(|&b| b > 0),
+        };
         let ng_allow = crate::control::ng_allow::NgAllow::new(
             self.ng_allow
                 .iter()
@@ -524,6 +561,7 @@ impl Options {
                 self.next_hop_cache_ms.unwrap_or(500).min(60_000),
             ),
             max_sessions: self.max_sessions,
+            load_limits,
             enable_forwarding: !self.no_enable_forwarding,
             static_streams: self.static_stream,
             state_dir,
@@ -551,6 +589,41 @@ mod tests {
         assert_eq!(c.delete_delay, Duration::from_secs(30));
         assert_eq!(c.listen_ng, "127.0.0.1:2223".parse().unwrap());
         assert_eq!(c.datapath, DatapathMode::Auto);
+        assert_eq!(c.load_limits, crate::load::LoadLimits::default());
+    }
+
+    #[test]
+    fn load_limits_as_rtpengine_takes_them() {
+        let c = opts(&[
+            "-i",
+            "127.0.0.1",
+            "--max-load",
+            "2.5",
+            "--max-cpu",
+            "0",
+            "--max-bandwidth",
+            "1000000",
+        ])
+        .resolve()
+        .unwrap();
+        let l = c.load_limits;
+        assert_eq!(l.max_load, Some(2.5));
+        assert_eq!(l.max_cpu, None, "0 is no limit");
+        assert_eq!(l.max_bandwidth, Some(1_000_000));
+        // A TOML integer is a number for the float limits too.
+        let c = opts(&[])
+            .merge_file(
+                "x.toml".as_ref(),
+                "interface = [\"127.0.0.1\"]\nmax-cpu = 90\nmax-load = 4.0\nmax-bandwidth = 0",
+            )
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let l = c.load_limits;
+        assert_eq!(
+            (l.max_load, l.max_cpu, l.max_bandwidth),
+            (Some(4.0), Some(90.0), None)
+        );
     }
 
     #[test]
@@ -628,6 +701,23 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(e.to_string().contains("not the ADDRESS"), "{e}");
+        let e = opts(&["-i", "127.0.0.1", "--max-load=-1"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("--max-load -1"), "{e}");
+        let e = opts(&["-i", "127.0.0.1", "--max-cpu", "NaN"])
+            .resolve()
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Limit {
+                    option: "max-cpu",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert_eq!(
             parse_listen("2223"),
             Some("127.0.0.1:2223".parse().unwrap())

@@ -408,6 +408,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let ng_stats = Arc::new(crate::stats::NgStats::default());
     ng_stats.set_replication(replication.clone());
+    ng_stats.load.set_limits(config.load_limits);
     let stop = Arc::new(tokio::sync::Notify::new());
     let server = tokio::spawn(control::serve(
         ng,
@@ -473,17 +474,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let ticker = {
         let calls = calls.clone();
         let state = state.clone();
+        let ng_stats = ng_stats.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
+            let mut load = crate::load::Sampler::default();
             loop {
                 every.tick().await;
                 let now = tokio::time::Instant::now();
-                {
+                let counts = {
                     let mut calls = crate::lock(&calls);
                     calls.tick(now);
                     state.commit(&calls.take_changes());
                     state.resync(|| calls.records());
-                }
+                    load_counts(&calls)
+                };
+                // The load figures, once a second, so that an offer only
+                // reads the latest (two small procfs reads, off the lock).
+                let (loadavg, stat) = crate::load::read_proc();
+                ng_stats.load.store(load.sample(
+                    now.into_std(),
+                    loadavg.as_deref(),
+                    stat.as_deref(),
+                    Some(counts),
+                ));
                 // A flush may block for a while: not on a runtime worker.
                 let flushing = state.clone();
                 let _ = tokio::task::spawn_blocking(move || flushing.sync()).await;
@@ -536,6 +549,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // The last changes (the final records, or every call's end) to Redis.
     replication.finish();
     Ok(())
+}
+
+/// The forwarding counters the bandwidth figure is the rate of: the XDP
+/// program's forwarded totals (static streams included) and the userspace
+/// forwarder's (ended calls included), as the totals count them.
+fn load_counts(calls: &CallManager) -> crate::load::Counts {
+    let t = crate::stats::paths(calls, calls.kernel_counters().as_ref());
+    crate::load::Counts {
+        kernel_packets: t.0.packets,
+        kernel_bytes: t.0.bytes,
+        user_packets: t.1.packets,
+        user_bytes: t.1.bytes,
+    }
 }
 
 /// Rebuilds the calls of an earlier relayd, then ends those whose time is

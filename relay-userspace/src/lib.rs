@@ -10,6 +10,7 @@
 //! - [`caps`]: checking the privileges XDP needs before trying.
 //! - [`cleanup`]: `relayd cleanup`, what a package removal runs.
 //! - [`interfaces`]: logical interfaces (`--interface=NAME/ADDRESS!ADVERTISED`).
+//! - [`load`]: load signals (load average, CPU, bandwidth) and their limits.
 //! - [`ports`]: RTP/RTCP port pairs per interface address.
 //! - [`netdev`]: interface lookups (index, name, MAC, drop counters).
 //! - [`notify`]: systemd-style readiness notification.
@@ -28,6 +29,7 @@ pub mod datapath;
 pub mod doctor;
 pub mod ha;
 pub mod interfaces;
+pub mod load;
 pub mod netdev;
 pub mod notify;
 pub mod open_files;

@@ -38,6 +38,9 @@ pub struct NgStats {
     by_command: Mutex<BTreeMap<&'static str, CommandStats>>,
     shed: Mutex<BTreeMap<&'static str, u64>>,
     replication: std::sync::OnceLock<std::sync::Arc<crate::ha::Replication>>,
+    /// Load figures and the `--max-load`/`--max-cpu`/`--max-bandwidth`
+    /// limits (the ticker samples, offers check).
+    pub load: crate::load::LoadGauge,
 }
 
 impl NgStats {
@@ -130,7 +133,7 @@ pub struct PathTotals {
 }
 
 /// Everything relay-wide.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Totals {
     /// Calls now.
     pub sessions: usize,
@@ -156,6 +159,8 @@ pub struct Totals {
     pub rtp: RtpTotals,
     /// The role in an active/standby pair and the Redis link.
     pub replication: crate::ha::ReplicationTotals,
+    /// Load, CPU and bandwidth, the limits and the headroom to each.
+    pub load: crate::load::LoadTotals,
 }
 
 /// RTP figures summed over the streams of the live calls (they leave with
@@ -232,16 +237,7 @@ pub fn totals(calls: &CallManager, ng: &NgStats) -> Totals {
 /// [`totals`] with the XDP program's counters already read (None: no
 /// kernel datapath, or unreadable).
 pub fn totals_with(calls: &CallManager, ng: &NgStats, counters: Option<Counters>) -> Totals {
-    let kernel = counters
-        .as_ref()
-        .map_or(PathTotals::default(), |c| PathTotals {
-            packets: c.forwarded(),
-            bytes: CounterId::ALL
-                .iter()
-                .filter(|id| id.is_forwarded())
-                .map(|id| c.bytes(*id))
-                .sum(),
-        });
+    let (kernel, userspace) = paths(calls, counters.as_ref());
     let xdp = counters
         .map(|c| {
             CounterId::ALL
@@ -250,7 +246,7 @@ pub fn totals_with(calls: &CallManager, ng: &NgStats, counters: Option<Counters>
                 .collect()
         })
         .unwrap_or_default();
-    let (user_packets, user_bytes, user_dropped) = calls.userspace_totals();
+    let (_, _, user_dropped) = calls.userspace_totals();
     Totals {
         sessions: calls.len(),
         sessions_total: calls.total_calls,
@@ -267,10 +263,7 @@ pub fn totals_with(calls: &CallManager, ng: &NgStats, counters: Option<Counters>
             .slot_usage()
             .map(|(used, free)| SlotTotals { used, free }),
         kernel,
-        userspace: PathTotals {
-            packets: user_packets,
-            bytes: user_bytes,
-        },
+        userspace,
         xdp,
         userspace_dropped: user_dropped,
         ng: ng.snapshot(),
@@ -280,7 +273,23 @@ pub fn totals_with(calls: &CallManager, ng: &NgStats, counters: Option<Counters>
             .replication()
             .map(crate::ha::Replication::totals)
             .unwrap_or_default(),
+        load: crate::load::LoadTotals::of(&ng.load, calls.len(), calls.max_sessions()),
     }
+}
+
+/// What XDP forwarded (its program counters) and what the userspace
+/// forwarder handled.
+pub fn paths(calls: &CallManager, counters: Option<&Counters>) -> (PathTotals, PathTotals) {
+    let kernel = counters.map_or(PathTotals::default(), |c| PathTotals {
+        packets: c.forwarded(),
+        bytes: CounterId::ALL
+            .iter()
+            .filter(|id| id.is_forwarded())
+            .map(|id| c.bytes(*id))
+            .sum(),
+    });
+    let (packets, bytes, _) = calls.userspace_totals();
+    (kernel, PathTotals { packets, bytes })
 }
 
 #[cfg(test)]

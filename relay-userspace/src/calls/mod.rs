@@ -344,6 +344,17 @@ impl CallManager {
             && !self.calls.contains_key(call_id)
     }
 
+    /// `--max-sessions`.
+    pub fn max_sessions(&self) -> Option<usize> {
+        self.config.max_sessions
+    }
+
+    /// Whether `call_id` is a call of this relay (an offer for it creates
+    /// nothing, so no limit applies).
+    pub fn has_call(&self, call_id: &str) -> bool {
+        self.calls.contains_key(call_id)
+    }
+
     /// Number of calls.
     pub fn len(&self) -> usize {
         self.calls.len()

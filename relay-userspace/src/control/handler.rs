@@ -224,11 +224,13 @@ fn dispatch(
             tracing::info!(call_id = %oa.call_id, "standby: offer or answer refused");
             reply::error(STANDBY_REFUSAL)
         }
-        Command::Offer(oa) if calls.at_session_limit(&oa.call_id) => {
-            tracing::info!(call_id = %oa.call_id, "session limit reached, offer refused");
-            reply::load_limit_or_error(oa.supports_load_limit())
-        }
-        Command::Offer(oa) => offer_answer(&oa, true, warnings, calls, now),
+        Command::Offer(oa) => match new_call_limit(&oa.call_id, calls, stats) {
+            Some(limit) => {
+                tracing::info!(call_id = %oa.call_id, reason = limit.message(), "offer for a new call refused");
+                reply::limit_reached(limit.message(), oa.supports_load_limit())
+            }
+            None => offer_answer(&oa, true, warnings, calls, now),
+        },
         Command::Answer(oa) => offer_answer(&oa, false, warnings, calls, now),
         Command::Delete(Delete {
             call_id,
@@ -259,6 +261,23 @@ fn dispatch(
         ),
     };
     Body::Tree(tree)
+}
+
+/// The limit an offer for `call_id` runs into, in rtpengine's order
+/// (sessions, load, CPU, bandwidth); offers for existing calls (re-INVITEs)
+/// never do.
+fn new_call_limit(
+    call_id: &str,
+    calls: &CallManager,
+    stats: &NgStats,
+) -> Option<crate::load::Limit> {
+    if calls.has_call(call_id) {
+        return None;
+    }
+    if calls.at_session_limit(call_id) {
+        return Some(crate::load::Limit::Sessions);
+    }
+    stats.load.exceeded()
 }
 
 fn offer_answer(

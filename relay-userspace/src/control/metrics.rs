@@ -191,6 +191,7 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
         }
     }
     encode_replication(&t.replication, &mut enc)?;
+    encode_load(&t.load, &mut enc)?;
     {
         let mut m = enc.encode_descriptor(
             "xrelay_ng_requests",
@@ -238,6 +239,97 @@ fn encode_totals(t: &Totals, mut enc: DescriptorEncoder) -> std::fmt::Result {
         }
     }
     Ok(())
+}
+
+fn gauge_f64(enc: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> std::fmt::Result {
+    let g = ConstGauge::new(value);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// The load signals: figures, limits, headroom (see [`crate::load`]).
+fn encode_load(l: &crate::load::LoadTotals, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+    if let Some(v) = l.load_average {
+        gauge_f64(
+            enc,
+            "xrelay_load_average",
+            "1-minute load average of the host (what --max-load compares)",
+            v,
+        )?;
+    }
+    if let Some(v) = l.cpu_percent {
+        gauge_f64(
+            enc,
+            "xrelay_cpu_usage_percent",
+            "Host CPU use over the last 5 s, percent of all CPUs, softirq (XDP) included (what --max-cpu compares)",
+            v,
+        )?;
+    }
+    for (name, help, kernel, user) in [
+        (
+            "xrelay_forwarded_bytes_per_second",
+            "Bytes per second forwarded over the last 5 s, by path (their sum is what --max-bandwidth compares)",
+            l.rates.kernel_bytes,
+            l.rates.user_bytes,
+        ),
+        (
+            "xrelay_forwarded_packets_per_second",
+            "Packets per second forwarded over the last 5 s, by path",
+            l.rates.kernel_packets,
+            l.rates.user_packets,
+        ),
+    ] {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        ConstGauge::new(v(kernel)).encode(m.encode_family(&[("path", "kernel")])?)?;
+        ConstGauge::new(v(user)).encode(m.encode_family(&[("path", "userspace")])?)?;
+    }
+    let h = &l.headroom;
+    let limits: [(&str, Option<f64>, Option<f64>); 4] = [
+        (
+            "sessions",
+            l.max_sessions.map(|m| m as f64),
+            h.sessions.map(|v| v as f64),
+        ),
+        ("load", l.limits.max_load, h.load),
+        ("cpu", l.limits.max_cpu, h.cpu),
+        (
+            "bandwidth",
+            l.limits.max_bandwidth.map(|m| m as f64),
+            h.bandwidth.map(|v| v as f64),
+        ),
+    ];
+    for (name, help, pick) in [
+        (
+            "xrelay_load_limit",
+            "Configured limit of each load signal (--max-sessions, --max-load, --max-cpu, --max-bandwidth); absent: no limit",
+            0,
+        ),
+        (
+            "xrelay_load_headroom",
+            "What is left before each configured limit, in its unit (0: new calls are refused)",
+            1,
+        ),
+    ] {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (signal, limit, room) in limits {
+            let value = if pick == 0 { limit } else { room };
+            if let Some(v) = value {
+                ConstGauge::new(v).encode(m.encode_family(&[("signal", signal)])?)?;
+            }
+        }
+    }
+    gauge_f64(
+        enc,
+        "xrelay_headroom_ratio",
+        "Smallest headroom as a fraction of its limit (1 without limits, 0: new calls are refused); steer new calls to the relay with the highest",
+        h.ratio,
+    )?;
+    gauge(
+        enc,
+        "xrelay_refusing_new_calls",
+        "1 while new calls get load limit",
+        i64::from(l.refusing.is_some()),
+    )
 }
 
 /// The role, and with `--redis` the state of replication.

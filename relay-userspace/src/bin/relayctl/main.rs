@@ -511,6 +511,51 @@ fn print_replication(r: &serde_json::Value) {
     );
 }
 
+/// The load signals: each figure, its limit and the headroom to it.
+fn print_load(l: &serde_json::Value) {
+    if l.is_null() {
+        return; // a relayd from before the load signals
+    }
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let f = |v: &serde_json::Value, places: usize| {
+        v.as_f64()
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.places$}"))
+    };
+    let limit = |max: &serde_json::Value, room: &serde_json::Value, places: usize| {
+        if max.is_null() {
+            "no limit".to_owned()
+        } else {
+            format!("limit {}, headroom {}", f(max, places), f(room, places))
+        }
+    };
+    let (lim, room, rates) = (&l["limits"], &l["headroom"], &l["rates"]);
+    println!(
+        "load average: {} ({})",
+        f(&l["load_average"], 2),
+        limit(&lim["max_load"], &room["load"], 2)
+    );
+    println!(
+        "cpu (host, softirq included): {} % ({})",
+        f(&l["cpu_percent"], 2),
+        limit(&lim["max_cpu"], &room["cpu"], 2)
+    );
+    println!(
+        "bandwidth: {} B/s, kernel {} + userspace {} ({})",
+        n(&rates["kernel_bytes"]) + n(&rates["user_bytes"]),
+        n(&rates["kernel_bytes"]),
+        n(&rates["user_bytes"]),
+        limit(&lim["max_bandwidth"], &room["bandwidth"], 0)
+    );
+    println!(
+        "headroom: {}{}",
+        f(&room["ratio"], 3),
+        l["refusing"]
+            .as_str()
+            .map(|why| format!(", refusing new calls: {why}"))
+            .unwrap_or_default()
+    );
+}
+
 fn print_totals(t: &serde_json::Value) {
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     println!(
@@ -547,6 +592,7 @@ fn print_totals(t: &serde_json::Value) {
         n(&t["userspace_dropped"])
     );
     print_replication(&t["replication"]);
+    print_load(&t["load"]);
     if let Some(shed) = t["ng_shed"].as_object().filter(|s| !s.is_empty()) {
         let reasons: Vec<String> = shed.iter().map(|(k, v)| format!("{k}={}", n(v))).collect();
         println!("NG requests shed under load: {}", reasons.join(" "));
