@@ -191,7 +191,9 @@ impl InterfaceSpec {
     pub fn parse(spec: &str) -> Result<Self, InterfaceError> {
         let (name, rest) = match spec.split_once('/') {
             // "2001:db8::1/..." is not NAME/...; "pub:1/..." is.
-            Some((name, rest)) if !name.is_empty() && name.parse::<IpAddr>().is_err() => {
+            Some((name, rest))
+                if !name.is_empty() && name.parse::<std::net::Ipv6Addr>().is_err() =>
+            {
                 (name, rest)
             }
             _ => ("default", spec),
@@ -411,6 +413,9 @@ mod tests {
         assert_eq!(round_robin_base("priv"), "priv");
         let s = InterfaceSpec::parse("pub:2/2001:db8::1").unwrap();
         assert_eq!((s.name.as_str(), s.address), ("pub:2", ip("2001:db8::1")));
+        // Any NAME but an IPv6 address, as before.
+        let s = InterfaceSpec::parse("10.0.0.1/10.0.0.2").unwrap();
+        assert_eq!((s.name.as_str(), s.address), ("10.0.0.1", ip("10.0.0.2")));
     }
 
     #[test]
