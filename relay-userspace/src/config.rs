@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::{
     calls::learning::LearningMode,
     datapath::xdp::{ModePolicy, DEFAULT_PIN_DIR},
-    interfaces::{check_unique, InterfaceError, InterfaceSpec},
+    interfaces::{InterfaceAlias, InterfaceError, InterfaceSet, InterfaceSpec},
 };
 
 /// Which forwarding backend carries media.
@@ -54,7 +54,10 @@ pub struct Options {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Logical interface `[NAME/]ADDRESS[!ADVERTISED]` (repeatable).
+    /// Logical interface address `[NAME/]ADDRESS[!ADVERTISED]`, or alias
+    /// `ALIAS=NAME` (repeatable; a NAME given again adds an address, the
+    /// first of each family is the one media uses; `BASE:SUFFIX` names
+    /// form round-robin group BASE).
     #[arg(long = "interface", short = 'i', value_name = "SPEC")]
     #[serde(default)]
     pub interface: Vec<String>,
@@ -228,8 +231,10 @@ pub fn default_state_dir(pin_dir: &std::path::Path) -> PathBuf {
 /// Resolved settings.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Logical interfaces (first = default).
+    /// Interface addresses (the first one's name is the default).
     pub interfaces: Vec<InterfaceSpec>,
+    /// `ALIAS=NAME` values.
+    pub interface_aliases: Vec<InterfaceAlias>,
     /// NG socket address.
     pub listen_ng: SocketAddr,
     /// Who may send NG commands (empty: anyone).
@@ -449,12 +454,13 @@ impl Options {
         if self.interface.is_empty() {
             return Err(ConfigError::NoInterface);
         }
-        let interfaces = self
-            .interface
-            .iter()
-            .map(|s| InterfaceSpec::parse(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        check_unique(&interfaces)?;
+        let InterfaceSet {
+            specs: interfaces,
+            aliases: interface_aliases,
+        } = InterfaceSet::parse(&self.interface)?;
+        if interfaces.is_empty() {
+            return Err(ConfigError::NoInterface);
+        }
         let listen = |option: &'static str, value: Option<String>, default: &str| {
             let value = value.unwrap_or_else(|| default.to_owned());
             parse_listen(&value).ok_or(ConfigError::Listen { option, value })
@@ -532,6 +538,7 @@ impl Options {
         }
         Ok(Config {
             interfaces,
+            interface_aliases,
             listen_ng,
             ng_allow,
             listen_cli,
@@ -627,6 +634,15 @@ mod tests {
     }
 
     #[test]
+    fn several_unnamed_addresses_and_aliases() {
+        let c = opts(&["-i", "127.0.0.1", "-i", "127.0.0.2", "-i", "ext=default"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.interfaces.len(), 2);
+        assert_eq!(c.interface_aliases[0].name, "default");
+    }
+
+    #[test]
     fn file_fills_gaps_and_command_line_wins() {
         let toml = r#"
             interface = ["pub/127.0.0.1!203.0.113.7"]
@@ -670,6 +686,12 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("bogus-key"), "{e}");
         assert!(matches!(opts(&[]).resolve(), Err(ConfigError::NoInterface)));
+        let e = opts(&["-i", "ext=pub"]).resolve().unwrap_err();
+        assert!(e.to_string().contains("not the NAME of any"), "{e}");
+        let e = opts(&["-i", "pub/127.0.0.1", "-i", "pub=pub"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("already the name"), "{e}");
         let e = opts(&["-i", "127.0.0.1", "--listen-ng", "nope"])
             .resolve()
             .unwrap_err();

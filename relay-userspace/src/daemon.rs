@@ -224,12 +224,11 @@ async fn bind_ng(config: &Config) -> std::io::Result<UdpSocket> {
 /// Relay addresses the kernel's stream table needs a row for: every
 /// interface address and every static stream's local address.
 fn relay_addresses(config: &Config, statics: &[crate::datapath::StreamSpec]) -> u32 {
-    let mut addresses: Vec<std::net::IpAddr> = config
-        .interfaces
-        .iter()
-        .map(|i| i.address)
-        .chain(statics.iter().map(|s| s.local.ip()))
-        .collect();
+    let mut addresses: Vec<std::net::IpAddr> =
+        crate::interfaces::distinct_addresses(&config.interfaces)
+            .into_iter()
+            .chain(statics.iter().map(|s| s.local.ip()))
+            .collect();
     addresses.sort();
     addresses.dedup();
     addresses.len() as u32
@@ -396,8 +395,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         silent_timeout: config.silent_timeout,
         final_timeout: config.final_timeout,
     };
-    let mut manager =
-        CallManager::new(call_config, interfaces, kernel, events_tx).with_changes(state.enabled());
+    let mut manager = CallManager::new(call_config, interfaces, kernel, events_tx)
+        .with_aliases(&config.interface_aliases)
+        .with_changes(state.enabled());
     restore(&mut manager, &state, stored.calls);
     if let Err(e) = manager.go_live() {
         manager.abandon_kernel();
@@ -604,6 +604,12 @@ mod tests {
             "b/127.0.0.1",
             "-i",
             "c/::1",
+            "-i",
+            "c/127.0.0.3",
+            "-i",
+            "c/127.0.0.3",
+            "-i",
+            "d=c",
             "--port-min",
             "100",
             "--port-max",
@@ -616,7 +622,8 @@ mod tests {
             static_stream::parse("127.0.0.1:150=10.0.0.1:5000", 0).unwrap(),
             static_stream::parse("127.0.0.2:150=10.0.0.1:5000", 1).unwrap(),
         ];
-        // 127.0.0.1 and ::1 from the interfaces, 127.0.0.2 from a static stream.
-        assert_eq!(relay_addresses(&config, &statics), 3);
+        // 127.0.0.1, ::1 and 127.0.0.3 (given twice, and a second address
+        // of c) from the interfaces, 127.0.0.2 from a static stream.
+        assert_eq!(relay_addresses(&config, &statics), 4);
     }
 }

@@ -1,10 +1,18 @@
-//! Logical interfaces, rtpengine style: `--interface=[NAME/]ADDRESS[!ADVERTISED]`.
+//! Logical interfaces, rtpengine style: `--interface=[NAME/]ADDRESS[!ADVERTISED]`
+//! and `--interface=ALIAS=NAME`.
 //!
 //! NAME is what `direction=` refers to (default `default`), ADDRESS the local
 //! address media sockets bind to (an IP, or a netdev name meaning its first
 //! IPv4 address), ADVERTISED what goes into SDP (e.g. an EC2 Elastic IP in
 //! front of the private ADDRESS). The XDP program is attached to the netdev
 //! that owns ADDRESS.
+//!
+//! As in rtpengine, a NAME may be given several times: its addresses form
+//! one logical interface, the first of each family being the one media
+//! uses (rtpengine offers the others only as ICE candidates). A NAME of
+//! the form `BASE:SUFFIX` also belongs to the round-robin group BASE:
+//! `direction=BASE` picks one of the group's interfaces in turn. An ALIAS
+//! (a later rtpengine's syntax) is another name for interface NAME.
 
 use std::net::IpAddr;
 
@@ -41,17 +49,153 @@ pub enum InterfaceError {
         /// The advertised part.
         what: String,
     },
-    /// Two interfaces with the same name.
-    #[error("interface name {0:?} is given twice")]
+    /// An alias given twice.
+    #[error("interface alias {0:?} is given twice")]
     Duplicate(String),
+    /// `ALIAS=NAME` where no `--interface` has NAME.
+    #[error("bad --interface {spec:?}: alias {alias:?} refers to {name:?}, which is not the NAME of any --interface=NAME/ADDRESS")]
+    UnknownAliasTarget {
+        /// The whole value.
+        spec: String,
+        /// The alias.
+        alias: String,
+        /// The name it refers to.
+        name: String,
+    },
+    /// `ALIAS=NAME` where ALIAS is already an interface's name or a
+    /// round-robin group's BASE.
+    #[error("bad --interface {spec:?}: alias {alias:?} is already the name of an interface or of a BASE:SUFFIX round-robin group")]
+    AliasClash {
+        /// The whole value.
+        spec: String,
+        /// The alias.
+        alias: String,
+    },
+}
+
+/// `--interface=ALIAS=NAME`: `direction=ALIAS` means interface NAME.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceAlias {
+    /// The other name.
+    pub alias: String,
+    /// The interface it stands for.
+    pub name: String,
+}
+
+/// The `direction` keyword rtpengine keeps for a round-robin over every
+/// interface (of the family asked for).
+pub const ROUND_ROBIN_ALL: &str = "round-robin-calls";
+
+/// The round-robin group a name belongs to: BASE of `BASE:SUFFIX`, else
+/// the name itself.
+pub fn round_robin_base(name: &str) -> &str {
+    name.split_once(':').map_or(name, |(base, _)| base)
+}
+
+/// Every `--interface` value: the addresses (in order) and the aliases.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceSet {
+    /// `[NAME/]ADDRESS[!ADVERTISED]` values, in the order given.
+    pub specs: Vec<InterfaceSpec>,
+    /// `ALIAS=NAME` values.
+    pub aliases: Vec<InterfaceAlias>,
+}
+
+impl InterfaceSet {
+    /// Parses and checks every value: an alias must name an interface
+    /// given with an address (before or after it) and must not be a name
+    /// in use.
+    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Self, InterfaceError> {
+        let mut set = InterfaceSet::default();
+        let mut alias_values = Vec::new();
+        for value in values {
+            let value = value.as_ref();
+            match split_alias(value) {
+                Some((alias, name)) => {
+                    if alias.is_empty() || name.is_empty() || name.contains('/') {
+                        return Err(InterfaceError::Syntax(value.to_owned()));
+                    }
+                    alias_values.push((value, alias, name));
+                }
+                None => set.specs.push(InterfaceSpec::parse(value)?),
+            }
+        }
+        for (value, alias, name) in alias_values {
+            let clash = alias == ROUND_ROBIN_ALL
+                || set
+                    .specs
+                    .iter()
+                    .any(|s| s.name == alias || round_robin_base(&s.name) == alias);
+            if clash {
+                return Err(InterfaceError::AliasClash {
+                    spec: value.to_owned(),
+                    alias: alias.to_owned(),
+                });
+            }
+            if set.aliases.iter().any(|a| a.alias == alias) {
+                return Err(InterfaceError::Duplicate(alias.to_owned()));
+            }
+            if !set.specs.iter().any(|s| s.name == name) {
+                return Err(InterfaceError::UnknownAliasTarget {
+                    spec: value.to_owned(),
+                    alias: alias.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+            set.aliases.push(InterfaceAlias {
+                alias: alias.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        Ok(set)
+    }
+}
+
+/// The distinct addresses of `specs`: each has a row in the kernel's
+/// stream table.
+pub fn distinct_addresses(specs: &[InterfaceSpec]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for spec in specs {
+        if !out.contains(&spec.address) {
+            out.push(spec.address);
+        }
+    }
+    out
+}
+
+/// The distinct addresses media ports are opened on: the first of each
+/// name and family (the others would serve only as ICE candidates, which
+/// relayd does not generate, so they never get a port).
+pub fn media_addresses(specs: &[InterfaceSpec]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let first = !specs[..i]
+            .iter()
+            .any(|s| s.name == spec.name && s.address.is_ipv4() == spec.address.is_ipv4());
+        if first && !out.contains(&spec.address) {
+            out.push(spec.address);
+        }
+    }
+    out
+}
+
+/// `ALIAS=NAME` split in two, or None for an address value (whose first
+/// `/` or `=` is a `/`, or which has neither).
+fn split_alias(value: &str) -> Option<(&str, &str)> {
+    let at = value.find(['/', '='])?;
+    (value.as_bytes()[at] == b'=').then(|| (&value[..at], &value[at + 1..]))
 }
 
 impl InterfaceSpec {
     /// Parses one value, resolving netdev names in this network namespace.
     pub fn parse(spec: &str) -> Result<Self, InterfaceError> {
         let (name, rest) = match spec.split_once('/') {
-            Some((name, rest)) if !name.is_empty() && !name.contains(':') => (name, rest),
-            // "2001:db8::1/..." is not NAME/...: names never contain ':'.
+            // "2001:db8::1/..." is not NAME/...; "pub:1/..." is.
+            Some((name, rest))
+                if !name.is_empty() && name.parse::<std::net::Ipv6Addr>().is_err() =>
+            {
+                (name, rest)
+            }
             _ => ("default", spec),
         };
         let (addr_part, adv_part) = match rest.split_once('!') {
@@ -81,19 +225,6 @@ impl InterfaceSpec {
             advertised,
         })
     }
-}
-
-/// Checks that a name is not given twice for the same address family
-/// (`pub/10.0.0.1` plus `pub/2001:db8::1` is rtpengine's dual-stack form).
-pub fn check_unique(specs: &[InterfaceSpec]) -> Result<(), InterfaceError> {
-    for (i, a) in specs.iter().enumerate() {
-        let same =
-            |b: &InterfaceSpec| b.name == a.name && b.address.is_ipv4() == a.address.is_ipv4();
-        if specs[i + 1..].iter().any(same) {
-            return Err(InterfaceError::Duplicate(a.name.clone()));
-        }
-    }
-    Ok(())
 }
 
 /// The first (interface name, address) of this namespace matching `pick`.
@@ -236,11 +367,116 @@ mod tests {
             InterfaceSpec::parse("10.0.0.1!elastic"),
             Err(InterfaceError::BadAdvertised { .. })
         ));
-        let a = InterfaceSpec::parse("x/10.0.0.1").unwrap();
+    }
+
+    #[test]
+    fn several_addresses_per_name() {
+        // rtpengine: "name default given twice" is no error; both are
+        // addresses of one logical interface.
+        let set =
+            InterfaceSet::parse(&["10.0.0.1", "10.0.0.2", "x/10.0.0.3", "x/10.0.0.4"]).unwrap();
+        let names: Vec<_> = set.specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["default", "default", "x", "x"]);
+        assert!(set.aliases.is_empty());
+    }
+
+    #[test]
+    fn addresses_counted_once() {
+        let set = InterfaceSet::parse(&[
+            "a/10.0.0.1",
+            "a/10.0.0.2",
+            "a/2001:db8::1",
+            "b/10.0.0.1",
+            "c:1/10.0.0.3",
+            "c:2/10.0.0.4",
+            "x=a",
+        ])
+        .unwrap();
+        assert_eq!(distinct_addresses(&set.specs).len(), 5);
+        // 10.0.0.2, a's second IPv4 address, never gets a port.
         assert_eq!(
-            check_unique(&[a.clone(), a]),
-            Err(InterfaceError::Duplicate("x".into()))
+            media_addresses(&set.specs),
+            [
+                ip("10.0.0.1"),
+                ip("2001:db8::1"),
+                ip("10.0.0.3"),
+                ip("10.0.0.4")
+            ]
         );
+    }
+
+    #[test]
+    fn round_robin_names() {
+        let s = InterfaceSpec::parse("pub:1/10.0.0.5!203.0.113.7").unwrap();
+        assert_eq!((s.name.as_str(), s.address), ("pub:1", ip("10.0.0.5")));
+        assert_eq!(round_robin_base(&s.name), "pub");
+        assert_eq!(round_robin_base("priv"), "priv");
+        let s = InterfaceSpec::parse("pub:2/2001:db8::1").unwrap();
+        assert_eq!((s.name.as_str(), s.address), ("pub:2", ip("2001:db8::1")));
+        // Any NAME but an IPv6 address, as before.
+        let s = InterfaceSpec::parse("10.0.0.1/10.0.0.2").unwrap();
+        assert_eq!((s.name.as_str(), s.address), ("10.0.0.1", ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn aliases() {
+        // rtpengine's ALIAS=NAME, the alias before or after its interface.
+        let set = InterfaceSet::parse(&["ext=pub1", "pub1/10.0.0.1", "int=priv", "priv/10.0.0.2"])
+            .unwrap();
+        assert_eq!(set.specs.len(), 2);
+        assert_eq!(
+            set.aliases,
+            [
+                InterfaceAlias {
+                    alias: "ext".into(),
+                    name: "pub1".into()
+                },
+                InterfaceAlias {
+                    alias: "int".into(),
+                    name: "priv".into()
+                }
+            ]
+        );
+        // An alias of a BASE:SUFFIX interface's full name.
+        assert!(InterfaceSet::parse(&["pub:1/10.0.0.1", "one=pub:1"]).is_ok());
+    }
+
+    #[test]
+    fn bad_aliases() {
+        let err = InterfaceSet::parse(&["pub/10.0.0.1", "ext=nope"]).unwrap_err();
+        assert_eq!(
+            err,
+            InterfaceError::UnknownAliasTarget {
+                spec: "ext=nope".into(),
+                alias: "ext".into(),
+                name: "nope".into()
+            }
+        );
+        assert!(err.to_string().contains("not the NAME of any --interface"));
+        for clash in ["pub=priv", "rr=pub", "round-robin-calls=pub", "default=pub"] {
+            let err = InterfaceSet::parse(&[
+                "pub/10.0.0.1",
+                "priv/10.0.0.2",
+                "rr:1/10.0.0.3",
+                "10.0.0.4",
+                clash,
+            ])
+            .unwrap_err();
+            assert!(
+                matches!(err, InterfaceError::AliasClash { .. }),
+                "{clash}: {err}"
+            );
+        }
+        assert_eq!(
+            InterfaceSet::parse(&["pub/10.0.0.1", "a=pub", "a=pub"]),
+            Err(InterfaceError::Duplicate("a".into()))
+        );
+        for bad in ["=pub", "a=", "a=pub/10.0.0.1"] {
+            assert!(matches!(
+                InterfaceSet::parse(&["pub/10.0.0.1", bad]),
+                Err(InterfaceError::Syntax(_))
+            ));
+        }
     }
 
     #[test]

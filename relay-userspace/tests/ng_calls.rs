@@ -360,6 +360,18 @@ fn drain(sock: &UdpSocket) {
 fn call_through_xdp(
     r: &Relay,
     call_id: &str,
+    hosts: (&str, &str),
+    address_family: Option<&str>,
+    relays: (&str, &str),
+) {
+    call_through_xdp_via(r, call_id, ["a", "b"], hosts, address_family, relays);
+}
+
+/// [`call_through_xdp`] with `direction` on the offer.
+fn call_through_xdp_via(
+    r: &Relay,
+    call_id: &str,
+    direction: [&str; 2],
     (host_a, host_b): (&str, &str),
     address_family: Option<&str>,
     (relay_a, relay_b): (&str, &str),
@@ -370,7 +382,7 @@ fn call_through_xdp(
         ("call-id", s(call_id)),
         ("from-tag", s("tag-A")),
         ("sdp", s(&audio_sdp(host_a, 5000))),
-        ("direction", Value::str_list(["a", "b"])),
+        ("direction", Value::str_list(direction)),
         ("received-from", Value::str_list([family(host_a), host_a])),
     ]);
     if let (Value::Dict(d), Some(af)) = (&mut o, address_family) {
@@ -457,6 +469,47 @@ fn bridged_call_ipv4_caller_ipv6_callee_through_xdp() {
         Some("IP6"),
         (RELAY_A, RELAY_B6),
     );
+    r.stop();
+}
+
+/// rtpengine's interfaces: a second address of `a` (unused: the first of a
+/// family carries media), round-robin group `rr` (`rr:1`, `rr:2`) whose
+/// members take turns call after call, and alias `far` for `b`; media of
+/// each call goes through XDP on the address its SDP named.
+#[test]
+fn round_robin_and_alias_interfaces_carry_media_through_xdp() {
+    require_root!();
+    let bed = Bed::new("ng-rr");
+    for (addr, dev) in [
+        ("10.20.1.11/24", "a1"),
+        ("10.20.2.11/24", "b1"),
+        ("10.20.2.12/24", "b1"),
+    ] {
+        bed.t.r.ip(&["addr", "add", addr, "dev", dev]).unwrap();
+    }
+    let r = Relay::on(
+        bed,
+        &[
+            "-i",
+            "a/10.20.1.11",
+            "-i",
+            "rr:1/10.20.2.11",
+            "-i",
+            "rr:2/10.20.2.12",
+            "-i",
+            "far=b",
+        ],
+    );
+    let hosts = (HOST_A, HOST_B);
+    for (i, b_side) in ["10.20.2.11", "10.20.2.12", "10.20.2.11"]
+        .into_iter()
+        .enumerate()
+    {
+        let call_id = format!("rr-{i}");
+        call_through_xdp_via(&r, &call_id, ["a", "rr"], hosts, None, (RELAY_A, b_side));
+        r.ng.ok(&command("delete", &call_id)).unwrap();
+    }
+    call_through_xdp_via(&r, "alias", ["a", "far"], hosts, None, (RELAY_A, RELAY_B));
     r.stop();
 }
 

@@ -210,6 +210,24 @@ fn operator_errors_say_what_to_do() {
         err.contains("\"nosuch0\" is neither an IP address nor a network interface"),
         "{err}"
     );
+    // Interface aliases (ALIAS=NAME) must name an interface and be new.
+    let err = run(&["-i", "lo", "-i", "ext=nosuch"]);
+    assert!(
+        err.contains("alias \"ext\" refers to \"nosuch\", which is not the NAME of any"),
+        "{err}"
+    );
+    let err = run(&[
+        "-i",
+        "pub/127.0.0.1",
+        "-i",
+        "priv/127.0.0.1",
+        "-i",
+        "pub=priv",
+    ]);
+    assert!(
+        err.contains("alias \"pub\" is already the name of an interface"),
+        "{err}"
+    );
     let err = run(&["-i", "lo", "--static-stream", "10.0.0.1:1"]);
     assert!(
         err.contains("bad --static-stream") && err.contains("missing `=`"),

@@ -98,7 +98,9 @@ fn check_state(dir: &std::path::Path) -> Result<()> {
 /// it leaves room for: a socket per media port is the usual ceiling.
 fn report_open_files(config: &relay_userspace::config::Config) {
     let ports_per_interface = u64::from(config.port_max.saturating_sub(config.port_min)) + 1;
-    let media_ports = ports_per_interface * config.interfaces.len() as u64;
+    // Ports are opened on the first address of each name and family.
+    let media_addresses = relay_userspace::interfaces::media_addresses(&config.interfaces).len();
+    let media_ports = ports_per_interface * media_addresses as u64;
     let files = match open_files::raise_to_hard() {
         Ok(files) => files,
         Err(e) => {

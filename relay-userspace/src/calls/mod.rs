@@ -15,6 +15,7 @@ pub mod model;
 pub mod persist;
 pub mod port;
 pub mod restore;
+mod select;
 pub mod send_batch;
 pub mod summary;
 #[cfg(test)]
@@ -39,7 +40,7 @@ use self::{
 };
 use crate::{
     datapath::MediaTracking,
-    interfaces::InterfaceSpec,
+    interfaces::{InterfaceAlias, InterfaceSpec},
     ports::{PortError, PortPair, PortPool},
 };
 
@@ -137,7 +138,7 @@ pub const MAX_PARTIES: usize = 128;
 pub const MAX_PORT_PAIRS: usize = 512;
 
 /// An IP address family (`IP4`/`IP6` in SDP and in `address-family`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     /// IPv4.
     Ip4,
@@ -243,6 +244,8 @@ pub struct SdpPlan {
 pub struct CallManager {
     config: CallConfig,
     interfaces: Vec<Interface>,
+    /// Aliases and round-robin positions.
+    selector: select::Selector,
     calls: HashMap<String, Call>,
     kernel: Kernel,
     events: mpsc::UnboundedSender<PortEvent>,
@@ -270,6 +273,7 @@ impl CallManager {
         CallManager {
             config,
             interfaces,
+            selector: select::Selector::default(),
             calls: HashMap::new(),
             kernel,
             events,
@@ -365,48 +369,22 @@ impl CallManager {
         self.calls.is_empty()
     }
 
-    /// The interface called `name` (unset, empty or unknown: the first
-    /// one's name)
-    /// with an address of `family`. A name may have one address per family
-    /// (`pub/10.0.0.5` and `pub/2001:db8::5`). Without an address of that
-    /// family, the name's first interface serves, unless `required`
-    /// (`address-family` was asked for explicitly).
-    fn interface_index(
+    /// Interface aliases (`--interface=ALIAS=NAME`) `direction` may use.
+    pub fn with_aliases(mut self, aliases: &[InterfaceAlias]) -> Self {
+        self.selector = select::Selector::new(aliases);
+        self
+    }
+
+    /// What interface name `name` means for a party wanting `family`
+    /// (see [`select`]); nothing changes until it is picked.
+    fn resolve_interface(
         &self,
         name: Option<&String>,
         family: Option<Family>,
         required: bool,
-    ) -> Result<usize, CallError> {
-        let default = self.interfaces[0].spec.name.as_str();
-        let name = match name {
-            Some(n) if n.is_empty() => default,
-            // rtpengine falls back to its default interface for a name it
-            // does not have, so a proxy's typo costs a log line, not calls.
-            Some(n) if !self.interfaces.iter().any(|i| &i.spec.name == n) => {
-                tracing::warn!(interface = %n, default, "unknown interface asked for; using the default");
-                default
-            }
-            Some(n) => n.as_str(),
-            None => default,
-        };
-        let named = || {
-            self.interfaces
-                .iter()
-                .enumerate()
-                .filter(move |(_, i)| i.spec.name == name)
-        };
-        let first = named().next().map_or(0, |(i, _)| i);
-        let Some(family) = family else {
-            return Ok(first);
-        };
-        match named().find(|(_, i)| Family::of(i.spec.address) == family) {
-            Some((i, _)) => Ok(i),
-            None if required => Err(CallError::NoSuchFamily {
-                name: name.to_owned(),
-                family,
-            }),
-            None => Ok(first),
-        }
+    ) -> Result<select::Choice, CallError> {
+        self.selector
+            .resolve(&self.interfaces, name.map(String::as_str), family, required)
     }
 
     /// `offer`: the SDP of `from_tag`'s party, to be sent to the other.
@@ -416,8 +394,8 @@ impl CallManager {
         }
         // The offerer's ports face the offerer: its own family. The other
         // side's face the recipient: the family it expects.
-        let from_if = self.interface_index(sig.direction.first(), sig.sdp_family, false)?;
-        let to_if = self.interface_index(
+        let from_if = self.resolve_interface(sig.direction.first(), sig.sdp_family, false)?;
+        let to_if = self.resolve_interface(
             sig.direction.get(1),
             sig.address_family.or(sig.sdp_family),
             sig.address_family.is_some(),
@@ -455,20 +433,41 @@ impl CallManager {
         &mut self,
         call: &mut Call,
         sig: &Signal,
-        from_if: usize,
-        to_if: usize,
+        from_if: select::Choice,
+        to_if: select::Choice,
         now: Instant,
     ) -> Result<SdpPlan, CallError> {
         check_media_count(sig)?;
-        let from = match call.find(&sig.from_tag) {
-            Some(i) => i,
-            None => push_monologue(call, Some(sig.from_tag.clone()), None, from_if),
+        let from_known = call.find(&sig.from_tag);
+        let to_known = match (
+            &sig.to_tag,
+            from_known.and_then(|f| call.monologues[f].peer),
+        ) {
+            (Some(tag), _) => call.find(tag),
+            (None, peer) => peer,
         };
-        let to = match (&sig.to_tag, call.monologues[from].peer) {
-            (Some(tag), _) if call.find(tag).is_some() => call.find(tag).unwrap_or_default(),
-            (Some(tag), _) => push_monologue(call, Some(tag.clone()), None, to_if),
-            (None, Some(peer)) => peer,
-            (None, None) => push_monologue(call, None, sig.via_branch.clone(), to_if),
+        // A party keeps the interface it has. A new one's is picked now,
+        // the recipient's before the offerer's as rtpengine does (which
+        // decides the turns of a round-robin group).
+        let to_if = to_known
+            .is_none()
+            .then(|| self.selector.pick(&self.interfaces, to_if));
+        let from = match (from_known, from_if) {
+            (Some(i), _) => i,
+            (None, choice) => {
+                let iface = self.selector.pick(&self.interfaces, choice);
+                push_monologue(call, Some(sig.from_tag.clone()), None, iface)
+            }
+        };
+        let to = match (to_known, to_if, &sig.to_tag) {
+            (Some(i), _, _) => i,
+            (None, Some(iface), Some(tag)) => push_monologue(call, Some(tag.clone()), None, iface),
+            (None, iface, _) => push_monologue(
+                call,
+                None,
+                sig.via_branch.clone(),
+                iface.unwrap_or_default(),
+            ),
         };
         if party_count(call) > MAX_PARTIES {
             return Err(CallError::PartyLimit);
@@ -531,7 +530,8 @@ impl CallManager {
                     .spec
                     .name
                     .clone();
-                let iface = self.interface_index(Some(&name), sig.sdp_family, false)?;
+                let choice = select::exact(&self.interfaces, &name, sig.sdp_family, false)?;
+                let iface = self.selector.pick(&self.interfaces, choice);
                 push_monologue(call, Some(to_tag), None, iface)
             }
         };

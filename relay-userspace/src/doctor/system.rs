@@ -103,10 +103,12 @@ fn capabilities() -> Check {
     }
 }
 
-/// Media ports of every interface.
+/// Media ports of every address media uses.
 fn media_ports(config: &Config) -> u64 {
     let per = u64::from(config.port_max.saturating_sub(config.port_min)) + 1;
-    per * config.interfaces.len().max(1) as u64
+    per * crate::interfaces::media_addresses(&config.interfaces)
+        .len()
+        .max(1) as u64
 }
 
 fn open_files(config: &Config) -> Check {
@@ -161,7 +163,9 @@ fn mem_total() -> Option<u64> {
 pub fn kernel_bytes(config: &Config) -> u64 {
     let ports = u64::from(config.port_max - config.port_min) + 1;
     u64::from(config.max_streams) * STATE_BYTES_PER_STREAM
-        + config.interfaces.len() as u64 * ports * TABLE_BYTES_PER_PORT
+        + crate::interfaces::distinct_addresses(&config.interfaces).len() as u64
+            * ports
+            * TABLE_BYTES_PER_PORT
 }
 
 fn memory(config: &Config) -> Check {

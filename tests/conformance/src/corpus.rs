@@ -14,7 +14,9 @@
 //!
 //! The runner adds `command`, a fresh `call-id` per relay and default tags
 //! (see [`Step::defaults`]); `omit = ["call-id"]` leaves a default out and
-//! `call = "b"` picks a second call of the case.
+//! `call = "b"` picks a second call of the case. A top-level
+//! `interfaces = ["pub:1/192.0.2.1", ...]` runs the case on relays started
+//! with those `--interface` values (addresses of [`crate::relays::ADDRESSES`]).
 
 use std::{
     collections::BTreeSet,
@@ -36,6 +38,9 @@ pub struct Case {
     pub description: String,
     /// The commands, sent in order to each relay.
     pub steps: Vec<Step>,
+    /// `--interface` values both relays run this case with (None: the
+    /// default set, `pub` and `priv`).
+    pub interfaces: Option<Vec<String>>,
 }
 
 /// One NG command of a case.
@@ -59,6 +64,8 @@ pub struct Step {
 struct CaseFile {
     feature: String,
     description: String,
+    #[serde(default)]
+    interfaces: Option<Vec<String>>,
     #[serde(rename = "step")]
     steps: Vec<toml::Table>,
 }
@@ -133,6 +140,7 @@ fn load_case(root: &Path, path: &Path) -> Result<Case> {
         feature: file.feature,
         description: file.description,
         steps,
+        interfaces: file.interfaces,
     })
 }
 

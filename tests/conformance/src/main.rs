@@ -27,7 +27,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 
 use crate::{
-    relays::{Bed, Binaries, Kind, Relay},
+    relays::{default_interfaces, Bed, Binaries, Kind, Relay},
     report::Status,
 };
 
@@ -176,16 +176,26 @@ fn run(args: &Args) -> Result<bool> {
     );
     let started = std::time::Instant::now();
     let bed = Bed::new()?;
-    let mut rtpengine = Relay::start(&bed, Kind::Rtpengine, &bins)?;
-    let mut relayd = Relay::start(&bed, Kind::Relayd, &bins)?;
+    let mut relays: Option<(Relay, Relay)> = None;
     let mut outcomes = Vec::with_capacity(cases.len());
     for (serial, case) in cases.iter().enumerate() {
         if INTERRUPTED.load(Ordering::SeqCst) {
             bail!("interrupted after {serial} cases");
         }
-        let mut a = run::run_case(case, &rtpengine, serial);
-        let mut b = run::run_case(case, &relayd, serial);
-        for (relay, transcript) in [(&mut rtpengine, &mut a), (&mut relayd, &mut b)] {
+        // A case with interfaces of its own gets relays started with them
+        // (and fresh round-robin turns); the next case the default again.
+        let wanted = case.interfaces.clone().unwrap_or_else(default_interfaces);
+        if relays.as_ref().is_none_or(|(r, _)| r.interfaces != wanted) {
+            drop(relays.take());
+            relays = Some((
+                Relay::start(&bed, Kind::Rtpengine, &bins, &wanted)?,
+                Relay::start(&bed, Kind::Relayd, &bins, &wanted)?,
+            ));
+        }
+        let (rtpengine, relayd) = relays.as_mut().context("relays not started")?;
+        let mut a = run::run_case(case, rtpengine, serial);
+        let mut b = run::run_case(case, relayd, serial);
+        for (relay, transcript) in [(rtpengine, &mut a), (relayd, &mut b)] {
             if let Some(status) = relay.exited() {
                 transcript
                     .problems

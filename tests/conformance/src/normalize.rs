@@ -73,12 +73,15 @@ const GENERATED_ATTRS: &[&str] = &[
 
 /// The normaliser of one relay's replies within one case: port placeholders
 /// are numbered in order of first appearance over the whole case, so a
-/// re-offer that keeps its ports shows the same names.
+/// re-offer that keeps its ports shows the same names. A port is named
+/// with its address (the SDP's connection address, a query's local
+/// address): relays number each address's ports on their own (rtpengine
+/// from a random step), so the same number on two addresses means nothing.
 #[derive(Debug)]
 pub struct Normalizer {
     addresses: Vec<(String, String)>,
     port_range: (u16, u16),
-    ports: BTreeMap<u16, String>,
+    ports: BTreeMap<(String, u16), String>,
     next_port: usize,
     call_ids: Vec<(String, String)>,
     versions: Vec<u64>,
@@ -111,21 +114,28 @@ impl Normalizer {
 
     /// `{Pn}` for a port first seen now, `{Pn+1}` for the one above a named
     /// port (RTCP beside its RTP), the same name for a port seen before.
+    #[cfg(test)]
     fn port(&mut self, port: u16) -> Option<String> {
+        self.port_at("", port)
+    }
+
+    /// [`Self::port`] of a port on relay address `addr` (as the reply
+    /// writes it; "" where it names none).
+    fn port_at(&mut self, addr: &str, port: u16) -> Option<String> {
         if port < self.port_range.0 || port > self.port_range.1 {
             return None;
         }
-        if let Some(name) = self.ports.get(&port) {
+        if let Some(name) = self.ports.get(&(addr.to_owned(), port)) {
             return Some(name.clone());
         }
-        let name = match self.ports.get(&port.wrapping_sub(1)) {
+        let name = match self.ports.get(&(addr.to_owned(), port.wrapping_sub(1))) {
             Some(below) if !below.contains('+') => format!("{}+1}}", below.trim_end_matches('}')),
             _ => {
                 self.next_port += 1;
                 format!("{{P{}}}", self.next_port)
             }
         };
-        self.ports.insert(port, name.clone());
+        self.ports.insert((addr.to_owned(), port), name.clone());
         Some(name)
     }
 
@@ -246,7 +256,7 @@ impl Normalizer {
             Value::Int(i) => match key {
                 Some("local port" | "port") => u16::try_from(*i)
                     .ok()
-                    .and_then(|p| self.port(p))
+                    .and_then(|p| self.port_at("", p))
                     .unwrap_or_else(|| i.to_string()),
                 _ => i.to_string(),
             },
@@ -297,9 +307,17 @@ impl Normalizer {
                     .and_then(Value::as_list)
                     .unwrap_or_default()
                 {
-                    let port = stream
-                        .get("local port")
-                        .map(|p| self.value(Some("local port"), p));
+                    let local = stream
+                        .get("local address")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let port = stream.get("local port").map(|p| match p.as_int() {
+                        Some(i) => u16::try_from(i)
+                            .ok()
+                            .and_then(|p| self.port_at(local, p))
+                            .unwrap_or_else(|| i.to_string()),
+                        None => self.value(Some("local port"), p),
+                    });
                     let addr = stream.get("local address").map(|a| self.plain(a));
                     let endpoint = stream.get("endpoint").map(|e| self.endpoint(e));
                     let advertised = stream.get("advertised endpoint").map(|e| self.endpoint(e));
@@ -320,9 +338,13 @@ impl Normalizer {
 
     fn endpoint(&mut self, e: &Value) -> String {
         let addr = e.get("address").and_then(Value::as_str).unwrap_or("?");
-        let port = e
-            .get("port")
-            .map_or("?".into(), |p| self.value(Some("port"), p));
+        let port = e.get("port").map_or("?".into(), |p| match p.as_int() {
+            Some(i) => u16::try_from(i)
+                .ok()
+                .and_then(|p| self.port_at(addr, p))
+                .unwrap_or_else(|| i.to_string()),
+            None => self.value(Some("port"), p),
+        });
         format!("{}:{port}", self.text(addr))
     }
 
@@ -340,8 +362,10 @@ impl Normalizer {
             .find_map(|l| l.strip_prefix("o="))
             .map(|o| o.split(' ').collect())
             .unwrap_or_default();
+        let addresses = connection_addresses(sdp);
         let mut out = Vec::new();
         let mut rest = sdp;
+        let mut n = 0;
         while !rest.is_empty() {
             let (raw, tail) = match rest.find('\n') {
                 Some(i) => (&rest[..=i], &rest[i + 1..]),
@@ -356,20 +380,23 @@ impl Normalizer {
                 " [no line end]"
             };
             let l = raw.trim_end_matches(['\r', '\n']);
-            let norm = self.sdp_line(l, &sent_lines, &sent_origin);
+            let addr = addresses.get(n).map_or("", String::as_str);
+            n += 1;
+            let norm = self.sdp_line(l, addr, &sent_lines, &sent_origin);
             out.push(format!("  {norm}{ending}"));
         }
         out
     }
 
-    fn sdp_line(&mut self, l: &str, sent: &[&str], sent_origin: &[&str]) -> String {
+    /// One SDP line; `addr` is the connection address of its section.
+    fn sdp_line(&mut self, l: &str, addr: &str, sent: &[&str], sent_origin: &[&str]) -> String {
         let verbatim = sent.contains(&l);
         if let Some(rest) = l.strip_prefix("m=") {
             let mut fields: Vec<String> = rest.split(' ').map(str::to_owned).collect();
             if let Some(p) = fields
                 .get(1)
                 .and_then(|p| p.parse().ok())
-                .and_then(|p| self.port(p))
+                .and_then(|p| self.port_at(addr, p))
             {
                 fields[1] = p;
             }
@@ -377,10 +404,12 @@ impl Normalizer {
         }
         if let Some(rest) = l.strip_prefix("a=rtcp:") {
             let (port, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            // "a=rtcp:P IN IP4 A" names its address.
+            let at = tail.split(' ').nth(2).unwrap_or(addr);
             let port = port
                 .parse()
                 .ok()
-                .and_then(|p| self.port(p))
+                .and_then(|p| self.port_at(at, p))
                 .unwrap_or(port.into());
             let sep = if tail.is_empty() { "" } else { " " };
             return self.text(&format!("a=rtcp:{port}{sep}{tail}"));
@@ -393,11 +422,14 @@ impl Normalizer {
                 fields[0] = "{FOUNDATION}".into();
             }
             let rport = fields.iter().position(|f| f == "rport").map(|i| i + 1);
-            for i in [Some(5), rport].into_iter().flatten() {
+            let raddr = fields.iter().position(|f| f == "raddr").map(|i| i + 1);
+            for (i, a) in [(Some(5), Some(4)), (rport, raddr)] {
+                let Some(i) = i else { continue };
+                let at = a.and_then(|a| fields.get(a)).cloned().unwrap_or_default();
                 if let Some(p) = fields
                     .get(i)
                     .and_then(|p| p.parse().ok())
-                    .and_then(|p| self.port(p))
+                    .and_then(|p| self.port_at(&at, p))
                 {
                     fields[i] = p;
                 }
@@ -429,6 +461,35 @@ impl Normalizer {
         }
         self.text(l)
     }
+}
+
+/// For each line of `sdp`, the connection address of its section: the
+/// media's own `c=` (which follows its `m=` line), else the session's.
+fn connection_addresses(sdp: &str) -> Vec<String> {
+    let lines: Vec<&str> = sdp.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let address = |l: &str| {
+        l.strip_prefix("c=")
+            .and_then(|c| c.split(' ').nth(2))
+            .map(|a| a.split('/').next().unwrap_or(a).to_owned())
+    };
+    let session = lines
+        .iter()
+        .take_while(|l| !l.starts_with("m="))
+        .find_map(|l| address(l))
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(lines.len());
+    let mut current = session.clone();
+    for (i, l) in lines.iter().enumerate() {
+        if l.starts_with("m=") {
+            current = lines[i + 1..]
+                .iter()
+                .take_while(|l| !l.starts_with("m="))
+                .find_map(|l| address(l))
+                .unwrap_or_else(|| session.clone());
+        }
+        out.push(current.clone());
+    }
+    out
 }
 
 /// Keys of rtpengine's documented query reply, compared;
@@ -527,6 +588,28 @@ mod tests {
         assert_eq!(n.port(30010).as_deref(), Some("{P1}"));
         assert_eq!(n.port(30020).as_deref(), Some("{P2}"));
         assert_eq!(n.port(5004), None);
+    }
+
+    #[test]
+    fn ports_are_named_per_address() {
+        let mut n = norm();
+        let out = n.sdp(
+            "c=IN IP4 192.0.2.1\r\nm=audio 30000 RTP/AVP 0\r\nm=audio 30000 RTP/AVP 0\r\n\
+             c=IN IP6 2001:db8::1\r\na=rtcp:30001\r\n",
+            None,
+        );
+        assert_eq!(
+            out,
+            [
+                "  c=IN IP4 {PUB4}",
+                "  m=audio {P1} RTP/AVP 0",
+                "  m=audio {P2} RTP/AVP 0",
+                "  c=IN IP6 {PUB6}",
+                "  a=rtcp:{P2+1}"
+            ]
+        );
+        assert_eq!(n.port_at("2001:db8::1", 30000).as_deref(), Some("{P2}"));
+        assert_eq!(n.port_at("192.0.2.1", 30002).as_deref(), Some("{P3}"));
     }
 
     #[test]

@@ -17,16 +17,34 @@ use relay_tests::{
     PinDirGuard,
 };
 
-/// The relays' logical interfaces: `pub` (first, so the default) and
-/// `priv`, each dual-stack, with the placeholder each address becomes in
+/// The addresses of the bed, with the placeholder each becomes in
 /// normalised replies. Documentation and benchmarking ranges: nothing here
 /// routes anywhere outside the namespace.
-pub const INTERFACES: &[(&str, &str, &str)] = &[
-    ("pub", "192.0.2.1", "{PUB4}"),
-    ("pub", "2001:db8::1", "{PUB6}"),
-    ("priv", "198.18.0.1", "{PRIV4}"),
-    ("priv", "2001:db8:18::1", "{PRIV6}"),
+pub const ADDRESSES: &[(&str, &str)] = &[
+    ("192.0.2.1", "{PUB4}"),
+    ("2001:db8::1", "{PUB6}"),
+    ("198.18.0.1", "{PRIV4}"),
+    ("2001:db8:18::1", "{PRIV6}"),
+    // For cases with interfaces of their own (several addresses on one).
+    ("192.0.2.2", "{PUB4-2}"),
+    ("192.0.2.3", "{PUB4-3}"),
+    ("2001:db8::2", "{PUB6-2}"),
+    ("198.18.0.2", "{PRIV4-2}"),
 ];
+
+/// Both relays' `--interface` values unless a case gives its own:
+/// `pub` (first, so the default) and `priv`, each dual-stack.
+pub const DEFAULT_INTERFACES: &[&str] = &[
+    "pub/192.0.2.1",
+    "pub/2001:db8::1",
+    "priv/198.18.0.1",
+    "priv/2001:db8:18::1",
+];
+
+/// [`DEFAULT_INTERFACES`] as owned strings.
+pub fn default_interfaces() -> Vec<String> {
+    DEFAULT_INTERFACES.iter().map(|s| (*s).to_owned()).collect()
+}
 
 /// The lowest media port of either relay; the corpus's endpoints use
 /// ports below it.
@@ -69,7 +87,7 @@ pub struct Bed {
 
 impl Bed {
     /// A namespace with a veth pair (both ends inside) carrying
-    /// [`INTERFACES`]' addresses. IPv6 addresses skip duplicate address
+    /// [`ADDRESSES`]. IPv6 addresses skip duplicate address
     /// detection so they are usable at once.
     pub fn new() -> Result<Self> {
         let ns = Netns::new("conf")?;
@@ -79,7 +97,7 @@ impl Bed {
         for dev in ["conf0", "conf1"] {
             ns.ip(&["link", "set", dev, "up"])?;
         }
-        for (_, addr, _) in INTERFACES {
+        for (addr, _) in ADDRESSES {
             let prefix = if addr.contains(':') { "/64" } else { "/24" };
             let cidr = format!("{addr}{prefix}");
             let mut args = vec!["addr", "add", &cidr, "dev", "conf0"];
@@ -104,6 +122,8 @@ pub struct Relay {
     pub kind: Kind,
     /// Lowest and highest media port it allocates.
     pub port_range: (u16, u16),
+    /// Its `--interface` values.
+    pub interfaces: Vec<String>,
     child: ChildGuard,
     client: NgClient,
     starts: u32,
@@ -126,19 +146,29 @@ pub struct Binaries {
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Relay {
-    /// Starts `kind` in `bed` and waits until it answers NG.
-    pub fn start(bed: &Bed, kind: Kind, bins: &Binaries) -> Result<Self> {
+    /// Starts `kind` in `bed` with `interfaces` (`--interface` values)
+    /// and waits until it answers NG.
+    pub fn start(bed: &Bed, kind: Kind, bins: &Binaries, interfaces: &[String]) -> Result<Self> {
         let (ng, min, max) = kind.ports();
         let ng_addr: SocketAddr = ([127, 0, 0, 1], ng).into();
         let log = bins.log_dir.join(format!("{}.log", kind.name()));
         let (child, pin_dir) = match kind {
             Kind::Rtpengine => (
-                start_rtpengine(bed, &bins.rtpengine, &log, ng_addr, min, max)?,
+                start_rtpengine(bed, &bins.rtpengine, &log, interfaces, ng_addr, min, max)?,
                 None,
             ),
             Kind::Relayd => {
                 let pin_dir = PinDirGuard::new("conformance");
-                let child = start_relayd(bed, &bins.relayd, &log, &pin_dir.0, ng_addr, min, max)?;
+                let child = start_relayd(
+                    bed,
+                    &bins.relayd,
+                    &log,
+                    &pin_dir.0,
+                    interfaces,
+                    ng_addr,
+                    min,
+                    max,
+                )?;
                 (child, Some(pin_dir))
             }
         };
@@ -146,6 +176,7 @@ impl Relay {
         let mut relay = Relay {
             kind,
             port_range: (min, max),
+            interfaces: interfaces.to_vec(),
             child,
             client,
             starts: 1,
@@ -207,7 +238,8 @@ impl Relay {
     /// be free), keeping the log (appended).
     pub fn restart(&mut self, bed: &Bed, bins: &Binaries) -> Result<()> {
         let starts = self.starts;
-        *self = Relay::start(bed, self.kind, bins)?;
+        let interfaces = self.interfaces.clone();
+        *self = Relay::start(bed, self.kind, bins, &interfaces)?;
         self.starts = starts + 1;
         Ok(())
     }
@@ -225,13 +257,14 @@ fn start_rtpengine(
     bed: &Bed,
     binary: &Path,
     log: &Path,
+    interfaces: &[String],
     ng: SocketAddr,
     min: u16,
     max: u16,
 ) -> Result<ChildGuard> {
     let mut cmd = bed.ns().command(binary)?;
-    for (name, addr, _) in INTERFACES {
-        cmd.arg(format!("--interface={name}/{addr}"));
+    for spec in interfaces {
+        cmd.arg(format!("--interface={spec}"));
     }
     let child = cmd
         .args(["--table=-1", "--foreground", "--log-stderr", "-L", "6"])
@@ -254,18 +287,20 @@ fn start_rtpengine(
     Ok(ChildGuard(child))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_relayd(
     bed: &Bed,
     binary: &Path,
     log: &Path,
     pin_dir: &Path,
+    interfaces: &[String],
     ng: SocketAddr,
     min: u16,
     max: u16,
 ) -> Result<ChildGuard> {
     let mut cmd = bed.ns().command(binary)?;
-    for (name, addr, _) in INTERFACES {
-        cmd.arg(format!("--interface={name}/{addr}"));
+    for spec in interfaces {
+        cmd.arg(format!("--interface={spec}"));
     }
     cmd.args(["--datapath=userspace", "--no-state", "--delete-delay=0"])
         .arg("--pin-dir")

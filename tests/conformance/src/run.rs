@@ -6,7 +6,7 @@ use relay_ng::Value;
 use crate::{
     corpus::Case,
     normalize::{Line, Normalizer},
-    relays::{Relay, INTERFACES},
+    relays::{Relay, ADDRESSES},
 };
 
 /// What one relay answered to one case.
@@ -23,8 +23,7 @@ pub struct Transcript {
 /// Sends `case`'s steps to `relay`; `serial` keeps call-ids unique over
 /// the run (a relay must never see an earlier case's call again).
 pub fn run_case(case: &Case, relay: &Relay, serial: usize) -> Transcript {
-    let addresses: Vec<(&str, &str)> = INTERFACES.iter().map(|(_, a, p)| (*a, *p)).collect();
-    let mut norm = Normalizer::new(&addresses, relay.port_range);
+    let mut norm = Normalizer::new(ADDRESSES, relay.port_range);
     let mut out = Transcript::default();
     let mut calls: Vec<String> = Vec::new();
     for (i, step) in case.steps.iter().enumerate() {
