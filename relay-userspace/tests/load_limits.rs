@@ -16,7 +16,6 @@ use std::{
 
 use relay_ng::Value;
 use relay_tests::{
-    netns::Netns,
     ng_client::sdp_endpoint,
     require_root,
     topology::{assert_delivered, bind_udp, exchange, HOST_A, HOST_B},
@@ -24,7 +23,7 @@ use relay_tests::{
 
 mod common;
 
-use common::{answer, command, offer, s, wait_kernelized, Bed};
+use common::{answer, command, http_get, metric, offer, s, wait_kernelized, Bed};
 
 fn statistics(bed: &Bed) -> Value {
     bed.ng
@@ -88,33 +87,6 @@ fn assert_refused(bed: &Bed, call_id: &str, message: &str) {
         refused.get("error-reason"),
         Some(&s("Parallel session limit reached"))
     );
-}
-
-/// `GET path` over HTTP in `ns`.
-fn http_get(ns: &Netns, addr: &str, path: &str) -> String {
-    let addr: SocketAddr = addr.parse().unwrap();
-    let path = path.to_owned();
-    ns.run(move || {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap()
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
 /// Offer and answer; the relay's A-side and B-side media addresses.

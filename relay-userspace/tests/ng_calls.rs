@@ -23,7 +23,8 @@ use relay_tests::{
 mod common;
 
 use common::{
-    answer, command, offer, port_is_free, rtp_streams, s, wait_kernelized, Bed, RELAYCTL,
+    answer, command, http_get, metric, offer, port_is_free, rtp_streams, s, wait_kernelized, Bed,
+    RELAYCTL,
 };
 
 /// A [`Bed`] with relayd running on it.
@@ -850,35 +851,6 @@ fn session_limit_answers_load_limit() {
     r.ng.ok(&del).unwrap();
     r.ng.ok(&offer("l3")).unwrap();
     r.stop();
-}
-
-/// `GET path` over HTTP from inside the relay namespace.
-fn http_get(ns: &Netns, addr: &str, path: &str) -> String {
-    let addr: SocketAddr = addr.parse().unwrap();
-    let path = path.to_owned();
-    ns.run(move || {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap()
-}
-
-/// The value of a metric line `name{labels} value` (labels given verbatim).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
 #[test]

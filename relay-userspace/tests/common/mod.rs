@@ -248,3 +248,32 @@ pub fn wait_kernelized(ng: &NgClient, call_id: &str) -> Value {
 pub fn port_is_free(ns: &Netns, addr: SocketAddr) -> bool {
     ns.run(move || UdpSocket::bind(addr).is_ok()).unwrap()
 }
+
+/// `GET path` over HTTP from inside the relay namespace.
+pub fn http_get(ns: &Netns, addr: &str, path: &str) -> String {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let path = path.to_owned();
+    ns.run(move || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
+/// The value of a metric line `name{labels} value` (labels given verbatim).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
