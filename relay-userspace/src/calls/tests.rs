@@ -843,7 +843,11 @@ async fn one_call_cannot_take_more_than_its_share() {
     h.answer(&answer, now).unwrap();
     let answer = signal("c-forks", "tag-0", Some("late-fork"), sa("10.0.0.2:5002"));
     assert_eq!(h.answer(&answer, now), Err(CallError::PartyLimit));
-    assert_eq!(h.mgr.port_usage()[0].1, pairs, "the refused fork took nothing");
+    assert_eq!(
+        h.mgr.port_usage()[0].1,
+        pairs,
+        "the refused fork took nothing"
+    );
     h.delete("c-forks", None, Some(Duration::ZERO), now)
         .unwrap();
 
@@ -909,7 +913,11 @@ async fn each_fork_branch_gets_ports_of_its_own() {
         };
         assert_eq!(sink(caller), Some(p2), "caller's media goes to b");
         assert_eq!(sink(branch_b), Some(c2));
-        assert_eq!(sink(branch_a), Some(c2), "a losing branch still reaches the caller");
+        assert_eq!(
+            sink(branch_a),
+            Some(c2),
+            "a losing branch still reaches the caller"
+        );
         // The caller's set for a now forwards to b.
         let kept = (0..call.monologues.len())
             .find(|&i| call.is_standby(i))
@@ -950,6 +958,7 @@ async fn an_answer_from_another_to_tag_is_a_fork() {
     let sink = call.monologues[a].medias[0].rtp.state().sink.upgrade();
     assert_eq!(sink.map(|s| s.local.port()), Some(c2));
     assert_ne!(call.monologues[b].medias[0].rtp_port(), p1);
-    h.delete("parallel", None, Some(Duration::ZERO), now).unwrap();
+    h.delete("parallel", None, Some(Duration::ZERO), now)
+        .unwrap();
     assert_eq!(h.mgr.port_usage()[0].1, 0);
 }
