@@ -962,3 +962,42 @@ async fn an_answer_from_another_to_tag_is_a_fork() {
         .unwrap();
     assert_eq!(h.mgr.port_usage()[0].1, 0);
 }
+
+#[tokio::test]
+async fn a_forked_call_comes_back_from_the_store_with_every_branch() {
+    let mut h = harness(43200, 43299);
+    let now = Instant::now();
+    h.offer(&signal("f", "caller", None, sa("10.0.0.1:4000")), now)
+        .unwrap();
+    let ans_a = signal("f", "caller", Some("tag-a"), sa("10.0.0.2:5000"));
+    let c1 = h.answer(&ans_a, now).unwrap().medias[0].rtp_port;
+    let ans_b = signal("f", "caller", Some("tag-b"), sa("10.0.0.3:6000"));
+    let c2 = h.answer(&ans_b, now).unwrap().medias[0].rtp_port;
+    let changes = h.mgr.take_changes();
+    for port in h.mgr.calls.values().flat_map(Call::ports) {
+        if let Some(task) = port.state().forwarder.take() {
+            task.abort();
+        }
+    }
+    let kernel = h.kernel.clone();
+    drop(h);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut h = harness_on(43200, 43299, kernel);
+    let report = h.mgr.restore(stored(&changes).calls.into_values());
+    h.mgr.run_deferred();
+    assert_eq!(report.restored, 1);
+    assert_eq!(h.mgr.port_usage()[0].1, 4, "every branch's ports back");
+    {
+        let call = &h.mgr.calls["f"];
+        let caller = call.find("caller").unwrap();
+        assert_eq!(call.monologues[caller].medias[0].rtp_port(), c2);
+        let a = call.find("tag-a").unwrap();
+        let sink = call.monologues[a].medias[0].rtp.state().sink.upgrade();
+        assert_eq!(sink.map(|s| s.local.port()), Some(c2));
+    }
+    let q = h.mgr.query("f").unwrap();
+    assert_eq!(q.tags.len(), 3, "the caller shows once");
+    assert_eq!(h.answer(&ans_a, now).unwrap().medias[0].rtp_port, c1);
+    h.delete("f", None, Some(Duration::ZERO), now).unwrap();
+    assert_eq!(h.mgr.port_usage()[0].1, 0);
+}
