@@ -1269,3 +1269,111 @@ fn a_call_with_every_fork_it_may_have_still_gets_its_replies() {
     }
     r.stop();
 }
+
+/// Serial forking as Kamailio drives it (an offer per branch, with its
+/// via-branch): each branch gets relay ports of its own, early media of
+/// branch a reaches the caller, the final answer of branch b (another
+/// to-tag) gives the caller a port set of its own towards b and media then
+/// flows between the caller and b, through XDP. Deleting the call frees
+/// every branch's ports and kernel entries.
+#[test]
+fn each_fork_branch_has_its_own_ports_and_the_final_answer_takes_the_media() {
+    require_root!();
+    let r = Relay::start("ngfork", &[]);
+    let call_id = "call-fork";
+    let with = |body: Value, extra: &[(&str, Value)]| {
+        let Value::Dict(mut d) = body else {
+            unreachable!()
+        };
+        for (k, v) in extra {
+            d.insert(k.as_bytes().to_vec(), v.clone());
+        }
+        Value::Dict(d)
+    };
+    let endpoint = |reply: &Value| -> SocketAddr {
+        let (addr, port) =
+            sdp_endpoint(reply.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
+        format!("{addr}:{port}").parse().unwrap()
+    };
+    let offer_to = |branch: &str| {
+        endpoint(
+            &r.ng
+                .ok(&with(offer(call_id), &[("via-branch", s(branch))]))
+                .unwrap(),
+        )
+    };
+    let answer_from = |branch: &str, tag: &str, port: u16| {
+        endpoint(
+            &r.ng
+                .ok(&with(
+                    answer(call_id),
+                    &[
+                        ("via-branch", s(branch)),
+                        ("to-tag", s(tag)),
+                        ("sdp", s(&audio_sdp(HOST_B, port))),
+                    ],
+                ))
+                .unwrap(),
+        )
+    };
+    let relay_b1 = offer_to("z9hG4bK-a");
+    let relay_b2 = offer_to("z9hG4bK-b");
+    assert_ne!(
+        relay_b1, relay_b2,
+        "each branch has a relay port of its own"
+    );
+
+    let caller = bind_udp(&r.t.a, &format!("{HOST_A}:5000")).unwrap();
+    let branch_a = bind_udp(&r.t.b, &format!("{HOST_B}:40000")).unwrap();
+    let branch_b = bind_udp(&r.t.b, &format!("{HOST_B}:40100")).unwrap();
+
+    // Early media (183) from branch a.
+    let relay_a1 = answer_from("z9hG4bK-a", "branch-a", 40000);
+    media_both_ways(&r, relay_a1, relay_b1, &caller, &branch_a, 5);
+
+    // The final answer (200) from branch b: new caller-side ports.
+    let relay_a2 = answer_from("z9hG4bK-b", "branch-b", 40100);
+    assert_ne!(
+        relay_a2, relay_a1,
+        "the caller gets ports of its own towards b"
+    );
+    media_both_ways(&r, relay_a2, relay_b2, &caller, &branch_b, 5);
+    let q = wait_kernelized(&r.ng, call_id);
+    let tags: Vec<String> = rtp_streams(&q).into_iter().map(|s| s.0).collect();
+    assert_eq!(tags, ["branch-a", "branch-b", "tag-A"], "{q:?}");
+    let kernel_before = r.relayctl_json("counters")["forwarded_redirect"]["packets"]
+        .as_u64()
+        .unwrap();
+    media_both_ways(&r, relay_a2, relay_b2, &caller, &branch_b, 20);
+    let kernel_after = r.relayctl_json("counters")["forwarded_redirect"]["packets"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(kernel_after - kernel_before, 40, "caller and b through XDP");
+    // Nothing of it went to branch a.
+    branch_a
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(branch_a.recv_from(&mut [0u8; 2048]).is_err());
+
+    let mut del = command("delete", call_id);
+    if let Value::Dict(d) = &mut del {
+        d.insert(b"delete-delay".to_vec(), Value::Int(0));
+    }
+    r.ng.ok(&del).unwrap();
+    assert!(
+        r.relayctl_json("streams").as_array().unwrap().is_empty(),
+        "kernel entries removed"
+    );
+    std::thread::sleep(Duration::from_millis(200)); // forwarder tasks close their sockets
+    for port in [relay_a1, relay_a2, relay_b1, relay_b2] {
+        assert!(port_is_free(&r.t.r, port), "{port} freed");
+    }
+    let totals: serde_json::Value =
+        serde_json::from_slice(&r.relayctl_cli(&["--json", "totals"]).stdout).unwrap();
+    let ports = totals["ports"].as_array().unwrap();
+    assert!(
+        ports.iter().all(|p| p["used"] == 0),
+        "no port pair held: {totals}"
+    );
+    r.stop();
+}

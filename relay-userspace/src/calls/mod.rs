@@ -442,9 +442,11 @@ impl CallManager {
         let to_known = match (
             &sig.to_tag,
             from_known.and_then(|f| call.monologues[f].peer),
+            &sig.via_branch,
         ) {
-            (Some(tag), _) => call.find(tag),
-            (None, peer) => peer,
+            (Some(tag), _, _) => call.find(tag),
+            (None, Some(peer), Some(branch)) => branch_party(call, peer, branch),
+            (None, peer, _) => peer,
         };
         // A party keeps the interface it has. A new one's is picked now,
         // the recipient's before the offerer's as rtpengine does (which
@@ -469,6 +471,9 @@ impl CallManager {
                 iface.unwrap_or_default(),
             ),
         };
+        // An offerer already answered by another branch keeps those ports
+        // for it and gets a set of its own for this one.
+        let (from, _) = enter_dialogue(call, from, to);
         if party_count(call) > MAX_PARTIES {
             return Err(CallError::PartyLimit);
         }
@@ -476,7 +481,8 @@ impl CallManager {
         call.monologues[to].peer = Some(from);
         self.ensure_medias(call, &[from, to], sig.medias.len(), sig, now)?;
         self.apply_sdp(call, from, sig, now);
-        self.sync_kernel(call, &[from, to]);
+        call.link_sinks();
+        self.sync_all(call);
         call.last_signal = now;
         call.last_signal_unix = unix_now();
         call.delete_at = None;
@@ -493,7 +499,11 @@ impl CallManager {
             .calls
             .remove(&sig.call_id)
             .ok_or(CallError::UnknownCall)?;
+        let snapshot = Snapshot::of(&call);
         let result = self.answer_in(&mut call, sig, now);
+        if result.is_err() {
+            snapshot.restore(&mut call);
+        }
         self.changed.mark(&call.id);
         self.calls.insert(call.id.clone(), call);
         result
@@ -507,32 +517,46 @@ impl CallManager {
     ) -> Result<SdpPlan, CallError> {
         check_media_count(sig)?;
         let offerer = call.find(&sig.from_tag).ok_or(CallError::UnknownTag)?;
-        let to_tag = sig.to_tag.clone().unwrap_or_default();
-        // A new to-tag becomes a party or an alias of one: refused before
-        // anything changes when the call has its most.
-        if call.find(&to_tag).is_none() && party_count(call) >= MAX_PARTIES {
-            return Err(CallError::PartyLimit);
+        if sig.medias.len() > call.monologues[offerer].medias.len() {
+            return Err(CallError::TooManyMedia);
         }
-        let answerer = match (call.find(&to_tag), call.monologues[offerer].peer) {
-            (Some(i), _) => i,
-            (None, Some(peer)) => {
-                let m = &mut call.monologues[peer];
-                match &m.tag {
-                    None => m.tag = Some(to_tag),
-                    // Another fork answered: alias it to the answer side.
-                    Some(_) => m.aliases.push(to_tag),
+        let to_tag = sig.to_tag.clone().unwrap_or_default();
+        let unanswered = |call: &Call, i: usize| call.monologues[i].tag.is_none();
+        let answerer = match call.find(&to_tag) {
+            Some(i) => i,
+            None => {
+                // The branch the answer names by via-branch, else the one
+                // the offer went to, while unanswered; else a new party:
+                // another fork answered (rtpengine gives it a monologue and
+                // ports of its own).
+                let by_branch = sig.via_branch.as_deref().and_then(|branch| {
+                    call.monologues
+                        .iter()
+                        .position(|m| m.tag.is_none() && m.via_branch.as_deref() == Some(branch))
+                });
+                let peer = call.monologues[offerer].peer;
+                match by_branch.or(peer.filter(|&p| unanswered(call, p))) {
+                    Some(i) => {
+                        call.monologues[i].tag = Some(to_tag);
+                        i
+                    }
+                    None => {
+                        let iface = match peer {
+                            Some(p) => call.monologues[p].interface,
+                            None => {
+                                // The offerer's interface name, in the answer's family.
+                                let name = self.interfaces[call.monologues[offerer].interface]
+                                    .spec
+                                    .name
+                                    .clone();
+                                let choice =
+                                    select::exact(&self.interfaces, &name, sig.sdp_family, false)?;
+                                self.selector.pick(&self.interfaces, choice)
+                            }
+                        };
+                        push_monologue(call, Some(to_tag), None, iface)
+                    }
                 }
-                peer
-            }
-            (None, None) => {
-                // The offerer's interface name, in the answer's family.
-                let name = self.interfaces[call.monologues[offerer].interface]
-                    .spec
-                    .name
-                    .clone();
-                let choice = select::exact(&self.interfaces, &name, sig.sdp_family, false)?;
-                let iface = self.selector.pick(&self.interfaces, choice);
-                push_monologue(call, Some(to_tag), None, iface)
             }
         };
         // The offerer's ports were chosen at the offer, in the family of its
@@ -546,14 +570,22 @@ impl CallManager {
             tracing::warn!(call_id = %sig.call_id, %asked, kept = %offerer_family,
                 "address-family in an answer differs from the offerer's ports; kept");
         }
+        // An offerer answered before by another branch keeps those ports for
+        // it and gets a set of its own for this one (or back the set it had
+        // for this one).
+        let (offerer, cloned_from) = enter_dialogue(call, offerer, answerer);
+        if party_count(call) > MAX_PARTIES {
+            return Err(CallError::PartyLimit);
+        }
         call.monologues[offerer].peer = Some(answerer);
         call.monologues[answerer].peer = Some(offerer);
-        if sig.medias.len() > call.monologues[offerer].medias.len() {
-            return Err(CallError::TooManyMedia);
-        }
         self.ensure_medias(call, &[offerer, answerer], sig.medias.len(), sig, now)?;
+        if let Some(original) = cloned_from {
+            inherit_media_state(call, original, offerer, now);
+        }
         self.apply_sdp(call, answerer, sig, now);
-        self.sync_kernel(call, &[offerer, answerer]);
+        call.link_sinks();
+        self.sync_all(call);
         call.last_signal = now;
         call.last_signal_unix = unix_now();
         call.delete_at = None;
@@ -729,6 +761,13 @@ impl CallManager {
         }
     }
 
+    /// [`CallManager::sync_kernel`] for every party of `call` (a fork
+    /// re-points the ports of other branches as well).
+    fn sync_all(&mut self, call: &Call) {
+        let all: Vec<usize> = (0..call.monologues.len()).collect();
+        self.sync_kernel(call, &all);
+    }
+
     /// The codecs each media of party `tag` of call `call_id` last carried
     /// to the other party (empty when unknown).
     pub fn carried_codecs(&self, call_id: &str, tag: &str) -> Vec<Vec<relay_sdp::codecs::CodecId>> {
@@ -777,6 +816,25 @@ impl CallManager {
                 self.kernel.sync(&port);
                 if let Some(sink) = sink {
                     self.kernel.sync(&sink);
+                }
+                // Ports of other fork branches that forward here without
+                // being this port's sink.
+                let pointing: Vec<_> = self
+                    .owners
+                    .get(&port.local)
+                    .and_then(|id| self.calls.get(id))
+                    .into_iter()
+                    .flat_map(Call::ports)
+                    .filter(|p| {
+                        p.state()
+                            .sink
+                            .upgrade()
+                            .is_some_and(|s| std::sync::Arc::ptr_eq(&s, &port))
+                    })
+                    .cloned()
+                    .collect();
+                for p in pointing {
+                    self.kernel.sync(&p);
                 }
             }
         }
@@ -1053,7 +1111,7 @@ impl ChangeSet {
 /// What a failing offer/answer may have changed before failing, to put back.
 struct Snapshot {
     monologues: usize,
-    links: Vec<(Option<String>, Vec<String>, Option<usize>)>,
+    links: Vec<Link>,
 }
 
 impl Snapshot {
@@ -1063,19 +1121,141 @@ impl Snapshot {
             links: call
                 .monologues
                 .iter()
-                .map(|m| (m.tag.clone(), m.aliases.clone(), m.peer))
+                .map(|m| Link {
+                    tag: m.tag.clone(),
+                    aliases: m.aliases.clone(),
+                    via_branch: m.via_branch.clone(),
+                    peer: m.peer,
+                })
                 .collect(),
         }
     }
 
     /// Drops monologues created since (they own no ports: port allocation
-    /// is all-or-nothing) and restores tags, aliases and peers.
+    /// is all-or-nothing) and restores tags, aliases, via-branches and
+    /// peers.
     fn restore(self, call: &mut Call) {
         call.monologues.truncate(self.monologues);
-        for (m, (tag, aliases, peer)) in call.monologues.iter_mut().zip(self.links) {
-            m.tag = tag;
-            m.aliases = aliases;
-            m.peer = peer;
+        for (m, link) in call.monologues.iter_mut().zip(self.links) {
+            m.tag = link.tag;
+            m.aliases = link.aliases;
+            m.via_branch = link.via_branch;
+            m.peer = link.peer;
+        }
+    }
+}
+
+/// What [`Snapshot`] keeps of one monologue.
+struct Link {
+    tag: Option<String>,
+    aliases: Vec<String>,
+    via_branch: Option<String>,
+    peer: Option<usize>,
+}
+
+/// The party an offer carrying `branch` goes to, given the offerer's peer
+/// (rtpengine's rule): that peer when it has no via-branch yet (it takes
+/// this one) or has this one; else the party an earlier offer of this
+/// via-branch created; None: a new branch, which gets a party (and ports)
+/// of its own.
+fn branch_party(call: &mut Call, peer: usize, branch: &str) -> Option<usize> {
+    let p = &mut call.monologues[peer];
+    match p.via_branch.as_deref() {
+        None => {
+            p.via_branch = Some(branch.to_owned());
+            Some(peer)
+        }
+        Some(b) if b == branch => Some(peer),
+        Some(_) => call
+            .monologues
+            .iter()
+            .position(|m| m.via_branch.as_deref() == Some(branch)),
+    }
+}
+
+/// Puts party `o` in dialogue with party `w` as far as `o`'s ports go, and
+/// returns the monologue holding `o`'s ports for `w` (and, when that is a
+/// new set, the monologue it copies the media state of). `o` keeps its
+/// ports while its peer has not answered (rtpengine fills in the same
+/// wildcard ports for whichever branch answers first). Once a branch has
+/// answered, `o`'s ports stay with that branch and `o` gets a new set for
+/// `w` (rtpengine allocates new ports for an answer from another
+/// endpoint), or back the set it kept for `w`; the set not in dialogue is
+/// kept, without a peer, until the call ends.
+fn enter_dialogue(call: &mut Call, o: usize, w: usize) -> (usize, Option<usize>) {
+    let current = call.monologues[o].peer;
+    let Some(tag) = call.monologues[o].tag.clone() else {
+        return (o, None);
+    };
+    if current == Some(w) || current.is_none() {
+        return (o, None);
+    }
+    let kept = call.monologues[w].peer.filter(|&k| {
+        k != o
+            && call.monologues[k].peer.is_none()
+            && call.monologues[k].tag.as_deref() == Some(&tag)
+    });
+    if let Some(k) = kept {
+        call.monologues[o].peer = None;
+        call.monologues[k].peer = Some(w);
+        return (k, None);
+    }
+    let answered = current.is_some_and(|p| call.monologues[p].tag.is_some());
+    if !answered {
+        return (o, None);
+    }
+    let iface = call.monologues[o].interface;
+    let created_unix = call.monologues[o].created_unix;
+    let k = push_monologue(call, Some(tag), None, iface);
+    call.monologues[k].created_unix = created_unix;
+    call.monologues[o].peer = None;
+    call.monologues[k].peer = Some(w);
+    (k, Some(o))
+}
+
+/// Gives the new port set `to` of a party what the party's SDP said at
+/// `from`: media details and where it wants media.
+fn inherit_media_state(call: &mut Call, from: usize, to: usize, now: Instant) {
+    let source: Vec<_> = call.monologues[from]
+        .medias
+        .iter()
+        .map(|md| {
+            let port = |p: &MediaPort| {
+                let st = p.state();
+                (
+                    st.learner.sdp(),
+                    st.learner.strict(),
+                    st.symmetric,
+                    st.media,
+                )
+            };
+            (
+                md.kind.clone(),
+                md.protocol.clone(),
+                md.muted,
+                md.codecs.clone(),
+                md.ptime,
+                md.rtcp_mux,
+                md.mid.clone(),
+                [port(&md.rtp), port(&md.rtcp)],
+            )
+        })
+        .collect();
+    for (md, (kind, protocol, muted, codecs, ptime, rtcp_mux, mid, ports)) in
+        call.monologues[to].medias.iter_mut().zip(source)
+    {
+        md.kind = kind;
+        md.protocol = protocol;
+        md.muted = muted;
+        md.codecs = codecs;
+        md.ptime = ptime;
+        md.rtcp_mux = rtcp_mux;
+        md.mid = mid;
+        for (port, (sdp, strict, symmetric, media)) in [&md.rtp, &md.rtcp].into_iter().zip(ports) {
+            let mut st = port.state();
+            st.learner.resignal(sdp, strict, now);
+            st.symmetric = symmetric;
+            st.media = media;
         }
     }
 }

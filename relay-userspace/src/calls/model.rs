@@ -125,9 +125,66 @@ pub struct Call {
 }
 
 impl Call {
-    /// Index of the monologue that answers to `tag`.
+    /// Index of the monologue that answers to `tag`: of a party with
+    /// several port sets (one per fork branch that answered it), the one in
+    /// dialogue now.
     pub fn find(&self, tag: &str) -> Option<usize> {
-        self.monologues.iter().position(|m| m.answers_to(tag))
+        let mut first = None;
+        for (i, m) in self.monologues.iter().enumerate() {
+            if m.answers_to(tag) {
+                if m.peer.is_some() {
+                    return Some(i);
+                }
+                first.get_or_insert(i);
+            }
+        }
+        first
+    }
+
+    /// Whether monologue `i` is a port set its party keeps for a fork
+    /// branch it is not in dialogue with now: it has no peer, and another
+    /// monologue of the same tag is the one in dialogue.
+    pub fn is_standby(&self, i: usize) -> bool {
+        let m = &self.monologues[i];
+        match (&m.tag, m.peer) {
+            (Some(tag), None) => self.find(tag) != Some(i),
+            _ => false,
+        }
+    }
+
+    /// The monologue whose ports packets arriving at monologue `i`'s ports
+    /// leave from: its peer, or, when the peer is a port set its party
+    /// keeps for `i` while in dialogue with another branch, the set in
+    /// dialogue (so a losing branch still reaches its party, as rtpengine
+    /// keeps it subscribed). A kept set itself forwards to whom its party
+    /// is in dialogue with now.
+    pub fn sink_party(&self, i: usize) -> Option<usize> {
+        let m = &self.monologues[i];
+        if self.is_standby(i) {
+            let current = self.find(m.tag.as_deref()?)?;
+            return self.monologues[current].peer;
+        }
+        let p = m.peer?;
+        if self.is_standby(p) {
+            return self.find(self.monologues[p].tag.as_deref()?);
+        }
+        Some(p)
+    }
+
+    /// Points every port at the matching port of its [`Call::sink_party`],
+    /// media by media.
+    pub fn link_sinks(&self) {
+        for i in 0..self.monologues.len() {
+            let Some(q) = self.sink_party(i) else {
+                continue;
+            };
+            let theirs = &self.monologues[q].medias;
+            for (mine, theirs) in self.monologues[i].medias.iter().zip(theirs) {
+                for (a, b) in [(&mine.rtp, &theirs.rtp), (&mine.rtcp, &theirs.rtcp)] {
+                    a.state().sink = Arc::downgrade(b);
+                }
+            }
+        }
     }
 
     /// Every port of the call.

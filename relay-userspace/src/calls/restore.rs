@@ -270,14 +270,7 @@ fn monologue_of(
 }
 
 /// Points each party's ports at its peer's matching ports, media by media,
-/// as the offer and answer did (both ways when they are each other's peer).
+/// as the offer and answer did (see [`Call::link_sinks`]).
 fn pair_with_peers(call: &Call) {
-    for m in &call.monologues {
-        let Some(peer) = m.peer else { continue };
-        for (mine, theirs) in m.medias.iter().zip(&call.monologues[peer].medias) {
-            for (a, b) in [(&mine.rtp, &theirs.rtp), (&mine.rtcp, &theirs.rtcp)] {
-                a.state().sink = std::sync::Arc::downgrade(b);
-            }
-        }
-    }
+    call.link_sinks();
 }

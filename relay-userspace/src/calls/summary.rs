@@ -228,6 +228,10 @@ pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> Call
         restored: call.restored,
     };
     for (index, m) in call.monologues.iter().enumerate() {
+        // A port set kept for a fork branch the party is not in dialogue
+        // with counts in the totals, but the party shows with the set in
+        // dialogue (as rtpengine shows a stream's current socket).
+        let shown = !call.is_standby(index);
         let iface = interfaces.get(m.interface);
         let advertised = iface.map(|i| i.spec.advertised);
         let mut tag = TagSummary {
@@ -256,7 +260,7 @@ pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> Call
             // rtpengine 10.5 marks the side its first offer went to as the
             // ICE controlling one, ICE or not.
             let mut flags = Vec::new();
-            if index > 0 {
+            if index > 0 && m.tag != call.monologues[0].tag {
                 flags.push("ICE controlling");
             }
             if m.tag.is_some() {
@@ -273,7 +277,9 @@ pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> Call
                 streams,
             });
         }
-        s.tags.push(tag);
+        if shown {
+            s.tags.push(tag);
+        }
     }
     s
 }

@@ -837,9 +837,17 @@ async fn one_call_cannot_take_more_than_its_share() {
         pairs, MAX_PARTIES,
         "a pair per party, nothing of the refused offer"
     );
-    // Answers from new to-tags are parties too (aliases of the branch).
-    let answer = signal("c-forks", "tag-0", Some("late-fork"), sa("10.0.0.2:5000"));
+    // The first answer names the branch; one from another to-tag is a
+    // fork: a party (with a port set for the offerer) too many.
+    let answer = signal("c-forks", "tag-0", Some("first"), sa("10.0.0.2:5000"));
+    h.answer(&answer, now).unwrap();
+    let answer = signal("c-forks", "tag-0", Some("late-fork"), sa("10.0.0.2:5002"));
     assert_eq!(h.answer(&answer, now), Err(CallError::PartyLimit));
+    assert_eq!(
+        h.mgr.port_usage()[0].1,
+        pairs,
+        "the refused fork took nothing"
+    );
     h.delete("c-forks", None, Some(Duration::ZERO), now)
         .unwrap();
 
@@ -860,5 +868,136 @@ async fn one_call_cannot_take_more_than_its_share() {
         "the refused offer took nothing"
     );
     h.delete("c-wide", None, Some(Duration::ZERO), now).unwrap();
+    assert_eq!(h.mgr.port_usage()[0].1, 0);
+}
+
+#[tokio::test]
+async fn each_fork_branch_gets_ports_of_its_own() {
+    let mut h = harness(43000, 43099);
+    let now = Instant::now();
+    // Serial forking: one offer per via-branch, each to a new branch.
+    let mut a = signal("forked", "caller", None, sa("10.0.0.1:4000"));
+    a.via_branch = Some("z9hG4bK-a".into());
+    let p1 = h.offer(&a, now).unwrap().medias[0].rtp_port;
+    let mut b = a.clone();
+    b.via_branch = Some("z9hG4bK-b".into());
+    let p2 = h.offer(&b, now).unwrap().medias[0].rtp_port;
+    assert_ne!(p1, p2, "the second branch has ports of its own");
+    assert_eq!(h.offer(&a, now).unwrap().medias[0].rtp_port, p1);
+    assert_eq!(h.mgr.port_usage()[0].1, 3, "caller and two branches");
+
+    // Early media from branch a, then the final answer from branch b.
+    let mut ans_a = signal("forked", "caller", Some("tag-a"), sa("10.0.0.2:5000"));
+    ans_a.via_branch = a.via_branch.clone();
+    let c1 = h.answer(&ans_a, now).unwrap().medias[0].rtp_port;
+    let mut ans_b = signal("forked", "caller", Some("tag-b"), sa("10.0.0.3:6000"));
+    ans_b.via_branch = b.via_branch.clone();
+    let c2 = h.answer(&ans_b, now).unwrap().medias[0].rtp_port;
+    assert_ne!(c1, c2, "the caller gets a port set per answering branch");
+    assert_eq!(h.mgr.port_usage()[0].1, 4);
+    {
+        let call = &h.mgr.calls["forked"];
+        let caller = call.find("caller").unwrap();
+        let branch_b = call.find("tag-b").unwrap();
+        let branch_a = call.find("tag-a").unwrap();
+        assert_eq!(call.monologues[caller].medias[0].rtp_port(), c2);
+        assert_eq!(call.monologues[caller].peer, Some(branch_b));
+        assert_eq!(call.monologues[branch_b].peer, Some(caller));
+        let sink = |m: usize| {
+            call.monologues[m].medias[0]
+                .rtp
+                .state()
+                .sink
+                .upgrade()
+                .map(|s| s.local.port())
+        };
+        assert_eq!(sink(caller), Some(p2), "caller's media goes to b");
+        assert_eq!(sink(branch_b), Some(c2));
+        assert_eq!(
+            sink(branch_a),
+            Some(c2),
+            "a losing branch still reaches the caller"
+        );
+        // The caller's set for a now forwards to b.
+        let kept = (0..call.monologues.len())
+            .find(|&i| call.is_standby(i))
+            .unwrap();
+        assert_eq!(call.monologues[kept].medias[0].rtp_port(), c1);
+        assert_eq!(sink(kept), Some(p2));
+    }
+    let q = h.mgr.query("forked").unwrap();
+    let mut tags: Vec<_> = q.tags.iter().map(|t| t.tag.clone()).collect();
+    tags.sort();
+    assert_eq!(tags, ["caller", "tag-a", "tag-b"], "the caller shows once");
+    // Branch a answers again: the caller's set for it comes back.
+    assert_eq!(h.answer(&ans_a, now).unwrap().medias[0].rtp_port, c1);
+    assert_eq!(h.mgr.port_usage()[0].1, 4, "nothing new");
+
+    h.delete("forked", None, Some(Duration::ZERO), now).unwrap();
+    assert_eq!(h.mgr.port_usage()[0].1, 0, "every branch's ports freed");
+}
+
+#[tokio::test]
+async fn an_answer_from_another_to_tag_is_a_fork() {
+    let mut h = harness(43100, 43199);
+    let now = Instant::now();
+    let offer = signal("parallel", "caller", None, sa("10.0.0.1:4000"));
+    let p1 = h.offer(&offer, now).unwrap().medias[0].rtp_port;
+    let ans_a = signal("parallel", "caller", Some("tag-a"), sa("10.0.0.2:5000"));
+    let c1 = h.answer(&ans_a, now).unwrap().medias[0].rtp_port;
+    let ans_b = signal("parallel", "caller", Some("tag-b"), sa("10.0.0.3:6000"));
+    let c2 = h.answer(&ans_b, now).unwrap().medias[0].rtp_port;
+    assert_ne!(c1, c2);
+    assert_eq!(h.mgr.port_usage()[0].1, 4, "b and the caller's set for it");
+    let call = &h.mgr.calls["parallel"];
+    let b = call.find("tag-b").unwrap();
+    let a = call.find("tag-a").unwrap();
+    assert_eq!(call.monologues[a].medias[0].rtp_port(), p1);
+    // b was sent the offer's ports (p1): what it sends there reaches the
+    // caller from the caller's current set.
+    let sink = call.monologues[a].medias[0].rtp.state().sink.upgrade();
+    assert_eq!(sink.map(|s| s.local.port()), Some(c2));
+    assert_ne!(call.monologues[b].medias[0].rtp_port(), p1);
+    h.delete("parallel", None, Some(Duration::ZERO), now)
+        .unwrap();
+    assert_eq!(h.mgr.port_usage()[0].1, 0);
+}
+
+#[tokio::test]
+async fn a_forked_call_comes_back_from_the_store_with_every_branch() {
+    let mut h = harness(43200, 43299);
+    let now = Instant::now();
+    h.offer(&signal("f", "caller", None, sa("10.0.0.1:4000")), now)
+        .unwrap();
+    let ans_a = signal("f", "caller", Some("tag-a"), sa("10.0.0.2:5000"));
+    let c1 = h.answer(&ans_a, now).unwrap().medias[0].rtp_port;
+    let ans_b = signal("f", "caller", Some("tag-b"), sa("10.0.0.3:6000"));
+    let c2 = h.answer(&ans_b, now).unwrap().medias[0].rtp_port;
+    let changes = h.mgr.take_changes();
+    for port in h.mgr.calls.values().flat_map(Call::ports) {
+        if let Some(task) = port.state().forwarder.take() {
+            task.abort();
+        }
+    }
+    let kernel = h.kernel.clone();
+    drop(h);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut h = harness_on(43200, 43299, kernel);
+    let report = h.mgr.restore(stored(&changes).calls.into_values());
+    h.mgr.run_deferred();
+    assert_eq!(report.restored, 1);
+    assert_eq!(h.mgr.port_usage()[0].1, 4, "every branch's ports back");
+    {
+        let call = &h.mgr.calls["f"];
+        let caller = call.find("caller").unwrap();
+        assert_eq!(call.monologues[caller].medias[0].rtp_port(), c2);
+        let a = call.find("tag-a").unwrap();
+        let sink = call.monologues[a].medias[0].rtp.state().sink.upgrade();
+        assert_eq!(sink.map(|s| s.local.port()), Some(c2));
+    }
+    let q = h.mgr.query("f").unwrap();
+    assert_eq!(q.tags.len(), 3, "the caller shows once");
+    assert_eq!(h.answer(&ans_a, now).unwrap().medias[0].rtp_port, c1);
+    h.delete("f", None, Some(Duration::ZERO), now).unwrap();
     assert_eq!(h.mgr.port_usage()[0].1, 0);
 }
