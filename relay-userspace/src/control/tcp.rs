@@ -1,37 +1,54 @@
-//! The accept loop shared by the CLI and HTTP sockets: a cap on concurrent
-//! connections, a deadline for each, and a pause after accept errors (an
-//! exhausted file table would otherwise spin).
+//! The accept loop shared by the TCP sockets (CLI, HTTP, NG over TCP): a
+//! cap on concurrent connections, optionally a deadline for each, and a
+//! pause after accept errors (an exhausted file table would otherwise spin).
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
 
-/// Connections served at once per socket.
-const MAX_CONNECTIONS: usize = 64;
-/// A connection gets this long to send its request and take the answer.
-const DEADLINE: Duration = Duration::from_secs(5);
+/// How many connections a socket serves at once, and for how long each.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; one more is closed at once.
+    pub connections: usize,
+    /// How long a connection may last in all, if bounded. Connections a
+    /// SIP proxy keeps open (NG over TCP or WebSocket) have none: their
+    /// handlers time out idle connections instead.
+    pub deadline: Option<Duration>,
+}
+
+/// One request and its answer (relayctl): 64 at once, 5 s each.
+pub const SHORT_LIVED: Limits = Limits {
+    connections: 64,
+    deadline: Some(Duration::from_secs(5)),
+};
 
 /// Runs `handle` for each accepted connection until the task is dropped.
-pub async fn serve<F, Fut>(listener: TcpListener, what: &'static str, handle: F)
+pub async fn serve<F, Fut>(listener: TcpListener, what: &'static str, limits: Limits, handle: F)
 where
-    F: Fn(TcpStream) -> Fut,
+    F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(limits.connections));
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    tracing::debug!(what, "too many connections; dropping one");
+                    tracing::warn!(what, %peer, "too many connections; dropping one");
                     continue;
                 };
-                let work = handle(stream);
+                let work = handle(stream, peer);
                 tokio::spawn(async move {
-                    if tokio::time::timeout(DEADLINE, work).await.is_err() {
-                        tracing::debug!(what, "connection timed out");
+                    match limits.deadline {
+                        Some(deadline) => {
+                            if tokio::time::timeout(deadline, work).await.is_err() {
+                                tracing::debug!(what, %peer, "connection timed out");
+                            }
+                        }
+                        None => work.await,
                     }
                     drop(permit);
                 });

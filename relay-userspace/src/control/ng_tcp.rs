@@ -1,0 +1,213 @@
+//! NG over TCP (`--listen-tcp-ng`), framed as rtpengine frames it: the
+//! stream is a sequence of `cookie SP bencode-dictionary` messages with
+//! nothing between them, each ending where its dictionary ends; replies
+//! are `cookie SP reply` written back in the order the requests came.
+//! xrelay also takes a JSON object where the dictionary would be (its end
+//! found the same way); rtpengine waits for bencode there.
+//!
+//! A connection may stay open as long as its proxy likes, but not idle for
+//! longer than [`IDLE`], and a message it has begun must be complete within
+//! [`PARTIAL`]. A message that cannot be framed (not bencode, not JSON, or
+//! larger than [`MAX_MESSAGE`]) gets an error reply (with its cookie) and
+//! the connection is closed, since the next message's start is unknown;
+//! other connections and transports are not disturbed.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use relay_ng::{bencode::decode_prefix, encode_reply, reply};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+use super::{
+    service::{finish, NgService, MAX_MESSAGE},
+    tcp::Limits,
+};
+
+/// Connections from proxies served at once.
+pub const LIMITS: Limits = Limits {
+    connections: 256,
+    deadline: None,
+};
+/// A connection with nothing pending is closed after this long quiet.
+pub const IDLE: Duration = Duration::from_secs(600);
+/// A message begun must be complete within this long.
+pub const PARTIAL: Duration = Duration::from_secs(10);
+/// A client that takes no reply for this long is dropped.
+const WRITE: Duration = Duration::from_secs(30);
+
+/// Serves NG over TCP on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, service: Arc<NgService>) {
+    super::tcp::serve(listener, "NG over TCP", LIMITS, |stream, peer| {
+        connection(stream, peer, service.clone())
+    })
+    .await;
+}
+
+/// Where the first message of a buffer ends.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    /// The first message is the buffer's first `n` bytes.
+    Complete(usize),
+    /// More bytes may complete it.
+    Incomplete,
+    /// It can never be framed; answer and close.
+    Invalid,
+}
+
+/// Finds the end of the first `cookie SP payload` message of `buf`.
+fn frame(buf: &[u8]) -> Frame {
+    let Some(space) = buf.iter().position(|&b| b == b' ') else {
+        return Frame::Incomplete;
+    };
+    let payload = &buf[space + 1..];
+    let used = match payload.first() {
+        None => return Frame::Incomplete,
+        Some(b'{') => {
+            let mut values =
+                serde_json::Deserializer::from_slice(payload).into_iter::<serde::de::IgnoredAny>();
+            match values.next() {
+                Some(Ok(_)) => values.byte_offset(),
+                Some(Err(e)) if e.is_eof() => return Frame::Incomplete,
+                _ => return Frame::Invalid,
+            }
+        }
+        Some(_) => match decode_prefix(payload) {
+            Ok((_, used)) => used,
+            Err(e) if e.is_incomplete() => return Frame::Incomplete,
+            Err(_) => return Frame::Invalid,
+        },
+    };
+    Frame::Complete(space + 1 + used)
+}
+
+async fn connection(mut stream: TcpStream, peer: SocketAddr, service: Arc<NgService>) {
+    if !service.allows(peer.ip()) {
+        service.stats().shed("not_allowed");
+        tracing::debug!(%peer, "NG over TCP from outside --ng-allow refused");
+        return;
+    }
+    tracing::info!(%peer, "NG over TCP connection");
+    let _ = stream.set_nodelay(true);
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 << 10];
+    loop {
+        // Every complete message waiting, in order.
+        loop {
+            match frame(&buf) {
+                Frame::Complete(n) => {
+                    let message: Vec<u8> = buf.drain(..n).collect();
+                    if !answer(&mut stream, peer, &service, message).await {
+                        return;
+                    }
+                }
+                Frame::Incomplete if buf.len() > MAX_MESSAGE => {
+                    tracing::info!(%peer, "NG over TCP message too large; closing");
+                    refuse(&mut stream, &buf, "Message too large").await;
+                    return;
+                }
+                Frame::Incomplete => break,
+                Frame::Invalid => {
+                    // The handler names what is wrong (and drops it when it
+                    // has no cookie to answer to).
+                    tracing::info!(%peer, "NG over TCP data cannot be framed; closing");
+                    let message = std::mem::take(&mut buf);
+                    answer(&mut stream, peer, &service, message).await;
+                    return;
+                }
+            }
+        }
+        let wait = if buf.is_empty() { IDLE } else { PARTIAL };
+        match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) => {
+                tracing::info!(%peer, "NG over TCP connection closed by the peer");
+                return;
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "NG over TCP connection failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, idle = buf.is_empty(), "NG over TCP connection timed out");
+                return;
+            }
+        }
+    }
+}
+
+/// Handles one message and writes its reply; false when the connection
+/// is gone.
+async fn answer(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    service: &Arc<NgService>,
+    message: Vec<u8>,
+) -> bool {
+    let Some(answer) = service.request(message).await else {
+        tracing::debug!(%peer, "NG over TCP message without cookie dropped");
+        return true;
+    };
+    let sent = tokio::time::timeout(WRITE, stream.write_all(&answer.reply)).await;
+    finish(answer);
+    match sent {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "NG over TCP reply not sent");
+            false
+        }
+        Err(_) => {
+            tracing::info!(%peer, "NG over TCP peer takes no replies; closing");
+            false
+        }
+    }
+}
+
+/// Answers the message `buf` begins with an error, if it has a cookie.
+async fn refuse(stream: &mut TcpStream, buf: &[u8], reason: &str) {
+    if let Some((cookie, _)) = relay_ng::frame::split_cookie(buf) {
+        let reply = encode_reply(cookie, &reply::error(reason));
+        let _ = tokio::time::timeout(WRITE, stream.write_all(&reply)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_end_where_their_payload_ends() {
+        let two = b"a1 d7:command4:pingeb2 d7:command4:pinge";
+        assert_eq!(frame(two), Frame::Complete(20));
+        assert_eq!(frame(&two[20..]), Frame::Complete(20));
+        assert_eq!(
+            frame(b"j1 {\"command\":\"ping\"}k"),
+            Frame::Complete(21),
+            "JSON too"
+        );
+    }
+
+    #[test]
+    fn partial_messages_wait() {
+        for partial in [
+            &b""[..],
+            b"cookie",
+            b"c ",
+            b"c d7:comm",
+            b"c d7:command4:ping",
+            b"c {\"command\":",
+        ] {
+            assert_eq!(frame(partial), Frame::Incomplete, "{partial:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_cannot_be_framed() {
+        for bad in [&b"c zzz"[..], b"c d7:commandxe", b"c {]"] {
+            assert_eq!(frame(bad), Frame::Invalid, "{bad:?}");
+        }
+        // Any bencode value frames; the handler says it is no dictionary.
+        assert_eq!(frame(b"c i5e"), Frame::Complete(5));
+    }
+}

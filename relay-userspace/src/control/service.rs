@@ -1,0 +1,107 @@
+//! The transport-neutral NG service: one handler and one cookie cache for
+//! every transport (UDP `--listen-ng`, TCP `--listen-tcp-ng`, HTTP `POST
+//! /ng` and WebSocket `ng.rtpengine.com` on `--listen-http`).
+//!
+//! A request is handled under the cache's lock, so the same cookie arriving
+//! on two transports at once is handled once and answered twice from the
+//! cache (as rtpengine's one cache does); the call manager's lock
+//! serialises requests anyway. Stream transports call [`NgService::request`]
+//! from the runtime: the work runs on a blocking thread, since it takes
+//! locks and may write the state journal.
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use relay_ng::CookieCache;
+
+use super::{
+    handler::{self, Answer},
+    ng_allow::NgAllow,
+};
+use crate::{calls::CallManager, state::StateKeeper, stats::NgStats};
+
+/// rtpengine keeps answered cookies for two 30-second generations.
+pub const COOKIE_GENERATION: Duration = Duration::from_secs(30);
+
+/// Largest NG message a stream transport (TCP, HTTP, WebSocket) takes; a
+/// UDP datagram is at most 64 KiB, and an offer with a large SDP a few KiB.
+pub const MAX_MESSAGE: usize = 256 << 10;
+
+/// The handler, its cookie cache and what it works on.
+#[derive(Debug)]
+pub struct NgService {
+    cache: Mutex<CookieCache>,
+    calls: Arc<Mutex<CallManager>>,
+    stats: Arc<NgStats>,
+    state: Arc<StateKeeper>,
+    allow: NgAllow,
+}
+
+impl NgService {
+    /// The service, its cache holding `replies` (answers an earlier relayd
+    /// gave, restored from the state store).
+    pub fn new(
+        allow: NgAllow,
+        calls: Arc<Mutex<CallManager>>,
+        stats: Arc<NgStats>,
+        state: Arc<StateKeeper>,
+        replies: Vec<relay_state::CookieRecord>,
+    ) -> Self {
+        let mut cache = CookieCache::new(COOKIE_GENERATION);
+        let now = std::time::Instant::now();
+        for r in replies {
+            cache.insert(r.cookie, r.reply, now);
+        }
+        NgService {
+            cache: Mutex::new(cache),
+            calls,
+            stats,
+            state,
+            allow,
+        }
+    }
+
+    /// Whether `--ng-allow` lets `ip` send NG commands.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allow.allows(ip)
+    }
+
+    /// The counters, for sheds and refusals a transport counts.
+    pub fn stats(&self) -> &NgStats {
+        &self.stats
+    }
+
+    /// Answers one `cookie SP payload` message (a retransmitted cookie from
+    /// the cache); None when it carries no cookie to answer to. Blocking.
+    pub fn handle(&self, message: &[u8]) -> Option<Answer> {
+        let mut cache = crate::lock(&self.cache);
+        handler::handle(message, &self.calls, &mut cache, &self.stats, &self.state)
+    }
+
+    /// [`Self::handle`] on a blocking thread, for the stream transports.
+    /// The caller sends the reply, then hands the answer to [`finish`].
+    pub async fn request(self: &Arc<Self>, message: Vec<u8>) -> Option<Answer> {
+        let service = self.clone();
+        match tokio::task::spawn_blocking(move || service.handle(&message)).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::error!(error = %e, "NG request handling failed");
+                None
+            }
+        }
+    }
+}
+
+/// The work an answer leaves for after its reply is sent (starting and
+/// stopping forwarders, freeing the request's trees), off the runtime's
+/// workers.
+pub fn finish(answer: Answer) {
+    let Answer { after, spent, .. } = answer;
+    tokio::task::spawn_blocking(move || {
+        after.run();
+        drop(spent);
+    });
+}
