@@ -34,6 +34,8 @@ pub const LIMITS: Limits = Limits {
 pub const IDLE: Duration = Duration::from_secs(600);
 /// A message begun must be complete within this long.
 pub const PARTIAL: Duration = Duration::from_secs(10);
+/// How long a refused connection is drained before it is closed.
+const LINGER: Duration = Duration::from_secs(2);
 /// A client that takes no reply for this long is dropped.
 const WRITE: Duration = Duration::from_secs(30);
 
@@ -105,6 +107,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: Arc<NgServ
                 Frame::Incomplete if buf.len() > MAX_MESSAGE => {
                     tracing::info!(%peer, "NG over TCP message too large; closing");
                     refuse(&mut stream, &buf, "Message too large").await;
+                    linger(&mut stream).await;
                     return;
                 }
                 Frame::Incomplete => break,
@@ -114,6 +117,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: Arc<NgServ
                     tracing::info!(%peer, "NG over TCP data cannot be framed; closing");
                     let message = std::mem::take(&mut buf);
                     answer(&mut stream, peer, &service, message).await;
+                    linger(&mut stream).await;
                     return;
                 }
             }
@@ -162,6 +166,19 @@ async fn answer(
             false
         }
     }
+}
+
+/// Closes our side and reads what the client still sends for a moment, so
+/// that it gets the error reply before the connection goes (closing with
+/// unread data would reset the connection and could lose the reply).
+pub(super) async fn linger<S>(stream: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 16 << 10];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Answers the message `buf` begins with an error, if it has a cookie.

@@ -157,6 +157,7 @@ where
             Ok(Some(Err(WsError::Capacity(e)))) => {
                 tracing::info!(%peer, error = %e, "NG over WebSocket message too large; closing");
                 close(&mut ws, CloseCode::Size, "message too large").await;
+                super::ng_tcp::linger(ws.get_mut()).await;
                 return;
             }
             Ok(Some(Err(e))) => {
