@@ -188,3 +188,40 @@ async fn ng(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        time::Instant,
+    };
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = Arc::new(HttpService {
+            registry: Registry::default(),
+            ng: super::super::service::test_service(),
+        });
+        tokio::spawn(serve(listener, service));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let body = b"c1 d7:command4:pinge";
+        let request = format!(
+            "POST /ng HTTP/1.1\r\nHost: x\r\nContent-Type: {NG_CONTENT_TYPE}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        c.write_all(request.as_bytes()).await.unwrap();
+        c.write_all(body).await.unwrap();
+        let start = Instant::now();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).await.unwrap();
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nc1 d6:result4:ponge"), "{text}");
+        let idle = start.elapsed();
+        assert!(idle >= HEAD_TIMEOUT && idle < 2 * HEAD_TIMEOUT, "{idle:?}");
+    }
+}

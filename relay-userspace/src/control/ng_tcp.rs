@@ -191,7 +191,60 @@ async fn refuse(stream: &mut TcpStream, buf: &[u8], reason: &str) {
 
 #[cfg(test)]
 mod tests {
+    use tokio::time::Instant;
+
     use super::*;
+
+    /// relayd's NG over TCP on a loopback port, its address.
+    async fn server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, super::super::service::test_service()));
+        addr
+    }
+
+    async fn ping(c: &mut TcpStream, cookie: &str) {
+        c.write_all(format!("{cookie} d7:command4:pinge").as_bytes())
+            .await
+            .unwrap();
+        let want = format!("{cookie} d6:result4:ponge");
+        let mut got = vec![0u8; want.len()];
+        c.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, want.as_bytes());
+    }
+
+    /// Reads until the server closes; how long that took.
+    async fn closed_after(c: &mut TcpStream) -> Duration {
+        let start = Instant::now();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_proxys_connection_lives_until_it_is_idle() {
+        let addr = server().await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        ping(&mut c, "a").await;
+        // Far beyond the 5 s relayctl's connections get.
+        tokio::time::sleep(IDLE - Duration::from_secs(1)).await;
+        ping(&mut c, "b").await;
+        let quiet = closed_after(&mut c).await;
+        assert!(quiet >= IDLE, "closed after {quiet:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_begun_must_be_finished_soon() {
+        let addr = server().await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"a d7:comm").await.unwrap();
+        let waited = closed_after(&mut c).await;
+        assert!(
+            waited >= PARTIAL && waited < IDLE,
+            "closed after {waited:?}"
+        );
+    }
 
     #[test]
     fn messages_end_where_their_payload_ends() {

@@ -105,3 +105,23 @@ pub fn finish(answer: Answer) {
         drop(spent);
     });
 }
+
+/// A service over no interfaces and no kernel, enough for `ping`, `list`
+/// and errors (the transports' tests).
+#[cfg(test)]
+pub(crate) fn test_service() -> Arc<NgService> {
+    let (events, _) = tokio::sync::mpsc::unbounded_channel();
+    let calls = CallManager::new(
+        crate::calls::CallConfig::default(),
+        Vec::new(),
+        crate::calls::kernel::Kernel::new(None, 16),
+        events,
+    );
+    Arc::new(NgService::new(
+        NgAllow::default(),
+        Arc::new(Mutex::new(calls)),
+        Arc::new(NgStats::default()),
+        Arc::new(StateKeeper::off()),
+        Vec::new(),
+    ))
+}

@@ -199,3 +199,63 @@ where
     };
     let _ = tokio::time::timeout(WRITE, ws.close(Some(frame))).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::{net::TcpStream, time::Instant};
+    use tokio_tungstenite::{client_async, tungstenite::client::IntoClientRequest as _};
+
+    use super::*;
+
+    /// relayd's HTTP socket on a loopback port, its address.
+    async fn server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = Arc::new(super::super::http::HttpService {
+            registry: prometheus_client::registry::Registry::default(),
+            ng: super::super::service::test_service(),
+        });
+        tokio::spawn(super::super::http::serve(listener, service));
+        addr
+    }
+
+    async fn connect(addr: SocketAddr) -> WebSocketStream<TcpStream> {
+        let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+        request.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::HeaderValue::from_static(SUBPROTOCOL),
+        );
+        let stream = TcpStream::connect(addr).await.unwrap();
+        client_async(request, stream).await.unwrap().0
+    }
+
+    async fn ping(ws: &mut WebSocketStream<TcpStream>, cookie: &str) {
+        ws.send(Message::text(format!("{cookie} d7:command4:pinge")))
+            .await
+            .unwrap();
+        let reply = ws.next().await.unwrap().unwrap();
+        assert_eq!(
+            reply,
+            Message::binary(format!("{cookie} d6:result4:ponge").into_bytes())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_proxys_websocket_lives_until_it_is_idle() {
+        let addr = server().await;
+        let mut ws = connect(addr).await;
+        ping(&mut ws, "a").await;
+        tokio::time::sleep(IDLE - Duration::from_secs(1)).await;
+        ping(&mut ws, "b").await;
+        let start = Instant::now();
+        match ws.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            start.elapsed() >= IDLE,
+            "closed after {:?}",
+            start.elapsed()
+        );
+    }
+}
