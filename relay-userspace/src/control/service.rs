@@ -110,6 +110,12 @@ pub fn finish(answer: Answer) {
 /// and errors (the transports' tests).
 #[cfg(test)]
 pub(crate) fn test_service() -> Arc<NgService> {
+    test_service_allowing(NgAllow::default())
+}
+
+/// [`test_service`] taking commands only from `allow`.
+#[cfg(test)]
+pub(crate) fn test_service_allowing(allow: NgAllow) -> Arc<NgService> {
     let (events, _) = tokio::sync::mpsc::unbounded_channel();
     let calls = CallManager::new(
         crate::calls::CallConfig::default(),
@@ -118,10 +124,71 @@ pub(crate) fn test_service() -> Arc<NgService> {
         events,
     );
     Arc::new(NgService::new(
-        NgAllow::default(),
+        allow,
         Arc::new(Mutex::new(calls)),
         Arc::new(NgStats::default()),
         Arc::new(StateKeeper::off()),
         Vec::new(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::{TcpListener, TcpStream},
+    };
+
+    use super::*;
+    use crate::control::ng_allow::Prefix;
+
+    /// `request` to `addr`, everything the server sends back.
+    async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(request).await.unwrap();
+        let mut all = Vec::new();
+        let _ = c.read_to_end(&mut all).await;
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    #[tokio::test]
+    async fn ng_allow_applies_to_every_transport() {
+        let allow = NgAllow::new(vec![Prefix::parse("10.0.0.0/8").unwrap()]);
+        let service = test_service_allowing(allow);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp_addr = tcp.local_addr().unwrap();
+        tokio::spawn(super::super::ng_tcp::serve(tcp, service.clone()));
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http.local_addr().unwrap();
+        let http_service = Arc::new(super::super::http::HttpService {
+            registry: prometheus_client::registry::Registry::default(),
+            ng: service.clone(),
+        });
+        tokio::spawn(super::super::http::serve(http, http_service));
+
+        // TCP: closed without an answer.
+        assert_eq!(exchange(tcp_addr, b"c1 d7:command4:pinge").await, "");
+        // HTTP and WebSocket: 403.
+        let body = "c2 d7:command4:pinge";
+        let post = format!(
+            "POST /ng HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-rtpengine-ng\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = exchange(http_addr, post.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 403 "), "{answer}");
+        let upgrade =
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Protocol: ng.rtpengine.com\r\n\r\n";
+        let answer = exchange(http_addr, upgrade.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 403 "), "{answer}");
+        // /metrics is not NG: still served.
+        let answer = exchange(
+            http_addr,
+            b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    }
 }
