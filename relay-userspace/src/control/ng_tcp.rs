@@ -14,7 +14,10 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use relay_ng::{bencode::decode_prefix, encode_reply, reply};
+use relay_ng::{
+    bencode::{scan_prefix, Scan},
+    encode_reply, reply,
+};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
@@ -52,33 +55,38 @@ pub async fn serve(listener: TcpListener, service: Arc<NgService>) {
 enum Frame {
     /// The first message is the buffer's first `n` bytes.
     Complete(usize),
-    /// More bytes may complete it.
-    Incomplete,
+    /// More bytes may complete it; it takes at least this many bytes of
+    /// the buffer (so a large message arriving in many reads is not
+    /// scanned again before its declared strings are all there).
+    Incomplete(usize),
     /// It can never be framed; answer and close.
     Invalid,
 }
 
 /// Finds the end of the first `cookie SP payload` message of `buf`.
 fn frame(buf: &[u8]) -> Frame {
+    let more = Frame::Incomplete(buf.len() + 1);
     let Some(space) = buf.iter().position(|&b| b == b' ') else {
-        return Frame::Incomplete;
+        return more;
     };
     let payload = &buf[space + 1..];
     let used = match payload.first() {
-        None => return Frame::Incomplete,
+        None => return more,
         Some(b'{') => {
             let mut values =
                 serde_json::Deserializer::from_slice(payload).into_iter::<serde::de::IgnoredAny>();
             match values.next() {
                 Some(Ok(_)) => values.byte_offset(),
-                Some(Err(e)) if e.is_eof() => return Frame::Incomplete,
+                Some(Err(e)) if e.is_eof() => return more,
                 _ => return Frame::Invalid,
             }
         }
-        Some(_) => match decode_prefix(payload) {
-            Ok((_, used)) => used,
-            Err(e) if e.is_incomplete() => return Frame::Incomplete,
-            Err(_) => return Frame::Invalid,
+        // A scan, not a decode: this runs after every read of a message
+        // still arriving.
+        Some(_) => match scan_prefix(payload) {
+            Ok(used) => used,
+            Err(Scan::Incomplete { at_least }) => return Frame::Incomplete(space + 1 + at_least),
+            Err(Scan::Invalid { .. }) => return Frame::Invalid,
         },
     };
     Frame::Complete(space + 1 + used)
@@ -94,9 +102,12 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: Arc<NgServ
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 << 10];
+    // The buffer cannot hold a whole message before it has this many bytes.
+    let mut need = 0;
     loop {
         // Every complete message waiting, in order.
-        loop {
+        while buf.len() >= need {
+            need = 0;
             match frame(&buf) {
                 Frame::Complete(n) => {
                     let message: Vec<u8> = buf.drain(..n).collect();
@@ -104,13 +115,18 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: Arc<NgServ
                         return;
                     }
                 }
-                Frame::Incomplete if buf.len() > MAX_MESSAGE => {
+                // Refused as soon as it is known to be too large (a
+                // string's declared length may say so before it arrives).
+                Frame::Incomplete(at_least) if at_least > MAX_MESSAGE => {
                     tracing::info!(%peer, "NG over TCP message too large; closing");
                     refuse(&mut stream, &buf, "Message too large").await;
                     linger(&mut stream).await;
                     return;
                 }
-                Frame::Incomplete => break,
+                Frame::Incomplete(at_least) => {
+                    need = at_least;
+                    break;
+                }
                 Frame::Invalid => {
                     // The handler names what is wrong (and drops it when it
                     // has no cookie to answer to).
@@ -234,6 +250,37 @@ mod tests {
         assert!(quiet >= IDLE, "closed after {quiet:?}");
     }
 
+    #[tokio::test]
+    async fn a_large_message_in_small_pieces_is_answered_once_whole() {
+        let addr = server().await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.set_nodelay(true).unwrap();
+        let mut m = b"big d7:command4:ping3:sdp20000:".to_vec();
+        m.resize(m.len() + 20_000, b'v');
+        m.push(b'e');
+        for piece in m.chunks(7) {
+            c.write_all(piece).await.unwrap();
+        }
+        let want = b"big d6:result4:ponge";
+        let mut got = vec![0u8; want.len()];
+        c.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, want);
+        ping(&mut c, "after").await;
+    }
+
+    #[tokio::test]
+    async fn a_message_declared_too_large_is_refused_at_once() {
+        let addr = server().await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"huge d3:sdp999999999:v=0").await.unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&all),
+            "huge d12:error-reason17:Message too large6:result5:errore"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_message_begun_must_be_finished_soon() {
         let addr = server().await;
@@ -268,7 +315,10 @@ mod tests {
             b"c d7:command4:ping",
             b"c {\"command\":",
         ] {
-            assert_eq!(frame(partial), Frame::Incomplete, "{partial:?}");
+            assert!(
+                matches!(frame(partial), Frame::Incomplete(n) if n > partial.len()),
+                "{partial:?}"
+            );
         }
     }
 
