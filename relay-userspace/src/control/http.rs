@@ -179,6 +179,8 @@ async fn ng(
     match service.request(body.to_vec()).await {
         Some(answer) => {
             let reply = Bytes::from(answer.reply.clone());
+            // hyper writes the response once this returns: the work after
+            // the reply starts as it is written rather than after.
             finish(answer);
             respond(StatusCode::OK, NG_CONTENT_TYPE, reply)
         }

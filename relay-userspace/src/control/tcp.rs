@@ -20,6 +20,9 @@ pub struct Limits {
     pub deadline: Option<Duration>,
 }
 
+/// How often refused connections are logged at most.
+const REFUSAL_LOG: Duration = Duration::from_secs(10);
+
 /// One request and its answer (relayctl): 64 at once, 5 s each.
 pub const SHORT_LIVED: Limits = Limits {
     connections: 64,
@@ -33,11 +36,21 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.connections));
+    // Refusals are logged as warnings at most every REFUSAL_LOG (a flood
+    // of connections must not become a flood of log lines).
+    let mut refused = 0u64;
+    let mut logged: Option<tokio::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(what, %peer, "too many connections; dropping one");
+                    refused += 1;
+                    if logged.is_none_or(|t| t.elapsed() >= REFUSAL_LOG) {
+                        tracing::warn!(what, %peer, limit = limits.connections, refused,
+                            "too many connections; closing new ones");
+                        logged = Some(tokio::time::Instant::now());
+                        refused = 0;
+                    }
                     continue;
                 };
                 let work = handle(stream, peer);
