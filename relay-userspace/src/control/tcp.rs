@@ -73,3 +73,59 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// An echo server taking two connections at once.
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            connections: 2,
+            deadline: None,
+        };
+        tokio::spawn(serve(listener, "test", limits, |mut s, _| async move {
+            let mut b = [0u8; 64];
+            while let Ok(n @ 1..) = s.read(&mut b).await {
+                let _ = s.write_all(&b[..n]).await;
+            }
+        }));
+        addr
+    }
+
+    async fn echoes(c: &mut TcpStream) -> bool {
+        if c.write_all(b"x").await.is_err() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        matches!(c.read(&mut b).await, Ok(1))
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_others_go_on() {
+        let addr = echo().await;
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        assert!(echoes(&mut a).await && echoes(&mut b).await);
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        assert!(!echoes(&mut c).await, "a third connection is closed");
+        assert!(echoes(&mut a).await, "the first two are not disturbed");
+        drop(a);
+        // Its slot is free again once its task has seen the close.
+        let mut tries = 0;
+        loop {
+            let mut d = TcpStream::connect(addr).await.unwrap();
+            if echoes(&mut d).await {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 100, "the freed slot is never taken");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(echoes(&mut b).await);
+    }
+}
