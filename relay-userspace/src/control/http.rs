@@ -99,8 +99,8 @@ async fn route(
     if super::websocket::is_upgrade(&request) {
         return super::websocket::upgrade(request, peer, service.ng.clone());
     }
-    let path = request.uri().path();
-    match (request.method(), path) {
+    let path = request.uri().path().to_owned();
+    let mut response = match (request.method(), path.as_str()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
             match super::metrics::render(&service.registry) {
                 Ok(body) => respond(
@@ -130,7 +130,17 @@ async fn route(
             StatusCode::NOT_FOUND,
             "not found: try /metrics, /ping, POST /ng, or a WebSocket (ng.rtpengine.com)\n",
         ),
+    };
+    // A proxy's NG requests keep their connection (as rtpengine's); a
+    // scrape or a ping ends it, as before NG came to this socket, so that
+    // a client reading to the end of the connection is not kept waiting.
+    if path != "/ng" {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
     }
+    response
 }
 
 /// Whether the request's content type is `want` (parameters and case
@@ -200,8 +210,7 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_keep_alive_connection_is_closed() {
+    async fn server() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let service = Arc::new(HttpService {
@@ -209,6 +218,29 @@ mod tests {
             ng: super::super::service::test_service(),
         });
         tokio::spawn(serve(listener, service));
+        addr
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scrape_or_ping_ends_its_connection() {
+        let addr = server().await;
+        for path in ["/ping", "/metrics"] {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let start = Instant::now();
+            let mut all = Vec::new();
+            c.read_to_end(&mut all).await.unwrap();
+            let text = String::from_utf8_lossy(&all);
+            assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+            assert!(start.elapsed() < Duration::from_secs(1), "{path}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_is_closed() {
+        let addr = server().await;
         let mut c = TcpStream::connect(addr).await.unwrap();
         let body = b"c1 d7:command4:pinge";
         let request = format!(
