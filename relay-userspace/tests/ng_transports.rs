@@ -330,6 +330,15 @@ fn calls_over_tcp_http_and_websocket_share_the_handler_and_cache() {
         Some(0),
         "{list:?}"
     );
+    // The open connections, one of each, in /metrics.
+    let metrics = curl(ns, "/metrics", &[], None);
+    let text = String::from_utf8_lossy(&metrics.body);
+    for line in [
+        "xrelay_ng_connections{transport=\"tcp\"} 1",
+        "xrelay_ng_connections{transport=\"websocket\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
     ws.close(None).unwrap();
     stop_relayd(ns, relayd);
 }

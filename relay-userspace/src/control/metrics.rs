@@ -312,6 +312,17 @@ impl Collector for RelayCollector {
         }
         let t = totals_with(&calls, &self.ng, counters);
         drop(calls);
+        let mut encoder = encoder;
+        let mut m = encoder.encode_descriptor(
+            "xrelay_ng_connections",
+            "NG connections open now (--listen-tcp-ng, WebSocket on --listen-http)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (transport, n) in self.ng.connections() {
+            ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+                .encode(m.encode_family(&[("transport", transport.name())])?)?;
+        }
         encode_totals(&t, encoder)
     }
 }

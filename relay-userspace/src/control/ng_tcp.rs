@@ -99,6 +99,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: Arc<NgServ
         return;
     }
     tracing::info!(%peer, "NG over TCP connection");
+    let _open = service.stats().connection(crate::stats::NgTransport::Tcp);
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 << 10];

@@ -70,7 +70,7 @@ impl NgService {
     }
 
     /// The counters, for sheds and refusals a transport counts.
-    pub fn stats(&self) -> &NgStats {
+    pub fn stats(&self) -> &Arc<NgStats> {
         &self.stats
     }
 

@@ -145,6 +145,9 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     tracing::info!(%peer, "NG over WebSocket connection");
+    let _open = service
+        .stats()
+        .connection(crate::stats::NgTransport::WebSocket);
     loop {
         let message = match tokio::time::timeout(IDLE, ws.next()).await {
             Err(_) => {
