@@ -27,10 +27,27 @@ pub fn bencode(data: &[u8]) {
                 data.len()
             );
             assert_eq!(bencode::decode(&data[..used]), Ok(value));
+            // Stream framing (NG over TCP) ends where the decoder does.
+            assert_eq!(
+                bencode::scan_prefix(data),
+                Ok(used),
+                "scan and decode disagree"
+            );
         }
         Err(e) => {
             assert!(e.offset() <= data.len(), "{e}");
             let _ = (e.is_incomplete(), e.to_string());
+            if e.is_incomplete() {
+                // A value the decoder waits for, the scan waits for too,
+                // never asking for fewer bytes than are there.
+                match bencode::scan_prefix(data) {
+                    Err(bencode::Scan::Incomplete { at_least }) => {
+                        assert!(at_least > data.len(), "hint {at_least} of {}", data.len())
+                    }
+                    Err(bencode::Scan::Invalid { .. }) => {}
+                    Ok(n) => panic!("scan ends at {n} where the decoder wants more"),
+                }
+            }
         }
     }
 }

@@ -6,13 +6,17 @@
 //! out of order, because rtpengine does and Kamailio relies on it.
 //! [`encode`](fn@encode) always writes canonical bencode (keys sorted);
 //! [`Writer`] writes it without a tree, keys in the order given.
+//! [`scan_prefix`] finds where a value ends without decoding it (stream
+//! framing).
 
 mod decode;
 mod encode;
+mod scan;
 mod value;
 mod writer;
 
 pub use decode::{decode, decode_prefix, BencodeError, MAX_DEPTH};
 pub use encode::{encode, encode_into};
+pub use scan::{scan_prefix, Scan};
 pub use value::{Dict, Value};
 pub use writer::Writer;

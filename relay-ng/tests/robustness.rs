@@ -23,6 +23,12 @@ fn every_truncation_of_an_offer_is_an_error() {
         let prefix = payload.get(..cut).expect("in range");
         let e = bencode::decode(prefix).expect_err("truncated");
         assert!(e.is_incomplete(), "cut at {cut}: {e}");
+        match bencode::scan_prefix(prefix) {
+            Err(bencode::Scan::Incomplete { at_least }) => {
+                assert!(at_least > cut && at_least <= payload.len(), "cut at {cut}")
+            }
+            other => panic!("cut at {cut}: {other:?}"),
+        }
         assert!(frame::parse_datagram(KAMAILIO_OFFER.get(..cut).expect("in range")).is_err());
     }
 }
@@ -192,6 +198,23 @@ fn exercise(d: &[u8], seed: u64) -> bool {
     }
     if let Ok((_, used)) = bencode::decode_prefix(d) {
         assert!(used <= d.len(), "seed {seed}");
+    }
+    // Stream framing agrees with the decoder wherever the decoder finds a
+    // value, and its hint never asks for more than a value takes.
+    for start in [0, d.iter().position(|&b| b == b' ').map_or(0, |s| s + 1)] {
+        let d = &d[start..];
+        let scanned = bencode::scan_prefix(d);
+        if let Ok((_, used)) = bencode::decode_prefix(d) {
+            assert_eq!(scanned, Ok(used), "seed {seed}");
+            for cut in 0..used {
+                match bencode::scan_prefix(&d[..cut]) {
+                    Err(bencode::Scan::Incomplete { at_least }) => {
+                        assert!(at_least <= used, "seed {seed} cut {cut}")
+                    }
+                    other => panic!("seed {seed} cut {cut}: {other:?}"),
+                }
+            }
+        }
     }
     let _ = json::decode(d);
     match frame::parse_datagram(d) {

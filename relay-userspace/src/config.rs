@@ -64,6 +64,10 @@ pub struct Options {
     /// NG control socket, `[ADDR:]PORT` (UDP).
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub listen_ng: Option<String>,
+    /// NG over TCP, `[ADDR:]PORT` (rtpengine's framing: `cookie SP
+    /// dictionary` messages back to back); off unless given.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub listen_tcp_ng: Option<String>,
     /// Who may send NG commands: `ADDRESS[/LEN]` prefixes (repeatable or
     /// comma-separated); others are dropped unanswered and counted.
     /// Default: anyone, as rtpengine.
@@ -73,7 +77,9 @@ pub struct Options {
     /// relayctl's socket, `[ADDR:]PORT` (TCP).
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub listen_cli: Option<String>,
-    /// Prometheus endpoint, `[ADDR:]PORT` (HTTP: /metrics, /ping); off unless given.
+    /// HTTP socket, `[ADDR:]PORT`: Prometheus /metrics, /ping, NG as
+    /// `POST /ng` and over WebSocket (subprotocol ng.rtpengine.com); off
+    /// unless given.
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub listen_http: Option<String>,
     /// Lowest media port.
@@ -237,11 +243,13 @@ pub struct Config {
     pub interface_aliases: Vec<InterfaceAlias>,
     /// NG socket address.
     pub listen_ng: SocketAddr,
+    /// NG over TCP, if any.
+    pub listen_tcp_ng: Option<SocketAddr>,
     /// Who may send NG commands (empty: anyone).
     pub ng_allow: crate::control::ng_allow::NgAllow,
     /// relayctl socket address.
     pub listen_cli: SocketAddr,
-    /// Prometheus endpoint, if any.
+    /// HTTP socket (metrics, NG over HTTP and WebSocket), if any.
     pub listen_http: Option<SocketAddr>,
     /// Media port range.
     pub port_min: u16,
@@ -385,6 +393,7 @@ impl Options {
         }
         fill!(
             listen_ng,
+            listen_tcp_ng,
             listen_cli,
             listen_http,
             port_min,
@@ -482,6 +491,13 @@ impl Options {
                 .map(|p| crate::control::ng_allow::Prefix::parse(p))
                 .collect::<Result<_, _>>()?,
         );
+        let listen_tcp_ng = match self.listen_tcp_ng {
+            Some(v) => Some(parse_listen(&v).ok_or(ConfigError::Listen {
+                option: "listen-tcp-ng",
+                value: v,
+            })?),
+            None => None,
+        };
         let listen_http = match self.listen_http {
             Some(v) => Some(parse_listen(&v).ok_or(ConfigError::Listen {
                 option: "listen-http",
@@ -540,6 +556,7 @@ impl Options {
             interfaces,
             interface_aliases,
             listen_ng,
+            listen_tcp_ng,
             ng_allow,
             listen_cli,
             listen_http,

@@ -60,8 +60,17 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    /// The metrics socket could not be bound.
-    #[error("cannot listen for HTTP (metrics) on {addr}: {source}")]
+    /// The NG over TCP socket could not be bound.
+    #[error("cannot listen for NG over TCP on {addr}: {source}")]
+    ListenTcpNg {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP socket could not be bound.
+    #[error("cannot listen for HTTP (metrics, NG) on {addr}: {source}")]
     ListenHttp {
         /// Address.
         addr: std::net::SocketAddr,
@@ -251,6 +260,7 @@ struct Served {
     interfaces: Vec<Interface>,
     ng: UdpSocket,
     cli: tokio::net::TcpListener,
+    tcp_ng: Option<tokio::net::TcpListener>,
     http: Option<tokio::net::TcpListener>,
 }
 
@@ -323,6 +333,14 @@ async fn set_up(
             addr: config.listen_cli,
             source,
         })?;
+    let tcp_ng = match config.listen_tcp_ng {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::ListenTcpNg { addr, source })?,
+        ),
+        None => None,
+    };
     let http = match config.listen_http {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -335,6 +353,7 @@ async fn set_up(
         interfaces,
         ng,
         cli,
+        tcp_ng,
         http,
     })
 }
@@ -378,6 +397,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         interfaces,
         ng,
         cli,
+        tcp_ng,
         http,
     } = match set_up(&config, &mut kernel, statics).await {
         Ok(served) => served,
@@ -410,14 +430,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     ng_stats.set_replication(replication.clone());
     ng_stats.load.set_limits(config.load_limits);
     let stop = Arc::new(tokio::sync::Notify::new());
-    let server = tokio::spawn(control::serve(
-        ng,
+    // One handler and cookie cache for NG over UDP, TCP, HTTP and WebSocket.
+    let ng_service = Arc::new(control::service::NgService::new(
         config.ng_allow.clone(),
         calls.clone(),
         ng_stats.clone(),
         state.clone(),
         stored.cookies,
     ));
+    let server = tokio::spawn(control::serve(ng, ng_service.clone()));
+    let tcp_ng_server =
+        tcp_ng.map(|listener| tokio::spawn(control::ng_tcp::serve(listener, ng_service.clone())));
     let (switch_tx, switch_rx) = mpsc::unbounded_channel();
     let switch = tokio::spawn(crate::ha::switch::serve(
         crate::ha::switch::Switch {
@@ -457,8 +480,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         switch_tx,
     ));
     let http_server = http.map(|listener| {
-        let registry = Arc::new(control::metrics::registry(calls.clone(), ng_stats.clone()));
-        tokio::spawn(control::metrics::serve(listener, registry))
+        let service = Arc::new(control::http::HttpService {
+            registry: control::metrics::registry(calls.clone(), ng_stats.clone()),
+            ng: ng_service.clone(),
+        });
+        tokio::spawn(control::http::serve(listener, service))
     });
     let reports = {
         let calls = calls.clone();
@@ -521,6 +547,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     cli_server.abort();
     switch.abort();
     if let Some(h) = http_server {
+        h.abort();
+    }
+    if let Some(h) = tcp_ng_server {
         h.abort();
     }
     ticker.abort();

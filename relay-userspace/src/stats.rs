@@ -9,6 +9,39 @@ use serde::Serialize;
 
 use crate::{calls::CallManager, datapath::Counters};
 
+/// The NG transports that hold connections open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NgTransport {
+    /// `--listen-tcp-ng`.
+    Tcp = 0,
+    /// WebSocket on `--listen-http`.
+    WebSocket = 1,
+}
+
+impl NgTransport {
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            NgTransport::Tcp => "tcp",
+            NgTransport::WebSocket => "websocket",
+        }
+    }
+}
+
+/// One open NG connection, counted until dropped.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    stats: std::sync::Arc<NgStats>,
+    transport: NgTransport,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.stats.connections[self.transport as usize]
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Upper bounds of the NG latency buckets, in microseconds.
 pub const LATENCY_BUCKETS_US: [u64; 10] =
     [50, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000, 250_000];
@@ -37,6 +70,8 @@ pub struct CommandStats {
 pub struct NgStats {
     by_command: Mutex<BTreeMap<&'static str, CommandStats>>,
     shed: Mutex<BTreeMap<&'static str, u64>>,
+    /// NG connections open now: TCP, WebSocket.
+    connections: [std::sync::atomic::AtomicU64; 2],
     replication: std::sync::OnceLock<std::sync::Arc<crate::ha::Replication>>,
     /// Load figures and the `--max-load`/`--max-cpu`/`--max-bandwidth`
     /// limits (the ticker samples, offers check).
@@ -64,6 +99,26 @@ impl NgStats {
     /// (`source_full`, `budget_full`).
     pub fn shed(&self, reason: &'static str) {
         *crate::lock(&self.shed).entry(reason).or_default() += 1;
+    }
+
+    /// Counts an NG connection (`--listen-tcp-ng`, WebSocket) open until
+    /// the guard is dropped.
+    pub fn connection(self: &std::sync::Arc<Self>, transport: NgTransport) -> ConnectionGuard {
+        self.connections[transport as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ConnectionGuard {
+            stats: self.clone(),
+            transport,
+        }
+    }
+
+    /// NG connections open now, by transport.
+    pub fn connections(&self) -> [(NgTransport, u64); 2] {
+        [NgTransport::Tcp, NgTransport::WebSocket].map(|t| {
+            (
+                t,
+                self.connections[t as usize].load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
     }
 
     /// Requests shed so far, by reason.

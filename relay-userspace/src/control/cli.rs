@@ -33,7 +33,7 @@ pub async fn serve(
     stop: Arc<Notify>,
     switch: mpsc::UnboundedSender<SwitchRequest>,
 ) {
-    super::tcp::serve(listener, "CLI", |stream| {
+    super::tcp::serve(listener, "CLI", super::tcp::SHORT_LIVED, |stream, _| {
         connection(
             stream,
             calls.clone(),

@@ -1,28 +1,20 @@
-//! The Prometheus endpoint (`--listen-http`): `GET /metrics` in the text
-//! exposition format (prometheus-client), `GET /ping` answering `pong`.
+//! The Prometheus figures `GET /metrics` on `--listen-http` serves (see
+//! [`super::http`]), in the text exposition format (prometheus-client).
 //!
 //! Every figure is read at scrape time from [`crate::stats::totals`], the
 //! same numbers `relayctl totals` and NG `statistics` show.
 
-use std::{
-    fmt::Write as _,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
+use crate::{
+    calls::CallManager,
+    stats::{totals_with, NgStats, Totals, LATENCY_BUCKETS_US},
+};
 use prometheus_client::{
     collector::Collector,
     encoding::{text::encode, DescriptorEncoder, EncodeMetric as _},
     metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
     registry::Registry,
-};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-};
-
-use crate::{
-    calls::CallManager,
-    stats::{totals_with, NgStats, Totals, LATENCY_BUCKETS_US},
 };
 
 /// Reads the relay's state on every scrape.
@@ -412,6 +404,17 @@ impl Collector for RelayCollector {
         }
         let t = totals_with(&calls, &self.ng, counters);
         drop(calls);
+        let mut encoder = encoder;
+        let mut m = encoder.encode_descriptor(
+            "xrelay_ng_connections",
+            "NG connections open now (--listen-tcp-ng, WebSocket on --listen-http)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (transport, n) in self.ng.connections() {
+            ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+                .encode(m.encode_family(&[("transport", transport.name())])?)?;
+        }
         encode_totals(&t, encoder)
     }
 }
@@ -423,58 +426,9 @@ pub fn registry(calls: Arc<Mutex<CallManager>>, ng: Arc<NgStats>) -> Registry {
     r
 }
 
-/// Serves `/metrics` and `/ping` until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
-    super::tcp::serve(listener, "HTTP", |stream| {
-        connection(stream, registry.clone())
-    })
-    .await;
-}
-
-async fn connection(mut stream: TcpStream, registry: Arc<Registry>) {
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    // Read the request head (a GET has no body); give up on garbage.
-    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
-        match stream.read(&mut buf[len..]).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => len += n,
-        }
-    }
-    let head = String::from_utf8_lossy(&buf[..len]);
-    let path = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("");
-    let (status, ctype, body) = match path {
-        "/metrics" => {
-            let mut text = String::new();
-            match encode(&mut text, &registry) {
-                Ok(()) => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    text,
-                ),
-                Err(_) => (
-                    "500 Internal Server Error",
-                    "text/plain",
-                    "encoding failed\n".into(),
-                ),
-            }
-        }
-        "/ping" => ("200 OK", "text/plain", "pong\n".into()),
-        _ => (
-            "404 Not Found",
-            "text/plain",
-            "try /metrics or /ping\n".into(),
-        ),
-    };
-    let mut response = String::new();
-    let _ = write!(
-        response,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
+/// The scrape: the registry in the text exposition format.
+pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut text = String::new();
+    encode(&mut text, registry)?;
+    Ok(text)
 }

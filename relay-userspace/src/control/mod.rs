@@ -14,46 +14,42 @@
 //! anything malformed gets an error reply naming the problem (when it has a
 //! cookie to answer to), and the daemon keeps serving. Work the reply does
 //! not depend on (starting and stopping forwarders) runs after it is sent.
+//!
+//! The same handler and cookie cache ([`service`]) serve NG over TCP
+//! ([`ng_tcp`]), HTTP and WebSocket ([`http`], [`websocket`]).
 
 pub mod cli;
 pub mod handler;
+pub mod http;
 pub mod metrics;
 pub mod ng_allow;
 pub mod ng_queue;
+pub mod ng_tcp;
 pub mod reply;
+pub mod service;
 pub mod summary_reply;
 pub mod tcp;
+pub mod websocket;
 
 use std::{
     os::fd::AsRawFd as _,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc,
     },
-    time::Duration,
 };
 
-use relay_ng::CookieCache;
 use tokio::net::UdpSocket;
 
-use self::ng_queue::{Class, FairQueue, Request, Shed};
-
-use crate::{calls::CallManager, state::StateKeeper, stats::NgStats};
-
-/// rtpengine keeps answered cookies for two 30-second generations.
-const COOKIE_GENERATION: Duration = Duration::from_secs(30);
+use self::{
+    ng_queue::{Class, FairQueue, Request, Shed},
+    service::NgService,
+};
 
 /// Serves NG requests on `socket` until the task is dropped (the serving
-/// thread stops with it); `replies` are answers an earlier relayd gave
-/// (restored from the state store).
-pub async fn serve(
-    socket: UdpSocket,
-    allow: ng_allow::NgAllow,
-    calls: Arc<Mutex<CallManager>>,
-    stats: Arc<NgStats>,
-    state: Arc<StateKeeper>,
-    replies: Vec<relay_state::CookieRecord>,
-) {
+/// thread stops with it), with `service` (shared with the other NG
+/// transports).
+pub async fn serve(socket: UdpSocket, service: Arc<NgService>) {
     let socket = match socket.into_std() {
         Ok(s) => s,
         Err(e) => {
@@ -61,19 +57,10 @@ pub async fn serve(
             return;
         }
     };
-    let mut cache = CookieCache::new(COOKIE_GENERATION);
-    let now = std::time::Instant::now();
-    for r in replies {
-        cache.insert(r.cookie, r.reply, now);
-    }
     let server = NgServer {
         socket,
-        allow,
         queue: FairQueue::default(),
-        cache,
-        calls,
-        stats,
-        state,
+        service,
         buf: vec![0u8; 65536],
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -122,12 +109,8 @@ const POLL_MS: i32 = 100;
 /// Everything the NG thread owns.
 struct NgServer {
     socket: std::net::UdpSocket,
-    allow: ng_allow::NgAllow,
     queue: FairQueue,
-    cache: CookieCache,
-    calls: Arc<Mutex<CallManager>>,
-    stats: Arc<NgStats>,
-    state: Arc<StateKeeper>,
+    service: Arc<NgService>,
     buf: Vec<u8>,
 }
 
@@ -157,8 +140,8 @@ impl NgServer {
     /// Queues every datagram waiting on the (non-blocking) socket.
     fn drain(&mut self) {
         while let Ok((len, from)) = self.socket.recv_from(&mut self.buf) {
-            if !self.allow.allows(from.ip()) {
-                self.stats.shed("not_allowed");
+            if !self.service.allows(from.ip()) {
+                self.service.stats().shed("not_allowed");
                 tracing::debug!(%from, "NG request from outside --ng-allow dropped");
                 continue;
             }
@@ -169,7 +152,7 @@ impl NgServer {
                     Shed::SourceFull => "source_full",
                     Shed::BudgetFull => "budget_full",
                 };
-                self.stats.shed(reason);
+                self.service.stats().shed(reason);
                 tracing::debug!(%from, reason, "NG request shed under load");
             }
         }
@@ -177,13 +160,7 @@ impl NgServer {
 
     /// Handles one request and sends its reply.
     fn answer(&mut self, Request { from, datagram }: Request) {
-        let Some(answer) = handler::handle(
-            &datagram,
-            &self.calls,
-            &mut self.cache,
-            &self.stats,
-            &self.state,
-        ) else {
+        let Some(answer) = self.service.handle(&datagram) else {
             tracing::debug!(%from, "NG datagram without cookie dropped");
             return;
         };
