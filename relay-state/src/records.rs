@@ -46,12 +46,17 @@ impl CallRecord {
     }
 }
 
-/// One party: a SIP tag, or a branch not answered yet.
+/// One party: a SIP tag, or a branch not answered yet. Each fork branch is
+/// a party of its own with its own ports; the caller's port set for a
+/// branch that is not the chosen one is recorded as a further party with
+/// the caller's tag and no partner (the set comes back if that branch
+/// answers again).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MonologueRecord {
     /// SIP tag (None until an answer names the branch).
     pub tag: Option<String>,
-    /// Other to-tags aliased to this party (forks).
+    /// Other to-tags aliased to this party: only in records written before
+    /// fork branches got ports of their own; read, never written now.
     pub aliases: Vec<String>,
     /// via-branch of the offer that created it.
     pub via_branch: Option<String>,

@@ -59,8 +59,9 @@ impl Media {
 pub struct Monologue {
     /// SIP tag; None until an answer names the branch.
     pub tag: Option<String>,
-    /// Other to-tags that answered for this branch (forks), rtpengine's
-    /// default of aliasing them to the existing answer side.
+    /// Other to-tags that answer for this party: only from records of
+    /// relayds before fork branches got ports of their own (a new to-tag
+    /// now makes a party of its own).
     pub aliases: Vec<String>,
     /// via-branch of the offer that created it, if given.
     pub via_branch: Option<String>,
