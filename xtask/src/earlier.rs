@@ -30,11 +30,15 @@ const EARLIER: &[(&str, &str)] = &[
 pub fn build() -> Result<Vec<PathBuf>> {
     let root = workspace_root()?;
     let dir = root.join("target/earlier");
-    // One target directory for all of them: the dependencies build once.
-    let target = dir.join("target");
     let mut built = Vec::new();
     for (commit, what) in EARLIER {
         let bin = dir.join(format!("relayd-{commit}"));
+        // A target directory per commit: cargo does not tell two trees of
+        // the same crates apart by their path, and `git archive` dates the
+        // files at their commit, older than the last build's outputs, so a
+        // shared one would link the first commit's XDP object into the
+        // second's relayd.
+        let target = dir.join(format!("target-{commit}"));
         if !bin.exists() {
             eprintln!("building relayd of {commit} ({what})");
             let src = dir.join(format!("src-{commit}"));
