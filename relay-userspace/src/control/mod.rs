@@ -169,9 +169,8 @@ impl NgServer {
         };
         let len = usize::try_from(n).ok()?;
         // SAFETY: the kernel filled in a sockaddr of the family it names.
-        let from = unsafe {
-            crate::netdev::socket_addr((&from as *const libc::sockaddr_storage).cast())
-        }?;
+        let from =
+            unsafe { crate::netdev::socket_addr((&from as *const libc::sockaddr_storage).cast()) }?;
         Some((len, from))
     }
 
