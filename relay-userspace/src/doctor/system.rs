@@ -175,7 +175,7 @@ fn memory(config: &Config) -> Check {
         return Check::warn("memory", "cannot read MemTotal", "check /proc/meminfo");
     };
     let detail = format!(
-        "--max-streams {} takes {:.0} MiB of kernel memory ({STATE_BYTES_PER_STREAM} B per stream, any CPU count) of {:.0} MiB",
+        "--max-streams {} takes {:.0} MiB of kernel memory ({STATE_BYTES_PER_STREAM} B per stream, any CPU count, and {TABLE_BYTES_PER_PORT} B per media port of each address) of {:.0} MiB",
         config.max_streams,
         mib(need),
         mib(total)
