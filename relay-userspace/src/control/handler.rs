@@ -551,6 +551,7 @@ fn rewrite_plan(
                     ptime: m.ptime,
                     mid,
                     protocol,
+                    ice: None,
                 }
             })
             .collect(),
