@@ -8,6 +8,7 @@
 pub mod batch_io;
 pub mod deferred;
 pub mod forwarder;
+pub(crate) mod ice;
 pub mod kernel;
 pub mod learning;
 pub mod media_socket;
@@ -207,6 +208,10 @@ pub struct Signal {
     /// out) and the session version it carries, so the relay can number
     /// the party's SDP versions itself.
     pub sdp_digest: Option<(u64, u64)>,
+    /// The recipient of the rewritten SDP gets the relay's ICE: its ports
+    /// run an ICE-lite agent (`ICE=force`, or an SDP with ICE by default);
+    /// false removes the agent (`ICE=remove`, no ICE).
+    pub ice: bool,
 }
 
 /// Where the relay wants media of one party: for the SDP sent to the other.
@@ -226,6 +231,10 @@ pub struct MediaPlan {
     pub mid: Option<String>,
     /// The transport protocol of the party this plan faces (its last SDP).
     pub protocol: String,
+    /// The ICE credentials of the ports facing that party, when they run an
+    /// ICE-lite agent (the same for the RTP and the RTCP port, kept across
+    /// re-offers so that no re-offer restarts ICE).
+    pub ice: Option<relay_media::IceCredentials>,
 }
 
 /// Result of an offer/answer: what to put in the rewritten SDP.
@@ -486,7 +495,7 @@ impl CallManager {
         call.last_signal = now;
         call.last_signal_unix = unix_now();
         call.delete_at = None;
-        let mut plan = self.plan_for(call, to, sig.medias.len());
+        let mut plan = self.plan_for(call, to, sig.medias.len(), sig.ice);
         plan.origin_version = sig
             .sdp_digest
             .map(|(digest, sent)| call.monologues[from].sdp_version(digest, sent));
@@ -589,7 +598,7 @@ impl CallManager {
         call.last_signal = now;
         call.last_signal_unix = unix_now();
         call.delete_at = None;
-        let mut plan = self.plan_for(call, offerer, sig.medias.len());
+        let mut plan = self.plan_for(call, offerer, sig.medias.len(), sig.ice);
         plan.origin_version = sig
             .sdp_digest
             .map(|(digest, sent)| call.monologues[answerer].sdp_version(digest, sent));
@@ -779,7 +788,9 @@ impl CallManager {
     }
 
     /// The relay side of `party`: where the other party must send.
-    fn plan_for(&self, call: &Call, party: usize, count: usize) -> SdpPlan {
+    /// What the SDP going to `party` says about its ports; with `ice`, its
+    /// ports get (or keep) an ICE-lite agent, without it they lose theirs.
+    fn plan_for(&self, call: &Call, party: usize, count: usize, ice: bool) -> SdpPlan {
         let m = &call.monologues[party];
         let address = self.interfaces[m.interface].spec.advertised;
         let medias = m
@@ -787,6 +798,7 @@ impl CallManager {
             .iter()
             .take(count)
             .map(|md| MediaPlan {
+                ice: ice::set_agent(md, ice),
                 address,
                 rtp_port: md.rtp.local.port(),
                 rtcp_port: md.rtcp.local.port(),
@@ -936,6 +948,24 @@ impl CallManager {
                     self.changed.mark(&call.id);
                 }
             }
+        }
+        // Consent (RFC 7675): a kernel entry sending to an ICE peer that
+        // stopped refreshing consent leaves the kernel; userspace then
+        // withholds the packets until consent comes back.
+        let without_consent: Vec<_> = self
+            .calls
+            .values()
+            .flat_map(Call::ports)
+            .filter(|p| p.state().kernel.is_some_and(|k| !k.to_userspace))
+            .filter(|p| {
+                let sink = p.state().sink.upgrade();
+                sink.is_some_and(|s| ice::consent_expired(&s, now))
+            })
+            .cloned()
+            .collect();
+        for port in without_consent {
+            tracing::info!(local = %port.local, "ICE consent expired: stream leaves the kernel");
+            self.kernel.sync(&port);
         }
         for (id, why) in expired {
             if let Some(call) = self.calls.remove(&id) {

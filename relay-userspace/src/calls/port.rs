@@ -54,6 +54,9 @@ pub struct PortState {
     pub rtp: relay_common::RtpStats,
     /// The port's forwarder task, once started (see [`super::deferred`]).
     pub forwarder: Option<tokio::task::AbortHandle>,
+    /// The ICE-lite agent, when the SDP the relay sent this port's party
+    /// carried the relay's ICE (see [`super::ice`]).
+    pub ice: Option<relay_media::IceLiteAgent>,
 }
 
 /// A relay port.
@@ -99,6 +102,7 @@ impl MediaPort {
                 media: Default::default(),
                 rtp: Default::default(),
                 forwarder: None,
+                ice: None,
             }),
         }))
     }

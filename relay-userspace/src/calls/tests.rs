@@ -169,6 +169,7 @@ fn signal(call: &str, from: &str, to: Option<&str>, rtp: SocketAddr) -> Signal {
         sdp_family: Some(Family::of(rtp.ip())),
         address_family: None,
         sdp_digest: None,
+        ice: false,
     }
 }
 
@@ -734,6 +735,7 @@ async fn a_restored_call_keeps_ports_tags_endpoints_and_kernel_entries() {
         to_userspace: false,
         max_pps: 0,
         media: crate::datapath::MediaTracking::None,
+        ice: false,
     };
     h.kernel.entries.lock().unwrap().insert(stray.local, stray);
     // A stored call whose ports are outside this relayd's range cannot come back.

@@ -1,0 +1,108 @@
+//! The ICE-lite agents of relay ports (relay-media does the protocol).
+//!
+//! A media whose SDP from the relay carried the relay's ICE gets one agent
+//! per port (RTP and RTCP, same credentials). STUN arriving there is
+//! answered by the agent instead of being relayed; the address the peer
+//! nominates becomes the port's endpoint (the learner's confirmed source);
+//! without consent (RFC 7675) nothing is sent to it, in userspace or in the
+//! kernel.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use relay_media::{Consent, IceCredentials, IceEvent, IceLiteAgent};
+use tokio::time::Instant;
+
+use super::{model::Media, port::MediaPort, port::PortState};
+
+/// Gives `media`'s ports an agent (keeping the one they have) when `on`,
+/// or takes it away; returns the credentials to advertise.
+pub(crate) fn set_agent(media: &Media, on: bool) -> Option<IceCredentials> {
+    if !on {
+        for port in media.ports() {
+            port.state().ice = None;
+        }
+        return None;
+    }
+    let existing = media.rtp.state().ice.as_ref().map(|a| a.local().clone());
+    let credentials = existing.unwrap_or_else(IceCredentials::generate);
+    for port in media.ports() {
+        let mut st = port.state();
+        if st.ice.as_ref().map(IceLiteAgent::local) != Some(&credentials) {
+            st.ice = Some(IceLiteAgent::new(credentials.clone(), None));
+        }
+    }
+    Some(credentials)
+}
+
+/// What the forwarder does with a STUN datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Stun {
+    /// The port runs no agent: relay it like any datagram.
+    NotOurs,
+    /// Answered or dropped by the agent.
+    Consumed,
+    /// Consumed, and the endpoint changed (nomination, or consent regained):
+    /// the kernel entries need a sync.
+    EndpointChanged,
+}
+
+/// Hands a datagram that looks like STUN to `port`'s agent, sending its
+/// response from the port's socket.
+pub(crate) fn on_stun(
+    port: &Arc<MediaPort>,
+    payload: &[u8],
+    src: SocketAddr,
+    now: Instant,
+) -> Stun {
+    let now = now.into_std();
+    let (handled, changed) = {
+        let mut st = port.state();
+        let st = &mut *st;
+        let Some(agent) = st.ice.as_mut() else {
+            return Stun::NotOurs;
+        };
+        let before = agent.consent(now);
+        let handled = agent.handle(payload, src, now);
+        let changed = match handled.event {
+            Some(IceEvent::Nominated(addr)) => {
+                tracing::debug!(local = %port.local, %addr, "ICE pair nominated");
+                st.learner.nominate(addr);
+                true
+            }
+            Some(IceEvent::ConsentRefreshed) => matches!(before, Consent::Expired(_)),
+            None => false,
+        };
+        (handled, changed)
+    };
+    if let Some(why) = handled.rejected {
+        tracing::trace!(local = %port.local, %src, ?why, "STUN not accepted");
+    }
+    if let Some(response) = handled.response {
+        if let Err(e) = port.socket.try_send_to(&response, src) {
+            tracing::trace!(local = %port.local, %src, error = %e, "STUN response not sent");
+        }
+    }
+    if changed {
+        Stun::EndpointChanged
+    } else {
+        Stun::Consumed
+    }
+}
+
+/// Where packets to this port's party go: the learner's destination, unless
+/// an ICE agent withholds consent (nothing nominated yet goes by the
+/// learner: the SDP endpoint, as without ICE).
+pub(crate) fn destination(st: &PortState, now: Instant) -> Option<SocketAddr> {
+    match st.ice.as_ref().map(|a| a.consent(now.into_std())) {
+        Some(Consent::Expired(_)) => None,
+        _ => st.learner.destination(st.symmetric),
+    }
+}
+
+/// Whether `port` runs an agent whose consent has expired at `now`.
+pub(crate) fn consent_expired(port: &MediaPort, now: Instant) -> bool {
+    port.state()
+        .ice
+        .as_ref()
+        .is_some_and(|a| matches!(a.consent(now.into_std()), Consent::Expired(_)))
+}
