@@ -150,6 +150,12 @@ impl Fields {
                     self.ice = Some(normalize(&v));
                 }
             }
+            // relayd's ICE is always ICE-lite (it answers checks, it makes
+            // none), toward whichever party gets the relay's ICE: every
+            // value of rtpengine's `ICE-lite` is what relayd does already.
+            "ice-lite" => {
+                self.text(key, value)?;
+            }
             "transport-protocol" => self.transport_protocol = self.text(key, value)?,
             "media-address" => self.media_address = self.text(key, value)?,
             "address-family" => self.address_family = self.text(key, value)?,

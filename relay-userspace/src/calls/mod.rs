@@ -208,10 +208,36 @@ pub struct Signal {
     /// out) and the session version it carries, so the relay can number
     /// the party's SDP versions itself.
     pub sdp_digest: Option<(u64, u64)>,
-    /// The recipient of the rewritten SDP gets the relay's ICE: its ports
-    /// run an ICE-lite agent (`ICE=force`, or an SDP with ICE by default);
-    /// false removes the agent (`ICE=remove`, no ICE).
-    pub ice: bool,
+    /// `ICE=`: whether the recipient of the rewritten SDP gets the relay's
+    /// ICE (and its ports an ICE-lite agent).
+    pub ice: IceOption,
+    /// The SDP itself used ICE (`a=ice-ufrag` or `a=candidate`).
+    pub sdp_ice: bool,
+}
+
+/// rtpengine's `ICE=`, as far as it decides who gets the relay's ICE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IceOption {
+    /// `force`, `optional`, `force-relay`: always.
+    Force,
+    /// `remove`: never.
+    Remove,
+    /// Absent or `default`: when the SDP, or the recipient's own latest
+    /// SDP, used ICE (an answer without ICE to an ICE offerer still gives
+    /// the offerer ICE, as rtpengine does).
+    #[default]
+    Default,
+}
+
+impl Signal {
+    /// Whether the party `recipient` gets the relay's ICE.
+    fn gives_ice(&self, recipient: &Monologue) -> bool {
+        match self.ice {
+            IceOption::Force => true,
+            IceOption::Remove => false,
+            IceOption::Default => self.sdp_ice || recipient.uses_ice,
+        }
+    }
 }
 
 /// Where the relay wants media of one party: for the SDP sent to the other.
@@ -490,12 +516,14 @@ impl CallManager {
         call.monologues[to].peer = Some(from);
         self.ensure_medias(call, &[from, to], sig.medias.len(), sig, now)?;
         self.apply_sdp(call, from, sig, now);
+        call.monologues[from].uses_ice = sig.sdp_ice;
         call.link_sinks();
         self.sync_all(call);
         call.last_signal = now;
         call.last_signal_unix = unix_now();
         call.delete_at = None;
-        let mut plan = self.plan_for(call, to, sig.medias.len(), sig.ice);
+        let ice = sig.gives_ice(&call.monologues[to]);
+        let mut plan = self.plan_for(call, to, sig.medias.len(), ice);
         plan.origin_version = sig
             .sdp_digest
             .map(|(digest, sent)| call.monologues[from].sdp_version(digest, sent));
@@ -593,12 +621,14 @@ impl CallManager {
             inherit_media_state(call, original, offerer, now);
         }
         self.apply_sdp(call, answerer, sig, now);
+        call.monologues[answerer].uses_ice = sig.sdp_ice;
         call.link_sinks();
         self.sync_all(call);
         call.last_signal = now;
         call.last_signal_unix = unix_now();
         call.delete_at = None;
-        let mut plan = self.plan_for(call, offerer, sig.medias.len(), sig.ice);
+        let ice = sig.gives_ice(&call.monologues[offerer]);
+        let mut plan = self.plan_for(call, offerer, sig.medias.len(), ice);
         plan.origin_version = sig
             .sdp_digest
             .map(|(digest, sent)| call.monologues[answerer].sdp_version(digest, sent));
@@ -1334,6 +1364,7 @@ fn push_monologue(
         medias: Vec::new(),
         created_unix: unix_now(),
         sdp_version: None,
+        uses_ice: false,
     });
     call.monologues.len() - 1
 }

@@ -76,6 +76,9 @@ pub struct Monologue {
     /// `replace: [SDP-version]`: the `o=` version the relay gave the
     /// party's SDP and the digest of that SDP. Not in the state store.
     pub sdp_version: Option<(u64, u64)>,
+    /// The party's latest SDP used ICE: by default the relay's SDPs to it
+    /// carry the relay's ICE. Not in the state store.
+    pub uses_ice: bool,
 }
 
 impl Monologue {

@@ -266,6 +266,7 @@ fn monologue_of(
         medias,
         created_unix: record.created_ms / 1000,
         sdp_version: None,
+        uses_ice: false,
     }
 }
 

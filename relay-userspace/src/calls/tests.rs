@@ -169,7 +169,8 @@ fn signal(call: &str, from: &str, to: Option<&str>, rtp: SocketAddr) -> Signal {
         sdp_family: Some(Family::of(rtp.ip())),
         address_family: None,
         sdp_digest: None,
-        ice: false,
+        ice: Default::default(),
+        sdp_ice: false,
     }
 }
 

@@ -18,7 +18,7 @@ use super::{reply::list_reply, summary_reply};
 use crate::{
     calls::{
         deferred::Deferred, learning::LearningMode, model::MediaOffer, summary::CallSummary,
-        CallManager, Family, SdpPlan, Signal,
+        CallManager, Family, IceOption, SdpPlan, Signal,
     },
     state::StateKeeper,
     stats::NgStats,
@@ -344,7 +344,8 @@ fn offer_answer(
             let sent = sdp.origin().session_version.parse().unwrap_or(0);
             (sdp_digest(&oa.sdp), sent)
         }),
-        ice: gives_ice(oa.ice.as_deref(), &sdp),
+        ice: ice_option(oa.ice.as_deref()),
+        sdp_ice: sdp.medias().iter().any(|m| m.has_ice),
     };
     let planned = if is_offer {
         calls.offer(&signal, now)
@@ -466,22 +467,20 @@ fn media_offers(
         .collect()
 }
 
-/// Whether the SDP's recipient gets the relay's ICE (and its ports an
-/// ICE-lite agent), as rtpengine's `ICE=` decides: `force` and `optional`
-/// always (`optional` is `force` when the SDP has no ICE, and the relay
-/// cannot be a low-priority candidate beside the peer's without relaying
-/// their checks), `force-relay` too (the relay is no TURN server: it
-/// replaces the candidates rather than adding itself as a relay one),
-/// `remove` never, the default (absent, `default` or anything else) when
-/// the SDP itself used ICE.
-fn gives_ice(mode: Option<&str>, sdp: &Sdp) -> bool {
+/// rtpengine's `ICE=` as far as relayd's ICE-lite goes: `force` and
+/// `optional` give the recipient the relay's ICE (`optional` is `force` when
+/// the SDP has no ICE, and the relay cannot be a low-priority candidate
+/// beside the peer's without relaying their checks), `force-relay` too (the
+/// relay is no TURN server: it replaces the candidates rather than adding
+/// itself as a relay one), `remove` never, anything else is the default.
+fn ice_option(mode: Option<&str>) -> IceOption {
     let is = |word: &str| mode.is_some_and(|m| m.eq_ignore_ascii_case(word));
     if is("remove") {
-        false
+        IceOption::Remove
     } else if is("force") || is("optional") || is("force-relay") {
-        true
+        IceOption::Force
     } else {
-        sdp.medias().iter().any(|m| m.has_ice)
+        IceOption::Default
     }
 }
 
