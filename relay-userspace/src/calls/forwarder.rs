@@ -159,7 +159,7 @@ fn relay_batch(
         }
         let destination = sink
             .as_ref()
-            .and_then(|s| super::ice::destination(&s.state(), now));
+            .and_then(|s| super::ice::destination(&s.state()));
         let Some(destination) = destination else {
             port.stats.errors.fetch_add(1, Ordering::Relaxed);
             continue;

@@ -61,15 +61,15 @@ pub(crate) fn on_stun(
         let Some(agent) = st.ice.as_mut() else {
             return Stun::NotOurs;
         };
-        let before = agent.consent(now);
         let handled = agent.handle(payload, src, now);
         let changed = match handled.event {
             Some(IceEvent::Nominated(addr)) => {
                 tracing::debug!(local = %port.local, %addr, "ICE pair nominated");
                 st.learner.nominate(addr);
+                st.ice_consent_lost = false;
                 true
             }
-            Some(IceEvent::ConsentRefreshed) => matches!(before, Consent::Expired(_)),
+            Some(IceEvent::ConsentRefreshed) => std::mem::take(&mut st.ice_consent_lost),
             None => false,
         };
         (handled, changed)
@@ -90,19 +90,27 @@ pub(crate) fn on_stun(
 }
 
 /// Where packets to this port's party go: the learner's destination, unless
-/// an ICE agent withholds consent (nothing nominated yet goes by the
-/// learner: the SDP endpoint, as without ICE).
-pub(crate) fn destination(st: &PortState, now: Instant) -> Option<SocketAddr> {
-    match st.ice.as_ref().map(|a| a.consent(now.into_std())) {
-        Some(Consent::Expired(_)) => None,
-        _ => st.learner.destination(st.symmetric),
+/// the party let ICE consent lapse (before nomination: the learner's, the
+/// SDP endpoint, as without ICE).
+pub(crate) fn destination(st: &PortState) -> Option<SocketAddr> {
+    if st.ice_consent_lost {
+        return None;
     }
+    st.learner.destination(st.symmetric)
 }
 
-/// Whether `port` runs an agent whose consent has expired at `now`.
-pub(crate) fn consent_expired(port: &MediaPort, now: Instant) -> bool {
-    port.state()
+/// Marks `port`'s consent lost when its agent's peer sent no authenticated
+/// check for [`relay_media::CONSENT_TIMEOUT`] at `now`; true when that is
+/// new (what sends to the port must be brought in line).
+pub(crate) fn expire_consent(port: &MediaPort, now: Instant) -> bool {
+    let mut st = port.state();
+    let expired = st
         .ice
         .as_ref()
-        .is_some_and(|a| matches!(a.consent(now.into_std()), Consent::Expired(_)))
+        .is_some_and(|a| matches!(a.consent(now.into_std()), Consent::Expired(_)));
+    if expired && !st.ice_consent_lost {
+        st.ice_consent_lost = true;
+        return true;
+    }
+    false
 }

@@ -241,7 +241,7 @@ impl Kernel {
                 return None;
             }
             // An ICE peer without consent gets nothing (RFC 7675).
-            super::ice::destination(&st, tokio::time::Instant::now())?
+            super::ice::destination(&st)?
         };
         Some(StreamSpec {
             local: port.local,

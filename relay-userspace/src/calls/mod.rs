@@ -979,23 +979,19 @@ impl CallManager {
                 }
             }
         }
-        // Consent (RFC 7675): a kernel entry sending to an ICE peer that
-        // stopped refreshing consent leaves the kernel; userspace then
-        // withholds the packets until consent comes back.
-        let without_consent: Vec<_> = self
+        // Consent (RFC 7675): a party that stopped refreshing consent gets
+        // nothing more; the kernel entries sending to it leave the kernel
+        // (userspace withholds the packets until consent comes back).
+        let lapsed: Vec<_> = self
             .calls
             .values()
             .flat_map(Call::ports)
-            .filter(|p| p.state().kernel.is_some_and(|k| !k.to_userspace))
-            .filter(|p| {
-                let sink = p.state().sink.upgrade();
-                sink.is_some_and(|s| ice::consent_expired(&s, now))
-            })
+            .filter(|p| ice::expire_consent(p, now))
             .cloned()
             .collect();
-        for port in without_consent {
-            tracing::info!(local = %port.local, "ICE consent expired: stream leaves the kernel");
-            self.kernel.sync(&port);
+        for port in lapsed {
+            tracing::info!(local = %port.local, "ICE consent expired: sending to the party stops");
+            self.on_event(PortEvent::Confirmed(port));
         }
         for (id, why) in expired {
             if let Some(call) = self.calls.remove(&id) {

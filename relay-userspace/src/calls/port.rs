@@ -57,6 +57,10 @@ pub struct PortState {
     /// The ICE-lite agent, when the SDP the relay sent this port's party
     /// carried the relay's ICE (see [`super::ice`]).
     pub ice: Option<relay_media::IceLiteAgent>,
+    /// The agent's peer let consent lapse (RFC 7675): nothing is sent to
+    /// it until an authenticated check arrives again. Set by the call
+    /// manager's tick, cleared by the agent's next valid request.
+    pub ice_consent_lost: bool,
 }
 
 /// A relay port.
@@ -103,6 +107,7 @@ impl MediaPort {
                 rtp: Default::default(),
                 forwarder: None,
                 ice: None,
+                ice_consent_lost: false,
             }),
         }))
     }

@@ -1004,3 +1004,94 @@ async fn a_forked_call_comes_back_from_the_store_with_every_branch() {
     h.delete("f", None, Some(Duration::ZERO), now).unwrap();
     assert_eq!(h.mgr.port_usage()[0].1, 0);
 }
+
+/// A Binding request as a full ICE agent sends it (USERNAME, optionally
+/// USE-CANDIDATE, MESSAGE-INTEGRITY with `pwd`, FINGERPRINT).
+fn ice_check(ufrag: &str, pwd: &str, nominate: bool) -> Vec<u8> {
+    use stun_types::{
+        attribute::{AttributeType, RawAttribute, Username},
+        message::{
+            IntegrityAlgorithm, Message, MessageIntegrityCredentials, MessageWrite,
+            MessageWriteExt, MessageWriteVec, ShortTermCredentials, BINDING,
+        },
+    };
+    let mut m = Message::builder_request(BINDING, MessageWriteVec::new());
+    m.add_attribute(&Username::new(&format!("{ufrag}:peer")).unwrap())
+        .unwrap();
+    if nominate {
+        m.add_attribute(&RawAttribute::new(AttributeType::new(0x0025), &[]))
+            .unwrap();
+    }
+    let c = MessageIntegrityCredentials::from(ShortTermCredentials::new(pwd.into()));
+    m.add_message_integrity(&c, IntegrityAlgorithm::Sha1)
+        .unwrap();
+    m.add_fingerprint().unwrap();
+    m.finish()
+}
+
+/// ICE end to end in the call manager: the default gives an ICE offerer
+/// the relay's ICE in the answer (kept across re-answers); the pair the
+/// peer nominates is the endpoint, in the kernel with the ICE flag; a
+/// lapsed consent takes the entry sending to the peer out of the kernel,
+/// a fresh check brings it back; `ICE=remove` drops the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_nomination_consent_and_removal() {
+    let mut h = harness(42300, 42399);
+    let now = Instant::now();
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut offer = signal("i1", "A", None, a.local_addr().unwrap());
+    offer.sdp_ice = true;
+    offer.ice = IceOption::Remove;
+    let o = h.offer(&offer, now).unwrap();
+    assert_eq!(o.medias[0].ice, None, "ICE=remove: none toward B");
+    let mut answer = signal("i1", "A", Some("B"), b.local_addr().unwrap());
+    let plan = h.answer(&answer, now).unwrap();
+    let creds = plan.medias[0]
+        .ice
+        .clone()
+        .expect("the ICE offerer gets ICE");
+    let again = h.answer(&answer, now).unwrap();
+    assert_eq!(again.medias[0].ice.as_ref(), Some(&creds), "no ICE restart");
+    let relay_a = SocketAddr::new([127, 0, 0, 1].into(), plan.medias[0].rtp_port);
+    let relay_b = SocketAddr::new([127, 0, 0, 1].into(), o.medias[0].rtp_port);
+
+    // A nominates; B's media confirms B: both directions in the kernel.
+    a.send_to(&ice_check(&creds.ufrag, &creds.pwd, true), relay_a)
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = a.recv_from(&mut buf).unwrap();
+    assert_eq!(from, relay_a);
+    assert!(relay_media::looks_like_stun(&buf[..n]));
+    h.handle_events(1).await;
+    b.send_to(&[0x80; 172], relay_b).unwrap();
+    h.handle_events(1).await;
+    let entry = |h: &Harness, at: SocketAddr| h.kernel.entries.lock().unwrap().get(&at).copied();
+    let to_a = entry(&h, relay_b).expect("B -> A forwarded in the kernel");
+    assert_eq!(to_a.peer, a.local_addr().unwrap());
+    assert!(entry(&h, relay_a).expect("A -> B in the kernel").ice);
+    assert!(!to_a.ice, "B's port runs no agent");
+
+    // 30 s without a check: nothing more goes to A; a check restores it.
+    h.mgr.tick(Instant::now() + Duration::from_secs(31));
+    assert!(entry(&h, relay_b).is_none(), "B -> A left the kernel");
+    assert!(entry(&h, relay_a).is_some(), "A -> B is not A's consent");
+    a.send_to(&ice_check(&creds.ufrag, &creds.pwd, false), relay_a)
+        .unwrap();
+    a.recv_from(&mut buf).unwrap();
+    h.handle_events(1).await;
+    assert_eq!(
+        entry(&h, relay_b).map(|e| e.peer),
+        Some(a.local_addr().unwrap())
+    );
+
+    answer.ice = IceOption::Remove;
+    let removed = h.answer(&answer, now).unwrap();
+    assert_eq!(removed.medias[0].ice, None);
+    a.send_to(&ice_check(&creds.ufrag, &creds.pwd, false), relay_a)
+        .unwrap();
+    a.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(a.recv_from(&mut buf).is_err(), "no agent answers any more");
+}
