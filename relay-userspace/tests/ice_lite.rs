@@ -303,6 +303,18 @@ fn aioice_nominates_relayd_ice_lite_and_media_flows_through_xdp() {
     // agent past XDP and is answered with the stranger's mapped address.
     wait_kernelized(&bed.ng, call);
     assert!(bed.forwarding_streams() >= 2, "streams forwarded in XDP");
+    let streams = bed.relayctl_json("streams");
+    let flagged = |port: u16| {
+        streams.as_array().unwrap().iter().any(|s| {
+            s["local"] == format!("{RELAY_A}:{port}")
+                && s["ice"] == true
+                && s["to_userspace"] == false
+        })
+    };
+    assert!(
+        flagged(relay_a_port),
+        "A's port carries the ICE flag: {streams}"
+    );
     let good = binding_request(&format!("{ufrag}:{remote_ufrag}"), &pwd, false);
     stranger.send_to(&good, relay_a).unwrap();
     let (n, from) = stranger.recv_from(&mut buf).expect("a success response");
