@@ -147,6 +147,11 @@ impl IceLiteAgent {
         self.remote_ufrag = ufrag;
     }
 
+    /// The peer's ufrag, when its SDP had one.
+    pub fn remote_ufrag(&self) -> Option<&str> {
+        self.remote_ufrag.as_deref()
+    }
+
     /// The nominated remote address, if any.
     pub fn nominated(&self) -> Option<SocketAddr> {
         self.nominated

@@ -687,6 +687,7 @@ mod tests {
                      a=ice-pwd:peerpasswordpeerpassword\r\n\
                      a=candidate:1 1 UDP 2130706431 203.0.113.10 16500 typ host\r\na=sendrecv\r\n";
         let sdp = crate::parse(input.as_bytes()).expect("valid");
+        assert_eq!(sdp.medias()[0].ice_ufrag.as_deref(), Some("peer"));
         let plan = RewritePlan {
             medias: vec![MediaRewrite {
                 address: ip("192.0.2.1"),

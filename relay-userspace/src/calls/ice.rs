@@ -15,20 +15,30 @@ use tokio::time::Instant;
 use super::{model::Media, port::MediaPort, port::PortState};
 
 /// Gives `media`'s ports an agent (keeping the one they have) when `on`,
-/// or takes it away; returns the credentials to advertise.
+/// or takes it away; returns the credentials to advertise. The party's
+/// ufrag (from its latest SDP) is what checks must name; a new one is an
+/// ICE restart (RFC 8445 §9), answered with new credentials (the pair in
+/// use stays until the peer nominates again).
 pub(crate) fn set_agent(media: &Media, on: bool) -> Option<IceCredentials> {
     if !on {
         for port in media.ports() {
-            port.state().ice = None;
+            let mut st = port.state();
+            st.ice = None;
+            st.ice_consent_lost = false;
         }
         return None;
     }
-    let existing = media.rtp.state().ice.as_ref().map(|a| a.local().clone());
+    let peer = media.ice_ufrag.clone();
+    let existing = media.rtp.state().ice.as_ref().and_then(|a| {
+        let restarted = a.remote_ufrag().is_some() && a.remote_ufrag() != peer.as_deref();
+        (!restarted).then(|| a.local().clone())
+    });
     let credentials = existing.unwrap_or_else(IceCredentials::generate);
     for port in media.ports() {
         let mut st = port.state();
-        if st.ice.as_ref().map(IceLiteAgent::local) != Some(&credentials) {
-            st.ice = Some(IceLiteAgent::new(credentials.clone(), None));
+        match st.ice.as_mut() {
+            Some(agent) if agent.local() == &credentials => agent.set_remote_ufrag(peer.clone()),
+            _ => st.ice = Some(IceLiteAgent::new(credentials.clone(), peer.clone())),
         }
     }
     Some(credentials)

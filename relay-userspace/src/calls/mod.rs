@@ -746,6 +746,7 @@ impl CallManager {
             ptime: None,
             rtcp_mux: false,
             mid: None,
+            ice_ufrag: None,
         })
     }
 
@@ -760,6 +761,7 @@ impl CallManager {
             media.ptime = offer.ptime.or(media.ptime);
             media.rtcp_mux = offer.rtcp_mux;
             media.mid = offer.mid.clone().or(media.mid.take());
+            media.ice_ufrag = offer.ice_ufrag.clone();
             let rtcp = if offer.rtcp_mux {
                 offer.rtp
             } else {

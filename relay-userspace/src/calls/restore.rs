@@ -236,6 +236,7 @@ impl CallManager {
                 ptime: None,
                 rtcp_mux: false,
                 mid: None,
+                ice_ufrag: None,
                 codecs: Vec::new(),
                 index: record.index,
                 kind: record.kind.clone(),

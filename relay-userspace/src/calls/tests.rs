@@ -152,6 +152,7 @@ fn media(rtp: SocketAddr) -> MediaOffer {
         is_rtp: true,
         clock_rate: Some(8000),
         codecs: Vec::new(),
+        ice_ufrag: None,
     }
 }
 
@@ -1094,4 +1095,30 @@ async fn ice_nomination_consent_and_removal() {
     a.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     assert!(a.recv_from(&mut buf).is_err(), "no agent answers any more");
+}
+
+/// An ICE restart (a new `a=ice-ufrag` from the party) gets new relay
+/// credentials; the same ufrag again keeps them.
+#[tokio::test]
+async fn ice_restart_gets_new_credentials() {
+    let mut h = harness(42400, 42499);
+    let now = Instant::now();
+    let offer = |ufrag: &str, to: Option<&str>| {
+        let mut sig = signal("r1", "A", to, sa("10.0.0.1:4000"));
+        sig.sdp_ice = true;
+        sig.ice = IceOption::Remove;
+        sig.medias[0].ice_ufrag = Some(ufrag.into());
+        sig
+    };
+    let answer = signal("r1", "A", Some("B"), sa("10.0.0.2:5000"));
+    h.offer(&offer("a1", None), now).unwrap();
+    let first = h.answer(&answer, now).unwrap().medias[0].ice.clone();
+    assert!(first.is_some());
+    h.offer(&offer("a1", Some("B")), now).unwrap();
+    let same = h.answer(&answer, now).unwrap().medias[0].ice.clone();
+    assert_eq!(same, first, "the same ufrag: no restart");
+    h.offer(&offer("a2", Some("B")), now).unwrap();
+    let restarted = h.answer(&answer, now).unwrap().medias[0].ice.clone();
+    assert!(restarted.is_some());
+    assert_ne!(restarted, first, "a new ufrag restarts ICE");
 }

@@ -462,6 +462,7 @@ fn media_offers(
                 codecs: codecs::carried(m, formats.as_deref()),
                 ptime: m.ptime,
                 mid: m.mid.clone(),
+                ice_ufrag: m.ice_ufrag.clone(),
             }
         })
         .collect()
