@@ -24,6 +24,7 @@ fn plan(medias: usize, remove_ice: bool) -> RewritePlan {
                 ptime: None,
                 mid: None,
                 protocol: None,
+                ice: None,
             })
             .collect(),
         remove_ice,

@@ -254,6 +254,7 @@ fn bench(c: &mut Criterion) {
                 to_userspace: false,
                 max_pps: 0,
                 media,
+                ice: false,
             };
             dp.install(&spec).unwrap();
         }
@@ -294,6 +295,7 @@ fn bench(c: &mut Criterion) {
         to_userspace: false,
         max_pps: 0,
         media: MediaTracking::None,
+        ice: false,
     })
     .unwrap();
     let prog = dp.relay_program().unwrap();
@@ -321,6 +323,7 @@ fn bench(c: &mut Criterion) {
             to_userspace: false,
             max_pps: 0,
             media: MediaTracking::None,
+            ice: false,
         })
         .unwrap();
     }
@@ -368,6 +371,7 @@ fn bench(c: &mut Criterion) {
             to_userspace: false,
             max_pps: 0,
             media,
+            ice: false,
         })
         .unwrap();
         let prog = dp.relay_program().unwrap();
@@ -413,6 +417,7 @@ fn bench(c: &mut Criterion) {
             to_userspace: false,
             max_pps: 0,
             media: MediaTracking::None,
+            ice: false,
         })
         .unwrap();
     let by = relay_userspace::netdev::ifindex("by").unwrap();

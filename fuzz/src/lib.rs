@@ -22,13 +22,16 @@
 //! | [`static_stream`] | one `--static-stream` value | `relay_userspace::static_stream::parse` |
 //! | [`state_journal`] | a journal file | `FileJournal::verify`, `open` + `load` (repair), reload |
 //! | [`state_record`] | one journal payload | the record decoder (postcard `Change`), one frame through the reader |
+//! | [`stun`] | one datagram to an ICE port | relay-media's ICE-lite agent (STUN parse, integrity, fingerprint, responses) |
 
 mod config;
+mod media;
 mod ng;
 mod sdp;
 mod state;
 
 pub use config::{config_toml, static_stream};
+pub use media::stun;
 pub use ng::{bencode, ng_datagram, ng_json, rtpp_flags};
 pub use sdp::sdp;
 pub use state::{state_journal, state_record};
@@ -48,4 +51,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("static_stream", static_stream),
     ("state_journal", state_journal),
     ("state_record", state_record),
+    ("stun", stun),
 ];

@@ -174,6 +174,7 @@ pub(crate) fn rewrite_for(oa: &OfferAnswer, answer: bool) -> Result<Vec<u8>, Str
                         .clone()
                         .or_else(|| oa.flags.generate_mid.then(|| (i + 1).to_string())),
                     protocol,
+                    ice: None,
                 }
             })
             .collect(),
@@ -420,6 +421,7 @@ impl Options {
                         ptime: None,
                         mid: None,
                         protocol: None,
+                        ice: None,
                     };
                 };
                 let stripped = || codecs::strip(m, &strip, &mask, &except);
@@ -458,6 +460,7 @@ impl Options {
                     ptime: o.ptime,
                     mid: o.mid.clone(),
                     protocol: o.protocol.as_ref().map(Protocol::text),
+                    ice: None,
                 }
             })
             .collect();
@@ -472,6 +475,7 @@ impl Options {
                 ptime: None,
                 mid: None,
                 protocol: None,
+                ice: None,
             }),
             Miscount::OneLess => {
                 medias.pop();

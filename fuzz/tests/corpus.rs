@@ -78,6 +78,7 @@ replay_tests!(
     config_toml,
     static_stream,
     state_journal,
+    stun,
     state_record,
 );
 
@@ -229,4 +230,23 @@ fn write_state_seeds() {
         "json_journal_v1",
         b"XRJ1\n{\"Put\":{\"call_id\":\"x\"}}\n",
     );
+}
+
+/// The `stun` seeds are what they say: the valid nominating request gets
+/// as far as a nomination, so the fuzzer starts from the deep end.
+#[test]
+fn stun_seeds_reach_the_agents_deep_end() {
+    use relay_media::{IceCredentials, IceEvent, IceLiteAgent, Rejection};
+    let seed = |name: &str| fs::read(corpus_dir().join("stun").join(name)).expect("seed");
+    let creds = IceCredentials {
+        ufrag: "relay1".into(),
+        pwd: "relaypasswordrelaypassword".into(),
+    };
+    let from = "203.0.113.10:16500".parse().unwrap();
+    let now = std::time::Instant::now();
+    let mut agent = IceLiteAgent::new(creds, None);
+    let out = agent.handle(&seed("valid-nominating"), from, now);
+    assert_eq!(out.event, Some(IceEvent::Nominated(from)));
+    let out = agent.handle(&seed("wrong-password"), from, now);
+    assert_eq!(out.rejected, Some(Rejection::Unauthorized));
 }

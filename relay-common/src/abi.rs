@@ -45,6 +45,9 @@ pub const TF_IN_USE: u32 = 0x10;
 /// `RELAY_TF_JITTER`: RTP with a known clock rate: the program reads the
 /// precise clock for the jitter.
 pub const TF_JITTER: u32 = 0x20;
+/// `RELAY_TF_ICE`: a port with an ICE-lite agent: STUN (the RFC 5389 magic
+/// cookie at UDP payload offset 4, the first two bits 0) goes to the stack.
+pub const TF_ICE: u32 = 0x40;
 /// `RELAY_SHIELD_DROP_UNKNOWN`: drop stream-less packets in the range.
 pub const SHIELD_DROP_UNKNOWN: u32 = 0x1;
 /// `RELAY_ADDR_IN_USE`: the address table slot holds an address.

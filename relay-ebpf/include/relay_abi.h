@@ -46,6 +46,10 @@
 #define RELAY_TF_IN_USE 0x10u /* set in every installed entry (0: no stream) */
 #define RELAY_TF_JITTER 0x20u /* RTP with a known clock rate: precise arrival
                                * times for the jitter */
+#define RELAY_TF_ICE 0x40u /* relayd answers ICE checks on this port: STUN
+                            * (magic cookie 0x2112A442 at UDP payload offset
+                            * 4, first two bits 0) goes to the stack */
+#define RELAY_STUN_MAGIC 0x2112A442u
 
 /* Forwarding entry: where a packet sent to the entry's address and port
  * goes. The family of peer_addr is the egress family (src_addr has the same

@@ -31,6 +31,22 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+/* Whether the UDP datagram at `udp` is STUN by its fixed header (RFC 5389
+ * §6): 20 bytes at least, the first two bits 0, the magic cookie at payload
+ * offset 4. RTP (version 2) has `10` there and never matches. */
+static __always_inline int is_stun(const struct udphdr *udp, const void *data_end)
+{
+	const __u8 *p = (const __u8 *)(udp + 1);
+	__u32 cookie;
+
+	if ((const void *)(p + 20) > data_end || bpf_ntohs(udp->len) < sizeof(*udp) + 20)
+		return 0;
+	if (p[0] & 0xc0)
+		return 0;
+	__builtin_memcpy(&cookie, p + 4, sizeof(cookie));
+	return cookie == bpf_htonl(RELAY_STUN_MAGIC);
+}
+
 /*
  * ABI handshake (see relay_abi.h). The order of this table is the order of
  * LAYOUT in relay-common/src/abi.rs.
@@ -341,6 +357,10 @@ int relay_xdp(struct xdp_md *ctx)
 	if (!found)
 		return no_stream(addr, port, frame_len);
 	if (t->flags & RELAY_TF_TO_USERSPACE)
+		return count(RELAY_CNT_PASS_TO_USERSPACE, frame_len, XDP_PASS);
+	/* ICE: connectivity checks and consent refreshes are relayd's to
+	 * answer, from whichever candidate they come (before strict-source). */
+	if ((t->flags & RELAY_TF_ICE) && is_stun(v.udp, data_end))
 		return count(RELAY_CNT_PASS_TO_USERSPACE, frame_len, XDP_PASS);
 	/* Read once: the compiler would otherwise keep ctx + offset in a
 	 * register, which the verifier refuses to dereference. */

@@ -394,3 +394,32 @@ fn warnings_are_capped() {
         "{warning}"
     );
 }
+
+/// `ICE` as a list (`[force, trickle]`): the last mode counts, `trickle`
+/// is no mode; `ICE-lite` is taken without a warning (relayd is always
+/// lite).
+#[test]
+fn ice_list_and_ice_lite() {
+    let offer = |ice: Value| {
+        let parsed = parse(&request(&[
+            ("command", Value::str("offer")),
+            ("call-id", Value::str("c")),
+            ("from-tag", Value::str("f")),
+            ("sdp", Value::str("v=0\r\n")),
+            ("ICE", ice),
+            ("ICE-lite", Value::str("forward")),
+        ]))
+        .expect("valid offer");
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        let Command::Offer(offer) = parsed.command else {
+            panic!("not an offer");
+        };
+        offer.ice
+    };
+    assert_eq!(
+        offer(Value::str_list(["force", "trickle"])).as_deref(),
+        Some("force")
+    );
+    assert_eq!(offer(Value::str_list(["trickle"])), None);
+    assert_eq!(offer(Value::str("remove")).as_deref(), Some("remove"));
+}

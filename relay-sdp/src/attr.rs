@@ -115,6 +115,15 @@ pub(crate) fn parse_mid(content: &[u8]) -> Option<String> {
     ok.then(|| String::from_utf8_lossy(value).into_owned())
 }
 
+/// The value of `a=ice-ufrag:UFRAG` (RFC 8839: 4 to 256 `ice-char`s; kept
+/// when printable and at most 256 bytes), None for other ICE attributes.
+pub(crate) fn parse_ice_ufrag(content: &[u8]) -> Option<String> {
+    let value = content.strip_prefix(b"a=ice-ufrag:")?;
+    let value = trim_end(value);
+    let ok = !value.is_empty() && value.len() <= 256 && value.iter().all(u8::is_ascii_graphic);
+    ok.then(|| String::from_utf8_lossy(value).into_owned())
+}
+
 pub(crate) fn parse_rtcp(content: &[u8]) -> Option<RtcpAttr> {
     let (_, value) = split(content);
     // Tokenise the value as if it were a line of its own.

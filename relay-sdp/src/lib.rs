@@ -29,6 +29,7 @@
 //!         ptime: None,
 //!         mid: None,
 //!         protocol: None,
+//!         ice: None,
 //!     }],
 //!     ..RewritePlan::default()
 //! };
@@ -55,4 +56,4 @@ mod rewrite;
 pub use error::{Problem, SdpError};
 pub use model::{ConnectionAddr, Direction, MediaInfo, Origin, RtcpAttr, RtpMap};
 pub use parse::{parse, Sdp, MAX_SDP_LEN};
-pub use rewrite::{rewrite, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux};
+pub use rewrite::{rewrite, MediaIce, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux};

@@ -144,6 +144,9 @@ pub struct MediaInfo {
     pub ptime: Option<u32>,
     /// The value of the section's first `a=mid:`.
     pub mid: Option<String>,
+    /// The section's `a=ice-ufrag`, else the session's (its change is an
+    /// ICE restart, RFC 8445 §9).
+    pub ice_ufrag: Option<String>,
 }
 
 impl MediaInfo {

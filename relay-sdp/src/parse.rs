@@ -204,6 +204,7 @@ struct SessionFacts {
     connection: Option<ConnectionAddr>,
     direction: Option<Direction>,
     signals_ice: bool,
+    ice_ufrag: Option<String>,
 }
 
 /// Per-media facts gathered while walking the lines.
@@ -290,6 +291,7 @@ impl<'a> Builder<'a> {
                     rtpmaps: Vec::new(),
                     ptime: None,
                     mid: None,
+                    ice_ufrag: None,
                 };
                 self.medias.push(MediaFacts {
                     first_line: index,
@@ -336,7 +338,12 @@ impl<'a> Builder<'a> {
                 AttrKind::Direction(d) => {
                     self.session.direction.get_or_insert(d);
                 }
-                AttrKind::Ice { signals_ice: true } => self.session.signals_ice = true,
+                AttrKind::Ice { signals_ice: true } => {
+                    self.session.signals_ice = true;
+                    if self.session.ice_ufrag.is_none() {
+                        self.session.ice_ufrag = attr::parse_ice_ufrag(content);
+                    }
+                }
                 _ => {}
             }
             return;
@@ -348,7 +355,12 @@ impl<'a> Builder<'a> {
                 }
             }
             AttrKind::RtcpMux => media.info.rtcp_mux = true,
-            AttrKind::Ice { signals_ice } => media.signals_ice |= signals_ice,
+            AttrKind::Ice { signals_ice } => {
+                media.signals_ice |= signals_ice;
+                if media.info.ice_ufrag.is_none() {
+                    media.info.ice_ufrag = attr::parse_ice_ufrag(content);
+                }
+            }
             AttrKind::Direction(d) => {
                 media.own_direction.get_or_insert(d);
             }
@@ -396,6 +408,9 @@ impl<'a> Builder<'a> {
             info.connection = facts.own_connection.or(session.connection);
             info.direction = facts.own_direction.or(session.direction);
             info.has_ice = facts.signals_ice || session.signals_ice;
+            if info.ice_ufrag.is_none() {
+                info.ice_ufrag = session.ice_ufrag.clone();
+            }
             sections.push(MediaSection {
                 lines: facts.first_line..end,
                 own_connection: facts.own_connection,

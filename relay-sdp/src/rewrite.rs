@@ -32,6 +32,12 @@
 //! - **ICE** ([`RewritePlan::remove_ice`]): `a=ice-ufrag`, `a=ice-pwd`, `a=ice-options`,
 //!   `a=ice-lite`, `a=ice-mismatch`, `a=ice-pacing`, `a=candidate`,
 //!   `a=remote-candidates` and `a=end-of-candidates` are dropped at both levels.
+//!   With the relay's own ICE ([`MediaRewrite::ice`], the ICE-lite agent of
+//!   relay-media) they are dropped too, and replaced: `a=ice-lite` at the end of
+//!   the session section, and at the end of each such media (after `a=ptime`,
+//!   where rtpengine writes its ICE) `a=ice-ufrag`, `a=ice-pwd` and host
+//!   candidates for the relay's RTP port (component 1) and RTCP port
+//!   (component 2, unless RTCP rides on the RTP port).
 //! - **Holds by a zero address**: a `c=` with `0.0.0.0` or `::` is kept (moved to the other
 //!   family's unspecified address if the relay address is of the other family), as
 //!   rtpengine does without `replace=zero-address`, and the media is written `sendonly`
@@ -109,6 +115,63 @@ pub struct MediaRewrite {
     /// The transport protocol to write on the `m=` line instead of the
     /// SDP's (`transport-protocol`, or the offerer's own in an answer).
     pub protocol: Option<String>,
+    /// The relay's own ICE for this media (`ICE=force`, or an ICE offer by
+    /// default): the peer's ICE attributes go whatever
+    /// [`RewritePlan::remove_ice`] says, these are written at the end of the
+    /// media, and `a=ice-lite` at session level.
+    pub ice: Option<MediaIce>,
+}
+
+/// The relay as the only ICE candidate of a media (an ICE-lite agent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaIce {
+    /// `a=ice-ufrag`.
+    pub ufrag: String,
+    /// `a=ice-pwd`.
+    pub pwd: String,
+    /// The addresses to list as host candidates, most preferred first (the
+    /// media's relay address, then an advertised one in front of it). Each
+    /// gets a candidate for the RTP port (component 1) and, unless RTCP is
+    /// multiplexed, one for the RTCP port (component 2).
+    pub addresses: Vec<IpAddr>,
+}
+
+impl MediaIce {
+    /// The `a=candidate` lines (RFC 8839 §5.1), in rtpengine's order: every
+    /// address's component 1, then every address's component 2. Priorities
+    /// as RFC 8445 §5.1.2.1 computes them with rtpengine's preferences:
+    /// type 126 (host), local preference 65535 less the address's rank.
+    pub fn candidate_lines(&self, rtp_port: u16, rtcp_port: Option<u16>) -> Vec<String> {
+        let components = [(1u32, Some(rtp_port)), (2, rtcp_port)];
+        let mut out = Vec::new();
+        for (component, port) in components {
+            let Some(port) = port else { continue };
+            for (rank, addr) in self.addresses.iter().enumerate() {
+                let addr = canonical(*addr);
+                let local_pref = 65535u32.saturating_sub(u32::try_from(rank).unwrap_or(65535));
+                let priority = (126u32 << 24) + (local_pref << 8) + (256 - component);
+                out.push(format!(
+                    "a=candidate:{} {component} UDP {priority} {addr} {port} typ host",
+                    foundation(addr)
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A candidate foundation: the same for the same address (RFC 8445 §5.1.1.3:
+/// same type, base address and protocol), letters and digits only.
+fn foundation(addr: IpAddr) -> String {
+    // FNV-1a over the address bytes: stable and short, not a secret.
+    let bytes = match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let hash = bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("x{hash:08x}")
 }
 
 /// Everything [`rewrite`] needs to know, decided by the call logic.
@@ -319,6 +382,8 @@ impl Writer<'_> {
     }
 
     fn session(&mut self, sdp: &Sdp, plan: &RewritePlan, session: &SessionRewrite) {
+        // The relay answers checks but makes none: the peer must control.
+        let ice_lite = plan.medias.iter().any(|m| m.ice.is_some());
         for line in slice(sdp.lines(), sdp.session_lines()) {
             match &line.kind {
                 LineKind::Origin { addr_span } => {
@@ -342,7 +407,7 @@ impl Writer<'_> {
                     }
                     None => self.copy(line),
                 },
-                LineKind::Attr(AttrKind::Ice { .. }) if plan.remove_ice => {}
+                LineKind::Attr(AttrKind::Ice { .. }) if plan.remove_ice || ice_lite => {}
                 // Written into each media instead (media_block), unless
                 // kept as they are.
                 LineKind::Attr(AttrKind::Direction(_)) if !plan.original_direction => {}
@@ -351,12 +416,19 @@ impl Writer<'_> {
                 _ => self.copy(line),
             }
         }
-        for attribute in &plan.session_attributes {
+        let extra = plan
+            .session_attributes
+            .iter()
+            .map(String::as_str)
+            .chain(ice_lite.then_some("ice-lite"));
+        for attribute in extra {
             let line = format!("a={attribute}");
-            // Once is enough: a rewritten SDP rewritten again stays the same.
-            let present = slice(sdp.lines(), sdp.session_lines())
-                .iter()
-                .any(|l| l.line.content(self.raw) == line.as_bytes());
+            // Once is enough: a rewritten SDP rewritten again stays the same
+            // (the peer's `a=ice-lite` is gone already, ours goes in).
+            let present = attribute != "ice-lite"
+                && slice(sdp.lines(), sdp.session_lines())
+                    .iter()
+                    .any(|l| l.line.content(self.raw) == line.as_bytes());
             if !present {
                 self.add(&line);
             }
@@ -373,6 +445,8 @@ impl Writer<'_> {
     ) {
         let info = &section.info;
         let active = !info.is_rejected();
+        // The relay's own ICE replaces the peer's anywhere in the SDP.
+        let ice_lite = plan.medias.iter().any(|m| m.ice.is_some());
         let address = canonical(media.address);
         let keep_zero = !info.has_ice && !plan.replace_zero_address;
         let lines = slice(lines, section.lines.clone());
@@ -434,7 +508,7 @@ impl Writer<'_> {
             for line in lines {
                 match &line.kind {
                     LineKind::Attr(AttrKind::Rtcp | AttrKind::RtcpMux) => {}
-                    LineKind::Attr(AttrKind::Ice { .. }) if plan.remove_ice => {}
+                    LineKind::Attr(AttrKind::Ice { .. }) if plan.remove_ice || ice_lite => {}
                     LineKind::Attr(_) => self.copy(line),
                     _ => {}
                 }
@@ -450,7 +524,7 @@ impl Writer<'_> {
             BlockSpec {
                 formats,
                 direction: media_block::direction(info.direction, session.direction, zero_hold),
-                remove_ice: plan.remove_ice,
+                remove_ice: plan.remove_ice || ice_lite,
                 strip_extmap: plan.strip_extmap,
                 original_direction: plan.original_direction,
                 mid: media.mid.as_deref(),
@@ -483,6 +557,13 @@ impl Writer<'_> {
             (Some(line), _) => self.regenerated(line.line.content(self.raw)),
             (None, Some(ms)) => self.regenerated(format!("a=ptime:{ms}").as_bytes()),
             (None, None) => {}
+        }
+        if let Some(ice) = &media.ice {
+            self.regenerated(format!("a=ice-ufrag:{}", ice.ufrag).as_bytes());
+            self.regenerated(format!("a=ice-pwd:{}", ice.pwd).as_bytes());
+            for line in ice.candidate_lines(media.port, media.rtcp_port) {
+                self.regenerated(line.as_bytes());
+            }
         }
     }
 }
@@ -573,6 +654,69 @@ mod tests {
         assert_eq!(
             connection_output(ip("198.51.100.1"), ip("2001:db8::1"), true),
             ip("2001:db8::1")
+        );
+    }
+
+    #[test]
+    fn candidates_as_rtpengine_prioritises_them() {
+        let ice = MediaIce {
+            ufrag: "u".into(),
+            pwd: "p".into(),
+            addresses: vec![ip("192.0.2.1"), ip("::ffff:198.51.100.1")],
+        };
+        let lines = ice.candidate_lines(30000, Some(30001));
+        let f1 = foundation(ip("192.0.2.1"));
+        let f2 = foundation(ip("198.51.100.1"));
+        assert_eq!(
+            lines,
+            [
+                format!("a=candidate:{f1} 1 UDP 2130706431 192.0.2.1 30000 typ host"),
+                format!("a=candidate:{f2} 1 UDP 2130706175 198.51.100.1 30000 typ host"),
+                format!("a=candidate:{f1} 2 UDP 2130706430 192.0.2.1 30001 typ host"),
+                format!("a=candidate:{f2} 2 UDP 2130706174 198.51.100.1 30001 typ host"),
+            ]
+        );
+        assert_ne!(f1, f2);
+        assert_eq!(ice.candidate_lines(30000, None).len(), 2);
+    }
+
+    #[test]
+    fn the_relays_ice_replaces_the_peers() {
+        let input = "v=0\r\no=- 1 1 IN IP4 203.0.113.10\r\ns=-\r\nc=IN IP4 203.0.113.10\r\n\
+                     t=0 0\r\na=ice-lite\r\nm=audio 16500 RTP/AVP 0\r\na=ice-ufrag:peer\r\n\
+                     a=ice-pwd:peerpasswordpeerpassword\r\n\
+                     a=candidate:1 1 UDP 2130706431 203.0.113.10 16500 typ host\r\na=sendrecv\r\n";
+        let sdp = crate::parse(input.as_bytes()).expect("valid");
+        assert_eq!(sdp.medias()[0].ice_ufrag.as_deref(), Some("peer"));
+        let plan = RewritePlan {
+            medias: vec![MediaRewrite {
+                address: ip("192.0.2.1"),
+                port: 30000,
+                rtcp_port: Some(30001),
+                rtcp_mux: RtcpMux::Keep,
+                formats: None,
+                ptime: None,
+                mid: None,
+                protocol: None,
+                ice: Some(MediaIce {
+                    ufrag: "relayufr".into(),
+                    pwd: "relaypasswordrelaypasswor".into(),
+                    addresses: vec![ip("192.0.2.1")],
+                }),
+            }],
+            ..RewritePlan::default()
+        };
+        let out = String::from_utf8(rewrite(&sdp, &plan).expect("fits")).expect("utf8");
+        let f = foundation(ip("192.0.2.1"));
+        assert_eq!(
+            out,
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 203.0.113.10\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                 a=ice-lite\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n\
+                 a=rtcp:30001\r\na=ice-ufrag:relayufr\r\na=ice-pwd:relaypasswordrelaypasswor\r\n\
+                 a=candidate:{f} 1 UDP 2130706431 192.0.2.1 30000 typ host\r\n\
+                 a=candidate:{f} 2 UDP 2130706430 192.0.2.1 30001 typ host\r\n"
+            )
         );
     }
 

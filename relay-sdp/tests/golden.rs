@@ -105,6 +105,7 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
                     ptime,
                     mid,
                     protocol,
+                    ice: None,
                 });
             }
             _ => return Err(format!("unknown plan line {line:?}")),

@@ -193,6 +193,7 @@ fn media(port: u16, rtcp_port: Option<u16>, rtcp_mux: RtcpMux) -> MediaRewrite {
         ptime: None,
         mid: None,
         protocol: None,
+        ice: None,
     }
 }
 

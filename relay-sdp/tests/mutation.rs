@@ -163,6 +163,7 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
                 ptime: None,
                 mid: None,
                 protocol: None,
+                ice: None,
             }
         })
         .collect();

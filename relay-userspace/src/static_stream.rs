@@ -48,6 +48,7 @@ pub fn parse(input: &str, stats_slot: u32) -> Result<StreamSpec, StaticStreamErr
         stats_slot,
         to_userspace: false,
         max_pps: 0,
+        ice: false,
     };
     for option in parts {
         match option.split_once('=') {

@@ -86,6 +86,7 @@ fn stream(slot: u32, local: &str, peer: &str, source: &str) -> Stream {
         source: sa(source),
         strict: None,
         to_userspace: false,
+        ice: false,
     }
 }
 

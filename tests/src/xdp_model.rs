@@ -56,6 +56,8 @@ pub struct Stream {
     pub strict: Option<SocketAddr>,
     /// A port still learning its endpoints in userspace (pass entry).
     pub to_userspace: bool,
+    /// A port with an ICE-lite agent: STUN goes to relayd.
+    pub ice: bool,
 }
 
 /// What the program is given: streams, shields, the FIB's neighbours.
@@ -320,7 +322,17 @@ fn find_stream<'w>(world: &'w World, pkt: &Packet<'_>) -> Step<&'w Stream> {
     if stream.to_userspace {
         return Err(Expected::pass(CounterId::PassToUserspace));
     }
+    // ICE checks go to relayd's agent, before any other verdict.
+    if stream.ice && is_stun(pkt.datagram.get(UDP_LEN..).unwrap_or_default()) {
+        return Err(Expected::pass(CounterId::PassToUserspace));
+    }
     Ok(stream)
+}
+
+/// STUN by its fixed header (RFC 5389 §6): at least 20 bytes, the first two
+/// bits 0, the magic cookie 0x2112A442 at offset 4.
+pub fn is_stun(payload: &[u8]) -> bool {
+    payload.len() >= 20 && payload[0] & 0xc0 == 0 && payload[4..8] == [0x21, 0x12, 0xa4, 0x42]
 }
 
 /// "What the stack would refuse", in the table's order: another host's

@@ -50,6 +50,7 @@ fn streams() -> [StreamSpec; 2] {
             to_userspace: false,
             max_pps: 0,
             media: MediaTracking::None,
+            ice: false,
         },
         StreamSpec {
             local: sa(RELAY_B, 30002),
@@ -60,6 +61,7 @@ fn streams() -> [StreamSpec; 2] {
             to_userspace: false,
             max_pps: 0,
             media: MediaTracking::None,
+            ice: false,
         },
     ]
 }

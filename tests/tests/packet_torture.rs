@@ -58,6 +58,7 @@ fn install(dp: &mut XdpDatapath, world: &World) {
             to_userspace: s.to_userspace,
             max_pps: 0,
             media: MediaTracking::None,
+            ice: s.ice,
         })
         .unwrap();
     }

@@ -61,6 +61,7 @@ impl Port {
             to_userspace: false,
             max_pps: 0,
             media: self.media,
+            ice: false,
         }
     }
 }

@@ -194,6 +194,7 @@ fn stream_counters_stay_exact_with_two_receive_queues() {
         to_userspace: false,
         max_pps: 0,
         media: MediaTracking::Rtp { clock_rate: 0 },
+        ice: false,
     })
     .unwrap();
 

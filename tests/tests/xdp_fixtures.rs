@@ -43,6 +43,18 @@ const RATED: (u32, &str, &str, &str) = (6, "10.10.1.1:30012", "10.10.2.2:40012",
 /// A relay port whose endpoints are still being learned (pass entry).
 const LEARNING: &str = "10.10.1.1:30010";
 
+/// A forwarded stream whose port runs relayd's ICE-lite agent (`TF_ICE`),
+/// strict-source on 10.10.1.2:5000 (the nominated pair).
+const ICE: (u32, &str, &str, &str) = (14, "10.10.1.1:30014", "10.10.2.2:40014", "10.10.2.1:30014");
+
+/// A STUN Binding request's 20-byte header (RFC 5389 §6) and `extra` bytes.
+fn stun_payload(first: u8, extra: usize) -> Vec<u8> {
+    let mut p = vec![first, 0x01, 0, extra as u8, 0x21, 0x12, 0xa4, 0x42];
+    p.extend_from_slice(&[7; 12]);
+    p.resize(20 + extra, 0);
+    p
+}
+
 /// IPv6 and bridged streams (relay 2001:db8:1::1 on fxa, 2001:db8:2::1 on
 /// fxb; hosts ::2 on each, 2001:db8:2::3 without a neighbour entry).
 struct Streams6;
@@ -125,6 +137,7 @@ fn spec((slot, local, peer, source): (u32, &str, &str, &str), strict: Option<&st
         to_userspace: false,
         max_pps: 0,
         media: MediaTracking::None,
+        ice: false,
     }
 }
 
@@ -380,6 +393,54 @@ fn fixtures() -> Vec<Fixture> {
         "relayd's port, endpoints still learned in userspace: pass",
         from_a(LEARNING).build(),
         CounterId::PassToUserspace,
+    ));
+
+    // ICE: STUN on a forwarded ICE stream reaches relayd's agent, from the
+    // nominated sender or any other candidate (before strict-source).
+    let mut stun = from_a(ICE.1);
+    stun.payload = stun_payload(0x00, 8);
+    out.push(Fixture::passes(
+        "ICE stream, STUN binding request: pass to relayd",
+        stun.build(),
+        CounterId::PassToUserspace,
+    ));
+    let mut other_candidate = stun.clone();
+    other_candidate.src = sa("10.10.1.9:6000");
+    out.push(Fixture::passes(
+        "ICE stream, STUN from another candidate: pass, not a strict-source drop",
+        other_candidate.build(),
+        CounterId::PassToUserspace,
+    ));
+    let media = from_a(ICE.1);
+    out.push(Fixture::forwards(
+        "ICE stream, media from the nominated sender: forwarded",
+        &media,
+        to_b(&media, ICE),
+        XDP_REDIRECT,
+        14,
+    ));
+    for (name, payload) in [
+        (
+            "ICE stream, the cookie behind an RTP first byte: forwarded",
+            stun_payload(0x80, 8),
+        ),
+        (
+            "ICE stream, cookie but shorter than a STUN header: forwarded",
+            stun_payload(0x00, 0)[..19].to_vec(),
+        ),
+    ] {
+        let mut f = from_a(ICE.1);
+        f.payload = payload;
+        out.push(Fixture::forwards(name, &f, to_b(&f, ICE), XDP_REDIRECT, 14));
+    }
+    let mut plain_stun = from_a(cross_local);
+    plain_stun.payload = stun_payload(0x00, 8);
+    out.push(Fixture::forwards(
+        "STUN on a stream without ICE: forwarded like any datagram",
+        &plain_stun,
+        to_b(&plain_stun, Streams::CROSS),
+        XDP_REDIRECT,
+        1,
     ));
 
     let base = from_a(cross_local).build();
@@ -787,6 +848,11 @@ fn packet_fixtures() {
             dp.install(&StreamSpec {
                 max_pps: 2,
                 ..spec(RATED, None)
+            })
+            .unwrap();
+            dp.install(&StreamSpec {
+                ice: true,
+                ..spec(ICE, Some("10.10.1.2:5000"))
             })
             .unwrap();
             for s in [
@@ -1565,6 +1631,7 @@ fn stream_counters_stay_exact_with_two_cpus() {
             to_userspace: false,
             max_pps: 0,
             media: MediaTracking::Rtp { clock_rate: 0 },
+            ice: false,
         })
         .unwrap();
         let mut frame = UdpFrame::new(sa("10.10.1.2:5000"), local);

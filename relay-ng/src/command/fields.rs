@@ -145,10 +145,24 @@ impl Fields {
             "to-interface" => self.set_direction(1, key, value)?,
             "received-from" => self.apply_received_from(key, value)?,
             "ice" => {
-                // rtpengine takes a list here too; the last value wins.
-                if let Some(v) = self.texts(key, value)?.pop() {
-                    self.ice = Some(normalize(&v));
+                // rtpengine takes a list here too (`[force, trickle]`): the
+                // last mode wins; `trickle` (trickle ICE, not implemented)
+                // is no mode and leaves it alone.
+                let modes = self.texts(key, value)?;
+                if let Some(v) = modes
+                    .iter()
+                    .rev()
+                    .map(|v| normalize(v))
+                    .find(|v| v != "trickle")
+                {
+                    self.ice = Some(v);
                 }
+            }
+            // relayd's ICE is always ICE-lite (it answers checks, it makes
+            // none), toward whichever party gets the relay's ICE: every
+            // value of rtpengine's `ICE-lite` is what relayd does already.
+            "ice-lite" => {
+                self.text(key, value)?;
             }
             "transport-protocol" => self.transport_protocol = self.text(key, value)?,
             "media-address" => self.media_address = self.text(key, value)?,

@@ -114,6 +114,17 @@ fn relay_batch(
             port.stats.errors.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        // STUN for the port's ICE-lite agent is answered, not relayed.
+        if relay_media::looks_like_stun(payload) {
+            match super::ice::on_stun(port, payload, src, now) {
+                super::ice::Stun::NotOurs => {}
+                super::ice::Stun::Consumed => continue,
+                super::ice::Stun::EndpointChanged => {
+                    let _ = events.send(PortEvent::Confirmed(port.clone()));
+                    continue;
+                }
+            }
+        }
         let verdict = {
             let mut st = port.state();
             st.last_packet = Some(now);
@@ -146,10 +157,9 @@ fn relay_batch(
             tracing::debug!(local = %port.local, %src, "endpoint confirmed");
             let _ = events.send(PortEvent::Confirmed(port.clone()));
         }
-        let destination = sink.as_ref().and_then(|s| {
-            let st = s.state();
-            st.learner.destination(st.symmetric)
-        });
+        let destination = sink
+            .as_ref()
+            .and_then(|s| super::ice::destination(&s.state()));
         let Some(destination) = destination else {
             port.stats.errors.fetch_add(1, Ordering::Relaxed);
             continue;

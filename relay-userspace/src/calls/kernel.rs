@@ -207,6 +207,7 @@ impl Kernel {
             to_userspace: true,
             max_pps: 0,
             media: MediaTracking::None,
+            ice: false,
         }
     }
 
@@ -224,13 +225,14 @@ impl Kernel {
 
     /// The forwarding entry of `port`, if both ends are ready.
     fn forwarding(port: &MediaPort, max_pps: u32) -> Option<StreamSpec> {
-        let (sink, strict_source, media) = {
+        let (sink, strict_source, media, ice) = {
             let st = port.state();
             let source = st.learner.confirmed()?;
             (
                 st.sink.upgrade()?,
                 st.learner.strict().then_some(source),
                 st.media,
+                st.ice.is_some(),
             )
         };
         let peer = {
@@ -238,7 +240,8 @@ impl Kernel {
             if st.closed || st.learner.confirmed().is_none() {
                 return None;
             }
-            st.learner.destination(st.symmetric)?
+            // An ICE peer without consent gets nothing (RFC 7675).
+            super::ice::destination(&st)?
         };
         Some(StreamSpec {
             local: port.local,
@@ -249,6 +252,7 @@ impl Kernel {
             to_userspace: false,
             max_pps,
             media,
+            ice,
         })
     }
 

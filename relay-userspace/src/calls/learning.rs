@@ -172,6 +172,14 @@ impl Learner {
         }
     }
 
+    /// The peer nominated `addr` by ICE: it is the endpoint from now on,
+    /// whatever was learned. Returns whether that changed anything.
+    pub fn nominate(&mut self, addr: SocketAddr) -> bool {
+        let changed = self.confirmed != Some(addr);
+        self.confirmed = Some(addr);
+        changed
+    }
+
     /// Accounts for a packet from `src` at `now`.
     pub fn on_packet(&mut self, src: SocketAddr, now: Instant) -> Verdict {
         if let Some(c) = self.confirmed {

@@ -54,6 +54,12 @@ impl MediaSocket {
         }
     }
 
+    /// Sends `payload` to `dest` if the send buffer has room now (a STUN
+    /// response: one the peer retransmits for if it is lost).
+    pub fn try_send_to(&self, payload: &[u8], dest: SocketAddr) -> io::Result<usize> {
+        self.inner.get_ref().send_to(payload, dest)
+    }
+
     /// Sends `payload` to `dest`, waiting for room in the send buffer.
     pub async fn send_to(&self, payload: &[u8], dest: SocketAddr) -> io::Result<usize> {
         match self.inner.get_ref().send_to(payload, dest) {

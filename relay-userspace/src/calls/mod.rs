@@ -8,6 +8,7 @@
 pub mod batch_io;
 pub mod deferred;
 pub mod forwarder;
+pub(crate) mod ice;
 pub mod kernel;
 pub mod learning;
 pub mod media_socket;
@@ -207,6 +208,36 @@ pub struct Signal {
     /// out) and the session version it carries, so the relay can number
     /// the party's SDP versions itself.
     pub sdp_digest: Option<(u64, u64)>,
+    /// `ICE=`: whether the recipient of the rewritten SDP gets the relay's
+    /// ICE (and its ports an ICE-lite agent).
+    pub ice: IceOption,
+    /// The SDP itself used ICE (`a=ice-ufrag` or `a=candidate`).
+    pub sdp_ice: bool,
+}
+
+/// rtpengine's `ICE=`, as far as it decides who gets the relay's ICE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IceOption {
+    /// `force`, `optional`, `force-relay`: always.
+    Force,
+    /// `remove`: never.
+    Remove,
+    /// Absent or `default`: when the SDP, or the recipient's own latest
+    /// SDP, used ICE (an answer without ICE to an ICE offerer still gives
+    /// the offerer ICE, as rtpengine does).
+    #[default]
+    Default,
+}
+
+impl Signal {
+    /// Whether the party `recipient` gets the relay's ICE.
+    fn gives_ice(&self, recipient: &Monologue) -> bool {
+        match self.ice {
+            IceOption::Force => true,
+            IceOption::Remove => false,
+            IceOption::Default => self.sdp_ice || recipient.uses_ice,
+        }
+    }
 }
 
 /// Where the relay wants media of one party: for the SDP sent to the other.
@@ -226,6 +257,10 @@ pub struct MediaPlan {
     pub mid: Option<String>,
     /// The transport protocol of the party this plan faces (its last SDP).
     pub protocol: String,
+    /// The ICE credentials of the ports facing that party, when they run an
+    /// ICE-lite agent (the same for the RTP and the RTCP port, kept across
+    /// re-offers so that no re-offer restarts ICE).
+    pub ice: Option<relay_media::IceCredentials>,
 }
 
 /// Result of an offer/answer: what to put in the rewritten SDP.
@@ -481,12 +516,14 @@ impl CallManager {
         call.monologues[to].peer = Some(from);
         self.ensure_medias(call, &[from, to], sig.medias.len(), sig, now)?;
         self.apply_sdp(call, from, sig, now);
+        call.monologues[from].uses_ice = sig.sdp_ice;
         call.link_sinks();
         self.sync_all(call);
         call.last_signal = now;
         call.last_signal_unix = unix_now();
         call.delete_at = None;
-        let mut plan = self.plan_for(call, to, sig.medias.len());
+        let ice = sig.gives_ice(&call.monologues[to]);
+        let mut plan = self.plan_for(call, to, sig.medias.len(), ice);
         plan.origin_version = sig
             .sdp_digest
             .map(|(digest, sent)| call.monologues[from].sdp_version(digest, sent));
@@ -584,12 +621,14 @@ impl CallManager {
             inherit_media_state(call, original, offerer, now);
         }
         self.apply_sdp(call, answerer, sig, now);
+        call.monologues[answerer].uses_ice = sig.sdp_ice;
         call.link_sinks();
         self.sync_all(call);
         call.last_signal = now;
         call.last_signal_unix = unix_now();
         call.delete_at = None;
-        let mut plan = self.plan_for(call, offerer, sig.medias.len());
+        let ice = sig.gives_ice(&call.monologues[offerer]);
+        let mut plan = self.plan_for(call, offerer, sig.medias.len(), ice);
         plan.origin_version = sig
             .sdp_digest
             .map(|(digest, sent)| call.monologues[answerer].sdp_version(digest, sent));
@@ -707,6 +746,7 @@ impl CallManager {
             ptime: None,
             rtcp_mux: false,
             mid: None,
+            ice_ufrag: None,
         })
     }
 
@@ -721,6 +761,7 @@ impl CallManager {
             media.ptime = offer.ptime.or(media.ptime);
             media.rtcp_mux = offer.rtcp_mux;
             media.mid = offer.mid.clone().or(media.mid.take());
+            media.ice_ufrag = offer.ice_ufrag.clone();
             let rtcp = if offer.rtcp_mux {
                 offer.rtp
             } else {
@@ -779,7 +820,9 @@ impl CallManager {
     }
 
     /// The relay side of `party`: where the other party must send.
-    fn plan_for(&self, call: &Call, party: usize, count: usize) -> SdpPlan {
+    /// What the SDP going to `party` says about its ports; with `ice`, its
+    /// ports get (or keep) an ICE-lite agent, without it they lose theirs.
+    fn plan_for(&self, call: &Call, party: usize, count: usize, ice: bool) -> SdpPlan {
         let m = &call.monologues[party];
         let address = self.interfaces[m.interface].spec.advertised;
         let medias = m
@@ -787,6 +830,7 @@ impl CallManager {
             .iter()
             .take(count)
             .map(|md| MediaPlan {
+                ice: ice::set_agent(md, ice),
                 address,
                 rtp_port: md.rtp.local.port(),
                 rtcp_port: md.rtcp.local.port(),
@@ -936,6 +980,20 @@ impl CallManager {
                     self.changed.mark(&call.id);
                 }
             }
+        }
+        // Consent (RFC 7675): a party that stopped refreshing consent gets
+        // nothing more; the kernel entries sending to it leave the kernel
+        // (userspace withholds the packets until consent comes back).
+        let lapsed: Vec<_> = self
+            .calls
+            .values()
+            .flat_map(Call::ports)
+            .filter(|p| ice::expire_consent(p, now))
+            .cloned()
+            .collect();
+        for port in lapsed {
+            tracing::info!(local = %port.local, "ICE consent expired: sending to the party stops");
+            self.on_event(PortEvent::Confirmed(port));
         }
         for (id, why) in expired {
             if let Some(call) = self.calls.remove(&id) {
@@ -1304,6 +1362,7 @@ fn push_monologue(
         medias: Vec::new(),
         created_unix: unix_now(),
         sdp_version: None,
+        uses_ice: false,
     });
     call.monologues.len() - 1
 }

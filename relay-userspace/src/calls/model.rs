@@ -40,6 +40,9 @@ pub struct Media {
     /// The latest `a=mid` the party declared (written into SDP sent to it
     /// that has none, as rtpengine does). Not in the state store.
     pub mid: Option<String>,
+    /// The party's latest `a=ice-ufrag`: a new one is an ICE restart,
+    /// answered with new credentials. Not in the state store.
+    pub ice_ufrag: Option<String>,
 }
 
 impl Media {
@@ -76,6 +79,9 @@ pub struct Monologue {
     /// `replace: [SDP-version]`: the `o=` version the relay gave the
     /// party's SDP and the digest of that SDP. Not in the state store.
     pub sdp_version: Option<(u64, u64)>,
+    /// The party's latest SDP used ICE: by default the relay's SDPs to it
+    /// carry the relay's ICE. Not in the state store.
+    pub uses_ice: bool,
 }
 
 impl Monologue {
@@ -223,6 +229,8 @@ pub struct MediaOffer {
     pub ptime: Option<u32>,
     /// `a=mid` of the media, if any.
     pub mid: Option<String>,
+    /// `a=ice-ufrag` of the media (or the session), if any.
+    pub ice_ufrag: Option<String>,
 }
 
 /// Microseconds within the current wall-clock second.

@@ -54,6 +54,13 @@ pub struct PortState {
     pub rtp: relay_common::RtpStats,
     /// The port's forwarder task, once started (see [`super::deferred`]).
     pub forwarder: Option<tokio::task::AbortHandle>,
+    /// The ICE-lite agent, when the SDP the relay sent this port's party
+    /// carried the relay's ICE (see [`super::ice`]).
+    pub ice: Option<relay_media::IceLiteAgent>,
+    /// The agent's peer let consent lapse (RFC 7675): nothing is sent to
+    /// it until an authenticated check arrives again. Set by the call
+    /// manager's tick, cleared by the agent's next valid request.
+    pub ice_consent_lost: bool,
 }
 
 /// A relay port.
@@ -99,6 +106,8 @@ impl MediaPort {
                 media: Default::default(),
                 rtp: Default::default(),
                 forwarder: None,
+                ice: None,
+                ice_consent_lost: false,
             }),
         }))
     }

@@ -236,6 +236,7 @@ impl CallManager {
                 ptime: None,
                 rtcp_mux: false,
                 mid: None,
+                ice_ufrag: None,
                 codecs: Vec::new(),
                 index: record.index,
                 kind: record.kind.clone(),
@@ -266,6 +267,7 @@ fn monologue_of(
         medias,
         created_unix: record.created_ms / 1000,
         sdp_version: None,
+        uses_ice: false,
     }
 }
 

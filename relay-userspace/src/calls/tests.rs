@@ -152,6 +152,7 @@ fn media(rtp: SocketAddr) -> MediaOffer {
         is_rtp: true,
         clock_rate: Some(8000),
         codecs: Vec::new(),
+        ice_ufrag: None,
     }
 }
 
@@ -169,6 +170,8 @@ fn signal(call: &str, from: &str, to: Option<&str>, rtp: SocketAddr) -> Signal {
         sdp_family: Some(Family::of(rtp.ip())),
         address_family: None,
         sdp_digest: None,
+        ice: Default::default(),
+        sdp_ice: false,
     }
 }
 
@@ -734,6 +737,7 @@ async fn a_restored_call_keeps_ports_tags_endpoints_and_kernel_entries() {
         to_userspace: false,
         max_pps: 0,
         media: crate::datapath::MediaTracking::None,
+        ice: false,
     };
     h.kernel.entries.lock().unwrap().insert(stray.local, stray);
     // A stored call whose ports are outside this relayd's range cannot come back.
@@ -1000,4 +1004,121 @@ async fn a_forked_call_comes_back_from_the_store_with_every_branch() {
     assert_eq!(h.answer(&ans_a, now).unwrap().medias[0].rtp_port, c1);
     h.delete("f", None, Some(Duration::ZERO), now).unwrap();
     assert_eq!(h.mgr.port_usage()[0].1, 0);
+}
+
+/// A Binding request as a full ICE agent sends it (USERNAME, optionally
+/// USE-CANDIDATE, MESSAGE-INTEGRITY with `pwd`, FINGERPRINT).
+fn ice_check(ufrag: &str, pwd: &str, nominate: bool) -> Vec<u8> {
+    use stun_types::{
+        attribute::{AttributeType, RawAttribute, Username},
+        message::{
+            IntegrityAlgorithm, Message, MessageIntegrityCredentials, MessageWrite,
+            MessageWriteExt, MessageWriteVec, ShortTermCredentials, BINDING,
+        },
+    };
+    let mut m = Message::builder_request(BINDING, MessageWriteVec::new());
+    m.add_attribute(&Username::new(&format!("{ufrag}:peer")).unwrap())
+        .unwrap();
+    if nominate {
+        m.add_attribute(&RawAttribute::new(AttributeType::new(0x0025), &[]))
+            .unwrap();
+    }
+    let c = MessageIntegrityCredentials::from(ShortTermCredentials::new(pwd.into()));
+    m.add_message_integrity(&c, IntegrityAlgorithm::Sha1)
+        .unwrap();
+    m.add_fingerprint().unwrap();
+    m.finish()
+}
+
+/// ICE end to end in the call manager: the default gives an ICE offerer
+/// the relay's ICE in the answer (kept across re-answers); the pair the
+/// peer nominates is the endpoint, in the kernel with the ICE flag; a
+/// lapsed consent takes the entry sending to the peer out of the kernel,
+/// a fresh check brings it back; `ICE=remove` drops the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_nomination_consent_and_removal() {
+    let mut h = harness(42300, 42399);
+    let now = Instant::now();
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut offer = signal("i1", "A", None, a.local_addr().unwrap());
+    offer.sdp_ice = true;
+    offer.ice = IceOption::Remove;
+    let o = h.offer(&offer, now).unwrap();
+    assert_eq!(o.medias[0].ice, None, "ICE=remove: none toward B");
+    let mut answer = signal("i1", "A", Some("B"), b.local_addr().unwrap());
+    let plan = h.answer(&answer, now).unwrap();
+    let creds = plan.medias[0]
+        .ice
+        .clone()
+        .expect("the ICE offerer gets ICE");
+    let again = h.answer(&answer, now).unwrap();
+    assert_eq!(again.medias[0].ice.as_ref(), Some(&creds), "no ICE restart");
+    let relay_a = SocketAddr::new([127, 0, 0, 1].into(), plan.medias[0].rtp_port);
+    let relay_b = SocketAddr::new([127, 0, 0, 1].into(), o.medias[0].rtp_port);
+
+    // A nominates; B's media confirms B: both directions in the kernel.
+    a.send_to(&ice_check(&creds.ufrag, &creds.pwd, true), relay_a)
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = a.recv_from(&mut buf).unwrap();
+    assert_eq!(from, relay_a);
+    assert!(relay_media::looks_like_stun(&buf[..n]));
+    h.handle_events(1).await;
+    b.send_to(&[0x80; 172], relay_b).unwrap();
+    h.handle_events(1).await;
+    let entry = |h: &Harness, at: SocketAddr| h.kernel.entries.lock().unwrap().get(&at).copied();
+    let to_a = entry(&h, relay_b).expect("B -> A forwarded in the kernel");
+    assert_eq!(to_a.peer, a.local_addr().unwrap());
+    assert!(entry(&h, relay_a).expect("A -> B in the kernel").ice);
+    assert!(!to_a.ice, "B's port runs no agent");
+
+    // 30 s without a check: nothing more goes to A; a check restores it.
+    h.mgr.tick(Instant::now() + Duration::from_secs(31));
+    assert!(entry(&h, relay_b).is_none(), "B -> A left the kernel");
+    assert!(entry(&h, relay_a).is_some(), "A -> B is not A's consent");
+    a.send_to(&ice_check(&creds.ufrag, &creds.pwd, false), relay_a)
+        .unwrap();
+    a.recv_from(&mut buf).unwrap();
+    h.handle_events(1).await;
+    assert_eq!(
+        entry(&h, relay_b).map(|e| e.peer),
+        Some(a.local_addr().unwrap())
+    );
+
+    answer.ice = IceOption::Remove;
+    let removed = h.answer(&answer, now).unwrap();
+    assert_eq!(removed.medias[0].ice, None);
+    a.send_to(&ice_check(&creds.ufrag, &creds.pwd, false), relay_a)
+        .unwrap();
+    a.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(a.recv_from(&mut buf).is_err(), "no agent answers any more");
+}
+
+/// An ICE restart (a new `a=ice-ufrag` from the party) gets new relay
+/// credentials; the same ufrag again keeps them.
+#[tokio::test]
+async fn ice_restart_gets_new_credentials() {
+    let mut h = harness(42400, 42499);
+    let now = Instant::now();
+    let offer = |ufrag: &str, to: Option<&str>| {
+        let mut sig = signal("r1", "A", to, sa("10.0.0.1:4000"));
+        sig.sdp_ice = true;
+        sig.ice = IceOption::Remove;
+        sig.medias[0].ice_ufrag = Some(ufrag.into());
+        sig
+    };
+    let answer = signal("r1", "A", Some("B"), sa("10.0.0.2:5000"));
+    h.offer(&offer("a1", None), now).unwrap();
+    let first = h.answer(&answer, now).unwrap().medias[0].ice.clone();
+    assert!(first.is_some());
+    h.offer(&offer("a1", Some("B")), now).unwrap();
+    let same = h.answer(&answer, now).unwrap().medias[0].ice.clone();
+    assert_eq!(same, first, "the same ufrag: no restart");
+    h.offer(&offer("a2", Some("B")), now).unwrap();
+    let restarted = h.answer(&answer, now).unwrap().medias[0].ice.clone();
+    assert!(restarted.is_some());
+    assert_ne!(restarted, first, "a new ufrag restarts ICE");
 }

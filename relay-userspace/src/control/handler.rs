@@ -9,14 +9,16 @@ use relay_ng::{
     command::{Delete, List, OfferAnswer, Query},
     encode_reply, parse_datagram, reply, Command, CookieCache, Value,
 };
-use relay_sdp::{codecs, Direction, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux, Sdp};
+use relay_sdp::{
+    codecs, Direction, MediaIce, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux, Sdp,
+};
 use tokio::time::Instant;
 
 use super::{reply::list_reply, summary_reply};
 use crate::{
     calls::{
         deferred::Deferred, learning::LearningMode, model::MediaOffer, summary::CallSummary,
-        CallManager, Family, SdpPlan, Signal,
+        CallManager, Family, IceOption, SdpPlan, Signal,
     },
     state::StateKeeper,
     stats::NgStats,
@@ -342,6 +344,8 @@ fn offer_answer(
             let sent = sdp.origin().session_version.parse().unwrap_or(0);
             (sdp_digest(&oa.sdp), sent)
         }),
+        ice: ice_option(oa.ice.as_deref()),
+        sdp_ice: sdp.medias().iter().any(|m| m.has_ice),
     };
     let planned = if is_offer {
         calls.offer(&signal, now)
@@ -458,9 +462,27 @@ fn media_offers(
                 codecs: codecs::carried(m, formats.as_deref()),
                 ptime: m.ptime,
                 mid: m.mid.clone(),
+                ice_ufrag: m.ice_ufrag.clone(),
             }
         })
         .collect()
+}
+
+/// rtpengine's `ICE=` as far as relayd's ICE-lite goes: `force` and
+/// `optional` give the recipient the relay's ICE (`optional` is `force` when
+/// the SDP has no ICE, and the relay cannot be a low-priority candidate
+/// beside the peer's without relaying their checks), `force-relay` too (the
+/// relay is no TURN server: it replaces the candidates rather than adding
+/// itself as a relay one), `remove` never, anything else is the default.
+fn ice_option(mode: Option<&str>) -> IceOption {
+    let is = |word: &str| mode.is_some_and(|m| m.eq_ignore_ascii_case(word));
+    if is("remove") {
+        IceOption::Remove
+    } else if is("force") || is("optional") || is("force-relay") {
+        IceOption::Force
+    } else {
+        IceOption::Default
+    }
 }
 
 /// The rewrite for the SDP going to the other party: relay addresses and
@@ -501,12 +523,8 @@ fn rewrite_plan(
             None => (RtcpMux::Remove, Some(m.rtcp_port)),
         }
     };
-    // The relay does no ICE: candidates would let media bypass it, so ICE
-    // attributes go unless the offer says to keep them.
-    let keep_ice = oa
-        .ice
-        .as_deref()
-        .is_some_and(|v| !v.eq_ignore_ascii_case("remove") && !v.eq_ignore_ascii_case("default"));
+    // The peer's ICE never passes: its candidates would let media bypass
+    // the relay. The relay's own replaces it where the plan says so.
     RewritePlan {
         origin_address: (has(&oa.replace, "origin") || has(&oa.replace, "origin-full"))
             .then_some(advertised),
@@ -551,10 +569,19 @@ fn rewrite_plan(
                     ptime: m.ptime,
                     mid,
                     protocol,
+                    ice: m.ice.as_ref().map(|c| MediaIce {
+                        ufrag: c.ufrag.clone(),
+                        pwd: c.pwd.clone(),
+                        // The relay's address, and the one advertised in
+                        // front of it (media-address) when that differs.
+                        addresses: std::iter::once(m.address)
+                            .chain(media_address.filter(|a| *a != m.address))
+                            .collect(),
+                    }),
                 }
             })
             .collect(),
-        remove_ice: !keep_ice,
+        remove_ice: true,
         replace_zero_address: has(&oa.replace, "zero-address"),
         origin_version: plan.origin_version,
         strip_extmap: oa.flags.strip_extmap,

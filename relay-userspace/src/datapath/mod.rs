@@ -31,6 +31,9 @@ pub struct StreamSpec {
     pub max_pps: u32,
     /// What the port carries, for its RTP figures.
     pub media: MediaTracking,
+    /// The port runs an ICE-lite agent: STUN arriving while the stream is
+    /// forwarded in the kernel still goes to relayd's socket.
+    pub ice: bool,
 }
 
 /// What a stream carries, which decides the RTP figures kept for it

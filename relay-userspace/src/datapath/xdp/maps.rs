@@ -18,7 +18,8 @@ use relay_common::{
     address_probes, Counter, CounterId, IfaceMac, IfaceStatus, RelayAddress, RtpStats, StreamState,
     StreamStats, StreamTarget, ADDR_IN_USE, ADDR_SLOTS, IFACE_MAC_SLOTS, MAP_ADDRESSES,
     MAP_COUNTERS, MAP_IFACES, MAP_IFACE_MACS, MAP_STREAMS, MAP_STREAM_STATE, MAP_TX_PORTS,
-    SHIELD_DROP_UNKNOWN, TF_IN_USE, TF_JITTER, TF_RTCP, TF_RTP, TF_STRICT_SOURCE, TF_TO_USERSPACE,
+    SHIELD_DROP_UNKNOWN, TF_ICE, TF_IN_USE, TF_JITTER, TF_RTCP, TF_RTP, TF_STRICT_SOURCE,
+    TF_TO_USERSPACE,
 };
 
 use super::{
@@ -340,6 +341,7 @@ impl RelayMaps {
                     to_userspace: t.flags & TF_TO_USERSPACE != 0,
                     max_pps: 0,
                     media,
+                    ice: t.flags & TF_ICE != 0,
                 }
             })
             .collect())
@@ -387,7 +389,8 @@ impl RelayMaps {
                 0
             };
             let jitter = if clock_rate > 0 { TF_JITTER } else { 0 };
-            strict | jitter | spec.media.flags()
+            let ice = if spec.ice { TF_ICE } else { 0 };
+            strict | jitter | ice | spec.media.flags()
         };
         let target = StreamTarget {
             peer_addr: to_abi(spec.peer.ip()),

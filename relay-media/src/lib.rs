@@ -1,0 +1,13 @@
+//! Sans-I/O media transforms for relayd. Today: the ICE-lite agent ([`ice`]).
+//!
+//! Nothing here touches a socket or a clock: callers hand in datagrams, their
+//! source and the current [`std::time::Instant`], and get back what to send and
+//! what changed. That keeps the agent testable without root, namespaces or
+//! clang, and fuzzable on its own.
+
+pub mod ice;
+
+pub use ice::{
+    looks_like_stun, Consent, Handled, IceCredentials, IceEvent, IceLiteAgent, Rejection,
+    CONSENT_TIMEOUT,
+};
