@@ -1,4 +1,5 @@
-//! Sans-I/O media transforms for relayd. Today: the ICE-lite agent ([`ice`]).
+//! Sans-I/O media transforms for relayd: the ICE-lite agent ([`ice`]) and the
+//! SRTP profiles both key exchanges name ([`srtp_profile`]).
 //!
 //! Nothing here touches a socket or a clock: callers hand in datagrams, their
 //! source and the current [`std::time::Instant`], and get back what to send and
@@ -6,8 +7,10 @@
 //! clang, and fuzzable on its own.
 
 pub mod ice;
+pub mod srtp_profile;
 
 pub use ice::{
     looks_like_stun, Consent, Handled, IceCredentials, IceEvent, IceLiteAgent, Rejection,
     CONSENT_TIMEOUT,
 };
+pub use srtp_profile::SrtpProfile;
