@@ -17,6 +17,30 @@ pub struct Request<'a> {
     pub cookie: &'a [u8],
     /// The decoded body, always a [`Value::Dict`].
     pub body: Value,
+    /// How the body was written; the reply is written the same way.
+    pub format: Format,
+}
+
+/// The two encodings of an NG body. rtpengine answers each request in the
+/// encoding it came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A bencode dictionary (what Kamailio and OpenSIPS send).
+    Bencode,
+    /// A JSON object.
+    Json,
+}
+
+impl Format {
+    /// The encoding a payload is in, judged by its first byte as rtpengine
+    /// does (anything not `{` is answered in bencode).
+    pub fn of_payload(payload: &[u8]) -> Format {
+        if payload.first() == Some(&b'{') {
+            Format::Json
+        } else {
+            Format::Bencode
+        }
+    }
 }
 
 /// Why a datagram is not a valid NG request.
@@ -68,6 +92,14 @@ impl FrameError {
         }
     }
 
+    /// The encoding the error reply is written in.
+    pub fn format(&self) -> Format {
+        match self {
+            Self::Json { .. } => Format::Json,
+            _ => Format::Bencode,
+        }
+    }
+
     /// The `error-reason` rtpengine sends for this failure.
     pub fn error_reason(&self) -> &'static str {
         match self {
@@ -98,6 +130,7 @@ pub fn split_cookie(d: &[u8]) -> Option<(&[u8], &[u8])> {
 /// Splits and decodes one request datagram.
 pub fn parse_datagram(d: &[u8]) -> Result<Request<'_>, FrameError> {
     let (cookie, payload) = split_cookie(d).ok_or(FrameError::NoCookie)?;
+    let format = Format::of_payload(payload);
     let body = match payload.first() {
         None => {
             return Err(FrameError::NoPayload {
@@ -118,21 +151,40 @@ pub fn parse_datagram(d: &[u8]) -> Result<Request<'_>, FrameError> {
             })
         }
     };
-    Ok(Request { cookie, body })
+    Ok(Request {
+        cookie,
+        body,
+        format,
+    })
 }
 
 /// Encodes a reply datagram: the cookie, one space, the bencoded body.
-///
-/// Replies are always bencode, also to JSON requests; Kamailio and the other
-/// NG clients expect that.
 pub fn encode_reply(cookie: &[u8], body: &Value) -> Vec<u8> {
+    encode_reply_as(cookie, body, Format::Bencode)
+}
+
+/// Encodes a reply datagram with the body in `format`: the request's, so
+/// a JSON request gets a JSON reply as from rtpengine.
+pub fn encode_reply_as(cookie: &[u8], body: &Value, format: Format) -> Vec<u8> {
     // Room for an offer's SDP or most of a delete's summary without
     // growing the buffer several times.
     let mut out = Vec::with_capacity(cookie.len() + 1024);
     out.extend_from_slice(cookie);
     out.push(b' ');
-    bencode::encode_into(body, &mut out);
+    match format {
+        Format::Bencode => bencode::encode_into(body, &mut out),
+        Format::Json => json::encode_into(body, &mut out),
+    }
     out
+}
+
+/// Rewrites a bencoded reply datagram (`cookie SP body`) with its body in
+/// JSON, for replies written as bencode bytes directly (the `query` and
+/// `delete` summaries). `None` if `reply` is not such a datagram.
+pub fn bencode_reply_to_json(reply: &[u8]) -> Option<Vec<u8>> {
+    let (cookie, body) = split_cookie(reply)?;
+    let body = bencode::decode(body).ok()?;
+    Some(encode_reply_as(cookie, &body, Format::Json))
 }
 
 #[cfg(test)]
@@ -152,9 +204,26 @@ mod tests {
     fn json_body() {
         let req = parse_datagram(br#"c1 {"command":"ping"}"#).expect("valid");
         assert_eq!(req.cookie, b"c1");
+        assert_eq!(req.format, Format::Json);
         assert_eq!(
             req.body.get("command").and_then(Value::as_str),
             Some("ping")
+        );
+        let pong = Value::dict([("result", Value::str("pong"))]);
+        assert_eq!(
+            encode_reply_as(req.cookie, &pong, req.format),
+            br#"c1 {"result":"pong"}"#
+        );
+        let bencoded = encode_reply(b"c2", &pong);
+        assert_eq!(
+            bencode_reply_to_json(&bencoded).expect("a reply"),
+            br#"c2 {"result":"pong"}"#
+        );
+        let broken = parse_datagram(b"c3 {bad").expect_err("not JSON");
+        assert_eq!(broken.format(), Format::Json);
+        assert_eq!(
+            parse_datagram(b"c4 d7:command4:pinge").map(|r| r.format),
+            Ok(Format::Bencode)
         );
     }
 

@@ -9,6 +9,9 @@
 //! A key repeated in one object keeps its last value (serde_json's rule;
 //! bencode input is stricter). Nesting is limited to
 //! [`MAX_DEPTH`] levels like bencode.
+//!
+//! Replies go the other way ([`encode_into`]): rtpengine answers a JSON
+//! request in JSON, byte strings as JSON strings and integers as numbers.
 
 use crate::bencode::{Dict, Value, MAX_DEPTH};
 
@@ -55,6 +58,44 @@ fn syntax_message(e: &serde_json::Error) -> String {
         Some(cut) => full.get(..cut).unwrap_or(&full).to_owned(),
         None => full,
     }
+}
+
+/// Appends `v` as a JSON document. Byte strings that are not UTF-8 (never
+/// in relayd's replies, which hold text it wrote or was sent as JSON) are
+/// written with U+FFFD in place of the bad bytes rather than refused.
+pub fn encode_into(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Bytes(b) => string(b, out),
+        Value::List(items) => {
+            out.push(b'[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                encode_into(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Dict(d) => {
+            out.push(b'{');
+            for (n, (k, item)) in d.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                string(k, out);
+                out.push(b':');
+                encode_into(item, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn string(b: &[u8], out: &mut Vec<u8>) {
+    let text = String::from_utf8_lossy(b);
+    // Writing a str into a Vec cannot fail; serde_json does the escaping.
+    let _ = serde_json::to_writer(&mut *out, text.as_ref());
 }
 
 /// Converts one JSON value; `depth` is the level a container here would have.
@@ -124,6 +165,20 @@ mod tests {
         assert_eq!(v.get("ptime"), Some(&Value::Int(20)));
         assert_eq!(v.get("fast"), Some(&Value::Int(1)));
         assert_eq!(v.get("slow"), Some(&Value::Int(0)));
+    }
+
+    #[test]
+    fn encodes_what_it_decodes() {
+        let text =
+            br#"{"flags":["trust-address"],"ptime":-20,"sdp":"v=0\r\ns=caf\u00e9 \"q\"\r\n"}"#;
+        let v = decode(text).expect("valid");
+        let mut out = Vec::new();
+        encode_into(&v, &mut out);
+        assert_eq!(decode(&out), Ok(v));
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "{\"flags\":[\"trust-address\"],\"ptime\":-20,\"sdp\":\"v=0\\r\\ns=café \\\"q\\\"\\r\\n\"}"
+        );
     }
 
     #[test]

@@ -20,4 +20,7 @@ pub mod reply;
 pub use bencode::{Dict, Value};
 pub use command::{parse, Command, NgError, Parsed};
 pub use cookie_cache::CookieCache;
-pub use frame::{encode_reply, parse_datagram, FrameError, Request};
+pub use frame::{
+    bencode_reply_to_json, encode_reply, encode_reply_as, parse_datagram, Format, FrameError,
+    Request,
+};

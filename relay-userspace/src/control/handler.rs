@@ -6,8 +6,9 @@ use std::{net::SocketAddr, sync::Mutex, time::Duration};
 
 use relay_ng::{
     bencode::encode_into,
+    bencode_reply_to_json,
     command::{Delete, List, OfferAnswer, Query},
-    encode_reply, parse_datagram, reply, Command, CookieCache, Value,
+    encode_reply_as, parse_datagram, reply, Command, CookieCache, Format, Value,
 };
 use relay_sdp::{
     codecs, Direction, MediaIce, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux, Sdp,
@@ -70,7 +71,7 @@ pub fn handle(
         Err(e) => {
             tracing::info!(error = %e, "malformed NG datagram");
             return e.cookie().map(|c| Answer {
-                reply: encode_reply(c, &reply::error(e.error_reason())),
+                reply: encode_reply_as(c, &reply::error(e.error_reason()), e.format()),
                 after: Deferred::default(),
                 spent: None,
             });
@@ -113,10 +114,18 @@ pub fn handle(
     let mut bytes = Vec::with_capacity(request.cookie.len() + 1024);
     bytes.extend_from_slice(request.cookie);
     bytes.push(b' ');
-    match &body {
-        Body::Tree(v) => encode_into(v, &mut bytes),
-        Body::Summary(s) => {
-            summary_reply::write(s, &warnings, crate::calls::model::unix_now(), &mut bytes)
+    match (&body, request.format) {
+        (Body::Tree(v), Format::Bencode) => encode_into(v, &mut bytes),
+        (Body::Tree(v), Format::Json) => relay_ng::json::encode_into(v, &mut bytes),
+        (Body::Summary(s), format) => {
+            summary_reply::write(s, &warnings, crate::calls::model::unix_now(), &mut bytes);
+            // The summary is written as bencode bytes (the common case,
+            // kept fast); a JSON client gets it transcoded.
+            if format == Format::Json {
+                if let Some(json) = bencode_reply_to_json(&bytes) {
+                    bytes = json;
+                }
+            }
         }
     }
     // Durable before the reply says it happened: the changes and the reply
@@ -598,5 +607,84 @@ fn rewrite_plan(
         } else {
             RtcpAttribute::Port
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        calls::{kernel::Kernel, CallConfig, Interface},
+        interfaces::InterfaceSpec,
+        ports::PortPool,
+    };
+
+    /// A call manager with one loopback interface and no kernel.
+    fn calls(port_min: u16) -> Mutex<CallManager> {
+        let spec = InterfaceSpec {
+            name: "default".into(),
+            address: "127.0.0.1".parse().unwrap(),
+            advertised: "127.0.0.1".parse().unwrap(),
+        };
+        let pool = PortPool::new(spec.address, port_min, port_min + 7).unwrap();
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        Mutex::new(CallManager::new(
+            CallConfig::default(),
+            vec![Interface { spec, pool }],
+            Kernel::new(None, 16),
+            events,
+        ))
+    }
+
+    fn ask(calls: &Mutex<CallManager>, cache: &mut CookieCache, datagram: &[u8]) -> String {
+        let stats = NgStats::default();
+        let answer = handle(datagram, calls, cache, &stats, &StateKeeper::off()).expect("answered");
+        String::from_utf8(answer.reply).expect("UTF-8 reply")
+    }
+
+    /// rtpengine answers a JSON request in JSON (checked against 10.5):
+    /// replies built as values, the summaries written as bencode, and the
+    /// error for a document that does not parse.
+    #[tokio::test]
+    async fn json_requests_get_json_replies() {
+        let calls = calls(47_310);
+        let mut cache = CookieCache::new(Duration::from_secs(30));
+        assert_eq!(
+            ask(&calls, &mut cache, br#"c1 {"command":"ping"}"#),
+            r#"c1 {"result":"pong"}"#
+        );
+        assert_eq!(
+            ask(&calls, &mut cache, b"c2 d7:command4:pinge"),
+            "c2 d6:result4:ponge"
+        );
+        let offer = br#"c3 {"command":"offer","call-id":"j1","from-tag":"a","sdp":"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=caf\u00e9\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"}"#;
+        let reply: serde_json::Value =
+            serde_json::from_str(ask(&calls, &mut cache, offer).strip_prefix("c3 ").unwrap())
+                .expect("a JSON reply");
+        assert_eq!(reply["result"], "ok");
+        let sdp = reply["sdp"].as_str().expect("SDP as a JSON string");
+        assert!(
+            sdp.contains("s=café\r\n") && sdp.contains("m=audio 473"),
+            "{sdp}"
+        );
+        let query = ask(
+            &calls,
+            &mut cache,
+            br#"c4 {"command":"query","call-id":"j1"}"#,
+        );
+        let reply: serde_json::Value =
+            serde_json::from_str(query.strip_prefix("c4 ").unwrap()).expect("a JSON reply");
+        assert_eq!(reply["result"], "ok");
+        assert!(reply["created"].is_u64(), "numbers stay numbers: {reply}");
+        assert_eq!(reply["tags"]["a"]["tag"], "a");
+        assert_eq!(
+            ask(&calls, &mut cache, b"c5 {bad"),
+            r#"c5 {"error-reason":"Failed to parse JSON document","result":"error"}"#
+        );
+        // A retransmission gets the same JSON from the cookie cache.
+        assert_eq!(
+            ask(&calls, &mut cache, br#"c1 {"command":"ping"}"#),
+            r#"c1 {"result":"pong"}"#
+        );
     }
 }

@@ -16,7 +16,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use relay_ng::{
     bencode::{scan_prefix, Scan},
-    encode_reply, reply,
+    encode_reply_as, reply,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -200,8 +200,9 @@ where
 
 /// Answers the message `buf` begins with an error, if it has a cookie.
 async fn refuse(stream: &mut TcpStream, buf: &[u8], reason: &str) {
-    if let Some((cookie, _)) = relay_ng::frame::split_cookie(buf) {
-        let reply = encode_reply(cookie, &reply::error(reason));
+    if let Some((cookie, payload)) = relay_ng::frame::split_cookie(buf) {
+        let format = relay_ng::Format::of_payload(payload);
+        let reply = encode_reply_as(cookie, &reply::error(reason), format);
         let _ = tokio::time::timeout(WRITE, stream.write_all(&reply)).await;
     }
 }
