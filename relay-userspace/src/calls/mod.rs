@@ -30,6 +30,7 @@ use std::{
 
 use tokio::{sync::mpsc, time::Instant};
 
+pub use self::model::RtcpMuxFlag;
 use self::{
     deferred::Deferred,
     forwarder::PortEvent,
@@ -213,6 +214,8 @@ pub struct Signal {
     pub ice: IceOption,
     /// The SDP itself used ICE (`a=ice-ufrag` or `a=candidate`).
     pub sdp_ice: bool,
+    /// `rtcp-mux: [demux]` / `[reject]` of an offer.
+    pub rtcp_mux_flag: RtcpMuxFlag,
 }
 
 /// rtpengine's `ICE=`, as far as it decides who gets the relay's ICE.
@@ -253,6 +256,8 @@ pub struct MediaPlan {
     pub ptime: Option<u32>,
     /// Whether the party this plan faces offered (or accepted) rtcp-mux.
     pub rtcp_mux: bool,
+    /// The `rtcp-mux` flag of that party's offer.
+    pub rtcp_mux_flag: RtcpMuxFlag,
     /// The `a=mid` the party this plan faces declared last.
     pub mid: Option<String>,
     /// The transport protocol of the party this plan faces (its last SDP).
@@ -516,6 +521,9 @@ impl CallManager {
         call.monologues[to].peer = Some(from);
         self.ensure_medias(call, &[from, to], sig.medias.len(), sig, now)?;
         self.apply_sdp(call, from, sig, now);
+        for media in &mut call.monologues[from].medias {
+            media.rtcp_mux_flag = sig.rtcp_mux_flag;
+        }
         call.monologues[from].uses_ice = sig.sdp_ice;
         call.link_sinks();
         self.sync_all(call);
@@ -745,6 +753,7 @@ impl CallManager {
             // sender's own (apply_sdp) says what ptime it declared.
             ptime: None,
             rtcp_mux: false,
+            rtcp_mux_flag: RtcpMuxFlag::Default,
             mid: None,
             ice_ufrag: None,
         })
@@ -836,6 +845,7 @@ impl CallManager {
                 rtcp_port: md.rtcp.local.port(),
                 ptime: md.ptime,
                 rtcp_mux: md.rtcp_mux,
+                rtcp_mux_flag: md.rtcp_mux_flag,
                 mid: md.mid.clone(),
                 protocol: md.protocol.clone(),
             })

@@ -172,6 +172,7 @@ fn signal(call: &str, from: &str, to: Option<&str>, rtp: SocketAddr) -> Signal {
         sdp_digest: None,
         ice: Default::default(),
         sdp_ice: false,
+        rtcp_mux_flag: RtcpMuxFlag::Default,
     }
 }
 
@@ -738,6 +739,7 @@ async fn a_restored_call_keeps_ports_tags_endpoints_and_kernel_entries() {
         max_pps: 0,
         media: crate::datapath::MediaTracking::None,
         ice: false,
+        rtcp_demux: false,
     };
     h.kernel.entries.lock().unwrap().insert(stray.local, stray);
     // A stored call whose ports are outside this relayd's range cannot come back.
