@@ -820,7 +820,7 @@ impl CallManager {
 
     /// The codecs each media of party `tag` of call `call_id` last carried
     /// to the other party (empty when unknown).
-    pub fn carried_codecs(&self, call_id: &str, tag: &str) -> Vec<Vec<relay_sdp::codecs::CodecId>> {
+    pub fn carried_codecs(&self, call_id: &str, tag: &str) -> Vec<Vec<relay_sdp::codecs::Carried>> {
         self.calls
             .get(call_id)
             .and_then(|call| call.find(tag).map(|p| &call.monologues[p]))

@@ -33,7 +33,7 @@ pub struct Media {
     /// The codecs the party's latest SDP carried to the other party (after
     /// codec stripping): what an answer to it is pruned to. Not kept in the
     /// state store: an answer after a restart is not pruned.
-    pub codecs: Vec<relay_sdp::codecs::CodecId>,
+    pub codecs: Vec<relay_sdp::codecs::Carried>,
     /// The latest `a=ptime` the party declared for this media: written into
     /// SDP sent to it that has none, as rtpengine does. Not kept in the
     /// state store either.
@@ -270,7 +270,7 @@ pub struct MediaOffer {
     /// the RFC 3551 static table.
     pub clock_rate: Option<u32>,
     /// The codecs the rewritten SDP carries to the other party.
-    pub codecs: Vec<relay_sdp::codecs::CodecId>,
+    pub codecs: Vec<relay_sdp::codecs::Carried>,
     /// `a=ptime` of the media, if any.
     pub ptime: Option<u32>,
     /// `a=mid` of the media, if any.
