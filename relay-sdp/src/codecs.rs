@@ -199,6 +199,35 @@ pub fn prune(media: &MediaInfo, offered: &[Carried]) -> Option<Vec<String>> {
     (!kept.is_empty() && kept.len() != media.formats.len()).then_some(kept)
 }
 
+/// `reuse-codecs` on a re-offer, as rtpengine 10.5: the payload types of
+/// `formats` (else all of `media`'s) with those the peer last answered
+/// (`answered`, by number) first, in the answer's order, then the others
+/// in the offer's; None when the order stays.
+pub fn reuse(
+    media: &MediaInfo,
+    formats: Option<&[String]>,
+    answered: &[Carried],
+) -> Option<Vec<String>> {
+    if !media.is_rtp() || answered.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = formats.map_or_else(|| media.formats.clone(), <[String]>::to_vec);
+    let number = |f: &String| f.parse::<u8>().ok();
+    let is_answered =
+        |f: &String| number(f).is_some_and(|pt| answered.iter().any(|a| a.payload_type == pt));
+    let mut ordered: Vec<String> = answered
+        .iter()
+        .filter_map(|a| {
+            listed
+                .iter()
+                .find(|f| number(f) == Some(a.payload_type))
+                .cloned()
+        })
+        .collect();
+    ordered.extend(listed.iter().filter(|f| !is_answered(f)).cloned());
+    (ordered != listed).then_some(ordered)
+}
+
 /// The payload types an SDP's media will carry once `formats` (or all of
 /// its payload types) are written: what the answer is later pruned to.
 pub fn carried(media: &MediaInfo, formats: Option<&[String]>) -> Vec<Carried> {
@@ -332,6 +361,34 @@ mod tests {
         );
         assert_eq!(prune(&answer, &offered), Some(list(&["8", "101"])));
         assert_eq!(prune(&answer, &[]), None, "nothing known of the offer");
+    }
+
+    #[test]
+    fn reuse_codecs_puts_the_answered_ones_first() {
+        // rtpengine 10.5: offer "0 8 18 101", answer "0 101", re-offer
+        // "8 0 18 101" with reuse-codecs: "0 101 8 18".
+        let answered = carried(
+            &media(
+                "m=audio 4000 RTP/AVP 0 101",
+                "a=rtpmap:101 telephone-event/8000\r\n",
+            ),
+            None,
+        );
+        let reoffer = media(
+            "m=audio 2000 RTP/AVP 8 0 18 101",
+            "a=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        assert_eq!(
+            reuse(&reoffer, None, &answered),
+            Some(list(&["0", "101", "8", "18"]))
+        );
+        assert_eq!(
+            reuse(&phone(), None, &answered),
+            Some(list(&["0", "101", "8", "18"]))
+        );
+        assert_eq!(reuse(&reoffer, None, &[]), None, "nothing answered yet");
+        let same = media("m=audio 2000 RTP/AVP 0 101 8", "");
+        assert_eq!(reuse(&same, None, &answered), None, "order unchanged");
     }
 
     #[test]

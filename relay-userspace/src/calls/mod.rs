@@ -828,6 +828,19 @@ impl CallManager {
             .unwrap_or_default()
     }
 
+    /// The codecs of the media `tag`'s peer last sent (its answer), for
+    /// `reuse-codecs`; empty when there is no such peer.
+    pub fn peer_codecs(&self, call_id: &str, tag: &str) -> Vec<Vec<relay_sdp::codecs::Carried>> {
+        self.calls
+            .get(call_id)
+            .and_then(|call| {
+                let peer = call.monologues[call.find(tag)?].peer?;
+                Some(&call.monologues[peer])
+            })
+            .map(|m| m.medias.iter().map(|md| md.codecs.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The relay side of `party`: where the other party must send.
     /// What the SDP going to `party` says about its ports; with `ice`, its
     /// ports get (or keep) an ICE-lite agent, without it they lose theirs.

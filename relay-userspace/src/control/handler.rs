@@ -392,6 +392,11 @@ fn payload_types(
     } else {
         calls.carried_codecs(&oa.call_id, &oa.from_tag)
     };
+    let answered = if is_offer && oa.flags.reuse_codecs {
+        calls.peer_codecs(&oa.call_id, &oa.from_tag)
+    } else {
+        Vec::new()
+    };
     sdp.medias()
         .iter()
         .enumerate()
@@ -408,6 +413,9 @@ fn payload_types(
                 .get(i)
                 .and_then(|o| codecs::prune(media, o))
                 .or(stripped);
+            if let Some(answered) = answered.get(i) {
+                return codecs::reuse(m, formats.as_deref(), answered).or(formats);
+            }
             if is_offer || !oa.flags.single_codec {
                 return formats;
             }
