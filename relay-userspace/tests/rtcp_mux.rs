@@ -4,7 +4,8 @@
 //! sent to the relay's RTP port, must reach B's RTCP port from the relay's
 //! RTCP port on B's side; B's RTCP must reach A's RTP port from the relay's
 //! RTP port on A's side; RTP is unaffected. In XDP (RTCP too ends up
-//! forwarded in the kernel) and in the userspace datapath.
+//! forwarded in the kernel) and in the userspace datapath. And the other
+//! way round: `rtcp-mux: [offer]` to B, who accepts, for an A without mux.
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -193,4 +194,75 @@ fn rtcp_mux_demux_in_userspace() {
         media(&socks, relay_a, relay_b, round * 1000);
     }
     stop(&bed, relayd);
+}
+
+/// `rtcp-mux: [offer]`: A offers no mux, the relay offers it to B, B
+/// accepts. B's RTCP arrives on the relay's RTP port for B and must reach
+/// A's RTCP port from the relay's RTCP port on A's side, and A's RTCP the
+/// other way to B's RTP port from the relay's RTP port for B.
+#[test]
+fn rtcp_mux_offered_to_the_answerer_only() {
+    require_root!();
+    for datapath in ["xdp", "userspace"] {
+        let bed = Bed::new(&format!("mxo{}", &datapath[..1]));
+        let relayd = bed.relayd(&["--datapath", datapath]);
+        let call_id = format!("offer-{datapath}");
+        let mut body = offer(&call_id);
+        if let Value::Dict(d) = &mut body {
+            d.insert(b"rtcp-mux".to_vec(), Value::str_list(["offer"]));
+        }
+        let o = bed.ng.ok(&body).unwrap();
+        let sdp = o.get("sdp").and_then(Value::as_bytes).unwrap();
+        assert!(rtcp_lines(sdp).1, "B is offered mux");
+        let (addr, port) = sdp_endpoint(sdp).unwrap();
+        let relay_b: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+        let mut body = answer(&call_id);
+        if let Value::Dict(d) = &mut body {
+            let sdp = format!("{}a=rtcp-mux\r\n", audio_sdp(HOST_B, 40000));
+            d.insert(b"sdp".to_vec(), s(&sdp));
+        }
+        let a = bed.ng.ok(&body).unwrap();
+        let sdp = a.get("sdp").and_then(Value::as_bytes).unwrap();
+        let (addr, port) = sdp_endpoint(sdp).unwrap();
+        assert_eq!(
+            rtcp_lines(sdp),
+            (Some(port + 1), false),
+            "A keeps RTCP apart"
+        );
+        let relay_a: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+        let relay_a_rtcp = SocketAddr::new(relay_a.ip(), relay_a.port() + 1);
+        let a_rtp = bind_udp(&bed.t.a, &format!("{HOST_A}:5000")).unwrap();
+        let a_rtcp = bind_udp(&bed.t.a, &format!("{HOST_A}:5001")).unwrap();
+        let b = bind_udp(&bed.t.b, &format!("{HOST_B}:40000")).unwrap();
+        for round in 0..2 {
+            let got = exchange(&a_rtp, &relay_a.to_string(), &b, 5).unwrap();
+            assert_delivered(&got, 5, &relay_b.to_string());
+            let got = exchange(&b, &relay_b.to_string(), &a_rtp, 5).unwrap();
+            assert_delivered(&got, 5, &relay_a.to_string());
+            rtcp_delivered(&b, relay_b, &a_rtcp, relay_a_rtcp, &a_rtp, 3, round * 10);
+            rtcp_delivered(
+                &a_rtcp,
+                relay_a_rtcp,
+                &b,
+                relay_b,
+                &a_rtp,
+                3,
+                round * 10 + 5,
+            );
+        }
+        if datapath == "xdp" {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while bed.forwarding_streams() < 4 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{}",
+                    bed.relayctl_json("streams")
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            rtcp_delivered(&b, relay_b, &a_rtcp, relay_a_rtcp, &a_rtp, 3, 50);
+            rtcp_delivered(&a_rtcp, relay_a_rtcp, &b, relay_b, &a_rtp, 3, 60);
+        }
+        stop(&bed, relayd);
+    }
 }

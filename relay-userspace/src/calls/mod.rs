@@ -629,6 +629,9 @@ impl CallManager {
             inherit_media_state(call, original, offerer, now);
         }
         self.apply_sdp(call, answerer, sig, now);
+        for media in &mut call.monologues[answerer].medias {
+            media.rtcp_mux_flag = RtcpMuxFlag::Answered;
+        }
         call.monologues[answerer].uses_ice = sig.sdp_ice;
         call.link_sinks();
         self.sync_all(call);

@@ -40,9 +40,9 @@ pub struct Media {
     pub ptime: Option<u32>,
     /// The party's latest SDP offered or accepted `a=rtcp-mux`.
     pub rtcp_mux: bool,
-    /// `rtcp-mux: [demux]` / `[reject]` of the party's offer: what the
-    /// relay answers its mux with (see [`Call::link_sinks`] for the media).
-    /// Not in the state store.
+    /// `rtcp-mux: [demux]` / `[reject]` of the party's offer (what the
+    /// relay answers its mux with), or that the party answered (see
+    /// [`Media::muxes`] and [`Call::link_sinks`]). Not in the state store.
     pub rtcp_mux_flag: RtcpMuxFlag,
     /// The latest `a=mid` the party declared (written into SDP sent to it
     /// that has none, as rtpengine does). Not in the state store.
@@ -64,7 +64,7 @@ impl Media {
     pub fn muxes(&self, other: &Media) -> bool {
         self.rtcp_mux
             && match self.rtcp_mux_flag {
-                RtcpMuxFlag::Demux => true,
+                RtcpMuxFlag::Demux | RtcpMuxFlag::Answered => true,
                 RtcpMuxFlag::Reject => false,
                 RtcpMuxFlag::Default => other.rtcp_mux,
             }
@@ -88,6 +88,9 @@ pub enum RtcpMuxFlag {
     Demux,
     /// `reject`: refuse the offerer's mux (and pass it on to the answerer).
     Reject,
+    /// The party answered: its answer can accept mux only where the
+    /// relay's offer had it, so it muxes when it says so.
+    Answered,
 }
 
 /// One party (one SIP tag, or a not yet answered branch).
