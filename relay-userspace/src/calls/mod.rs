@@ -861,7 +861,12 @@ impl CallManager {
                 rtcp_port: md.rtcp.local.port(),
                 ptime: md.ptime,
                 rtcp_mux: md.rtcp_mux,
-                rtcp_mux_flag: md.rtcp_mux_flag,
+                // What the party's own offer asked of its answer; having
+                // answered asks nothing.
+                rtcp_mux_flag: match md.rtcp_mux_flag {
+                    RtcpMuxFlag::Answered => RtcpMuxFlag::Default,
+                    flag => flag,
+                },
                 mid: md.mid.clone(),
                 protocol: md.protocol.clone(),
             })

@@ -1070,6 +1070,10 @@ async fn ice_nomination_consent_and_removal() {
     h.handle_events(1).await;
     b.send_to(&[0x80; 172], relay_b).unwrap();
     h.handle_events(1).await;
+    // Read it where it went, so that it is not taken for a STUN response
+    // below.
+    let (n, from) = a.recv_from(&mut buf).unwrap();
+    assert_eq!((n, from), (172, relay_a), "B's media reaches A");
     let entry = |h: &Harness, at: SocketAddr| h.kernel.entries.lock().unwrap().get(&at).copied();
     let to_a = entry(&h, relay_b).expect("B -> A forwarded in the kernel");
     assert_eq!(to_a.peer, a.local_addr().unwrap());
