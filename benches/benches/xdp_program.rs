@@ -255,6 +255,7 @@ fn bench(c: &mut Criterion) {
                 max_pps: 0,
                 media,
                 ice: false,
+                rtcp_demux: false,
             };
             dp.install(&spec).unwrap();
         }
@@ -296,6 +297,7 @@ fn bench(c: &mut Criterion) {
         max_pps: 0,
         media: MediaTracking::None,
         ice: false,
+        rtcp_demux: false,
     })
     .unwrap();
     let prog = dp.relay_program().unwrap();
@@ -324,6 +326,7 @@ fn bench(c: &mut Criterion) {
             max_pps: 0,
             media: MediaTracking::None,
             ice: false,
+            rtcp_demux: false,
         })
         .unwrap();
     }
@@ -372,6 +375,7 @@ fn bench(c: &mut Criterion) {
             max_pps: 0,
             media,
             ice: false,
+            rtcp_demux: false,
         })
         .unwrap();
         let prog = dp.relay_program().unwrap();
@@ -418,6 +422,7 @@ fn bench(c: &mut Criterion) {
             max_pps: 0,
             media: MediaTracking::None,
             ice: false,
+            rtcp_demux: false,
         })
         .unwrap();
     let by = relay_userspace::netdev::ifindex("by").unwrap();

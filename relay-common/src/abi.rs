@@ -48,6 +48,11 @@ pub const TF_JITTER: u32 = 0x20;
 /// `RELAY_TF_ICE`: a port with an ICE-lite agent: STUN (the RFC 5389 magic
 /// cookie at UDP payload offset 4, the first two bits 0) goes to the stack.
 pub const TF_ICE: u32 = 0x40;
+/// `RELAY_TF_RTCP_DEMUX`: an RTP port of a party that muxes RTCP towards a
+/// party that does not: RTCP (RFC 5761 section 4, second byte 192..=223)
+/// is forwarded by the entry of port + 1, the party's RTCP port, or passed
+/// to the stack while that entry does not forward.
+pub const TF_RTCP_DEMUX: u32 = 0x80;
 /// `RELAY_SHIELD_DROP_UNKNOWN`: drop stream-less packets in the range.
 pub const SHIELD_DROP_UNKNOWN: u32 = 0x1;
 /// `RELAY_ADDR_IN_USE`: the address table slot holds an address.

@@ -50,6 +50,11 @@
                             * (magic cookie 0x2112A442 at UDP payload offset
                             * 4, first two bits 0) goes to the stack */
 #define RELAY_STUN_MAGIC 0x2112A442u
+#define RELAY_TF_RTCP_DEMUX 0x80u /* rtcp-mux demux on this RTP port: RTCP
+                                   * (RFC 5761 §4: version 2, second byte
+                                   * 192..=223) takes the entry of port + 1
+                                   * (the party's RTCP port), or goes to the
+                                   * stack while that one does not forward */
 
 /* Forwarding entry: where a packet sent to the entry's address and port
  * goes. The family of peer_addr is the egress family (src_addr has the same

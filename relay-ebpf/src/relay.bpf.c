@@ -279,6 +279,17 @@ static __always_inline int read_stream(const struct relay_address *a, __u16 port
 	return (out->flags & RELAY_TF_IN_USE) ? 1 : 0;
 }
 
+/* Whether the UDP datagram at `udp` is RTCP by RFC 5761 §4: version 2 and a
+ * second byte (packet type, marker bit included) of 192..=223. */
+static __always_inline int is_rtcp(const struct udphdr *udp, const void *data_end)
+{
+	const __u8 *p = (const __u8 *)(udp + 1);
+
+	if ((const void *)(p + 4) > data_end || bpf_ntohs(udp->len) < sizeof(*udp) + 4)
+		return 0;
+	return (p[0] & 0xc0) == 0x80 && p[1] >= 192 && p[1] <= 223;
+}
+
 /*
  * Per-stream packet-rate cap: a token bucket, refilled at max_pps and holding
  * at most one second of packets. Thousandths of a token keep slow refills
@@ -362,6 +373,16 @@ int relay_xdp(struct xdp_md *ctx)
 	 * answer, from whichever candidate they come (before strict-source). */
 	if ((t->flags & RELAY_TF_ICE) && is_stun(v.udp, data_end))
 		return count(RELAY_CNT_PASS_TO_USERSPACE, frame_len, XDP_PASS);
+	/* rtcp-mux demux: the muxing party's RTCP is its RTCP port's to
+	 * forward (to the other party's RTCP port, with that entry's checks
+	 * and counters); relayd's socket takes it until that entry forwards. */
+	if ((t->flags & RELAY_TF_RTCP_DEMUX) && is_rtcp(v.udp, data_end)) {
+		found = port < 65535 ? read_stream(addr, port + 1, &target) : 0;
+		if (found < 0)
+			return count(RELAY_CNT_PASS_UPDATING, frame_len, XDP_PASS);
+		if (!found || (t->flags & RELAY_TF_TO_USERSPACE))
+			return count(RELAY_CNT_PASS_TO_USERSPACE, frame_len, XDP_PASS);
+	}
 	/* Read once: the compiler would otherwise keep ctx + offset in a
 	 * register, which the verifier refuses to dereference. */
 	ingress = ctx->ingress_ifindex;

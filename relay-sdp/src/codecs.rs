@@ -123,6 +123,11 @@ fn is_dtmf(id: &CodecId) -> bool {
     id.encoding == "telephone-event"
 }
 
+/// rtpengine's supplemental codecs: DTMF events and comfort noise (RFC 3389).
+fn is_supplemental(id: &CodecId) -> bool {
+    is_dtmf(id) || id.encoding == "cn"
+}
+
 /// `kept` without the telephone-event types whose clock rate no remaining
 /// audio codec has: once opus is stripped, telephone-event/48000 has
 /// nothing to accompany, and rtpengine drops it too. Nothing is dropped
@@ -146,28 +151,95 @@ fn without_orphan_dtmf(kept: Vec<(String, Option<CodecId>)>) -> Vec<String> {
         .collect()
 }
 
+/// A payload type an SDP carried: its number and its codec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Carried {
+    /// The payload type number.
+    pub payload_type: u8,
+    /// Its codec.
+    pub codec: CodecId,
+}
+
 /// The payload types of an answer's `media` whose codec was offered
 /// (`offered`), or None when nothing changes. Types of unknown codec stay,
 /// and so does everything when nothing would be left.
-pub fn prune(media: &MediaInfo, offered: &[CodecId]) -> Option<Vec<String>> {
+///
+/// As rtpengine 10.5: when the answer's first codec keeps the number it was
+/// offered under, the answer passes through, and a telephone-event or CN
+/// type it carries under another number than offered has no counterpart
+/// on the offerer's side: it is dropped. (When the main codec itself is
+/// renumbered, rtpengine maps the answer back to the offer's numbers and
+/// rewrites the payload type of the media; relayd keeps the answer's.)
+pub fn prune(media: &MediaInfo, offered: &[Carried]) -> Option<Vec<String>> {
     if !media.is_rtp() || offered.is_empty() {
         return None;
     }
-    let kept: Vec<String> = codecs(media)
+    let listed = codecs(media);
+    let as_offered = |f: &str, id: &CodecId| {
+        f.parse::<u8>().ok().is_some_and(|pt| {
+            offered
+                .iter()
+                .any(|o| o.payload_type == pt && o.codec == *id)
+        })
+    };
+    let main_as_offered = listed
+        .iter()
+        .find(|(_, id)| id.as_ref().is_none_or(|id| !is_supplemental(id)))
+        .is_some_and(|(f, id)| id.as_ref().is_some_and(|id| as_offered(f, id)));
+    let kept: Vec<String> = listed
         .into_iter()
-        .filter(|(_, id)| id.as_ref().is_none_or(|id| offered.contains(id)))
+        .filter(|(f, id)| {
+            id.as_ref().is_none_or(|id| {
+                offered.iter().any(|o| o.codec == *id)
+                    && !(main_as_offered && is_supplemental(id) && !as_offered(f, id))
+            })
+        })
         .map(|(f, _)| f)
         .collect();
     (!kept.is_empty() && kept.len() != media.formats.len()).then_some(kept)
 }
 
-/// The codecs an SDP's media will carry once `formats` (or all of its
-/// payload types) are written: what the answer is later pruned to.
-pub fn carried(media: &MediaInfo, formats: Option<&[String]>) -> Vec<CodecId> {
+/// `reuse-codecs` on a re-offer, as rtpengine 10.5: the payload types of
+/// `formats` (else all of `media`'s) with those the peer last answered
+/// (`answered`, by number) first, in the answer's order, then the others
+/// in the offer's; None when the order stays.
+pub fn reuse(
+    media: &MediaInfo,
+    formats: Option<&[String]>,
+    answered: &[Carried],
+) -> Option<Vec<String>> {
+    if !media.is_rtp() || answered.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = formats.map_or_else(|| media.formats.clone(), <[String]>::to_vec);
+    let number = |f: &String| f.parse::<u8>().ok();
+    let is_answered =
+        |f: &String| number(f).is_some_and(|pt| answered.iter().any(|a| a.payload_type == pt));
+    let mut ordered: Vec<String> = answered
+        .iter()
+        .filter_map(|a| {
+            listed
+                .iter()
+                .find(|f| number(f) == Some(a.payload_type))
+                .cloned()
+        })
+        .collect();
+    ordered.extend(listed.iter().filter(|f| !is_answered(f)).cloned());
+    (ordered != listed).then_some(ordered)
+}
+
+/// The payload types an SDP's media will carry once `formats` (or all of
+/// its payload types) are written: what the answer is later pruned to.
+pub fn carried(media: &MediaInfo, formats: Option<&[String]>) -> Vec<Carried> {
     codecs(media)
         .into_iter()
         .filter(|(f, _)| formats.is_none_or(|keep| keep.contains(f)))
-        .filter_map(|(_, id)| id)
+        .filter_map(|(f, id)| {
+            Some(Carried {
+                payload_type: f.parse().ok()?,
+                codec: id?,
+            })
+        })
         .collect()
 }
 
@@ -289,6 +361,70 @@ mod tests {
         );
         assert_eq!(prune(&answer, &offered), Some(list(&["8", "101"])));
         assert_eq!(prune(&answer, &[]), None, "nothing known of the offer");
+    }
+
+    #[test]
+    fn reuse_codecs_puts_the_answered_ones_first() {
+        // rtpengine 10.5: offer "0 8 18 101", answer "0 101", re-offer
+        // "8 0 18 101" with reuse-codecs: "0 101 8 18".
+        let answered = carried(
+            &media(
+                "m=audio 4000 RTP/AVP 0 101",
+                "a=rtpmap:101 telephone-event/8000\r\n",
+            ),
+            None,
+        );
+        let reoffer = media(
+            "m=audio 2000 RTP/AVP 8 0 18 101",
+            "a=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        assert_eq!(
+            reuse(&reoffer, None, &answered),
+            Some(list(&["0", "101", "8", "18"]))
+        );
+        assert_eq!(
+            reuse(&phone(), None, &answered),
+            Some(list(&["0", "101", "8", "18"]))
+        );
+        assert_eq!(reuse(&reoffer, None, &[]), None, "nothing answered yet");
+        let same = media("m=audio 2000 RTP/AVP 0 101 8", "");
+        assert_eq!(reuse(&same, None, &answered), None, "order unchanged");
+    }
+
+    #[test]
+    fn an_answer_renumbering_dtmf_loses_it_as_in_rtpengine() {
+        // rtpengine 10.5: offer "0 8 18 101", answer "0 100" with
+        // telephone-event at 100: PCMU passes through, DTMF is dropped.
+        let offered = carried(&phone(), None);
+        let answer = media(
+            "m=audio 4000 RTP/AVP 0 100",
+            "a=rtpmap:100 telephone-event/8000\r\n",
+        );
+        assert_eq!(prune(&answer, &offered), Some(list(&["0"])));
+        // Comfort noise is supplemental too.
+        let answer = media(
+            "m=audio 4000 RTP/AVP 0 101 14",
+            "a=rtpmap:101 telephone-event/8000\r\na=rtpmap:14 CN/8000\r\n",
+        );
+        let with_cn = media(
+            "m=audio 2000 RTP/AVP 0 101 13",
+            "a=rtpmap:101 telephone-event/8000\r\na=rtpmap:13 CN/8000\r\n",
+        );
+        assert_eq!(
+            prune(&answer, &carried(&with_cn, None)),
+            Some(list(&["0", "101"]))
+        );
+        // The main codec renumbered too (opus 96 -> 111): the answer's
+        // numbers are kept, its DTMF with them.
+        let soft = media(
+            "m=audio 7078 RTP/AVP 96 101",
+            "a=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/48000\r\n",
+        );
+        let answer = media(
+            "m=audio 4000 RTP/AVP 111 110",
+            "a=rtpmap:111 opus/48000/2\r\na=rtpmap:110 telephone-event/48000\r\n",
+        );
+        assert_eq!(prune(&answer, &carried(&soft, None)), None);
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub fn parse(input: &str, stats_slot: u32) -> Result<StreamSpec, StaticStreamErr
         to_userspace: false,
         max_pps: 0,
         ice: false,
+        rtcp_demux: false,
     };
     for option in parts {
         match option.split_once('=') {

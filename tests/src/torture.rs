@@ -87,13 +87,14 @@ fn stream(slot: u32, local: &str, peer: &str, source: &str) -> Stream {
         strict: None,
         to_userspace: false,
         ice: false,
+        rtcp_demux: false,
     }
 }
 
 /// The streams, shields and neighbours the torture runs against, in the
 /// fixture topology (`xdp_harness::topology`): every path (redirect and
-/// `XDP_TX`, IPv4, IPv6, bridged both ways), strict sources, FIB misses and
-/// a learning port.
+/// `XDP_TX`, IPv4, IPv6, bridged both ways), strict sources, FIB misses, a
+/// learning port and an rtcp-mux demux pair.
 pub fn world() -> World {
     let strict = |s: Stream, from: &str| Stream {
         strict: Some(sa(from)),
@@ -160,6 +161,12 @@ pub fn world() -> World {
                 "[2001:db8:2::3]:40032",
                 "[2001:db8:2::1]:30032",
             ),
+            // rtcp-mux demux: RTCP on 30034 takes 30035's entry.
+            Stream {
+                rtcp_demux: true,
+                ..stream(14, "10.10.1.1:30034", "10.10.2.2:40034", "10.10.2.1:30034")
+            },
+            stream(15, "10.10.1.1:30035", "10.10.2.2:40035", "10.10.2.1:30035"),
         ],
         shields: vec![
             (RELAY_A.parse().unwrap(), 30000..=39999),

@@ -58,6 +58,8 @@ pub struct Stream {
     pub to_userspace: bool,
     /// A port with an ICE-lite agent: STUN goes to relayd.
     pub ice: bool,
+    /// rtcp-mux demux: RTCP takes the entry of port + 1.
+    pub rtcp_demux: bool,
 }
 
 /// What the program is given: streams, shields, the FIB's neighbours.
@@ -326,7 +328,24 @@ fn find_stream<'w>(world: &'w World, pkt: &Packet<'_>) -> Step<&'w Stream> {
     if stream.ice && is_stun(pkt.datagram.get(UDP_LEN..).unwrap_or_default()) {
         return Err(Expected::pass(CounterId::PassToUserspace));
     }
+    // rtcp-mux demux: RTCP is forwarded by the party's RTCP port's entry,
+    // or goes to relayd while that one does not forward.
+    if stream.rtcp_demux && is_rtcp(pkt.datagram.get(UDP_LEN..).unwrap_or_default()) {
+        let sibling = key.port().checked_add(1).and_then(|port| {
+            let key = SocketAddr::new(key.ip(), port);
+            world.streams.iter().find(|s| s.local == key)
+        });
+        return match sibling {
+            Some(s) if !s.to_userspace => Ok(s),
+            _ => Err(Expected::pass(CounterId::PassToUserspace)),
+        };
+    }
     Ok(stream)
+}
+
+/// RTCP by RFC 5761 §4: version 2, a second byte of 192..=223.
+pub fn is_rtcp(payload: &[u8]) -> bool {
+    payload.len() >= 4 && payload[0] & 0xc0 == 0x80 && (192..=223).contains(&payload[1])
 }
 
 /// STUN by its fixed header (RFC 5389 §6): at least 20 bytes, the first two

@@ -51,6 +51,7 @@ fn streams() -> [StreamSpec; 2] {
             max_pps: 0,
             media: MediaTracking::None,
             ice: false,
+            rtcp_demux: false,
         },
         StreamSpec {
             local: sa(RELAY_B, 30002),
@@ -62,6 +63,7 @@ fn streams() -> [StreamSpec; 2] {
             max_pps: 0,
             media: MediaTracking::None,
             ice: false,
+            rtcp_demux: false,
         },
     ]
 }

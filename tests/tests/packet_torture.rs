@@ -59,6 +59,7 @@ fn install(dp: &mut XdpDatapath, world: &World) {
             max_pps: 0,
             media: MediaTracking::None,
             ice: s.ice,
+            rtcp_demux: s.rtcp_demux,
         })
         .unwrap();
     }

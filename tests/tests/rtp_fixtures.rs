@@ -62,6 +62,7 @@ impl Port {
             max_pps: 0,
             media: self.media,
             ice: false,
+            rtcp_demux: false,
         }
     }
 }

@@ -195,6 +195,7 @@ fn stream_counters_stay_exact_with_two_receive_queues() {
         max_pps: 0,
         media: MediaTracking::Rtp { clock_rate: 0 },
         ice: false,
+        rtcp_demux: false,
     })
     .unwrap();
 

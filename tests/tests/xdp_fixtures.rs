@@ -47,6 +47,25 @@ const LEARNING: &str = "10.10.1.1:30010";
 /// strict-source on 10.10.1.2:5000 (the nominated pair).
 const ICE: (u32, &str, &str, &str) = (14, "10.10.1.1:30014", "10.10.2.2:40014", "10.10.2.1:30014");
 
+/// rtcp-mux demux: party A muxes RTCP on its RTP port 30016 (`TF_RTCP_DEMUX`),
+/// party B does not; A's RTCP is forwarded by the entry of 30017 (A's RTCP
+/// port: strict on A's RTP address, to B's RTCP port from the relay's RTCP
+/// port on B's side).
+const DEMUX_RTP: (u32, &str, &str, &str) =
+    (15, "10.10.1.1:30016", "10.10.2.2:40016", "10.10.2.1:30018");
+const DEMUX_RTCP: (u32, &str, &str, &str) =
+    (16, "10.10.1.1:30017", "10.10.2.2:40017", "10.10.2.1:30019");
+/// A demux RTP port whose RTCP port (30021) is still learning.
+const DEMUX_LEARNING: (u32, &str, &str, &str) =
+    (17, "10.10.1.1:30020", "10.10.2.2:40020", "10.10.2.1:30022");
+
+/// An RTCP payload whose second byte (packet type) is `pt`.
+fn rtcp_payload(pt: u8) -> Vec<u8> {
+    let mut p = vec![0x80, pt, 0, 6];
+    p.resize(28, 0x5a);
+    p
+}
+
 /// A STUN Binding request's 20-byte header (RFC 5389 §6) and `extra` bytes.
 fn stun_payload(first: u8, extra: usize) -> Vec<u8> {
     let mut p = vec![first, 0x01, 0, extra as u8, 0x21, 0x12, 0xa4, 0x42];
@@ -138,6 +157,7 @@ fn spec((slot, local, peer, source): (u32, &str, &str, &str), strict: Option<&st
         max_pps: 0,
         media: MediaTracking::None,
         ice: false,
+        rtcp_demux: false,
     }
 }
 
@@ -433,6 +453,89 @@ fn fixtures() -> Vec<Fixture> {
         f.payload = payload;
         out.push(Fixture::forwards(name, &f, to_b(&f, ICE), XDP_REDIRECT, 14));
     }
+    // rtcp-mux demux: RTCP on the muxing party's RTP port goes where its
+    // RTCP port's entry says; RTP (and RTP whose marker makes the second
+    // byte look high) keeps to the RTP entry.
+    for (name, pt) in [
+        (
+            "demux, RTCP SR on the RTP port: forwarded by the RTCP port's entry",
+            200,
+        ),
+        (
+            "demux, RTCP type 192 (lowest of RFC 5761's range): RTCP entry",
+            192,
+        ),
+        (
+            "demux, RTCP type 223 (highest of RFC 5761's range): RTCP entry",
+            223,
+        ),
+    ] {
+        let mut f = from_a(DEMUX_RTP.1);
+        f.payload = rtcp_payload(pt);
+        out.push(Fixture::forwards(
+            name,
+            &f,
+            to_b(&f, DEMUX_RTCP),
+            XDP_REDIRECT,
+            16,
+        ));
+    }
+    for (name, second) in [
+        ("demux, RTP: forwarded by the RTP entry", 0x00),
+        ("demux, RTP PT 96 with marker (224): RTP entry", 224),
+        ("demux, RTP PT 63 with marker (191): RTP entry", 191),
+    ] {
+        let mut f = from_a(DEMUX_RTP.1);
+        f.payload = relay_tests::packet::rtp_payload(160);
+        if second != 0 {
+            f.payload[1] = second;
+        }
+        out.push(Fixture::forwards(
+            name,
+            &f,
+            to_b(&f, DEMUX_RTP),
+            XDP_REDIRECT,
+            15,
+        ));
+    }
+    let mut not_v2 = from_a(DEMUX_RTP.1);
+    not_v2.payload = rtcp_payload(200);
+    not_v2.payload[0] = 0x40;
+    out.push(Fixture::forwards(
+        "demux, RTCP type but not version 2: RTP entry",
+        &not_v2,
+        to_b(&not_v2, DEMUX_RTP),
+        XDP_REDIRECT,
+        15,
+    ));
+    let mut stranger = from_a(DEMUX_RTP.1);
+    stranger.src = sa("10.10.1.9:6000");
+    stranger.payload = rtcp_payload(201);
+    out.push(Fixture {
+        stream: Some((16, StreamDelta::dropped())),
+        action: XDP_DROP,
+        ..Fixture::passes(
+            "demux, RTCP from another sender: the RTCP entry's strict-source drops it",
+            stranger.build(),
+            CounterId::DropStrictSource,
+        )
+    });
+    let mut learning = from_a(DEMUX_LEARNING.1);
+    learning.payload = rtcp_payload(200);
+    out.push(Fixture::passes(
+        "demux, RTCP while the RTCP port still learns: pass to relayd",
+        learning.build(),
+        CounterId::PassToUserspace,
+    ));
+    let mut plain_rtcp = from_a(cross_local);
+    plain_rtcp.payload = rtcp_payload(200);
+    out.push(Fixture::forwards(
+        "RTCP on an RTP port without demux: forwarded by its own entry",
+        &plain_rtcp,
+        to_b(&plain_rtcp, Streams::CROSS),
+        XDP_REDIRECT,
+        1,
+    ));
     let mut plain_stun = from_a(cross_local);
     plain_stun.payload = stun_payload(0x00, 8);
     out.push(Fixture::forwards(
@@ -853,6 +956,24 @@ fn packet_fixtures() {
             dp.install(&StreamSpec {
                 ice: true,
                 ..spec(ICE, Some("10.10.1.2:5000"))
+            })
+            .unwrap();
+            for s in [DEMUX_RTP, DEMUX_LEARNING] {
+                dp.install(&StreamSpec {
+                    rtcp_demux: true,
+                    ..spec(s, None)
+                })
+                .unwrap();
+            }
+            dp.install(&spec(DEMUX_RTCP, Some("10.10.1.2:5000")))
+                .unwrap();
+            // DEMUX_LEARNING's RTCP port, still learning (a pass entry).
+            dp.install(&StreamSpec {
+                to_userspace: true,
+                ..spec(
+                    (18, "10.10.1.1:30021", "10.10.1.1:30021", "10.10.1.1:30021"),
+                    None,
+                )
             })
             .unwrap();
             for s in [
@@ -1632,6 +1753,7 @@ fn stream_counters_stay_exact_with_two_cpus() {
             max_pps: 0,
             media: MediaTracking::Rtp { clock_rate: 0 },
             ice: false,
+            rtcp_demux: false,
         })
         .unwrap();
         let mut frame = UdpFrame::new(sa("10.10.1.2:5000"), local);

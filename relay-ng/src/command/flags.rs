@@ -49,6 +49,9 @@ pub struct Flags {
     /// `single-codec`: an answer keeps only its first codec (and the DTMF
     /// events of its clock rate).
     pub single_codec: bool,
+    /// `reuse-codecs`: a re-offer lists the codecs the peer answered
+    /// first, in the answer's order.
+    pub reuse_codecs: bool,
     /// `generate-mid`: number media without `a=mid`.
     pub generate_mid: bool,
     /// `strip-extmap`: drop `a=extmap` lines.
@@ -82,6 +85,7 @@ impl Flags {
             "fast" => &mut self.fast,
             "unidirectional" => &mut self.unidirectional,
             "single-codec" => &mut self.single_codec,
+            "reuse-codecs" => &mut self.reuse_codecs,
             "generate-mid" => &mut self.generate_mid,
             "strip-extmap" => &mut self.strip_extmap,
             "original-sendrecv" => &mut self.original_sendrecv,

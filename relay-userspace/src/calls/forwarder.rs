@@ -17,6 +17,7 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
+use relay_common::rtp;
 use tokio::{io::Interest, sync::mpsc, task::JoinHandle, time::Instant};
 
 use super::{
@@ -105,7 +106,10 @@ fn relay_batch(
 ) -> Backlog {
     let now = Instant::now();
     let now_ns = super::kernel::monotonic_ns();
-    let sink = port.state().sink.upgrade();
+    let (sink, demux) = {
+        let st = port.state();
+        (st.sink.upgrade(), st.demux_to.upgrade())
+    };
     let mut backlog = Backlog::default();
     let mut run: Vec<&[u8]> = Vec::with_capacity(count);
     let mut run_dest: Option<SocketAddr> = None;
@@ -125,37 +129,17 @@ fn relay_batch(
                 }
             }
         }
-        let verdict = {
-            let mut st = port.state();
-            st.last_packet = Some(now);
-            let verdict = st.learner.on_packet(src, now);
-            // While the stream is in the kernel its figures are the
-            // kernel's, which saw this packet already (a FIB miss).
-            let in_kernel = st.kernel.is_some_and(|k| !k.to_userspace);
-            if verdict.forward && !in_kernel {
-                let media = st.media;
-                relay_common::rtp::observe(
-                    &mut st.rtp,
-                    payload,
-                    media.flags(),
-                    media.clock_rate(),
-                    batch.arrival_ns(i, now_ns),
-                );
+        let arrival = batch.arrival_ns(i, now_ns);
+        // rtcp-mux demux: the party's RTCP on its RTP port is its RTCP
+        // port's to relay (RFC 5761 section 4: types 192..=223).
+        if let Some(rtcp_port) = &demux {
+            if rtp::classify(payload, relay_common::TF_RTCP) == rtp::PacketKind::Rtcp {
+                relay_demuxed(rtcp_port, payload, src, now, arrival, events);
+                continue;
             }
-            verdict
-        };
-        if !verdict.forward {
-            port.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
         }
-        // Counted on receipt, as rtpengine does; a failed send is an error on top.
-        port.stats.packets.fetch_add(1, Ordering::Relaxed);
-        port.stats
-            .bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        if verdict.newly_confirmed {
-            tracing::debug!(local = %port.local, %src, "endpoint confirmed");
-            let _ = events.send(PortEvent::Confirmed(port.clone()));
+        if !admit(port, payload, src, now, arrival, events) {
+            continue;
         }
         let destination = sink
             .as_ref()
@@ -178,6 +162,76 @@ fn relay_batch(
     }
     backlog.sink = sink;
     backlog
+}
+
+/// Learns from and counts one datagram that arrived on `port`: whether it
+/// is to be forwarded (not a strict-source mismatch).
+fn admit(
+    port: &Arc<MediaPort>,
+    payload: &[u8],
+    src: SocketAddr,
+    now: Instant,
+    arrival_ns: u64,
+    events: &mpsc::UnboundedSender<PortEvent>,
+) -> bool {
+    let verdict = {
+        let mut st = port.state();
+        st.last_packet = Some(now);
+        let verdict = st.learner.on_packet(src, now);
+        // While the stream is in the kernel its figures are the
+        // kernel's, which saw this packet already (a FIB miss).
+        let in_kernel = st.kernel.is_some_and(|k| !k.to_userspace);
+        if verdict.forward && !in_kernel {
+            let media = st.media;
+            relay_common::rtp::observe(
+                &mut st.rtp,
+                payload,
+                media.flags(),
+                media.clock_rate(),
+                arrival_ns,
+            );
+        }
+        verdict
+    };
+    if !verdict.forward {
+        port.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    // Counted on receipt, as rtpengine does; a failed send is an error on top.
+    port.stats.packets.fetch_add(1, Ordering::Relaxed);
+    port.stats
+        .bytes
+        .fetch_add(payload.len() as u64, Ordering::Relaxed);
+    if verdict.newly_confirmed {
+        tracing::debug!(local = %port.local, %src, "endpoint confirmed");
+        let _ = events.send(PortEvent::Confirmed(port.clone()));
+    }
+    true
+}
+
+/// Relays the party's RTCP that arrived multiplexed on its RTP port as its
+/// RTCP port `rtcp_port` would: learned and counted there, sent on from
+/// that port's sink (the other party's RTCP port). Rare enough (RFC 3550:
+/// a few per second at most) to be sent one by one, without a backlog.
+fn relay_demuxed(
+    rtcp_port: &Arc<MediaPort>,
+    payload: &[u8],
+    src: SocketAddr,
+    now: Instant,
+    arrival_ns: u64,
+    events: &mpsc::UnboundedSender<PortEvent>,
+) {
+    if !admit(rtcp_port, payload, src, now, arrival_ns, events) {
+        return;
+    }
+    let sink = rtcp_port.state().sink.upgrade();
+    let sent = sink.as_ref().and_then(|sink| {
+        let dest = super::ice::destination(&sink.state())?;
+        sink.socket.try_send_to(payload, dest).ok()
+    });
+    if sent.is_none() {
+        rtcp_port.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Sends a run of datagrams from `sink`'s socket to `dest` with one

@@ -208,6 +208,7 @@ impl Kernel {
             max_pps: 0,
             media: MediaTracking::None,
             ice: false,
+            rtcp_demux: false,
         }
     }
 
@@ -225,7 +226,7 @@ impl Kernel {
 
     /// The forwarding entry of `port`, if both ends are ready.
     fn forwarding(port: &MediaPort, max_pps: u32) -> Option<StreamSpec> {
-        let (sink, strict_source, media, ice) = {
+        let (sink, strict_source, media, ice, rtcp_demux) = {
             let st = port.state();
             let source = st.learner.confirmed()?;
             (
@@ -233,6 +234,7 @@ impl Kernel {
                 st.learner.strict().then_some(source),
                 st.media,
                 st.ice.is_some(),
+                st.demux_to.strong_count() > 0,
             )
         };
         let peer = {
@@ -253,6 +255,7 @@ impl Kernel {
             max_pps,
             media,
             ice,
+            rtcp_demux,
         })
     }
 

@@ -30,6 +30,7 @@ use std::{
 
 use tokio::{sync::mpsc, time::Instant};
 
+pub use self::model::RtcpMuxFlag;
 use self::{
     deferred::Deferred,
     forwarder::PortEvent,
@@ -213,6 +214,8 @@ pub struct Signal {
     pub ice: IceOption,
     /// The SDP itself used ICE (`a=ice-ufrag` or `a=candidate`).
     pub sdp_ice: bool,
+    /// `rtcp-mux: [demux]` / `[reject]` of an offer.
+    pub rtcp_mux_flag: RtcpMuxFlag,
 }
 
 /// rtpengine's `ICE=`, as far as it decides who gets the relay's ICE.
@@ -253,6 +256,8 @@ pub struct MediaPlan {
     pub ptime: Option<u32>,
     /// Whether the party this plan faces offered (or accepted) rtcp-mux.
     pub rtcp_mux: bool,
+    /// The `rtcp-mux` flag of that party's offer.
+    pub rtcp_mux_flag: RtcpMuxFlag,
     /// The `a=mid` the party this plan faces declared last.
     pub mid: Option<String>,
     /// The transport protocol of the party this plan faces (its last SDP).
@@ -516,6 +521,9 @@ impl CallManager {
         call.monologues[to].peer = Some(from);
         self.ensure_medias(call, &[from, to], sig.medias.len(), sig, now)?;
         self.apply_sdp(call, from, sig, now);
+        for media in &mut call.monologues[from].medias {
+            media.rtcp_mux_flag = sig.rtcp_mux_flag;
+        }
         call.monologues[from].uses_ice = sig.sdp_ice;
         call.link_sinks();
         self.sync_all(call);
@@ -621,6 +629,9 @@ impl CallManager {
             inherit_media_state(call, original, offerer, now);
         }
         self.apply_sdp(call, answerer, sig, now);
+        for media in &mut call.monologues[answerer].medias {
+            media.rtcp_mux_flag = RtcpMuxFlag::Answered;
+        }
         call.monologues[answerer].uses_ice = sig.sdp_ice;
         call.link_sinks();
         self.sync_all(call);
@@ -745,6 +756,7 @@ impl CallManager {
             // sender's own (apply_sdp) says what ptime it declared.
             ptime: None,
             rtcp_mux: false,
+            rtcp_mux_flag: RtcpMuxFlag::Default,
             mid: None,
             ice_ufrag: None,
         })
@@ -811,10 +823,23 @@ impl CallManager {
 
     /// The codecs each media of party `tag` of call `call_id` last carried
     /// to the other party (empty when unknown).
-    pub fn carried_codecs(&self, call_id: &str, tag: &str) -> Vec<Vec<relay_sdp::codecs::CodecId>> {
+    pub fn carried_codecs(&self, call_id: &str, tag: &str) -> Vec<Vec<relay_sdp::codecs::Carried>> {
         self.calls
             .get(call_id)
             .and_then(|call| call.find(tag).map(|p| &call.monologues[p]))
+            .map(|m| m.medias.iter().map(|md| md.codecs.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The codecs of the media `tag`'s peer last sent (its answer), for
+    /// `reuse-codecs`; empty when there is no such peer.
+    pub fn peer_codecs(&self, call_id: &str, tag: &str) -> Vec<Vec<relay_sdp::codecs::Carried>> {
+        self.calls
+            .get(call_id)
+            .and_then(|call| {
+                let peer = call.monologues[call.find(tag)?].peer?;
+                Some(&call.monologues[peer])
+            })
             .map(|m| m.medias.iter().map(|md| md.codecs.clone()).collect())
             .unwrap_or_default()
     }
@@ -836,6 +861,12 @@ impl CallManager {
                 rtcp_port: md.rtcp.local.port(),
                 ptime: md.ptime,
                 rtcp_mux: md.rtcp_mux,
+                // What the party's own offer asked of its answer; having
+                // answered asks nothing.
+                rtcp_mux_flag: match md.rtcp_mux_flag {
+                    RtcpMuxFlag::Answered => RtcpMuxFlag::Default,
+                    flag => flag,
+                },
                 mid: md.mid.clone(),
                 protocol: md.protocol.clone(),
             })

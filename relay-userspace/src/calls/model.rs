@@ -6,7 +6,10 @@
 //! interface facing that party. Packets arriving there leave from the
 //! matching port of the monologue it is in dialogue with.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Weak},
+};
 
 use tokio::time::Instant;
 
@@ -30,13 +33,17 @@ pub struct Media {
     /// The codecs the party's latest SDP carried to the other party (after
     /// codec stripping): what an answer to it is pruned to. Not kept in the
     /// state store: an answer after a restart is not pruned.
-    pub codecs: Vec<relay_sdp::codecs::CodecId>,
+    pub codecs: Vec<relay_sdp::codecs::Carried>,
     /// The latest `a=ptime` the party declared for this media: written into
     /// SDP sent to it that has none, as rtpengine does. Not kept in the
     /// state store either.
     pub ptime: Option<u32>,
     /// The party's latest SDP offered or accepted `a=rtcp-mux`.
     pub rtcp_mux: bool,
+    /// `rtcp-mux: [demux]` / `[reject]` of the party's offer (what the
+    /// relay answers its mux with), or that the party answered (see
+    /// [`Media::muxes`] and [`Call::link_sinks`]). Not in the state store.
+    pub rtcp_mux_flag: RtcpMuxFlag,
     /// The latest `a=mid` the party declared (written into SDP sent to it
     /// that has none, as rtpengine does). Not in the state store.
     pub mid: Option<String>,
@@ -51,10 +58,39 @@ impl Media {
         [&self.rtp, &self.rtcp]
     }
 
+    /// Whether the party sends and expects RTCP on its RTP port: it said
+    /// `a=rtcp-mux`, and so did the relay's SDP to it (`other` is the
+    /// media of the party it talks to).
+    pub fn muxes(&self, other: &Media) -> bool {
+        self.rtcp_mux
+            && match self.rtcp_mux_flag {
+                RtcpMuxFlag::Demux | RtcpMuxFlag::Answered => true,
+                RtcpMuxFlag::Reject => false,
+                RtcpMuxFlag::Default => other.rtcp_mux,
+            }
+    }
+
     /// The even port, as the pool knows the pair.
     pub fn rtp_port(&self) -> u16 {
         self.rtp.local.port()
     }
+}
+
+/// rtpengine's `rtcp-mux` flags that decide how the relay answers an
+/// offerer's `a=rtcp-mux`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RtcpMuxFlag {
+    /// Mux towards the offerer only when the answerer muxes too.
+    #[default]
+    Default,
+    /// `demux`: accept the offerer's mux, offer none to the answerer, and
+    /// split the offerer's RTCP off its RTP port.
+    Demux,
+    /// `reject`: refuse the offerer's mux (and pass it on to the answerer).
+    Reject,
+    /// The party answered: its answer can accept mux only where the
+    /// relay's offer had it, so it muxes when it says so.
+    Answered,
 }
 
 /// One party (one SIP tag, or a not yet answered branch).
@@ -190,6 +226,19 @@ impl Call {
                 for (a, b) in [(&mine.rtp, &theirs.rtp), (&mine.rtcp, &theirs.rtcp)] {
                     a.state().sink = Arc::downgrade(b);
                 }
+                // Demux (RFC 5761 towards one party only): this party's
+                // RTCP, arriving on its RTP port, is handled by its RTCP
+                // port (which forwards to the other party's RTCP port), and
+                // the other party's RTCP goes back to this party's RTP port.
+                let demux = mine.muxes(theirs) && !theirs.muxes(mine);
+                mine.rtp.state().demux_to = if demux {
+                    Arc::downgrade(&mine.rtcp)
+                } else {
+                    Weak::new()
+                };
+                if theirs.muxes(mine) && !mine.muxes(theirs) {
+                    mine.rtcp.state().sink = Arc::downgrade(&theirs.rtp);
+                }
             }
         }
     }
@@ -224,7 +273,7 @@ pub struct MediaOffer {
     /// the RFC 3551 static table.
     pub clock_rate: Option<u32>,
     /// The codecs the rewritten SDP carries to the other party.
-    pub codecs: Vec<relay_sdp::codecs::CodecId>,
+    pub codecs: Vec<relay_sdp::codecs::Carried>,
     /// `a=ptime` of the media, if any.
     pub ptime: Option<u32>,
     /// `a=mid` of the media, if any.

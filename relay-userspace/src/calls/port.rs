@@ -38,6 +38,10 @@ pub struct PortState {
     pub symmetric: bool,
     /// The other party's matching port: packets received here leave from it.
     pub sink: Weak<MediaPort>,
+    /// rtcp-mux demux: RTCP arriving on this (RTP) port is the party's
+    /// RTCP, relayed as if it had arrived on this port, the party's RTCP
+    /// port (see [`super::model::Call::link_sinks`]). Empty otherwise.
+    pub demux_to: Weak<MediaPort>,
     /// The port's stream as installed in the kernel (slot included).
     pub kernel: Option<crate::datapath::StreamSpec>,
     /// The port was freed: it must never (again) go into the kernel.
@@ -99,6 +103,7 @@ impl MediaPort {
                 learner,
                 symmetric: true,
                 sink: Weak::new(),
+                demux_to: Weak::new(),
                 kernel: None,
                 closed: false,
                 kernel_retired: Default::default(),

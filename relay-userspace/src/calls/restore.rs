@@ -12,7 +12,7 @@ use relay_state::{CallRecord, MediaRecord, PortRecord};
 
 use super::{
     learning::Learner,
-    model::{Call, Media, Monologue},
+    model::{Call, Media, Monologue, RtcpMuxFlag},
     persist::{self, WallClock},
     port::MediaPort,
     CallManager,
@@ -235,6 +235,7 @@ impl CallManager {
             Ok((rtp, rtcp)) => Ok(Media {
                 ptime: None,
                 rtcp_mux: false,
+                rtcp_mux_flag: RtcpMuxFlag::Default,
                 mid: None,
                 ice_ufrag: None,
                 codecs: Vec::new(),

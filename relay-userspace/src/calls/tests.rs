@@ -172,6 +172,7 @@ fn signal(call: &str, from: &str, to: Option<&str>, rtp: SocketAddr) -> Signal {
         sdp_digest: None,
         ice: Default::default(),
         sdp_ice: false,
+        rtcp_mux_flag: RtcpMuxFlag::Default,
     }
 }
 
@@ -738,6 +739,7 @@ async fn a_restored_call_keeps_ports_tags_endpoints_and_kernel_entries() {
         max_pps: 0,
         media: crate::datapath::MediaTracking::None,
         ice: false,
+        rtcp_demux: false,
     };
     h.kernel.entries.lock().unwrap().insert(stray.local, stray);
     // A stored call whose ports are outside this relayd's range cannot come back.
@@ -1068,6 +1070,10 @@ async fn ice_nomination_consent_and_removal() {
     h.handle_events(1).await;
     b.send_to(&[0x80; 172], relay_b).unwrap();
     h.handle_events(1).await;
+    // Read it where it went, so that it is not taken for a STUN response
+    // below.
+    let (n, from) = a.recv_from(&mut buf).unwrap();
+    assert_eq!((n, from), (172, relay_a), "B's media reaches A");
     let entry = |h: &Harness, at: SocketAddr| h.kernel.entries.lock().unwrap().get(&at).copied();
     let to_a = entry(&h, relay_b).expect("B -> A forwarded in the kernel");
     assert_eq!(to_a.peer, a.local_addr().unwrap());

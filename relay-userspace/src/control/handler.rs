@@ -19,7 +19,7 @@ use super::{reply::list_reply, summary_reply};
 use crate::{
     calls::{
         deferred::Deferred, learning::LearningMode, model::MediaOffer, summary::CallSummary,
-        CallManager, Family, IceOption, SdpPlan, Signal,
+        CallManager, Family, IceOption, RtcpMuxFlag, SdpPlan, Signal,
     },
     state::StateKeeper,
     stats::NgStats,
@@ -355,6 +355,7 @@ fn offer_answer(
         }),
         ice: ice_option(oa.ice.as_deref()),
         sdp_ice: sdp.medias().iter().any(|m| m.has_ice),
+        rtcp_mux_flag: rtcp_mux_flag(&oa.rtcp_mux),
     };
     let planned = if is_offer {
         calls.offer(&signal, now)
@@ -391,6 +392,11 @@ fn payload_types(
     } else {
         calls.carried_codecs(&oa.call_id, &oa.from_tag)
     };
+    let answered = if is_offer && oa.flags.reuse_codecs {
+        calls.peer_codecs(&oa.call_id, &oa.from_tag)
+    } else {
+        Vec::new()
+    };
     sdp.medias()
         .iter()
         .enumerate()
@@ -407,6 +413,9 @@ fn payload_types(
                 .get(i)
                 .and_then(|o| codecs::prune(media, o))
                 .or(stripped);
+            if let Some(answered) = answered.get(i) {
+                return codecs::reuse(m, formats.as_deref(), answered).or(formats);
+            }
             if is_offer || !oa.flags.single_codec {
                 return formats;
             }
@@ -477,6 +486,18 @@ fn media_offers(
         .collect()
 }
 
+/// The offer's `rtcp-mux` flag that the relay remembers for the answer.
+fn rtcp_mux_flag(words: &[String]) -> RtcpMuxFlag {
+    let has = |word: &str| words.iter().any(|v| v.eq_ignore_ascii_case(word));
+    if has("demux") {
+        RtcpMuxFlag::Demux
+    } else if has("reject") {
+        RtcpMuxFlag::Reject
+    } else {
+        RtcpMuxFlag::Default
+    }
+}
+
 /// rtpengine's `ICE=` as far as relayd's ICE-lite goes: `force` and
 /// `optional` give the recipient the relay's ICE (`optional` is `force` when
 /// the SDP has no ICE, and the relay cannot be a low-priority candidate
@@ -509,8 +530,12 @@ fn rewrite_plan(
         oa.media_address.as_deref().and_then(|a| a.parse().ok());
     let advertised = media_address.unwrap_or(plan.address);
     let has = |list: &[String], word: &str| list.iter().any(|v| v.eq_ignore_ascii_case(word));
-    let flagged = if has(&oa.rtcp_mux, "demux") || has(&oa.rtcp_mux, "reject") {
+    // demux takes the offerer's mux off towards the answerer; reject
+    // passes it on (and refuses it in the answer, below).
+    let flagged = if has(&oa.rtcp_mux, "demux") {
         Some(RtcpMux::Remove)
+    } else if has(&oa.rtcp_mux, "reject") {
+        Some(RtcpMux::Keep)
     } else if has(&oa.rtcp_mux, "offer") || has(&oa.rtcp_mux, "require") {
         Some(RtcpMux::Offer)
     } else {
@@ -520,10 +545,18 @@ fn rewrite_plan(
     // rtcp-mux as rtpengine writes it: an offer passes the offerer's on (or
     // adds it when asked; `require` leaves no separate RTCP port). An
     // answer says mux only to an offerer that offered it, and then with
-    // `a=rtcp:` naming the RTP port, since both sides now mux.
+    // `a=rtcp:` naming the RTP port, since both sides now mux. The
+    // offer's demux accepts the offerer's mux whatever the answerer does
+    // (the relay splits RTCP off); its reject refuses it.
     let mux_of = |i: usize, m: &crate::calls::MediaPlan| -> (RtcpMux, Option<u16>) {
         let answered_mux = sdp.medias().get(i).is_some_and(|md| md.rtcp_mux);
         match flagged {
+            _ if !is_offer && m.rtcp_mux && m.rtcp_mux_flag == RtcpMuxFlag::Demux => {
+                (RtcpMux::Offer, None)
+            }
+            _ if !is_offer && m.rtcp_mux_flag == RtcpMuxFlag::Reject => {
+                (RtcpMux::Remove, Some(m.rtcp_port))
+            }
             Some(RtcpMux::Offer) if is_offer && require => (RtcpMux::Offer, None),
             Some(mode) => (mode, Some(m.rtcp_port)),
             None if is_offer => (RtcpMux::Keep, Some(m.rtcp_port)),

@@ -34,6 +34,9 @@ pub struct StreamSpec {
     /// The port runs an ICE-lite agent: STUN arriving while the stream is
     /// forwarded in the kernel still goes to relayd's socket.
     pub ice: bool,
+    /// rtcp-mux demux: RTCP arriving here is forwarded by the entry of
+    /// port + 1 (the party's RTCP port), not by this one.
+    pub rtcp_demux: bool,
 }
 
 /// What a stream carries, which decides the RTP figures kept for it

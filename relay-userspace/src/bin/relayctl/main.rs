@@ -172,6 +172,7 @@ fn streams(maps: &RelayMaps, as_json: bool) -> Result<()> {
                        "strict_source": flags & relay_common::TF_STRICT_SOURCE != 0,
                        "to_userspace": flags & relay_common::TF_TO_USERSPACE != 0,
                        "ice": flags & relay_common::TF_ICE != 0,
+                       "rtcp_demux": flags & relay_common::TF_RTCP_DEMUX != 0,
                        "media": media_kind(*flags),
                        "packets": s.packets, "bytes": s.bytes, "dropped": s.dropped, "passed": s.passed,
                        "max_pps": s.max_pps});

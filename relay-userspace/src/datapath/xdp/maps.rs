@@ -18,8 +18,8 @@ use relay_common::{
     address_probes, Counter, CounterId, IfaceMac, IfaceStatus, RelayAddress, RtpStats, StreamState,
     StreamStats, StreamTarget, ADDR_IN_USE, ADDR_SLOTS, IFACE_MAC_SLOTS, MAP_ADDRESSES,
     MAP_COUNTERS, MAP_IFACES, MAP_IFACE_MACS, MAP_STREAMS, MAP_STREAM_STATE, MAP_TX_PORTS,
-    SHIELD_DROP_UNKNOWN, TF_ICE, TF_IN_USE, TF_JITTER, TF_RTCP, TF_RTP, TF_STRICT_SOURCE,
-    TF_TO_USERSPACE,
+    SHIELD_DROP_UNKNOWN, TF_ICE, TF_IN_USE, TF_JITTER, TF_RTCP, TF_RTCP_DEMUX, TF_RTP,
+    TF_STRICT_SOURCE, TF_TO_USERSPACE,
 };
 
 use super::{
@@ -342,6 +342,7 @@ impl RelayMaps {
                     max_pps: 0,
                     media,
                     ice: t.flags & TF_ICE != 0,
+                    rtcp_demux: t.flags & TF_RTCP_DEMUX != 0,
                 }
             })
             .collect())
@@ -390,7 +391,8 @@ impl RelayMaps {
             };
             let jitter = if clock_rate > 0 { TF_JITTER } else { 0 };
             let ice = if spec.ice { TF_ICE } else { 0 };
-            strict | jitter | ice | spec.media.flags()
+            let demux = if spec.rtcp_demux { TF_RTCP_DEMUX } else { 0 };
+            strict | jitter | ice | demux | spec.media.flags()
         };
         let target = StreamTarget {
             peer_addr: to_abi(spec.peer.ip()),
