@@ -268,6 +268,8 @@ fn monologue_of(
         created_unix: record.created_ms / 1000,
         sdp_version: None,
         uses_ice: false,
+        subscribed: Vec::new(),
+        sdp: None,
     }
 }
 
