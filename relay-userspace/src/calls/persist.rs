@@ -72,6 +72,14 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Position of monologue `i` among those recorded (subscribers left out).
+fn kept_index(call: &Call, i: usize) -> usize {
+    call.monologues[..i]
+        .iter()
+        .filter(|m| m.subscribed.is_empty())
+        .count()
+}
+
 /// The record of `call` as it is now.
 pub fn call_record(
     call: &Call,
@@ -84,9 +92,12 @@ pub fn call_record(
         created_ms: clock.ms_of(call.created),
         last_signal_ms: clock.ms_of(call.last_signal),
         delete_at_ms: call.delete_at.map(|t| clock.ms_of(t)),
+        // Subscribers are left out (a restart ends a subscription: the
+        // record format has no place for one yet); no party's peer is one.
         monologues: call
             .monologues
             .iter()
+            .filter(|m| m.subscribed.is_empty())
             .map(|m| {
                 let spec = &interfaces[m.interface].spec;
                 MonologueRecord {
@@ -95,7 +106,7 @@ pub fn call_record(
                     via_branch: m.via_branch.clone(),
                     interface: spec.name.clone(),
                     address: spec.address,
-                    peer: m.peer,
+                    peer: m.peer.map(|p| kept_index(call, p)),
                     created_ms: m.created_unix.saturating_mul(1000),
                     medias: m
                         .medias

@@ -1122,3 +1122,133 @@ async fn ice_restart_gets_new_credentials() {
     assert!(restarted.is_some());
     assert_ne!(restarted, first, "a new ufrag restarts ICE");
 }
+
+/// A subscription takes the source's stream out of the kernel (the copies
+/// are made in userspace) and copies each packet from the subscriber's
+/// port; unsubscribe frees the ports and puts the stream back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribed_stream_leaves_the_kernel_and_is_copied() {
+    let mut h = harness(42900, 42999);
+    let now = Instant::now();
+    let sock = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    };
+    let (a, b, tap) = (sock(), sock(), sock());
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let offer = h.offer(&signal("s1", "A", None, a_addr), now).unwrap();
+    let answer = h
+        .answer(&signal("s1", "A", Some("B"), b_addr), now)
+        .unwrap();
+    let relay_for_a = sa(&format!("127.0.0.1:{}", answer.medias[0].rtp_port));
+    let relay_for_b = sa(&format!("127.0.0.1:{}", offer.medias[0].rtp_port));
+    let mut buf = [0u8; 64];
+    a.send_to(b"a1", relay_for_a).unwrap();
+    b.recv_from(&mut buf).unwrap();
+    b.send_to(b"b1", relay_for_b).unwrap();
+    a.recv_from(&mut buf).unwrap();
+    h.handle_events(2).await;
+    assert!(h.kernel.entries.lock().unwrap().contains_key(&relay_for_a));
+
+    assert_eq!(
+        h.mgr
+            .subscribe("nope", &[], None, now)
+            .unwrap_err()
+            .to_string(),
+        "Unknown call-ID"
+    );
+    assert_eq!(
+        h.mgr
+            .subscribe("s1", &["Z".into()], None, now)
+            .unwrap_err()
+            .to_string(),
+        "From-tag given, but no such tag exists"
+    );
+    let sub = h
+        .mgr
+        .subscribe("s1", &["A".into()], Some("T"), now)
+        .unwrap();
+    h.mgr.run_deferred();
+    assert_eq!(
+        (sub.to_tag.as_str(), sub.from_tags.as_slice()),
+        ("T", &["A".to_owned()][..])
+    );
+    let tap_port = sa(&format!("127.0.0.1:{}", sub.plan.medias[0].rtp_port));
+    assert!(
+        !h.kernel.entries.lock().unwrap().contains_key(&relay_for_a),
+        "A's stream is copied in userspace"
+    );
+    assert!(
+        h.kernel.entries.lock().unwrap().contains_key(&relay_for_b),
+        "B's stream is not subscribed to: still in the kernel"
+    );
+    let mut answer_sig = signal("s1", "T", None, tap.local_addr().unwrap());
+    answer_sig.medias[0].muted = true;
+    assert_eq!(
+        h.mgr
+            .subscribe_answer(&signal("s1", "X", None, b_addr), now)
+            .unwrap_err()
+            .to_string(),
+        "To-tag not found"
+    );
+    h.mgr.subscribe_answer(&answer_sig, now).unwrap();
+
+    a.send_to(b"a2", relay_for_a).unwrap();
+    let (n, src) = b.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], src),
+        (&b"a2"[..], relay_for_b),
+        "B still gets A"
+    );
+    let (n, src) = tap.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], src),
+        (&b"a2"[..], tap_port),
+        "the copy, from the subscriber's port"
+    );
+
+    h.mgr.unsubscribe("s1", "T").unwrap();
+    h.mgr.run_deferred();
+    assert!(
+        h.kernel.entries.lock().unwrap().contains_key(&relay_for_a),
+        "back in the kernel once nobody subscribes"
+    );
+    assert!(
+        h.mgr.query("s1").unwrap().tags.len() == 2,
+        "the subscriber is gone"
+    );
+    h.mgr.unsubscribe("s1", "T").unwrap(); // again: no error, as rtpengine
+    h.delete("s1", None, Some(Duration::ZERO), now).unwrap();
+    assert_eq!(
+        h.mgr.port_usage()[0].1,
+        0,
+        "every port pair back in the pool"
+    );
+}
+
+/// A subscriber is not in the state store: a restart ends the
+/// subscription, and the other parties' records stay consistent.
+#[tokio::test]
+async fn subscribers_are_left_out_of_the_record() {
+    let mut h = harness(43000, 43099);
+    let now = Instant::now();
+    h.offer(&signal("s2", "A", None, sa("10.0.0.1:4000")), now)
+        .unwrap();
+    h.answer(&signal("s2", "A", Some("B"), sa("10.0.0.2:5000")), now)
+        .unwrap();
+    h.mgr.subscribe("s2", &[], Some("T"), now).unwrap();
+    h.mgr.run_deferred();
+    let changes = h.mgr.take_changes();
+    let Some(relay_state::Change::Put(record)) = changes.last() else {
+        panic!("a record: {changes:?}");
+    };
+    let tags: Vec<_> = record
+        .monologues
+        .iter()
+        .map(|m| m.tag.clone().unwrap())
+        .collect();
+    assert_eq!(tags, ["A", "B"]);
+    assert_eq!(record.monologues[0].peer, Some(1));
+    assert_eq!(record.monologues[1].peer, Some(0));
+}

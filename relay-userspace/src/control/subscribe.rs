@@ -258,3 +258,183 @@ fn sdp_reply(sdp: Vec<u8>, mut extra: Dict) -> Value {
     extra.insert(b"sdp".to_vec(), Value::Bytes(sdp));
     reply::ok(extra)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Mutex, time::Duration};
+
+    use relay_ng::{CookieCache, Value};
+
+    use crate::{
+        calls::{kernel::Kernel, CallConfig, CallManager, Interface},
+        control::handler::handle,
+        interfaces::InterfaceSpec,
+        ports::PortPool,
+        state::StateKeeper,
+        stats::NgStats,
+    };
+
+    fn calls() -> Mutex<CallManager> {
+        let spec = InterfaceSpec {
+            name: "default".into(),
+            address: "127.0.0.1".parse().unwrap(),
+            advertised: "192.0.2.1".parse().unwrap(),
+        };
+        let pool = PortPool::new(spec.address, 47_400, 47_419).unwrap();
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        Mutex::new(CallManager::new(
+            CallConfig::default(),
+            vec![Interface { spec, pool }],
+            Kernel::new(None, 16),
+            events,
+        ))
+    }
+
+    /// Sends `entries` as one bencode request; the reply as a value.
+    fn ask(calls: &Mutex<CallManager>, entries: &[(&str, &str)]) -> Value {
+        let mut cache = CookieCache::new(Duration::from_secs(30));
+        let body = Value::dict(entries.iter().map(|(k, v)| (*k, Value::str(v))));
+        let mut datagram = b"c ".to_vec();
+        relay_ng::bencode::encode_into(&body, &mut datagram);
+        let answer = handle(
+            &datagram,
+            calls,
+            &mut cache,
+            &NgStats::default(),
+            &StateKeeper::off(),
+        )
+        .expect("answered");
+        let (_, reply) = answer.reply.split_at(2);
+        relay_ng::bencode::decode(reply).expect("a bencode reply")
+    }
+
+    fn text(v: &Value, key: &str) -> String {
+        String::from_utf8_lossy(v.get(key).and_then(Value::as_bytes).unwrap_or(b"")).into_owned()
+    }
+
+    const A: &str = "v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=Talk\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+        m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+    const B: &str = "v=0\r\no=b 1 1 IN IP4 10.0.0.2\r\ns=Talk\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
+        m=audio 5000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+
+    /// The replies as rtpengine 10.5 gives them (checked with the
+    /// conformance cases): a subscription to one party is its SDP with the
+    /// answer's codecs, sendonly, and from-tag, from-tags and to-tag.
+    #[tokio::test]
+    async fn replies_and_errors_as_rtpengine() {
+        let calls = calls();
+        let offer = [
+            ("command", "offer"),
+            ("call-id", "x"),
+            ("from-tag", "A"),
+            ("sdp", A),
+        ];
+        assert_eq!(text(&ask(&calls, &offer), "result"), "ok");
+        let answer = [
+            ("command", "answer"),
+            ("call-id", "x"),
+            ("from-tag", "A"),
+            ("to-tag", "B"),
+            ("sdp", B),
+        ];
+        assert_eq!(text(&ask(&calls, &answer), "result"), "ok");
+        let r = ask(
+            &calls,
+            &[
+                ("command", "subscribe request"),
+                ("call-id", "x"),
+                ("from-tag", "A"),
+            ],
+        );
+        assert_eq!(text(&r, "from-tag"), "A");
+        assert_eq!(r.get("from-tags"), Some(&Value::list([Value::str("A")])));
+        let to_tag = text(&r, "to-tag");
+        assert_eq!(to_tag.len(), 64, "a made-up tag, as rtpengine's");
+        let sdp = text(&r, "sdp");
+        assert!(
+            sdp.starts_with("v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=Talk\r\n"),
+            "{sdp}"
+        );
+        assert!(sdp.contains("m=audio 4740"), "{sdp}");
+        assert!(
+            sdp.contains(" RTP/AVP 8 101\r\n"),
+            "the answer's codecs: {sdp}"
+        );
+        assert!(
+            sdp.contains("a=sendonly\r\n") && !sdp.contains("sendrecv"),
+            "{sdp}"
+        );
+
+        let error = |entries: &[(&str, &str)]| text(&ask(&calls, entries), "error-reason");
+        assert_eq!(
+            error(&[
+                ("command", "subscribe request"),
+                ("call-id", "y"),
+                ("from-tag", "A")
+            ]),
+            "Unknown call-ID"
+        );
+        assert_eq!(
+            error(&[
+                ("command", "subscribe request"),
+                ("call-id", "x"),
+                ("from-tag", "Q")
+            ]),
+            "From-tag given, but no such tag exists"
+        );
+        assert_eq!(
+            error(&[
+                ("command", "subscribe answer"),
+                ("call-id", "x"),
+                ("to-tag", "Q"),
+                ("sdp", B)
+            ]),
+            "To-tag not found"
+        );
+        let ok = |entries: &[(&str, &str)]| text(&ask(&calls, entries), "result");
+        let sub_answer = [
+            ("command", "subscribe answer"),
+            ("call-id", "x"),
+            ("to-tag", to_tag.as_str()),
+            ("sdp", B),
+        ];
+        assert_eq!(ok(&sub_answer), "ok");
+        let unsub = [
+            ("command", "unsubscribe"),
+            ("call-id", "x"),
+            ("to-tag", to_tag.as_str()),
+        ];
+        assert_eq!(ok(&unsub), "ok");
+        assert_eq!(ok(&unsub), "ok", "twice: still ok, as rtpengine");
+
+        // Two parties: a session of the relay's own, media-level c=.
+        let r = ask(
+            &calls,
+            &[
+                ("command", "subscribe request"),
+                ("call-id", "x"),
+                ("flags", "all"),
+            ],
+        );
+        let sdp = text(&r, "sdp");
+        assert_eq!(sdp.matches("m=audio").count(), 2, "{sdp}");
+        assert_eq!(sdp.matches("c=IN IP4 192.0.2.1\r\n").count(), 2, "{sdp}");
+        assert!(sdp.starts_with("v=0\r\no=- "), "{sdp}");
+
+        // publish: recvonly, the publisher's first codec.
+        let r = ask(
+            &calls,
+            &[
+                ("command", "publish"),
+                ("call-id", "p"),
+                ("from-tag", "P"),
+                ("sdp", A),
+            ],
+        );
+        let sdp = text(&r, "sdp");
+        assert!(
+            sdp.contains(" RTP/AVP 0\r\n") && sdp.contains("a=recvonly\r\n"),
+            "{sdp}"
+        );
+    }
+}
