@@ -36,6 +36,9 @@ pub enum SubscribeError {
     /// Nothing to subscribe to (no from-tag, no `all`, or no media).
     #[error("No monologue to subscribe to")]
     NothingToSubscribe,
+    /// A `subscribe answer` whose codecs are none of those offered.
+    #[error("Failed to process subscription answer")]
+    AnswerCodecs,
     /// Ports, limits.
     #[error(transparent)]
     Call(#[from] CallError),
@@ -90,6 +93,10 @@ impl CallManager {
             return Err(e);
         }
         self.apply_sdp(&mut call, party, sig, now);
+        // The answer accepts the first codec only: subscribers get that one.
+        for md in &mut call.monologues[party].medias {
+            md.codecs.truncate(1);
+        }
         call.last_signal = now;
         call.delete_at = None;
         let plan = self.plan_for(&call, party, sig.medias.len(), false);
@@ -217,6 +224,9 @@ impl CallManager {
             .remove(&sig.call_id)
             .ok_or(SubscribeError::UnknownCall)?;
         let result = match subscriber(&call, &sig.from_tag) {
+            Some(sub) if !codecs_agree(&call.monologues[sub], sig) => {
+                Err(SubscribeError::AnswerCodecs)
+            }
             Some(sub) => {
                 self.apply_sdp(&mut call, sub, sig, now);
                 call.last_signal = now;
@@ -341,6 +351,16 @@ impl<'a> Copies<'a> {
             }
         }
     }
+}
+
+/// Whether each media of the subscriber's answer `sig` shares a codec with
+/// what `sub` was offered (where both name codecs).
+fn codecs_agree(sub: &super::model::Monologue, sig: &Signal) -> bool {
+    sub.medias.iter().zip(&sig.medias).all(|(md, answer)| {
+        md.codecs.is_empty()
+            || answer.codecs.is_empty()
+            || answer.codecs.iter().any(|c| md.codecs.contains(c))
+    })
 }
 
 /// Whether monologue `i` can be subscribed to by `all`: a party with a
