@@ -33,8 +33,8 @@ pub enum SubscribeError {
     /// The to-tag of `subscribe answer` names no subscriber.
     #[error("To-tag not found")]
     UnknownToTag,
-    /// Nothing to subscribe to (no from-tag, no `all`, or no media).
-    #[error("No monologue to subscribe to")]
+    /// Nothing to subscribe to (no from-tag and no `all`, or no media).
+    #[error("No monologues matched")]
     NothingToSubscribe,
     /// A `subscribe answer` whose codecs are none of those offered.
     #[error("Failed to process subscription answer")]

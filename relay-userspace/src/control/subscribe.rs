@@ -46,6 +46,9 @@ pub fn publish(oa: &OfferAnswer, calls: &mut CallManager, now: Instant) -> Value
 /// `subscribe request`: a subscriber's ports and the SDP offer for it.
 pub fn request(s: &Subscribe, calls: &mut CallManager, now: Instant) -> Value {
     let from_tags: &[String] = if s.flags.all { &[] } else { &s.from_tags };
+    if from_tags.is_empty() && !s.flags.all {
+        return reply::error(&SubscribeError::NothingToSubscribe.to_string());
+    }
     let sub = match calls.subscribe(&s.call_id, from_tags, s.to_tag.as_deref(), now) {
         Ok(sub) => sub,
         Err(e) => return reply::error(&e.to_string()),
@@ -373,6 +376,11 @@ mod tests {
                 ("from-tag", "A")
             ]),
             "Unknown call-ID"
+        );
+        assert_eq!(
+            error(&[("command", "subscribe request"), ("call-id", "x")]),
+            "No monologues matched",
+            "neither a from-tag nor `all`"
         );
         assert_eq!(
             error(&[
