@@ -36,6 +36,10 @@ pub enum SubscribeError {
     /// Nothing to subscribe to (no from-tag and no `all`, or no media).
     #[error("No monologues matched")]
     NothingToSubscribe,
+    /// The `to-tag` of `subscribe request` names a party in dialogue or
+    /// publishing (xrelay's own text: one tag, one party).
+    #[error("To-tag names a party of the call that is no subscriber")]
+    TagInUse,
     /// A `subscribe answer` whose codecs are none of those offered.
     #[error("Failed to process subscription answer")]
     AnswerCodecs,
@@ -129,8 +133,12 @@ impl CallManager {
                 .map(|t| call.find(t).ok_or(SubscribeError::UnknownFromTag))
                 .collect::<Result<_, _>>()?
         };
-        // A to-tag already subscribed subscribes afresh.
+        // A to-tag already subscribed subscribes afresh; a party's tag
+        // cannot name a subscriber too.
         if let Some(tag) = to_tag {
+            if call.find(tag).is_some() && subscriber(call, tag).is_none() {
+                return Err(SubscribeError::TagInUse);
+            }
             self.unsubscribe(call_id, tag)?;
         }
         let mut call = self

@@ -1165,6 +1165,13 @@ async fn a_subscribed_stream_leaves_the_kernel_and_is_copied() {
             .to_string(),
         "From-tag given, but no such tag exists"
     );
+    assert_eq!(
+        h.mgr
+            .subscribe("s1", &["A".into()], Some("B"), now)
+            .unwrap_err(),
+        super::subscribe::SubscribeError::TagInUse,
+        "a party's tag names no subscriber"
+    );
     let sub = h
         .mgr
         .subscribe("s1", &["A".into()], Some("T"), now)
