@@ -152,6 +152,19 @@ fn a_subscriber_added_mid_call_gets_a_copy_until_it_unsubscribes() {
         rtp_streams(&before).iter().any(|st| st.0 == to_tag),
         "the subscriber is a party of the call in query: {before:?}"
     );
+    let kernelized = |q: &Value, tag: &str| {
+        rtp_streams(q)
+            .iter()
+            .any(|st| st.0 == tag && st.1.iter().any(|f| f == "kernelized"))
+    };
+    assert!(
+        !kernelized(&before, "tag-A"),
+        "A's stream is copied in userspace: {before:?}"
+    );
+    assert!(
+        kernelized(&before, "tag-B"),
+        "B's stream, not subscribed to, stays in XDP: {before:?}"
+    );
     both_ways(20);
     receive(&tap, 20, sub_port);
     silent(&tap); // B's media is not copied
