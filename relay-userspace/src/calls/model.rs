@@ -84,7 +84,7 @@ pub struct Monologue {
     pub uses_ice: bool,
     /// A subscriber (`subscribe request`): per media, the (monologue,
     /// media index) whose packets it receives copies of. Empty for a
-    /// party in dialogue. Not in the state store.
+    /// party in dialogue. In the state store (record format 2).
     pub subscribed: Vec<(usize, usize)>,
     /// The party's latest SDP as it sent it: a subscription to this party
     /// alone is offered this SDP, as rtpengine does. Not in the state store.

@@ -8,7 +8,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 use relay_common::{RtpStats, StreamStats};
 use relay_state::{
     CallRecord, CountsRecord, KernelRecord, MediaRecord, MonologueRecord, PortRecord, RtpRecord,
-    TrackingRecord,
+    SubscriptionRecord, TrackingRecord,
 };
 use tokio::time::Instant;
 
@@ -72,14 +72,6 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Position of monologue `i` among those recorded (subscribers left out).
-fn kept_index(call: &Call, i: usize) -> usize {
-    call.monologues[..i]
-        .iter()
-        .filter(|m| m.subscribed.is_empty())
-        .count()
-}
-
 /// The record of `call` as it is now.
 pub fn call_record(
     call: &Call,
@@ -92,12 +84,9 @@ pub fn call_record(
         created_ms: clock.ms_of(call.created),
         last_signal_ms: clock.ms_of(call.last_signal),
         delete_at_ms: call.delete_at.map(|t| clock.ms_of(t)),
-        // Subscribers are left out (a restart ends a subscription: the
-        // record format has no place for one yet); no party's peer is one.
         monologues: call
             .monologues
             .iter()
-            .filter(|m| m.subscribed.is_empty())
             .map(|m| {
                 let spec = &interfaces[m.interface].spec;
                 MonologueRecord {
@@ -106,7 +95,7 @@ pub fn call_record(
                     via_branch: m.via_branch.clone(),
                     interface: spec.name.clone(),
                     address: spec.address,
-                    peer: m.peer.map(|p| kept_index(call, p)),
+                    peer: m.peer,
                     created_ms: m.created_unix.saturating_mul(1000),
                     medias: m
                         .medias
@@ -119,6 +108,11 @@ pub fn call_record(
                             rtp: port_record(&md.rtp, kernel, clock),
                             rtcp: port_record(&md.rtcp, kernel, clock),
                         })
+                        .collect(),
+                    subscribed: m
+                        .subscribed
+                        .iter()
+                        .map(|&(source, media)| SubscriptionRecord { source, media })
                         .collect(),
                 }
             })

@@ -297,6 +297,39 @@ impl CallManager {
     }
 }
 
+/// Gives restored subscribers (from `record`) their sources again: each
+/// source port lists the subscriber's matching port.
+pub(crate) fn relink(
+    call: &mut Call,
+    record: &relay_state::CallRecord,
+) -> Result<(), super::restore::RestoreError> {
+    let inconsistent =
+        || super::restore::RestoreError::Inconsistent("a subscription names no media");
+    for (sub, m) in record.monologues.iter().enumerate() {
+        if m.subscribed.is_empty() {
+            continue;
+        }
+        if m.subscribed.len() != call.monologues[sub].medias.len() {
+            return Err(inconsistent());
+        }
+        let wanted: Vec<(usize, usize)> =
+            m.subscribed.iter().map(|s| (s.source, s.media)).collect();
+        for (md, &(s, i)) in call.monologues[sub].medias.iter().zip(&wanted) {
+            let source = call
+                .monologues
+                .get(s)
+                .filter(|_| s != sub)
+                .and_then(|src| src.medias.get(i))
+                .ok_or_else(inconsistent)?;
+            for (from, to) in [(&source.rtp, &md.rtp), (&source.rtcp, &md.rtcp)] {
+                from.state().subscribers.push(Arc::downgrade(to));
+            }
+        }
+        call.monologues[sub].subscribed = wanted;
+    }
+    Ok(())
+}
+
 /// The packets of one received batch to copy to a port's subscribers.
 pub(crate) struct Copies<'a> {
     targets: Vec<(Arc<MediaPort>, SocketAddr)>,

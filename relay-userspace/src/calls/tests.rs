@@ -1234,28 +1234,79 @@ async fn a_subscribed_stream_leaves_the_kernel_and_is_copied() {
     );
 }
 
-/// A subscriber is not in the state store: a restart ends the
-/// subscription, and the other parties' records stay consistent.
-#[tokio::test]
-async fn subscribers_are_left_out_of_the_record() {
+/// A subscription is recorded with the call and restored: after a
+/// restart the subscriber still gets its copies, and the source stays out
+/// of the kernel until it unsubscribes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_survives_a_restart() {
     let mut h = harness(43000, 43099);
     let now = Instant::now();
-    h.offer(&signal("s2", "A", None, sa("10.0.0.1:4000")), now)
+    let sock = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    };
+    let (a, b, tap) = (sock(), sock(), sock());
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let offer = h.offer(&signal("s2", "A", None, a_addr), now).unwrap();
+    let answer = h
+        .answer(&signal("s2", "A", Some("B"), b_addr), now)
         .unwrap();
-    h.answer(&signal("s2", "A", Some("B"), sa("10.0.0.2:5000")), now)
+    let relay_for_a = sa(&format!("127.0.0.1:{}", answer.medias[0].rtp_port));
+    let relay_for_b = sa(&format!("127.0.0.1:{}", offer.medias[0].rtp_port));
+    let sub = h
+        .mgr
+        .subscribe("s2", &["A".into()], Some("T"), now)
         .unwrap();
-    h.mgr.subscribe("s2", &[], Some("T"), now).unwrap();
     h.mgr.run_deferred();
+    h.mgr
+        .subscribe_answer(&signal("s2", "T", None, tap.local_addr().unwrap()), now)
+        .unwrap();
+    let tap_port = sa(&format!("127.0.0.1:{}", sub.plan.medias[0].rtp_port));
     let changes = h.mgr.take_changes();
     let Some(relay_state::Change::Put(record)) = changes.last() else {
         panic!("a record: {changes:?}");
     };
-    let tags: Vec<_> = record
-        .monologues
-        .iter()
-        .map(|m| m.tag.clone().unwrap())
-        .collect();
-    assert_eq!(tags, ["A", "B"]);
-    assert_eq!(record.monologues[0].peer, Some(1));
-    assert_eq!(record.monologues[1].peer, Some(0));
+    assert_eq!(
+        record.monologues[2].subscribed,
+        [relay_state::SubscriptionRecord {
+            source: 0,
+            media: 0
+        }]
+    );
+
+    // relayd dies and a new one restores the call.
+    let kernel = h.kernel.clone();
+    for port in h.mgr.calls.values().flat_map(Call::ports) {
+        if let Some(task) = port.state().forwarder.take() {
+            task.abort();
+        }
+    }
+    drop(h);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut h = harness_on(43000, 43099, kernel);
+    h.mgr.kernel.adopting().unwrap();
+    let report = h.mgr.restore(stored(&changes).calls.into_values());
+    h.mgr.run_deferred();
+    assert_eq!((report.restored, report.failed.len()), (1, 0));
+
+    let mut buf = [0u8; 64];
+    a.send_to(b"a1", relay_for_a).unwrap();
+    let (n, src) = b.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], src), (&b"a1"[..], relay_for_b));
+    let (n, src) = tap.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], src),
+        (&b"a1"[..], tap_port),
+        "copied after the restart"
+    );
+    b.send_to(b"b1", relay_for_b).unwrap();
+    a.recv_from(&mut buf).unwrap();
+    h.handle_events(2).await;
+    assert!(
+        !h.kernel.entries.lock().unwrap().contains_key(&relay_for_a),
+        "the restored source stays in userspace"
+    );
+    h.mgr.unsubscribe("s2", "T").unwrap();
+    assert!(h.kernel.entries.lock().unwrap().contains_key(&relay_for_a));
 }
