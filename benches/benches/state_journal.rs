@@ -51,6 +51,7 @@ fn call(id: &str) -> CallRecord {
             rtp: port(&format!("10.0.0.5:{rtp}"), &format!("{remote}:4000")),
             rtcp: port(&format!("10.0.0.5:{}", rtp + 1), &format!("{remote}:4001")),
         }],
+        subscribed: vec![],
     };
     CallRecord {
         call_id: id.into(),

@@ -212,6 +212,22 @@ fn handle(body: &Value) -> Value {
             reply::ok_with_warnings(Dict::new(), &parsed.warnings)
         }
         Command::Statistics => reply::ok(Dict::new()),
+        Command::Publish(oa) => {
+            assert!(!oa.call_id.is_empty() && !oa.from_tag.is_empty() && !oa.sdp.is_empty());
+            reply::ok_with_warnings(Dict::new(), &parsed.warnings)
+        }
+        Command::SubscribeRequest(s) => {
+            assert!(!s.call_id.is_empty() && s.from_tags.iter().all(|t| !t.is_empty()));
+            reply::ok_with_warnings(Dict::new(), &parsed.warnings)
+        }
+        Command::SubscribeAnswer(a) => {
+            assert!(!a.call_id.is_empty() && !a.to_tag.is_empty() && !a.sdp.is_empty());
+            reply::ok_with_warnings(Dict::new(), &parsed.warnings)
+        }
+        Command::Unsubscribe(u) => {
+            assert!(!u.call_id.is_empty() && !u.to_tag.is_empty());
+            reply::ok_with_warnings(Dict::new(), &parsed.warnings)
+        }
     }
 }
 

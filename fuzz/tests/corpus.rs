@@ -168,6 +168,7 @@ fn write_state_seeds() {
                     true,
                 ),
             }],
+            subscribed: vec![],
         };
         CallRecord {
             call_id: id.into(),

@@ -41,6 +41,14 @@ pub enum Command {
     List(List),
     /// `statistics`: global counters.
     Statistics,
+    /// `publish`: an SFU-style ingest; its media goes to subscribers only.
+    Publish(OfferAnswer),
+    /// `subscribe request`: a new party receiving copies of others' media.
+    SubscribeRequest(Subscribe),
+    /// `subscribe answer`: the subscriber's SDP answer.
+    SubscribeAnswer(SubscribeAnswer),
+    /// `unsubscribe`: ends a subscription.
+    Unsubscribe(Unsubscribe),
 }
 
 impl Command {
@@ -54,6 +62,10 @@ impl Command {
             Self::Query(_) => "query",
             Self::List(_) => "list",
             Self::Statistics => "statistics",
+            Self::Publish(_) => "publish",
+            Self::SubscribeRequest(_) => "subscribe request",
+            Self::SubscribeAnswer(_) => "subscribe answer",
+            Self::Unsubscribe(_) => "unsubscribe",
         }
     }
 }
@@ -177,6 +189,42 @@ pub struct List {
     pub limit: u32,
 }
 
+/// The parameters of `subscribe request`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribe {
+    /// `call-id`.
+    pub call_id: String,
+    /// The parties whose media is copied: `from-tag`, then `from-tags`
+    /// (empty with `all`).
+    pub from_tags: Vec<String>,
+    /// `to-tag`: the subscriber's tag; the relay makes one up when absent.
+    pub to_tag: Option<String>,
+    /// Flags (`all` subscribes to every party).
+    pub flags: Flags,
+}
+
+/// The parameters of `subscribe answer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeAnswer {
+    /// `call-id`.
+    pub call_id: String,
+    /// `to-tag`: the subscriber, as `subscribe request` named it.
+    pub to_tag: String,
+    /// The subscriber's SDP answer.
+    pub sdp: Vec<u8>,
+    /// Flags.
+    pub flags: Flags,
+}
+
+/// The parameters of `unsubscribe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsubscribe {
+    /// `call-id`.
+    pub call_id: String,
+    /// `to-tag`: the subscriber.
+    pub to_tag: String,
+}
+
 /// What the `command` value names.
 enum Kind {
     Ping,
@@ -186,6 +234,10 @@ enum Kind {
     Query,
     List,
     Statistics,
+    Publish,
+    SubscribeRequest,
+    SubscribeAnswer,
+    Unsubscribe,
 }
 
 /// Commands rtpengine has that this relay does not implement.
@@ -204,10 +256,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "play DTMF",
     "silence media",
     "unsilence media",
-    "publish",
-    "subscribe request",
-    "subscribe answer",
-    "unsubscribe",
     "inject start",
     "inject stop",
     "connect",
@@ -230,6 +278,10 @@ impl Kind {
             b"query" => Self::Query,
             b"list" => Self::List,
             b"statistics" => Self::Statistics,
+            b"publish" => Self::Publish,
+            b"subscribe request" => Self::SubscribeRequest,
+            b"subscribe answer" => Self::SubscribeAnswer,
+            b"unsubscribe" => Self::Unsubscribe,
             _ => {
                 let name = String::from_utf8_lossy(name).into_owned();
                 return Err(if NOT_IMPLEMENTED.contains(&name.as_str()) {
@@ -269,6 +321,35 @@ pub fn parse(body: &Value) -> Result<Parsed, NgError> {
             call_id: present(f.call_id).ok_or(NgError::NoCallId)?,
             from_tag: present(f.from_tag),
             to_tag: present(f.to_tag),
+        }),
+        Kind::Publish => Command::Publish(offer_answer(f, false)?),
+        Kind::SubscribeRequest => {
+            let call_id = present(f.call_id).ok_or(NgError::NoCallId)?;
+            let mut from_tags: Vec<String> = present(f.from_tag).into_iter().collect();
+            for tag in f.from_tags {
+                if !tag.is_empty() && !from_tags.contains(&tag) {
+                    from_tags.push(tag);
+                }
+            }
+            Command::SubscribeRequest(Subscribe {
+                call_id,
+                from_tags,
+                to_tag: present(f.to_tag),
+                flags: f.flags,
+            })
+        }
+        Kind::SubscribeAnswer => {
+            let sdp = f.sdp.filter(|s| !s.is_empty()).ok_or(NgError::NoSdp)?;
+            Command::SubscribeAnswer(SubscribeAnswer {
+                call_id: present(f.call_id).ok_or(NgError::NoCallId)?,
+                to_tag: present(f.to_tag).ok_or(NgError::NoToTag)?,
+                sdp,
+                flags: f.flags,
+            })
+        }
+        Kind::Unsubscribe => Command::Unsubscribe(Unsubscribe {
+            call_id: present(f.call_id).ok_or(NgError::NoCallId)?,
+            to_tag: present(f.to_tag).ok_or(NgError::NoToTag)?,
         }),
         Kind::List => Command::List(List {
             limit: match f.limit {

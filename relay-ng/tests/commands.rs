@@ -423,3 +423,65 @@ fn ice_list_and_ice_lite() {
     assert_eq!(offer(Value::str_list(["trickle"])), None);
     assert_eq!(offer(Value::str("remove")).as_deref(), Some("remove"));
 }
+
+#[test]
+fn subscribe_request_collects_from_tag_and_from_tags() {
+    let parsed = parse(&request(&[
+        ("command", Value::str("subscribe request")),
+        ("call-id", Value::str("c")),
+        ("from-tag", Value::str("A")),
+        (
+            "from-tags",
+            Value::List(vec![Value::str("B"), Value::str("A")]),
+        ),
+        ("flags", Value::List(vec![Value::str("all")])),
+    ]))
+    .expect("valid");
+    let Command::SubscribeRequest(s) = parsed.command else {
+        panic!("not a subscribe request: {:?}", parsed.command);
+    };
+    assert_eq!(s.call_id, "c");
+    assert_eq!(s.from_tags, ["A", "B"], "from-tag first, duplicates once");
+    assert_eq!(s.to_tag, None);
+    assert!(s.flags.all);
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+}
+
+#[test]
+fn subscribe_answer_and_unsubscribe_need_their_keys() {
+    let answer = |entries: &[(&str, Value)]| {
+        let mut all = vec![("command", Value::str("subscribe answer"))];
+        all.extend(entries.iter().cloned());
+        parse(&request(&all))
+    };
+    assert_eq!(
+        answer(&[("call-id", Value::str("c")), ("to-tag", Value::str("S"))]).unwrap_err(),
+        NgError::NoSdp
+    );
+    assert_eq!(
+        answer(&[("call-id", Value::str("c")), ("sdp", Value::str("v=0"))]).unwrap_err(),
+        NgError::NoToTag
+    );
+    let ok = answer(&[
+        ("call-id", Value::str("c")),
+        ("to-tag", Value::str("S")),
+        ("sdp", Value::str("v=0")),
+    ])
+    .expect("valid");
+    assert!(matches!(ok.command, Command::SubscribeAnswer(ref a) if a.to_tag == "S"));
+    let unsub = parse(&request(&[
+        ("command", Value::str("unsubscribe")),
+        ("call-id", Value::str("c")),
+        ("to-tag", Value::str("S")),
+    ]))
+    .expect("valid");
+    assert_eq!(unsub.command.name(), "unsubscribe");
+    let publish = parse(&request(&[
+        ("command", Value::str("publish")),
+        ("call-id", Value::str("c")),
+        ("from-tag", Value::str("P")),
+        ("sdp", Value::str("v=0")),
+    ]))
+    .expect("valid");
+    assert!(matches!(publish.command, Command::Publish(_)));
+}

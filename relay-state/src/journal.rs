@@ -827,8 +827,8 @@ type Decoder = fn(&[u8]) -> Result<Change, FrameError>;
 fn decoder(version: u32) -> Option<Decoder> {
     match version {
         RECORD_VERSION => Some(whole::<Change>),
-        // An older format reads its frozen types and converts them, e.g.
-        // 1 => Some(|p| whole::<records::v1::Change>(p).map(Change::from)),
+        // An older format reads its frozen types and converts them.
+        1 => Some(|p| whole::<crate::records::v1::Change>(p).map(Change::from)),
         _ => None,
     }
 }
@@ -1138,7 +1138,7 @@ mod tests {
     fn file_header_layout() {
         let header = file_header(&SALT);
         assert_eq!(&header[..4], b"XRJ2");
-        assert_eq!(header[4..8], 1u32.to_le_bytes());
+        assert_eq!(header[4..8], 2u32.to_le_bytes());
         assert_eq!(header[8..], SALT);
         assert_eq!(
             parse_header(&header).unwrap(),
@@ -1173,7 +1173,7 @@ mod tests {
     #[test]
     fn a_file_of_another_record_format_is_discarded_whole() {
         let mut bytes = file(&[frame(&cookie(1))]);
-        bytes[4..8].copy_from_slice(&2u32.to_le_bytes());
+        bytes[4..8].copy_from_slice(&3u32.to_le_bytes());
         let contents = read_journal(&bytes);
         assert_eq!(contents.report.frames, 0);
         assert_eq!(
@@ -1181,7 +1181,7 @@ mod tests {
             [Discarded {
                 offset: 0,
                 bytes: bytes.len() as u64,
-                reason: "journal written in record format 2; this relayd reads 1".into(),
+                reason: "journal written in record format 3; this relayd reads 2".into(),
             }]
         );
         assert_eq!(contents.salt, None);
@@ -1228,6 +1228,14 @@ mod tests {
         assert!(contents.state.calls.contains_key("x"));
         let current = frame(&old(b"").unwrap());
         assert_eq!(contents.mirror.snapshot(&SALT), file(&[current]));
+    }
+
+    #[test]
+    fn frames_of_format_1_are_read() {
+        let v1 = crate::records::v1::Change::Remove("gone".into());
+        let payload = postcard::to_allocvec(&v1).unwrap();
+        let read = decoder(1).expect("format 1 is read");
+        assert_eq!(read(&payload).unwrap(), Change::Remove("gone".into()));
     }
 
     #[test]

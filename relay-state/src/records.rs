@@ -16,10 +16,12 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+pub mod v1;
+
 /// The version of the record types' encoding that this build writes, in
 /// every journal file's header. See the [module docs](self) for when it
 /// changes.
-pub const RECORD_VERSION: u32 = 1;
+pub const RECORD_VERSION: u32 = 2;
 
 /// A call (one Call-ID) and everything needed to rebuild it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,6 +72,18 @@ pub struct MonologueRecord {
     pub created_ms: u64,
     /// Medias by `m=` index.
     pub medias: Vec<MediaRecord>,
+    /// A subscriber's (NG `subscribe request`): per media, whose media it
+    /// receives copies of. Empty for a party in dialogue. New in format 2.
+    pub subscribed: Vec<SubscriptionRecord>,
+}
+
+/// The media a subscriber's media receives copies of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    /// Position, in the record's `monologues`, of the source party.
+    pub source: usize,
+    /// The source's media (position in its `medias`).
+    pub media: usize,
 }
 
 /// One `m=` section of one party.
@@ -285,6 +299,13 @@ mod tests {
                         rtp: port(filled),
                         rtcp: port(!filled),
                     }],
+                    subscribed: vec![
+                        SubscriptionRecord {
+                            source: 0,
+                            media: 0
+                        };
+                        usize::from(filled)
+                    ],
                 }],
             };
             let bytes = postcard::to_stdvec(&record).unwrap();

@@ -80,6 +80,7 @@ fn call(id: &str, base: u16) -> CallRecord {
             rtp: port(base + 2 * n, Some(u32::from(base + 2 * n))),
             rtcp: port(base + 2 * n + 1, None),
         }],
+        subscribed: vec![],
     };
     CallRecord {
         call_id: id.into(),
@@ -126,7 +127,7 @@ fn salt_of(dir: &Path) -> [u8; 8] {
     assert!(bytes.len() >= HEADER_LEN as usize, "{} bytes", bytes.len());
     assert_eq!(&bytes[..4], b"XRJ2");
     assert_eq!(bytes[4..8], relay_state::RECORD_VERSION.to_le_bytes());
-    assert_eq!(relay_state::RECORD_VERSION, 1);
+    assert_eq!(relay_state::RECORD_VERSION, 2);
     bytes[8..16].try_into().unwrap()
 }
 
@@ -570,10 +571,10 @@ fn a_journal_of_another_record_format_is_kept_aside() {
     let source = tempfile::tempdir().unwrap();
     commit_each(source.path(), &changes);
     let whole = fs::read(journal_path(source.path())).unwrap();
-    for version in [2u32, 0, u32::MAX] {
+    for version in [3u32, 0, u32::MAX] {
         let mut bytes = whole.clone();
         bytes[4..8].copy_from_slice(&version.to_le_bytes());
-        let reason = format!("journal written in record format {version}; this relayd reads 1");
+        let reason = format!("journal written in record format {version}; this relayd reads 2");
         assert_replaced_whole(&bytes, 0, &reason);
     }
 }
@@ -954,4 +955,42 @@ fn in_use_tells_whether_a_journal_holds_the_directory() {
         FileJournal::open(dir.path(), SyncPolicy::Periodic).is_ok(),
         "in_use left no lock behind"
     );
+}
+
+/// A journal an earlier relayd wrote in record format 1 (before
+/// subscriptions) loads whole, each party without subscriptions.
+#[test]
+fn a_journal_of_record_format_1_is_read() {
+    use relay_state::records::v1;
+    let current = call("a", 100);
+    let old = v1::Change::Put(v1::CallRecord {
+        call_id: current.call_id.clone(),
+        created_ms: current.created_ms,
+        last_signal_ms: current.last_signal_ms,
+        delete_at_ms: current.delete_at_ms,
+        monologues: current
+            .monologues
+            .iter()
+            .map(|m| v1::MonologueRecord {
+                tag: m.tag.clone(),
+                aliases: m.aliases.clone(),
+                via_branch: m.via_branch.clone(),
+                interface: m.interface.clone(),
+                address: m.address,
+                peer: m.peer,
+                created_ms: m.created_ms,
+                medias: m.medias.clone(),
+            })
+            .collect(),
+    });
+    let salt = *b"saltsalt";
+    let mut bytes = b"XRJ2".to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&salt);
+    bytes.extend(raw_frame(&salt, &postcard::to_allocvec(&old).unwrap()));
+    let dir = dir_with_journal(&bytes);
+    let (state, report) = load(dir.path());
+    assert_eq!(report.frames, 1, "{report}");
+    assert!(report.discarded.is_empty(), "{report}");
+    assert_eq!(state, state_of(&[put("a", 100)]));
 }

@@ -21,6 +21,8 @@ pub(super) struct Fields {
     pub call_id: Option<String>,
     pub from_tag: Option<String>,
     pub to_tag: Option<String>,
+    /// `from-tags` (subscribe request).
+    pub from_tags: Vec<String>,
     pub via_branch: Option<String>,
     pub sdp: Option<Vec<u8>>,
     pub flags: Flags,
@@ -120,6 +122,10 @@ impl Fields {
             "call-id" => self.call_id = self.text(key, value)?,
             "from-tag" => self.from_tag = self.text(key, value)?,
             "to-tag" => self.to_tag = self.text(key, value)?,
+            "from-tags" => {
+                let tags = self.texts(key, value)?;
+                self.from_tags.extend(tags);
+            }
             "via-branch" => self.via_branch = self.text(key, value)?,
             "sdp" => match value {
                 Value::Bytes(b) => self.sdp = Some(b.clone()),

@@ -111,11 +111,15 @@ pub fn decode_call(call_id: &str, value: &[u8]) -> Result<CallRecord, ValueError
         .split_first_chunk::<4>()
         .ok_or(ValueError::Short(value.len()))?;
     let found = u32::from_le_bytes(*format);
-    if found != RECORD_VERSION {
-        return Err(ValueError::Format { found });
-    }
-    let call: CallRecord =
-        postcard::from_bytes(payload).map_err(|e| ValueError::Decode(e.to_string()))?;
+    let decode = |e: postcard::Error| ValueError::Decode(e.to_string());
+    let call: CallRecord = match found {
+        RECORD_VERSION => postcard::from_bytes(payload).map_err(decode)?,
+        // An active of the previous format (a rolling upgrade).
+        1 => postcard::from_bytes::<crate::records::v1::CallRecord>(payload)
+            .map_err(decode)?
+            .into(),
+        _ => return Err(ValueError::Format { found }),
+    };
     if call.call_id != call_id {
         return Err(ValueError::WrongCall {
             key: call_id.to_owned(),

@@ -110,6 +110,7 @@ fn relay_batch(
         let st = port.state();
         (st.sink.upgrade(), st.demux_to.upgrade())
     };
+    let mut copies = super::subscribe::Copies::of(port);
     let mut backlog = Backlog::default();
     let mut run: Vec<&[u8]> = Vec::with_capacity(count);
     let mut run_dest: Option<SocketAddr> = None;
@@ -141,11 +142,16 @@ fn relay_batch(
         if !admit(port, payload, src, now, arrival, events) {
             continue;
         }
+        copies.push(payload);
         let destination = sink
             .as_ref()
             .and_then(|s| super::ice::destination(&s.state()));
         let Some(destination) = destination else {
-            port.stats.errors.fetch_add(1, Ordering::Relaxed);
+            // A port without a sink (a publisher's, a subscriber's) has
+            // nobody in dialogue to fail to reach.
+            if sink.is_some() {
+                port.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
             continue;
         };
         if run_dest != Some(destination) {
@@ -160,6 +166,7 @@ fn relay_batch(
     if let (Some(sink), Some(dest)) = (&sink, run_dest) {
         send_run(sink, &run, dest, &mut backlog);
     }
+    copies.send();
     backlog.sink = sink;
     backlog
 }

@@ -228,6 +228,10 @@ impl Kernel {
     fn forwarding(port: &MediaPort, max_pps: u32) -> Option<StreamSpec> {
         let (sink, strict_source, media, ice, rtcp_demux) = {
             let st = port.state();
+            // Copies for subscribers are made in userspace (fast-path.md).
+            if !st.subscribers.is_empty() {
+                return None;
+            }
             let source = st.learner.confirmed()?;
             (
                 st.sink.upgrade()?,

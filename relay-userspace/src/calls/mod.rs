@@ -18,6 +18,7 @@ pub mod port;
 pub mod restore;
 mod select;
 pub mod send_batch;
+pub mod subscribe;
 pub mod summary;
 #[cfg(test)]
 mod tests;
@@ -1394,6 +1395,8 @@ fn push_monologue(
         created_unix: unix_now(),
         sdp_version: None,
         uses_ice: false,
+        subscribed: Vec::new(),
+        sdp: None,
     });
     call.monologues.len() - 1
 }

@@ -118,6 +118,13 @@ pub struct Monologue {
     /// The party's latest SDP used ICE: by default the relay's SDPs to it
     /// carry the relay's ICE. Not in the state store.
     pub uses_ice: bool,
+    /// A subscriber (`subscribe request`): per media, the (monologue,
+    /// media index) whose packets it receives copies of. Empty for a
+    /// party in dialogue. In the state store (record format 2).
+    pub subscribed: Vec<(usize, usize)>,
+    /// The party's latest SDP as it sent it: a subscription to this party
+    /// alone is offered this SDP, as rtpengine does. Not in the state store.
+    pub sdp: Option<Vec<u8>>,
 }
 
 impl Monologue {

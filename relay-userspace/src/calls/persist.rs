@@ -8,7 +8,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 use relay_common::{RtpStats, StreamStats};
 use relay_state::{
     CallRecord, CountsRecord, KernelRecord, MediaRecord, MonologueRecord, PortRecord, RtpRecord,
-    TrackingRecord,
+    SubscriptionRecord, TrackingRecord,
 };
 use tokio::time::Instant;
 
@@ -108,6 +108,11 @@ pub fn call_record(
                             rtp: port_record(&md.rtp, kernel, clock),
                             rtcp: port_record(&md.rtcp, kernel, clock),
                         })
+                        .collect(),
+                    subscribed: m
+                        .subscribed
+                        .iter()
+                        .map(|&(source, media)| SubscriptionRecord { source, media })
                         .collect(),
                 }
             })

@@ -65,6 +65,10 @@ pub struct PortState {
     /// it until an authenticated check arrives again. Set by the call
     /// manager's tick, cleared by the agent's next valid request.
     pub ice_consent_lost: bool,
+    /// Subscribers' ports (`subscribe request`): each packet received here
+    /// is also sent from each of them to its party. While there are any,
+    /// the stream stays in userspace (XDP cannot send a frame twice).
+    pub subscribers: Vec<Weak<MediaPort>>,
 }
 
 /// A relay port.
@@ -113,6 +117,7 @@ impl MediaPort {
                 forwarder: None,
                 ice: None,
                 ice_consent_lost: false,
+                subscribers: Vec::new(),
             }),
         }))
     }

@@ -94,11 +94,9 @@ impl CallManager {
         clock: &WallClock,
     ) -> Result<usize, RestoreError> {
         let count = record.monologues.len();
-        if record
-            .monologues
-            .iter()
-            .any(|m| m.peer.is_some_and(|p| p >= count))
-        {
+        if record.monologues.iter().any(|m| {
+            m.peer.is_some_and(|p| p >= count) || m.subscribed.iter().any(|s| s.source >= count)
+        }) {
             return Err(RestoreError::Inconsistent("a party's peer is out of range"));
         }
         if self.calls.contains_key(&record.call_id) {
@@ -157,6 +155,15 @@ impl CallManager {
             call.monologues.push(monologue_of(m, interface, medias));
         }
         pair_with_peers(&call);
+        // Subscriptions before the kernel: a source with subscribers stays
+        // out of it, as live.
+        if let Err(e) = super::subscribe::relink(&mut call, record) {
+            for port in call.ports() {
+                port.forget_counts();
+            }
+            self.free_call(call);
+            return Err(e);
+        }
         let mut adopted = 0;
         for (port, rec) in call.ports().zip(record.ports()) {
             self.owners.insert(port.local, call.id.clone());
@@ -269,6 +276,8 @@ fn monologue_of(
         created_unix: record.created_ms / 1000,
         sdp_version: None,
         uses_ice: false,
+        subscribed: Vec::new(),
+        sdp: None,
     }
 }
 

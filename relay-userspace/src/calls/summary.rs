@@ -260,13 +260,16 @@ pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> Call
             // rtpengine 10.5 marks the side its first offer went to as the
             // ICE controlling one, ICE or not.
             let mut flags = Vec::new();
-            if index > 0 && m.tag != call.monologues[0].tag {
+            // A subscriber only receives (rtpengine 10.5: `send` alone).
+            if !m.subscribed.is_empty() {
+                flags.extend(["initialized", "send"]);
+            } else if index > 0 && m.tag != call.monologues[0].tag {
                 flags.push("ICE controlling");
             }
-            if m.tag.is_some() {
+            if m.tag.is_some() && m.subscribed.is_empty() {
                 flags.push("initialized");
             }
-            if !md.muted {
+            if !md.muted && m.subscribed.is_empty() {
                 flags.extend(["recv", "send"]);
             }
             tag.medias.push(MediaSummary {

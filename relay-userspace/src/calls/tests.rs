@@ -1128,3 +1128,191 @@ async fn ice_restart_gets_new_credentials() {
     assert!(restarted.is_some());
     assert_ne!(restarted, first, "a new ufrag restarts ICE");
 }
+
+/// A subscription takes the source's stream out of the kernel (the copies
+/// are made in userspace) and copies each packet from the subscriber's
+/// port; unsubscribe frees the ports and puts the stream back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribed_stream_leaves_the_kernel_and_is_copied() {
+    let mut h = harness(42900, 42999);
+    let now = Instant::now();
+    let sock = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    };
+    let (a, b, tap) = (sock(), sock(), sock());
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let offer = h.offer(&signal("s1", "A", None, a_addr), now).unwrap();
+    let answer = h
+        .answer(&signal("s1", "A", Some("B"), b_addr), now)
+        .unwrap();
+    let relay_for_a = sa(&format!("127.0.0.1:{}", answer.medias[0].rtp_port));
+    let relay_for_b = sa(&format!("127.0.0.1:{}", offer.medias[0].rtp_port));
+    let mut buf = [0u8; 64];
+    a.send_to(b"a1", relay_for_a).unwrap();
+    b.recv_from(&mut buf).unwrap();
+    b.send_to(b"b1", relay_for_b).unwrap();
+    a.recv_from(&mut buf).unwrap();
+    h.handle_events(2).await;
+    assert!(h.kernel.entries.lock().unwrap().contains_key(&relay_for_a));
+
+    assert_eq!(
+        h.mgr
+            .subscribe("nope", &[], None, now)
+            .unwrap_err()
+            .to_string(),
+        "Unknown call-ID"
+    );
+    assert_eq!(
+        h.mgr
+            .subscribe("s1", &["Z".into()], None, now)
+            .unwrap_err()
+            .to_string(),
+        "From-tag given, but no such tag exists"
+    );
+    assert_eq!(
+        h.mgr
+            .subscribe("s1", &["A".into()], Some("B"), now)
+            .unwrap_err(),
+        super::subscribe::SubscribeError::TagInUse,
+        "a party's tag names no subscriber"
+    );
+    let sub = h
+        .mgr
+        .subscribe("s1", &["A".into()], Some("T"), now)
+        .unwrap();
+    h.mgr.run_deferred();
+    assert_eq!(
+        (sub.to_tag.as_str(), sub.from_tags.as_slice()),
+        ("T", &["A".to_owned()][..])
+    );
+    let tap_port = sa(&format!("127.0.0.1:{}", sub.plan.medias[0].rtp_port));
+    assert!(
+        !h.kernel.entries.lock().unwrap().contains_key(&relay_for_a),
+        "A's stream is copied in userspace"
+    );
+    assert!(
+        h.kernel.entries.lock().unwrap().contains_key(&relay_for_b),
+        "B's stream is not subscribed to: still in the kernel"
+    );
+    let mut answer_sig = signal("s1", "T", None, tap.local_addr().unwrap());
+    answer_sig.medias[0].muted = true;
+    assert_eq!(
+        h.mgr
+            .subscribe_answer(&signal("s1", "X", None, b_addr), now)
+            .unwrap_err()
+            .to_string(),
+        "To-tag not found"
+    );
+    h.mgr.subscribe_answer(&answer_sig, now).unwrap();
+
+    a.send_to(b"a2", relay_for_a).unwrap();
+    let (n, src) = b.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], src),
+        (&b"a2"[..], relay_for_b),
+        "B still gets A"
+    );
+    let (n, src) = tap.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], src),
+        (&b"a2"[..], tap_port),
+        "the copy, from the subscriber's port"
+    );
+
+    h.mgr.unsubscribe("s1", "T").unwrap();
+    h.mgr.run_deferred();
+    assert!(
+        h.kernel.entries.lock().unwrap().contains_key(&relay_for_a),
+        "back in the kernel once nobody subscribes"
+    );
+    assert!(
+        h.mgr.query("s1").unwrap().tags.len() == 2,
+        "the subscriber is gone"
+    );
+    h.mgr.unsubscribe("s1", "T").unwrap(); // again: no error, as rtpengine
+    h.delete("s1", None, Some(Duration::ZERO), now).unwrap();
+    assert_eq!(
+        h.mgr.port_usage()[0].1,
+        0,
+        "every port pair back in the pool"
+    );
+}
+
+/// A subscription is recorded with the call and restored: after a
+/// restart the subscriber still gets its copies, and the source stays out
+/// of the kernel until it unsubscribes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_survives_a_restart() {
+    let mut h = harness(43000, 43099);
+    let now = Instant::now();
+    let sock = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    };
+    let (a, b, tap) = (sock(), sock(), sock());
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let offer = h.offer(&signal("s2", "A", None, a_addr), now).unwrap();
+    let answer = h
+        .answer(&signal("s2", "A", Some("B"), b_addr), now)
+        .unwrap();
+    let relay_for_a = sa(&format!("127.0.0.1:{}", answer.medias[0].rtp_port));
+    let relay_for_b = sa(&format!("127.0.0.1:{}", offer.medias[0].rtp_port));
+    let sub = h
+        .mgr
+        .subscribe("s2", &["A".into()], Some("T"), now)
+        .unwrap();
+    h.mgr.run_deferred();
+    h.mgr
+        .subscribe_answer(&signal("s2", "T", None, tap.local_addr().unwrap()), now)
+        .unwrap();
+    let tap_port = sa(&format!("127.0.0.1:{}", sub.plan.medias[0].rtp_port));
+    let changes = h.mgr.take_changes();
+    let Some(relay_state::Change::Put(record)) = changes.last() else {
+        panic!("a record: {changes:?}");
+    };
+    assert_eq!(
+        record.monologues[2].subscribed,
+        [relay_state::SubscriptionRecord {
+            source: 0,
+            media: 0
+        }]
+    );
+
+    // relayd dies and a new one restores the call.
+    let kernel = h.kernel.clone();
+    for port in h.mgr.calls.values().flat_map(Call::ports) {
+        if let Some(task) = port.state().forwarder.take() {
+            task.abort();
+        }
+    }
+    drop(h);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut h = harness_on(43000, 43099, kernel);
+    h.mgr.kernel.adopting().unwrap();
+    let report = h.mgr.restore(stored(&changes).calls.into_values());
+    h.mgr.run_deferred();
+    assert_eq!((report.restored, report.failed.len()), (1, 0));
+
+    let mut buf = [0u8; 64];
+    a.send_to(b"a1", relay_for_a).unwrap();
+    let (n, src) = b.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], src), (&b"a1"[..], relay_for_b));
+    let (n, src) = tap.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], src),
+        (&b"a1"[..], tap_port),
+        "copied after the restart"
+    );
+    b.send_to(b"b1", relay_for_b).unwrap();
+    a.recv_from(&mut buf).unwrap();
+    h.handle_events(2).await;
+    assert!(
+        !h.kernel.entries.lock().unwrap().contains_key(&relay_for_a),
+        "the restored source stays in userspace"
+    );
+    h.mgr.unsubscribe("s2", "T").unwrap();
+    assert!(h.kernel.entries.lock().unwrap().contains_key(&relay_for_a));
+}

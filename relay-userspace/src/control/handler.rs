@@ -266,6 +266,18 @@ fn dispatch(
         }
         Command::Query(Query { call_id, .. }) => return summary(calls.query(&call_id)),
         Command::List(List { limit }) => ok(list_reply(&calls.list(limit as usize)), warnings),
+        Command::Publish(_)
+        | Command::SubscribeRequest(_)
+        | Command::SubscribeAnswer(_)
+        | Command::Unsubscribe(_)
+            if stats.is_standby() =>
+        {
+            reply::error(STANDBY_REFUSAL)
+        }
+        Command::Publish(oa) => super::subscribe::publish(&oa, calls, now),
+        Command::SubscribeRequest(s) => super::subscribe::request(&s, calls, now),
+        Command::SubscribeAnswer(a) => super::subscribe::answer(&a, calls, now),
+        Command::Unsubscribe(u) => super::subscribe::unsubscribe(&u, calls),
         Command::Statistics => ok(
             super::reply::statistics(&crate::stats::totals(calls, stats)),
             warnings,
@@ -366,6 +378,15 @@ fn offer_answer(
         Ok(plan) => plan,
         Err(e) => return reply::error(&e.to_string()),
     };
+    // A later subscription to this party is offered its SDP.
+    let party = if is_offer {
+        Some(&oa.from_tag)
+    } else {
+        oa.to_tag.as_ref()
+    };
+    if let Some(tag) = party {
+        calls.remember_sdp(&oa.call_id, tag, &oa.sdp);
+    }
     match relay_sdp::rewrite(&sdp, &rewrite_plan(oa, is_offer, &sdp, &plan, formats)) {
         Ok(out) => {
             let mut extra = relay_ng::Dict::new();
@@ -426,7 +447,7 @@ fn payload_types(
 
 /// Where the SDP's party wants each media, and the codecs it carries on
 /// (the payload types of `formats`, or all).
-fn media_offers(
+pub(super) fn media_offers(
     sdp: &Sdp,
     formats: &[Option<Vec<String>>],
     source: Option<std::net::IpAddr>,

@@ -27,6 +27,7 @@ pub mod ng_queue;
 pub mod ng_tcp;
 pub mod reply;
 pub mod service;
+pub mod subscribe;
 pub mod summary_reply;
 pub mod tcp;
 pub mod websocket;

@@ -27,7 +27,8 @@ pub const BYTE_BUDGET: usize = 32 << 20;
 /// Whether a request concerns an existing call (or liveness) or new work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// `answer`, `delete`, `query`, `ping`: handled first.
+    /// `answer`, `delete`, `query`, `ping`, `subscribe answer`,
+    /// `unsubscribe`: handled first.
     Existing,
     /// `offer` and everything else.
     New,
@@ -39,7 +40,11 @@ impl Class {
     /// included, before anything else).
     pub fn of(datagram: &[u8]) -> Self {
         match command_of(datagram) {
-            Some(b"answer" | b"delete" | b"query" | b"ping") => Class::Existing,
+            // `subscribe answer` completes and `unsubscribe` frees what a
+            // call holds; `subscribe request` takes ports, like an offer.
+            Some(
+                b"answer" | b"delete" | b"query" | b"ping" | b"subscribe answer" | b"unsubscribe",
+            ) => Class::Existing,
             _ => Class::New,
         }
     }
@@ -181,7 +186,11 @@ mod tests {
             ("delete", Class::Existing),
             ("query", Class::Existing),
             ("ping", Class::Existing),
+            ("subscribe answer", Class::Existing),
+            ("unsubscribe", Class::Existing),
             ("offer", Class::New),
+            ("subscribe request", Class::New),
+            ("publish", Class::New),
             ("list", Class::New),
         ] {
             assert_eq!(request("10.0.0.1:1", c).1, class, "{c}");

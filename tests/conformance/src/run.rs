@@ -9,6 +9,10 @@ use crate::{
     relays::{Relay, ADDRESSES},
 };
 
+/// Stands for the to-tag a `subscribe request` returned, in step values
+/// and in normalised replies.
+const TO_TAG: &str = "{TO-TAG}";
+
 /// What one relay answered to one case.
 #[derive(Debug, Default)]
 pub struct Transcript {
@@ -26,6 +30,9 @@ pub fn run_case(case: &Case, relay: &Relay, serial: usize) -> Transcript {
     let mut norm = Normalizer::new(ADDRESSES, relay.port_range);
     let mut out = Transcript::default();
     let mut calls: Vec<String> = Vec::new();
+    // The to-tag the latest `subscribe request` got: `{TO-TAG}` in a
+    // later step's values stands for it (rtpengine makes one up at random).
+    let mut to_tag: Option<String> = None;
     for (i, step) in case.steps.iter().enumerate() {
         let index = i + 1;
         // Which call of the case: its own call-id and placeholder.
@@ -46,6 +53,13 @@ pub fn run_case(case: &Case, relay: &Relay, serial: usize) -> Transcript {
         for (key, value) in step.defaults() {
             dict.insert(key.as_bytes().to_vec(), Value::str(value));
         }
+        if let Some(tag) = &to_tag {
+            for value in dict.values_mut() {
+                if value.as_str() == Some(TO_TAG) {
+                    *value = Value::str(tag);
+                }
+            }
+        }
         if let Some(sdp) = &step.sdp {
             dict.insert(b"sdp".to_vec(), Value::str(sdp));
         }
@@ -59,6 +73,10 @@ pub fn run_case(case: &Case, relay: &Relay, serial: usize) -> Transcript {
             Ok(v) => {
                 if let Some(w) = v.get("warning").and_then(Value::as_str) {
                     out.warnings.push((index, w.to_owned()));
+                }
+                if let Some(tag) = v.get("to-tag").and_then(Value::as_str) {
+                    norm.call_id(tag, TO_TAG);
+                    to_tag = Some(tag.to_owned());
                 }
             }
         }
