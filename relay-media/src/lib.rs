@@ -7,6 +7,7 @@
 //! clang, and fuzzable on its own.
 
 pub mod ice;
+pub mod srtp;
 pub mod srtp_profile;
 
 pub use ice::{
