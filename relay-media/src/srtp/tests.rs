@@ -221,6 +221,19 @@ fn runts_and_bad_key_lengths_are_errors_not_panics() {
         assert!(rx.unprotect_rtcp(&mut p).is_err());
     }
     let err = SrtpKey::new(SrtpProfile::AeadAes128Gcm, &[0; 16], &[0; 14]).unwrap_err();
-    assert!(matches!(err, SrtpError::KeyLength { want: 12, got: 14, .. }));
-    assert!(SrtpContext::from_parts(SrtpProfile::AesCm128HmacSha1_80, &[0; 15], &[0; 14], Direction::Inbound).is_err());
+    assert!(matches!(
+        err,
+        SrtpError::KeyLength {
+            want: 12,
+            got: 14,
+            ..
+        }
+    ));
+    assert!(SrtpContext::from_parts(
+        SrtpProfile::AesCm128HmacSha1_80,
+        &[0; 15],
+        &[0; 14],
+        Direction::Inbound
+    )
+    .is_err());
 }
