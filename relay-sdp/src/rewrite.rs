@@ -534,9 +534,7 @@ impl Writer<'_> {
                 mid: media.mid.as_deref(),
             },
         );
-        let is_crypto = |out: &Out<'_>| {
-            matches!(out, Out::Copy(line) if line.line.content(self.raw).starts_with(b"a=crypto:"))
-        };
+        let is_crypto = |out: &Out<'_>| matches!(out, Out::Copy(line) if line.line.content(self.raw).starts_with(b"a=crypto:"));
         for out in block.head.iter().filter(|o| !is_crypto(o)) {
             match out {
                 Out::Copy(line) => self.regenerated(line.line.content(self.raw)),
@@ -792,8 +790,11 @@ mod tests {
             )
         );
         // The relay's own.
-        assert!(out(media(None, Some(vec!["7 AEAD_AES_128_GCM inline:x".into()])))
-            .contains("a=rtcp:30001\r\na=crypto:7 AEAD_AES_128_GCM inline:x\r\na=ptime:20\r\n"));
+        assert!(out(media(
+            None,
+            Some(vec!["7 AEAD_AES_128_GCM inline:x".into()])
+        ))
+        .contains("a=rtcp:30001\r\na=crypto:7 AEAD_AES_128_GCM inline:x\r\na=ptime:20\r\n"));
     }
 
     #[test]

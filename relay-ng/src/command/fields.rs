@@ -250,7 +250,9 @@ impl Fields {
             self.endpoint_learning = Some(v.to_owned());
         } else if name.starts_with("sdes-") {
             // Suite names keep their spelling: cut the raw token.
-            self.flags.sdes.push(token.get(5..).unwrap_or("").to_owned());
+            self.flags
+                .sdes
+                .push(token.get(5..).unwrap_or("").to_owned());
         } else {
             self.flags.unknown.push(token.to_owned());
             self.warn(format!("Ignored unsupported flag '{token}'"));

@@ -250,7 +250,9 @@ mod tests {
 
     #[test]
     fn empty_value_is_a_flag_and_unknowns_warn() {
-        let f = parse("  loop-protect=  SDES-off SDES-no-AES_CM_128_HMAC_SHA1_32  OSRTP-accept foo=bar ");
+        let f = parse(
+            "  loop-protect=  SDES-off SDES-no-AES_CM_128_HMAC_SHA1_32  OSRTP-accept foo=bar ",
+        );
         assert!(f.flags.loop_protect);
         assert_eq!(f.flags.sdes, ["off", "no-AES_CM_128_HMAC_SHA1_32"]);
         assert_eq!(f.flags.unknown, ["OSRTP-accept"]);

@@ -107,16 +107,17 @@ fn relay_batch(
     let now_ns = super::kernel::monotonic_ns();
     let sink = port.state().sink.upgrade();
     let mut backlog = Backlog::default();
-    let mut run: Vec<&[u8]> = Vec::with_capacity(count);
-    let mut run_dest: Option<SocketAddr> = None;
+    // Where each relayed datagram goes, and its bytes when an SRTP
+    // transform rewrote them (else the batch's own).
+    let mut out: Vec<(SocketAddr, usize, Option<Vec<u8>>)> = Vec::with_capacity(count);
     for i in 0..count {
-        let Some((payload, src)) = batch.get(i) else {
+        let Some((received, src)) = batch.get(i) else {
             port.stats.errors.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         // STUN for the port's ICE-lite agent is answered, not relayed.
-        if relay_media::looks_like_stun(payload) {
-            match super::ice::on_stun(port, payload, src, now) {
+        if relay_media::looks_like_stun(received) {
+            match super::ice::on_stun(port, received, src, now) {
                 super::ice::Stun::NotOurs => {}
                 super::ice::Stun::Consumed => continue,
                 super::ice::Stun::EndpointChanged => {
@@ -125,6 +126,13 @@ fn relay_batch(
                 }
             }
         }
+        // SRTP from the party is authenticated and decrypted before anything
+        // learns from it or counts it.
+        let decrypted = match unprotect(port, received) {
+            Ok(d) => d,
+            Err(()) => continue,
+        };
+        let payload = decrypted.as_deref().unwrap_or(received);
         let verdict = {
             let mut st = port.state();
             st.last_packet = Some(now);
@@ -160,16 +168,29 @@ fn relay_batch(
         let destination = sink
             .as_ref()
             .and_then(|s| super::ice::destination(&s.state()));
-        let Some(destination) = destination else {
+        let (Some(destination), Some(sink)) = (destination, sink.as_ref()) else {
             port.stats.errors.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        if run_dest != Some(destination) {
+        match protect(sink, decrypted, received) {
+            Ok(bytes) => out.push((destination, i, bytes)),
+            Err(()) => {
+                port.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let mut run: Vec<&[u8]> = Vec::with_capacity(out.len());
+    let mut run_dest: Option<SocketAddr> = None;
+    for (destination, i, bytes) in &out {
+        let Some(payload) = bytes.as_deref().or_else(|| batch.get(*i).map(|(p, _)| p)) else {
+            continue;
+        };
+        if run_dest != Some(*destination) {
             if let (Some(sink), Some(dest)) = (&sink, run_dest) {
                 send_run(sink, &run, dest, &mut backlog);
             }
             run.clear();
-            run_dest = Some(destination);
+            run_dest = Some(*destination);
         }
         run.push(payload);
     }
@@ -178,6 +199,52 @@ fn relay_batch(
     }
     backlog.sink = sink;
     backlog
+}
+
+/// `received` decrypted when `port`'s party speaks SRTP to the relay
+/// (`Ok(None)`: no transform, the bytes stand). A packet that fails is
+/// counted and dropped (`Err`).
+fn unprotect(port: &MediaPort, received: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+    let mut st = port.state();
+    let Some(srtp) = st.srtp.as_mut() else {
+        return Ok(None);
+    };
+    let mut packet = received.to_vec();
+    match srtp.unprotect(&mut packet) {
+        Ok(()) => Ok(Some(packet)),
+        Err(e) => {
+            drop(st);
+            let counter = match e {
+                relay_media::srtp::SrtpError::Auth => &port.stats.srtp_auth_failures,
+                relay_media::srtp::SrtpError::Replay => &port.stats.srtp_replays,
+                _ => &port.stats.dropped,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            super::sdes::warn_dropped(port, &e);
+            Err(())
+        }
+    }
+}
+
+/// The bytes to send from `sink` to its party: encrypted when that party
+/// speaks SRTP to the relay (`Ok(None)`: send what was received).
+fn protect(
+    sink: &MediaPort,
+    decrypted: Option<Vec<u8>>,
+    received: &[u8],
+) -> Result<Option<Vec<u8>>, ()> {
+    let mut st = sink.state();
+    let Some(srtp) = st.srtp.as_mut() else {
+        return Ok(decrypted);
+    };
+    let mut packet = decrypted.unwrap_or_else(|| received.to_vec());
+    match srtp.protect(&mut packet) {
+        Ok(()) => Ok(Some(packet)),
+        Err(e) => {
+            tracing::trace!(local = %sink.local, error = %e, "SRTP protect failed");
+            Err(())
+        }
+    }
 }
 
 /// Sends a run of datagrams from `sink`'s socket to `dest` with one

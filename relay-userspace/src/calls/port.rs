@@ -27,6 +27,12 @@ pub struct PortStats {
     pub dropped: AtomicU64,
     /// `packets` when the port was last written to the state store.
     pub recorded: AtomicU64,
+    /// SRTP/SRTCP packets from the party that failed authentication (dropped).
+    pub srtp_auth_failures: AtomicU64,
+    /// SRTP/SRTCP packets from the party that were replays or too old (dropped).
+    pub srtp_replays: AtomicU64,
+    /// When the last SRTP drop was logged (seconds, monotonic), to rate-limit it.
+    pub srtp_warned_s: AtomicU64,
 }
 
 /// Mutable per-port state, behind a short-held lock.
@@ -61,6 +67,9 @@ pub struct PortState {
     /// it until an authenticated check arrives again. Set by the call
     /// manager's tick, cleared by the agent's next valid request.
     pub ice_consent_lost: bool,
+    /// The SDES-SRTP transform, when the relay terminates the party's SRTP
+    /// (see [`super::sdes`]).
+    pub srtp: Option<Box<super::sdes::PortSrtp>>,
 }
 
 /// A relay port.
@@ -108,6 +117,7 @@ impl MediaPort {
                 forwarder: None,
                 ice: None,
                 ice_consent_lost: false,
+                srtp: None,
             }),
         }))
     }

@@ -153,6 +153,7 @@ fn media(rtp: SocketAddr) -> MediaOffer {
         clock_rate: Some(8000),
         codecs: Vec::new(),
         ice_ufrag: None,
+        crypto: Vec::new(),
     }
 }
 
@@ -172,6 +173,8 @@ fn signal(call: &str, from: &str, to: Option<&str>, rtp: SocketAddr) -> Signal {
         sdp_digest: None,
         ice: Default::default(),
         sdp_ice: false,
+        transport_protocol: None,
+        sdes: Default::default(),
     }
 }
 
