@@ -165,6 +165,15 @@ impl Fields {
                 self.text(key, value)?;
             }
             "transport-protocol" => self.transport_protocol = self.text(key, value)?,
+            // relayd speaks no DTLS (yet): `DTLS=off` is what it does; other
+            // values are warned about.
+            "dtls" => {
+                if let Some(v) = self.text(key, value)? {
+                    if !matches!(normalize(&v).as_str(), "off" | "no" | "disable") {
+                        self.warn(format!("Ignored unsupported DTLS mode '{v}'"));
+                    }
+                }
+            }
             "sdes" => {
                 let items = self.texts(key, value)?;
                 self.flags.sdes.extend(items);

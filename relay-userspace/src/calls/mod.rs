@@ -1433,7 +1433,7 @@ fn sdes_answer(call: &mut Call, offerer: usize, answerer: usize, sig: &Signal) {
         .zip(a.medias.iter_mut())
         .zip(&sig.medias)
     {
-        sdes::on_answer(&mut om.sdes, &mut am.sdes, answer.crypto.clone(), &sig.sdes);
+        sdes::on_answer(&mut om.sdes, &mut am.sdes, answer.crypto.clone());
         sdes::sync_ports(om);
         sdes::sync_ports(am);
     }

@@ -138,7 +138,6 @@ pub(crate) fn on_answer(
     offerer: &mut MediaSdes,
     answerer: &mut MediaSdes,
     answer_crypto: Vec<Crypto>,
-    opts: &SdesOptions,
 ) {
     answerer.party = answer_crypto;
     answerer.lines = None;
@@ -155,11 +154,9 @@ pub(crate) fn on_answer(
         offerer.lines = Some(Vec::new());
     } else if offerer.terminate {
         answerer.active = None;
-        let pick = offerer
-            .party
-            .iter()
-            .find(|c| !opts.excluded(c.profile().sdes_name()))
-            .cloned();
+        // The caller's first usable suite; `SDES-no-` only shapes the
+        // relay's own offers (rtpengine 10.5 ignores it here too).
+        let pick = offerer.party.first().cloned();
         match pick {
             Some(theirs) => {
                 let ours = offerer
@@ -374,7 +371,7 @@ mod tests {
         );
         assert_eq!(b.relay, first);
         let theirs = Crypto::generate(7, SrtpProfile::AesCm128HmacSha1_80);
-        on_answer(&mut a, &mut b, vec![theirs.clone()], &opts(&[]));
+        on_answer(&mut a, &mut b, vec![theirs.clone()]);
         let (party, relay) = b.active.clone().expect("bridged");
         assert_eq!(party, theirs);
         assert_eq!(
@@ -401,17 +398,13 @@ mod tests {
             &opts(&[]),
         );
         assert_eq!(b.lines, Some(vec![]));
-        on_answer(
-            &mut a,
-            &mut b,
-            vec![],
-            &opts(&["no-AES_CM_128_HMAC_SHA1_32"]),
-        );
+        // SDES-no- does not steer the pick (rtpengine 10.5 neither).
+        on_answer(&mut a, &mut b, vec![]);
         let (party, relay) = a.active.clone().expect("bridged");
-        assert_eq!(party, offered[1]);
+        assert_eq!(party, offered[0]);
         assert_eq!(
             (relay.tag, relay.profile()),
-            (2, SrtpProfile::AesCm128HmacSha1_80)
+            (1, SrtpProfile::AesCm128HmacSha1_32)
         );
         assert_ne!(relay.key, party.key);
         assert_eq!(a.lines, Some(vec![relay.to_string()]));
@@ -423,7 +416,7 @@ mod tests {
         let offered = vec![Crypto::generate(1, SrtpProfile::AesCm128HmacSha1_80)];
         on_offer(&mut a, &mut b, offered, "RTP/SAVP", None, &opts(&[]));
         assert_eq!(b.lines, None);
-        on_answer(&mut a, &mut b, vec![], &opts(&[]));
+        on_answer(&mut a, &mut b, vec![]);
         assert!(a.active.is_none() && b.active.is_none());
         assert_eq!(a.lines, None);
     }
