@@ -229,6 +229,11 @@ fn is_rtcp(packet: &[u8]) -> bool {
 }
 
 impl PortSrtp {
+    /// The suite the party's side uses.
+    pub fn suite(&self) -> &'static str {
+        self.keys.0.profile().sdes_name()
+    }
+
     /// Decrypts a packet its party sent (SRTP or SRTCP) in place.
     pub fn unprotect(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
         if is_rtcp(packet) {
