@@ -146,7 +146,7 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
 }
 
-fn crypto_line<'a>(sdp: &'a str) -> Vec<&'a str> {
+fn crypto_line(sdp: &str) -> Vec<&str> {
     sdp.lines()
         .filter_map(|l| l.strip_prefix("a=crypto:"))
         .collect()
@@ -154,7 +154,7 @@ fn crypto_line<'a>(sdp: &'a str) -> Vec<&'a str> {
 
 /// The `SRTP` dictionary of the stream on `local port` in `query`.
 fn srtp_counts(q: &Value, port: u16) -> Option<(i64, i64)> {
-    for (_, t) in q.get("tags")?.as_dict()? {
+    for t in q.get("tags")?.as_dict()?.values() {
         for m in t.get("medias")?.as_list()? {
             for st in m.get("streams")?.as_list()? {
                 if st.get("local port")?.as_int()? == i64::from(port) {

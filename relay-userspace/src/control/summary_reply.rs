@@ -572,6 +572,12 @@ mod tests {
                 2 => Some(quality(Some(0xdead_beef), true)),
                 _ => Some(quality(Some(42), false)),
             },
+            // An SRTP-terminated stream: its keys sort between RTP quality and SSRC.
+            srtp: (variant == 2).then_some(crate::calls::summary::SrtpSummary {
+                suite: "AEAD_AES_128_GCM",
+                auth_failures: 3,
+                replays: 1,
+            }),
         }
     }
 
