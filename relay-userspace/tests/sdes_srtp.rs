@@ -6,7 +6,9 @@
 //! must decrypt, under the relay's key from the answer, exactly what B sent.
 //! A packet under a wrong key and a replayed one are counted in `query` and
 //! never reach B; the SRTP call stays out of XDP while a plain call beside
-//! it goes into XDP and keeps its media. AES_CM_128_HMAC_SHA1_80,
+//! it goes into XDP and keeps its media. Then the other way round: a plain
+//! caller with `transport-protocol: RTP/SAVP`, the pylibsrtp callee taking
+//! the relay's `a=crypto` line by tag, media both ways. AES_CM_128_HMAC_SHA1_80,
 //! AEAD_AES_128_GCM and AES_CM_128_HMAC_SHA1_32, one call each.
 //!
 //! Needs python3 with pylibsrtp (`pip install pylibsrtp`); the test installs
@@ -177,7 +179,7 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
     let (a_port, b_port) = (6000 + n * 10, 42000 + n * 10);
     let key_len = if suite == "AEAD_AES_128_GCM" { 28 } else { 30 };
     let peer_key: Vec<u8> = (0..key_len)
-        .map(|i| (i as u8) ^ (n as u8 * 37 + 1))
+        .map(|i| (i as u8) ^ (n as u8).wrapping_mul(37).wrapping_add(1))
         .collect();
     let offer_sdp = format!(
         "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
@@ -316,6 +318,90 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
     );
 }
 
+/// The other way round: a plain caller in A with `transport-protocol:
+/// RTP/SAVP`, the pylibsrtp callee in B picking the relay's line for
+/// `suite` by its tag.
+fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
+    let call = format!("srtp-callee-{suite}");
+    let (a_port, b_port) = (7000 + n * 10, 43000 + n * 10);
+    let offer_sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
+         m=audio {a_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    );
+    let o = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("offer")),
+            ("call-id", s(&call)),
+            ("from-tag", s("tag-A")),
+            ("sdp", s(&offer_sdp)),
+            ("direction", Value::str_list(["a", "b"])),
+            ("transport-protocol", s("RTP/SAVP")),
+            ("DTLS", s("off")),
+        ]))
+        .unwrap();
+    let to_b = String::from_utf8(o.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    assert!(to_b.contains(" RTP/SAVP 0\r\n"), "{to_b}");
+    let line = crypto_line(&to_b)
+        .into_iter()
+        .find(|l| l.split_whitespace().nth(1) == Some(suite))
+        .unwrap_or_else(|| panic!("the relay offers {suite}: {to_b}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (tag, relay_key) = (fields[0], fields[2].strip_prefix("inline:").unwrap());
+    let (_, relay_b_port) = sdp_endpoint(to_b.as_bytes()).unwrap();
+    let relay_b: SocketAddr = format!("{RELAY_B}:{relay_b_port}").parse().unwrap();
+    let key_len = if suite == "AEAD_AES_128_GCM" { 28 } else { 30 };
+    let callee_key: Vec<u8> = (0..key_len)
+        .map(|i| (i as u8) ^ (n as u8).wrapping_mul(91).wrapping_add(7))
+        .collect();
+    let answer_sdp = format!(
+        "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
+         m=audio {b_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=crypto:{tag} {suite} inline:{}\r\na=sendrecv\r\n",
+        b64(&callee_key)
+    );
+    let a = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("answer")),
+            ("call-id", s(&call)),
+            ("from-tag", s("tag-A")),
+            ("to-tag", s("tag-B")),
+            ("sdp", s(&answer_sdp)),
+        ]))
+        .unwrap();
+    let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    assert!(to_a.contains(" RTP/AVP 0\r\n"), "{to_a}");
+    assert!(crypto_line(&to_a).is_empty(), "{to_a}");
+    let (_, relay_a_port) = sdp_endpoint(to_a.as_bytes()).unwrap();
+    let relay_a: SocketAddr = format!("{RELAY_A}:{relay_a_port}").parse().unwrap();
+    let r = peer.call(serde_json::json!({
+        "op": "keys", "suite": suite, "tx": b64(&callee_key), "rx": relay_key,
+    }));
+    assert_eq!(r["ok"], true, "{r}");
+
+    let a_rtp = bind_udp(&bed.t.a, &format!("{HOST_A}:{a_port}")).unwrap();
+    let b_rtp = bind_udp(&bed.t.b, &format!("{HOST_B}:{b_port}")).unwrap();
+    for sock in [&a_rtp, &b_rtp] {
+        sock.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+    }
+    for seq in 0..20u16 {
+        let plain = rtp(seq, 0xc0c0_0000 + u32::from(n), &[seq as u8; 80]);
+        a_rtp.send_to(&plain, relay_a).unwrap();
+        let (got, _) = recv(&b_rtp).unwrap_or_else(|| panic!("{suite}: B got no SRTP {seq}"));
+        assert_ne!(got, plain, "{suite}: encrypted towards B");
+        assert_eq!(peer.op("unprotect", &got).unwrap(), plain, "{suite}");
+        let back = rtp(500 + seq, 0xd0d0_0000 + u32::from(n), b"srtp callee");
+        b_rtp
+            .send_to(&peer.op("protect", &back).unwrap(), relay_b)
+            .unwrap();
+        let (got, from) = recv(&a_rtp).unwrap_or_else(|| panic!("{suite}: A got no RTP {seq}"));
+        assert_eq!(from, relay_a);
+        assert_eq!(got, back, "{suite}: A gets what B encrypted, decrypted");
+    }
+}
+
 #[test]
 fn pylibsrtp_caller_talks_to_a_plain_phone_through_relayd() {
     require_root!();
@@ -364,6 +450,7 @@ fn pylibsrtp_caller_talks_to_a_plain_phone_through_relayd() {
     .enumerate()
     {
         srtp_call(&bed, &mut peer, suite, n as u16 + 1);
+        srtp_callee(&bed, &mut peer, suite, n as u16 + 1);
         plain_round(suite);
     }
     wait_kernelized(&bed.ng, plain);
