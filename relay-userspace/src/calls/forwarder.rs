@@ -217,7 +217,7 @@ fn unprotect(port: &MediaPort, received: &[u8]) -> Result<Option<Vec<u8>>, ()> {
             let counter = match e {
                 relay_media::srtp::SrtpError::Auth => &port.stats.srtp_auth_failures,
                 relay_media::srtp::SrtpError::Replay => &port.stats.srtp_replays,
-                _ => &port.stats.dropped,
+                _ => &port.stats.errors,
             };
             counter.fetch_add(1, Ordering::Relaxed);
             super::sdes::warn_dropped(port, &e);
