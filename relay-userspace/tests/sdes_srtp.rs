@@ -308,6 +308,24 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
         Some((1, 1)),
         "{suite}: one auth failure, one replay on A's port: {q:?}"
     );
+    // A forged packet from a stranger teaches the relay nothing: B's media
+    // still goes to A's own address.
+    let stranger = bind_udp(&bed.t.a, &format!("{HOST_A}:{}", a_port + 5)).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    stranger.send_to(&forged, relay_a).unwrap();
+    let plain = rtp(2000, 0xb0b0_0000 + u32::from(n), b"after the forgery");
+    b_rtp.send_to(&plain, relay_b).unwrap();
+    let got = recv(&a_rtp).expect("A still gets B's media").0;
+    assert_eq!(peer.op("unprotect", &got).unwrap(), plain, "{suite}");
+    assert!(recv(&stranger).is_none(), "{suite}: nothing to the forger");
+    let q = bed.ng.ok(&common::command("query", &call)).unwrap();
+    assert_eq!(
+        srtp_counts(&q, relay_a_port),
+        Some((2, 1)),
+        "{suite}: {q:?}"
+    );
     // Bridged streams never go into XDP.
     let kernelized = common::rtp_streams(&q)
         .iter()
