@@ -204,7 +204,7 @@ fn sdp_digest(sdp: &[u8]) -> u64 {
 /// The RTP profiles `transport-protocol` can switch between: the plain ones
 /// without touching the media, SDES-SRTP by the relay's transform (see
 /// `calls::sdes`); DTLS profiles are not among them.
-fn plain_rtp(proto: &str) -> bool {
+fn switchable_rtp(proto: &str) -> bool {
     crate::calls::sdes::is_plain_rtp(proto) || crate::calls::sdes::is_sdes_srtp(proto)
 }
 
@@ -569,11 +569,11 @@ fn rewrite_plan(
                 // in the offerer's own, unless the proxy accepts the
                 // answerer's (`transport-protocol: accept`), as rtpengine.
                 let protocol = match oa.transport_protocol.as_deref() {
-                    Some(asked) if is_offer && plain_rtp(asked) && plain_rtp(own) => {
+                    Some(asked) if is_offer && switchable_rtp(asked) && switchable_rtp(own) => {
                         Some(asked.to_ascii_uppercase())
                     }
                     Some(asked) if !is_offer && asked.eq_ignore_ascii_case("accept") => None,
-                    _ if !is_offer && plain_rtp(&m.protocol) && plain_rtp(own) => {
+                    _ if !is_offer && switchable_rtp(&m.protocol) && switchable_rtp(own) => {
                         Some(m.protocol.clone())
                     }
                     _ => None,
