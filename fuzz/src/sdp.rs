@@ -175,6 +175,7 @@ pub(crate) fn rewrite_for(oa: &OfferAnswer, answer: bool) -> Result<Vec<u8>, Str
                         .or_else(|| oa.flags.generate_mid.then(|| (i + 1).to_string())),
                     protocol,
                     ice: None,
+                    crypto: None,
                 }
             })
             .collect(),
@@ -422,6 +423,7 @@ impl Options {
                         mid: None,
                         protocol: None,
                         ice: None,
+                        crypto: None,
                     };
                 };
                 let stripped = || codecs::strip(m, &strip, &mask, &except);
@@ -461,6 +463,7 @@ impl Options {
                     mid: o.mid.clone(),
                     protocol: o.protocol.as_ref().map(Protocol::text),
                     ice: None,
+                    crypto: None,
                 }
             })
             .collect();
@@ -476,6 +479,7 @@ impl Options {
                 mid: None,
                 protocol: None,
                 ice: None,
+                crypto: None,
             }),
             Miscount::OneLess => {
                 medias.pop();

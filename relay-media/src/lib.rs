@@ -1,4 +1,5 @@
-//! Sans-I/O media transforms for relayd: the ICE-lite agent ([`ice`]) and the
+//! Sans-I/O media transforms for relayd: the ICE-lite agent ([`ice`]), SRTP
+//! contexts ([`srtp`]), SDES `a=crypto` ([`sdes`]) and the
 //! SRTP profiles both key exchanges name ([`srtp_profile`]).
 //!
 //! Nothing here touches a socket or a clock: callers hand in datagrams, their
@@ -7,6 +8,8 @@
 //! clang, and fuzzable on its own.
 
 pub mod ice;
+pub mod sdes;
+pub mod srtp;
 pub mod srtp_profile;
 
 pub use ice::{

@@ -30,6 +30,7 @@
 //!         mid: None,
 //!         protocol: None,
 //!         ice: None,
+//!         crypto: None,
 //!     }],
 //!     ..RewritePlan::default()
 //! };

@@ -147,6 +147,8 @@ pub struct MediaInfo {
     /// The section's `a=ice-ufrag`, else the session's (its change is an
     /// ICE restart, RFC 8445 §9).
     pub ice_ufrag: Option<String>,
+    /// The values of the section's `a=crypto:` lines (SDES, RFC 4568), in order.
+    pub crypto: Vec<String>,
 }
 
 impl MediaInfo {

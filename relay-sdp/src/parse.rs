@@ -292,6 +292,7 @@ impl<'a> Builder<'a> {
                     ptime: None,
                     mid: None,
                     ice_ufrag: None,
+                    crypto: Vec::new(),
                 };
                 self.medias.push(MediaFacts {
                     first_line: index,
@@ -348,6 +349,12 @@ impl<'a> Builder<'a> {
             }
             return;
         };
+        if let Some(value) = content.strip_prefix(b"a=crypto:") {
+            media
+                .info
+                .crypto
+                .push(String::from_utf8_lossy(value).trim().to_owned());
+        }
         match kind {
             AttrKind::Rtcp => {
                 if media.info.rtcp.is_none() {

@@ -120,6 +120,10 @@ pub struct MediaRewrite {
     /// [`RewritePlan::remove_ice`] says, these are written at the end of the
     /// media, and `a=ice-lite` at session level.
     pub ice: Option<MediaIce>,
+    /// SDES: the `a=crypto:` values to write instead of the SDP's (empty: none,
+    /// the recipient speaks plain RTP); `None` keeps the SDP's. Either way
+    /// they follow `a=rtcp`/`a=rtcp-mux`, where rtpengine writes them.
+    pub crypto: Option<Vec<String>>,
 }
 
 /// The relay as the only ICE candidate of a media (an ICE-lite agent).
@@ -530,7 +534,8 @@ impl Writer<'_> {
                 mid: media.mid.as_deref(),
             },
         );
-        for out in &block.head {
+        let is_crypto = |out: &Out<'_>| matches!(out, Out::Copy(line) if line.line.content(self.raw).starts_with(b"a=crypto:"));
+        for out in block.head.iter().filter(|o| !is_crypto(o)) {
             match out {
                 Out::Copy(line) => self.regenerated(line.line.content(self.raw)),
                 Out::Add(content) => self.regenerated(content.as_bytes()),
@@ -552,6 +557,20 @@ impl Writer<'_> {
         };
         if mux {
             self.regenerated(b"a=rtcp-mux");
+        }
+        match &media.crypto {
+            Some(values) => {
+                for v in values {
+                    self.regenerated(format!("a=crypto:{v}").as_bytes());
+                }
+            }
+            None => {
+                for out in block.head.iter().filter(|o| is_crypto(o)) {
+                    if let Out::Copy(line) = out {
+                        self.regenerated(line.line.content(self.raw));
+                    }
+                }
+            }
         }
         match (block.ptime, media.ptime) {
             (Some(line), _) => self.regenerated(line.line.content(self.raw)),
@@ -703,6 +722,7 @@ mod tests {
                     pwd: "relaypasswordrelaypasswor".into(),
                     addresses: vec![ip("192.0.2.1")],
                 }),
+                crypto: None,
             }],
             ..RewritePlan::default()
         };
@@ -718,6 +738,63 @@ mod tests {
                  a=candidate:{f} 2 UDP 2130706430 192.0.2.1 30001 typ host\r\n"
             )
         );
+    }
+
+    #[test]
+    fn crypto_lines_follow_rtcp_and_can_be_replaced() {
+        let input = "v=0\r\no=- 1 1 IN IP4 203.0.113.10\r\ns=-\r\nc=IN IP4 203.0.113.10\r\n\
+                     t=0 0\r\nm=audio 16500 RTP/SAVP 0\r\n\
+                     a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n\
+                     a=rtpmap:0 PCMU/8000\r\na=sendrecv\r\na=ptime:20\r\n";
+        let sdp = crate::parse(input.as_bytes()).expect("valid");
+        assert_eq!(
+            sdp.medias()[0].crypto,
+            ["1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"]
+        );
+        let media = |protocol: Option<&str>, crypto: Option<Vec<String>>| MediaRewrite {
+            address: ip("192.0.2.1"),
+            port: 30000,
+            rtcp_port: Some(30001),
+            rtcp_mux: RtcpMux::Keep,
+            formats: None,
+            ptime: None,
+            mid: None,
+            protocol: protocol.map(str::to_owned),
+            ice: None,
+            crypto,
+        };
+        let out = |m: MediaRewrite| {
+            let plan = RewritePlan {
+                medias: vec![m],
+                ..RewritePlan::default()
+            };
+            String::from_utf8(rewrite(&sdp, &plan).expect("fits")).expect("utf8")
+        };
+        let head = "v=0\r\no=- 1 1 IN IP4 203.0.113.10\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n";
+        // Kept, but after a=rtcp, as rtpengine writes it.
+        assert_eq!(
+            out(media(None, None)),
+            format!(
+                "{head}m=audio 30000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n\
+                 a=rtcp:30001\r\n\
+                 a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n\
+                 a=ptime:20\r\n"
+            )
+        );
+        // Towards a plain RTP party: none.
+        assert_eq!(
+            out(media(Some("RTP/AVP"), Some(Vec::new()))),
+            format!(
+                "{head}m=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n\
+                 a=rtcp:30001\r\na=ptime:20\r\n"
+            )
+        );
+        // The relay's own.
+        assert!(out(media(
+            None,
+            Some(vec!["7 AEAD_AES_128_GCM inline:x".into()])
+        ))
+        .contains("a=rtcp:30001\r\na=crypto:7 AEAD_AES_128_GCM inline:x\r\na=ptime:20\r\n"));
     }
 
     #[test]

@@ -106,6 +106,7 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
                     mid,
                     protocol,
                     ice: None,
+                    crypto: None,
                 });
             }
             _ => return Err(format!("unknown plan line {line:?}")),

@@ -164,6 +164,7 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
                 mid: None,
                 protocol: None,
                 ice: None,
+                crypto: None,
             }
         })
         .collect();

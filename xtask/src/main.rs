@@ -105,6 +105,8 @@ const PACKAGES: &[(&str, Probe)] = &[
     ("clang-19", Probe::Command("clang-19")),
     ("libbpf-dev", Probe::File("/usr/include/bpf/bpf_helpers.h")),
     ("linux-libc-dev", Probe::File("/usr/include/linux/bpf.h")),
+    // SRTP (relay-media) links Cisco's libsrtp2, Debian's build.
+    ("libsrtp2-dev", Probe::File("/usr/include/srtp2/srtp.h")),
     ("iproute2", Probe::Command("ip")),
     ("ethtool", Probe::Command("ethtool")),
     ("util-linux", Probe::Command("setpriv")),

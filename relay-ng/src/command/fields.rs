@@ -171,6 +171,19 @@ impl Fields {
                 self.text(key, value)?;
             }
             "transport-protocol" => self.transport_protocol = self.text(key, value)?,
+            // relayd speaks no DTLS (yet): `DTLS=off` is what it does; other
+            // values are warned about.
+            "dtls" => {
+                if let Some(v) = self.text(key, value)? {
+                    if !matches!(normalize(&v).as_str(), "off" | "no" | "disable") {
+                        self.warn(format!("Ignored unsupported DTLS mode '{v}'"));
+                    }
+                }
+            }
+            "sdes" => {
+                let items = self.texts(key, value)?;
+                self.flags.sdes.extend(items);
+            }
             "media-address" => self.media_address = self.text(key, value)?,
             "address-family" => self.address_family = self.text(key, value)?,
             "endpoint-learning" => {
@@ -250,6 +263,11 @@ impl Fields {
             self.codec_list(which).push(codec.to_owned());
         } else if let Some(v) = name.strip_prefix("endpoint-learning-") {
             self.endpoint_learning = Some(v.to_owned());
+        } else if name.starts_with("sdes-") {
+            // Suite names keep their spelling: cut the raw token.
+            self.flags
+                .sdes
+                .push(token.get(5..).unwrap_or("").to_owned());
         } else {
             self.flags.unknown.push(token.to_owned());
             self.warn(format!("Ignored unsupported flag '{token}'"));

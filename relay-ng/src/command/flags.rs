@@ -58,6 +58,9 @@ pub struct Flags {
     pub strip_extmap: bool,
     /// `original-sendrecv`: keep the SDP's direction attributes as they are.
     pub original_sendrecv: bool,
+    /// SDES options (`SDES-off`, `SDES-no-<SUITE>`, ... as flags, or the
+    /// `SDES` list): what follows `SDES-`, in the spelling received.
+    pub sdes: Vec<String>,
     /// Flags not understood, in the spelling received.
     pub unknown: Vec<String>,
 }

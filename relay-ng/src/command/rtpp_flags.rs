@@ -250,10 +250,13 @@ mod tests {
 
     #[test]
     fn empty_value_is_a_flag_and_unknowns_warn() {
-        let f = parse("  loop-protect=  SDES-off   OSRTP-accept foo=bar ");
+        let f = parse(
+            "  loop-protect=  SDES-off SDES-no-AES_CM_128_HMAC_SHA1_32  OSRTP-accept foo=bar ",
+        );
         assert!(f.flags.loop_protect);
-        assert_eq!(f.flags.unknown, ["SDES-off", "OSRTP-accept"]);
-        assert_eq!(f.warnings.len(), 3);
+        assert_eq!(f.flags.sdes, ["off", "no-AES_CM_128_HMAC_SHA1_32"]);
+        assert_eq!(f.flags.unknown, ["OSRTP-accept"]);
+        assert_eq!(f.warnings.len(), 2);
         assert_eq!(
             f.warnings.last().map(String::as_str),
             Some("Ignored unsupported key 'foo'")

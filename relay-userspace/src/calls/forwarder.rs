@@ -112,16 +112,17 @@ fn relay_batch(
     };
     let mut copies = super::subscribe::Copies::of(port);
     let mut backlog = Backlog::default();
-    let mut run: Vec<&[u8]> = Vec::with_capacity(count);
-    let mut run_dest: Option<SocketAddr> = None;
+    // Where each relayed datagram goes, and its bytes when an SRTP
+    // transform rewrote them (else the batch's own).
+    let mut out: Vec<(SocketAddr, usize, Option<Vec<u8>>)> = Vec::with_capacity(count);
     for i in 0..count {
-        let Some((payload, src)) = batch.get(i) else {
+        let Some((received, src)) = batch.get(i) else {
             port.stats.errors.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         // STUN for the port's ICE-lite agent is answered, not relayed.
-        if relay_media::looks_like_stun(payload) {
-            match super::ice::on_stun(port, payload, src, now) {
+        if relay_media::looks_like_stun(received) {
+            match super::ice::on_stun(port, received, src, now) {
                 super::ice::Stun::NotOurs => {}
                 super::ice::Stun::Consumed => continue,
                 super::ice::Stun::EndpointChanged => {
@@ -131,6 +132,13 @@ fn relay_batch(
             }
         }
         let arrival = batch.arrival_ns(i, now_ns);
+        // SRTP from the party is authenticated and decrypted before anything
+        // learns from it or counts it.
+        let decrypted = match unprotect(port, received) {
+            Ok(d) => d,
+            Err(()) => continue,
+        };
+        let payload = decrypted.as_deref().unwrap_or(received);
         // rtcp-mux demux: the party's RTCP on its RTP port is its RTCP
         // port's to relay (RFC 5761 section 4: types 192..=223).
         if let Some(rtcp_port) = &demux {
@@ -146,7 +154,7 @@ fn relay_batch(
         let destination = sink
             .as_ref()
             .and_then(|s| super::ice::destination(&s.state()));
-        let Some(destination) = destination else {
+        let (Some(destination), Some(sink)) = (destination, sink.as_ref()) else {
             // A port without a sink (a publisher's, a subscriber's) has
             // nobody in dialogue to fail to reach.
             if sink.is_some() {
@@ -154,12 +162,25 @@ fn relay_batch(
             }
             continue;
         };
-        if run_dest != Some(destination) {
+        match protect(sink, decrypted, received) {
+            Ok(bytes) => out.push((destination, i, bytes)),
+            Err(()) => {
+                port.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let mut run: Vec<&[u8]> = Vec::with_capacity(out.len());
+    let mut run_dest: Option<SocketAddr> = None;
+    for (destination, i, bytes) in &out {
+        let Some(payload) = bytes.as_deref().or_else(|| batch.get(*i).map(|(p, _)| p)) else {
+            continue;
+        };
+        if run_dest != Some(*destination) {
             if let (Some(sink), Some(dest)) = (&sink, run_dest) {
                 send_run(sink, &run, dest, &mut backlog);
             }
             run.clear();
-            run_dest = Some(destination);
+            run_dest = Some(*destination);
         }
         run.push(payload);
     }
@@ -234,10 +255,58 @@ fn relay_demuxed(
     let sink = rtcp_port.state().sink.upgrade();
     let sent = sink.as_ref().and_then(|sink| {
         let dest = super::ice::destination(&sink.state())?;
-        sink.socket.try_send_to(payload, dest).ok()
+        let bytes = protect(sink, None, payload).ok()?;
+        let bytes = bytes.as_deref().unwrap_or(payload);
+        sink.socket.try_send_to(bytes, dest).ok()
     });
     if sent.is_none() {
         rtcp_port.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `received` decrypted when `port`'s party speaks SRTP to the relay
+/// (`Ok(None)`: no transform, the bytes stand). A packet that fails is
+/// counted and dropped (`Err`).
+fn unprotect(port: &MediaPort, received: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+    let mut st = port.state();
+    let Some(srtp) = st.srtp.as_mut() else {
+        return Ok(None);
+    };
+    let mut packet = received.to_vec();
+    match srtp.unprotect(&mut packet) {
+        Ok(()) => Ok(Some(packet)),
+        Err(e) => {
+            drop(st);
+            let counter = match e {
+                relay_media::srtp::SrtpError::Auth => &port.stats.srtp_auth_failures,
+                relay_media::srtp::SrtpError::Replay => &port.stats.srtp_replays,
+                _ => &port.stats.errors,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            super::sdes::warn_dropped(port, &e);
+            Err(())
+        }
+    }
+}
+
+/// The bytes to send from `sink` to its party: encrypted when that party
+/// speaks SRTP to the relay (`Ok(None)`: send what was received).
+fn protect(
+    sink: &MediaPort,
+    decrypted: Option<Vec<u8>>,
+    received: &[u8],
+) -> Result<Option<Vec<u8>>, ()> {
+    let mut st = sink.state();
+    let Some(srtp) = st.srtp.as_mut() else {
+        return Ok(decrypted);
+    };
+    let mut packet = decrypted.unwrap_or_else(|| received.to_vec());
+    match srtp.protect(&mut packet) {
+        Ok(()) => Ok(Some(packet)),
+        Err(e) => {
+            tracing::trace!(local = %sink.local, error = %e, "SRTP protect failed");
+            Err(())
+        }
     }
 }
 

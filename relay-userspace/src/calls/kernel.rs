@@ -228,8 +228,9 @@ impl Kernel {
     fn forwarding(port: &MediaPort, max_pps: u32) -> Option<StreamSpec> {
         let (sink, strict_source, media, ice, rtcp_demux) = {
             let st = port.state();
-            // Copies for subscribers are made in userspace (fast-path.md).
-            if !st.subscribers.is_empty() {
+            // Copies for subscribers are made in userspace (fast-path.md);
+            // SRTP ending at the relay is transformed there too.
+            if !st.subscribers.is_empty() || st.srtp.is_some() {
                 return None;
             }
             let source = st.learner.confirmed()?;
@@ -243,7 +244,7 @@ impl Kernel {
         };
         let peer = {
             let st = sink.state();
-            if st.closed || st.learner.confirmed().is_none() {
+            if st.closed || st.learner.confirmed().is_none() || st.srtp.is_some() {
                 return None;
             }
             // An ICE peer without consent gets nothing (RFC 7675).

@@ -16,6 +16,7 @@ pub mod model;
 pub mod persist;
 pub mod port;
 pub mod restore;
+pub(crate) mod sdes;
 mod select;
 pub mod send_batch;
 pub mod subscribe;
@@ -217,6 +218,11 @@ pub struct Signal {
     pub sdp_ice: bool,
     /// `rtcp-mux: [demux]` / `[reject]` of an offer.
     pub rtcp_mux_flag: RtcpMuxFlag,
+    /// `transport-protocol` as asked (SDES bridging when it crosses
+    /// between RTP/AVP[F] and RTP/SAVP[F]).
+    pub transport_protocol: Option<String>,
+    /// The `SDES-...` flags.
+    pub sdes: sdes::SdesOptions,
 }
 
 /// rtpengine's `ICE=`, as far as it decides who gets the relay's ICE.
@@ -267,6 +273,8 @@ pub struct MediaPlan {
     /// ICE-lite agent (the same for the RTP and the RTCP port, kept across
     /// re-offers so that no re-offer restarts ICE).
     pub ice: Option<relay_media::IceCredentials>,
+    /// The `a=crypto` values to write (`None`: the SDP's own).
+    pub crypto: Option<Vec<String>>,
 }
 
 /// Result of an offer/answer: what to put in the rewritten SDP.
@@ -525,6 +533,7 @@ impl CallManager {
         for media in &mut call.monologues[from].medias {
             media.rtcp_mux_flag = sig.rtcp_mux_flag;
         }
+        sdes_offer(call, from, to, sig);
         call.monologues[from].uses_ice = sig.sdp_ice;
         call.link_sinks();
         self.sync_all(call);
@@ -633,6 +642,7 @@ impl CallManager {
         for media in &mut call.monologues[answerer].medias {
             media.rtcp_mux_flag = RtcpMuxFlag::Answered;
         }
+        sdes_answer(call, offerer, answerer, sig);
         call.monologues[answerer].uses_ice = sig.sdp_ice;
         call.link_sinks();
         self.sync_all(call);
@@ -760,6 +770,7 @@ impl CallManager {
             rtcp_mux_flag: RtcpMuxFlag::Default,
             mid: None,
             ice_ufrag: None,
+            sdes: Default::default(),
         })
     }
 
@@ -870,6 +881,7 @@ impl CallManager {
                 },
                 mid: md.mid.clone(),
                 protocol: md.protocol.clone(),
+                crypto: md.sdes.lines.clone(),
             })
             .collect();
         SdpPlan {
@@ -1408,4 +1420,55 @@ fn media_tracking(offer: &MediaOffer) -> (MediaTracking, MediaTracking) {
     }
     let clock_rate = offer.clock_rate.unwrap_or(0);
     (MediaTracking::Rtp { clock_rate }, MediaTracking::Rtcp)
+}
+
+/// Two distinct monologues, mutably.
+fn two_mut(call: &mut Call, a: usize, b: usize) -> Option<(&mut Monologue, &mut Monologue)> {
+    if a == b {
+        return None;
+    }
+    let (lo, hi) = (a.min(b), a.max(b));
+    let (left, right) = call.monologues.split_at_mut(hi);
+    let (x, y) = (&mut left[lo], right.first_mut()?);
+    Some(if a < b { (x, y) } else { (y, x) })
+}
+
+/// SDES for an offer from `from` to `to` (see [`sdes`]).
+fn sdes_offer(call: &mut Call, from: usize, to: usize, sig: &Signal) {
+    let Some((sender, recipient)) = two_mut(call, from, to) else {
+        return;
+    };
+    for ((s, r), offer) in sender
+        .medias
+        .iter_mut()
+        .zip(recipient.medias.iter_mut())
+        .zip(&sig.medias)
+    {
+        sdes::on_offer(
+            &mut s.sdes,
+            &mut r.sdes,
+            offer.crypto.clone(),
+            &offer.protocol,
+            sig.transport_protocol.as_deref(),
+            &sig.sdes,
+        );
+    }
+}
+
+/// SDES for `answerer`'s answer to `offerer`; the ports get their
+/// transforms (or lose them).
+fn sdes_answer(call: &mut Call, offerer: usize, answerer: usize, sig: &Signal) {
+    let Some((o, a)) = two_mut(call, offerer, answerer) else {
+        return;
+    };
+    for ((om, am), answer) in o
+        .medias
+        .iter_mut()
+        .zip(a.medias.iter_mut())
+        .zip(&sig.medias)
+    {
+        sdes::on_answer(&mut om.sdes, &mut am.sdes, answer.crypto.clone());
+        sdes::sync_ports(om);
+        sdes::sync_ports(am);
+    }
 }

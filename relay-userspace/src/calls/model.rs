@@ -50,6 +50,8 @@ pub struct Media {
     /// The party's latest `a=ice-ufrag`: a new one is an ICE restart,
     /// answered with new credentials. Not in the state store.
     pub ice_ufrag: Option<String>,
+    /// SDES keys and whether the relay terminates the party's SRTP.
+    pub sdes: super::sdes::MediaSdes,
 }
 
 impl Media {
@@ -287,6 +289,8 @@ pub struct MediaOffer {
     pub mid: Option<String>,
     /// `a=ice-ufrag` of the media (or the session), if any.
     pub ice_ufrag: Option<String>,
+    /// The usable `a=crypto` lines of the media (SDES).
+    pub crypto: Vec<relay_media::sdes::Crypto>,
 }
 
 /// Microseconds within the current wall-clock second.

@@ -27,6 +27,12 @@ pub struct PortStats {
     pub dropped: AtomicU64,
     /// `packets` when the port was last written to the state store.
     pub recorded: AtomicU64,
+    /// SRTP/SRTCP packets from the party that failed authentication (dropped).
+    pub srtp_auth_failures: AtomicU64,
+    /// SRTP/SRTCP packets from the party that were replays or too old (dropped).
+    pub srtp_replays: AtomicU64,
+    /// When the last SRTP drop was logged (seconds, monotonic), to rate-limit it.
+    pub srtp_warned_s: AtomicU64,
 }
 
 /// Mutable per-port state, behind a short-held lock.
@@ -69,6 +75,9 @@ pub struct PortState {
     /// is also sent from each of them to its party. While there are any,
     /// the stream stays in userspace (XDP cannot send a frame twice).
     pub subscribers: Vec<Weak<MediaPort>>,
+    /// The SDES-SRTP transform, when the relay terminates the party's SRTP
+    /// (see [`super::sdes`]).
+    pub srtp: Option<Box<super::sdes::PortSrtp>>,
 }
 
 /// A relay port.
@@ -118,6 +127,7 @@ impl MediaPort {
                 ice: None,
                 ice_consent_lost: false,
                 subscribers: Vec::new(),
+                srtp: None,
             }),
         }))
     }

@@ -245,6 +245,7 @@ impl CallManager {
                 rtcp_mux_flag: RtcpMuxFlag::Default,
                 mid: None,
                 ice_ufrag: None,
+                sdes: Default::default(),
                 codecs: Vec::new(),
                 index: record.index,
                 kind: record.kind.clone(),

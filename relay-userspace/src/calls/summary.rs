@@ -108,6 +108,19 @@ pub struct StreamSummary {
     pub last_packet_age_ms: Option<u64>,
     /// RTP figures; None for ports that carry no RTP (e.g. T.38 `udptl`).
     pub rtp_quality: Option<RtpSummary>,
+    /// The relay's SRTP termination of this port's party, when it has one.
+    pub srtp: Option<SrtpSummary>,
+}
+
+/// SRTP packets from a party that the relay dropped.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SrtpSummary {
+    /// The crypto suite (SDES name).
+    pub suite: &'static str,
+    /// Failed authentication (wrong key, forged or corrupt).
+    pub auth_failures: u64,
+    /// Replayed or older than the replay window.
+    pub replays: u64,
 }
 
 /// One media of one party.
@@ -171,15 +184,27 @@ fn stream(
     rtcp: bool,
     kernel: &Kernel,
 ) -> StreamSummary {
-    let (sdp_endpoint, confirmed, kernelized, user_last) = {
+    let (sdp_endpoint, confirmed, kernelized, user_last, suite) = {
         let st = port.state();
         (
             st.learner.sdp(),
             st.learner.confirmed(),
             st.kernel.is_some_and(|k| !k.to_userspace),
             st.last_packet,
+            st.srtp.as_ref().map(|s| s.suite()),
         )
     };
+    let srtp = suite.map(|suite| SrtpSummary {
+        suite,
+        auth_failures: port
+            .stats
+            .srtp_auth_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        replays: port
+            .stats
+            .srtp_replays
+            .load(std::sync::atomic::Ordering::Relaxed),
+    });
     let rtp_quality = rtp_quality(port, kernel);
     let (packets, bytes, errors, dropped) = port.user_counts();
     let k = kernel.stats(port);
@@ -211,6 +236,7 @@ fn stream(
         },
         last_packet_age_ms,
         rtp_quality,
+        srtp,
     }
 }
 

@@ -153,6 +153,7 @@ fn media(rtp: SocketAddr) -> MediaOffer {
         clock_rate: Some(8000),
         codecs: Vec::new(),
         ice_ufrag: None,
+        crypto: Vec::new(),
     }
 }
 
@@ -173,6 +174,8 @@ fn signal(call: &str, from: &str, to: Option<&str>, rtp: SocketAddr) -> Signal {
         ice: Default::default(),
         sdp_ice: false,
         rtcp_mux_flag: RtcpMuxFlag::Default,
+        transport_protocol: None,
+        sdes: Default::default(),
     }
 }
 

@@ -201,10 +201,11 @@ fn sdp_digest(sdp: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The plain RTP profiles `transport-protocol` can switch between without
-/// touching the media (SRTP and DTLS profiles need the media transformed).
-fn plain_rtp(proto: &str) -> bool {
-    proto.eq_ignore_ascii_case("RTP/AVP") || proto.eq_ignore_ascii_case("RTP/AVPF")
+/// The RTP profiles `transport-protocol` can switch between: the plain ones
+/// without touching the media, SDES-SRTP by the relay's transform (see
+/// `calls::sdes`); DTLS profiles are not among them.
+fn switchable_rtp(proto: &str) -> bool {
+    crate::calls::sdes::is_plain_rtp(proto) || crate::calls::sdes::is_sdes_srtp(proto)
 }
 
 /// rtpengine's words for a `delete` of a call it does not have.
@@ -368,6 +369,8 @@ fn offer_answer(
         ice: ice_option(oa.ice.as_deref()),
         sdp_ice: sdp.medias().iter().any(|m| m.has_ice),
         rtcp_mux_flag: rtcp_mux_flag(&oa.rtcp_mux),
+        transport_protocol: oa.transport_protocol.clone(),
+        sdes: crate::calls::sdes::SdesOptions::parse(&oa.flags.sdes),
     };
     let planned = if is_offer {
         calls.offer(&signal, now)
@@ -502,6 +505,13 @@ pub(super) fn media_offers(
                 ptime: m.ptime,
                 mid: m.mid.clone(),
                 ice_ufrag: m.ice_ufrag.clone(),
+                // Lines relayd cannot use (other suites, MKI) are not
+                // candidates for bridging; they pass through where SRTP does.
+                crypto: m
+                    .crypto
+                    .iter()
+                    .filter_map(|v| relay_media::sdes::Crypto::parse(v).ok())
+                    .collect(),
             }
         })
         .collect()
@@ -613,11 +623,11 @@ fn rewrite_plan(
                 // in the offerer's own, unless the proxy accepts the
                 // answerer's (`transport-protocol: accept`), as rtpengine.
                 let protocol = match oa.transport_protocol.as_deref() {
-                    Some(asked) if is_offer && plain_rtp(asked) && plain_rtp(own) => {
+                    Some(asked) if is_offer && switchable_rtp(asked) && switchable_rtp(own) => {
                         Some(asked.to_ascii_uppercase())
                     }
                     Some(asked) if !is_offer && asked.eq_ignore_ascii_case("accept") => None,
-                    _ if !is_offer && plain_rtp(&m.protocol) && plain_rtp(own) => {
+                    _ if !is_offer && switchable_rtp(&m.protocol) && switchable_rtp(own) => {
                         Some(m.protocol.clone())
                     }
                     _ => None,
@@ -632,6 +642,7 @@ fn rewrite_plan(
                     ptime: m.ptime,
                     mid,
                     protocol,
+                    crypto: m.crypto.clone(),
                     ice: m.ice.as_ref().map(|c| MediaIce {
                         ufrag: c.ufrag.clone(),
                         pwd: c.pwd.clone(),

@@ -193,9 +193,17 @@ fn stream(w: &mut Writer<'_>, s: &StreamSummary, now_unix: u64) {
     if let Some(q) = &s.rtp_quality {
         w.key(b"RTP quality");
         rtp_quality(w, q);
-        if let Some(ssrc) = q.ssrc {
-            w.key(b"SSRC").uint(u64::from(ssrc));
-        }
+    }
+    // xrelay's own: SRTP packets of the party the relay dropped.
+    if let Some(srtp) = &s.srtp {
+        w.key(b"SRTP").dict();
+        w.key(b"auth failures").uint(srtp.auth_failures);
+        w.key(b"replays").uint(srtp.replays);
+        w.key(b"suite").str(srtp.suite);
+        w.end();
+    }
+    if let Some(ssrc) = s.rtp_quality.as_ref().and_then(|q| q.ssrc) {
+        w.key(b"SSRC").uint(u64::from(ssrc));
     }
     // rtpengine's advertised endpoint is where the party's SDP asked for
     // media; its endpoint, where media goes (learned, else the SDP's).
@@ -390,6 +398,16 @@ mod tests {
                     entries.push(("SSRC", int(u64::from(ssrc))));
                 }
             }
+            if let Some(srtp) = &s.srtp {
+                entries.push((
+                    "SRTP",
+                    dict(vec![
+                        ("auth failures", int(srtp.auth_failures)),
+                        ("replays", int(srtp.replays)),
+                        ("suite", Value::bytes(srtp.suite)),
+                    ]),
+                ));
+            }
             if let Some(age) = s.last_packet_age_ms {
                 // rtpengine reports the time of the last packet, in unix seconds.
                 entries.push(("last packet", int(now.saturating_sub(age / 1000))));
@@ -554,6 +572,12 @@ mod tests {
                 2 => Some(quality(Some(0xdead_beef), true)),
                 _ => Some(quality(Some(42), false)),
             },
+            // An SRTP-terminated stream: its keys sort between RTP quality and SSRC.
+            srtp: (variant == 2).then_some(crate::calls::summary::SrtpSummary {
+                suite: "AEAD_AES_128_GCM",
+                auth_failures: 3,
+                replays: 1,
+            }),
         }
     }
 

@@ -67,9 +67,22 @@ const GENERATED_ATTRS: &[&str] = &[
     "a=ice-ufrag:",
     "a=ice-pwd:",
     "a=fingerprint:",
-    "a=crypto:",
     "a=rtpengine:",
 ];
+
+/// `a=crypto:` keeps its tag, suite and parameters (what the relays must
+/// agree on); only the random key is replaced, by its base64 length so a
+/// padding difference still shows: `inline:{KEY40}`.
+fn crypto_key(line: &str) -> String {
+    let Some(at) = line.find("inline:") else {
+        return line.to_owned();
+    };
+    let start = at + "inline:".len();
+    let end = line[start..]
+        .find(['|', ' ', ';'])
+        .map_or(line.len(), |e| start + e);
+    format!("{}{{KEY{}}}{}", &line[..start], end - start, &line[end..])
+}
 
 /// The normaliser of one relay's replies within one case: port placeholders
 /// are numbered in order of first appearance over the whole case, so a
@@ -453,6 +466,9 @@ impl Normalizer {
             return self.text(&format!("o={}", fields.join(" ")));
         }
         if !verbatim {
+            if l.starts_with("a=crypto:") {
+                return self.text(&crypto_key(l));
+            }
             for prefix in GENERATED_ATTRS {
                 if l.starts_with(prefix) {
                     return format!("{prefix}{{GENERATED}}");
@@ -630,6 +646,25 @@ mod tests {
                 "  a=candidate:{FOUNDATION} 1 UDP 2130706431 {PUB4} {P1} typ host"
             ]
         );
+    }
+
+    #[test]
+    fn crypto_keys_are_replaced_by_their_length_only() {
+        let mut n = norm();
+        let out = n.sdp(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n\
+             a=crypto:2 AEAD_AES_128_GCM inline:abcdefghijklmnopqrstuvwxyzABCDEFGHIJ==|2^31 WSH=64\r\n",
+            Some("v=0\r\n"),
+        );
+        assert_eq!(
+            out,
+            [
+                "  a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY40}",
+                "  a=crypto:2 AEAD_AES_128_GCM inline:{KEY38}|2^31 WSH=64"
+            ]
+        );
+        let sent = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+        assert_eq!(n.sdp(sent, Some(sent)), [format!("  {}", sent.trim_end())]);
     }
 
     #[test]

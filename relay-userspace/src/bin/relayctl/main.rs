@@ -437,6 +437,14 @@ fn print_call(call: &serde_json::Value) {
                 if let Some(q) = s["rtp_quality"].as_object() {
                     println!("            {}", quality_line(q, s["rtcp"] == true));
                 }
+                if let Some(srtp) = s["srtp"].as_object() {
+                    println!(
+                        "            SRTP {} (relay terminates): auth failures {}, replays {}",
+                        srtp["suite"].as_str().unwrap_or("?"),
+                        srtp["auth_failures"],
+                        srtp["replays"]
+                    );
+                }
             }
         }
     }

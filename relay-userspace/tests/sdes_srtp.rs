@@ -1,0 +1,485 @@
+//! SDES-SRTP <-> RTP bridging against an independent SRTP implementation:
+//! pylibsrtp (Python bindings with their own libsrtp build) keys and
+//! protects the SRTP caller in host A, who offers `RTP/SAVP` with
+//! `a=crypto` through NG with `transport-protocol: RTP/AVP` towards a plain
+//! RTP phone in host B. B must get the exact RTP (and RTCP) A encrypted; A
+//! must decrypt, under the relay's key from the answer, exactly what B sent.
+//! A packet under a wrong key and a replayed one are counted in `query` and
+//! never reach B; the SRTP call stays out of XDP while a plain call beside
+//! it goes into XDP and keeps its media. Then the other way round: a plain
+//! caller with `transport-protocol: RTP/SAVP`, the pylibsrtp callee taking
+//! the relay's `a=crypto` line by tag, media both ways. AES_CM_128_HMAC_SHA1_80,
+//! AEAD_AES_128_GCM and AES_CM_128_HMAC_SHA1_32, one call each.
+//!
+//! Needs python3 with pylibsrtp (`pip install pylibsrtp`); the test installs
+//! it when missing and skips, saying why, only if that fails.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, UdpSocket},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use relay_ng::Value;
+use relay_tests::{
+    ng_client::sdp_endpoint,
+    require_root,
+    topology::{bind_udp, HOST_A, HOST_B, RELAY_A, RELAY_B},
+};
+
+mod common;
+
+use common::{s, wait_kernelized, Bed};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/srtp/pylibsrtp_peer.py");
+
+fn pylibsrtp_available() -> Result<(), String> {
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", "import pylibsrtp"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable() {
+        return Ok(());
+    }
+    let pip = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--break-system-packages",
+            "pylibsrtp",
+        ])
+        .status();
+    match pip {
+        Ok(_) if importable() => Ok(()),
+        Ok(status) => Err(format!("pip install pylibsrtp failed ({status})")),
+        Err(e) => Err(format!("python3 not runnable: {e}")),
+    }
+}
+
+/// The pylibsrtp side, speaking JSON lines.
+struct Peer {
+    child: Child,
+    out: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Peer {
+    fn start() -> Peer {
+        let mut child = Command::new("python3")
+            .arg(SCRIPT)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the pylibsrtp peer");
+        let out = BufReader::new(child.stdout.take().unwrap()).lines();
+        Peer { child, out }
+    }
+
+    fn call(&mut self, v: serde_json::Value) -> serde_json::Value {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{v}").expect("write to the pylibsrtp peer");
+        stdin.flush().expect("flush");
+        let line = self
+            .out
+            .next()
+            .expect("pylibsrtp peer ended early")
+            .expect("pylibsrtp peer output");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    fn op(&mut self, op: &str, data: &[u8]) -> Result<Vec<u8>, String> {
+        let r = self.call(serde_json::json!({ "op": op, "hex": hex(data) }));
+        match r["hex"].as_str() {
+            Some(h) => Ok(unhex(h)),
+            None => Err(r.to_string()),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Our own child, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn rtp(seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+fn rtcp_sr(ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 200, 0, 6];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[0x42; 20]);
+    p
+}
+
+fn recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = [0u8; 2048];
+    sock.recv_from(&mut buf)
+        .ok()
+        .map(|(n, from)| (buf[..n].to_vec(), from))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+}
+
+fn crypto_line(sdp: &str) -> Vec<&str> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .collect()
+}
+
+/// The `SRTP` dictionary of the stream on `local port` in `query`.
+fn srtp_counts(q: &Value, port: u16) -> Option<(i64, i64)> {
+    for t in q.get("tags")?.as_dict()?.values() {
+        for m in t.get("medias")?.as_list()? {
+            for st in m.get("streams")?.as_list()? {
+                if st.get("local port")?.as_int()? == i64::from(port) {
+                    let d = st.get("SRTP")?;
+                    return Some((
+                        d.get("auth failures")?.as_int()?,
+                        d.get("replays")?.as_int()?,
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// One SRTP call under `suite`: SDP both ways, media both ways, a wrong
+/// key and a replay refused.
+fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
+    let call = format!("srtp-{suite}");
+    let (a_port, b_port) = (6000 + n * 10, 42000 + n * 10);
+    let key_len = if suite == "AEAD_AES_128_GCM" { 28 } else { 30 };
+    let peer_key: Vec<u8> = (0..key_len)
+        .map(|i| (i as u8) ^ (n as u8).wrapping_mul(37).wrapping_add(1))
+        .collect();
+    let offer_sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
+         m=audio {a_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=crypto:1 {suite} inline:{}\r\na=sendrecv\r\n",
+        b64(&peer_key)
+    );
+    let o = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("offer")),
+            ("call-id", s(&call)),
+            ("from-tag", s("tag-A")),
+            ("sdp", s(&offer_sdp)),
+            ("direction", Value::str_list(["a", "b"])),
+            ("transport-protocol", s("RTP/AVP")),
+        ]))
+        .unwrap();
+    let to_b = String::from_utf8(o.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    assert!(to_b.contains(" RTP/AVP 0\r\n"), "{to_b}");
+    assert!(crypto_line(&to_b).is_empty(), "{to_b}");
+    let (_, relay_b_port) = sdp_endpoint(to_b.as_bytes()).unwrap();
+    let relay_b: SocketAddr = format!("{RELAY_B}:{relay_b_port}").parse().unwrap();
+    let answer_sdp = format!(
+        "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
+         m=audio {b_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    );
+    let a = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("answer")),
+            ("call-id", s(&call)),
+            ("from-tag", s("tag-A")),
+            ("to-tag", s("tag-B")),
+            ("sdp", s(&answer_sdp)),
+        ]))
+        .unwrap();
+    let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    assert!(to_a.contains(" RTP/SAVP 0\r\n"), "{to_a}");
+    let lines = crypto_line(&to_a);
+    assert_eq!(lines.len(), 1, "{to_a}");
+    let fields: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(&fields[..2], ["1", suite], "{to_a}");
+    let relay_key = fields[2].strip_prefix("inline:").expect("inline key");
+    assert_ne!(
+        relay_key,
+        b64(&peer_key),
+        "the relay answers with a key of its own"
+    );
+    let (_, relay_a_port) = sdp_endpoint(to_a.as_bytes()).unwrap();
+    let relay_a: SocketAddr = format!("{RELAY_A}:{relay_a_port}").parse().unwrap();
+    let relay_a_rtcp: SocketAddr = format!("{RELAY_A}:{}", relay_a_port + 1).parse().unwrap();
+    let relay_b_rtcp: SocketAddr = format!("{RELAY_B}:{}", relay_b_port + 1).parse().unwrap();
+
+    let r = peer.call(serde_json::json!({
+        "op": "keys", "suite": suite, "tx": b64(&peer_key), "rx": relay_key,
+    }));
+    assert_eq!(r["ok"], true, "{r}");
+
+    let a_rtp = bind_udp(&bed.t.a, &format!("{HOST_A}:{a_port}")).unwrap();
+    let a_rtcp = bind_udp(&bed.t.a, &format!("{HOST_A}:{}", a_port + 1)).unwrap();
+    let b_rtp = bind_udp(&bed.t.b, &format!("{HOST_B}:{b_port}")).unwrap();
+    let b_rtcp = bind_udp(&bed.t.b, &format!("{HOST_B}:{}", b_port + 1)).unwrap();
+    for sock in [&a_rtp, &a_rtcp, &b_rtp, &b_rtcp] {
+        sock.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+    }
+
+    // A -> B: SRTP in, the very RTP out.
+    const N: u16 = 20;
+    let mut sent = Vec::new();
+    for seq in 0..N {
+        let plain = rtp(seq, 0xa0a0_0000 + u32::from(n), &[seq as u8; 160]);
+        let protected = peer.op("protect", &plain).unwrap();
+        assert_ne!(protected, plain);
+        a_rtp.send_to(&protected, relay_a).unwrap();
+        let (got, from) = recv(&b_rtp).unwrap_or_else(|| panic!("{suite}: B got no RTP {seq}"));
+        assert_eq!(from, relay_b, "{suite}");
+        assert_eq!(got, plain, "{suite}: B gets what A encrypted, decrypted");
+        sent.push(protected);
+    }
+    // B -> A: RTP in, SRTP under the relay's key out.
+    for seq in 0..N {
+        let plain = rtp(
+            1000 + seq,
+            0xb0b0_0000 + u32::from(n),
+            b"from the plain side",
+        );
+        b_rtp.send_to(&plain, relay_b).unwrap();
+        let (got, from) = recv(&a_rtp).unwrap_or_else(|| panic!("{suite}: A got no SRTP {seq}"));
+        assert_eq!(from, relay_a, "{suite}");
+        assert_ne!(got, plain, "{suite}: encrypted towards A");
+        assert_eq!(peer.op("unprotect", &got).unwrap(), plain, "{suite}");
+    }
+    // RTCP both ways on the RTCP ports.
+    let sr = rtcp_sr(0xa0a0_0000 + u32::from(n));
+    a_rtcp
+        .send_to(&peer.op("protect_rtcp", &sr).unwrap(), relay_a_rtcp)
+        .unwrap();
+    assert_eq!(recv(&b_rtcp).expect("B got RTCP").0, sr, "{suite} SRTCP");
+    let sr_b = rtcp_sr(0xb0b0_0000 + u32::from(n));
+    b_rtcp.send_to(&sr_b, relay_b_rtcp).unwrap();
+    let got = recv(&a_rtcp).expect("A got SRTCP").0;
+    assert_eq!(
+        peer.op("unprotect_rtcp", &got).unwrap(),
+        sr_b,
+        "{suite} RTCP"
+    );
+
+    // A wrong key (a tampered tag is what a wrong key looks like to the
+    // relay: the tag does not verify) and a replay: dropped and counted.
+    let mut forged = peer
+        .op("protect", &rtp(N, 0xa0a0_0000 + u32::from(n), b"forged"))
+        .unwrap();
+    let last = forged.len() - 1;
+    forged[last] ^= 0xff;
+    a_rtp.send_to(&forged, relay_a).unwrap();
+    a_rtp.send_to(&sent[3], relay_a).unwrap();
+    b_rtp
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    assert!(recv(&b_rtp).is_none(), "{suite}: nothing forwarded");
+    let q = bed.ng.ok(&common::command("query", &call)).unwrap();
+    assert_eq!(
+        srtp_counts(&q, relay_a_port),
+        Some((1, 1)),
+        "{suite}: one auth failure, one replay on A's port: {q:?}"
+    );
+    // A forged packet from a stranger teaches the relay nothing: B's media
+    // still goes to A's own address.
+    let stranger = bind_udp(&bed.t.a, &format!("{HOST_A}:{}", a_port + 5)).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    stranger.send_to(&forged, relay_a).unwrap();
+    let plain = rtp(2000, 0xb0b0_0000 + u32::from(n), b"after the forgery");
+    b_rtp.send_to(&plain, relay_b).unwrap();
+    let got = recv(&a_rtp).expect("A still gets B's media").0;
+    assert_eq!(peer.op("unprotect", &got).unwrap(), plain, "{suite}");
+    assert!(recv(&stranger).is_none(), "{suite}: nothing to the forger");
+    let q = bed.ng.ok(&common::command("query", &call)).unwrap();
+    assert_eq!(
+        srtp_counts(&q, relay_a_port),
+        Some((2, 1)),
+        "{suite}: {q:?}"
+    );
+    // Bridged streams never go into XDP.
+    let kernelized = common::rtp_streams(&q)
+        .iter()
+        .any(|(_, flags, _, _)| flags.iter().any(|f| f == "kernelized"));
+    assert!(
+        !kernelized,
+        "{suite}: SRTP bridging stays in userspace: {q:?}"
+    );
+}
+
+/// The other way round: a plain caller in A with `transport-protocol:
+/// RTP/SAVP`, the pylibsrtp callee in B picking the relay's line for
+/// `suite` by its tag.
+fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
+    let call = format!("srtp-callee-{suite}");
+    let (a_port, b_port) = (7000 + n * 10, 43000 + n * 10);
+    let offer_sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
+         m=audio {a_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    );
+    let o = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("offer")),
+            ("call-id", s(&call)),
+            ("from-tag", s("tag-A")),
+            ("sdp", s(&offer_sdp)),
+            ("direction", Value::str_list(["a", "b"])),
+            ("transport-protocol", s("RTP/SAVP")),
+            ("DTLS", s("off")),
+        ]))
+        .unwrap();
+    let to_b = String::from_utf8(o.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    assert!(to_b.contains(" RTP/SAVP 0\r\n"), "{to_b}");
+    let line = crypto_line(&to_b)
+        .into_iter()
+        .find(|l| l.split_whitespace().nth(1) == Some(suite))
+        .unwrap_or_else(|| panic!("the relay offers {suite}: {to_b}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (tag, relay_key) = (fields[0], fields[2].strip_prefix("inline:").unwrap());
+    let (_, relay_b_port) = sdp_endpoint(to_b.as_bytes()).unwrap();
+    let relay_b: SocketAddr = format!("{RELAY_B}:{relay_b_port}").parse().unwrap();
+    let key_len = if suite == "AEAD_AES_128_GCM" { 28 } else { 30 };
+    let callee_key: Vec<u8> = (0..key_len)
+        .map(|i| (i as u8) ^ (n as u8).wrapping_mul(91).wrapping_add(7))
+        .collect();
+    let answer_sdp = format!(
+        "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
+         m=audio {b_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=crypto:{tag} {suite} inline:{}\r\na=sendrecv\r\n",
+        b64(&callee_key)
+    );
+    let a = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("answer")),
+            ("call-id", s(&call)),
+            ("from-tag", s("tag-A")),
+            ("to-tag", s("tag-B")),
+            ("sdp", s(&answer_sdp)),
+        ]))
+        .unwrap();
+    let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    assert!(to_a.contains(" RTP/AVP 0\r\n"), "{to_a}");
+    assert!(crypto_line(&to_a).is_empty(), "{to_a}");
+    let (_, relay_a_port) = sdp_endpoint(to_a.as_bytes()).unwrap();
+    let relay_a: SocketAddr = format!("{RELAY_A}:{relay_a_port}").parse().unwrap();
+    let r = peer.call(serde_json::json!({
+        "op": "keys", "suite": suite, "tx": b64(&callee_key), "rx": relay_key,
+    }));
+    assert_eq!(r["ok"], true, "{r}");
+
+    let a_rtp = bind_udp(&bed.t.a, &format!("{HOST_A}:{a_port}")).unwrap();
+    let b_rtp = bind_udp(&bed.t.b, &format!("{HOST_B}:{b_port}")).unwrap();
+    for sock in [&a_rtp, &b_rtp] {
+        sock.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+    }
+    for seq in 0..20u16 {
+        let plain = rtp(seq, 0xc0c0_0000 + u32::from(n), &[seq as u8; 80]);
+        a_rtp.send_to(&plain, relay_a).unwrap();
+        let (got, _) = recv(&b_rtp).unwrap_or_else(|| panic!("{suite}: B got no SRTP {seq}"));
+        assert_ne!(got, plain, "{suite}: encrypted towards B");
+        assert_eq!(peer.op("unprotect", &got).unwrap(), plain, "{suite}");
+        let back = rtp(500 + seq, 0xd0d0_0000 + u32::from(n), b"srtp callee");
+        b_rtp
+            .send_to(&peer.op("protect", &back).unwrap(), relay_b)
+            .unwrap();
+        let (got, from) = recv(&a_rtp).unwrap_or_else(|| panic!("{suite}: A got no RTP {seq}"));
+        assert_eq!(from, relay_a);
+        assert_eq!(got, back, "{suite}: A gets what B encrypted, decrypted");
+    }
+}
+
+#[test]
+fn pylibsrtp_caller_talks_to_a_plain_phone_through_relayd() {
+    require_root!();
+    if let Err(why) = pylibsrtp_available() {
+        eprintln!("SKIPPED: pylibsrtp unavailable: {why}");
+        return;
+    }
+    let bed = Bed::new("sdes");
+    let relayd = bed.relayd(&[]);
+
+    // A plain call beside the SRTP ones: into XDP, and media all along.
+    let plain = "plain-call";
+    let o = bed.ng.ok(&common::offer(plain)).unwrap();
+    let (_, pb) = sdp_endpoint(o.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
+    let a = bed.ng.ok(&common::answer(plain)).unwrap();
+    let (_, pa) = sdp_endpoint(a.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
+    let plain_a = bind_udp(&bed.t.a, &format!("{HOST_A}:5000")).unwrap();
+    let plain_b = bind_udp(&bed.t.b, &format!("{HOST_B}:40000")).unwrap();
+    for sock in [&plain_a, &plain_b] {
+        sock.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+    }
+    let to_b: SocketAddr = format!("{RELAY_B}:{pb}").parse().unwrap();
+    let to_a: SocketAddr = format!("{RELAY_A}:{pa}").parse().unwrap();
+    let mut plain_seq = 0u16;
+    let mut plain_round = |label: &str| {
+        for _ in 0..3 {
+            plain_seq += 1;
+            let p = rtp(plain_seq, 0x5151, b"plain");
+            plain_a.send_to(&p, to_a).unwrap();
+            assert_eq!(recv(&plain_b).map(|r| r.0), Some(p.clone()), "{label}");
+            plain_b.send_to(&p, to_b).unwrap();
+            assert_eq!(recv(&plain_a).map(|r| r.0), Some(p), "{label}");
+        }
+    };
+    plain_round("plain call before");
+    wait_kernelized(&bed.ng, plain);
+
+    let mut peer = Peer::start();
+    for (n, suite) in [
+        "AES_CM_128_HMAC_SHA1_80",
+        "AEAD_AES_128_GCM",
+        "AES_CM_128_HMAC_SHA1_32",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        srtp_call(&bed, &mut peer, suite, n as u16 + 1);
+        srtp_callee(&bed, &mut peer, suite, n as u16 + 1);
+        plain_round(suite);
+    }
+    wait_kernelized(&bed.ng, plain);
+
+    drop(peer);
+    for call in [
+        plain,
+        "srtp-AES_CM_128_HMAC_SHA1_80",
+        "srtp-AEAD_AES_128_GCM",
+    ] {
+        let _ = bed.ng.request(&common::command("delete", call));
+    }
+    common::stop_relayd(&bed.t.r, relayd);
+}
