@@ -150,7 +150,7 @@ fn relay_batch(
         if !admit(port, payload, src, now, arrival, events) {
             continue;
         }
-        copies.push(payload);
+        copies.push(received, decrypted.as_deref());
         let destination = sink
             .as_ref()
             .and_then(|s| super::ice::destination(&s.state()));

@@ -8,6 +8,7 @@
 //! docs/fast-path.md), since XDP can send a frame once only.
 
 use std::{
+    borrow::Cow,
     net::SocketAddr,
     os::fd::AsRawFd as _,
     sync::{atomic::Ordering, Arc},
@@ -61,7 +62,7 @@ pub struct Subscription {
     pub source_sdp: Option<Vec<u8>>,
     /// Per media: the codecs of the source's media as negotiated (its
     /// peer's answer, else its own).
-    pub codecs: Vec<Vec<relay_sdp::codecs::CodecId>>,
+    pub codecs: Vec<Vec<relay_sdp::codecs::Carried>>,
     /// Where the subscriber must send (its ports), for the SDP.
     pub plan: SdpPlan,
 }
@@ -182,6 +183,7 @@ impl CallManager {
                     ptime: md.ptime,
                     mid: None,
                     ice_ufrag: None,
+                    crypto: Vec::new(),
                 }
             })
             .collect();
@@ -333,7 +335,7 @@ pub(crate) fn relink(
 /// The packets of one received batch to copy to a port's subscribers.
 pub(crate) struct Copies<'a> {
     targets: Vec<(Arc<MediaPort>, SocketAddr)>,
-    payloads: Vec<&'a [u8]>,
+    payloads: Vec<Cow<'a, [u8]>>,
 }
 
 impl<'a> Copies<'a> {
@@ -365,9 +367,14 @@ impl<'a> Copies<'a> {
     }
 
     /// Queues one forwarded packet for every subscriber.
-    pub(crate) fn push(&mut self, payload: &'a [u8]) {
+    /// `decrypted` stands for `received` when the source's SRTP ended here
+    /// (subscribers get the plain packet).
+    pub(crate) fn push(&mut self, received: &'a [u8], decrypted: Option<&[u8]>) {
         if !self.targets.is_empty() {
-            self.payloads.push(payload);
+            self.payloads.push(match decrypted {
+                Some(plain) => Cow::Owned(plain.to_vec()),
+                None => Cow::Borrowed(received),
+            });
         }
     }
 
@@ -378,15 +385,16 @@ impl<'a> Copies<'a> {
         if self.payloads.is_empty() {
             return;
         }
+        let payloads: Vec<&[u8]> = self.payloads.iter().map(|p| p.as_ref()).collect();
         for (sub, dest) in &self.targets {
             let fd = sub.socket.as_raw_fd();
             let sent = sub
                 .socket
                 .try_io(Interest::WRITABLE, || {
-                    super::send_batch::send_all(fd, &self.payloads, *dest, &sub.gso)
+                    super::send_batch::send_all(fd, &payloads, *dest, &sub.gso)
                 })
                 .unwrap_or(0);
-            let lost = self.payloads.len().saturating_sub(sent);
+            let lost = payloads.len().saturating_sub(sent);
             if lost > 0 {
                 sub.stats.errors.fetch_add(lost as u64, Ordering::Relaxed);
             }
@@ -400,7 +408,10 @@ fn codecs_agree(sub: &super::model::Monologue, sig: &Signal) -> bool {
     sub.medias.iter().zip(&sig.medias).all(|(md, answer)| {
         md.codecs.is_empty()
             || answer.codecs.is_empty()
-            || answer.codecs.iter().any(|c| md.codecs.contains(c))
+            || answer
+                .codecs
+                .iter()
+                .any(|c| md.codecs.iter().any(|m| m.codec == c.codec))
     })
 }
 
@@ -420,7 +431,7 @@ fn subscriber(call: &Call, tag: &str) -> Option<usize> {
 
 /// The codecs of source `s`'s media `i` as negotiated: those its peer's
 /// SDP carried (the answer), else its own.
-fn negotiated_codecs(call: &Call, s: usize, i: usize) -> Vec<relay_sdp::codecs::CodecId> {
+fn negotiated_codecs(call: &Call, s: usize, i: usize) -> Vec<relay_sdp::codecs::Carried> {
     let own = &call.monologues[s].medias[i].codecs;
     call.monologues[s]
         .peer
@@ -489,5 +500,8 @@ fn signal(call_id: &str, tag: &str, medias: Vec<MediaOffer>) -> Signal {
         sdp_digest: None,
         ice: IceOption::Remove,
         sdp_ice: false,
+        rtcp_mux_flag: super::RtcpMuxFlag::Default,
+        transport_protocol: None,
+        sdes: Default::default(),
     }
 }

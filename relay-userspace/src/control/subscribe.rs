@@ -132,11 +132,14 @@ fn signal(call_id: &str, tag: &str, sdp: &Sdp) -> Signal {
         sdp_digest: None,
         ice: IceOption::Remove,
         sdp_ice: false,
+        rtcp_mux_flag: crate::calls::RtcpMuxFlag::Default,
+        transport_protocol: None,
+        sdes: Default::default(),
     }
 }
 
 /// Each media's payload types pruned to `codecs` (None: all).
-fn pruned(sdp: &Sdp, codecs_of: &[Vec<codecs::CodecId>]) -> Vec<Option<Vec<String>>> {
+fn pruned(sdp: &Sdp, codecs_of: &[Vec<codecs::Carried>]) -> Vec<Option<Vec<String>>> {
     sdp.medias()
         .iter()
         .zip(codecs_of)
@@ -168,6 +171,7 @@ fn rewritten(
                 mid: None,
                 protocol: None,
                 ice: None,
+                crypto: None,
             })
             .collect(),
         remove_ice: true,
