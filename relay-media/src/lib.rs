@@ -1,4 +1,5 @@
-//! Sans-I/O media transforms for relayd: the ICE-lite agent ([`ice`]) and the
+//! Sans-I/O media transforms for relayd: the ICE-lite agent ([`ice`]), the
+//! DTLS-SRTP key exchange ([`dtls`]) and the
 //! SRTP profiles both key exchanges name ([`srtp_profile`]).
 //!
 //! Nothing here touches a socket or a clock: callers hand in datagrams, their
@@ -6,6 +7,7 @@
 //! what changed. That keeps the agent testable without root, namespaces or
 //! clang, and fuzzable on its own.
 
+pub mod dtls;
 pub mod ice;
 pub mod srtp_profile;
 
