@@ -25,6 +25,7 @@ fn plan(medias: usize, remove_ice: bool) -> RewritePlan {
                 mid: None,
                 protocol: None,
                 ice: None,
+                dtls: relay_sdp::DtlsRewrite::Keep,
             })
             .collect(),
         remove_ice,

@@ -175,6 +175,7 @@ pub(crate) fn rewrite_for(oa: &OfferAnswer, answer: bool) -> Result<Vec<u8>, Str
                         .or_else(|| oa.flags.generate_mid.then(|| (i + 1).to_string())),
                     protocol,
                     ice: None,
+                    dtls: relay_sdp::DtlsRewrite::Keep,
                 }
             })
             .collect(),
@@ -422,6 +423,7 @@ impl Options {
                         mid: None,
                         protocol: None,
                         ice: None,
+                        dtls: relay_sdp::DtlsRewrite::Keep,
                     };
                 };
                 let stripped = || codecs::strip(m, &strip, &mask, &except);
@@ -461,6 +463,7 @@ impl Options {
                     mid: o.mid.clone(),
                     protocol: o.protocol.as_ref().map(Protocol::text),
                     ice: None,
+                    dtls: relay_sdp::DtlsRewrite::Keep,
                 }
             })
             .collect();
@@ -476,6 +479,7 @@ impl Options {
                 mid: None,
                 protocol: None,
                 ice: None,
+                dtls: relay_sdp::DtlsRewrite::Keep,
             }),
             Miscount::OneLess => {
                 medias.pop();

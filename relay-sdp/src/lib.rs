@@ -30,6 +30,7 @@
 //!         mid: None,
 //!         protocol: None,
 //!         ice: None,
+//!         dtls: relay_sdp::DtlsRewrite::Keep,
 //!     }],
 //!     ..RewritePlan::default()
 //! };
@@ -56,4 +57,6 @@ mod rewrite;
 pub use error::{Problem, SdpError};
 pub use model::{ConnectionAddr, Direction, MediaInfo, Origin, RtcpAttr, RtpMap};
 pub use parse::{parse, Sdp, MAX_SDP_LEN};
-pub use rewrite::{rewrite, MediaIce, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux};
+pub use rewrite::{
+    rewrite, DtlsRewrite, MediaDtls, MediaIce, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux,
+};

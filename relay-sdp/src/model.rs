@@ -147,6 +147,11 @@ pub struct MediaInfo {
     /// The section's `a=ice-ufrag`, else the session's (its change is an
     /// ICE restart, RFC 8445 §9).
     pub ice_ufrag: Option<String>,
+    /// The section's `a=setup` value, else the session's (RFC 4145).
+    pub setup: Option<String>,
+    /// The section's first `a=fingerprint` value, else the session's
+    /// (`sha-256 AB:CD:…`, RFC 8122).
+    pub fingerprint: Option<String>,
 }
 
 impl MediaInfo {

@@ -106,6 +106,7 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
                     mid,
                     protocol,
                     ice: None,
+                    dtls: relay_sdp::DtlsRewrite::Keep,
                 });
             }
             _ => return Err(format!("unknown plan line {line:?}")),

@@ -194,6 +194,7 @@ fn media(port: u16, rtcp_port: Option<u16>, rtcp_mux: RtcpMux) -> MediaRewrite {
         mid: None,
         protocol: None,
         ice: None,
+        dtls: relay_sdp::DtlsRewrite::Keep,
     }
 }
 

@@ -164,6 +164,7 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
                 mid: None,
                 protocol: None,
                 ice: None,
+                dtls: relay_sdp::DtlsRewrite::Keep,
             }
         })
         .collect();
