@@ -30,6 +30,8 @@ pub(super) struct Fields {
     pub rtcp_mux: Vec<String>,
     pub ice: Option<String>,
     pub transport_protocol: Option<String>,
+    pub dtls: Option<String>,
+    pub dtls_fingerprint: Option<String>,
     pub media_address: Option<String>,
     pub address_family: Option<String>,
     pub endpoint_learning: Option<String>,
@@ -165,6 +167,12 @@ impl Fields {
                 self.text(key, value)?;
             }
             "transport-protocol" => self.transport_protocol = self.text(key, value)?,
+            // DTLS-SRTP toward the SDP's recipient: `off`/`no`/`disable`,
+            // `passive`, `active`; and the fingerprint's hash (`sha-256`).
+            "dtls" => self.dtls = self.text(key, value)?.map(|v| normalize(&v)),
+            "dtls-fingerprint" => {
+                self.dtls_fingerprint = self.text(key, value)?.map(|v| normalize(&v));
+            }
             "media-address" => self.media_address = self.text(key, value)?,
             "address-family" => self.address_family = self.text(key, value)?,
             "endpoint-learning" => {
