@@ -581,14 +581,15 @@ impl Writer<'_> {
         if mux {
             self.regenerated(b"a=rtcp-mux");
         }
+        // Where rtpengine writes them: after RTCP, before ptime and ICE.
+        if let DtlsRewrite::Relay(dtls) = &media.dtls {
+            self.regenerated(format!("a=setup:{}", dtls.setup).as_bytes());
+            self.regenerated(format!("a=fingerprint:{}", dtls.fingerprint).as_bytes());
+        }
         match (block.ptime, media.ptime) {
             (Some(line), _) => self.regenerated(line.line.content(self.raw)),
             (None, Some(ms)) => self.regenerated(format!("a=ptime:{ms}").as_bytes()),
             (None, None) => {}
-        }
-        if let DtlsRewrite::Relay(dtls) = &media.dtls {
-            self.regenerated(format!("a=setup:{}", dtls.setup).as_bytes());
-            self.regenerated(format!("a=fingerprint:{}", dtls.fingerprint).as_bytes());
         }
         if let Some(ice) = &media.ice {
             self.regenerated(format!("a=ice-ufrag:{}", ice.ufrag).as_bytes());

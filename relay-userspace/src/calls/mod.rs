@@ -7,6 +7,7 @@
 
 pub mod batch_io;
 pub mod deferred;
+pub mod dtls;
 pub mod forwarder;
 pub(crate) mod ice;
 pub mod kernel;
@@ -261,6 +262,8 @@ pub struct MediaPlan {
     /// ICE-lite agent (the same for the RTP and the RTCP port, kept across
     /// re-offers so that no re-offer restarts ICE).
     pub ice: Option<relay_media::IceCredentials>,
+    /// The `a=setup` the party this plan faces declared last.
+    pub dtls_setup: Option<String>,
 }
 
 /// Result of an offer/answer: what to put in the rewritten SDP.
@@ -747,6 +750,7 @@ impl CallManager {
             rtcp_mux: false,
             mid: None,
             ice_ufrag: None,
+            dtls: Default::default(),
         })
     }
 
@@ -762,6 +766,7 @@ impl CallManager {
             media.rtcp_mux = offer.rtcp_mux;
             media.mid = offer.mid.clone().or(media.mid.take());
             media.ice_ufrag = offer.ice_ufrag.clone();
+            media.dtls = offer.dtls.clone();
             let rtcp = if offer.rtcp_mux {
                 offer.rtp
             } else {
@@ -838,6 +843,7 @@ impl CallManager {
                 rtcp_mux: md.rtcp_mux,
                 mid: md.mid.clone(),
                 protocol: md.protocol.clone(),
+                dtls_setup: md.dtls.setup.clone(),
             })
             .collect();
         SdpPlan {

@@ -43,6 +43,8 @@ pub struct Media {
     /// The party's latest `a=ice-ufrag`: a new one is an ICE restart,
     /// answered with new credentials. Not in the state store.
     pub ice_ufrag: Option<String>,
+    /// The party's latest `a=setup` and `a=fingerprint`. Not in the state store.
+    pub dtls: super::dtls::PeerDtls,
 }
 
 impl Media {
@@ -231,6 +233,8 @@ pub struct MediaOffer {
     pub mid: Option<String>,
     /// `a=ice-ufrag` of the media (or the session), if any.
     pub ice_ufrag: Option<String>,
+    /// `a=setup` and `a=fingerprint` of the media (or the session).
+    pub dtls: super::dtls::PeerDtls,
 }
 
 /// Microseconds within the current wall-clock second.

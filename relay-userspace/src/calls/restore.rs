@@ -237,6 +237,7 @@ impl CallManager {
                 rtcp_mux: false,
                 mid: None,
                 ice_ufrag: None,
+                dtls: Default::default(),
                 codecs: Vec::new(),
                 index: record.index,
                 kind: record.kind.clone(),

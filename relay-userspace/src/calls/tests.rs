@@ -153,6 +153,7 @@ fn media(rtp: SocketAddr) -> MediaOffer {
         clock_rate: Some(8000),
         codecs: Vec::new(),
         ice_ufrag: None,
+        dtls: Default::default(),
     }
 }
 

@@ -11,14 +11,15 @@ use relay_ng::{
     encode_reply_as, parse_datagram, reply, Command, CookieCache, Format, Value,
 };
 use relay_sdp::{
-    codecs, Direction, MediaIce, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux, Sdp,
+    codecs, Direction, DtlsRewrite, MediaDtls, MediaIce, MediaRewrite, RewritePlan, RtcpAttribute,
+    RtcpMux, Sdp,
 };
 use tokio::time::Instant;
 
 use super::{reply::list_reply, summary_reply};
 use crate::{
     calls::{
-        deferred::Deferred, learning::LearningMode, model::MediaOffer, summary::CallSummary,
+        deferred::Deferred, dtls, learning::LearningMode, model::MediaOffer, summary::CallSummary,
         CallManager, Family, IceOption, SdpPlan, Signal,
     },
     state::StateKeeper,
@@ -205,6 +206,12 @@ fn sdp_digest(sdp: &[u8]) -> u64 {
 /// touching the media (SRTP and DTLS profiles need the media transformed).
 fn plain_rtp(proto: &str) -> bool {
     proto.eq_ignore_ascii_case("RTP/AVP") || proto.eq_ignore_ascii_case("RTP/AVPF")
+}
+
+/// The profiles `transport-protocol` switches between: plain RTP, and
+/// DTLS-SRTP, which the relay terminates (issue 18).
+fn switchable(proto: &str) -> bool {
+    plain_rtp(proto) || dtls::is_dtls_rtp(proto)
 }
 
 /// rtpengine's words for a `delete` of a call it does not have.
@@ -472,6 +479,10 @@ fn media_offers(
                 ptime: m.ptime,
                 mid: m.mid.clone(),
                 ice_ufrag: m.ice_ufrag.clone(),
+                dtls: crate::calls::dtls::PeerDtls {
+                    setup: m.setup.clone(),
+                    fingerprint: m.fingerprint.clone(),
+                },
             }
         })
         .collect()
@@ -491,6 +502,33 @@ fn ice_option(mode: Option<&str>) -> IceOption {
         IceOption::Force
     } else {
         IceOption::Default
+    }
+}
+
+/// The DTLS attributes toward the SDP's recipient: the relay's own when it
+/// gets DTLS-SRTP (rtpengine writes them for any `UDP/TLS/RTP/SAVP(F)`
+/// unless an offer says `DTLS=off`), none when the peer's must not pass.
+fn media_dtls(
+    oa: &OfferAnswer,
+    is_offer: bool,
+    proto: &str,
+    input: Option<&relay_sdp::MediaInfo>,
+    m: &crate::calls::MediaPlan,
+) -> DtlsRewrite {
+    let off = is_offer && dtls::is_off(oa.dtls.as_deref());
+    if dtls::is_dtls_rtp(proto) && !off {
+        let setup = dtls::setup_for(is_offer, m.dtls_setup.as_deref(), oa.dtls.as_deref());
+        if let Some(fingerprint) = dtls::fingerprint(oa.dtls_fingerprint.as_deref()) {
+            return DtlsRewrite::Relay(MediaDtls {
+                setup: setup.to_owned(),
+                fingerprint,
+            });
+        }
+    }
+    if input.is_some_and(|i| i.setup.is_some() || i.fingerprint.is_some()) {
+        DtlsRewrite::Strip
+    } else {
+        DtlsRewrite::Keep
     }
 }
 
@@ -559,16 +597,23 @@ fn rewrite_plan(
                 // in the offerer's own, unless the proxy accepts the
                 // answerer's (`transport-protocol: accept`), as rtpengine.
                 let protocol = match oa.transport_protocol.as_deref() {
-                    Some(asked) if is_offer && plain_rtp(asked) && plain_rtp(own) => {
+                    Some(asked) if is_offer && switchable(asked) && switchable(own) => {
                         Some(asked.to_ascii_uppercase())
                     }
                     Some(asked) if !is_offer && asked.eq_ignore_ascii_case("accept") => None,
-                    _ if !is_offer && plain_rtp(&m.protocol) && plain_rtp(own) => {
+                    _ if !is_offer && switchable(&m.protocol) && switchable(own) => {
                         Some(m.protocol.clone())
                     }
                     _ => None,
                 }
                 .filter(|p| p != own);
+                let dtls = media_dtls(
+                    oa,
+                    is_offer,
+                    protocol.as_deref().unwrap_or(own),
+                    sdp.medias().get(i),
+                    m,
+                );
                 MediaRewrite {
                     address: media_address.unwrap_or(m.address),
                     port: m.rtp_port,
@@ -578,6 +623,7 @@ fn rewrite_plan(
                     ptime: m.ptime,
                     mid,
                     protocol,
+                    dtls,
                     ice: m.ice.as_ref().map(|c| MediaIce {
                         ufrag: c.ufrag.clone(),
                         pwd: c.pwd.clone(),
