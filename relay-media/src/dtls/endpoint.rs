@@ -322,14 +322,23 @@ impl DtlsEndpoint {
         }
     }
 
-    /// When [`DtlsEndpoint::handle_timeout`] should next be called.
+    /// When [`DtlsEndpoint::handle_timeout`] should next be called: a
+    /// retransmission, or the end of the handshake's time.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        if !matches!(self.state, DtlsState::New | DtlsState::Connecting) {
+            return None;
+        }
+        let give_up = self.started.map(|s| s + self.handshake_timeout);
+        match (self.deadline, give_up) {
+            (Some(d), Some(g)) => Some(d.min(g)),
+            (d, g) => d.or(g),
+        }
     }
 
     /// Retransmit a lost flight when due; fail a handshake that has run out of time.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsError> {
-        if self.state != DtlsState::Connecting {
+        // A started server still waiting for its ClientHello times out too.
+        if !matches!(self.state, DtlsState::New | DtlsState::Connecting) || self.started.is_none() {
             return Ok(());
         }
         if self
@@ -338,7 +347,7 @@ impl DtlsEndpoint {
         {
             return self.fail(DtlsError::Timeout);
         }
-        if self.deadline.is_some_and(|d| now >= d) {
+        if self.state == DtlsState::Connecting && self.deadline.is_some_and(|d| now >= d) {
             // SAFETY: the pointer is this stream's live SSL; HANDLE_TIMEOUT
             // takes no argument (DTLSv1_handle_timeout).
             let r = unsafe {

@@ -308,6 +308,29 @@ fn handshake_times_out() {
 }
 
 #[test]
+fn a_server_never_contacted_times_out() {
+    let c = cert();
+    let cfg = DtlsConfig {
+        handshake_timeout: Duration::from_secs(5),
+        ..DtlsConfig::default()
+    };
+    let ctx = DtlsContext::new(&c, cfg).unwrap();
+    let fp = c.fingerprint(FingerprintHash::Sha256).unwrap();
+    let mut e = DtlsEndpoint::new(&ctx, DtlsRole::Server, fp).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(e.poll_timeout(), None, "not started: no clock");
+    e.start(t0).unwrap();
+    assert_eq!(e.state(), DtlsState::New);
+    assert_eq!(e.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    e.handle_timeout(t0 + Duration::from_secs(1)).unwrap();
+    assert!(matches!(
+        e.handle_timeout(t0 + Duration::from_secs(5)),
+        Err(DtlsError::Timeout)
+    ));
+    assert_eq!(e.state(), DtlsState::Failed);
+}
+
+#[test]
 fn garbage_is_an_error_not_a_panic() {
     let mut p = pair(&SrtpProfile::ALL, &SrtpProfile::ALL);
     let now = Instant::now();

@@ -125,6 +125,13 @@ fn relay_batch(
                 }
             }
         }
+        // DTLS (RFC 7983) for the port's DTLS-SRTP endpoint is handshake,
+        // not media.
+        if relay_media::dtls::looks_like_dtls(payload)
+            && super::dtls::on_datagram(port, payload, src, now.into_std())
+        {
+            continue;
+        }
         let verdict = {
             let mut st = port.state();
             st.last_packet = Some(now);

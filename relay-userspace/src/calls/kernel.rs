@@ -227,6 +227,10 @@ impl Kernel {
     fn forwarding(port: &MediaPort, max_pps: u32) -> Option<StreamSpec> {
         let (sink, strict_source, media, ice) = {
             let st = port.state();
+            // DTLS-SRTP is terminated in userspace (handshake and SRTP).
+            if st.dtls.is_some() {
+                return None;
+            }
             let source = st.learner.confirmed()?;
             (
                 st.sink.upgrade()?,
@@ -237,7 +241,7 @@ impl Kernel {
         };
         let peer = {
             let st = sink.state();
-            if st.closed || st.learner.confirmed().is_none() {
+            if st.closed || st.learner.confirmed().is_none() || st.dtls.is_some() {
                 return None;
             }
             // An ICE peer without consent gets nothing (RFC 7675).

@@ -1001,6 +1001,9 @@ impl CallManager {
             tracing::info!(local = %port.local, "ICE consent expired: sending to the party stops");
             self.on_event(PortEvent::Confirmed(port));
         }
+        for port in self.calls.values().flat_map(Call::ports) {
+            dtls::on_tick(port, now.into_std());
+        }
         for (id, why) in expired {
             if let Some(call) = self.calls.remove(&id) {
                 self.changed.mark(&id);

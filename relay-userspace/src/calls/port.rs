@@ -61,6 +61,9 @@ pub struct PortState {
     /// it until an authenticated check arrives again. Set by the call
     /// manager's tick, cleared by the agent's next valid request.
     pub ice_consent_lost: bool,
+    /// The DTLS-SRTP endpoint, when the port's party speaks DTLS with the
+    /// relay (see [`super::dtls`]); it holds the SRTP keys once connected.
+    pub dtls: Option<super::dtls::PortDtls>,
 }
 
 /// A relay port.
@@ -108,6 +111,7 @@ impl MediaPort {
                 forwarder: None,
                 ice: None,
                 ice_consent_lost: false,
+                dtls: None,
             }),
         }))
     }

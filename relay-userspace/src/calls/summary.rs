@@ -108,6 +108,8 @@ pub struct StreamSummary {
     pub last_packet_age_ms: Option<u64>,
     /// RTP figures; None for ports that carry no RTP (e.g. T.38 `udptl`).
     pub rtp_quality: Option<RtpSummary>,
+    /// The port's DTLS-SRTP endpoint, if it faces a DTLS party.
+    pub dtls: Option<super::dtls::DtlsSummary>,
 }
 
 /// One media of one party.
@@ -211,6 +213,11 @@ fn stream(
         },
         last_packet_age_ms,
         rtp_quality,
+        dtls: port
+            .state()
+            .dtls
+            .as_ref()
+            .map(super::dtls::PortDtls::summary),
     }
 }
 

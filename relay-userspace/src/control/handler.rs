@@ -372,8 +372,12 @@ fn offer_answer(
         Ok(plan) => plan,
         Err(e) => return reply::error(&e.to_string()),
     };
-    match relay_sdp::rewrite(&sdp, &rewrite_plan(oa, is_offer, &sdp, &plan, formats)) {
+    let rewrite = rewrite_plan(oa, is_offer, &sdp, &plan, formats);
+    match relay_sdp::rewrite(&sdp, &rewrite) {
         Ok(out) => {
+            if !is_offer {
+                start_dtls(calls, oa, &sdp, &rewrite);
+            }
             let mut extra = relay_ng::Dict::new();
             extra.insert(b"sdp".to_vec(), Value::Bytes(out));
             ok(extra, warnings)
@@ -502,6 +506,35 @@ fn ice_option(mode: Option<&str>) -> IceOption {
         IceOption::Force
     } else {
         IceOption::Default
+    }
+}
+
+/// After an answer, who is DTLS client is settled on both sides: toward
+/// the offerer the relay took the role its answer's `a=setup` says, toward
+/// the answerer the opposite of the answerer's `a=setup` (the relay offered
+/// actpass). Media without DTLS lose any endpoint they had.
+fn start_dtls(calls: &mut CallManager, oa: &OfferAnswer, sdp: &Sdp, rewrite: &RewritePlan) {
+    use relay_media::dtls::DtlsRole;
+    for (i, m) in rewrite.medias.iter().enumerate() {
+        let toward_offerer = match &m.dtls {
+            DtlsRewrite::Relay(d) if d.setup == "active" => Some(DtlsRole::Client),
+            DtlsRewrite::Relay(d) if d.setup == "passive" => Some(DtlsRole::Server),
+            _ => None,
+        };
+        calls.set_dtls(&oa.call_id, &oa.from_tag, i, toward_offerer);
+        let toward_answerer = sdp.medias().get(i).and_then(|md| {
+            if !dtls::is_dtls_rtp(&md.proto) || md.fingerprint.is_none() {
+                return None;
+            }
+            match md.setup.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                Some("active") => Some(DtlsRole::Server),
+                Some("passive") => Some(DtlsRole::Client),
+                _ => None,
+            }
+        });
+        if let Some(to_tag) = &oa.to_tag {
+            calls.set_dtls(&oa.call_id, to_tag, i, toward_answerer);
+        }
     }
 }
 
