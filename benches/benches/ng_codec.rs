@@ -70,6 +70,7 @@ fn delete_summary() -> CallSummary {
             clock_rate: 8000,
             ..RtpSummary::default()
         }),
+        dtls: None,
     };
     let tag = |name: &str, peer: &str, port: u16| TagSummary {
         tag: name.to_owned(),

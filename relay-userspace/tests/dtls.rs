@@ -235,6 +235,13 @@ fn aiortc_completes_dtls_with_relayd_as_server_and_as_client() {
         assert_eq!(int(rtp, "fingerprint mismatches"), 0);
         // The phone's side speaks plain RTP: no DTLS there.
         assert!(dtls_of(&q, "phone").is_empty(), "{q:?}");
+        // relayctl show prints the same.
+        let show = bed.relayctl_cli(&["show", &call_id]);
+        let show = String::from_utf8_lossy(&show.stdout);
+        assert!(
+            show.contains(&format!("DTLS connected ({role}) profile {profile}; timeouts 0 fingerprint mismatches 0 failures 0")),
+            "{show}"
+        );
         eprintln!("relayd as DTLS {role}: connected, profile {profile}");
         bed.ng
             .ok(&Value::dict([

@@ -584,6 +584,17 @@ mod tests {
                 2 => Some(quality(Some(0xdead_beef), true)),
                 _ => Some(quality(Some(42), false)),
             },
+            // Both encoders must write the DTLS dictionary alike.
+            dtls: (variant > 1).then(|| crate::calls::dtls::DtlsSummary {
+                state: if variant > 2 { "connected" } else { "failed" },
+                role: "server",
+                profile: (variant > 2).then_some("AEAD_AES_128_GCM"),
+                counters: crate::calls::dtls::DtlsCounters {
+                    timeouts: 1,
+                    fingerprint_mismatches: 2,
+                    failures: 3,
+                },
+            }),
         }
     }
 
