@@ -296,11 +296,18 @@ pub(crate) fn set_endpoint(media: &Media, role: Option<DtlsRole>, now: std::time
         }
     });
     let mut changed = false;
-    for port in media.ports() {
+    for (i, port) in media.ports().into_iter().enumerate() {
+        // A party muxing RTCP runs one handshake, on the RTP port (RFC 5764
+        // §4.1.2); an idle endpoint on the RTCP port would only time out.
+        let want = if i == 1 && media.rtcp_mux {
+            &None
+        } else {
+            &want
+        };
         let mut out = Vec::new();
         let dest = {
             let mut st = port.state();
-            let same = match (&st.dtls, &want) {
+            let same = match (&st.dtls, want) {
                 (Some(d), Some((r, fp))) => d.endpoint.role() == *r && d.remote == *fp,
                 (None, None) => true,
                 _ => false,
@@ -310,7 +317,7 @@ pub(crate) fn set_endpoint(media: &Media, role: Option<DtlsRole>, now: std::time
             }
             changed = true;
             st.dtls = None;
-            let Some((r, fp)) = &want else { continue };
+            let Some((r, fp)) = want else { continue };
             let Some(id) = identity() else { continue };
             let mut endpoint = match DtlsEndpoint::new(&id.context, *r, fp.clone()) {
                 Ok(e) => e,
