@@ -71,6 +71,7 @@ fn delete_summary() -> CallSummary {
             ..RtpSummary::default()
         }),
         srtp: None,
+        dtls: None,
     };
     let tag = |name: &str, peer: &str, port: u16| TagSummary {
         tag: name.to_owned(),

@@ -26,6 +26,7 @@ fn plan(medias: usize, remove_ice: bool) -> RewritePlan {
                 protocol: None,
                 ice: None,
                 crypto: None,
+                dtls: relay_sdp::DtlsRewrite::Keep,
             })
             .collect(),
         remove_ice,

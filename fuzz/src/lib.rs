@@ -23,6 +23,7 @@
 //! | [`state_journal`] | a journal file | `FileJournal::verify`, `open` + `load` (repair), reload |
 //! | [`state_record`] | one journal payload | the record decoder (postcard `Change`), one frame through the reader |
 //! | [`stun`] | one datagram to an ICE port | relay-media's ICE-lite agent (STUN parse, integrity, fingerprint, responses) |
+//! | [`dtls`] | datagrams (2-byte length prefixes) to a DTLS server port | relay-media's DTLS-SRTP endpoint (OpenSSL's record and handshake parsing through the in-memory pipe, state, timers) |
 
 mod config;
 mod media;
@@ -31,7 +32,7 @@ mod sdp;
 mod state;
 
 pub use config::{config_toml, static_stream};
-pub use media::stun;
+pub use media::{dtls, stun};
 pub use ng::{bencode, ng_datagram, ng_json, rtpp_flags};
 pub use sdp::sdp;
 pub use state::{state_journal, state_record};
@@ -52,4 +53,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("state_journal", state_journal),
     ("state_record", state_record),
     ("stun", stun),
+    ("dtls", dtls),
 ];

@@ -1,5 +1,5 @@
-//! relay-media's ICE-lite agent: what a relay port does with a datagram
-//! that looks like STUN.
+//! relay-media: what a relay port does with a datagram
+//! that looks like STUN (the ICE-lite agent) or DTLS (the DTLS-SRTP endpoint).
 
 use std::time::{Duration, Instant};
 
@@ -31,4 +31,48 @@ pub fn stun(data: &[u8]) {
         }
         let _ = agent.consent(now);
     }
+}
+
+/// One relay DTLS context for every input (a certificate per input would
+/// make the target slow without reaching more code).
+fn dtls_context() -> &'static relay_media::dtls::DtlsContext {
+    use relay_media::dtls::{CertKey, CertSignature, DtlsCertificate, DtlsConfig, DtlsContext};
+    static CTX: std::sync::OnceLock<DtlsContext> = std::sync::OnceLock::new();
+    CTX.get_or_init(|| {
+        let cert = DtlsCertificate::generate(CertKey::Prime256v1, CertSignature::Sha256)
+            .expect("certificate");
+        DtlsContext::new(&cert, DtlsConfig::default()).expect("context")
+    })
+}
+
+/// Datagrams (each after a 2-byte big-endian length) to a fresh DTLS
+/// server endpoint, then a timeout far ahead. Properties: no panic;
+/// output only while handshaking; never connected (no input can carry a
+/// certificate matching the all-zero fingerprint it expects).
+pub fn dtls(data: &[u8]) {
+    use relay_media::dtls::{DtlsEndpoint, DtlsRole, DtlsState, Fingerprint, FingerprintHash};
+    let expected = Fingerprint {
+        hash: FingerprintHash::Sha256,
+        digest: vec![0; 32],
+    };
+    let mut ep = DtlsEndpoint::new(dtls_context(), DtlsRole::Server, expected).expect("endpoint");
+    let t0 = Instant::now();
+    let mut rest = data;
+    // Bounded by the input: each round consumes at least two bytes.
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let end = (2 + len).min(rest.len());
+        let _ = ep.handle_datagram(&rest[2..end], t0);
+        while let Some(out) = ep.poll_transmit() {
+            assert!(relay_media::dtls::looks_like_dtls(&out), "output is DTLS");
+        }
+        assert_ne!(ep.state(), DtlsState::Connected);
+        rest = &rest[end..];
+    }
+    let _ = ep.handle_timeout(t0 + Duration::from_secs(3600));
+    assert!(
+        matches!(ep.state(), DtlsState::New | DtlsState::Failed),
+        "{:?}",
+        ep.state()
+    );
 }

@@ -176,6 +176,7 @@ pub(crate) fn rewrite_for(oa: &OfferAnswer, answer: bool) -> Result<Vec<u8>, Str
                     protocol,
                     ice: None,
                     crypto: None,
+                    dtls: relay_sdp::DtlsRewrite::Keep,
                 }
             })
             .collect(),
@@ -424,6 +425,7 @@ impl Options {
                         protocol: None,
                         ice: None,
                         crypto: None,
+                        dtls: relay_sdp::DtlsRewrite::Keep,
                     };
                 };
                 let stripped = || codecs::strip(m, &strip, &mask, &except);
@@ -464,6 +466,7 @@ impl Options {
                     protocol: o.protocol.as_ref().map(Protocol::text),
                     ice: None,
                     crypto: None,
+                    dtls: relay_sdp::DtlsRewrite::Keep,
                 }
             })
             .collect();
@@ -480,6 +483,7 @@ impl Options {
                 protocol: None,
                 ice: None,
                 crypto: None,
+                dtls: relay_sdp::DtlsRewrite::Keep,
             }),
             Miscount::OneLess => {
                 medias.pop();

@@ -79,6 +79,7 @@ replay_tests!(
     static_stream,
     state_journal,
     stun,
+    dtls,
     state_record,
 );
 

@@ -1,5 +1,6 @@
-//! Sans-I/O media transforms for relayd: the ICE-lite agent ([`ice`]), SRTP
-//! contexts ([`srtp`]), SDES `a=crypto` ([`sdes`]) and the
+//! Sans-I/O media transforms for relayd: the ICE-lite agent ([`ice`]), the
+//! DTLS-SRTP key exchange ([`dtls`]), SRTP contexts ([`srtp`]), SDES
+//! `a=crypto` ([`sdes`]) and the
 //! SRTP profiles both key exchanges name ([`srtp_profile`]).
 //!
 //! Nothing here touches a socket or a clock: callers hand in datagrams, their
@@ -7,6 +8,7 @@
 //! what changed. That keeps the agent testable without root, namespaces or
 //! clang, and fuzzable on its own.
 
+pub mod dtls;
 pub mod ice;
 pub mod sdes;
 pub mod srtp;

@@ -117,6 +117,10 @@ pub struct OfferAnswer {
     pub ice: Option<String>,
     /// `transport-protocol` as sent (`RTP/AVP`, ..., or `accept`).
     pub transport_protocol: Option<String>,
+    /// `DTLS`, normalized (`off`, `no`, `disable`, `passive`, `active`).
+    pub dtls: Option<String>,
+    /// `DTLS-fingerprint`, normalized (`sha-256`, `sha-1`, ...).
+    pub dtls_fingerprint: Option<String>,
     /// `media-address`.
     pub media_address: Option<String>,
     /// `address-family` (`IP4`/`IP6`).
@@ -384,6 +388,8 @@ fn offer_answer(f: Fields, answer: bool) -> Result<OfferAnswer, NgError> {
         rtcp_mux: f.rtcp_mux,
         ice: f.ice,
         transport_protocol: f.transport_protocol,
+        dtls: f.dtls,
+        dtls_fingerprint: f.dtls_fingerprint,
         media_address: f.media_address,
         address_family: f.address_family,
         endpoint_learning: f.endpoint_learning,

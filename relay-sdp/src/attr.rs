@@ -48,6 +48,9 @@ pub(crate) enum AttrKind {
     Ptime,
     /// `a=group:` (BUNDLE and the like).
     Group,
+    /// DTLS-SRTP's `a=setup`, `a=fingerprint`, `a=tls-id` (RFC 8842): the
+    /// peer's never pass a relay that terminates or strips DTLS.
+    Dtls,
     /// Anything else: kept verbatim.
     Other,
 }
@@ -76,11 +79,25 @@ pub(crate) fn classify(content: &[u8]) -> AttrKind {
         b"mid" => AttrKind::Mid,
         b"ptime" => AttrKind::Ptime,
         b"group" => AttrKind::Group,
+        b"setup" | b"fingerprint" | b"tls-id" => AttrKind::Dtls,
         _ if ICE_ATTRS.contains(&name) => AttrKind::Ice {
             signals_ice: name == b"ice-ufrag" || name == b"candidate",
         },
         _ => Direction::from_attr(name).map_or(AttrKind::Other, AttrKind::Direction),
     }
+}
+
+/// The value of `a=setup:` or `a=fingerprint:` (printable, at most 256
+/// bytes so a hostile one cannot grow the call state), None for other lines.
+pub(crate) fn parse_dtls(content: &[u8], name: &[u8]) -> Option<String> {
+    let (n, value) = split(content);
+    if n != name {
+        return None;
+    }
+    let value = trim_end(value?);
+    let ok =
+        !value.is_empty() && value.len() <= 256 && value.iter().all(|b| *b >= b' ' && *b < 0x7f);
+    ok.then(|| String::from_utf8_lossy(value).into_owned())
 }
 
 /// Parses the value of `a=rtcp:PORT [IN IP4|IP6 ADDRESS]`.

@@ -31,6 +31,7 @@
 //!         protocol: None,
 //!         ice: None,
 //!         crypto: None,
+//!         dtls: relay_sdp::DtlsRewrite::Keep,
 //!     }],
 //!     ..RewritePlan::default()
 //! };
@@ -57,4 +58,6 @@ mod rewrite;
 pub use error::{Problem, SdpError};
 pub use model::{ConnectionAddr, Direction, MediaInfo, Origin, RtcpAttr, RtpMap};
 pub use parse::{parse, Sdp, MAX_SDP_LEN};
-pub use rewrite::{rewrite, MediaIce, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux};
+pub use rewrite::{
+    rewrite, DtlsRewrite, MediaDtls, MediaIce, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux,
+};

@@ -47,6 +47,8 @@ pub(crate) struct BlockSpec<'f> {
     pub direction: Direction,
     /// Drop ICE attributes.
     pub remove_ice: bool,
+    /// Copy the peer's DTLS attributes (the relay neither terminates nor strips DTLS).
+    pub keep_dtls: bool,
     /// Drop `a=extmap` lines.
     pub strip_extmap: bool,
     /// Keep direction attributes as received (among the unhandled ones)
@@ -68,6 +70,7 @@ pub(crate) fn block<'l>(raw: &[u8], lines: &'l [IndexedLine], spec: BlockSpec<'_
     let mut head: Vec<Out<'l>> = attrs()
         .filter(|(l, kind)| match kind {
             AttrKind::Ice { .. } => !spec.remove_ice,
+            AttrKind::Dtls => spec.keep_dtls,
             AttrKind::Other => {
                 !(spec.strip_extmap && l.line.content(raw).starts_with(b"a=extmap:"))
             }

@@ -149,6 +149,11 @@ pub struct MediaInfo {
     pub ice_ufrag: Option<String>,
     /// The values of the section's `a=crypto:` lines (SDES, RFC 4568), in order.
     pub crypto: Vec<String>,
+    /// The section's `a=setup` value, else the session's (RFC 4145).
+    pub setup: Option<String>,
+    /// The section's first `a=fingerprint` value, else the session's
+    /// (`sha-256 AB:CD:…`, RFC 8122).
+    pub fingerprint: Option<String>,
 }
 
 impl MediaInfo {

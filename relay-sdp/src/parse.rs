@@ -205,6 +205,8 @@ struct SessionFacts {
     direction: Option<Direction>,
     signals_ice: bool,
     ice_ufrag: Option<String>,
+    setup: Option<String>,
+    fingerprint: Option<String>,
 }
 
 /// Per-media facts gathered while walking the lines.
@@ -293,6 +295,8 @@ impl<'a> Builder<'a> {
                     mid: None,
                     ice_ufrag: None,
                     crypto: Vec::new(),
+                    setup: None,
+                    fingerprint: None,
                 };
                 self.medias.push(MediaFacts {
                     first_line: index,
@@ -345,6 +349,11 @@ impl<'a> Builder<'a> {
                         self.session.ice_ufrag = attr::parse_ice_ufrag(content);
                     }
                 }
+                AttrKind::Dtls => dtls_facts(
+                    &mut self.session.setup,
+                    &mut self.session.fingerprint,
+                    content,
+                ),
                 _ => {}
             }
             return;
@@ -382,6 +391,9 @@ impl<'a> Builder<'a> {
                     media.info.mid = attr::parse_mid(content);
                 }
             }
+            AttrKind::Dtls => {
+                dtls_facts(&mut media.info.setup, &mut media.info.fingerprint, content)
+            }
             AttrKind::Fmtp | AttrKind::RtcpFb { .. } | AttrKind::Group | AttrKind::Other => {}
         }
     }
@@ -418,6 +430,12 @@ impl<'a> Builder<'a> {
             if info.ice_ufrag.is_none() {
                 info.ice_ufrag = session.ice_ufrag.clone();
             }
+            if info.setup.is_none() {
+                info.setup = session.setup.clone();
+            }
+            if info.fingerprint.is_none() {
+                info.fingerprint = session.fingerprint.clone();
+            }
             sections.push(MediaSection {
                 lines: facts.first_line..end,
                 own_connection: facts.own_connection,
@@ -437,5 +455,15 @@ impl<'a> Builder<'a> {
             session_direction: session.direction,
             media_infos,
         })
+    }
+}
+
+/// The first `a=setup` and `a=fingerprint` of a section (or the session).
+fn dtls_facts(setup: &mut Option<String>, fingerprint: &mut Option<String>, content: &[u8]) {
+    if setup.is_none() {
+        *setup = attr::parse_dtls(content, b"setup");
+    }
+    if fingerprint.is_none() {
+        *fingerprint = attr::parse_dtls(content, b"fingerprint");
     }
 }

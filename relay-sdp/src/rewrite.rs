@@ -124,6 +124,30 @@ pub struct MediaRewrite {
     /// the recipient speaks plain RTP); `None` keeps the SDP's. Either way
     /// they follow `a=rtcp`/`a=rtcp-mux`, where rtpengine writes them.
     pub crypto: Option<Vec<String>>,
+    /// What becomes of DTLS-SRTP's `a=setup`, `a=fingerprint`, `a=tls-id`.
+    pub dtls: DtlsRewrite,
+}
+
+/// DTLS attributes of one media.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DtlsRewrite {
+    /// As the SDP has them.
+    #[default]
+    Keep,
+    /// None (the recipient speaks no DTLS).
+    Strip,
+    /// The relay's own instead of the peer's (it terminates DTLS), written
+    /// before its ICE.
+    Relay(MediaDtls),
+}
+
+/// The relay's DTLS attributes for one media.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDtls {
+    /// `actpass`, `active` or `passive`.
+    pub setup: String,
+    /// `sha-256 AB:CD:…`.
+    pub fingerprint: String,
 }
 
 /// The relay as the only ICE candidate of a media (an ICE-lite agent).
@@ -412,6 +436,8 @@ impl Writer<'_> {
                     None => self.copy(line),
                 },
                 LineKind::Attr(AttrKind::Ice { .. }) if plan.remove_ice || ice_lite => {}
+                LineKind::Attr(AttrKind::Dtls)
+                    if plan.medias.iter().any(|m| m.dtls != DtlsRewrite::Keep) => {}
                 // Written into each media instead (media_block), unless
                 // kept as they are.
                 LineKind::Attr(AttrKind::Direction(_)) if !plan.original_direction => {}
@@ -513,6 +539,7 @@ impl Writer<'_> {
                 match &line.kind {
                     LineKind::Attr(AttrKind::Rtcp | AttrKind::RtcpMux) => {}
                     LineKind::Attr(AttrKind::Ice { .. }) if plan.remove_ice || ice_lite => {}
+                    LineKind::Attr(AttrKind::Dtls) if media.dtls != DtlsRewrite::Keep => {}
                     LineKind::Attr(_) => self.copy(line),
                     _ => {}
                 }
@@ -529,6 +556,7 @@ impl Writer<'_> {
                 formats,
                 direction: media_block::direction(info.direction, session.direction, zero_hold),
                 remove_ice: plan.remove_ice || ice_lite,
+                keep_dtls: media.dtls == DtlsRewrite::Keep,
                 strip_extmap: plan.strip_extmap,
                 original_direction: plan.original_direction,
                 mid: media.mid.as_deref(),
@@ -571,6 +599,11 @@ impl Writer<'_> {
                     }
                 }
             }
+        }
+        // Where rtpengine writes them: after RTCP, before ptime and ICE.
+        if let DtlsRewrite::Relay(dtls) = &media.dtls {
+            self.regenerated(format!("a=setup:{}", dtls.setup).as_bytes());
+            self.regenerated(format!("a=fingerprint:{}", dtls.fingerprint).as_bytes());
         }
         match (block.ptime, media.ptime) {
             (Some(line), _) => self.regenerated(line.line.content(self.raw)),
@@ -723,6 +756,7 @@ mod tests {
                     addresses: vec![ip("192.0.2.1")],
                 }),
                 crypto: None,
+                dtls: DtlsRewrite::Keep,
             }],
             ..RewritePlan::default()
         };
@@ -762,6 +796,7 @@ mod tests {
             protocol: protocol.map(str::to_owned),
             ice: None,
             crypto,
+            dtls: DtlsRewrite::Keep,
         };
         let out = |m: MediaRewrite| {
             let plan = RewritePlan {
@@ -803,5 +838,57 @@ mod tests {
         assert_eq!(address_field(ip("2001:db8::1")), "IP6 2001:db8::1");
         assert_eq!(canonical(ip("::ffff:203.0.113.1")), ip("203.0.113.1"));
         assert_eq!(canonical(ip("2001:db8::1")), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn the_relays_dtls_replaces_the_peers_before_its_ice() {
+        let input = "v=0\r\no=- 1 1 IN IP4 203.0.113.10\r\ns=-\r\nc=IN IP4 203.0.113.10\r\n\
+                     t=0 0\r\na=fingerprint:sha-1 00:11\r\n\
+                     m=audio 16500 UDP/TLS/RTP/SAVPF 0\r\na=setup:actpass\r\n\
+                     a=fingerprint:sha-256 AA:BB\r\na=tls-id:abc\r\na=rtcp-mux\r\na=sendrecv\r\n";
+        let sdp = crate::parse(input.as_bytes()).expect("valid");
+        assert_eq!(sdp.medias()[0].setup.as_deref(), Some("actpass"));
+        assert_eq!(
+            sdp.medias()[0].fingerprint.as_deref(),
+            Some("sha-256 AA:BB")
+        );
+        let media = MediaRewrite {
+            address: ip("192.0.2.1"),
+            port: 30000,
+            rtcp_port: None,
+            rtcp_mux: RtcpMux::Keep,
+            formats: None,
+            ptime: None,
+            mid: None,
+            protocol: Some("RTP/AVP".into()),
+            ice: None,
+            crypto: None,
+            dtls: DtlsRewrite::Strip,
+        };
+        let plan = RewritePlan {
+            medias: vec![media.clone()],
+            ..RewritePlan::default()
+        };
+        // To a plain RTP party: the peer's DTLS goes, session level too.
+        let out = String::from_utf8(rewrite(&sdp, &plan).expect("fits")).expect("utf8");
+        assert!(!out.contains("setup") && !out.contains("fingerprint") && !out.contains("tls-id"));
+        let plan = RewritePlan {
+            medias: vec![MediaRewrite {
+                protocol: None,
+                dtls: DtlsRewrite::Relay(MediaDtls {
+                    setup: "passive".into(),
+                    fingerprint: "sha-256 CC:DD".into(),
+                }),
+                ..media
+            }],
+            ..RewritePlan::default()
+        };
+        let out = String::from_utf8(rewrite(&sdp, &plan).expect("fits")).expect("utf8");
+        assert_eq!(
+            out,
+            "v=0\r\no=- 1 1 IN IP4 203.0.113.10\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+             m=audio 30000 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n\
+             a=rtcp:30000\r\na=rtcp-mux\r\na=setup:passive\r\na=fingerprint:sha-256 CC:DD\r\n"
+        );
     }
 }

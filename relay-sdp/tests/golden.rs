@@ -107,6 +107,7 @@ fn parse_plan(text: &str) -> Result<RewritePlan, String> {
                     protocol,
                     ice: None,
                     crypto: None,
+                    dtls: relay_sdp::DtlsRewrite::Keep,
                 });
             }
             _ => return Err(format!("unknown plan line {line:?}")),

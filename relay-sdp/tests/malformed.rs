@@ -195,6 +195,7 @@ fn media(port: u16, rtcp_port: Option<u16>, rtcp_mux: RtcpMux) -> MediaRewrite {
         protocol: None,
         ice: None,
         crypto: None,
+        dtls: relay_sdp::DtlsRewrite::Keep,
     }
 }
 

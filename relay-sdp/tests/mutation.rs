@@ -165,6 +165,7 @@ fn plan(rng: &mut XorShift, sdp: &Sdp) -> RewritePlan {
                 protocol: None,
                 ice: None,
                 crypto: None,
+                dtls: relay_sdp::DtlsRewrite::Keep,
             }
         })
         .collect();

@@ -183,6 +183,28 @@ pub struct Options {
     /// (docs/ha.md). Needs --redis.
     #[arg(long, value_name = "IP")]
     pub floating_address: Option<IpAddr>,
+    /// Key of the DTLS certificate made at start: `prime256v1` (default) or
+    /// `RSA` (rtpengine's option).
+    #[arg(long, value_name = "prime256v1|RSA")]
+    pub dtls_cert_cipher: Option<String>,
+    /// RSA key size in bits for `--dtls-cert-cipher=RSA` (default 2048).
+    #[arg(long, value_name = "BITS")]
+    pub dtls_rsa_key_size: Option<u32>,
+    /// Hash of the certificate's self-signature: `SHA-256` (default) or `SHA-1`.
+    #[arg(long, value_name = "SHA-256|SHA-1")]
+    pub dtls_signature: Option<String>,
+    /// OpenSSL cipher list for DTLS (rtpengine's default if absent).
+    #[arg(long, value_name = "LIST")]
+    pub dtls_ciphers: Option<String>,
+    /// Largest DTLS datagram (default 1200, at least 576).
+    #[arg(long, value_name = "BYTES")]
+    pub dtls_mtu: Option<u32>,
+    /// PEM certificate to use instead of one made at start (with --dtls-key-file).
+    #[arg(long, value_name = "FILE")]
+    pub dtls_cert_file: Option<PathBuf>,
+    /// PEM private key of --dtls-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub dtls_key_file: Option<PathBuf>,
     /// Check the call state journal (of --state-dir, or the default one of
     /// --pin-dir) without changing it, print what it holds and exit: 0 when
     /// it is consistent, 1 when it has damage or problems.
@@ -297,6 +319,8 @@ pub struct Config {
     pub standby: bool,
     /// The address that moves between the relays of a pair.
     pub floating_address: Option<IpAddr>,
+    /// How the DTLS certificate is made or loaded.
+    pub dtls: crate::calls::dtls::DtlsSettings,
 }
 
 /// A bad setting.
@@ -344,6 +368,9 @@ pub enum ConfigError {
     /// `--standby` has nothing to mirror.
     #[error("--standby needs --redis: the standby mirrors the active's calls from Redis")]
     StandbyWithoutRedis,
+    /// A bad `--dtls-*` option.
+    #[error("{0}")]
+    Dtls(String),
     /// `--floating-address` without Redis, or not an interface's address.
     #[error("--floating-address {0}: {1}")]
     Floating(IpAddr, &'static str),
@@ -552,6 +579,17 @@ impl Options {
                 ));
             }
         }
+        let dtls =
+            crate::calls::dtls::DtlsSettings::from_options(crate::calls::dtls::DtlsOptions {
+                cert_cipher: self.dtls_cert_cipher.as_deref(),
+                rsa_key_size: self.dtls_rsa_key_size,
+                signature: self.dtls_signature.as_deref(),
+                ciphers: self.dtls_ciphers.clone(),
+                mtu: self.dtls_mtu,
+                cert_file: self.dtls_cert_file.as_deref(),
+                key_file: self.dtls_key_file.as_deref(),
+            })
+            .map_err(ConfigError::Dtls)?;
         Ok(Config {
             interfaces,
             interface_aliases,
@@ -593,6 +631,7 @@ impl Options {
             redis,
             standby: self.standby,
             floating_address: self.floating_address,
+            dtls,
         })
     }
 }

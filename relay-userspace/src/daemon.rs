@@ -27,6 +27,9 @@ use crate::{
 /// What stops relayd from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The DTLS certificate could not be made or loaded.
+    #[error("DTLS certificate: {0}")]
+    Dtls(#[from] relay_media::dtls::DtlsError),
     /// `--datapath=xdp` and XDP could not start.
     #[error("XDP datapath: {0}")]
     Xdp(#[source] XdpError),
@@ -371,6 +374,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // With a floating address the address says which relay is active: an
     // old active restarted after a failover finds it gone and stays
     // standby (its journal is not restored, its kernel entries go).
+    // Made now, so it is fresh with every start (WebRTC peers pin it per call).
+    crate::calls::dtls::init(&config.dtls)?;
     let floating_local = config.floating_address.map(crate::ha::watch::is_local);
     if let (Some(ip), Some(false)) = (config.floating_address, floating_local) {
         tracing::info!(floating_address = %ip, "floating address not here: starting as the standby");

@@ -32,6 +32,8 @@ pub(super) struct Fields {
     pub rtcp_mux: Vec<String>,
     pub ice: Option<String>,
     pub transport_protocol: Option<String>,
+    pub dtls: Option<String>,
+    pub dtls_fingerprint: Option<String>,
     pub media_address: Option<String>,
     pub address_family: Option<String>,
     pub endpoint_learning: Option<String>,
@@ -171,14 +173,11 @@ impl Fields {
                 self.text(key, value)?;
             }
             "transport-protocol" => self.transport_protocol = self.text(key, value)?,
-            // relayd speaks no DTLS (yet): `DTLS=off` is what it does; other
-            // values are warned about.
-            "dtls" => {
-                if let Some(v) = self.text(key, value)? {
-                    if !matches!(normalize(&v).as_str(), "off" | "no" | "disable") {
-                        self.warn(format!("Ignored unsupported DTLS mode '{v}'"));
-                    }
-                }
+            // DTLS-SRTP toward the SDP's recipient: `off`/`no`/`disable`,
+            // `passive`, `active`; and the fingerprint's hash (`sha-256`).
+            "dtls" => self.dtls = self.text(key, value)?.map(|v| normalize(&v)),
+            "dtls-fingerprint" => {
+                self.dtls_fingerprint = self.text(key, value)?.map(|v| normalize(&v));
             }
             "sdes" => {
                 let items = self.texts(key, value)?;

@@ -131,6 +131,13 @@ fn relay_batch(
                 }
             }
         }
+        // DTLS (RFC 7983) for the port's DTLS-SRTP endpoint is handshake,
+        // not media.
+        if relay_media::dtls::looks_like_dtls(received)
+            && super::dtls::on_datagram(port, received, src, now.into_std())
+        {
+            continue;
+        }
         let arrival = batch.arrival_ns(i, now_ns);
         // SRTP from the party is authenticated and decrypted before anything
         // learns from it or counts it.

@@ -229,8 +229,9 @@ impl Kernel {
         let (sink, strict_source, media, ice, rtcp_demux) = {
             let st = port.state();
             // Copies for subscribers are made in userspace (fast-path.md);
-            // SRTP ending at the relay is transformed there too.
-            if !st.subscribers.is_empty() || st.srtp.is_some() {
+            // SRTP ending at the relay (SDES or DTLS-SRTP) is transformed
+            // there too, and so is the DTLS handshake.
+            if !st.subscribers.is_empty() || st.srtp.is_some() || st.dtls.is_some() {
                 return None;
             }
             let source = st.learner.confirmed()?;
@@ -244,7 +245,11 @@ impl Kernel {
         };
         let peer = {
             let st = sink.state();
-            if st.closed || st.learner.confirmed().is_none() || st.srtp.is_some() {
+            if st.closed
+                || st.learner.confirmed().is_none()
+                || st.srtp.is_some()
+                || st.dtls.is_some()
+            {
                 return None;
             }
             // An ICE peer without consent gets nothing (RFC 7675).

@@ -7,6 +7,7 @@
 
 pub mod batch_io;
 pub mod deferred;
+pub mod dtls;
 pub mod forwarder;
 pub(crate) mod ice;
 pub mod kernel;
@@ -275,6 +276,8 @@ pub struct MediaPlan {
     pub ice: Option<relay_media::IceCredentials>,
     /// The `a=crypto` values to write (`None`: the SDP's own).
     pub crypto: Option<Vec<String>>,
+    /// The `a=setup` the party this plan faces declared last.
+    pub dtls_setup: Option<String>,
 }
 
 /// Result of an offer/answer: what to put in the rewritten SDP.
@@ -771,6 +774,7 @@ impl CallManager {
             mid: None,
             ice_ufrag: None,
             sdes: Default::default(),
+            dtls: Default::default(),
         })
     }
 
@@ -786,6 +790,7 @@ impl CallManager {
             media.rtcp_mux = offer.rtcp_mux;
             media.mid = offer.mid.clone().or(media.mid.take());
             media.ice_ufrag = offer.ice_ufrag.clone();
+            media.dtls = offer.dtls.clone();
             let rtcp = if offer.rtcp_mux {
                 offer.rtp
             } else {
@@ -882,6 +887,7 @@ impl CallManager {
                 mid: md.mid.clone(),
                 protocol: md.protocol.clone(),
                 crypto: md.sdes.lines.clone(),
+                dtls_setup: md.dtls.setup.clone(),
             })
             .collect();
         SdpPlan {
@@ -1038,6 +1044,9 @@ impl CallManager {
         for port in lapsed {
             tracing::info!(local = %port.local, "ICE consent expired: sending to the party stops");
             self.on_event(PortEvent::Confirmed(port));
+        }
+        for port in self.calls.values().flat_map(Call::ports) {
+            dtls::on_tick(port, now.into_std());
         }
         for (id, why) in expired {
             if let Some(call) = self.calls.remove(&id) {

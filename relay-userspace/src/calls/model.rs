@@ -52,6 +52,8 @@ pub struct Media {
     pub ice_ufrag: Option<String>,
     /// SDES keys and whether the relay terminates the party's SRTP.
     pub sdes: super::sdes::MediaSdes,
+    /// The party's latest `a=setup` and `a=fingerprint`. Not in the state store.
+    pub dtls: super::dtls::PeerDtls,
 }
 
 impl Media {
@@ -291,6 +293,8 @@ pub struct MediaOffer {
     pub ice_ufrag: Option<String>,
     /// The usable `a=crypto` lines of the media (SDES).
     pub crypto: Vec<relay_media::sdes::Crypto>,
+    /// `a=setup` and `a=fingerprint` of the media (or the session).
+    pub dtls: super::dtls::PeerDtls,
 }
 
 /// Microseconds within the current wall-clock second.

@@ -78,6 +78,9 @@ pub struct PortState {
     /// The SDES-SRTP transform, when the relay terminates the party's SRTP
     /// (see [`super::sdes`]).
     pub srtp: Option<Box<super::sdes::PortSrtp>>,
+    /// The DTLS-SRTP endpoint, when the port's party speaks DTLS with the
+    /// relay (see [`super::dtls`]); it holds the SRTP keys once connected.
+    pub dtls: Option<super::dtls::PortDtls>,
 }
 
 /// A relay port.
@@ -128,6 +131,7 @@ impl MediaPort {
                 ice_consent_lost: false,
                 subscribers: Vec::new(),
                 srtp: None,
+                dtls: None,
             }),
         }))
     }

@@ -246,6 +246,7 @@ impl CallManager {
                 mid: None,
                 ice_ufrag: None,
                 sdes: Default::default(),
+                dtls: Default::default(),
                 codecs: Vec::new(),
                 index: record.index,
                 kind: record.kind.clone(),

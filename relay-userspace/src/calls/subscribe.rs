@@ -184,6 +184,7 @@ impl CallManager {
                     mid: None,
                     ice_ufrag: None,
                     crypto: Vec::new(),
+                    dtls: Default::default(),
                 }
             })
             .collect();

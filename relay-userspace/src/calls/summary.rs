@@ -110,6 +110,8 @@ pub struct StreamSummary {
     pub rtp_quality: Option<RtpSummary>,
     /// The relay's SRTP termination of this port's party, when it has one.
     pub srtp: Option<SrtpSummary>,
+    /// The port's DTLS-SRTP endpoint, if it faces a DTLS party.
+    pub dtls: Option<super::dtls::DtlsSummary>,
 }
 
 /// SRTP packets from a party that the relay dropped.
@@ -237,6 +239,11 @@ fn stream(
         last_packet_age_ms,
         rtp_quality,
         srtp,
+        dtls: port
+            .state()
+            .dtls
+            .as_ref()
+            .map(super::dtls::PortDtls::summary),
     }
 }
 

@@ -154,6 +154,7 @@ fn media(rtp: SocketAddr) -> MediaOffer {
         codecs: Vec::new(),
         ice_ufrag: None,
         crypto: Vec::new(),
+        dtls: Default::default(),
     }
 }
 

@@ -11,14 +11,15 @@ use relay_ng::{
     encode_reply_as, parse_datagram, reply, Command, CookieCache, Format, Value,
 };
 use relay_sdp::{
-    codecs, Direction, MediaIce, MediaRewrite, RewritePlan, RtcpAttribute, RtcpMux, Sdp,
+    codecs, Direction, DtlsRewrite, MediaDtls, MediaIce, MediaRewrite, RewritePlan, RtcpAttribute,
+    RtcpMux, Sdp,
 };
 use tokio::time::Instant;
 
 use super::{reply::list_reply, summary_reply};
 use crate::{
     calls::{
-        deferred::Deferred, learning::LearningMode, model::MediaOffer, summary::CallSummary,
+        deferred::Deferred, dtls, learning::LearningMode, model::MediaOffer, summary::CallSummary,
         CallManager, Family, IceOption, RtcpMuxFlag, SdpPlan, Signal,
     },
     state::StateKeeper,
@@ -203,9 +204,11 @@ fn sdp_digest(sdp: &[u8]) -> u64 {
 
 /// The RTP profiles `transport-protocol` can switch between: the plain ones
 /// without touching the media, SDES-SRTP by the relay's transform (see
-/// `calls::sdes`); DTLS profiles are not among them.
-fn switchable_rtp(proto: &str) -> bool {
-    crate::calls::sdes::is_plain_rtp(proto) || crate::calls::sdes::is_sdes_srtp(proto)
+/// `calls::sdes`), DTLS-SRTP by the relay's DTLS endpoint (`calls::dtls`).
+fn switchable(proto: &str) -> bool {
+    crate::calls::sdes::is_plain_rtp(proto)
+        || crate::calls::sdes::is_sdes_srtp(proto)
+        || dtls::is_dtls_rtp(proto)
 }
 
 /// rtpengine's words for a `delete` of a call it does not have.
@@ -390,8 +393,12 @@ fn offer_answer(
     if let Some(tag) = party {
         calls.remember_sdp(&oa.call_id, tag, &oa.sdp);
     }
-    match relay_sdp::rewrite(&sdp, &rewrite_plan(oa, is_offer, &sdp, &plan, formats)) {
+    let rewrite = rewrite_plan(oa, is_offer, &sdp, &plan, formats);
+    match relay_sdp::rewrite(&sdp, &rewrite) {
         Ok(out) => {
+            if !is_offer {
+                start_dtls(calls, oa, &sdp, &rewrite);
+            }
             let mut extra = relay_ng::Dict::new();
             extra.insert(b"sdp".to_vec(), Value::Bytes(out));
             ok(extra, warnings)
@@ -512,6 +519,10 @@ pub(super) fn media_offers(
                     .iter()
                     .filter_map(|v| relay_media::sdes::Crypto::parse(v).ok())
                     .collect(),
+                dtls: crate::calls::dtls::PeerDtls {
+                    setup: m.setup.clone(),
+                    fingerprint: m.fingerprint.clone(),
+                },
             }
         })
         .collect()
@@ -543,6 +554,62 @@ fn ice_option(mode: Option<&str>) -> IceOption {
         IceOption::Force
     } else {
         IceOption::Default
+    }
+}
+
+/// After an answer, who is DTLS client is settled on both sides: toward
+/// the offerer the relay took the role its answer's `a=setup` says, toward
+/// the answerer the opposite of the answerer's `a=setup` (the relay offered
+/// actpass). Media without DTLS lose any endpoint they had.
+fn start_dtls(calls: &mut CallManager, oa: &OfferAnswer, sdp: &Sdp, rewrite: &RewritePlan) {
+    use relay_media::dtls::DtlsRole;
+    for (i, m) in rewrite.medias.iter().enumerate() {
+        let toward_offerer = match &m.dtls {
+            DtlsRewrite::Relay(d) if d.setup == "active" => Some(DtlsRole::Client),
+            DtlsRewrite::Relay(d) if d.setup == "passive" => Some(DtlsRole::Server),
+            _ => None,
+        };
+        calls.set_dtls(&oa.call_id, &oa.from_tag, i, toward_offerer);
+        let toward_answerer = sdp.medias().get(i).and_then(|md| {
+            if !dtls::is_dtls_rtp(&md.proto) || md.fingerprint.is_none() {
+                return None;
+            }
+            match md.setup.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                Some("active") => Some(DtlsRole::Server),
+                Some("passive") => Some(DtlsRole::Client),
+                _ => None,
+            }
+        });
+        if let Some(to_tag) = &oa.to_tag {
+            calls.set_dtls(&oa.call_id, to_tag, i, toward_answerer);
+        }
+    }
+}
+
+/// The DTLS attributes toward the SDP's recipient: the relay's own when it
+/// gets DTLS-SRTP (rtpengine writes them for any `UDP/TLS/RTP/SAVP(F)`
+/// unless an offer says `DTLS=off`), none when the peer's must not pass.
+fn media_dtls(
+    oa: &OfferAnswer,
+    is_offer: bool,
+    proto: &str,
+    input: Option<&relay_sdp::MediaInfo>,
+    m: &crate::calls::MediaPlan,
+) -> DtlsRewrite {
+    let off = is_offer && dtls::is_off(oa.dtls.as_deref());
+    if dtls::is_dtls_rtp(proto) && !off {
+        let setup = dtls::setup_for(is_offer, m.dtls_setup.as_deref(), oa.dtls.as_deref());
+        if let Some(fingerprint) = dtls::fingerprint(oa.dtls_fingerprint.as_deref()) {
+            return DtlsRewrite::Relay(MediaDtls {
+                setup: setup.to_owned(),
+                fingerprint,
+            });
+        }
+    }
+    if input.is_some_and(|i| i.setup.is_some() || i.fingerprint.is_some()) {
+        DtlsRewrite::Strip
+    } else {
+        DtlsRewrite::Keep
     }
 }
 
@@ -623,16 +690,23 @@ fn rewrite_plan(
                 // in the offerer's own, unless the proxy accepts the
                 // answerer's (`transport-protocol: accept`), as rtpengine.
                 let protocol = match oa.transport_protocol.as_deref() {
-                    Some(asked) if is_offer && switchable_rtp(asked) && switchable_rtp(own) => {
+                    Some(asked) if is_offer && switchable(asked) && switchable(own) => {
                         Some(asked.to_ascii_uppercase())
                     }
                     Some(asked) if !is_offer && asked.eq_ignore_ascii_case("accept") => None,
-                    _ if !is_offer && switchable_rtp(&m.protocol) && switchable_rtp(own) => {
+                    _ if !is_offer && switchable(&m.protocol) && switchable(own) => {
                         Some(m.protocol.clone())
                     }
                     _ => None,
                 }
                 .filter(|p| p != own);
+                let dtls = media_dtls(
+                    oa,
+                    is_offer,
+                    protocol.as_deref().unwrap_or(own),
+                    sdp.medias().get(i),
+                    m,
+                );
                 MediaRewrite {
                     address: media_address.unwrap_or(m.address),
                     port: m.rtp_port,
@@ -643,6 +717,7 @@ fn rewrite_plan(
                     mid,
                     protocol,
                     crypto: m.crypto.clone(),
+                    dtls,
                     ice: m.ice.as_ref().map(|c| MediaIce {
                         ufrag: c.ufrag.clone(),
                         pwd: c.pwd.clone(),

@@ -172,6 +172,7 @@ fn rewritten(
                 protocol: None,
                 ice: None,
                 crypto: None,
+                dtls: relay_sdp::DtlsRewrite::Keep,
             })
             .collect(),
         remove_ice: true,

@@ -190,6 +190,20 @@ fn tags(w: &mut Writer<'_>, c: &CallSummary, now_unix: u64, with_streams: bool) 
 
 fn stream(w: &mut Writer<'_>, s: &StreamSummary, now_unix: u64) {
     w.dict();
+    // xrelay's: the port's DTLS-SRTP endpoint (keys in bencode order).
+    if let Some(d) = &s.dtls {
+        w.key(b"DTLS").dict();
+        w.key(b"failures").uint(d.counters.failures);
+        w.key(b"fingerprint mismatches")
+            .uint(d.counters.fingerprint_mismatches);
+        if let Some(p) = d.profile {
+            w.key(b"profile").str(p);
+        }
+        w.key(b"role").str(d.role);
+        w.key(b"state").str(d.state);
+        w.key(b"timeouts").uint(d.counters.timeouts);
+        w.end();
+    }
     if let Some(q) = &s.rtp_quality {
         w.key(b"RTP quality");
         rtp_quality(w, q);
@@ -392,6 +406,22 @@ mod tests {
                 ("kernel stats", counts(s.kernel)),
                 ("userspace stats", counts(s.user)),
             ];
+            if let Some(d) = &s.dtls {
+                let mut e = vec![
+                    ("failures", int(d.counters.failures)),
+                    (
+                        "fingerprint mismatches",
+                        int(d.counters.fingerprint_mismatches),
+                    ),
+                    ("role", Value::bytes(d.role)),
+                    ("state", Value::bytes(d.state)),
+                    ("timeouts", int(d.counters.timeouts)),
+                ];
+                if let Some(p) = d.profile {
+                    e.push(("profile", Value::bytes(p)));
+                }
+                entries.push(("DTLS", dict(e)));
+            }
             if let Some(q) = &s.rtp_quality {
                 entries.push(("RTP quality", rtp_quality(q)));
                 if let Some(ssrc) = q.ssrc {
@@ -577,6 +607,17 @@ mod tests {
                 suite: "AEAD_AES_128_GCM",
                 auth_failures: 3,
                 replays: 1,
+            }),
+            // Both encoders must write the DTLS dictionary alike.
+            dtls: (variant > 1).then(|| crate::calls::dtls::DtlsSummary {
+                state: if variant > 2 { "connected" } else { "failed" },
+                role: "server",
+                profile: (variant > 2).then_some("AEAD_AES_128_GCM"),
+                counters: crate::calls::dtls::DtlsCounters {
+                    timeouts: 1,
+                    fingerprint_mismatches: 2,
+                    failures: 3,
+                },
             }),
         }
     }

@@ -470,7 +470,12 @@ impl Normalizer {
                 return self.text(&crypto_key(l));
             }
             for prefix in GENERATED_ATTRS {
-                if l.starts_with(prefix) {
+                if let Some(value) = l.strip_prefix(prefix) {
+                    // A fingerprint's hash is chosen (DTLS-fingerprint=), not random.
+                    if *prefix == "a=fingerprint:" {
+                        let hash = value.split(' ').next().unwrap_or_default();
+                        return format!("{prefix}{hash} {{GENERATED}}");
+                    }
                     return format!("{prefix}{{GENERATED}}");
                 }
             }

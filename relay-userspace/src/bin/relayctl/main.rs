@@ -445,6 +445,18 @@ fn print_call(call: &serde_json::Value) {
                         srtp["replays"]
                     );
                 }
+                if let Some(d) = s["dtls"].as_object() {
+                    let c = &d["counters"];
+                    println!(
+                        "            DTLS {} ({}) profile {}; timeouts {} fingerprint mismatches {} failures {}",
+                        d["state"].as_str().unwrap_or("?"),
+                        d["role"].as_str().unwrap_or("?"),
+                        d["profile"].as_str().unwrap_or("-"),
+                        c["timeouts"].as_u64().unwrap_or(0),
+                        c["fingerprint_mismatches"].as_u64().unwrap_or(0),
+                        c["failures"].as_u64().unwrap_or(0),
+                    );
+                }
             }
         }
     }

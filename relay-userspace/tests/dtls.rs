@@ -1,0 +1,298 @@
+//! relayd's DTLS-SRTP against an independent WebRTC stack: aiortc (full ICE,
+//! DTLS-SRTP over OpenSSL, rtcp-mux) in host A's namespace as the browser,
+//! a plain RTP phone in host B's, with Kamailio's usual gateway flags
+//! (`ICE=remove transport-protocol=RTP/AVP rtcp-mux-demux` toward the phone,
+//! `ICE=force transport-protocol=UDP/TLS/RTP/SAVPF rtcp-mux-offer` back to
+//! the browser). With `DTLS=passive` relayd is the DTLS server, without it
+//! (rtpengine's default answer to an actpass offer) the client. aiortc's
+//! DTLS transport must reach "connected" and relayd's per-stream DTLS state
+//! must say connected with the negotiated profile; a browser whose
+//! certificate does not match the fingerprint its SDP carried is refused
+//! and counted.
+//!
+//! Needs python3 with aiortc (`pip install aiortc`); the test installs it
+//! when missing and skips, saying why, only if that fails.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, Command, Stdio},
+};
+
+use relay_ng::Value;
+use relay_tests::{ng_client::audio_sdp, require_root, topology::HOST_B};
+
+mod common;
+
+use common::{s, Bed};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dtls/aiortc_peer.py");
+
+/// Whether python3 can import aiortc, installing it with pip if needed.
+fn aiortc_available() -> Result<(), String> {
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", "import aiortc"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable() {
+        return Ok(());
+    }
+    let pip = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--break-system-packages",
+            "aiortc",
+        ])
+        .status();
+    match pip {
+        Ok(_) if importable() => Ok(()),
+        Ok(status) => Err(format!("pip install aiortc failed ({status})")),
+        Err(e) => Err(format!("python3 not runnable: {e}")),
+    }
+}
+
+/// The aiortc peer, speaking JSON lines.
+struct Peer {
+    child: Child,
+    out: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Peer {
+    fn start(bed: &Bed) -> Peer {
+        let mut child = bed
+            .t
+            .a
+            .command("python3")
+            .unwrap()
+            .arg(SCRIPT)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the aiortc peer");
+        let out = BufReader::new(child.stdout.take().unwrap()).lines();
+        Peer { child, out }
+    }
+
+    fn read(&mut self) -> serde_json::Value {
+        let line = self
+            .out
+            .next()
+            .expect("aiortc peer ended early")
+            .expect("aiortc peer output");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    fn write(&mut self, v: serde_json::Value) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{v}").expect("write to aiortc peer");
+        stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Our own child, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The DTLS dictionaries of the streams of party `tag` in a `query`.
+fn dtls_of(q: &Value, tag: &str) -> Vec<Value> {
+    let t = q
+        .get("tags")
+        .and_then(Value::as_dict)
+        .and_then(|d| d.get(tag.as_bytes()))
+        .unwrap_or_else(|| panic!("no tag {tag} in {q:?}"));
+    t.get("medias")
+        .and_then(Value::as_list)
+        .unwrap()
+        .iter()
+        .flat_map(|m| m.get("streams").and_then(Value::as_list).unwrap().iter())
+        .filter_map(|st| st.get("DTLS").cloned())
+        .collect()
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_bytes)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+fn int(v: &Value, key: &str) -> i64 {
+    v.get(key).and_then(Value::as_int).unwrap_or(-1)
+}
+
+/// One call: aiortc offers (its SDP edited by `tamper`), the phone answers,
+/// aiortc gets relayd's answer. Returns aiortc's verdict, relayd's answer
+/// and the `query` taken after it.
+fn call(
+    bed: &Bed,
+    call_id: &str,
+    dtls_flag: Option<&str>,
+    tamper: impl Fn(&str) -> String,
+) -> (serde_json::Value, String, Value) {
+    let mut peer = Peer::start(bed);
+    let offer = peer.read();
+    let offer_sdp = tamper(offer["offer"].as_str().unwrap());
+    let o = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("offer")),
+            ("call-id", s(call_id)),
+            ("from-tag", s("browser")),
+            ("sdp", s(&offer_sdp)),
+            ("direction", Value::str_list(["a", "b"])),
+            ("ICE", s("remove")),
+            ("transport-protocol", s("RTP/AVP")),
+            ("rtcp-mux", Value::str_list(["demux"])),
+        ]))
+        .unwrap();
+    let to_phone =
+        String::from_utf8(o.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    assert!(to_phone.contains(" RTP/AVP "), "{to_phone}");
+    assert!(
+        !to_phone.contains("a=fingerprint") && !to_phone.contains("a=setup"),
+        "{to_phone}"
+    );
+
+    let mut answer = vec![
+        ("command", s("answer")),
+        ("call-id", s(call_id)),
+        ("from-tag", s("browser")),
+        ("to-tag", s("phone")),
+        ("sdp", s(&audio_sdp(HOST_B, 40000))),
+        ("ICE", s("force")),
+        ("transport-protocol", s("UDP/TLS/RTP/SAVPF")),
+        ("rtcp-mux", Value::str_list(["offer"])),
+    ];
+    if let Some(flag) = dtls_flag {
+        answer.push(("DTLS", s(flag)));
+    }
+    let a = bed.ng.ok(&Value::dict(answer)).unwrap();
+    let to_browser =
+        String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    peer.write(serde_json::json!({ "answer": to_browser }));
+    let verdict = peer.read();
+    // Give relayd's tick a moment to settle counters after aiortc's verdict.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let q = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("query")),
+            ("call-id", s(call_id)),
+        ]))
+        .unwrap();
+    peer.write(serde_json::json!({ "close": true }));
+    (verdict, to_browser, q)
+}
+
+#[test]
+fn aiortc_completes_dtls_with_relayd_as_server_and_as_client() {
+    require_root!();
+    if let Err(why) = aiortc_available() {
+        eprintln!("SKIPPED: aiortc unavailable: {why}");
+        return;
+    }
+    let bed = Bed::new("dtls");
+    let _relayd = bed.relayd(&[]);
+
+    for (flag, setup, role) in [
+        (Some("passive"), "passive", "server"),
+        (None, "active", "client"),
+    ] {
+        let call_id = format!("dtls-{role}");
+        let (verdict, to_browser, q) = call(&bed, &call_id, flag, |sdp| sdp.to_owned());
+        assert!(to_browser.contains(" UDP/TLS/RTP/SAVPF "), "{to_browser}");
+        assert!(
+            to_browser.contains(&format!("\r\na=setup:{setup}\r\n")),
+            "{to_browser}"
+        );
+        assert!(
+            to_browser.contains("\r\na=fingerprint:sha-256 "),
+            "{to_browser}"
+        );
+        assert_eq!(
+            verdict["dtls"], "connected",
+            "relayd as DTLS {role}: {verdict} {q:?}"
+        );
+        let streams = dtls_of(&q, "browser");
+        // One handshake: the browser muxes RTCP, so its RTCP port runs none.
+        assert_eq!(
+            streams.len(),
+            1,
+            "DTLS on the browser's RTP port only: {q:?}"
+        );
+        let rtp = &streams[0];
+        assert_eq!(text(rtp, "state"), "connected", "{q:?}");
+        assert_eq!(text(rtp, "role"), role, "{q:?}");
+        let profile = text(rtp, "profile");
+        assert!(
+            relay_media::SrtpProfile::from_sdes_name(&profile).is_some(),
+            "negotiated profile {profile:?}"
+        );
+        assert_eq!(int(rtp, "fingerprint mismatches"), 0);
+        // The phone's side speaks plain RTP: no DTLS there.
+        assert!(dtls_of(&q, "phone").is_empty(), "{q:?}");
+        // relayctl show prints the same.
+        let show = bed.relayctl_cli(&["show", &call_id]);
+        let show = String::from_utf8_lossy(&show.stdout);
+        assert!(
+            show.contains(&format!("DTLS connected ({role}) profile {profile}; timeouts 0 fingerprint mismatches 0 failures 0")),
+            "{show}"
+        );
+        eprintln!("relayd as DTLS {role}: connected, profile {profile}");
+        bed.ng
+            .ok(&Value::dict([
+                ("command", s("delete")),
+                ("call-id", s(&call_id)),
+            ]))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_browser_whose_certificate_does_not_match_its_fingerprint_is_refused() {
+    require_root!();
+    if let Err(why) = aiortc_available() {
+        eprintln!("SKIPPED: aiortc unavailable: {why}");
+        return;
+    }
+    let bed = Bed::new("dtlsfp");
+    let _relayd = bed.relayd(&[]);
+    // Another certificate's fingerprint in the browser's SDP.
+    let forged = |sdp: &str| -> String {
+        sdp.lines()
+            .map(|l| match l.strip_prefix("a=fingerprint:sha-256 ") {
+                Some(hex) => {
+                    let flipped: String = hex
+                        .chars()
+                        .map(|c| match c {
+                            '0' => '1',
+                            '1' => '0',
+                            c => c,
+                        })
+                        .collect();
+                    assert_ne!(flipped, hex);
+                    format!("a=fingerprint:sha-256 {flipped}")
+                }
+                None => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+            + "\r\n"
+    };
+    let (verdict, _, q) = call(&bed, "dtls-forged", Some("passive"), forged);
+    assert_ne!(verdict["dtls"], "connected", "{verdict}");
+    let streams = dtls_of(&q, "browser");
+    let rtp = streams.first().unwrap_or_else(|| panic!("no DTLS: {q:?}"));
+    assert_eq!(text(rtp, "state"), "failed", "{q:?}");
+    assert!(int(rtp, "fingerprint mismatches") >= 1, "{q:?}");
+    assert!(rtp.get("profile").is_none(), "{q:?}");
+}
