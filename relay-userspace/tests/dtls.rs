@@ -19,7 +19,11 @@ use std::{
 };
 
 use relay_ng::Value;
-use relay_tests::{ng_client::audio_sdp, require_root, topology::HOST_B};
+use relay_tests::{
+    ng_client::{audio_sdp, sdp_endpoint},
+    require_root,
+    topology::{bind_udp, HOST_B},
+};
 
 mod common;
 
@@ -129,15 +133,25 @@ fn int(v: &Value, key: &str) -> i64 {
     v.get(key).and_then(Value::as_int).unwrap_or(-1)
 }
 
+/// What one call through relayd left: aiortc's verdict, relayd's SDP to
+/// the browser and to the phone, the `query` taken after the verdict, and
+/// the aiortc peer, still running.
+struct Outcome {
+    verdict: serde_json::Value,
+    to_browser: String,
+    to_phone: String,
+    query: Value,
+    peer: Peer,
+}
+
 /// One call: aiortc offers (its SDP edited by `tamper`), the phone answers,
-/// aiortc gets relayd's answer. Returns aiortc's verdict, relayd's answer
-/// and the `query` taken after it.
+/// aiortc gets relayd's answer.
 fn call(
     bed: &Bed,
     call_id: &str,
     dtls_flag: Option<&str>,
     tamper: impl Fn(&str) -> String,
-) -> (serde_json::Value, String, Value) {
+) -> Outcome {
     let mut peer = Peer::start(bed);
     let offer = peer.read();
     let offer_sdp = tamper(offer["offer"].as_str().unwrap());
@@ -189,8 +203,13 @@ fn call(
             ("call-id", s(call_id)),
         ]))
         .unwrap();
-    peer.write(serde_json::json!({ "close": true }));
-    (verdict, to_browser, q)
+    Outcome {
+        verdict,
+        to_browser,
+        to_phone,
+        query: q,
+        peer,
+    }
 }
 
 #[test]
@@ -208,7 +227,12 @@ fn aiortc_completes_dtls_with_relayd_as_server_and_as_client() {
         (None, "active", "client"),
     ] {
         let call_id = format!("dtls-{role}");
-        let (verdict, to_browser, q) = call(&bed, &call_id, flag, |sdp| sdp.to_owned());
+        let Outcome {
+            verdict,
+            to_browser,
+            query: q,
+            ..
+        } = call(&bed, &call_id, flag, |sdp| sdp.to_owned());
         assert!(to_browser.contains(" UDP/TLS/RTP/SAVPF "), "{to_browser}");
         assert!(
             to_browser.contains(&format!("\r\na=setup:{setup}\r\n")),
@@ -288,11 +312,134 @@ fn a_browser_whose_certificate_does_not_match_its_fingerprint_is_refused() {
             .join("\r\n")
             + "\r\n"
     };
-    let (verdict, _, q) = call(&bed, "dtls-forged", Some("passive"), forged);
+    let Outcome {
+        verdict, query: q, ..
+    } = call(&bed, "dtls-forged", Some("passive"), forged);
     assert_ne!(verdict["dtls"], "connected", "{verdict}");
     let streams = dtls_of(&q, "browser");
     let rtp = streams.first().unwrap_or_else(|| panic!("no DTLS: {q:?}"));
     assert_eq!(text(rtp, "state"), "failed", "{q:?}");
     assert!(int(rtp, "fingerprint mismatches") >= 1, "{q:?}");
     assert!(rtp.get("profile").is_none(), "{q:?}");
+}
+
+/// Plain RTP the phone sends: PCMU silence (0xFF) in 20 ms packets.
+fn phone_packet(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 0];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&0x5eed_0001u32.to_be_bytes());
+    p.extend(std::iter::repeat_n(0xff, 160));
+    p
+}
+
+/// The SRTP dictionary of the browser's RTP stream in a `query`.
+fn srtp_of_browser(q: &Value) -> Option<Value> {
+    let t = q.get("tags")?.as_dict()?.get(b"browser".as_slice())?;
+    t.get("medias")?
+        .as_list()?
+        .iter()
+        .flat_map(|m| {
+            m.get("streams")
+                .and_then(Value::as_list)
+                .into_iter()
+                .flatten()
+        })
+        .find_map(|st| st.get("SRTP").cloned())
+}
+
+#[test]
+fn media_flows_both_ways_between_a_browser_and_a_plain_phone() {
+    require_root!();
+    if let Err(why) = aiortc_available() {
+        eprintln!("SKIPPED: aiortc unavailable: {why}");
+        return;
+    }
+    let bed = Bed::new("dtlsmedia");
+    let _relayd = bed.relayd(&[]);
+    // The phone's RTP port, as audio_sdp(HOST_B, 40000) declares it.
+    let phone = bind_udp(&bed.t.b, &format!("{HOST_B}:40000")).unwrap();
+    phone
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+
+    for (flag, role) in [(Some("passive"), "server"), (None, "client")] {
+        // Nothing of the previous call may count for this one.
+        let mut buf = [0u8; 2048];
+        while phone.recv_from(&mut buf).is_ok() {}
+        let call_id = format!("dtls-media-{role}");
+        let Outcome {
+            verdict,
+            to_phone,
+            mut peer,
+            ..
+        } = call(&bed, &call_id, flag, |sdp| sdp.to_owned());
+        assert_eq!(
+            verdict["dtls"], "connected",
+            "relayd as DTLS {role}: {verdict}"
+        );
+        let (relay_ip, relay_port) = sdp_endpoint(to_phone.as_bytes()).unwrap();
+        let relay: std::net::SocketAddr = format!("{relay_ip}:{relay_port}").parse().unwrap();
+
+        // Browser -> phone: aiortc's SRTP arrives as plain RTP, its
+        // silence readable (an SRTP packet would carry random bytes and
+        // an authentication tag).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+        let mut plain = 0;
+        while plain < 25 && std::time::Instant::now() < deadline {
+            let Ok((n, src)) = phone.recv_from(&mut buf) else {
+                continue;
+            };
+            let pkt = &buf[..n];
+            assert_eq!(src, relay, "sent from the phone's relay port");
+            assert_eq!(pkt[0] >> 6, 2, "RTP version: {pkt:02x?}");
+            assert_eq!(pkt[1] & 0x7f, 0, "PCMU, the answer's first codec");
+            assert_eq!(n, 12 + 160, "20 ms of PCMU and no SRTP tag: {pkt:02x?}");
+            assert!(
+                pkt[12..].iter().all(|&b| b == 0xff),
+                "decrypted silence: {pkt:02x?}"
+            );
+            plain += 1;
+        }
+        assert!(
+            plain >= 25,
+            "relayd as DTLS {role}: {plain} plain packets reached the phone"
+        );
+
+        // Phone -> browser: plain RTP out as SRTP aiortc accepts (it
+        // drops what fails authentication, so a frame is proof).
+        for seq in 0..100u16 {
+            phone.send_to(&phone_packet(seq), relay).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        peer.write(serde_json::json!({ "count": true }));
+        let frames = peer.read()["frames"].as_u64().unwrap_or(0);
+        assert!(
+            frames >= 50,
+            "relayd as DTLS {role}: aiortc decoded {frames} of 100 frames"
+        );
+
+        let q = bed
+            .ng
+            .ok(&Value::dict([
+                ("command", s("query")),
+                ("call-id", s(&call_id)),
+            ]))
+            .unwrap();
+        let srtp =
+            srtp_of_browser(&q).unwrap_or_else(|| panic!("no SRTP on the browser's stream: {q:?}"));
+        assert_eq!(int(&srtp, "auth failures"), 0, "{q:?}");
+        eprintln!(
+            "relayd as DTLS {role}: {plain}+ packets browser -> phone, {frames} frames phone -> browser, suite {}",
+            text(&srtp, "suite")
+        );
+        peer.write(serde_json::json!({ "close": true }));
+        bed.ng
+            .ok(&Value::dict([
+                ("command", s("delete")),
+                ("call-id", s(&call_id)),
+            ]))
+            .unwrap();
+    }
 }

@@ -277,6 +277,13 @@ fn relay_demuxed(
 fn unprotect(port: &MediaPort, received: &[u8]) -> Result<Option<Vec<u8>>, ()> {
     let mut st = port.state();
     let Some(srtp) = st.srtp.as_mut() else {
+        if st.dtls.is_some() {
+            // Media before the DTLS handshake finished: no keys to
+            // check it with, so it is not the party's.
+            drop(st);
+            port.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(());
+        }
         return Ok(None);
     };
     let mut packet = received.to_vec();
@@ -305,6 +312,10 @@ fn protect(
 ) -> Result<Option<Vec<u8>>, ()> {
     let mut st = sink.state();
     let Some(srtp) = st.srtp.as_mut() else {
+        if st.dtls.is_some() {
+            // No plaintext to a DTLS-SRTP party before its keys exist.
+            return Err(());
+        }
         return Ok(decrypted);
     };
     let mut packet = decrypted.unwrap_or_else(|| received.to_vec());

@@ -229,6 +229,27 @@ fn is_rtcp(packet: &[u8]) -> bool {
 }
 
 impl PortSrtp {
+    /// The transform of a port whose keys came from a DTLS-SRTP handshake
+    /// (RFC 5764): the party protects with `remote`, the relay with `local`.
+    pub(crate) fn from_dtls(keys: &relay_media::dtls::SrtpKeys) -> Result<Self, SrtpError> {
+        let key = |m: &relay_media::dtls::SrtpKeyMaterial| {
+            relay_media::srtp::SrtpKey::new(keys.profile, &m.key, &m.salt)
+        };
+        let (remote, local) = (key(&keys.remote)?, key(&keys.local)?);
+        // Tag 0: these keys were never an `a=crypto` line.
+        let as_crypto = |key| Crypto {
+            tag: 0,
+            key,
+            lifetime: None,
+            params: Vec::new(),
+        };
+        Ok(PortSrtp {
+            inbound: SrtpContext::new(remote.clone(), Direction::Inbound)?,
+            outbound: SrtpContext::new(local.clone(), Direction::Outbound)?,
+            keys: (as_crypto(remote), as_crypto(local)),
+        })
+    }
+
     /// The suite the party's side uses.
     pub fn suite(&self) -> &'static str {
         self.keys.0.profile().sdes_name()
@@ -264,7 +285,10 @@ pub(crate) fn sync_ports(media: &Media) {
 fn set_port(port: &Arc<MediaPort>, keys: Option<&(Crypto, Crypto)>) {
     let mut st = port.state();
     let Some(keys) = keys else {
-        st.srtp = None;
+        // A DTLS-SRTP port's transform is its handshake's, not SDES's.
+        if st.dtls.is_none() {
+            st.srtp = None;
+        }
         return;
     };
     if st.srtp.as_ref().is_some_and(|s| &s.keys == keys) {

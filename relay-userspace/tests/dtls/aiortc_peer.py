@@ -5,7 +5,12 @@ Protocol on stdin/stdout, one JSON object per line:
   out {"offer": sdp, "fingerprint": "sha-256 ..."}   aiortc's offer
   in  {"answer": sdp}                                relayd's answer
   out {"dtls": state, "ice": state, "role": role}    once DTLS connected or failed (15 s at most)
+  in  {"count": true}                                optional, any number of times
+  out {"frames": n}                                  audio frames received (decrypted by aiortc)
   in  {"close": true}
+
+aiortc sends its AudioStreamTrack (silence, in the answer's first codec)
+as SRTP once DTLS is connected.
 """
 
 import asyncio
@@ -20,6 +25,21 @@ async def main() -> None:
     # No STUN servers: host candidates only, nothing leaves the namespace.
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTrack(AudioStreamTrack())
+    received = {"frames": 0}
+
+    async def consume(track):
+        while True:
+            try:
+                await track.recv()
+            except Exception:
+                return
+            received["frames"] += 1
+
+    @pc.on("track")
+    def on_track(track):
+        if track.kind == "audio":
+            asyncio.ensure_future(consume(track))
+
     await pc.setLocalDescription(await pc.createOffer())
     cert = pc.getTransceivers()[0].sender.transport.getLocalParameters().fingerprints[-1]
     print(json.dumps({"offer": pc.localDescription.sdp,
@@ -38,7 +58,11 @@ async def main() -> None:
         await asyncio.sleep(0.1)
     print(json.dumps({"dtls": dtls.state, "ice": pc.iceConnectionState,
                       "role": getattr(dtls, "_role", None)}), flush=True)
-    await reader.readline()
+    while True:
+        line = await reader.readline()
+        if not line or json.loads(line).get("close"):
+            break
+        print(json.dumps({"frames": received["frames"]}), flush=True)
     await pc.close()
 
 

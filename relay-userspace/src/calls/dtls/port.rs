@@ -4,7 +4,7 @@
 
 use relay_media::dtls::{DtlsEndpoint, DtlsError, DtlsRole, Fingerprint};
 
-use crate::calls::{model::Media, port::MediaPort};
+use crate::calls::{model::Media, port::MediaPort, sdes::PortSrtp};
 
 use super::identity::identity;
 /// Handshake trouble on one port, counted for `query` and `relayctl`.
@@ -115,6 +115,8 @@ pub(crate) fn set_endpoint(media: &Media, role: Option<DtlsRole>, now: std::time
             }
             changed = true;
             st.dtls = None;
+            // A new handshake brings new keys; none until then.
+            st.srtp = None;
             let Some((r, fp)) = want else { continue };
             let Some(id) = identity() else { continue };
             let mut endpoint = match DtlsEndpoint::new(&id.context, *r, fp.clone()) {
@@ -167,17 +169,27 @@ pub(crate) fn on_datagram(
         if let Err(e) = d.endpoint.handle_datagram(payload, now) {
             d.count(port.local, &e);
         }
-        if was != d.endpoint.state()
-            && d.endpoint.state() == relay_media::dtls::DtlsState::Connected
-        {
-            tracing::info!(
-                local = %port.local,
-                %src,
-                profile = ?d.keys().map(|k| k.profile),
-                "DTLS connected"
-            );
+        let out = std::iter::from_fn(|| d.endpoint.poll_transmit()).collect::<Vec<_>>();
+        let connected = was != d.endpoint.state()
+            && d.endpoint.state() == relay_media::dtls::DtlsState::Connected;
+        let keys = d.keys().cloned().filter(|_| connected);
+        if let Some(keys) = keys {
+            // From now on the port's media is SRTP keyed by the handshake
+            // (SRTCP too, on a muxing party's RTP port).
+            match PortSrtp::from_dtls(&keys) {
+                Ok(srtp) => {
+                    tracing::info!(local = %port.local, %src, profile = ?keys.profile, "DTLS connected");
+                    st.srtp = Some(Box::new(srtp));
+                }
+                Err(e) => {
+                    tracing::warn!(local = %port.local, error = %e, "DTLS keys unusable: port drops media");
+                    if let Some(d) = st.dtls.as_mut() {
+                        d.counters.failures += 1;
+                    }
+                }
+            }
         }
-        std::iter::from_fn(|| d.endpoint.poll_transmit()).collect::<Vec<_>>()
+        out
     };
     send(port, &out, Some(src));
     true
