@@ -30,6 +30,32 @@ mod common;
 use common::{s, Bed};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dtls/aiortc_peer.py");
+const CHROMIUM_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dtls/chromium_peer.py");
+
+/// Whether Debian's Chromium runs, installing it with apt when missing.
+fn chromium_available() -> Result<(), String> {
+    let runs = || {
+        Command::new("chromium")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if runs() {
+        return Ok(());
+    }
+    let apt = Command::new("apt-get")
+        .args(["install", "-y", "-q", "chromium"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status();
+    match apt {
+        Ok(_) if runs() => Ok(()),
+        Ok(status) => Err(format!("apt-get install chromium failed ({status})")),
+        Err(e) => Err(format!("apt-get not runnable: {e}")),
+    }
+}
 
 /// Whether python3 can import aiortc, installing it with pip if needed.
 fn aiortc_available() -> Result<(), String> {
@@ -67,13 +93,13 @@ struct Peer {
 }
 
 impl Peer {
-    fn start(bed: &Bed) -> Peer {
+    fn start(bed: &Bed, script: &str) -> Peer {
         let mut child = bed
             .t
             .a
             .command("python3")
             .unwrap()
-            .arg(SCRIPT)
+            .arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -100,7 +126,15 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        // Our own child, by its handle.
+        // End of input asks the peer to close (and the Chromium peer to end
+        // its browser); then our own child, by its handle, if it lingers.
+        drop(self.child.stdin.take());
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -152,9 +186,23 @@ fn call(
     dtls_flag: Option<&str>,
     tamper: impl Fn(&str) -> String,
 ) -> Outcome {
-    let mut peer = Peer::start(bed);
+    call_with(bed, SCRIPT, call_id, dtls_flag, tamper)
+}
+
+/// [`call`] with the peer of `script`.
+fn call_with(
+    bed: &Bed,
+    script: &str,
+    call_id: &str,
+    dtls_flag: Option<&str>,
+    tamper: impl Fn(&str) -> String,
+) -> Outcome {
+    let mut peer = Peer::start(bed, script);
     let offer = peer.read();
-    let offer_sdp = tamper(offer["offer"].as_str().unwrap());
+    let Some(offer_sdp) = offer["offer"].as_str() else {
+        panic!("no offer from the WebRTC peer: {offer}");
+    };
+    let offer_sdp = tamper(offer_sdp);
     let o = bed
         .ng
         .ok(&Value::dict([
@@ -227,10 +275,13 @@ fn aiortc_completes_dtls_with_relayd_as_server_and_as_client() {
         (None, "active", "client"),
     ] {
         let call_id = format!("dtls-{role}");
+        // The peer stays up until the checks are done: dropping it closes
+        // the DTLS session, and relayctl show would see it closed.
         let Outcome {
             verdict,
             to_browser,
             query: q,
+            peer: _peer,
             ..
         } = call(&bed, &call_id, flag, |sdp| sdp.to_owned());
         assert!(to_browser.contains(" UDP/TLS/RTP/SAVPF "), "{to_browser}");
@@ -442,4 +493,162 @@ fn media_flows_both_ways_between_a_browser_and_a_plain_phone() {
             ]))
             .unwrap();
     }
+}
+
+/// G.711 mu-law of a linear sample (ITU-T G.711, with the usual bias).
+fn ulaw(sample: i16) -> u8 {
+    let mut s = i32::from(sample);
+    let sign = if s < 0 {
+        s = -s;
+        0x80
+    } else {
+        0
+    };
+    s = s.min(32635) + 0x84;
+    let mut exponent = 7;
+    while exponent > 0 && s & (0x80 << exponent) == 0 {
+        exponent -= 1;
+    }
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !((sign | (exponent << 4) | mantissa) as u8)
+}
+
+/// The linear sample of a mu-law byte.
+fn linear(u: u8) -> i32 {
+    let u = !u;
+    let magnitude = (((i32::from(u & 0x0f)) << 3) + 0x84) << ((u >> 4) & 7);
+    if u & 0x80 != 0 {
+        0x84 - magnitude
+    } else {
+        magnitude - 0x84
+    }
+}
+
+/// A 440 Hz tone at about -6 dBFS, PCMU, 20 ms packet `seq`.
+fn tone_packet(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 0];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&0x5eed_0002u32.to_be_bytes());
+    p.extend((0..160u32).map(|i| {
+        let t = f64::from(u32::from(seq) * 160 + i) / 8000.0;
+        ulaw((16000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16)
+    }));
+    p
+}
+
+#[test]
+fn ulaw_round_trips() {
+    for sample in [-32000i16, -1000, -100, 0, 100, 1000, 32000] {
+        let back = linear(ulaw(sample));
+        let tolerance = (i32::from(sample).abs() / 16).max(8);
+        assert!(
+            (back - i32::from(sample)).abs() <= tolerance,
+            "{sample} -> {back}"
+        );
+    }
+    assert_eq!(ulaw(0), 0xff);
+}
+
+/// Acceptance 1 of issue 18: a real browser. Headless Chromium (its fake
+/// microphone beeps) in host A's namespace, a plain G.711 phone in host B's,
+/// relayd between them with Kamailio's WebRTC gateway flags.
+#[test]
+fn a_real_chromium_talks_to_a_plain_phone() {
+    require_root!();
+    if let Err(why) = chromium_available() {
+        eprintln!("SKIPPED: Chromium unavailable: {why}");
+        return;
+    }
+    let bed = Bed::new("chromium");
+    let _relayd = bed.relayd(&[]);
+    let phone = bind_udp(&bed.t.b, &format!("{HOST_B}:40000")).unwrap();
+    phone
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let Outcome {
+        verdict,
+        to_browser,
+        to_phone,
+        mut peer,
+        ..
+    } = call_with(
+        &bed,
+        CHROMIUM_SCRIPT,
+        "chromium-call",
+        Some("passive"),
+        |sdp| sdp.to_owned(),
+    );
+    assert!(to_browser.contains(" UDP/TLS/RTP/SAVPF "), "{to_browser}");
+    assert_eq!(
+        verdict["connection"], "connected",
+        "{verdict}\n{to_browser}"
+    );
+    assert_eq!(verdict["dtls"], "connected", "{verdict}");
+    let (relay_ip, relay_port) = sdp_endpoint(to_phone.as_bytes()).unwrap();
+    let relay: std::net::SocketAddr = format!("{relay_ip}:{relay_port}").parse().unwrap();
+
+    // Browser -> phone: decodable G.711 (the answer's first codec), the
+    // fake microphone's beeps audible in it.
+    let mut buf = [0u8; 2048];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (mut packets, mut loudest) = (0, 0);
+    while (packets < 100 || loudest < 2000) && std::time::Instant::now() < deadline {
+        let Ok((n, src)) = phone.recv_from(&mut buf) else {
+            continue;
+        };
+        let pkt = &buf[..n];
+        assert_eq!(src, relay, "sent from the phone's relay port");
+        assert_eq!(pkt[0] >> 6, 2, "RTP version: {pkt:02x?}");
+        assert_eq!(pkt[1] & 0x7f, 0, "PCMU: {pkt:02x?}");
+        // 20 ms of PCMU after a 12-byte header (no CSRCs, no extension
+        // once decrypted? Chromium may add a header extension).
+        let header = 12 + 4 * usize::from(pkt[0] & 0x0f);
+        let payload = if pkt[0] & 0x10 != 0 {
+            let words = usize::from(u16::from_be_bytes([pkt[header + 2], pkt[header + 3]]));
+            &pkt[header + 4 + 4 * words..]
+        } else {
+            &pkt[header..]
+        };
+        assert_eq!(payload.len(), 160, "20 ms of PCMU: {pkt:02x?}");
+        loudest = loudest.max(payload.iter().map(|&u| linear(u).abs()).max().unwrap_or(0));
+        packets += 1;
+    }
+    assert!(
+        packets >= 100,
+        "{packets} packets from Chromium reached the phone"
+    );
+    assert!(
+        loudest >= 2000,
+        "Chromium's beep not heard (peak {loudest})"
+    );
+
+    // Phone -> browser: a tone; Chromium must count the packets and hear
+    // it in the decoded audio.
+    for seq in 0..150u16 {
+        phone.send_to(&tone_packet(seq), relay).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    peer.write(serde_json::json!({ "count": true }));
+    let stats = peer.read();
+    let frames = stats["frames"].as_u64().unwrap_or(0);
+    let level = stats["level"].as_f64().unwrap_or(0.0);
+    assert!(frames >= 100, "Chromium received {frames} of 150: {stats}");
+    assert!(level > 0.05, "the tone not heard in Chromium: {stats}");
+    let q = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("query")),
+            ("call-id", s("chromium-call")),
+        ]))
+        .unwrap();
+    let srtp = srtp_of_browser(&q).unwrap_or_else(|| panic!("no SRTP: {q:?}"));
+    assert_eq!(int(&srtp, "auth failures"), 0, "{q:?}");
+    eprintln!(
+        "Chromium: {packets} packets to the phone (peak {loudest}), {frames} received, level {level:.3}, cipher {}, relay suite {}",
+        stats["cipher"],
+        text(&srtp, "suite")
+    );
+    peer.write(serde_json::json!({ "close": true }));
 }

@@ -122,6 +122,8 @@ const PACKAGES: &[(&str, Probe)] = &[
     ("redis-server", Probe::Command("redis-server")),
     // The takeover test moves an address and announces it (gratuitous ARP).
     ("iputils-arping", Probe::Command("arping")),
+    // The WebRTC gateway is tested against a real browser.
+    ("chromium", Probe::Command("chromium")),
 ];
 
 /// Extra packages only the benchmarks need: rtpengine, measured beside relayd.
