@@ -59,31 +59,7 @@ fn chromium_available() -> Result<(), String> {
 
 /// Whether python3 can import aiortc, installing it with pip if needed.
 fn aiortc_available() -> Result<(), String> {
-    let importable = || {
-        Command::new("python3")
-            .args(["-c", "import aiortc"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if importable() {
-        return Ok(());
-    }
-    let pip = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--break-system-packages",
-            "aiortc",
-        ])
-        .status();
-    match pip {
-        Ok(_) if importable() => Ok(()),
-        Ok(status) => Err(format!("pip install aiortc failed ({status})")),
-        Err(e) => Err(format!("python3 not runnable: {e}")),
-    }
+    relay_tests::python::ensure_module("aiortc", "aiortc")
 }
 
 /// The aiortc peer, speaking JSON lines.

@@ -160,6 +160,11 @@ impl Site {
     /// A site with one relayd per entry of `relays` (NG on 2223, 2224, ...)
     /// and Kamailio's `rtpengine_sock` set to `sock`.
     fn with_relays(tag: &str, relays: &[&[&str]], sock: &str) -> Site {
+        Site::with_config(tag, relays, sock, "kamailio.cfg")
+    }
+
+    /// [`Site::with_relays`] with Kamailio running `config` (in tests/e2e).
+    fn with_config(tag: &str, relays: &[&[&str]], sock: &str, config: &str) -> Site {
         for tool in ["kamailio", "sipp", "tcpdump"] {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
@@ -220,7 +225,7 @@ impl Site {
             })
             .collect();
 
-        let cfg = std::fs::read_to_string(e2e_dir().join("kamailio.cfg"))
+        let cfg = std::fs::read_to_string(e2e_dir().join(config))
             .unwrap()
             .replace("@@CALLER_SIDE@@", CALLER_SIDE)
             .replace("@@CALLEE_SIDE@@", CALLEE_SIDE)
@@ -1001,5 +1006,145 @@ fn calls_survive_a_relayd_restart() {
         "deletes on the new relayd: {}",
         totals["ng"]
     );
+    site.assert_clean();
+}
+
+/// The WebRTC gateway as operators configure it: Kamailio
+/// (tests/e2e/kamailio_webrtc.cfg, the usual rtpengine-module flags) bridges
+/// a WebRTC caller (aiortc: ICE, DTLS-SRTP, rtcp-mux, over a small SIP UAC)
+/// to a plain SIP phone (sipp, echoing RTP). Each side gets the SDP it
+/// speaks, and the caller's tone comes back to it decoded after crossing
+/// the relay twice in each form (SRTP -> RTP -> echo -> RTP -> SRTP).
+#[test]
+fn a_webrtc_caller_reaches_a_sip_phone_through_kamailio() {
+    require_root!();
+    let _serial = serial();
+    if let Err(why) = relay_tests::python::ensure_module("aiortc", "aiortc") {
+        eprintln!("SKIPPED: aiortc unavailable: {why}");
+        return;
+    }
+    let mut site = Site::with_config(
+        "kwr",
+        &[&["--port-min", "30000", "--port-max", "30999"]],
+        "udp:127.0.0.1:2223",
+        "kamailio_webrtc.cfg",
+    );
+    let _uas = site.callee_uas("callee.xml");
+    let (cap_sip, sip) = site.capture_sip();
+    let caller = ChildGuard(
+        site.caller
+            .command("python3")
+            .unwrap()
+            .arg(e2e_dir().join("webrtc_caller.py"))
+            .args([CALLER, CALLER_SIDE, "4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Mid-call, relayd shows the browser's stream terminated in userspace.
+    std::thread::sleep(Duration::from_secs(4));
+    let calls = site.relayctl(&["--json", "calls"]);
+    let out = wait_sipp(caller, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("caller output ({e}): {stderr}"));
+    std::thread::sleep(Duration::from_millis(300));
+    cap_sip.terminate();
+
+    // relayd terminated SRTP for the browser only, with the DTLS keys.
+    let tags = calls[0]["tags"].as_array().cloned().unwrap_or_default();
+    let rtp_of = |interface: &str| {
+        let tag = tags
+            .iter()
+            .find(|t| t["interface"] == interface)
+            .unwrap_or_else(|| panic!("no {interface} party: {calls:#}"));
+        let media = &tag["medias"][0];
+        let stream = media["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["rtcp"] == false)
+            .unwrap()
+            .clone();
+        (media["protocol"].clone(), stream)
+    };
+    let (protocol, browser) = rtp_of("caller");
+    assert_eq!(protocol, "UDP/TLS/RTP/SAVPF", "{calls:#}");
+    assert_eq!(browser["dtls"]["state"], "connected", "{browser:#}");
+    assert_eq!(browser["dtls"]["role"], "server", "{browser:#}");
+    assert_eq!(
+        browser["srtp"]["suite"], browser["dtls"]["profile"],
+        "{browser:#}"
+    );
+    assert_eq!(browser["srtp"]["auth_failures"], 0, "{browser:#}");
+    assert_eq!(browser["rtp_quality"]["payload_type"], 8, "{browser:#}");
+    let (protocol, phone) = rtp_of("callee");
+    assert_eq!(protocol, "RTP/AVP", "{calls:#}");
+    assert!(
+        phone["srtp"].is_null() && phone["dtls"].is_null(),
+        "{phone:#}"
+    );
+    assert_eq!(phone["rtp_quality"]["payload_type"], 8, "{phone:#}");
+
+    // The browser got WebRTC: ICE (relay candidates), DTLS-SRTP with the
+    // relay passive, RTCP muxed.
+    let answer = result["answer"].as_str().unwrap_or_default();
+    assert_eq!(result["invite"], 200, "{result:#}\n{stderr}");
+    for wanted in [
+        " UDP/TLS/RTP/SAVPF ",
+        "a=ice-ufrag:",
+        "a=ice-pwd:",
+        "a=candidate:",
+        &format!(" {CALLER_SIDE} "),
+        "a=fingerprint:sha-256 ",
+        "a=setup:passive",
+        "a=rtcp-mux",
+    ] {
+        assert!(
+            answer.contains(wanted),
+            "{wanted:?} not in the answer:\n{answer}"
+        );
+    }
+    assert!(!answer.contains("a=crypto"), "{answer}");
+    // The phone got plain SIP media: RTP/AVP, no ICE, no DTLS, RTCP apart.
+    let at_callee = sip_text(&sip.0);
+    // tcpdump names the request in its summary line, then dumps the packet.
+    let invite = at_callee
+        .split("INVITE sip:")
+        .find(|text| text.contains("m=audio"))
+        .unwrap_or_else(|| panic!("no INVITE SDP at the callee:\n{at_callee}"));
+    let invite = invite.split("SIP/2.0 200").next().unwrap_or(invite);
+    assert!(invite.contains(" RTP/AVP "), "{invite}");
+    for unwanted in [
+        "SAVP",
+        "a=ice-",
+        "a=candidate",
+        "a=fingerprint",
+        "a=setup",
+        "a=rtcp-mux",
+        "a=crypto",
+    ] {
+        assert!(
+            !invite.contains(unwanted),
+            "{unwanted:?} reached the phone:\n{invite}"
+        );
+    }
+    assert!(
+        invite.contains(&format!("c=IN IP4 {CALLEE_SIDE}")),
+        "{invite}"
+    );
+
+    // Media: DTLS up, the tone heard back after the echo.
+    assert_eq!(result["dtls"], "connected", "{result:#}\n{stderr}");
+    let frames = result["frames"].as_u64().unwrap_or(0);
+    let level = result["level"].as_f64().unwrap_or(0.0);
+    assert!(frames >= 100, "{frames} frames came back: {result:#}");
+    assert!(
+        level > 0.05,
+        "the echoed tone not heard (level {level}): {result:#}"
+    );
+    assert_eq!(result["bye"], 200, "{result:#}");
+    eprintln!("WebRTC caller through Kamailio: {frames} frames back, level {level:.3}");
     site.assert_clean();
 }

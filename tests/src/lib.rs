@@ -10,6 +10,7 @@ pub mod paced;
 pub mod packet;
 pub mod peer;
 pub mod privileges;
+pub mod python;
 pub mod ready;
 pub mod redis_server;
 pub mod topology;
