@@ -22,7 +22,7 @@ use relay_ng::Value;
 use relay_tests::{
     ng_client::{audio_sdp, sdp_endpoint},
     require_root,
-    topology::{bind_udp, HOST_B},
+    topology::{bind_udp, HOST_A, HOST_B},
 };
 
 mod common;
@@ -469,6 +469,170 @@ fn media_flows_both_ways_between_a_browser_and_a_plain_phone() {
             ]))
             .unwrap();
     }
+}
+
+/// Garbage at a browser's relay port (empty, runts, RTP-looking bytes
+/// that fail authentication, DTLS- and STUN-looking junk) is dropped and
+/// counted: nothing of it reaches the phone, the DTLS session and media
+/// both ways carry on, and a plain call beside it is untouched.
+#[test]
+fn garbage_at_a_browser_port_is_dropped_and_harms_nothing() {
+    require_root!();
+    if let Err(why) = aiortc_available() {
+        eprintln!("SKIPPED: aiortc unavailable: {why}");
+        return;
+    }
+    let bed = Bed::new("dtlsjunk");
+    let _relayd = bed.relayd(&[]);
+    let timeout = Some(std::time::Duration::from_millis(200));
+    let phone = bind_udp(&bed.t.b, &format!("{HOST_B}:40000")).unwrap();
+    phone.set_read_timeout(timeout).unwrap();
+
+    // Another call, plain RTP both ways, beside the browser's.
+    let plain_a = bind_udp(&bed.t.a, &format!("{HOST_A}:5000")).unwrap();
+    let plain_b = bind_udp(&bed.t.b, &format!("{HOST_B}:40010")).unwrap();
+    plain_b.set_read_timeout(timeout).unwrap();
+    bed.ng
+        .ok(&Value::dict([
+            ("command", s("offer")),
+            ("call-id", s("plain-beside")),
+            ("from-tag", s("a")),
+            ("sdp", s(&audio_sdp(HOST_A, 5000))),
+        ]))
+        .unwrap();
+    let to_a = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("answer")),
+            ("call-id", s("plain-beside")),
+            ("from-tag", s("a")),
+            ("to-tag", s("b")),
+            ("sdp", s(&audio_sdp(HOST_B, 40010))),
+        ]))
+        .unwrap();
+    // Where A sends: the relay's address in the answer to A.
+    let (ip, port) = sdp_endpoint(to_a.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
+    let plain_relay: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+
+    let Outcome {
+        verdict,
+        to_browser,
+        to_phone,
+        mut peer,
+        ..
+    } = call(&bed, "junk", Some("passive"), |sdp| sdp.to_owned());
+    assert_eq!(verdict["dtls"], "connected", "{verdict}");
+    let endpoint = |sdp: &str| -> std::net::SocketAddr {
+        let (ip, port) = sdp_endpoint(sdp.as_bytes()).unwrap();
+        format!("{ip}:{port}").parse().unwrap()
+    };
+    let (browser_port, phone_port) = (endpoint(&to_browser), endpoint(&to_phone));
+
+    let stranger = bind_udp(&bed.t.a, &format!("{HOST_A}:0")).unwrap();
+    let mut rtp_looking = phone_packet(7);
+    rtp_looking.extend_from_slice(&[0xa5; 16]); // a "tag" that cannot verify
+    let mut stun_looking = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    stun_looking.extend_from_slice(&[0x11; 12]);
+    let mut dtls_looking = vec![0x16, 0xfe, 0xfd];
+    dtls_looking.extend_from_slice(&[0x5a; 60]);
+    let junk: [(&str, &[u8]); 6] = [
+        ("empty", &[]),
+        ("one byte", &[0x80]),
+        ("RTP-looking", &rtp_looking),
+        ("STUN-looking", &stun_looking),
+        ("DTLS-looking", &dtls_looking),
+        ("other", &[0x42; 300]),
+    ];
+    // Each kind is counted on the browser's stream.
+    let errors = || {
+        let q = bed
+            .ng
+            .ok(&Value::dict([
+                ("command", s("query")),
+                ("call-id", s("junk")),
+            ]))
+            .unwrap();
+        let srtp = srtp_of_browser(&q).unwrap();
+        let stats = q
+            .get("tags")
+            .and_then(|t| t.get("browser"))
+            .and_then(|t| t.get("medias"))
+            .and_then(Value::as_list)
+            .and_then(|m| m[0].get("streams"))
+            .and_then(Value::as_list)
+            .and_then(|s| s[0].get("stats"))
+            .cloned()
+            .unwrap();
+        (int(&stats, "errors"), int(&srtp, "auth failures"))
+    };
+    for (kind, bytes) in junk {
+        let before = errors();
+        for _ in 0..5 {
+            stranger.send_to(bytes, browser_port).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let after = errors();
+        // A forgery that parses is an authentication failure; the rest are
+        // errors of the stream.
+        let counted = (after.0 - before.0) + (after.1 - before.1);
+        assert_eq!(
+            counted, 5,
+            "{kind}: (errors, auth failures) {before:?} -> {after:?}"
+        );
+    }
+
+    // Browser -> phone: only aiortc's decrypted silence arrives.
+    let mut buf = [0u8; 2048];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut silence = 0;
+    while std::time::Instant::now() < deadline {
+        let Ok((n, _)) = phone.recv_from(&mut buf) else {
+            continue;
+        };
+        let pkt = &buf[..n];
+        assert!(
+            n == 172 && pkt[12..].iter().all(|&b| b == 0xff),
+            "not the browser's decrypted media: {pkt:02x?}"
+        );
+        silence += 1;
+    }
+    assert!(silence >= 50, "{silence} packets from the browser in 2 s");
+    // Phone -> browser still encrypted and accepted.
+    for seq in 0..50u16 {
+        phone.send_to(&phone_packet(seq), phone_port).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    peer.write(serde_json::json!({ "count": true }));
+    let frames = peer.read()["frames"].as_u64().unwrap_or(0);
+    assert!(frames >= 25, "aiortc decoded {frames} of 50 after the junk");
+    // The plain call forwards every packet.
+    for seq in 0..20u16 {
+        plain_a.send_to(&phone_packet(seq), plain_relay).unwrap();
+    }
+    let mut plain = 0;
+    while let Ok((n, src)) = plain_b.recv_from(&mut buf) {
+        assert_eq!(
+            &buf[..4],
+            &phone_packet(plain)[..4],
+            "plain call's packet from {src} (relay ports: browser {browser_port}, phone {phone_port}, plain {plain_relay}): {:02x?}",
+            &buf[..n]
+        );
+        plain += 1;
+    }
+    assert_eq!(plain, 20, "the plain call beside lost packets");
+
+    let q = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("query")),
+            ("call-id", s("junk")),
+        ]))
+        .unwrap();
+    let dtls = dtls_of(&q, "browser");
+    assert_eq!(text(&dtls[0], "state"), "connected", "{q:?}");
+    assert_eq!(int(&dtls[0], "failures"), 0, "{q:?}");
+    peer.write(serde_json::json!({ "close": true }));
 }
 
 /// G.711 mu-law of a linear sample (ITU-T G.711, with the usual bias).

@@ -7,7 +7,10 @@
 //! without consent (RFC 7675) nothing is sent to it, in userspace or in the
 //! kernel.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+};
 
 use relay_media::{Consent, IceCredentials, IceEvent, IceLiteAgent};
 use tokio::time::Instant;
@@ -86,6 +89,11 @@ pub(crate) fn on_stun(
     };
     if let Some(why) = handled.rejected {
         tracing::trace!(local = %port.local, %src, ?why, "STUN not accepted");
+        // A response or indication is no fault; a malformed or unauthorised
+        // request is one, counted like any datagram the port rejects.
+        if why != relay_media::Rejection::NotBindingRequest {
+            port.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
     if let Some(response) = handled.response {
         if let Err(e) = port.socket.try_send_to(&response, src) {

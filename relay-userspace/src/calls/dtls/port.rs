@@ -2,6 +2,8 @@
 //! forwarder, output out of the port's socket, timers from the tick,
 //! failures counted, keys kept for the SRTP transform.
 
+use std::sync::atomic::Ordering;
+
 use relay_media::dtls::{DtlsEndpoint, DtlsError, DtlsRole, Fingerprint};
 
 use crate::calls::{model::Media, port::MediaPort, sdes::PortSrtp};
@@ -161,9 +163,18 @@ pub(crate) fn on_datagram(
 ) -> bool {
     let out = {
         let mut st = port.state();
+        let nominated = st.ice.is_some().then(|| st.learner.confirmed()).flatten();
         let Some(d) = st.dtls.as_mut() else {
             return false;
         };
+        // The handshake belongs to one party: the address ICE nominated,
+        // else the first that spoke DTLS. Anyone else's DTLS is dropped and
+        // counted, so a stranger can neither steer nor break it.
+        if nominated.or(d.peer).is_some_and(|peer| peer != src) {
+            tracing::trace!(local = %port.local, %src, "DTLS from another address dropped");
+            port.stats.errors.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
         let was = d.endpoint.state();
         d.peer = Some(src);
         if let Err(e) = d.endpoint.handle_datagram(payload, now) {
