@@ -152,6 +152,7 @@ fn port_record(port: &MediaPort, kernel: &Kernel, clock: &WallClock) -> PortReco
         kernel_retired: counts_record(&st.kernel_retired),
         kernel_live: counts_record(&live),
         rtp: rtp_record(&rtp),
+        srtp: None,
     }
 }
 
