@@ -282,8 +282,8 @@ impl PortSrtp {
         if !self.sdes {
             return None;
         }
-        self.rx.changed = false;
-        self.tx.changed = false;
+        self.rx.recorded();
+        self.tx.recorded();
         Some(relay_state::SrtpRecord {
             party: key_record(&self.keys.0),
             relay: key_record(&self.keys.1),
@@ -292,8 +292,9 @@ impl PortSrtp {
         })
     }
 
-    /// Whether an SSRC appeared or a ROC moved since the last
-    /// [`PortSrtp::record`].
+    /// Whether an SSRC appeared, or one's packet index moved into another
+    /// quarter of the sequence space (a ROC change among them), since the
+    /// last [`PortSrtp::record`].
     pub(crate) fn unrecorded(&self) -> bool {
         self.sdes && (self.rx.changed || self.tx.changed)
     }
@@ -359,18 +360,32 @@ const MAX_TRACKED_SSRCS: usize = 16;
 /// The SRTP packet index (ROC << 16 | highest sequence number) of each
 /// SSRC one context has handled, kept beside libsrtp (which has no way to
 /// list its streams) so that the state store can record it.
+///
+/// A record is due when an SSRC appears or an index enters another
+/// quarter of the sequence space ([`RECORD_EVERY`]): a ROC change always
+/// is one, and the recorded sequence number never lags more than a
+/// quarter (plus a tick's packets) behind, which is what lets a restore
+/// tell a wrap since the record from a late packet (see
+/// [`Indices::before`]). So a few records per 65 536 packets, never one
+/// per packet.
 #[derive(Debug, Default)]
 struct Indices {
     entries: Vec<Tracked>,
-    /// An SSRC appeared or a ROC moved since the last record.
+    /// An SSRC appeared or an index moved on since the last record.
     changed: bool,
 }
+
+/// Packet indices are recorded again when they enter another stretch of
+/// this many (a quarter of the sequence space).
+const RECORD_EVERY: u64 = 1 << 14;
 
 #[derive(Debug, Clone, Copy)]
 struct Tracked {
     ssrc: u32,
     /// The highest packet index so far.
     index: u64,
+    /// `index` when last recorded.
+    recorded: u64,
     /// Restored from a record: the next packet sets libsrtp's ROC.
     restored: bool,
 }
@@ -381,14 +396,25 @@ impl Indices {
             entries: records
                 .iter()
                 .take(MAX_TRACKED_SSRCS)
-                .map(|r| Tracked {
-                    ssrc: r.ssrc,
-                    index: u64::from(r.roc) << 16 | u64::from(r.seq),
-                    restored: true,
+                .map(|r| {
+                    let index = u64::from(r.roc) << 16 | u64::from(r.seq);
+                    Tracked {
+                        ssrc: r.ssrc,
+                        index,
+                        recorded: index,
+                        restored: true,
+                    }
                 })
                 .collect(),
             changed: false,
         }
+    }
+
+    fn recorded(&mut self) {
+        for t in &mut self.entries {
+            t.recorded = t.index;
+        }
+        self.changed = false;
     }
 
     fn records(&self) -> Vec<relay_state::RocRecord> {
@@ -404,11 +430,13 @@ impl Indices {
 
     /// Before `ctx` handles packet `seq` of `ssrc`: for an SSRC restored
     /// from a record, sets libsrtp's ROC for it, and returns the packet's
-    /// index. The estimate is forward-biased: the stream moved on while
-    /// relayd was down, by any amount up to 61 440 packets (a sequence
-    /// number lower than recorded means it wrapped: ROC + 1); only one
-    /// at most 4096 behind the recorded one is taken for a late packet
-    /// under the recorded ROC. libsrtp itself takes a set ROC as exact.
+    /// index. The estimate is forward-biased: the stream moved on since
+    /// the record (up to a quarter of the sequence space before the kill,
+    /// plus what was sent while no relayd ran), by any amount up to
+    /// 61 440 packets (a sequence number lower than recorded means it
+    /// wrapped: ROC + 1); only one at most 4096 behind the recorded one is
+    /// taken for a late packet under the recorded ROC. libsrtp itself
+    /// takes a set ROC as exact, with no estimate of its own.
     fn before(
         &mut self,
         ctx: &mut SrtpContext,
@@ -438,16 +466,17 @@ impl Indices {
             let index = restored_index.unwrap_or_else(|| estimate(t.index, seq));
             t.restored = false;
             if index > t.index {
-                if index >> 16 != t.index >> 16 {
+                t.index = index;
+                if index / RECORD_EVERY != t.recorded / RECORD_EVERY {
                     self.changed = true;
                 }
-                t.index = index;
             }
         } else if self.entries.len() < MAX_TRACKED_SSRCS {
             // libsrtp starts a new stream at ROC 0 too.
             self.entries.push(Tracked {
                 ssrc,
                 index: u64::from(seq),
+                recorded: u64::from(seq),
                 restored: false,
             });
             self.changed = true;
@@ -827,7 +856,7 @@ mod tests {
     }
 
     #[test]
-    fn rocs_are_due_for_a_record_on_a_new_ssrc_or_a_wrap_only() {
+    fn indices_are_due_for_a_record_on_a_new_ssrc_or_a_new_quarter_only() {
         let keys = keys();
         let mut run = Run::new(&keys);
         let mut port = PortSrtp::from_sdes(&keys).unwrap();
@@ -844,7 +873,47 @@ mod tests {
         }
         assert!(port.unrecorded(), "wrapped");
         port.record();
+        for seq in (3..16384).step_by(1000) {
+            assert!(run.step(&mut [&mut port], seq));
+        }
         assert!(!port.unrecorded());
+        // Without a wrap, but a quarter on: the recorded sequence number
+        // must keep up, or a restore could not tell a wrap from a late
+        // packet.
+        assert!(run.step(&mut [&mut port], 16384));
+        assert!(port.unrecorded(), "a quarter on");
+        let record = port.record().unwrap();
+        assert_eq!((record.inbound[0].roc, record.inbound[0].seq), (1, 16384));
+        assert!(!port.unrecorded());
+    }
+
+    #[test]
+    fn a_restore_from_a_record_a_quarter_behind_finds_the_wrap() {
+        let keys = keys();
+        let mut run = Run::new(&keys);
+        let mut live = PortSrtp::from_sdes(&keys).unwrap();
+        let mut uninterrupted = PortSrtp::from_sdes(&keys).unwrap();
+        for seq in (0..=65535).step_by(2000).chain([65535, 0, 10]) {
+            assert!(run.step(&mut [&mut live, &mut uninterrupted], seq));
+        }
+        // ROC 1 from here on; recorded as the tick would, whenever due.
+        let mut record = live.record().unwrap();
+        for seq in (20..=65535).step_by(100).chain([65535, 0, 1]) {
+            assert!(run.step(&mut [&mut live, &mut uninterrupted], seq));
+            if live.unrecorded() && seq != 0 && seq != 1 {
+                record = live.record().unwrap();
+            }
+        }
+        // The kill came after the wrap to ROC 2, before its record.
+        assert_eq!(record.inbound[0].roc, 1);
+        let mut restored = PortSrtp::from_record(&record).unwrap();
+        for seq in 2..10 {
+            assert!(
+                run.step(&mut [&mut restored, &mut uninterrupted], seq),
+                "seq {seq}"
+            );
+        }
+        assert_eq!(restored.record().unwrap().inbound[0].roc, 2);
     }
 
     #[test]
