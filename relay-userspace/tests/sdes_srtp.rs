@@ -495,6 +495,48 @@ struct Bridged {
     relay_b: SocketAddr,
     a_rtp: UdpSocket,
     b_rtp: UdpSocket,
+    /// The call, its offer and answer, and the relay's key in the answer.
+    call: String,
+    offer_sdp: String,
+    answer_sdp: String,
+    relay_key: String,
+}
+
+/// Offers `offer_sdp` (SRTP, asked to arrive as RTP) and answers with
+/// `answer_sdp`: the relay's ports for B and for A, and its `a=crypto` key.
+fn signal(bed: &Bed, call: &str, offer_sdp: &str, answer_sdp: &str) -> (u16, u16, String) {
+    let o = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("offer")),
+            ("call-id", s(call)),
+            ("from-tag", s("tag-A")),
+            ("sdp", s(offer_sdp)),
+            ("direction", Value::str_list(["a", "b"])),
+            ("transport-protocol", s("RTP/AVP")),
+        ]))
+        .unwrap();
+    let (_, relay_b_port) = sdp_endpoint(o.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
+    let a = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("answer")),
+            ("call-id", s(call)),
+            ("from-tag", s("tag-A")),
+            ("to-tag", s("tag-B")),
+            ("sdp", s(answer_sdp)),
+        ]))
+        .unwrap();
+    let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    let lines = crypto_line(&to_a);
+    assert_eq!(lines.len(), 1, "{to_a}");
+    let relay_key = lines[0]
+        .split_whitespace()
+        .nth(2)
+        .and_then(|k| k.strip_prefix("inline:"))
+        .expect("inline key");
+    let (_, relay_a_port) = sdp_endpoint(to_a.as_bytes()).unwrap();
+    (relay_b_port, relay_a_port, relay_key.to_owned())
 }
 
 /// `call` set up as in [`srtp_call`] (A: pylibsrtp, `RTP/SAVP` under
@@ -508,45 +550,15 @@ fn bridge_srtp_caller(bed: &Bed, peer: &mut Peer, call: &str, suite: &str) -> Br
          a=crypto:1 {suite} inline:{}\r\na=sendrecv\r\n",
         b64(&peer_key)
     );
-    let o = bed
-        .ng
-        .ok(&Value::dict([
-            ("command", s("offer")),
-            ("call-id", s(call)),
-            ("from-tag", s("tag-A")),
-            ("sdp", s(&offer_sdp)),
-            ("direction", Value::str_list(["a", "b"])),
-            ("transport-protocol", s("RTP/AVP")),
-        ]))
-        .unwrap();
-    let (_, relay_b_port) = sdp_endpoint(o.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
     let answer_sdp = format!(
         "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
          m=audio {b_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
     );
-    let a = bed
-        .ng
-        .ok(&Value::dict([
-            ("command", s("answer")),
-            ("call-id", s(call)),
-            ("from-tag", s("tag-A")),
-            ("to-tag", s("tag-B")),
-            ("sdp", s(&answer_sdp)),
-        ]))
-        .unwrap();
-    let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
-    let lines = crypto_line(&to_a);
-    assert_eq!(lines.len(), 1, "{to_a}");
-    let relay_key = lines[0]
-        .split_whitespace()
-        .nth(2)
-        .and_then(|k| k.strip_prefix("inline:"))
-        .expect("inline key");
+    let (relay_b_port, relay_a_port, relay_key) = signal(bed, call, &offer_sdp, &answer_sdp);
     let r = peer.call(serde_json::json!({
         "op": "keys", "suite": suite, "tx": b64(&peer_key), "rx": relay_key,
     }));
     assert_eq!(r["ok"], true, "{r}");
-    let (_, relay_a_port) = sdp_endpoint(to_a.as_bytes()).unwrap();
     let a_rtp = bind_udp(&bed.t.a, &format!("{HOST_A}:{a_port}")).unwrap();
     let b_rtp = bind_udp(&bed.t.b, &format!("{HOST_B}:{b_port}")).unwrap();
     for sock in [&a_rtp, &b_rtp] {
@@ -558,6 +570,10 @@ fn bridge_srtp_caller(bed: &Bed, peer: &mut Peer, call: &str, suite: &str) -> Br
         relay_b: format!("{RELAY_B}:{relay_b_port}").parse().unwrap(),
         a_rtp,
         b_rtp,
+        call: call.to_owned(),
+        offer_sdp,
+        answer_sdp,
+        relay_key,
     }
 }
 
@@ -597,7 +613,7 @@ fn an_sdes_call_keeps_its_keys_and_rocs_across_kill_9() {
     let bed = Bed::new("sdesk");
     let relayd = bed.relayd(&[]);
     let mut peer = Peer::start();
-    let call = bed_call(&bed, &mut peer);
+    let call = bridge_srtp_caller(&bed, &mut peer, "srtp-restart", "AES_CM_128_HMAC_SHA1_80");
 
     // Across a wrap of both directions' sequence numbers (ROC 0 to 1),
     // then long enough for the once-a-second tick to record the ROCs.
@@ -627,6 +643,16 @@ fn an_sdes_call_keeps_its_keys_and_rocs_across_kill_9() {
     for seq in 4..40 {
         call.both_ways(&mut peer, seq, "after the second restart");
     }
+    // A re-INVITE with the same keys keeps the restored transform (its
+    // ROCs, now 2, included): the relay answers with the same key.
+    let (_, _, relay_key) = signal(&bed, &call.call, &call.offer_sdp, &call.answer_sdp);
+    assert_eq!(
+        relay_key, call.relay_key,
+        "the restored call re-answers with its key"
+    );
+    for seq in 40..60 {
+        call.both_ways(&mut peer, seq, "after a re-offer");
+    }
     let q = bed
         .ng
         .ok(&common::command("query", "srtp-restart"))
@@ -640,8 +666,4 @@ fn an_sdes_call_keeps_its_keys_and_rocs_across_kill_9() {
     );
     drop(peer);
     common::stop_relayd(&bed.t.r, relayd);
-}
-
-fn bed_call(bed: &Bed, peer: &mut Peer) -> Bridged {
-    bridge_srtp_caller(bed, peer, "srtp-restart", "AES_CM_128_HMAC_SHA1_80")
 }
