@@ -31,6 +31,7 @@ fn port(local: &str, peer: &str) -> PortRecord {
         kernel_retired: CountsRecord::default(),
         kernel_live: CountsRecord::default(),
         rtp: RtpRecord::default(),
+        srtp: None,
     }
 }
 

@@ -92,11 +92,42 @@ replay_tests!(
 fn write_state_seeds() {
     use relay_state::{
         CallRecord, Change, CookieRecord, CountsRecord, FileJournal, KernelRecord, LearnerRecord,
-        MediaRecord, MonologueRecord, PortRecord, RtpRecord, Store, SyncPolicy, TrackingRecord,
+        MediaRecord, MonologueRecord, PortRecord, RocRecord, RtpRecord, SdesKeyRecord, SrtpRecord,
+        Store, SyncPolicy, TrackingRecord,
     };
     use std::net::SocketAddr;
 
     let sa = |s: &str| -> SocketAddr { s.parse().expect("address") };
+    // The SDES-SRTP state of a port where the relay bridges SRTP to RTP
+    // (format 3): both keys, and the ROCs of an SSRC that wrapped once.
+    let srtp = |ssrc: u32| SrtpRecord {
+        party: SdesKeyRecord {
+            tag: 1,
+            suite: "AES_CM_128_HMAC_SHA1_80".into(),
+            key: (0..16).collect(),
+            salt: (16..30).collect(),
+            lifetime: Some(1 << 31),
+            params: vec![],
+        },
+        relay: SdesKeyRecord {
+            tag: 1,
+            suite: "AES_CM_128_HMAC_SHA1_80".into(),
+            key: (100..116).collect(),
+            salt: (116..130).collect(),
+            lifetime: None,
+            params: vec![],
+        },
+        inbound: vec![RocRecord {
+            ssrc,
+            roc: 1,
+            seq: 16384,
+        }],
+        outbound: vec![RocRecord {
+            ssrc: ssrc ^ 0xffff,
+            roc: 1,
+            seq: 2,
+        }],
+    };
     let port = |local: &str, peer: &str, slot: Option<u32>, rtcp: bool| PortRecord {
         local: sa(local),
         learner: LearnerRecord {
@@ -141,8 +172,11 @@ fn write_state_seeds() {
             clock_rate: 8000,
             ..RtpRecord::default()
         },
+        srtp: None,
     };
-    let call = |id: &str, base: u16| {
+    // With `sdes`, the first party speaks SDES-SRTP, which the relay
+    // terminates (its ports stay out of the kernel).
+    let call = |id: &str, base: u16, sdes: bool| {
         let party = |n: u16, peer_ip: &str, tag: &str| MonologueRecord {
             tag: Some(tag.into()),
             aliases: vec![],
@@ -154,20 +188,31 @@ fn write_state_seeds() {
             medias: vec![MediaRecord {
                 index: 0,
                 kind: "audio".into(),
-                protocol: "RTP/AVP".into(),
+                protocol: if sdes && n == 0 {
+                    "RTP/SAVP"
+                } else {
+                    "RTP/AVP"
+                }
+                .into(),
                 muted: false,
-                rtp: port(
-                    &format!("203.0.113.7:{}", base + 2 * n),
-                    &format!("{peer_ip}:4000"),
-                    Some(u32::from(base + 2 * n)),
-                    false,
-                ),
-                rtcp: port(
-                    &format!("203.0.113.7:{}", base + 2 * n + 1),
-                    &format!("{peer_ip}:4001"),
-                    None,
-                    true,
-                ),
+                rtp: PortRecord {
+                    srtp: (sdes && n == 0).then(|| srtp(0x5eed_0000)),
+                    ..port(
+                        &format!("203.0.113.7:{}", base + 2 * n),
+                        &format!("{peer_ip}:4000"),
+                        (!sdes).then_some(u32::from(base + 2 * n)),
+                        false,
+                    )
+                },
+                rtcp: PortRecord {
+                    srtp: (sdes && n == 0).then(|| srtp(0x5eed_0000)),
+                    ..port(
+                        &format!("203.0.113.7:{}", base + 2 * n + 1),
+                        &format!("{peer_ip}:4001"),
+                        None,
+                        true,
+                    )
+                },
             }],
             subscribed: vec![],
         };
@@ -183,8 +228,8 @@ fn write_state_seeds() {
         }
     };
     let changes = [
-        Change::Put(call("5d8a3e1c@192.0.2.21", 30000)),
-        Change::Put(call("0ba2cf53-9a78@203.0.113.77", 30010)),
+        Change::Put(call("5d8a3e1c@192.0.2.21", 30000, false)),
+        Change::Put(call("0ba2cf53-9a78@203.0.113.77", 30010, true)),
         Change::Cookie(CookieRecord {
             cookie: b"3141_28491_4".to_vec(),
             reply: b"3141_28491_4 d6:result2:oke".to_vec(),
@@ -232,6 +277,101 @@ fn write_state_seeds() {
         "json_journal_v1",
         b"XRJ1\n{\"Put\":{\"call_id\":\"x\"}}\n",
     );
+
+    // Journals of the earlier record formats, which a restart reads and
+    // rewrites: the plain call (no SRTP state) in format 2 and in format 1.
+    use relay_state::records::{v1, v2};
+    let Change::Put(plain) = &changes[0] else {
+        unreachable!()
+    };
+    let v2_port = |p: &PortRecord| v2::PortRecord {
+        local: p.local,
+        learner: p.learner.clone(),
+        symmetric: p.symmetric,
+        tracking: p.tracking,
+        kernel: p.kernel,
+        user: p.user,
+        last_packet_ms: p.last_packet_ms,
+        kernel_retired: p.kernel_retired,
+        kernel_live: p.kernel_live,
+        rtp: p.rtp,
+    };
+    let v2_medias = |m: &MonologueRecord| -> Vec<v2::MediaRecord> {
+        m.medias
+            .iter()
+            .map(|md| v2::MediaRecord {
+                index: md.index,
+                kind: md.kind.clone(),
+                protocol: md.protocol.clone(),
+                muted: md.muted,
+                rtp: v2_port(&md.rtp),
+                rtcp: v2_port(&md.rtcp),
+            })
+            .collect()
+    };
+    let v2_call = v2::Change::Put(v2::CallRecord {
+        call_id: plain.call_id.clone(),
+        created_ms: plain.created_ms,
+        last_signal_ms: plain.last_signal_ms,
+        delete_at_ms: plain.delete_at_ms,
+        monologues: plain
+            .monologues
+            .iter()
+            .map(|m| v2::MonologueRecord {
+                tag: m.tag.clone(),
+                aliases: m.aliases.clone(),
+                via_branch: m.via_branch.clone(),
+                interface: m.interface.clone(),
+                address: m.address,
+                peer: m.peer,
+                created_ms: m.created_ms,
+                medias: v2_medias(m),
+                subscribed: m.subscribed.clone(),
+            })
+            .collect(),
+    });
+    let v1_call = v1::Change::Put(v1::CallRecord {
+        call_id: plain.call_id.clone(),
+        created_ms: plain.created_ms,
+        last_signal_ms: plain.last_signal_ms,
+        delete_at_ms: plain.delete_at_ms,
+        monologues: plain
+            .monologues
+            .iter()
+            .map(|m| v1::MonologueRecord {
+                tag: m.tag.clone(),
+                aliases: m.aliases.clone(),
+                via_branch: m.via_branch.clone(),
+                interface: m.interface.clone(),
+                address: m.address,
+                peer: m.peer,
+                created_ms: m.created_ms,
+                medias: v2_medias(m),
+            })
+            .collect(),
+    });
+    // The layout of relay-state's journal module docs, with `whole`'s
+    // salt: header (magic, format, salt), then salt, length, CRC, payload.
+    let older = |version: u32, payload: Vec<u8>| {
+        let salt = &whole[8..16];
+        let mut file = whole[..16].to_vec();
+        file[4..8].copy_from_slice(&version.to_le_bytes());
+        file.extend_from_slice(salt);
+        file.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        file.extend_from_slice(&payload);
+        file
+    };
+    put(
+        "state_journal",
+        "record_format_2",
+        &older(2, postcard::to_stdvec(&v2_call).expect("encode")),
+    );
+    put(
+        "state_journal",
+        "record_format_1",
+        &older(1, postcard::to_stdvec(&v1_call).expect("encode")),
+    );
 }
 
 /// The `stun` seeds are what they say: the valid nominating request gets
@@ -251,4 +391,22 @@ fn stun_seeds_reach_the_agents_deep_end() {
     assert_eq!(out.event, Some(IceEvent::Nominated(from)));
     let out = agent.handle(&seed("wrong-password"), from, now);
     assert_eq!(out.rejected, Some(Rejection::Unauthorized));
+}
+
+/// The seeds of earlier record formats are read whole (not set aside as
+/// unreadable): they reach the older formats' decoders.
+#[test]
+fn older_record_format_seeds_are_read() {
+    use relay_state::FileJournal;
+    for name in ["record_format_1", "record_format_2"] {
+        let seed = fs::read(corpus_dir().join("state_journal").join(name)).expect("seed");
+        let dir = std::env::temp_dir().join(format!("xrelay-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        fs::write(dir.join("journal"), &seed).expect("journal");
+        let report = FileJournal::verify(&dir).expect("verify");
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(report.frames, 1, "{name}: {report}");
+        assert!(report.discarded.is_empty(), "{name}: {report}");
+    }
 }

@@ -237,6 +237,13 @@ impl FileJournal {
             .mode(0o600)
             .open(&path)
             .map_err(io_error("opening", &path))?;
+        // The journal holds SRTP master keys (SDES): `mode` above applies
+        // only to a file it creates, so one an older relayd, an operator
+        // or a restore from backup left readable is made 0600 here, and
+        // its directory 0700.
+        restrict(&file, &path, 0o600)?;
+        let dir_handle = File::open(dir).map_err(io_error("opening", dir))?;
+        restrict(&dir_handle, dir, 0o700)?;
         let len = file
             .metadata()
             .map_err(io_error("reading the length of", &path))?
@@ -828,6 +835,7 @@ fn decoder(version: u32) -> Option<Decoder> {
     match version {
         RECORD_VERSION => Some(whole::<Change>),
         // An older format reads its frozen types and converts them.
+        2 => Some(|p| whole::<crate::records::v2::Change>(p).map(Change::from)),
         1 => Some(|p| whole::<crate::records::v1::Change>(p).map(Change::from)),
         _ => None,
     }
@@ -1042,6 +1050,27 @@ fn read_if_present(path: &Path) -> Result<Vec<u8>, StoreError> {
     }
 }
 
+/// Takes every permission beyond `mode` (and the file type bits) away from
+/// `file`, saying so when there were any.
+fn restrict(file: &File, path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = file
+        .metadata()
+        .map_err(io_error("reading the permissions of", path))?;
+    let current = meta.permissions().mode() & 0o7777;
+    if current & !mode != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            was = format_args!("{current:o}"),
+            now = format_args!("{:o}", current & mode),
+            "call state holds SRTP keys: permissions tightened"
+        );
+        file.set_permissions(fs::Permissions::from_mode(current & mode))
+            .map_err(io_error("restricting the permissions of", path))?;
+    }
+    Ok(())
+}
+
 fn remove_if_present(path: &Path) -> Result<(), StoreError> {
     match fs::remove_file(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -1138,7 +1167,7 @@ mod tests {
     fn file_header_layout() {
         let header = file_header(&SALT);
         assert_eq!(&header[..4], b"XRJ2");
-        assert_eq!(header[4..8], 2u32.to_le_bytes());
+        assert_eq!(header[4..8], 3u32.to_le_bytes());
         assert_eq!(header[8..], SALT);
         assert_eq!(
             parse_header(&header).unwrap(),
@@ -1173,7 +1202,7 @@ mod tests {
     #[test]
     fn a_file_of_another_record_format_is_discarded_whole() {
         let mut bytes = file(&[frame(&cookie(1))]);
-        bytes[4..8].copy_from_slice(&3u32.to_le_bytes());
+        bytes[4..8].copy_from_slice(&4u32.to_le_bytes());
         let contents = read_journal(&bytes);
         assert_eq!(contents.report.frames, 0);
         assert_eq!(
@@ -1181,7 +1210,7 @@ mod tests {
             [Discarded {
                 offset: 0,
                 bytes: bytes.len() as u64,
-                reason: "journal written in record format 3; this relayd reads 2".into(),
+                reason: "journal written in record format 4; this relayd reads 3".into(),
             }]
         );
         assert_eq!(contents.salt, None);
@@ -1235,6 +1264,14 @@ mod tests {
         let v1 = crate::records::v1::Change::Remove("gone".into());
         let payload = postcard::to_allocvec(&v1).unwrap();
         let read = decoder(1).expect("format 1 is read");
+        assert_eq!(read(&payload).unwrap(), Change::Remove("gone".into()));
+    }
+
+    #[test]
+    fn frames_of_format_2_are_read() {
+        let v2 = crate::records::v2::Change::Remove("gone".into());
+        let payload = postcard::to_allocvec(&v2).unwrap();
+        let read = decoder(2).expect("format 2 is read");
         assert_eq!(read(&payload).unwrap(), Change::Remove("gone".into()));
     }
 

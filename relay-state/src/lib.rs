@@ -23,7 +23,8 @@ pub mod redis;
 pub use journal::{Discarded, FileJournal, LoadReport, SyncPolicy};
 pub use records::{
     CallRecord, CookieRecord, CountsRecord, KernelRecord, LearnerRecord, MediaRecord,
-    MonologueRecord, PortRecord, RtpRecord, SubscriptionRecord, TrackingRecord, RECORD_VERSION,
+    MonologueRecord, PortRecord, RocRecord, RtpRecord, SdesKeyRecord, SrtpRecord,
+    SubscriptionRecord, TrackingRecord, RECORD_VERSION,
 };
 
 /// One change to the stored state. Part of the record format, like the

@@ -17,11 +17,12 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 pub mod v1;
+pub mod v2;
 
 /// The version of the record types' encoding that this build writes, in
 /// every journal file's header. See the [module docs](self) for when it
 /// changes.
-pub const RECORD_VERSION: u32 = 2;
+pub const RECORD_VERSION: u32 = 3;
 
 /// A call (one Call-ID) and everything needed to rebuild it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +129,78 @@ pub struct PortRecord {
     pub kernel_live: CountsRecord,
     /// RTP figures kept in userspace (the kernel's while it forwards).
     pub rtp: RtpRecord,
+    /// The SDES-SRTP transform, when the relay terminates the party's
+    /// SRTP on this port. New in format 3. Holds master keys: the journal
+    /// is 0600 in a 0700 directory (see [`crate::journal`]).
+    pub srtp: Option<SrtpRecord>,
+}
+
+/// The SDES-SRTP state of one relay port: both keys (as the `a=crypto`
+/// lines that carried them) and the rollover counter of each SSRC seen in
+/// each direction. Keys a DTLS handshake derived are never recorded (a
+/// browser handshakes again, and a restarted relayd has no DTLS session).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SrtpRecord {
+    /// The party's key: what the relay unprotects what it sends with.
+    pub party: SdesKeyRecord,
+    /// The relay's key: what the relay protects what it sends the party
+    /// with.
+    pub relay: SdesKeyRecord,
+    /// Per SSRC the party sends (unprotect context).
+    pub inbound: Vec<RocRecord>,
+    /// Per SSRC the relay sends the party (protect context).
+    pub outbound: Vec<RocRecord>,
+}
+
+impl std::fmt::Debug for SrtpRecord {
+    // Keys stay out of logs and test output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpRecord")
+            .field("suite", &self.party.suite)
+            .field("inbound", &self.inbound)
+            .field("outbound", &self.outbound)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One SDES `a=crypto` line, taken apart.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SdesKeyRecord {
+    /// The tag that paired offer and answer.
+    pub tag: u32,
+    /// The crypto suite, by its SDES name (`AES_CM_128_HMAC_SHA1_80`, ...).
+    pub suite: String,
+    /// Master key.
+    pub key: Vec<u8>,
+    /// Master salt.
+    pub salt: Vec<u8>,
+    /// Master key lifetime in packets, if the line gave one.
+    pub lifetime: Option<u64>,
+    /// Session parameters, verbatim.
+    pub params: Vec<String>,
+}
+
+impl std::fmt::Debug for SdesKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SdesKeyRecord")
+            .field("tag", &self.tag)
+            .field("suite", &self.suite)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where one SSRC's SRTP packet index stood when recorded: its rollover
+/// counter and the highest sequence number under it (the index is
+/// `roc << 16 | seq`), so that a restore can tell whether the stream
+/// wrapped in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RocRecord {
+    /// The SSRC.
+    pub ssrc: u32,
+    /// Its rollover counter.
+    pub roc: u32,
+    /// The highest sequence number seen under `roc`.
+    pub seq: u16,
 }
 
 /// Endpoint learning state of a port.
@@ -270,6 +343,26 @@ mod tests {
                 ssrc: u32::from(filled) * 0xdead_beef,
                 ..RtpRecord::default()
             },
+            srtp: filled.then(|| {
+                let key = |tag, params: Vec<String>| SdesKeyRecord {
+                    tag,
+                    suite: "AES_CM_128_HMAC_SHA1_80".into(),
+                    key: vec![tag as u8; 16],
+                    salt: vec![0xff; 14],
+                    lifetime: Some(1 << 31),
+                    params,
+                };
+                SrtpRecord {
+                    party: key(1, vec!["WSH=64".into()]),
+                    relay: key(2, vec![]),
+                    inbound: vec![RocRecord {
+                        ssrc: 7,
+                        roc: 1,
+                        seq: 3,
+                    }],
+                    outbound: vec![],
+                }
+            }),
         }
     }
 

@@ -58,6 +58,7 @@ fn port(local: u16, slot: Option<u32>) -> PortRecord {
             max_seq: 77,
             ..RtpRecord::default()
         },
+        srtp: None,
     }
 }
 
@@ -127,7 +128,7 @@ fn salt_of(dir: &Path) -> [u8; 8] {
     assert!(bytes.len() >= HEADER_LEN as usize, "{} bytes", bytes.len());
     assert_eq!(&bytes[..4], b"XRJ2");
     assert_eq!(bytes[4..8], relay_state::RECORD_VERSION.to_le_bytes());
-    assert_eq!(relay_state::RECORD_VERSION, 2);
+    assert_eq!(relay_state::RECORD_VERSION, 3);
     bytes[8..16].try_into().unwrap()
 }
 
@@ -571,10 +572,10 @@ fn a_journal_of_another_record_format_is_kept_aside() {
     let source = tempfile::tempdir().unwrap();
     commit_each(source.path(), &changes);
     let whole = fs::read(journal_path(source.path())).unwrap();
-    for version in [3u32, 0, u32::MAX] {
+    for version in [4u32, 0, u32::MAX] {
         let mut bytes = whole.clone();
         bytes[4..8].copy_from_slice(&version.to_le_bytes());
-        let reason = format!("journal written in record format {version}; this relayd reads 2");
+        let reason = format!("journal written in record format {version}; this relayd reads 3");
         assert_replaced_whole(&bytes, 0, &reason);
     }
 }
@@ -979,7 +980,7 @@ fn a_journal_of_record_format_1_is_read() {
                 address: m.address,
                 peer: m.peer,
                 created_ms: m.created_ms,
-                medias: m.medias.clone(),
+                medias: m.medias.iter().map(v2_media).collect(),
             })
             .collect(),
     });
@@ -993,4 +994,93 @@ fn a_journal_of_record_format_1_is_read() {
     assert_eq!(report.frames, 1, "{report}");
     assert!(report.discarded.is_empty(), "{report}");
     assert_eq!(state, state_of(&[put("a", 100)]));
+}
+
+/// `m` as record format 2 had it (no SRTP state).
+fn v2_media(m: &relay_state::MediaRecord) -> relay_state::records::v2::MediaRecord {
+    use relay_state::records::v2;
+    let port = |p: &PortRecord| {
+        assert!(p.srtp.is_none(), "format 2 has no SRTP state");
+        v2::PortRecord {
+            local: p.local,
+            learner: p.learner.clone(),
+            symmetric: p.symmetric,
+            tracking: p.tracking,
+            kernel: p.kernel,
+            user: p.user,
+            last_packet_ms: p.last_packet_ms,
+            kernel_retired: p.kernel_retired,
+            kernel_live: p.kernel_live,
+            rtp: p.rtp,
+        }
+    };
+    v2::MediaRecord {
+        index: m.index,
+        kind: m.kind.clone(),
+        protocol: m.protocol.clone(),
+        muted: m.muted,
+        rtp: port(&m.rtp),
+        rtcp: port(&m.rtcp),
+    }
+}
+
+/// A journal an earlier relayd wrote in record format 2 (before SDES-SRTP
+/// state) loads whole, each port without SRTP state; the first commit
+/// rewrites it in the current format.
+#[test]
+fn a_journal_of_record_format_2_is_read() {
+    use relay_state::records::v2;
+    let current = call("a", 100);
+    let old = v2::Change::Put(v2::CallRecord {
+        call_id: current.call_id.clone(),
+        created_ms: current.created_ms,
+        last_signal_ms: current.last_signal_ms,
+        delete_at_ms: current.delete_at_ms,
+        monologues: current
+            .monologues
+            .iter()
+            .map(|m| v2::MonologueRecord {
+                tag: m.tag.clone(),
+                aliases: m.aliases.clone(),
+                via_branch: m.via_branch.clone(),
+                interface: m.interface.clone(),
+                address: m.address,
+                peer: m.peer,
+                created_ms: m.created_ms,
+                medias: m.medias.iter().map(v2_media).collect(),
+                subscribed: m.subscribed.clone(),
+            })
+            .collect(),
+    });
+    let salt = *b"saltsalt";
+    let mut bytes = b"XRJ2".to_vec();
+    bytes.extend_from_slice(&2u32.to_le_bytes());
+    bytes.extend_from_slice(&salt);
+    bytes.extend(raw_frame(&salt, &postcard::to_allocvec(&old).unwrap()));
+    let dir = dir_with_journal(&bytes);
+    let (state, report) = load(dir.path());
+    assert_eq!(report.frames, 1, "{report}");
+    assert!(report.discarded.is_empty(), "{report}");
+    assert_eq!(state, state_of(&[put("a", 100)]));
+}
+
+/// The journal holds SRTP master keys: a fresh one is 0600 in a 0700
+/// directory, and opening one an operator or an older relayd left
+/// readable to others makes it so.
+#[test]
+fn the_journal_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("state");
+    drop(open(&dir));
+    assert_eq!(mode(&journal_path(&dir)), 0o600);
+    assert_eq!(mode(&dir), 0o700);
+
+    fs::set_permissions(journal_path(&dir), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let journal = open(&dir);
+    assert_eq!(mode(&journal_path(&dir)), 0o600);
+    assert_eq!(mode(&dir), 0o700);
+    drop(journal);
 }

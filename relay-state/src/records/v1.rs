@@ -1,14 +1,14 @@
 //! Record format 1, frozen: what relayds before subscriptions wrote
 //! (format 2 added [`super::MonologueRecord::subscribed`]). Only the types
-//! that contain the changed one are copied here; the records below a
-//! monologue's medias are format 1's and 2's alike, so a change to one of
-//! them must copy it here first, as this module's types were.
+//! that contain the changed one are copied here; the medias of a format 1
+//! monologue are format 2's ([`super::v2::MediaRecord`]), so format 1
+//! reads as format 2 and then converts as format 2 does.
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CookieRecord, MediaRecord};
+use super::{v2, v2::MediaRecord, CookieRecord};
 
 /// Format 1's [`super::CallRecord`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,9 +41,9 @@ pub enum Change {
     Cookie(CookieRecord),
 }
 
-impl From<MonologueRecord> for super::MonologueRecord {
+impl From<MonologueRecord> for v2::MonologueRecord {
     fn from(m: MonologueRecord) -> Self {
-        super::MonologueRecord {
+        v2::MonologueRecord {
             tag: m.tag,
             aliases: m.aliases,
             via_branch: m.via_branch,
@@ -57,15 +57,21 @@ impl From<MonologueRecord> for super::MonologueRecord {
     }
 }
 
-impl From<CallRecord> for super::CallRecord {
+impl From<CallRecord> for v2::CallRecord {
     fn from(c: CallRecord) -> Self {
-        super::CallRecord {
+        v2::CallRecord {
             call_id: c.call_id,
             created_ms: c.created_ms,
             last_signal_ms: c.last_signal_ms,
             delete_at_ms: c.delete_at_ms,
             monologues: c.monologues.into_iter().map(Into::into).collect(),
         }
+    }
+}
+
+impl From<CallRecord> for super::CallRecord {
+    fn from(c: CallRecord) -> Self {
+        v2::CallRecord::from(c).into()
     }
 }
 

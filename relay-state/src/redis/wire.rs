@@ -114,7 +114,10 @@ pub fn decode_call(call_id: &str, value: &[u8]) -> Result<CallRecord, ValueError
     let decode = |e: postcard::Error| ValueError::Decode(e.to_string());
     let call: CallRecord = match found {
         RECORD_VERSION => postcard::from_bytes(payload).map_err(decode)?,
-        // An active of the previous format (a rolling upgrade).
+        // An active of an earlier format (a rolling upgrade).
+        2 => postcard::from_bytes::<crate::records::v2::CallRecord>(payload)
+            .map_err(decode)?
+            .into(),
         1 => postcard::from_bytes::<crate::records::v1::CallRecord>(payload)
             .map_err(decode)?
             .into(),

@@ -1019,12 +1019,17 @@ impl CallManager {
             // Userspace counters and activity reach the store a third of
             // --timeout late at most, so that a restart never takes a live
             // call for an idle one; those of kernel streams (datagrams
-            // queued as they went into the kernel) within a second.
+            // queued as they went into the kernel) within a second, and so
+            // do SRTP rollover counters that moved (once per wrap, not per
+            // packet: see sdes::Indices).
             let all = self.changed.refresh_due(now, self.config.timeout / 3);
             for call in self.calls.values() {
-                let moved = |p: &std::sync::Arc<MediaPort>| match all {
-                    true => p.unrecorded(),
-                    false => p.kernel_stream_unrecorded(),
+                let moved = |p: &std::sync::Arc<MediaPort>| {
+                    p.srtp_unrecorded()
+                        || match all {
+                            true => p.unrecorded(),
+                            false => p.kernel_stream_unrecorded(),
+                        }
                 };
                 if call.ports().any(moved) {
                     self.changed.mark(&call.id);

@@ -127,7 +127,9 @@ fn port_record(port: &MediaPort, kernel: &Kernel, clock: &WallClock) -> PortReco
     // them as of now, for a relayd that cannot adopt the kernel's.
     let rtp = kernel.rtp(port);
     let live = kernel.live_stats(port);
-    let st = port.state();
+    let mut st = port.state();
+    // SDES keys and ROCs (DTLS-derived keys give None: not persisted).
+    let srtp = st.srtp.as_mut().and_then(|s| s.record());
     PortRecord {
         local: port.local,
         learner: st.learner.to_record(),
@@ -152,6 +154,7 @@ fn port_record(port: &MediaPort, kernel: &Kernel, clock: &WallClock) -> PortReco
         kernel_retired: counts_record(&st.kernel_retired),
         kernel_live: counts_record(&live),
         rtp: rtp_record(&rtp),
+        srtp,
     }
 }
 
@@ -171,6 +174,14 @@ pub fn restore_port(port: &MediaPort, record: &PortRecord, clock: &WallClock) {
     st.kernel_retired = stream_stats_of(&record.kernel_retired);
     st.rtp = rtp_stats_of(&record.rtp);
     st.last_packet = record.last_packet_ms.map(|ms| clock.instant_of(ms));
+    st.srtp = record.srtp.as_ref().and_then(|r| {
+        super::sdes::PortSrtp::from_record(r)
+            .map_err(|e| {
+                tracing::warn!(local = %port.local, error = %e, "recorded SRTP state not usable: port drops media until signalled again");
+            })
+            .ok()
+            .map(Box::new)
+    });
 }
 
 /// Folds the recorded counters of the kernel entry `port` had into its

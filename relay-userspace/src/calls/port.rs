@@ -162,6 +162,13 @@ impl MediaPort {
         self.unrecorded() && self.state().kernel.is_some_and(|k| !k.to_userspace)
     }
 
+    /// Whether the port's SDES-SRTP transform saw a new SSRC or a ROC
+    /// move since the port was last recorded (a restart must continue
+    /// the packet index, not start it at ROC 0).
+    pub fn srtp_unrecorded(&self) -> bool {
+        self.state().srtp.as_ref().is_some_and(|s| s.unrecorded())
+    }
+
     /// Zeroes the userspace counters (a port whose counts must not reach
     /// this relayd's totals).
     pub fn forget_counts(&self) {

@@ -245,7 +245,7 @@ impl CallManager {
                 rtcp_mux_flag: RtcpMuxFlag::Default,
                 mid: None,
                 ice_ufrag: None,
-                sdes: Default::default(),
+                sdes: super::sdes::restored_media(record.rtp.srtp.as_ref()),
                 dtls: Default::default(),
                 codecs: Vec::new(),
                 index: record.index,

@@ -213,6 +213,13 @@ pub struct PortSrtp {
     keys: (Crypto, Crypto),
     inbound: SrtpContext,
     outbound: SrtpContext,
+    /// Packet indices of the SSRCs unprotected, for the state store.
+    rx: Indices,
+    /// Packet indices of the SSRCs protected.
+    tx: Indices,
+    /// The keys came from SDES and are recorded; DTLS-derived ones are
+    /// not (see [`PortSrtp::record`]).
+    sdes: bool,
 }
 
 impl std::fmt::Debug for PortSrtp {
@@ -247,7 +254,60 @@ impl PortSrtp {
             inbound: SrtpContext::new(remote.clone(), Direction::Inbound)?,
             outbound: SrtpContext::new(local.clone(), Direction::Outbound)?,
             keys: (as_crypto(remote), as_crypto(local)),
+            rx: Indices::default(),
+            tx: Indices::default(),
+            // Never persisted: a restarted relayd has no DTLS session to
+            // go with the keys, and the browser makes new ones anyway (its
+            // ICE restart redoes the DTLS handshake, RFC 5763 §5).
+            sdes: false,
         })
+    }
+
+    /// The transform of an SDES port with `keys` (the party's, the
+    /// relay's), every SSRC starting afresh.
+    fn from_sdes(keys: &(Crypto, Crypto)) -> Result<Self, SrtpError> {
+        Ok(PortSrtp {
+            keys: keys.clone(),
+            inbound: SrtpContext::new(keys.0.key.clone(), Direction::Inbound)?,
+            outbound: SrtpContext::new(keys.1.key.clone(), Direction::Outbound)?,
+            rx: Indices::default(),
+            tx: Indices::default(),
+            sdes: true,
+        })
+    }
+
+    /// The state store's record of this transform (None for DTLS-derived
+    /// keys), and from now on the ROCs count as recorded.
+    pub(crate) fn record(&mut self) -> Option<relay_state::SrtpRecord> {
+        if !self.sdes {
+            return None;
+        }
+        self.rx.recorded();
+        self.tx.recorded();
+        Some(relay_state::SrtpRecord {
+            party: key_record(&self.keys.0),
+            relay: key_record(&self.keys.1),
+            inbound: self.rx.records(),
+            outbound: self.tx.records(),
+        })
+    }
+
+    /// Whether an SSRC appeared, or one's packet index moved into another
+    /// quarter of the sequence space (a ROC change among them), since the
+    /// last [`PortSrtp::record`].
+    pub(crate) fn unrecorded(&self) -> bool {
+        self.sdes && (self.rx.changed || self.tx.changed)
+    }
+
+    /// The transform `record` describes: both keys, and each SSRC's packet
+    /// index as recorded. The first packet of such an SSRC sets its ROC
+    /// (see [`Indices::before`]); libsrtp's replay windows start empty.
+    pub(crate) fn from_record(record: &relay_state::SrtpRecord) -> Result<Self, SrtpError> {
+        let keys = keys_of(record)?;
+        let mut srtp = PortSrtp::from_sdes(&keys)?;
+        srtp.rx = Indices::restored(&record.inbound);
+        srtp.tx = Indices::restored(&record.outbound);
+        Ok(srtp)
     }
 
     /// The suite the party's side uses.
@@ -258,19 +318,231 @@ impl PortSrtp {
     /// Decrypts a packet its party sent (SRTP or SRTCP) in place.
     pub fn unprotect(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
         if is_rtcp(packet) {
-            self.inbound.unprotect_rtcp(packet)
-        } else {
-            self.inbound.unprotect_rtp(packet)
+            return self.inbound.unprotect_rtcp(packet);
         }
+        let Some((ssrc, seq)) = ssrc_seq(packet) else {
+            return self.inbound.unprotect_rtp(packet);
+        };
+        let index = self.rx.before(&mut self.inbound, ssrc, seq)?;
+        self.inbound.unprotect_rtp(packet)?;
+        self.rx.after(ssrc, seq, index);
+        Ok(())
     }
 
     /// Encrypts a packet for its party in place.
     pub fn protect(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
         if is_rtcp(packet) {
-            self.outbound.protect_rtcp(packet)
-        } else {
-            self.outbound.protect_rtp(packet)
+            return self.outbound.protect_rtcp(packet);
         }
+        let Some((ssrc, seq)) = ssrc_seq(packet) else {
+            return self.outbound.protect_rtp(packet);
+        };
+        let index = self.tx.before(&mut self.outbound, ssrc, seq)?;
+        self.outbound.protect_rtp(packet)?;
+        self.tx.after(ssrc, seq, index);
+        Ok(())
+    }
+}
+
+/// SSRC and sequence number of an RTP packet (None: too short to be one;
+/// libsrtp rejects it).
+fn ssrc_seq(packet: &[u8]) -> Option<(u32, u16)> {
+    let seq = u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]);
+    let ssrc = u32::from_be_bytes(packet.get(8..12)?.try_into().ok()?);
+    Some((ssrc, seq))
+}
+
+/// Most SSRCs per direction of a port whose packet index is tracked (and
+/// recorded); further ones are protected all the same, and start at ROC 0
+/// after a restart.
+const MAX_TRACKED_SSRCS: usize = 16;
+
+/// The SRTP packet index (ROC << 16 | highest sequence number) of each
+/// SSRC one context has handled, kept beside libsrtp (which has no way to
+/// list its streams) so that the state store can record it.
+///
+/// A record is due when an SSRC appears or an index enters another
+/// quarter of the sequence space ([`RECORD_EVERY`]): a ROC change always
+/// is one, and the recorded sequence number never lags more than a
+/// quarter (plus a tick's packets) behind, which is what lets a restore
+/// tell a wrap since the record from a late packet (see
+/// [`Indices::before`]). So a few records per 65 536 packets, never one
+/// per packet.
+#[derive(Debug, Default)]
+struct Indices {
+    entries: Vec<Tracked>,
+    /// An SSRC appeared or an index moved on since the last record.
+    changed: bool,
+}
+
+/// Packet indices are recorded again when they enter another stretch of
+/// this many (a quarter of the sequence space).
+const RECORD_EVERY: u64 = 1 << 14;
+
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    ssrc: u32,
+    /// The highest packet index so far.
+    index: u64,
+    /// `index` when last recorded.
+    recorded: u64,
+    /// Restored from a record: the next packet sets libsrtp's ROC.
+    restored: bool,
+}
+
+impl Indices {
+    fn restored(records: &[relay_state::RocRecord]) -> Self {
+        Indices {
+            entries: records
+                .iter()
+                .take(MAX_TRACKED_SSRCS)
+                .map(|r| {
+                    let index = u64::from(r.roc) << 16 | u64::from(r.seq);
+                    Tracked {
+                        ssrc: r.ssrc,
+                        index,
+                        recorded: index,
+                        restored: true,
+                    }
+                })
+                .collect(),
+            changed: false,
+        }
+    }
+
+    fn recorded(&mut self) {
+        for t in &mut self.entries {
+            t.recorded = t.index;
+        }
+        self.changed = false;
+    }
+
+    fn records(&self) -> Vec<relay_state::RocRecord> {
+        self.entries
+            .iter()
+            .map(|t| relay_state::RocRecord {
+                ssrc: t.ssrc,
+                roc: (t.index >> 16) as u32,
+                seq: t.index as u16,
+            })
+            .collect()
+    }
+
+    /// Before `ctx` handles packet `seq` of `ssrc`: for an SSRC restored
+    /// from a record, sets libsrtp's ROC for it, and returns the packet's
+    /// index. The estimate is forward-biased: the stream moved on since
+    /// the record (up to a quarter of the sequence space before the kill,
+    /// plus what was sent while no relayd ran), by any amount up to
+    /// 61 440 packets (a sequence number lower than recorded means it
+    /// wrapped: ROC + 1); only one at most 4096 behind the recorded one is
+    /// taken for a late packet under the recorded ROC. libsrtp itself
+    /// takes a set ROC as exact, with no estimate of its own.
+    fn before(
+        &mut self,
+        ctx: &mut SrtpContext,
+        ssrc: u32,
+        seq: u16,
+    ) -> Result<Option<u64>, SrtpError> {
+        let Some(t) = self.entries.iter().find(|t| t.ssrc == ssrc) else {
+            return Ok(None);
+        };
+        if !t.restored {
+            return Ok(None);
+        }
+        let ahead = seq.wrapping_sub(t.index as u16);
+        let index = if ahead < 0xf000 {
+            t.index + u64::from(ahead)
+        } else {
+            t.index.saturating_sub(u64::from(ahead.wrapping_neg()))
+        };
+        ctx.set_roc(ssrc, (index >> 16) as u32)?;
+        Ok(Some(index))
+    }
+
+    /// After packet `seq` of `ssrc` went through (`restored_index`: what
+    /// [`Indices::before`] made of it).
+    fn after(&mut self, ssrc: u32, seq: u16, restored_index: Option<u64>) {
+        if let Some(t) = self.entries.iter_mut().find(|t| t.ssrc == ssrc) {
+            let index = restored_index.unwrap_or_else(|| estimate(t.index, seq));
+            t.restored = false;
+            if index > t.index {
+                t.index = index;
+                if index / RECORD_EVERY != t.recorded / RECORD_EVERY {
+                    self.changed = true;
+                }
+            }
+        } else if self.entries.len() < MAX_TRACKED_SSRCS {
+            // libsrtp starts a new stream at ROC 0 too.
+            self.entries.push(Tracked {
+                ssrc,
+                index: u64::from(seq),
+                recorded: u64::from(seq),
+                restored: false,
+            });
+            self.changed = true;
+        }
+    }
+}
+
+/// The index of packet `seq` given the highest index so far (RFC 3711
+/// §3.3.1 and Appendix A, as libsrtp guesses it).
+fn estimate(highest: u64, seq: u16) -> u64 {
+    let roc = highest >> 16;
+    let s_l = highest as u16;
+    let v = if s_l < 0x8000 {
+        if seq > s_l && seq - s_l > 0x8000 {
+            roc.saturating_sub(1)
+        } else {
+            roc
+        }
+    } else if s_l - 0x8000 > seq {
+        roc + 1
+    } else {
+        roc
+    };
+    v << 16 | u64::from(seq)
+}
+
+fn key_record(c: &Crypto) -> relay_state::SdesKeyRecord {
+    relay_state::SdesKeyRecord {
+        tag: c.tag,
+        suite: c.profile().sdes_name().to_owned(),
+        key: c.key.key.clone(),
+        salt: c.key.salt.clone(),
+        lifetime: c.lifetime,
+        params: c.params.clone(),
+    }
+}
+
+fn crypto_of(r: &relay_state::SdesKeyRecord) -> Result<Crypto, SrtpError> {
+    let profile = SrtpProfile::from_sdes_name(&r.suite)
+        .ok_or_else(|| SrtpError::Lib(format!("unknown crypto suite {:?}", r.suite)))?;
+    Ok(Crypto {
+        tag: r.tag,
+        key: relay_media::srtp::SrtpKey::new(profile, &r.key, &r.salt)?,
+        lifetime: r.lifetime,
+        params: r.params.clone(),
+    })
+}
+
+/// The (party's, relay's) keys of a recorded port.
+pub(crate) fn keys_of(record: &relay_state::SrtpRecord) -> Result<(Crypto, Crypto), SrtpError> {
+    Ok((crypto_of(&record.party)?, crypto_of(&record.relay)?))
+}
+
+/// A media's SDES state as a restore rebuilds it from its RTP port's
+/// record: bridged with the recorded keys, which a re-offer or re-answer
+/// with the same keys keeps (and so the ports' contexts and ROCs).
+pub(crate) fn restored_media(record: Option<&relay_state::SrtpRecord>) -> MediaSdes {
+    let Some(keys) = record.and_then(|r| keys_of(r).ok()) else {
+        return MediaSdes::default();
+    };
+    MediaSdes {
+        party: vec![keys.0.clone()],
+        relay: vec![keys.1.clone()],
+        lines: None,
+        active: Some(keys),
+        terminate: false,
     }
 }
 
@@ -294,14 +566,7 @@ fn set_port(port: &Arc<MediaPort>, keys: Option<&(Crypto, Crypto)>) {
     if st.srtp.as_ref().is_some_and(|s| &s.keys == keys) {
         return;
     }
-    let built = SrtpContext::new(keys.0.key.clone(), Direction::Inbound).and_then(|inbound| {
-        Ok(PortSrtp {
-            keys: keys.clone(),
-            inbound,
-            outbound: SrtpContext::new(keys.1.key.clone(), Direction::Outbound)?,
-        })
-    });
-    st.srtp = match built {
+    st.srtp = match PortSrtp::from_sdes(keys) {
         Ok(s) => Some(Box::new(s)),
         Err(e) => {
             tracing::warn!(local = %port.local, error = %e, "SRTP context not built: port drops media");
@@ -457,11 +722,7 @@ mod tests {
         // The port's party encrypts with k1; the relay answers with k2.
         let mut party_tx = SrtpContext::new(k1.key.clone(), Direction::Outbound).unwrap();
         let mut party_rx = SrtpContext::new(k2.key.clone(), Direction::Inbound).unwrap();
-        let mut port = PortSrtp {
-            keys: (k1.clone(), k2.clone()),
-            inbound: SrtpContext::new(k1.key.clone(), Direction::Inbound).unwrap(),
-            outbound: SrtpContext::new(k2.key.clone(), Direction::Outbound).unwrap(),
-        };
+        let mut port = PortSrtp::from_sdes(&(k1.clone(), k2.clone())).unwrap();
         let rtp = [0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 1, 2, 3];
         let mut p = rtp.to_vec();
         party_tx.protect_rtp(&mut p).unwrap();
@@ -475,5 +736,211 @@ mod tests {
         party_tx.protect_rtcp(&mut r).unwrap();
         port.unprotect(&mut r).unwrap();
         assert_eq!(r, rtcp);
+    }
+
+    fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![
+            0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef,
+        ];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        p
+    }
+
+    /// What a port relays across a sequence wrap: the party protects
+    /// seqs `from..` (wrapping) with `party_tx`, the port unprotects them;
+    /// the port protects the same seqs towards the party.
+    struct Run {
+        party_tx: SrtpContext,
+        party_rx: SrtpContext,
+    }
+
+    impl Run {
+        fn new(keys: &(Crypto, Crypto)) -> Self {
+            Run {
+                party_tx: SrtpContext::new(keys.0.key.clone(), Direction::Outbound).unwrap(),
+                party_rx: SrtpContext::new(keys.1.key.clone(), Direction::Inbound).unwrap(),
+            }
+        }
+
+        /// One packet each way through `ports` (all of which must agree
+        /// byte for byte); true when every one worked.
+        fn step(&mut self, ports: &mut [&mut PortSrtp], seq: u16) -> bool {
+            let mut sent = rtp(seq, 0x1234);
+            self.party_tx.protect_rtp(&mut sent).unwrap();
+            let mut ok = true;
+            let mut protected = Vec::new();
+            for port in ports.iter_mut() {
+                let mut p = sent.clone();
+                ok &= port.unprotect(&mut p).is_ok() && p == rtp(seq, 0x1234);
+                let mut out = rtp(seq, 0x5678);
+                port.protect(&mut out).unwrap();
+                protected.push(out);
+            }
+            ok &= protected.windows(2).all(|w| w[0] == w[1]);
+            let mut back = protected[0].clone();
+            ok && self.party_rx.unprotect_rtp(&mut back).is_ok() && back == rtp(seq, 0x5678)
+        }
+    }
+
+    fn keys() -> (Crypto, Crypto) {
+        (
+            Crypto::generate(1, SrtpProfile::AesCm128HmacSha1_80),
+            Crypto::generate(1, SrtpProfile::AesCm128HmacSha1_80),
+        )
+    }
+
+    #[test]
+    fn a_recorded_roc_continues_after_a_wrap() {
+        let keys = keys();
+        let mut run = Run::new(&keys);
+        let mut live = PortSrtp::from_sdes(&keys).unwrap();
+        let mut uninterrupted = PortSrtp::from_sdes(&keys).unwrap();
+        for seq in (65530..=65535).chain(0..5) {
+            assert!(
+                run.step(&mut [&mut live, &mut uninterrupted], seq),
+                "seq {seq}"
+            );
+        }
+        assert_eq!(live.inbound.roc(0x1234), Some(1));
+        assert_eq!(live.outbound.roc(0x5678), Some(1));
+        let record = live.record().expect("SDES is recorded");
+        let roc = |r: &[relay_state::RocRecord]| {
+            r.iter().map(|r| (r.ssrc, r.roc, r.seq)).collect::<Vec<_>>()
+        };
+        assert_eq!(roc(&record.inbound), [(0x1234, 1, 4)]);
+        assert_eq!(roc(&record.outbound), [(0x5678, 1, 4)]);
+        // A fresh transform from the record (relay-state's tests check
+        // that it comes back from the journal as it went in).
+        let mut restored = PortSrtp::from_record(&record).unwrap();
+        for seq in 5..20 {
+            assert!(
+                run.step(&mut [&mut restored, &mut uninterrupted], seq),
+                "seq {seq}"
+            );
+        }
+        assert_eq!(restored.inbound.roc(0x1234), Some(1));
+        // A context that lost the ROC does not: the restore is what works.
+        let mut fresh = PortSrtp::from_sdes(&keys).unwrap();
+        assert!(!run.step(&mut [&mut fresh, &mut uninterrupted], 20));
+    }
+
+    #[test]
+    fn a_wrap_after_the_last_record_is_estimated_from_the_sequence_number() {
+        let keys = keys();
+        let mut run = Run::new(&keys);
+        let mut live = PortSrtp::from_sdes(&keys).unwrap();
+        let mut uninterrupted = PortSrtp::from_sdes(&keys).unwrap();
+        for seq in 30000..30010 {
+            assert!(run.step(&mut [&mut live, &mut uninterrupted], seq));
+        }
+        // Recorded at ROC 0, seq 30009; relayd goes on, wraps, and dies
+        // before the next record.
+        let record = live.record().unwrap();
+        for seq in (30010..=65535).step_by(1000).chain([65535, 0, 1, 2]) {
+            assert!(run.step(&mut [&mut live, &mut uninterrupted], seq));
+        }
+        assert!(live.unrecorded(), "the wrap is due for a record");
+        let mut restored = PortSrtp::from_record(&record).unwrap();
+        // The first packet after the restart is seq 3 < 30009: wrapped.
+        for seq in 3..10 {
+            assert!(
+                run.step(&mut [&mut restored, &mut uninterrupted], seq),
+                "seq {seq}"
+            );
+        }
+        let record = restored.record().unwrap();
+        assert_eq!(record.inbound[0].roc, 1);
+        assert_eq!(record.outbound[0].roc, 1);
+    }
+
+    #[test]
+    fn indices_are_due_for_a_record_on_a_new_ssrc_or_a_new_quarter_only() {
+        let keys = keys();
+        let mut run = Run::new(&keys);
+        let mut port = PortSrtp::from_sdes(&keys).unwrap();
+        assert!(!port.unrecorded());
+        assert!(run.step(&mut [&mut port], 65000));
+        assert!(port.unrecorded(), "new SSRCs");
+        port.record();
+        for seq in 65001..65100 {
+            assert!(run.step(&mut [&mut port], seq));
+        }
+        assert!(!port.unrecorded(), "not per packet");
+        for seq in (65100..=65535).chain(0..3) {
+            assert!(run.step(&mut [&mut port], seq));
+        }
+        assert!(port.unrecorded(), "wrapped");
+        port.record();
+        for seq in (3..16384).step_by(1000) {
+            assert!(run.step(&mut [&mut port], seq));
+        }
+        assert!(!port.unrecorded());
+        // Without a wrap, but a quarter on: the recorded sequence number
+        // must keep up, or a restore could not tell a wrap from a late
+        // packet.
+        assert!(run.step(&mut [&mut port], 16384));
+        assert!(port.unrecorded(), "a quarter on");
+        let record = port.record().unwrap();
+        assert_eq!((record.inbound[0].roc, record.inbound[0].seq), (1, 16384));
+        assert!(!port.unrecorded());
+    }
+
+    #[test]
+    fn a_restore_from_a_record_a_quarter_behind_finds_the_wrap() {
+        let keys = keys();
+        let mut run = Run::new(&keys);
+        let mut live = PortSrtp::from_sdes(&keys).unwrap();
+        let mut uninterrupted = PortSrtp::from_sdes(&keys).unwrap();
+        for seq in (0..=65535).step_by(2000).chain([65535, 0, 10]) {
+            assert!(run.step(&mut [&mut live, &mut uninterrupted], seq));
+        }
+        // ROC 1 from here on; recorded as the tick would, whenever due.
+        let mut record = live.record().unwrap();
+        for seq in (20..=65535).step_by(100).chain([65535, 0, 1]) {
+            assert!(run.step(&mut [&mut live, &mut uninterrupted], seq));
+            if live.unrecorded() && seq != 0 && seq != 1 {
+                record = live.record().unwrap();
+            }
+        }
+        // The kill came after the wrap to ROC 2, before its record.
+        assert_eq!(record.inbound[0].roc, 1);
+        let mut restored = PortSrtp::from_record(&record).unwrap();
+        for seq in 2..10 {
+            assert!(
+                run.step(&mut [&mut restored, &mut uninterrupted], seq),
+                "seq {seq}"
+            );
+        }
+        assert_eq!(restored.record().unwrap().inbound[0].roc, 2);
+    }
+
+    #[test]
+    fn dtls_derived_keys_are_not_recorded() {
+        let material = |b| relay_media::dtls::SrtpKeyMaterial {
+            key: vec![b; 16],
+            salt: vec![b; 14],
+        };
+        let keys = relay_media::dtls::SrtpKeys {
+            profile: SrtpProfile::AesCm128HmacSha1_80,
+            local: material(1),
+            remote: material(2),
+        };
+        let mut port = PortSrtp::from_dtls(&keys).unwrap();
+        let mut p = rtp(1, 9);
+        port.protect(&mut p).unwrap();
+        assert!(!port.unrecorded());
+        assert!(port.record().is_none());
+    }
+
+    #[test]
+    fn estimate_follows_rfc_3711() {
+        assert_eq!(estimate(5, 6), 6);
+        assert_eq!(estimate(65535, 0), 1 << 16);
+        assert_eq!(estimate(1 << 16, 65535), 65535);
+        assert_eq!(estimate((1 << 16) | 40000, 100), (2 << 16) | 100);
+        assert_eq!(estimate((1 << 16) | 40000, 20000), (1 << 16) | 20000);
+        assert_eq!(estimate(100, 65000), 65000);
     }
 }
