@@ -32,6 +32,7 @@ fn port(local: &str, peer: &str) -> PortRecord {
         kernel_live: CountsRecord::default(),
         rtp: RtpRecord::default(),
         srtp: None,
+        webrtc: None,
     }
 }
 

@@ -173,6 +173,7 @@ fn write_state_seeds() {
             ..RtpRecord::default()
         },
         srtp: None,
+        webrtc: None,
     };
     // With `sdes`, the first party speaks SDES-SRTP, which the relay
     // terminates (its ports stay out of the kernel).
@@ -197,6 +198,20 @@ fn write_state_seeds() {
                 muted: false,
                 rtp: PortRecord {
                     srtp: (sdes && n == 0).then(|| srtp(0x5eed_0000)),
+                    // A browser's port: ICE-lite agent and DTLS session.
+                    webrtc: (sdes && n == 0).then(|| relay_state::WebRtcRecord {
+                        ice: Some(relay_state::IceRecord {
+                            ufrag: "x7Qa".into(),
+                            pwd: "k".repeat(24),
+                            remote_ufrag: Some("b9Zp".into()),
+                            nominated: Some(sa(&format!("{peer_ip}:4000"))),
+                        }),
+                        dtls: Some(relay_state::DtlsRecord {
+                            server: true,
+                            remote_fingerprint: format!("sha-256 {}", ["AB"; 32].join(":")),
+                            connected: true,
+                        }),
+                    }),
                     ..port(
                         &format!("203.0.113.7:{}", base + 2 * n),
                         &format!("{peer_ip}:4000"),

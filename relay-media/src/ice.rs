@@ -152,6 +152,14 @@ impl IceLiteAgent {
         self.remote_ufrag.as_deref()
     }
 
+    /// An agent brought back after a restart: the pair the peer had
+    /// nominated, with consent as of `now` (the peer's next check, a few
+    /// seconds away, refreshes it; none for 30 s and it lapses as usual).
+    pub fn resume(&mut self, nominated: SocketAddr, now: Instant) {
+        self.nominated = Some(nominated);
+        self.last_consent = Some(now);
+    }
+
     /// The nominated remote address, if any.
     pub fn nominated(&self) -> Option<SocketAddr> {
         self.nominated

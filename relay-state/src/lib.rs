@@ -22,9 +22,9 @@ pub mod redis;
 
 pub use journal::{Discarded, FileJournal, LoadReport, SyncPolicy};
 pub use records::{
-    CallRecord, CookieRecord, CountsRecord, KernelRecord, LearnerRecord, MediaRecord,
-    MonologueRecord, PortRecord, RocRecord, RtpRecord, SdesKeyRecord, SrtpRecord,
-    SubscriptionRecord, TrackingRecord, RECORD_VERSION,
+    CallRecord, CookieRecord, CountsRecord, DtlsRecord, IceRecord, KernelRecord, LearnerRecord,
+    MediaRecord, MonologueRecord, PortRecord, RocRecord, RtpRecord, SdesKeyRecord, SrtpRecord,
+    SubscriptionRecord, TrackingRecord, WebRtcRecord, RECORD_VERSION,
 };
 
 /// One change to the stored state. Part of the record format, like the

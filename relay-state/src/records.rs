@@ -133,6 +133,59 @@ pub struct PortRecord {
     /// SRTP on this port. New in format 3. Holds master keys: the journal
     /// is 0600 in a 0700 directory (see [`crate::journal`]).
     pub srtp: Option<SrtpRecord>,
+    /// A WebRTC party's ICE-lite agent and DTLS session on this port, so a
+    /// browser's call goes on after a restart without new signalling. New
+    /// in format 3.
+    pub webrtc: Option<WebRtcRecord>,
+}
+
+/// What a WebRTC party's port needs after a restart besides its SRTP keys
+/// (which [`PortRecord::srtp`] holds, whether SDES or a DTLS handshake
+/// made them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebRtcRecord {
+    /// The port's ICE-lite agent, when the party was given the relay's ICE.
+    pub ice: Option<IceRecord>,
+    /// The port's DTLS-SRTP session, when the party keys SRTP by DTLS.
+    pub dtls: Option<DtlsRecord>,
+}
+
+/// An ICE-lite agent: the relay's credentials, the party's ufrag and the
+/// address it nominated.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceRecord {
+    /// The relay's ufrag.
+    pub ufrag: String,
+    /// The relay's password (a secret: it authenticates the party's checks).
+    pub pwd: String,
+    /// The party's ufrag, when its SDP gave one.
+    pub remote_ufrag: Option<String>,
+    /// The address the party nominated, if it had.
+    pub nominated: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for IceRecord {
+    // The password stays out of logs and test output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceRecord")
+            .field("ufrag", &self.ufrag)
+            .field("remote_ufrag", &self.remote_ufrag)
+            .field("nominated", &self.nominated)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A DTLS-SRTP session's outcome: who was server, the party's certificate
+/// fingerprint (as its SDP gave it, `sha-256 AB:CD:...`), and whether the
+/// handshake had finished (its keys are then in [`PortRecord::srtp`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DtlsRecord {
+    /// The relay was the DTLS server (`a=setup:passive` toward the party).
+    pub server: bool,
+    /// The party's `a=fingerprint`.
+    pub remote_fingerprint: String,
+    /// The handshake had finished.
+    pub connected: bool,
 }
 
 /// The SDES-SRTP state of one relay port: both keys (as the `a=crypto`
@@ -362,6 +415,19 @@ mod tests {
                     }],
                     outbound: vec![],
                 }
+            }),
+            webrtc: filled.then(|| WebRtcRecord {
+                ice: Some(IceRecord {
+                    ufrag: "abcd".into(),
+                    pwd: "p".repeat(22),
+                    remote_ufrag: Some("efgh".into()),
+                    nominated: Some("192.0.2.9:5004".parse().unwrap()),
+                }),
+                dtls: Some(DtlsRecord {
+                    server: true,
+                    remote_fingerprint: "sha-256 AB:CD".into(),
+                    connected: true,
+                }),
             }),
         }
     }

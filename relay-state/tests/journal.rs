@@ -59,6 +59,7 @@ fn port(local: u16, slot: Option<u32>) -> PortRecord {
             ..RtpRecord::default()
         },
         srtp: None,
+        webrtc: None,
     }
 }
 

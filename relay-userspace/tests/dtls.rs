@@ -635,6 +635,108 @@ fn garbage_at_a_browser_port_is_dropped_and_harms_nothing() {
     peer.write(serde_json::json!({ "close": true }));
 }
 
+/// A browser's call outlives relayd: after `kill -9` and a new relayd on
+/// the same state, the restored port still decrypts the browser's SRTP
+/// (DTLS keys and packet indices from the state store) and encrypts toward
+/// it, and its ICE-lite agent answers the browser's consent checks, with
+/// no new offer, answer or handshake.
+#[test]
+fn a_browser_call_survives_kill_9_of_relayd() {
+    require_root!();
+    if let Err(why) = aiortc_available() {
+        eprintln!("SKIPPED: aiortc unavailable: {why}");
+        return;
+    }
+    let bed = Bed::new("dtlskill");
+    let mut relayd = bed.relayd(&[]);
+    let phone = bind_udp(&bed.t.b, &format!("{HOST_B}:40000")).unwrap();
+    phone
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let Outcome {
+        verdict,
+        to_phone,
+        mut peer,
+        ..
+    } = call(&bed, "webrtc-kill", Some("passive"), |sdp| sdp.to_owned());
+    assert_eq!(verdict["dtls"], "connected", "{verdict}");
+    let (ip, port) = sdp_endpoint(to_phone.as_bytes()).unwrap();
+    let relay: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+
+    // Media both ways through the relayd of the moment; `seq` goes on.
+    let mut seq = 0u16;
+    let mut both_ways = |peer: &mut Peer, when: &str| {
+        let mut buf = [0u8; 2048];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut plain = 0;
+        while plain < 25 && std::time::Instant::now() < deadline {
+            if let Ok((n, _)) = phone.recv_from(&mut buf) {
+                assert!(
+                    n == 172 && buf[12..n].iter().all(|&b| b == 0xff),
+                    "{when}: not the browser's decrypted silence: {:02x?}",
+                    &buf[..n]
+                );
+                plain += 1;
+            }
+        }
+        assert!(plain >= 25, "{when}: {plain} packets from the browser");
+        peer.write(serde_json::json!({ "count": true }));
+        let before = peer.read()["frames"].as_u64().unwrap_or(0);
+        for _ in 0..50 {
+            phone.send_to(&phone_packet(seq), relay).unwrap();
+            seq += 1;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        peer.write(serde_json::json!({ "count": true }));
+        let now = peer.read();
+        let frames = now["frames"].as_u64().unwrap_or(0) - before;
+        assert!(frames >= 25, "{when}: aiortc decoded {frames} of 50: {now}");
+        now
+    };
+    both_ways(&mut peer, "before the kill");
+    // The tick records the handshake's keys and the SSRCs within a second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    relayd.0.kill().unwrap();
+    relayd.0.wait().unwrap();
+    let _relayd = bed.relayd(&[]);
+    both_ways(&mut peer, "after the restart");
+    // aiortc checks consent every 5 s or so: the restored agent answers
+    // (a check it could not authenticate would count as an error).
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let states = both_ways(&mut peer, "after a consent check");
+    assert_eq!(states["dtls"], "connected", "{states}");
+    assert!(
+        matches!(states["ice"].as_str(), Some("completed" | "connected")),
+        "{states}"
+    );
+    let q = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("query")),
+            ("call-id", s("webrtc-kill")),
+        ]))
+        .unwrap();
+    let dtls = dtls_of(&q, "browser");
+    let dtls = dtls
+        .first()
+        .unwrap_or_else(|| panic!("no DTLS after the restart: {q:?}"));
+    assert_eq!(text(dtls, "state"), "connected", "{q:?}");
+    let srtp = srtp_of_browser(&q).unwrap_or_else(|| panic!("no SRTP: {q:?}"));
+    assert_eq!(int(&srtp, "auth failures"), 0, "{q:?}");
+    let errors = q
+        .get("tags")
+        .and_then(|t| t.get("browser"))
+        .and_then(|t| t.get("medias"))
+        .and_then(Value::as_list)
+        .and_then(|m| m[0].get("streams"))
+        .and_then(Value::as_list)
+        .and_then(|s| s[0].get("stats"))
+        .map(|s| int(s, "errors"));
+    assert_eq!(errors, Some(0), "{q:?}");
+    peer.write(serde_json::json!({ "close": true }));
+}
+
 /// G.711 mu-law of a linear sample (ITU-T G.711, with the usual bias).
 fn ulaw(sample: i16) -> u8 {
     let mut s = i32::from(sample);

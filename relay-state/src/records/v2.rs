@@ -87,6 +87,7 @@ impl From<PortRecord> for super::PortRecord {
             // Format 2 kept no keys: an SDES call restored from it has
             // plain ports until it is signalled again (as before format 3).
             srtp: None,
+            webrtc: None,
         }
     }
 }

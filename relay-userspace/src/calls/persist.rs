@@ -128,8 +128,18 @@ fn port_record(port: &MediaPort, kernel: &Kernel, clock: &WallClock) -> PortReco
     let rtp = kernel.rtp(port);
     let live = kernel.live_stats(port);
     let mut st = port.state();
-    // SDES keys and ROCs (DTLS-derived keys give None: not persisted).
-    let srtp = st.srtp.as_mut().and_then(|s| s.record());
+    // SRTP keys and ROCs, whether SDES or a DTLS handshake made them, and
+    // a WebRTC party's ICE and DTLS, so a browser's call goes on.
+    let srtp = st.srtp.as_mut().map(|s| s.record());
+    let ice = st.ice.as_ref().map(|agent| relay_state::IceRecord {
+        ufrag: agent.local().ufrag.clone(),
+        pwd: agent.local().pwd.clone(),
+        remote_ufrag: agent.remote_ufrag().map(str::to_owned),
+        nominated: agent.nominated(),
+    });
+    let dtls = st.dtls.as_ref().map(|d| d.record());
+    let webrtc =
+        (ice.is_some() || dtls.is_some()).then_some(relay_state::WebRtcRecord { ice, dtls });
     PortRecord {
         local: port.local,
         learner: st.learner.to_record(),
@@ -155,6 +165,7 @@ fn port_record(port: &MediaPort, kernel: &Kernel, clock: &WallClock) -> PortReco
         kernel_live: counts_record(&live),
         rtp: rtp_record(&rtp),
         srtp,
+        webrtc,
     }
 }
 
@@ -174,8 +185,31 @@ pub fn restore_port(port: &MediaPort, record: &PortRecord, clock: &WallClock) {
     st.kernel_retired = stream_stats_of(&record.kernel_retired);
     st.rtp = rtp_stats_of(&record.rtp);
     st.last_packet = record.last_packet_ms.map(|ms| clock.instant_of(ms));
+    let webrtc = record.webrtc.as_ref();
+    let dtls = webrtc.and_then(|w| w.dtls.as_ref());
+    if let Some(ice) = webrtc.and_then(|w| w.ice.as_ref()) {
+        let credentials = relay_media::IceCredentials {
+            ufrag: ice.ufrag.clone(),
+            pwd: ice.pwd.clone(),
+        };
+        let mut agent = relay_media::IceLiteAgent::new(credentials, ice.remote_ufrag.clone());
+        if let Some(addr) = ice.nominated {
+            agent.resume(addr, std::time::Instant::now());
+        }
+        st.ice = Some(agent);
+    }
+    if let Some(d) = dtls {
+        let profile = record
+            .srtp
+            .as_ref()
+            .and_then(|r| relay_media::SrtpProfile::from_sdes_name(&r.party.suite));
+        st.dtls = super::dtls::PortDtls::from_record(d, profile);
+        if st.dtls.is_none() {
+            tracing::warn!(local = %port.local, "recorded DTLS session not usable: port drops media until signalled again");
+        }
+    }
     st.srtp = record.srtp.as_ref().and_then(|r| {
-        super::sdes::PortSrtp::from_record(r)
+        super::sdes::PortSrtp::from_record(r, dtls.is_none())
             .map_err(|e| {
                 tracing::warn!(local = %port.local, error = %e, "recorded SRTP state not usable: port drops media until signalled again");
             })

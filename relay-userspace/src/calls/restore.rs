@@ -238,15 +238,29 @@ impl CallManager {
         };
         let opened = open(pair.rtp, rtp_local, &record.rtp)
             .and_then(|rtp| Ok((rtp, open(pair.rtcp, rtcp_local, &record.rtcp)?)));
+        let webrtc = record.rtp.webrtc.as_ref();
+        let dtls = webrtc.and_then(|w| w.dtls.as_ref());
         match opened {
             Ok((rtp, rtcp)) => Ok(Media {
                 ptime: None,
                 rtcp_mux: false,
                 rtcp_mux_flag: RtcpMuxFlag::Default,
                 mid: None,
-                ice_ufrag: None,
-                sdes: super::sdes::restored_media(record.rtp.srtp.as_ref()),
-                dtls: Default::default(),
+                ice_ufrag: webrtc
+                    .and_then(|w| w.ice.as_ref())
+                    .and_then(|i| i.remote_ufrag.clone()),
+                // A DTLS party's keys are its handshake's, not SDES's.
+                sdes: match dtls {
+                    Some(_) => Default::default(),
+                    None => super::sdes::restored_media(record.rtp.srtp.as_ref()),
+                },
+                dtls: dtls
+                    .map(|d| super::dtls::PeerDtls {
+                        // The party's a=setup: the other role than the relay's.
+                        setup: Some(if d.server { "active" } else { "passive" }.to_owned()),
+                        fingerprint: Some(d.remote_fingerprint.clone()),
+                    })
+                    .unwrap_or_default(),
                 codecs: Vec::new(),
                 index: record.index,
                 kind: record.kind.clone(),

@@ -217,8 +217,8 @@ pub struct PortSrtp {
     rx: Indices,
     /// Packet indices of the SSRCs protected.
     tx: Indices,
-    /// The keys came from SDES and are recorded; DTLS-derived ones are
-    /// not (see [`PortSrtp::record`]).
+    /// The keys came from SDES (else from a DTLS handshake). Both are
+    /// recorded; a restore needs to know which signalling owns them.
     sdes: bool,
 }
 
@@ -250,15 +250,20 @@ impl PortSrtp {
             lifetime: None,
             params: Vec::new(),
         };
+        // Due for the record at once: the keys exist nowhere else, and a
+        // call on hold sends no packet that would make them due.
+        let rx = Indices {
+            changed: true,
+            ..Indices::default()
+        };
         Ok(PortSrtp {
             inbound: SrtpContext::new(remote.clone(), Direction::Inbound)?,
             outbound: SrtpContext::new(local.clone(), Direction::Outbound)?,
             keys: (as_crypto(remote), as_crypto(local)),
-            rx: Indices::default(),
+            rx,
             tx: Indices::default(),
-            // Never persisted: a restarted relayd has no DTLS session to
-            // go with the keys, and the browser makes new ones anyway (its
-            // ICE restart redoes the DTLS handshake, RFC 5763 §5).
+            // Recorded like SDES keys: a browser keeps its DTLS association
+            // across a relayd restart and would not handshake again.
             sdes: false,
         })
     }
@@ -276,35 +281,37 @@ impl PortSrtp {
         })
     }
 
-    /// The state store's record of this transform (None for DTLS-derived
-    /// keys), and from now on the ROCs count as recorded.
-    pub(crate) fn record(&mut self) -> Option<relay_state::SrtpRecord> {
-        if !self.sdes {
-            return None;
-        }
+    /// The state store's record of this transform, and from now on the
+    /// ROCs count as recorded.
+    pub(crate) fn record(&mut self) -> relay_state::SrtpRecord {
         self.rx.recorded();
         self.tx.recorded();
-        Some(relay_state::SrtpRecord {
+        relay_state::SrtpRecord {
             party: key_record(&self.keys.0),
             relay: key_record(&self.keys.1),
             inbound: self.rx.records(),
             outbound: self.tx.records(),
-        })
+        }
     }
 
     /// Whether an SSRC appeared, or one's packet index moved into another
     /// quarter of the sequence space (a ROC change among them), since the
     /// last [`PortSrtp::record`].
     pub(crate) fn unrecorded(&self) -> bool {
-        self.sdes && (self.rx.changed || self.tx.changed)
+        self.rx.changed || self.tx.changed
     }
 
     /// The transform `record` describes: both keys, and each SSRC's packet
     /// index as recorded. The first packet of such an SSRC sets its ROC
     /// (see [`Indices::before`]); libsrtp's replay windows start empty.
-    pub(crate) fn from_record(record: &relay_state::SrtpRecord) -> Result<Self, SrtpError> {
+    /// `sdes`: whether SDES made the keys (else a DTLS handshake).
+    pub(crate) fn from_record(
+        record: &relay_state::SrtpRecord,
+        sdes: bool,
+    ) -> Result<Self, SrtpError> {
         let keys = keys_of(record)?;
         let mut srtp = PortSrtp::from_sdes(&keys)?;
+        srtp.sdes = sdes;
         srtp.rx = Indices::restored(&record.inbound);
         srtp.tx = Indices::restored(&record.outbound);
         Ok(srtp)
@@ -805,7 +812,7 @@ mod tests {
         }
         assert_eq!(live.inbound.roc(0x1234), Some(1));
         assert_eq!(live.outbound.roc(0x5678), Some(1));
-        let record = live.record().expect("SDES is recorded");
+        let record = live.record();
         let roc = |r: &[relay_state::RocRecord]| {
             r.iter().map(|r| (r.ssrc, r.roc, r.seq)).collect::<Vec<_>>()
         };
@@ -813,7 +820,7 @@ mod tests {
         assert_eq!(roc(&record.outbound), [(0x5678, 1, 4)]);
         // A fresh transform from the record (relay-state's tests check
         // that it comes back from the journal as it went in).
-        let mut restored = PortSrtp::from_record(&record).unwrap();
+        let mut restored = PortSrtp::from_record(&record, true).unwrap();
         for seq in 5..20 {
             assert!(
                 run.step(&mut [&mut restored, &mut uninterrupted], seq),
@@ -837,12 +844,12 @@ mod tests {
         }
         // Recorded at ROC 0, seq 30009; relayd goes on, wraps, and dies
         // before the next record.
-        let record = live.record().unwrap();
+        let record = live.record();
         for seq in (30010..=65535).step_by(1000).chain([65535, 0, 1, 2]) {
             assert!(run.step(&mut [&mut live, &mut uninterrupted], seq));
         }
         assert!(live.unrecorded(), "the wrap is due for a record");
-        let mut restored = PortSrtp::from_record(&record).unwrap();
+        let mut restored = PortSrtp::from_record(&record, true).unwrap();
         // The first packet after the restart is seq 3 < 30009: wrapped.
         for seq in 3..10 {
             assert!(
@@ -850,7 +857,7 @@ mod tests {
                 "seq {seq}"
             );
         }
-        let record = restored.record().unwrap();
+        let record = restored.record();
         assert_eq!(record.inbound[0].roc, 1);
         assert_eq!(record.outbound[0].roc, 1);
     }
@@ -882,7 +889,7 @@ mod tests {
         // packet.
         assert!(run.step(&mut [&mut port], 16384));
         assert!(port.unrecorded(), "a quarter on");
-        let record = port.record().unwrap();
+        let record = port.record();
         assert_eq!((record.inbound[0].roc, record.inbound[0].seq), (1, 16384));
         assert!(!port.unrecorded());
     }
@@ -897,27 +904,27 @@ mod tests {
             assert!(run.step(&mut [&mut live, &mut uninterrupted], seq));
         }
         // ROC 1 from here on; recorded as the tick would, whenever due.
-        let mut record = live.record().unwrap();
+        let mut record = live.record();
         for seq in (20..=65535).step_by(100).chain([65535, 0, 1]) {
             assert!(run.step(&mut [&mut live, &mut uninterrupted], seq));
             if live.unrecorded() && seq != 0 && seq != 1 {
-                record = live.record().unwrap();
+                record = live.record();
             }
         }
         // The kill came after the wrap to ROC 2, before its record.
         assert_eq!(record.inbound[0].roc, 1);
-        let mut restored = PortSrtp::from_record(&record).unwrap();
+        let mut restored = PortSrtp::from_record(&record, true).unwrap();
         for seq in 2..10 {
             assert!(
                 run.step(&mut [&mut restored, &mut uninterrupted], seq),
                 "seq {seq}"
             );
         }
-        assert_eq!(restored.record().unwrap().inbound[0].roc, 2);
+        assert_eq!(restored.record().inbound[0].roc, 2);
     }
 
     #[test]
-    fn dtls_derived_keys_are_not_recorded() {
+    fn dtls_derived_keys_are_recorded_and_come_back_as_dtls_keys() {
         let material = |b| relay_media::dtls::SrtpKeyMaterial {
             key: vec![b; 16],
             salt: vec![b; 14],
@@ -927,11 +934,19 @@ mod tests {
             local: material(1),
             remote: material(2),
         };
-        let mut port = PortSrtp::from_dtls(&keys).unwrap();
+        let mut live = PortSrtp::from_dtls(&keys).unwrap();
         let mut p = rtp(1, 9);
-        port.protect(&mut p).unwrap();
-        assert!(!port.unrecorded());
-        assert!(port.record().is_none());
+        assert!(live.unrecorded(), "new keys are due for the record");
+        live.protect(&mut p).unwrap();
+        let record = live.record();
+        assert!(!live.unrecorded());
+        let mut restored = PortSrtp::from_record(&record, false).unwrap();
+        assert!(!restored.sdes, "still the handshake's keys");
+        // The next packet comes out the same from both.
+        let (mut a, mut b) = (rtp(2, 9), rtp(2, 9));
+        live.protect(&mut a).unwrap();
+        restored.protect(&mut b).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

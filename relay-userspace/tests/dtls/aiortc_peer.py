@@ -6,7 +6,7 @@ Protocol on stdin/stdout, one JSON object per line:
   in  {"answer": sdp}                                relayd's answer
   out {"dtls": state, "ice": state, "role": role}    once DTLS connected or failed (15 s at most)
   in  {"count": true}                                optional, any number of times
-  out {"frames": n}                                  audio frames received (decrypted by aiortc)
+  out {"frames": n, "dtls": s, "ice": s}             audio frames received (decrypted by aiortc), states
   in  {"close": true}
 
 aiortc sends its AudioStreamTrack (silence, in the answer's first codec)
@@ -62,7 +62,8 @@ async def main() -> None:
         line = await reader.readline()
         if not line or json.loads(line).get("close"):
             break
-        print(json.dumps({"frames": received["frames"]}), flush=True)
+        print(json.dumps({"frames": received["frames"], "dtls": dtls.state,
+                          "ice": pc.iceConnectionState}), flush=True)
     await pc.close()
 
 

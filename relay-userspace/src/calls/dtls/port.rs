@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use relay_media::dtls::{DtlsEndpoint, DtlsError, DtlsRole, Fingerprint};
+use relay_media::dtls::{DtlsEndpoint, DtlsError, DtlsRole, DtlsState, Fingerprint};
 
 use crate::calls::{model::Media, port::MediaPort, sdes::PortSrtp};
 
@@ -29,6 +29,10 @@ pub struct PortDtls {
     /// Where the party's DTLS came from last (replies go there).
     pub peer: Option<std::net::SocketAddr>,
     pub counters: DtlsCounters,
+    /// Brought back by a restart with the keys of a finished handshake
+    /// (their profile): the endpoint has no session, and waits, without
+    /// starting one, for the party to handshake again if it ever does.
+    pub restored: Option<relay_media::SrtpProfile>,
 }
 
 /// What a finished handshake gives the SRTP transform: the profile and the
@@ -50,15 +54,61 @@ pub struct DtlsSummary {
 
 impl PortDtls {
     pub fn summary(&self) -> DtlsSummary {
+        let resting = self
+            .restored
+            .filter(|_| self.endpoint.state() == DtlsState::New);
         DtlsSummary {
-            state: self.endpoint.state().as_str(),
+            state: match resting {
+                Some(_) => "connected",
+                None => self.endpoint.state().as_str(),
+            },
             role: match self.endpoint.role() {
                 DtlsRole::Client => "client",
                 DtlsRole::Server => "server",
             },
-            profile: self.endpoint.keys().map(|k| k.profile.sdes_name()),
+            profile: self
+                .endpoint
+                .keys()
+                .map(|k| k.profile)
+                .or(resting)
+                .map(|p| p.sdes_name()),
             counters: self.counters,
         }
+    }
+
+    /// The state store's record of this session.
+    pub fn record(&self) -> relay_state::DtlsRecord {
+        relay_state::DtlsRecord {
+            server: self.endpoint.role() == DtlsRole::Server,
+            remote_fingerprint: self.remote.to_string(),
+            connected: self.endpoint.state() == DtlsState::Connected
+                || (self.restored.is_some() && self.endpoint.state() == DtlsState::New),
+        }
+    }
+
+    /// The session `record` describes, with a fresh endpoint of the same
+    /// role and the party's fingerprint; `profile`: the recorded keys'
+    /// when the handshake had finished. None without a certificate or
+    /// with an unreadable fingerprint.
+    pub fn from_record(
+        record: &relay_state::DtlsRecord,
+        profile: Option<relay_media::SrtpProfile>,
+    ) -> Option<PortDtls> {
+        let remote = Fingerprint::parse_sdp(&record.remote_fingerprint).ok()?;
+        let role = if record.server {
+            DtlsRole::Server
+        } else {
+            DtlsRole::Client
+        };
+        let id = identity()?;
+        let endpoint = DtlsEndpoint::new(&id.context, role, remote.clone()).ok()?;
+        Some(PortDtls {
+            endpoint,
+            remote,
+            peer: None,
+            counters: DtlsCounters::default(),
+            restored: profile.filter(|_| record.connected),
+        })
     }
 
     /// The keys for SRTP, once the handshake finished.
@@ -136,6 +186,7 @@ pub(crate) fn set_endpoint(media: &Media, role: Option<DtlsRole>, now: std::time
                 remote: fp.clone(),
                 peer: None,
                 counters: DtlsCounters::default(),
+                restored: None,
             });
             dest
         };
@@ -213,6 +264,10 @@ pub(crate) fn on_tick(port: &MediaPort, now: std::time::Instant) {
         let mut st = port.state();
         let fallback = st.learner.destination(st.symmetric);
         let Some(d) = st.dtls.as_mut() else { return };
+        // A restored session has nothing to time out or to start.
+        if d.restored.is_some() && d.endpoint.state() == DtlsState::New {
+            return;
+        }
         if d.endpoint.poll_timeout().is_none()
             && d.endpoint.state() != relay_media::dtls::DtlsState::New
         {
