@@ -450,6 +450,24 @@ fn subscribe_request_collects_from_tag_and_from_tags() {
 }
 
 #[test]
+fn subscribe_request_takes_the_flag_form_of_from_tags() {
+    let parsed = parse(&request(&[
+        ("command", Value::str("subscribe request")),
+        ("call-id", Value::str("c")),
+        (
+            "flags",
+            Value::str_list(["from-tags-Caller-1", "from-tags-callee", "from-tags-"]),
+        ),
+    ]))
+    .expect("valid");
+    let Command::SubscribeRequest(s) = parsed.command else {
+        panic!("not a subscribe request: {:?}", parsed.command);
+    };
+    assert_eq!(s.from_tags, ["Caller-1", "callee"], "spelling kept");
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+}
+
+#[test]
 fn subscribe_answer_and_unsubscribe_need_their_keys() {
     let answer = |entries: &[(&str, Value)]| {
         let mut all = vec![("command", Value::str("subscribe answer"))];

@@ -241,9 +241,9 @@ impl Fields {
 
     /// Applies one flag token (from `flags` or a bare `rtpp-flags` token).
     ///
-    /// Besides the plain flags, `replace-X`, `rtcp-mux-X` and
-    /// `endpoint-learning-X` are shorthands for the keys of those names, as in
-    /// rtpengine.
+    /// Besides the plain flags, `replace-X`, `rtcp-mux-X`,
+    /// `endpoint-learning-X` and `from-tags-X` are shorthands for the keys of
+    /// those names, as in rtpengine.
     pub fn apply_flag(&mut self, token: &str) {
         let name = normalize(token);
         if self.flags.set(&name) {
@@ -262,6 +262,13 @@ impl Fields {
             self.codec_list(which).push(codec.to_owned());
         } else if let Some(v) = name.strip_prefix("endpoint-learning-") {
             self.endpoint_learning = Some(v.to_owned());
+        } else if name.starts_with("from-tags-") {
+            // `from-tags-TAG`, the flag form of `from-tags`: tags keep
+            // their spelling, so cut the raw token.
+            let tag = token.get("from-tags-".len()..).unwrap_or("");
+            if !tag.is_empty() {
+                self.from_tags.push(tag.to_owned());
+            }
         } else if name.starts_with("sdes-") {
             // Suite names keep their spelling: cut the raw token.
             self.flags

@@ -293,9 +293,16 @@ pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> Call
             // rtpengine 10.5 marks the side its first offer went to as the
             // ICE controlling one, ICE or not.
             let mut flags = Vec::new();
-            // A subscriber only receives (rtpengine 10.5: `send` alone).
+            // A subscriber only receives (rtpengine 10.5: `send` alone), and
+            // is `initialized` once its subscribe answer gave an SDP.
             if !m.subscribed.is_empty() {
-                flags.extend(["initialized", "send"]);
+                if m.medias
+                    .iter()
+                    .any(|md| md.rtp.state().learner.sdp().is_some())
+                {
+                    flags.push("initialized");
+                }
+                flags.push("send");
             } else if index > 0 && m.tag != call.monologues[0].tag {
                 flags.push("ICE controlling");
             }

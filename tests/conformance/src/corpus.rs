@@ -144,7 +144,7 @@ fn load_case(root: &Path, path: &Path) -> Result<Case> {
     })
 }
 
-fn load_step(root: &Path, table: toml::Table) -> Result<Step> {
+pub(crate) fn load_step(root: &Path, table: toml::Table) -> Result<Step> {
     let command = table
         .get("command")
         .and_then(toml::Value::as_str)

@@ -12,6 +12,7 @@
 mod corpus;
 mod deviations;
 mod diff;
+mod inventory;
 mod normalize;
 mod relays;
 mod report;
@@ -143,8 +144,9 @@ fn run(args: &Args) -> Result<bool> {
         bail!("the conformance run creates a network namespace: run it as root");
     }
     let cases = corpus::load(&args.corpus, args.filter.as_deref())?;
-    let deviations =
-        deviations::Deviations::load(&args.corpus, &corpus::load(&args.corpus, None)?)?;
+    let corpus = corpus::load(&args.corpus, None)?;
+    let deviations = deviations::Deviations::load(&args.corpus, &corpus)?;
+    let coverage = inventory::corpus_coverage(&args.corpus, &corpus)?;
     if args.docs.is_some() && args.filter.is_some() {
         bail!("--docs needs the whole corpus: drop --filter");
     }
@@ -211,9 +213,9 @@ fn run(args: &Args) -> Result<bool> {
         outcomes.push(report::compare(case, deviations.reason(&case.name), a, b));
     }
     report::print(&outcomes);
-    report::write_json(&args.json, &version, &outcomes)?;
+    report::write_json(&args.json, &version, &outcomes, &coverage)?;
     if let Some(docs) = &args.docs {
-        report::write_docs(docs, &version, &outcomes)?;
+        report::write_docs(docs, &version, &outcomes, &coverage)?;
         eprintln!("rewrote the conformance block of {}", docs.display());
     }
     for o in &outcomes {
@@ -224,6 +226,16 @@ fn run(args: &Args) -> Result<bool> {
             );
         }
     }
+    eprintln!(
+        "documented NG options (ng_options.toml): the corpus covers {} of {} in scope{}",
+        coverage.covered,
+        coverage.in_scope,
+        if coverage.uncovered.is_empty() {
+            String::new()
+        } else {
+            format!("; none uses {}", coverage.uncovered.join(", "))
+        }
+    );
     eprintln!(
         "{} cases in {:.1} s; JSON: {}; logs: {}",
         outcomes.len(),

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::{
     corpus::{self, Case},
     diff,
+    inventory::Coverage,
     normalize::{Line, Part},
     run::Transcript,
 };
@@ -221,11 +222,19 @@ struct Report<'a> {
     features: BTreeMap<&'a str, Tally>,
     /// Every NG option some case uses.
     coverage: BTreeSet<&'a str>,
+    /// How much of rtpengine's documented options in scope the corpus
+    /// uses (`ng_options.toml`).
+    documented_options: &'a Coverage,
     cases: &'a [Outcome],
 }
 
 /// Writes the JSON report to `path`.
-pub fn write_json(path: &Path, rtpengine_version: &str, outcomes: &[Outcome]) -> Result<()> {
+pub fn write_json(
+    path: &Path,
+    rtpengine_version: &str,
+    outcomes: &[Outcome],
+    documented_options: &Coverage,
+) -> Result<()> {
     let (features, summary) = tallies(outcomes);
     let coverage = outcomes
         .iter()
@@ -236,6 +245,7 @@ pub fn write_json(path: &Path, rtpengine_version: &str, outcomes: &[Outcome]) ->
         summary,
         features,
         coverage,
+        documented_options,
         cases: outcomes,
     };
     if let Some(dir) = path.parent() {
@@ -252,7 +262,7 @@ const DOCS_END: &str = "<!-- conformance:end -->";
 
 /// The results as Markdown: the table by feature, the documented
 /// deviations with their reasons, and the cases still differing.
-pub fn markdown(rtpengine_version: &str, outcomes: &[Outcome]) -> String {
+pub fn markdown(rtpengine_version: &str, outcomes: &[Outcome], options: &Coverage) -> String {
     use std::fmt::Write as _;
     let (by_feature, total) = tallies(outcomes);
     let mut md = String::new();
@@ -261,6 +271,13 @@ pub fn markdown(rtpengine_version: &str, outcomes: &[Outcome]) -> String {
         "Against rtpengine {rtpengine_version}: {} of {} cases identical, {} documented \
          deviations, {} differing.\n",
         total.identical, total.cases, total.deviations, total.differing
+    );
+    let _ = writeln!(
+        md,
+        "The cases use {} of the {} options in scope that rtpengine's NG documentation \
+         lists ({}; inventory in `tests/conformance/ng_options.toml`, where {} more are \
+         out of scope: transcoding, T.38, playback, DTMF injection, recording).\n",
+        options.covered, options.in_scope, options.source, options.out_of_scope
     );
     md.push_str(
         "| feature | cases | identical | documented deviation | differing (SDP among them) |\n",
@@ -310,7 +327,12 @@ fn code_list(names: &[&str]) -> String {
 
 /// Replaces the generated block of the Markdown file at `path` with
 /// [`markdown`]'s text.
-pub fn write_docs(path: &Path, rtpengine_version: &str, outcomes: &[Outcome]) -> Result<()> {
+pub fn write_docs(
+    path: &Path,
+    rtpengine_version: &str,
+    outcomes: &[Outcome],
+    options: &Coverage,
+) -> Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let (Some(begin), Some(end)) = (text.find(DOCS_BEGIN), text.find(DOCS_END)) else {
@@ -324,7 +346,7 @@ pub fn write_docs(path: &Path, rtpengine_version: &str, outcomes: &[Outcome]) ->
         "{}: the block's markers are out of order",
         path.display()
     );
-    let generated = markdown(rtpengine_version, outcomes);
+    let generated = markdown(rtpengine_version, outcomes, options);
     let new = format!(
         "{}{DOCS_BEGIN}\n{generated}{}",
         &text[..begin],
