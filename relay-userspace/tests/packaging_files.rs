@@ -93,7 +93,13 @@ fn example_config_defaults_are_relayds() {
 
 #[test]
 fn example_config_examples_are_valid_together() {
-    let every: Vec<String> = settings().into_iter().map(|s| s.line).collect();
+    // The DTLS certificate files are read at start; they exist only where
+    // an operator put them.
+    let every: Vec<String> = settings()
+        .into_iter()
+        .filter(|s| !s.key.starts_with("dtls-") || !s.key.ends_with("-file"))
+        .map(|s| s.line)
+        .collect();
     let config = resolve(&every.join("\n"));
     assert!(config.redis.is_some() && config.floating_address.is_some());
 }
