@@ -4,9 +4,10 @@
 //! - `cargo xtask test`: fmt, clippy, and every test, privileged ones
 //!   included (needs root to run those; without root they skip and say so);
 //!   as root also the conformance run against its baseline.
-//! - `cargo xtask bench [--quick]`: criterion micro-benchmarks, NG cycles
-//!   and netns forwarding throughput and sustained rate against rtpengine
-//!   (needs root).
+//! - `cargo xtask bench [--quick] [--only srtp]`: criterion
+//!   micro-benchmarks, NG cycles and netns forwarding throughput, sustained
+//!   rate and SRTP ↔ RTP bridging against rtpengine (needs root; `--only
+//!   srtp` runs the bridging group alone).
 //! - `cargo xtask conformance [--strict]`: the same NG requests to rtpengine
 //!   and relayd, replies compared (needs root); fails when a relay crashes
 //!   or goes silent, or a case of tests/conformance/identical.txt differs
@@ -37,6 +38,13 @@ struct Args {
     task: Task,
 }
 
+/// A group of `cargo xtask bench` that can run alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchGroup {
+    /// SRTP ↔ RTP bridging, relayd vs rtpengine.
+    Srtp,
+}
+
 #[derive(Debug, Subcommand)]
 enum Task {
     /// Install missing Debian packages (as root), then build and run the demo.
@@ -50,6 +58,9 @@ enum Task {
         /// seconds (a couple of minutes instead of about ten).
         #[arg(long)]
         quick: bool,
+        /// Run one group only (after the build and package checks).
+        #[arg(long, value_enum)]
+        only: Option<BenchGroup>,
     },
     /// Differential NG conformance against rtpengine (tests/conformance):
     /// table by feature and diffs on stdout, JSON in target/conformance.json.
@@ -295,11 +306,19 @@ fn demo() -> Result<()> {
         .arg(target.join("release/relayctl")))
 }
 
-fn bench(quick: bool) -> Result<()> {
+fn bench(quick: bool, only: Option<BenchGroup>) -> Result<()> {
     deps(PACKAGES, true)?;
     deps(BENCH_PACKAGES, true)?;
     if !is_root() {
         bail!("the benchmarks load XDP programs and run daemons in namespaces: run them as root");
+    }
+    if only == Some(BenchGroup::Srtp) {
+        let target = build_release_bins(&["relay-userspace", "relay-benches"])?;
+        return srtp_bench(
+            &target.join("release/xrelay-bench"),
+            &target.join("release/relayd"),
+            quick,
+        );
     }
     if !quick {
         run(cargo().args(["bench", "-p", "relay-benches"]))?;
@@ -347,7 +366,26 @@ fn bench(quick: bool) -> Result<()> {
             .arg("--latency-plot")
             .arg(root.join("docs/latency.svg"));
     }
-    run(&mut sustained)
+    run(&mut sustained)?;
+    srtp_bench(&driver, &relayd, quick)
+}
+
+/// SRTP ↔ RTP bridging, relayd against rtpengine (`cargo xtask bench`'s
+/// last group; `cargo xtask bench --only srtp` runs it alone).
+fn srtp_bench(driver: &std::path::Path, relayd: &std::path::Path, quick: bool) -> Result<()> {
+    let mut srtp = Command::new(driver);
+    srtp.args(["srtp", "--relayd"]).arg(relayd);
+    if quick {
+        srtp.args(["--calls", "1,10", "--seconds", "0.5"]).args([
+            "--flood-frames",
+            "200000",
+            "--window",
+            "0.5",
+            "--max-points",
+            "3",
+        ]);
+    }
+    run(&mut srtp)
 }
 
 struct Conformance {
@@ -685,7 +723,7 @@ fn main() -> Result<()> {
     match Args::parse().task {
         Task::Demo => demo(),
         Task::Test => test(),
-        Task::Bench { quick } => bench(quick),
+        Task::Bench { quick, only } => bench(quick, only),
         Task::Conformance {
             strict,
             filter,

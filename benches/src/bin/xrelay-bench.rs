@@ -20,6 +20,11 @@
 //! `relay_benches::throughput`). Prints Markdown tables and writes an SVG
 //! plot.
 //!
+//! `srtp`: SRTP ↔ RTP bridging (SDES, AES_CM_128_HMAC_SHA1_80), relayd
+//! against rtpengine: flood pps per direction and, unless `--no-sustained`,
+//! the sustained rate under the loss bound (see
+//! `relay_benches::throughput::srtp`).
+//!
 //! `sustained`: the highest rate each relay sustains with loss ≤ 0.1 %
 //! over a 5 s window, evenly paced RTP on fresh calls for every point, with
 //! the counters that say where the loss went (see
@@ -156,6 +161,43 @@ enum What {
         /// Seconds per run.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+    },
+    /// SRTP ↔ RTP bridging: relayd (default datapath) vs rtpengine, both
+    /// directions, flood and sustained rate.
+    Srtp {
+        /// The relayd binary.
+        #[arg(long)]
+        relayd: PathBuf,
+        /// Call counts, each on freshly started relays.
+        #[arg(long, value_delimiter = ',', default_value = "1,100")]
+        calls: Vec<u32>,
+        /// Longest flood, seconds (shorter when the frames run out).
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Most frames built ahead for one flood.
+        #[arg(long, default_value_t = 1_500_000)]
+        flood_frames: u64,
+        /// Skip the sustained-rate search.
+        #[arg(long)]
+        no_sustained: bool,
+        /// Seconds each sustained point sends.
+        #[arg(long, default_value_t = 2.0)]
+        window: f64,
+        /// Highest loss of a sustained rate, in percent.
+        #[arg(long, default_value_t = 0.1)]
+        max_loss: f64,
+        /// First rate of each search (pps).
+        #[arg(long, default_value_t = 20_000)]
+        start_rate: u64,
+        /// Highest rate tried (pps).
+        #[arg(long, default_value_t = 600_000)]
+        max_rate: u64,
+        /// Stop bisecting once failing / passing rate is within this, in percent.
+        #[arg(long, default_value_t = 8.0)]
+        precision: f64,
+        /// Most points per relay, direction and call count.
+        #[arg(long, default_value_t = 8)]
+        max_points: u32,
     },
     /// Sustained rate (loss ≤ 0.1 % over a window) on fresh calls with
     /// evenly paced RTP: relayd XDP, relayd userspace, rtpengine.
@@ -324,6 +366,40 @@ fn main() -> Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("plot: {}", path.display());
             }
+            Ok(())
+        }
+        What::Srtp {
+            relayd,
+            calls,
+            seconds,
+            flood_frames,
+            no_sustained,
+            window,
+            max_loss,
+            start_rate,
+            max_rate,
+            precision,
+            max_points,
+        } => {
+            let cfg = throughput::srtp::Config {
+                relayd,
+                calls,
+                flood: Duration::from_secs_f64(seconds),
+                flood_frames,
+                sustained: (!no_sustained).then(|| throughput::srtp::Sustained {
+                    window: Duration::from_secs_f64(window),
+                    max_loss: max_loss / 100.0,
+                    limits: sustained::search::Limits {
+                        start: start_rate,
+                        cap: max_rate,
+                        floor: 1_000,
+                        precision: precision / 100.0,
+                        max_points,
+                    },
+                }),
+            };
+            let outcomes = throughput::srtp::run(&cfg)?;
+            println!("{}", throughput::srtp::markdown(&cfg, &outcomes));
             Ok(())
         }
         What::Sustained {

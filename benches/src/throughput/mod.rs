@@ -22,6 +22,7 @@ pub mod plot;
 pub mod queues;
 pub mod relays;
 pub mod report;
+pub mod srtp;
 pub mod sustained;
 
 use std::{path::PathBuf, time::Duration};

@@ -241,7 +241,7 @@ fn write_rtp(frame: &mut [u8; FRAME_LEN], f: &FlowFrame, index: u32, stamp: u64)
 
 /// An `AF_PACKET` raw socket that sends on `ifindex` and receives nothing
 /// (protocol 0).
-fn packet_socket(ifindex: u32) -> Result<OwnedFd> {
+pub(crate) fn packet_socket(ifindex: u32) -> Result<OwnedFd> {
     // SAFETY: plain socket(2); the result is checked.
     let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {
@@ -281,7 +281,7 @@ pub fn monotonic_ns() -> u64 {
 
 /// A 100 µs sleep with the default 50 µs timer slack wakes up to half a
 /// tick late; 1 µs keeps the ticks even.
-fn set_fine_timer_slack() {
+pub(crate) fn set_fine_timer_slack() {
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this
     // thread.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };

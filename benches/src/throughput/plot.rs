@@ -18,6 +18,7 @@ fn colour(k: Kind) -> &'static str {
         Kind::RelaydXdp => "#1f77b4",
         Kind::RelaydUserspace => "#2ca02c",
         Kind::Rtpengine => "#d62728",
+        Kind::RelaydDefault => "#9467bd",
     }
 }
 

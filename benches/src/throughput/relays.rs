@@ -30,6 +30,9 @@ pub enum Kind {
     RelaydUserspace,
     /// Debian's rtpengine, userspace (`--table=-1`: no kernel module here).
     Rtpengine,
+    /// relayd as an operator starts it: no `--datapath` (auto: XDP native,
+    /// else generic, else userspace).
+    RelaydDefault,
 }
 
 impl Kind {
@@ -39,6 +42,7 @@ impl Kind {
             Kind::RelaydXdp => "relayd XDP",
             Kind::RelaydUserspace => "relayd userspace",
             Kind::Rtpengine => "rtpengine",
+            Kind::RelaydDefault => "relayd",
         }
     }
 }
@@ -149,7 +153,7 @@ fn start_with(
         .stdout(Stdio::null())
         .stderr(log);
     let pins = match kind {
-        Kind::RelaydXdp | Kind::RelaydUserspace => {
+        Kind::RelaydXdp | Kind::RelaydUserspace | Kind::RelaydDefault => {
             cmd.arg(relayd);
             for k in 0..addrs {
                 cmd.arg(format!("--interface=if{k}/{}", relay_addr(slot, k)));
@@ -172,10 +176,14 @@ fn start_with(
             if let Some(config) = config {
                 cmd.arg("--config").arg(config);
             }
-            if kind == Kind::RelaydXdp {
-                cmd.args(["--datapath", "xdp", "--xdp-mode", "native"]);
-            } else {
-                cmd.args(["--datapath", "userspace"]);
+            match kind {
+                Kind::RelaydXdp => {
+                    cmd.args(["--datapath", "xdp", "--xdp-mode", "native"]);
+                }
+                Kind::RelaydUserspace => {
+                    cmd.args(["--datapath", "userspace"]);
+                }
+                _ => {}
             }
             Some(pins)
         }

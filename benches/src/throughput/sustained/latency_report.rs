@@ -86,6 +86,7 @@ fn colour(k: Option<Kind>) -> &'static str {
         Some(Kind::RelaydXdp) => "#1f77b4",
         Some(Kind::RelaydUserspace) => "#2ca02c",
         Some(Kind::Rtpengine) => "#d62728",
+        Some(Kind::RelaydDefault) => "#9467bd",
         None => "#777777",
     }
 }

@@ -79,6 +79,11 @@ impl Search {
     pub fn sender_bound(&self) -> bool {
         self.sender_bound
     }
+
+    /// The highest rate that passed so far.
+    pub fn best(&self) -> Option<u64> {
+        self.passed
+    }
 }
 
 /// Rates in steps of 100 pps: tables stay readable.
