@@ -360,6 +360,20 @@ fn phone_packet(seq: u16) -> Vec<u8> {
     p
 }
 
+/// The `stats` dictionary of the browser's RTP stream in a `query`.
+fn browser_rtp_stats(q: &Value) -> Option<Value> {
+    q.get("tags")?
+        .get("browser")?
+        .get("medias")?
+        .as_list()?
+        .first()?
+        .get("streams")?
+        .as_list()?
+        .first()?
+        .get("stats")
+        .cloned()
+}
+
 /// The SRTP dictionary of the browser's RTP stream in a `query`.
 fn srtp_of_browser(q: &Value) -> Option<Value> {
     let t = q.get("tags")?.as_dict()?.get(b"browser".as_slice())?;
@@ -553,16 +567,7 @@ fn garbage_at_a_browser_port_is_dropped_and_harms_nothing() {
             ]))
             .unwrap();
         let srtp = srtp_of_browser(&q).unwrap();
-        let stats = q
-            .get("tags")
-            .and_then(|t| t.get("browser"))
-            .and_then(|t| t.get("medias"))
-            .and_then(Value::as_list)
-            .and_then(|m| m[0].get("streams"))
-            .and_then(Value::as_list)
-            .and_then(|s| s[0].get("stats"))
-            .cloned()
-            .unwrap();
+        let stats = browser_rtp_stats(&q).unwrap();
         (int(&stats, "errors"), int(&srtp, "auth failures"))
     };
     for (kind, bytes) in junk {
@@ -724,15 +729,7 @@ fn a_browser_call_survives_kill_9_of_relayd() {
     assert_eq!(text(dtls, "state"), "connected", "{q:?}");
     let srtp = srtp_of_browser(&q).unwrap_or_else(|| panic!("no SRTP: {q:?}"));
     assert_eq!(int(&srtp, "auth failures"), 0, "{q:?}");
-    let errors = q
-        .get("tags")
-        .and_then(|t| t.get("browser"))
-        .and_then(|t| t.get("medias"))
-        .and_then(Value::as_list)
-        .and_then(|m| m[0].get("streams"))
-        .and_then(Value::as_list)
-        .and_then(|s| s[0].get("stats"))
-        .map(|s| int(s, "errors"));
+    let errors = browser_rtp_stats(&q).map(|s| int(&s, "errors"));
     assert_eq!(errors, Some(0), "{q:?}");
     peer.write(serde_json::json!({ "close": true }));
 }

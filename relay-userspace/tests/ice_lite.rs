@@ -13,7 +13,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -42,31 +42,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ice/aioice_peer
 
 /// Whether python3 can import aioice, installing it with pip if needed.
 fn aioice_available() -> Result<(), String> {
-    let importable = || {
-        Command::new("python3")
-            .args(["-c", "import aioice"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if importable() {
-        return Ok(());
-    }
-    let pip = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--break-system-packages",
-            "aioice",
-        ])
-        .status();
-    match pip {
-        Ok(_) if importable() => Ok(()),
-        Ok(status) => Err(format!("pip install aioice failed ({status})")),
-        Err(e) => Err(format!("python3 not runnable: {e}")),
-    }
+    relay_tests::python::ensure_module("aioice", "aioice")
 }
 
 /// The aioice peer, speaking JSON lines.

@@ -39,31 +39,7 @@ use common::{s, wait_kernelized, Bed};
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/srtp/pylibsrtp_peer.py");
 
 fn pylibsrtp_available() -> Result<(), String> {
-    let importable = || {
-        Command::new("python3")
-            .args(["-c", "import pylibsrtp"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if importable() {
-        return Ok(());
-    }
-    let pip = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--break-system-packages",
-            "pylibsrtp",
-        ])
-        .status();
-    match pip {
-        Ok(_) if importable() => Ok(()),
-        Ok(status) => Err(format!("pip install pylibsrtp failed ({status})")),
-        Err(e) => Err(format!("python3 not runnable: {e}")),
-    }
+    relay_tests::python::ensure_module("pylibsrtp", "pylibsrtp")
 }
 
 /// The pylibsrtp side, speaking JSON lines.
