@@ -230,6 +230,7 @@ pub struct Unsubscribe {
 }
 
 /// What the `command` value names.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Ping,
     Offer,
@@ -307,7 +308,14 @@ pub fn parse(body: &Value) -> Result<Parsed, NgError> {
         .ok_or(NgError::NoCommand)?;
     let kind = Kind::from_wire(name)?;
     let mut f = Fields::from_dict(dict)?;
-    let warnings = mem::take(&mut f.warnings);
+    let mut warnings = mem::take(&mut f.warnings);
+    // `interface` names a publisher's interface; the other commands take
+    // `direction` (or `from-interface`/`to-interface`).
+    match f.interface.take() {
+        Some(name) if kind == Kind::Publish => f.direction.insert(0, name),
+        Some(_) => warnings.push("Ignored 'interface' (used by publish only)".to_owned()),
+        None => {}
+    }
     let command = match kind {
         Kind::Ping => Command::Ping,
         Kind::Statistics => Command::Statistics,

@@ -13,7 +13,7 @@ use crate::bencode::{Dict, Value};
 pub const SESSION_LIMIT_MESSAGE: &str = "Parallel session limit reached";
 
 /// Separator between several warnings in the single `warning` string.
-const WARNING_SEPARATOR: &str = "; ";
+pub const WARNING_SEPARATOR: &str = "; ";
 
 /// `{result: pong}`.
 pub fn pong() -> Value {

@@ -505,3 +505,45 @@ fn subscribe_answer_and_unsubscribe_need_their_keys() {
     .expect("valid");
     assert!(matches!(publish.command, Command::Publish(_)));
 }
+
+#[test]
+fn sdes_options_relayd_does_not_act_on_are_warned() {
+    let parsed = parse(&request(&[
+        ("command", Value::str("offer")),
+        ("call-id", Value::str("c")),
+        ("from-tag", Value::str("f")),
+        ("sdp", Value::str("v=0")),
+        (
+            "SDES",
+            Value::List(vec![
+                Value::str("off"),
+                Value::str("no-AES_CM_128_HMAC_SHA1_32"),
+                Value::str("lifetime"),
+                Value::str("unencrypted_srtp"),
+                Value::str("encrypted_srtcp"),
+            ]),
+        ),
+        (
+            "flags",
+            Value::List(vec![Value::str("SDES-pad"), Value::str("SDES-nonew")]),
+        ),
+    ]))
+    .expect("valid");
+    let Command::Offer(o) = parsed.command else {
+        panic!("not an offer");
+    };
+    assert_eq!(
+        o.flags.sdes.len(),
+        7,
+        "every option is kept: {:?}",
+        o.flags.sdes
+    );
+    assert_eq!(
+        parsed.warnings,
+        [
+            "Ignored unsupported SDES option 'lifetime'",
+            "Ignored unsupported SDES option 'unencrypted_srtp'",
+            "Ignored unsupported SDES option 'pad'",
+        ]
+    );
+}

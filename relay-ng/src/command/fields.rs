@@ -28,6 +28,8 @@ pub(super) struct Fields {
     pub flags: Flags,
     pub replace: Vec<String>,
     pub direction: Vec<String>,
+    /// `interface` (publish): the one interface for the publisher's ports.
+    pub interface: Option<String>,
     pub received_from: Option<ReceivedFrom>,
     pub rtcp_mux: Vec<String>,
     pub ice: Option<String>,
@@ -129,6 +131,7 @@ impl Fields {
                 self.from_tags.extend(tags);
             }
             "via-branch" => self.via_branch = self.text(key, value)?,
+            "interface" => self.interface = self.text(key, value)?,
             "sdp" => match value {
                 Value::Bytes(b) => self.sdp = Some(b.clone()),
                 _ => self.warn_type(key),
@@ -180,8 +183,9 @@ impl Fields {
                 self.dtls_fingerprint = self.text(key, value)?.map(|v| normalize(&v));
             }
             "sdes" => {
-                let items = self.texts(key, value)?;
-                self.flags.sdes.extend(items);
+                for item in self.texts(key, value)? {
+                    self.push_sdes(item);
+                }
             }
             "media-address" => self.media_address = self.text(key, value)?,
             "address-family" => self.address_family = self.text(key, value)?,
@@ -271,13 +275,20 @@ impl Fields {
             }
         } else if name.starts_with("sdes-") {
             // Suite names keep their spelling: cut the raw token.
-            self.flags
-                .sdes
-                .push(token.get(5..).unwrap_or("").to_owned());
+            self.push_sdes(token.get(5..).unwrap_or("").to_owned());
         } else {
             self.flags.unknown.push(token.to_owned());
             self.warn(format!("Ignored unsupported flag '{token}'"));
         }
+    }
+
+    /// One SDES option (an item of the `SDES` list, or what follows
+    /// `SDES-` in a flag), with a warning when relayd does not act on it.
+    fn push_sdes(&mut self, item: String) {
+        if !sdes_option_acted_on(&item) {
+            self.warn(format!("Ignored unsupported SDES option '{item}'"));
+        }
+        self.flags.sdes.push(item);
     }
 
     /// Appends one interface name to `direction` (an `rtpp-flags`
@@ -452,4 +463,25 @@ fn push_unique(list: &mut Vec<String>, item: String) {
     if !list.contains(&item) {
         list.push(item);
     }
+}
+
+/// Whether relayd acts on SDES option `item`: turning its own `a=crypto`
+/// off (`off`, `no`, `disable`) or leaving a suite out (`no-SUITE`), or
+/// what it does anyway (`nonew` and `prefer` describe its SDES handling,
+/// the `encrypted_`/`authenticated_` parameters its transform). The rest
+/// (`only-`, `order:`, `pad`, `lifetime`, `static`, the unencrypted and
+/// unauthenticated parameters, misspellings) are warned about.
+fn sdes_option_acted_on(item: &str) -> bool {
+    let item = normalize(item);
+    matches!(
+        item.as_str(),
+        "off"
+            | "no"
+            | "disable"
+            | "nonew"
+            | "prefer"
+            | "encrypted-srtp"
+            | "encrypted-srtcp"
+            | "authenticated-srtp"
+    ) || (item.starts_with("no-") && item.len() > 3)
 }

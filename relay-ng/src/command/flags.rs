@@ -58,6 +58,9 @@ pub struct Flags {
     pub strip_extmap: bool,
     /// `original-sendrecv`: keep the SDP's direction attributes as they are.
     pub original_sendrecv: bool,
+    /// `fragment`: the offer's SDP is a trickle-ICE fragment (candidates
+    /// of a call already offered), not a new offer.
+    pub fragment: bool,
     /// SDES options (`SDES-off`, `SDES-no-<SUITE>`, ... as flags, or the
     /// `SDES` list): what follows `SDES-`, in the spelling received.
     pub sdes: Vec<String>,
@@ -92,6 +95,7 @@ impl Flags {
             "generate-mid" => &mut self.generate_mid,
             "strip-extmap" => &mut self.strip_extmap,
             "original-sendrecv" => &mut self.original_sendrecv,
+            "fragment" => &mut self.fragment,
             _ => return false,
         };
         *flag = true;

@@ -266,6 +266,9 @@ pub struct MediaPlan {
     pub rtcp_mux: bool,
     /// The `rtcp-mux` flag of that party's offer.
     pub rtcp_mux_flag: RtcpMuxFlag,
+    /// That party muxes RTCP with the relay already (both sides' SDPs
+    /// agreed on it): a re-offer to it keeps RTCP on the RTP port.
+    pub muxing: bool,
     /// The `a=mid` the party this plan faces declared last.
     pub mid: Option<String>,
     /// The transport protocol of the party this plan faces (its last SDP).
@@ -510,7 +513,9 @@ impl CallManager {
             (Some(i), _) => i,
             (None, choice) => {
                 let iface = self.selector.pick(&self.interfaces, choice);
-                push_monologue(call, Some(sig.from_tag.clone()), None, iface)
+                let i = push_monologue(call, Some(sig.from_tag.clone()), None, iface);
+                call.monologues[i].offerer = true;
+                i
             }
         };
         let to = match (to_known, to_if, &sig.to_tag) {
@@ -867,11 +872,17 @@ impl CallManager {
     fn plan_for(&self, call: &Call, party: usize, count: usize, ice: bool) -> SdpPlan {
         let m = &call.monologues[party];
         let address = self.interfaces[m.interface].spec.advertised;
+        let others = call
+            .sink_party(party)
+            .map(|p| call.monologues[p].medias.as_slice())
+            .unwrap_or_default();
         let medias = m
             .medias
             .iter()
             .take(count)
-            .map(|md| MediaPlan {
+            .enumerate()
+            .map(|(i, md)| MediaPlan {
+                muxing: others.get(i).is_some_and(|other| md.muxes(other)),
                 ice: ice::set_agent(md, ice),
                 address,
                 rtp_port: md.rtp.local.port(),
@@ -974,6 +985,36 @@ impl CallManager {
             let call = &self.calls[call_id];
             Ok(summary::summarize(call, &self.kernel, &self.interfaces))
         }
+    }
+
+    /// `delete` with rtpengine's `to-tag` flag: releases the ports of the
+    /// answered branch `to_tag` names and of the port set its party kept
+    /// for it, and leaves the rest of a forked call talking. When no other
+    /// branch is left, the whole call goes, as rtpengine deletes a call
+    /// without associations.
+    pub fn delete_branch(
+        &mut self,
+        call_id: &str,
+        to_tag: &str,
+        delay: Option<Duration>,
+        now: Instant,
+    ) -> Result<CallSummary, CallError> {
+        let mut call = self.calls.remove(call_id).ok_or(CallError::UnknownCall)?;
+        let released = release_branch(&mut call, to_tag);
+        self.calls.insert(call_id.to_owned(), call);
+        let Some(medias) = released else {
+            return self.delete(call_id, None, delay, now);
+        };
+        self.changed.mark(call_id);
+        for (iface, media) in medias {
+            self.free_media(iface, media);
+        }
+        let call = self.calls.remove(call_id).ok_or(CallError::UnknownCall)?;
+        call.link_sinks();
+        self.sync_all(&call);
+        let summary = summary::summarize(&call, &self.kernel, &self.interfaces);
+        self.calls.insert(call_id.to_owned(), call);
+        Ok(summary)
     }
 
     /// `query`.
@@ -1324,6 +1365,7 @@ fn enter_dialogue(call: &mut Call, o: usize, w: usize) -> (usize, Option<usize>)
     let created_unix = call.monologues[o].created_unix;
     let k = push_monologue(call, Some(tag), None, iface);
     call.monologues[k].created_unix = created_unix;
+    call.monologues[k].offerer = call.monologues[o].offerer;
     call.monologues[o].peer = None;
     call.monologues[k].peer = Some(w);
     (k, Some(o))
@@ -1377,6 +1419,47 @@ fn inherit_media_state(call: &mut Call, from: usize, to: usize, now: Instant) {
 }
 
 /// Parties of a call: its monologues and the to-tags aliased to them.
+/// Takes the medias of branch `tag` and of the port set its party kept for
+/// it out of `call`, putting another of the party's sets in dialogue if
+/// the released one was; None (nothing taken) when `tag` names no answered
+/// branch or no other branch would be left talking.
+fn release_branch(call: &mut Call, tag: &str) -> Option<Vec<(usize, Media)>> {
+    let branch = call.find(tag)?;
+    let live = |m: &Monologue| !m.medias.is_empty() && m.subscribed.is_empty();
+    if !live(&call.monologues[branch]) {
+        return None;
+    }
+    let set = call.monologues[branch].peer;
+    let party = set.and_then(|s| call.monologues[s].tag.clone());
+    let other_set = |call: &Call| {
+        (0..call.monologues.len()).find(|&i| {
+            Some(i) != set
+                && live(&call.monologues[i])
+                && call.monologues[i].tag.is_some()
+                && call.monologues[i].tag == party
+        })
+    };
+    // Another set of the party, and the branch that set is kept for.
+    let (next_set, next_branch) = other_set(call).and_then(|q| {
+        let r = (0..call.monologues.len()).find(|&r| {
+            r != branch && call.monologues[r].peer == Some(q) && live(&call.monologues[r])
+        })?;
+        Some((q, r))
+    })?;
+    let mut taken = Vec::new();
+    for i in [Some(branch), set].into_iter().flatten() {
+        let m = &mut call.monologues[i];
+        m.peer = None;
+        taken.extend(
+            std::mem::take(&mut m.medias)
+                .into_iter()
+                .map(|md| (m.interface, md)),
+        );
+    }
+    call.monologues[next_set].peer = Some(next_branch);
+    Some(taken)
+}
+
 fn party_count(call: &Call) -> usize {
     call.monologues.len()
         + call
@@ -1423,6 +1506,7 @@ fn push_monologue(
         uses_ice: false,
         subscribed: Vec::new(),
         sdp: None,
+        offerer: false,
     });
     call.monologues.len() - 1
 }

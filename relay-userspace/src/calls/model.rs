@@ -129,6 +129,11 @@ pub struct Monologue {
     /// The party's latest SDP as it sent it: a subscription to this party
     /// alone is offered this SDP, as rtpengine does. Not in the state store.
     pub sdp: Option<Vec<u8>>,
+    /// The party came into the call by sending an offer (not by being
+    /// offered to or by answering): rtpengine marks every other party
+    /// `ICE controlling` in `query`. Not in the state store: a restored
+    /// call takes the first party's tag for the offerer.
+    pub offerer: bool,
 }
 
 impl Monologue {

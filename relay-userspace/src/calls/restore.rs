@@ -154,6 +154,11 @@ impl CallManager {
             }
             call.monologues.push(monologue_of(m, interface, medias));
         }
+        // The record does not say who offered: the first party did.
+        let first = call.monologues.first().and_then(|m| m.tag.clone());
+        for m in &mut call.monologues {
+            m.offerer = m.tag.is_some() && m.tag == first;
+        }
         pair_with_peers(&call);
         // Subscriptions before the kernel: a source with subscribers stays
         // out of it, as live.
@@ -294,6 +299,7 @@ fn monologue_of(
         uses_ice: false,
         subscribed: Vec::new(),
         sdp: None,
+        offerer: false,
     }
 }
 

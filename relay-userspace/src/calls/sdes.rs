@@ -59,7 +59,10 @@ impl SdesOptions {
     pub fn parse(items: &[String]) -> Self {
         let mut o = SdesOptions::default();
         for item in items {
-            if item.eq_ignore_ascii_case("off") {
+            if ["off", "no", "disable"]
+                .iter()
+                .any(|w| item.eq_ignore_ascii_case(w))
+            {
                 o.off = true;
             } else if item.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("no-")) {
                 o.no.push(item.get(3..).unwrap_or_default().to_owned());

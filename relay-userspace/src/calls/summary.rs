@@ -290,8 +290,9 @@ pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> Call
                 s.totals.add(st.user);
                 s.totals.add(st.kernel);
             }
-            // rtpengine 10.5 marks the side its first offer went to as the
-            // ICE controlling one, ICE or not.
+            // rtpengine 10.5 marks every party but those that came in by
+            // offering (the parties offered to, fork branches answering) as
+            // ICE controlling, ICE or not.
             let mut flags = Vec::new();
             // A subscriber only receives (rtpengine 10.5: `send` alone), and
             // is `initialized` once its subscribe answer gave an SDP.
@@ -303,7 +304,7 @@ pub fn summarize(call: &Call, kernel: &Kernel, interfaces: &[Interface]) -> Call
                     flags.push("initialized");
                 }
                 flags.push("send");
-            } else if index > 0 && m.tag != call.monologues[0].tag {
+            } else if !m.offerer {
                 flags.push("ICE controlling");
             }
             if m.tag.is_some() && m.subscribed.is_empty() {

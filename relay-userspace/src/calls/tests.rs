@@ -975,6 +975,109 @@ async fn an_answer_from_another_to_tag_is_a_fork() {
     assert_eq!(h.mgr.port_usage()[0].1, 0);
 }
 
+/// The port a media of party `tag` forwards to.
+fn sink_of(h: &Harness, call: &str, tag: &str) -> Option<u16> {
+    let call = &h.mgr.calls[call];
+    let m = call.find(tag)?;
+    let sink = call.monologues[m]
+        .medias
+        .first()?
+        .rtp
+        .state()
+        .sink
+        .upgrade();
+    sink.map(|s| s.local.port())
+}
+
+#[tokio::test]
+async fn delete_with_the_to_tag_flag_releases_one_answered_branch() {
+    let mut h = harness(47000, 47099);
+    let now = Instant::now();
+    let offer = signal("branches", "caller", None, sa("10.0.0.1:4000"));
+    let p1 = h.offer(&offer, now).unwrap().medias[0].rtp_port;
+    let ans = |tag: &str, at: &str| signal("branches", "caller", Some(tag), sa(at));
+    let c1 = h
+        .answer(&ans("tag-a", "10.0.0.2:5000"), now)
+        .unwrap()
+        .medias[0]
+        .rtp_port;
+    let c2 = h
+        .answer(&ans("tag-b", "10.0.0.3:6000"), now)
+        .unwrap()
+        .medias[0]
+        .rtp_port;
+    let p2 = h.mgr.calls["branches"].monologues[h.mgr.calls["branches"].find("tag-b").unwrap()]
+        .medias[0]
+        .rtp_port();
+    assert_eq!(h.mgr.port_usage()[0].1, 4);
+
+    // The branch in dialogue goes: the caller is back with a, on the set
+    // it kept for a.
+    h.mgr.delete_branch("branches", "tag-b", None, now).unwrap();
+    h.mgr.run_deferred();
+    assert_eq!(h.mgr.len(), 1, "the call stays");
+    assert_eq!(
+        h.mgr.port_usage()[0].1,
+        2,
+        "b's ports and the caller's set for b are free"
+    );
+    assert_eq!(
+        sink_of(&h, "branches", "caller"),
+        Some(p1),
+        "the caller's media goes to a"
+    );
+    assert_eq!(sink_of(&h, "branches", "tag-a"), Some(c1));
+    let call = &h.mgr.calls["branches"];
+    let caller = call.find("caller").unwrap();
+    assert_eq!(call.monologues[caller].medias[0].rtp_port(), c1);
+    assert!(
+        !h.kernel
+            .entries
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|k| k.port() == c2 || k.port() == p2),
+        "no kernel entry is left on the released ports"
+    );
+
+    // The last branch goes: nothing is left to talk, so the call goes.
+    h.mgr
+        .delete_branch("branches", "tag-a", Some(Duration::ZERO), now)
+        .unwrap();
+    h.mgr.run_deferred();
+    assert!(h.mgr.is_empty());
+    assert_eq!(h.mgr.port_usage()[0].1, 0);
+}
+
+#[tokio::test]
+async fn delete_with_the_to_tag_flag_of_a_losing_branch_keeps_the_dialogue() {
+    let mut h = harness(47100, 47199);
+    let now = Instant::now();
+    h.offer(&signal("keep", "caller", None, sa("10.0.0.1:4000")), now)
+        .unwrap();
+    let ans = |tag: &str, at: &str| signal("keep", "caller", Some(tag), sa(at));
+    h.answer(&ans("tag-a", "10.0.0.2:5000"), now).unwrap();
+    let c2 = h
+        .answer(&ans("tag-b", "10.0.0.3:6000"), now)
+        .unwrap()
+        .medias[0]
+        .rtp_port;
+    let before = sink_of(&h, "keep", "caller");
+    h.mgr.delete_branch("keep", "tag-a", None, now).unwrap();
+    h.mgr.run_deferred();
+    assert_eq!(h.mgr.port_usage()[0].1, 2);
+    assert_eq!(
+        sink_of(&h, "keep", "caller"),
+        before,
+        "the caller still talks to b"
+    );
+    assert_eq!(sink_of(&h, "keep", "tag-b"), Some(c2));
+    let call = &h.mgr.calls["keep"];
+    assert!(call.monologues[call.find("tag-a").unwrap()]
+        .medias
+        .is_empty());
+}
+
 #[tokio::test]
 async fn a_forked_call_comes_back_from_the_store_with_every_branch() {
     let mut h = harness(43200, 43299);

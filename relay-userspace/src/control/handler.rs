@@ -165,6 +165,23 @@ fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {
     }
 }
 
+/// `reply` with the request's `warnings` added when it is an `ok`.
+fn with_warnings(reply: Value, warnings: &[String]) -> Value {
+    match reply {
+        Value::Dict(mut dict)
+            if !warnings.is_empty()
+                && dict.get(b"result".as_slice()).and_then(Value::as_str) == Some("ok") =>
+        {
+            dict.insert(
+                b"warning".to_vec(),
+                Value::str(&warnings.join(relay_ng::reply::WARNING_SEPARATOR)),
+            );
+            Value::Dict(dict)
+        }
+        other => other,
+    }
+}
+
 /// `SIP-source-address` with `received-from`: the address media is
 /// expected from instead of the SDP's, as rtpengine takes it.
 fn sip_source(oa: &OfferAnswer) -> Option<std::net::IpAddr> {
@@ -249,13 +266,18 @@ fn dispatch(
         Command::Answer(oa) => offer_answer(&oa, false, warnings, calls, now),
         Command::Delete(Delete {
             call_id,
+            to_tag,
             via_branch,
             delete_delay,
             flags,
             ..
         }) => {
             let delay = delete_delay.map(|s| Duration::from_secs(u64::from(s)));
-            match calls.delete(&call_id, via_branch.as_deref(), delay, now) {
+            let result = match to_tag.filter(|_| flags.to_tag_flag) {
+                Some(tag) => calls.delete_branch(&call_id, &tag, delay, now),
+                None => calls.delete(&call_id, via_branch.as_deref(), delay, now),
+            };
+            match result {
                 // A proxy deleting a call twice (a BYE and its retransmission,
                 // a CANCEL racing a 200) is routine: rtpengine answers ok
                 // with a warning, and an error only when asked (`fatal`).
@@ -278,10 +300,16 @@ fn dispatch(
         {
             reply::error(STANDBY_REFUSAL)
         }
-        Command::Publish(oa) => super::subscribe::publish(&oa, calls, now),
-        Command::SubscribeRequest(s) => super::subscribe::request(&s, calls, now),
-        Command::SubscribeAnswer(a) => super::subscribe::answer(&a, calls, now),
-        Command::Unsubscribe(u) => super::subscribe::unsubscribe(&u, calls),
+        Command::Publish(oa) => with_warnings(super::subscribe::publish(&oa, calls, now), warnings),
+        Command::SubscribeRequest(s) => {
+            with_warnings(super::subscribe::request(&s, calls, now), warnings)
+        }
+        Command::SubscribeAnswer(a) => {
+            with_warnings(super::subscribe::answer(&a, calls, now), warnings)
+        }
+        Command::Unsubscribe(u) => {
+            with_warnings(super::subscribe::unsubscribe(&u, calls), warnings)
+        }
         Command::Statistics => ok(
             super::reply::statistics(&crate::stats::totals(calls, stats)),
             warnings,
@@ -307,6 +335,23 @@ fn new_call_limit(
     stats.load.exceeded()
 }
 
+/// A trickle-ICE SDP fragment (`fragment` flag): more candidates of a
+/// party. relayd's ICE is lite: it answers the checks that reach it from
+/// wherever they come and makes none of its own, so a peer's candidates
+/// change nothing here. The call's media is left as it is and the reply
+/// carries no SDP, as rtpengine answers a fragment.
+fn trickle_fragment(
+    oa: &OfferAnswer,
+    sdp: &relay_sdp::Sdp,
+    warnings: &[String],
+    calls: &CallManager,
+) -> Value {
+    let known = calls.has_call(&oa.call_id);
+    tracing::debug!(call_id = %oa.call_id, medias = sdp.media_count(), known,
+        "trickle ICE fragment: nothing to do for an ICE-lite relay");
+    ok(relay_ng::Dict::new(), warnings)
+}
+
 fn offer_answer(
     oa: &OfferAnswer,
     is_offer: bool,
@@ -321,6 +366,9 @@ fn offer_answer(
             return reply::error(&format!("Failed to parse SDP: {e}"));
         }
     };
+    if oa.flags.fragment {
+        return trickle_fragment(oa, &sdp, warnings, calls);
+    }
     if sdp.media_count() == 0 {
         // Nothing to relay; rtpengine refuses it the same way.
         return reply::error("Error rewriting SDP");
@@ -647,6 +695,7 @@ fn rewrite_plan(
     // offer's demux accepts the offerer's mux whatever the answerer does
     // (the relay splits RTCP off); its reject refuses it.
     let mux_of = |i: usize, m: &crate::calls::MediaPlan| -> (RtcpMux, Option<u16>) {
+        // The SDP being rewritten (the offer, or the answer) has a=rtcp-mux.
         let answered_mux = sdp.medias().get(i).is_some_and(|md| md.rtcp_mux);
         match flagged {
             _ if !is_offer && m.rtcp_mux && m.rtcp_mux_flag == RtcpMuxFlag::Demux => {
@@ -657,6 +706,10 @@ fn rewrite_plan(
             }
             Some(RtcpMux::Offer) if is_offer && require => (RtcpMux::Offer, None),
             Some(mode) => (mode, Some(m.rtcp_port)),
+            // A re-offer to a party already muxing: RTCP stays on its RTP
+            // port (the relay splits it off if the offerer stopped muxing),
+            // as rtpengine writes it.
+            None if is_offer && m.muxing => (RtcpMux::Keep, None),
             None if is_offer => (RtcpMux::Keep, Some(m.rtcp_port)),
             None if m.rtcp_mux && answered_mux => (RtcpMux::Keep, None),
             None if m.rtcp_mux => (RtcpMux::Keep, Some(m.rtcp_port)),

@@ -25,7 +25,8 @@ pub fn publish(oa: &OfferAnswer, calls: &mut CallManager, now: Instant) -> Value
         Ok(sdp) => sdp,
         Err(e) => return e,
     };
-    let sig = signal(&oa.call_id, &oa.from_tag, &sdp);
+    let mut sig = signal(&oa.call_id, &oa.from_tag, &sdp);
+    sig.direction = oa.direction.clone();
     let plan = match calls.publish(&sig, now) {
         Ok(plan) => plan,
         Err(e) => return reply::error(&e.to_string()),
