@@ -224,7 +224,12 @@ impl Kernel {
             .or_else(|| self.pass_entries.then(|| Self::pass_entry(port)))
     }
 
-    /// The forwarding entry of `port`, if both ends are ready.
+    /// The forwarding entry of `port`, once its party's source is
+    /// confirmed and the sink's party has a destination: the one learned,
+    /// or before that the SDP's, where relayd's forwarder would send too
+    /// (the entry is updated when the sink's party is confirmed elsewhere).
+    /// So a call's first packet each way is all that crosses userspace, and
+    /// one-way media (a party that never sends) is forwarded in the kernel.
     fn forwarding(port: &MediaPort, max_pps: u32) -> Option<StreamSpec> {
         let (sink, strict_source, media, ice, rtcp_demux) = {
             let st = port.state();
@@ -245,11 +250,7 @@ impl Kernel {
         };
         let peer = {
             let st = sink.state();
-            if st.closed
-                || st.learner.confirmed().is_none()
-                || st.srtp.is_some()
-                || st.dtls.is_some()
-            {
+            if st.closed || st.srtp.is_some() || st.dtls.is_some() {
                 return None;
             }
             // An ICE peer without consent gets nothing (RFC 7675).

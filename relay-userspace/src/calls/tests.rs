@@ -317,13 +317,65 @@ async fn media_flows_in_userspace_then_goes_to_the_kernel() {
     assert_eq!(q.rtp.packets, 2);
     assert!(q.tags.iter().all(|t| t.medias[0].streams[0].kernelized));
 
-    // A re-INVITE moving A elsewhere takes both directions out of the kernel.
+    // A re-INVITE moving A elsewhere takes A's direction out of the kernel
+    // until A's new source is confirmed; B's goes on in the kernel, to where
+    // A's new SDP says (where userspace would send it too).
     let moved = sa("127.0.0.1:9");
     h.offer(&signal("c2", "A", Some("B"), moved), now).unwrap();
-    assert!(h.kernel.entries.lock().unwrap().is_empty());
+    let entries = h.kernel.entries.lock().unwrap().clone();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[&relay_for_b].peer, moved);
 
     h.delete("c2", None, Some(Duration::ZERO), now).unwrap();
     assert_eq!(h.mgr.port_usage()[0].1, 0);
+}
+
+// One-way media (B never sends, as a recvonly phone or an announcement's
+// listener) goes into the kernel at A's first packet; when B sends from
+// elsewhere than its SDP (NAT), A's entry follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_way_media_goes_to_the_kernel_at_its_first_packet() {
+    let mut h = harness(47200, 47299);
+    let now = Instant::now();
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nat_b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&a, &b, &nat_b] {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    }
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    // Immediate learning (the ports' mode is set by the offer) latches
+    // B's NAT address at its first packet.
+    let mut offer = signal("oneway", "A", None, a_addr);
+    offer.learning = Some(LearningMode::Immediate);
+    let offer = h.offer(&offer, now).unwrap();
+    let answer = h
+        .answer(&signal("oneway", "A", Some("B"), b_addr), now)
+        .unwrap();
+    let relay_for_a = sa(&format!("127.0.0.1:{}", answer.medias[0].rtp_port));
+    let relay_for_b = sa(&format!("127.0.0.1:{}", offer.medias[0].rtp_port));
+
+    let mut buf = [0u8; 64];
+    a.send_to(b"from A", relay_for_a).unwrap();
+    let (n, _) = b.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"from A");
+    h.handle_events(1).await;
+    let entries = h.kernel.entries.lock().unwrap().clone();
+    assert_eq!(entries.len(), 1, "A -> B only: {entries:?}");
+    let a_to_b = &entries[&relay_for_a];
+    assert_eq!((a_to_b.peer, a_to_b.source), (b_addr, relay_for_b));
+
+    // B turns out to send from another address: A's entry follows.
+    let nat_addr = nat_b.local_addr().unwrap();
+    nat_b.send_to(b"from B", relay_for_b).unwrap();
+    let (n, _) = a.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"from B");
+    h.handle_events(1).await;
+    let entries = h.kernel.entries.lock().unwrap().clone();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[&relay_for_a].peer, nat_addr, "A's media follows B");
+    assert_eq!(entries[&relay_for_b].peer, a_addr);
+    h.delete("oneway", None, Some(Duration::ZERO), now).unwrap();
 }
 
 #[tokio::test]
