@@ -183,6 +183,10 @@ impl Fields {
                 let items = self.texts(key, value)?;
                 self.flags.sdes.extend(items);
             }
+            "osrtp" => {
+                let items = self.texts(key, value)?;
+                self.flags.osrtp.extend(items);
+            }
             "media-address" => self.media_address = self.text(key, value)?,
             "address-family" => self.address_family = self.text(key, value)?,
             "endpoint-learning" => {
@@ -274,6 +278,10 @@ impl Fields {
             self.flags
                 .sdes
                 .push(token.get(5..).unwrap_or("").to_owned());
+        } else if name.starts_with("osrtp-") {
+            self.flags
+                .osrtp
+                .push(token.get(6..).unwrap_or("").to_owned());
         } else {
             self.flags.unknown.push(token.to_owned());
             self.warn(format!("Ignored unsupported flag '{token}'"));
