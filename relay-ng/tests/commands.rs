@@ -358,6 +358,37 @@ fn rtpp_flags_string() {
 }
 
 #[test]
+fn osrtp_key_and_flags() {
+    // The key as a list, as a comma-separated string, and the flag form.
+    for (osrtp, flags) in [
+        (
+            Value::str_list(["offer", "accept-RFC"]),
+            Value::str_list([]),
+        ),
+        (Value::str("offer,accept-RFC"), Value::str_list([])),
+        (
+            Value::str_list([]),
+            Value::str_list(["OSRTP-offer", "OSRTP-accept-RFC"]),
+        ),
+    ] {
+        let parsed = parse(&request(&[
+            ("command", Value::str("offer")),
+            ("call-id", Value::str("c")),
+            ("from-tag", Value::str("f")),
+            ("sdp", Value::str("v=0\r\n")),
+            ("OSRTP", osrtp),
+            ("flags", flags),
+        ]))
+        .expect("valid");
+        let Command::Offer(o) = parsed.command else {
+            panic!("not an offer");
+        };
+        assert_eq!(o.flags.osrtp, ["offer", "accept-RFC"]);
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    }
+}
+
+#[test]
 fn bencode_error_reply_uses_the_cookie() {
     let e = frame::parse_datagram(b"77_1 d7:command5:offer").expect_err("truncated");
     let cookie = e.cookie().expect("answerable");

@@ -14,6 +14,14 @@
 //! Needs python3 with pylibsrtp (`pip install pylibsrtp`); the test installs
 //! it when missing and skips, saying why, only if that fails.
 //!
+//! OSRTP (RFC 8643): the same bridging with `RTP/AVP` kept on the `m=`
+//! lines. A pylibsrtp caller offers `RTP/AVP` with `a=crypto` and
+//! `OSRTP=accept`; the plain callee declines, so the relay answers the
+//! caller with its own key and bridges. A plain caller with `OSRTP-offer`:
+//! the pylibsrtp callee answers one of the relay's lines on `RTP/AVP`, or a
+//! plain callee declines and the call stays plain (and goes into XDP). An
+//! accepted OSRTP call keeps its keys across `kill -9`.
+//!
 //! Restarts: an SDES call whose SRTP sequence numbers wrap keeps
 //! decrypting both ways after `kill -9` and a new relayd on the same
 //! state, including when the wrap happened after the last record.
@@ -152,10 +160,59 @@ fn srtp_counts(q: &Value, port: u16) -> Option<(i64, i64)> {
     None
 }
 
+/// How the SRTP party signals SRTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Srtp {
+    /// `RTP/SAVP` with `a=crypto`, bridged by `transport-protocol`.
+    Savp,
+    /// OSRTP: `RTP/AVP` with `a=crypto`, bridged by the `OSRTP` options.
+    Osrtp,
+}
+
+impl Srtp {
+    /// The SRTP party's profile.
+    fn profile(self) -> &'static str {
+        match self {
+            Srtp::Savp => "RTP/SAVP",
+            Srtp::Osrtp => "RTP/AVP",
+        }
+    }
+
+    /// The NG options of an offer from an SRTP caller to a plain callee.
+    fn caller_offer(self) -> (&'static str, Value) {
+        match self {
+            Srtp::Savp => ("transport-protocol", s("RTP/AVP")),
+            Srtp::Osrtp => ("OSRTP", Value::str_list(["accept"])),
+        }
+    }
+
+    /// The NG options of the plain callee's answer to that offer.
+    fn callee_answer(self) -> Vec<(&'static str, Value)> {
+        match self {
+            Srtp::Savp => Vec::new(),
+            Srtp::Osrtp => vec![("OSRTP", Value::str_list(["accept"]))],
+        }
+    }
+
+    /// The NG options of an offer from a plain caller to an SRTP callee.
+    fn callee_offer(self) -> (&'static str, Value) {
+        match self {
+            Srtp::Savp => ("transport-protocol", s("RTP/SAVP")),
+            Srtp::Osrtp => ("flags", Value::str_list(["OSRTP-offer"])),
+        }
+    }
+}
+
+/// A request of `base` entries and `more`.
+fn request(base: Vec<(&str, Value)>, more: Vec<(&str, Value)>) -> Value {
+    Value::dict(base.into_iter().chain(more))
+}
+
 /// One SRTP call under `suite`: SDP both ways, media both ways, a wrong
 /// key and a replay refused.
-fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
-    let call = format!("srtp-{suite}");
+fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
+    let call = format!("{mode:?}-{suite}");
+    let profile = mode.profile();
     let (a_port, b_port) = (6000 + n * 10, 42000 + n * 10);
     let key_len = if suite == "AEAD_AES_128_GCM" { 28 } else { 30 };
     let peer_key: Vec<u8> = (0..key_len)
@@ -163,24 +220,34 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
         .collect();
     let offer_sdp = format!(
         "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
-         m=audio {a_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+         m=audio {a_port} {profile} 0\r\na=rtpmap:0 PCMU/8000\r\n\
          a=crypto:1 {suite} inline:{}\r\na=sendrecv\r\n",
         b64(&peer_key)
     );
     let o = bed
         .ng
-        .ok(&Value::dict([
-            ("command", s("offer")),
-            ("call-id", s(&call)),
-            ("from-tag", s("tag-A")),
-            ("sdp", s(&offer_sdp)),
-            ("direction", Value::str_list(["a", "b"])),
-            ("transport-protocol", s("RTP/AVP")),
-        ]))
+        .ok(&request(
+            vec![
+                ("command", s("offer")),
+                ("call-id", s(&call)),
+                ("from-tag", s("tag-A")),
+                ("sdp", s(&offer_sdp)),
+                ("direction", Value::str_list(["a", "b"])),
+            ],
+            vec![mode.caller_offer()],
+        ))
         .unwrap();
     let to_b = String::from_utf8(o.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
     assert!(to_b.contains(" RTP/AVP 0\r\n"), "{to_b}");
-    assert!(crypto_line(&to_b).is_empty(), "{to_b}");
+    match mode {
+        Srtp::Savp => assert!(crypto_line(&to_b).is_empty(), "{to_b}"),
+        // Opportunistic: the callee may take the caller's own line.
+        Srtp::Osrtp => assert_eq!(
+            crypto_line(&to_b),
+            [format!("1 {suite} inline:{}", b64(&peer_key))],
+            "{to_b}"
+        ),
+    }
     let (_, relay_b_port) = sdp_endpoint(to_b.as_bytes()).unwrap();
     let relay_b: SocketAddr = format!("{RELAY_B}:{relay_b_port}").parse().unwrap();
     let answer_sdp = format!(
@@ -189,16 +256,19 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
     );
     let a = bed
         .ng
-        .ok(&Value::dict([
-            ("command", s("answer")),
-            ("call-id", s(&call)),
-            ("from-tag", s("tag-A")),
-            ("to-tag", s("tag-B")),
-            ("sdp", s(&answer_sdp)),
-        ]))
+        .ok(&request(
+            vec![
+                ("command", s("answer")),
+                ("call-id", s(&call)),
+                ("from-tag", s("tag-A")),
+                ("to-tag", s("tag-B")),
+                ("sdp", s(&answer_sdp)),
+            ],
+            mode.callee_answer(),
+        ))
         .unwrap();
     let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
-    assert!(to_a.contains(" RTP/SAVP 0\r\n"), "{to_a}");
+    assert!(to_a.contains(&format!(" {profile} 0\r\n")), "{to_a}");
     let lines = crypto_line(&to_a);
     assert_eq!(lines.len(), 1, "{to_a}");
     let fields: Vec<&str> = lines[0].split_whitespace().collect();
@@ -317,10 +387,11 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
 }
 
 /// The other way round: a plain caller in A with `transport-protocol:
-/// RTP/SAVP`, the pylibsrtp callee in B picking the relay's line for
-/// `suite` by its tag.
-fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
-    let call = format!("srtp-callee-{suite}");
+/// RTP/SAVP` (or `OSRTP-offer`), the pylibsrtp callee in B picking the
+/// relay's line for `suite` by its tag.
+fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
+    let call = format!("{mode:?}-callee-{suite}");
+    let profile = mode.profile();
     let (a_port, b_port) = (7000 + n * 10, 43000 + n * 10);
     let offer_sdp = format!(
         "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
@@ -328,18 +399,20 @@ fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
     );
     let o = bed
         .ng
-        .ok(&Value::dict([
-            ("command", s("offer")),
-            ("call-id", s(&call)),
-            ("from-tag", s("tag-A")),
-            ("sdp", s(&offer_sdp)),
-            ("direction", Value::str_list(["a", "b"])),
-            ("transport-protocol", s("RTP/SAVP")),
-            ("DTLS", s("off")),
-        ]))
+        .ok(&request(
+            vec![
+                ("command", s("offer")),
+                ("call-id", s(&call)),
+                ("from-tag", s("tag-A")),
+                ("sdp", s(&offer_sdp)),
+                ("direction", Value::str_list(["a", "b"])),
+                ("DTLS", s("off")),
+            ],
+            vec![mode.callee_offer()],
+        ))
         .unwrap();
     let to_b = String::from_utf8(o.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
-    assert!(to_b.contains(" RTP/SAVP 0\r\n"), "{to_b}");
+    assert!(to_b.contains(&format!(" {profile} 0\r\n")), "{to_b}");
     let line = crypto_line(&to_b)
         .into_iter()
         .find(|l| l.split_whitespace().nth(1) == Some(suite))
@@ -354,7 +427,7 @@ fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16) {
         .collect();
     let answer_sdp = format!(
         "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
-         m=audio {b_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+         m=audio {b_port} {profile} 0\r\na=rtpmap:0 PCMU/8000\r\n\
          a=crypto:{tag} {suite} inline:{}\r\na=sendrecv\r\n",
         b64(&callee_key)
     );
@@ -447,8 +520,8 @@ fn pylibsrtp_caller_talks_to_a_plain_phone_through_relayd() {
     .into_iter()
     .enumerate()
     {
-        srtp_call(&bed, &mut peer, suite, n as u16 + 1);
-        srtp_callee(&bed, &mut peer, suite, n as u16 + 1);
+        srtp_call(&bed, &mut peer, suite, n as u16 + 1, Srtp::Savp);
+        srtp_callee(&bed, &mut peer, suite, n as u16 + 1, Srtp::Savp);
         plain_round(suite);
     }
     wait_kernelized(&bed.ng, plain);
@@ -456,8 +529,8 @@ fn pylibsrtp_caller_talks_to_a_plain_phone_through_relayd() {
     drop(peer);
     for call in [
         plain,
-        "srtp-AES_CM_128_HMAC_SHA1_80",
-        "srtp-AEAD_AES_128_GCM",
+        "Savp-AES_CM_128_HMAC_SHA1_80",
+        "Savp-AEAD_AES_128_GCM",
     ] {
         let _ = bed.ng.request(&common::command("delete", call));
     }
@@ -480,28 +553,39 @@ struct Bridged {
 
 /// Offers `offer_sdp` (SRTP, asked to arrive as RTP) and answers with
 /// `answer_sdp`: the relay's ports for B and for A, and its `a=crypto` key.
-fn signal(bed: &Bed, call: &str, offer_sdp: &str, answer_sdp: &str) -> (u16, u16, String) {
+fn signal(
+    bed: &Bed,
+    call: &str,
+    offer_sdp: &str,
+    answer_sdp: &str,
+    mode: Srtp,
+) -> (u16, u16, String) {
     let o = bed
         .ng
-        .ok(&Value::dict([
-            ("command", s("offer")),
-            ("call-id", s(call)),
-            ("from-tag", s("tag-A")),
-            ("sdp", s(offer_sdp)),
-            ("direction", Value::str_list(["a", "b"])),
-            ("transport-protocol", s("RTP/AVP")),
-        ]))
+        .ok(&request(
+            vec![
+                ("command", s("offer")),
+                ("call-id", s(call)),
+                ("from-tag", s("tag-A")),
+                ("sdp", s(offer_sdp)),
+                ("direction", Value::str_list(["a", "b"])),
+            ],
+            vec![mode.caller_offer()],
+        ))
         .unwrap();
     let (_, relay_b_port) = sdp_endpoint(o.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
     let a = bed
         .ng
-        .ok(&Value::dict([
-            ("command", s("answer")),
-            ("call-id", s(call)),
-            ("from-tag", s("tag-A")),
-            ("to-tag", s("tag-B")),
-            ("sdp", s(answer_sdp)),
-        ]))
+        .ok(&request(
+            vec![
+                ("command", s("answer")),
+                ("call-id", s(call)),
+                ("from-tag", s("tag-A")),
+                ("to-tag", s("tag-B")),
+                ("sdp", s(answer_sdp)),
+            ],
+            mode.callee_answer(),
+        ))
         .unwrap();
     let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
     let lines = crypto_line(&to_a);
@@ -517,20 +601,21 @@ fn signal(bed: &Bed, call: &str, offer_sdp: &str, answer_sdp: &str) -> (u16, u16
 
 /// `call` set up as in [`srtp_call`] (A: pylibsrtp, `RTP/SAVP` under
 /// `suite`; B: plain), the peer keyed, no media yet.
-fn bridge_srtp_caller(bed: &Bed, peer: &mut Peer, call: &str, suite: &str) -> Bridged {
+fn bridge_srtp_caller(bed: &Bed, peer: &mut Peer, call: &str, suite: &str, mode: Srtp) -> Bridged {
     let (a_port, b_port) = (6500, 42500);
     let peer_key: Vec<u8> = (0..30u8).map(|i| i.wrapping_mul(13) ^ 0x5a).collect();
     let offer_sdp = format!(
         "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
-         m=audio {a_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+         m=audio {a_port} {} 0\r\na=rtpmap:0 PCMU/8000\r\n\
          a=crypto:1 {suite} inline:{}\r\na=sendrecv\r\n",
+        mode.profile(),
         b64(&peer_key)
     );
     let answer_sdp = format!(
         "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
          m=audio {b_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
     );
-    let (relay_b_port, relay_a_port, relay_key) = signal(bed, call, &offer_sdp, &answer_sdp);
+    let (relay_b_port, relay_a_port, relay_key) = signal(bed, call, &offer_sdp, &answer_sdp, mode);
     let r = peer.call(serde_json::json!({
         "op": "keys", "suite": suite, "tx": b64(&peer_key), "rx": relay_key,
     }));
@@ -589,7 +674,13 @@ fn an_sdes_call_keeps_its_keys_and_rocs_across_kill_9() {
     let bed = Bed::new("sdesk");
     let relayd = bed.relayd(&[]);
     let mut peer = Peer::start();
-    let call = bridge_srtp_caller(&bed, &mut peer, "srtp-restart", "AES_CM_128_HMAC_SHA1_80");
+    let call = bridge_srtp_caller(
+        &bed,
+        &mut peer,
+        "srtp-restart",
+        "AES_CM_128_HMAC_SHA1_80",
+        Srtp::Savp,
+    );
 
     // Across a wrap of both directions' sequence numbers (ROC 0 to 1),
     // then long enough for the once-a-second tick to record the ROCs.
@@ -621,7 +712,13 @@ fn an_sdes_call_keeps_its_keys_and_rocs_across_kill_9() {
     }
     // A re-INVITE with the same keys keeps the restored transform (its
     // ROCs, now 2, included): the relay answers with the same key.
-    let (_, _, relay_key) = signal(&bed, &call.call, &call.offer_sdp, &call.answer_sdp);
+    let (_, _, relay_key) = signal(
+        &bed,
+        &call.call,
+        &call.offer_sdp,
+        &call.answer_sdp,
+        Srtp::Savp,
+    );
     assert_eq!(
         relay_key, call.relay_key,
         "the restored call re-answers with its key"
@@ -640,6 +737,114 @@ fn an_sdes_call_keeps_its_keys_and_rocs_across_kill_9() {
         !kernelized,
         "a restored SRTP bridge stays in userspace: {q:?}"
     );
+    drop(peer);
+    common::stop_relayd(&bed.t.r, relayd);
+}
+
+/// `OSRTP-offer` toward a plain callee: its plain answer declines, so no
+/// side is SRTP: plain media both ways, into XDP like any plain call.
+fn osrtp_declined(bed: &Bed) {
+    let call = "osrtp-declined";
+    let (a_port, b_port) = (7900, 43900);
+    let offer_sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
+         m=audio {a_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    );
+    let o = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("offer")),
+            ("call-id", s(call)),
+            ("from-tag", s("tag-A")),
+            ("sdp", s(&offer_sdp)),
+            ("direction", Value::str_list(["a", "b"])),
+            ("OSRTP", Value::str_list(["offer"])),
+        ]))
+        .unwrap();
+    let to_b = String::from_utf8(o.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    assert!(to_b.contains(" RTP/AVP 0\r\n"), "{to_b}");
+    assert!(
+        !crypto_line(&to_b).is_empty(),
+        "offered opportunistically: {to_b}"
+    );
+    let (_, relay_b_port) = sdp_endpoint(to_b.as_bytes()).unwrap();
+    let answer_sdp = format!(
+        "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
+         m=audio {b_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    );
+    let a = bed
+        .ng
+        .ok(&Value::dict([
+            ("command", s("answer")),
+            ("call-id", s(call)),
+            ("from-tag", s("tag-A")),
+            ("to-tag", s("tag-B")),
+            ("sdp", s(&answer_sdp)),
+            ("OSRTP", Value::str_list(["accept"])),
+        ]))
+        .unwrap();
+    let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    assert!(crypto_line(&to_a).is_empty(), "{to_a}");
+    let (_, relay_a_port) = sdp_endpoint(to_a.as_bytes()).unwrap();
+    let relay_a: SocketAddr = format!("{RELAY_A}:{relay_a_port}").parse().unwrap();
+    let relay_b: SocketAddr = format!("{RELAY_B}:{relay_b_port}").parse().unwrap();
+    let a_rtp = bind_udp(&bed.t.a, &format!("{HOST_A}:{a_port}")).unwrap();
+    let b_rtp = bind_udp(&bed.t.b, &format!("{HOST_B}:{b_port}")).unwrap();
+    for sock in [&a_rtp, &b_rtp] {
+        sock.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+    }
+    for seq in 0..5u16 {
+        let p = rtp(seq, 0x0505, b"declined");
+        a_rtp.send_to(&p, relay_a).unwrap();
+        assert_eq!(recv(&b_rtp).map(|r| r.0), Some(p.clone()), "A to B {seq}");
+        b_rtp.send_to(&p, relay_b).unwrap();
+        assert_eq!(recv(&a_rtp).map(|r| r.0), Some(p), "B to A {seq}");
+    }
+    wait_kernelized(&bed.ng, call);
+}
+
+#[test]
+fn osrtp_calls_carry_media_through_relayd() {
+    require_root!();
+    if let Err(why) = pylibsrtp_available() {
+        eprintln!("SKIPPED: pylibsrtp unavailable: {why}");
+        return;
+    }
+    let bed = Bed::new("osrtp");
+    let relayd = bed.relayd(&[]);
+    let mut peer = Peer::start();
+    for (n, suite) in [
+        "AES_CM_128_HMAC_SHA1_80",
+        "AEAD_AES_128_GCM",
+        "AES_CM_128_HMAC_SHA1_32",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        srtp_call(&bed, &mut peer, suite, n as u16 + 1, Srtp::Osrtp);
+        srtp_callee(&bed, &mut peer, suite, n as u16 + 1, Srtp::Osrtp);
+    }
+    osrtp_declined(&bed);
+
+    // An accepted OSRTP call's keys are in the state store like SDES ones:
+    // it keeps decrypting both ways across kill -9.
+    let call = bridge_srtp_caller(
+        &bed,
+        &mut peer,
+        "osrtp-restart",
+        "AES_CM_128_HMAC_SHA1_80",
+        Srtp::Osrtp,
+    );
+    for seq in 0..20 {
+        call.both_ways(&mut peer, seq, "before the restart");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    kill_9(relayd);
+    let relayd = bed.relayd(&[]);
+    for seq in 20..40 {
+        call.both_ways(&mut peer, seq, "after the restart");
+    }
     drop(peer);
     common::stop_relayd(&bed.t.r, relayd);
 }

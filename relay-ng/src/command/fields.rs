@@ -187,6 +187,11 @@ impl Fields {
                     self.push_sdes(item);
                 }
             }
+            "osrtp" => {
+                for item in self.texts(key, value)? {
+                    self.push_osrtp(item);
+                }
+            }
             "media-address" => self.media_address = self.text(key, value)?,
             "address-family" => self.address_family = self.text(key, value)?,
             "endpoint-learning" => {
@@ -276,6 +281,8 @@ impl Fields {
         } else if name.starts_with("sdes-") {
             // Suite names keep their spelling: cut the raw token.
             self.push_sdes(token.get(5..).unwrap_or("").to_owned());
+        } else if name.starts_with("osrtp-") {
+            self.push_osrtp(token.get(6..).unwrap_or("").to_owned());
         } else {
             self.flags.unknown.push(token.to_owned());
             self.warn(format!("Ignored unsupported flag '{token}'"));
@@ -289,6 +296,18 @@ impl Fields {
             self.warn(format!("Ignored unsupported SDES option '{item}'"));
         }
         self.flags.sdes.push(item);
+    }
+
+    /// One OSRTP option, with a warning unless relayd acts on it (`offer`,
+    /// `accept` and their `-RFC` forms; the legacy forms are not built).
+    fn push_osrtp(&mut self, item: String) {
+        if !matches!(
+            normalize(&item).as_str(),
+            "offer" | "offer-rfc" | "accept" | "accept-rfc"
+        ) {
+            self.warn(format!("Ignored unsupported OSRTP option '{item}'"));
+        }
+        self.flags.osrtp.push(item);
     }
 
     /// Appends one interface name to `direction` (an `rtpp-flags`

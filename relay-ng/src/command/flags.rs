@@ -64,6 +64,9 @@ pub struct Flags {
     /// SDES options (`SDES-off`, `SDES-no-<SUITE>`, ... as flags, or the
     /// `SDES` list): what follows `SDES-`, in the spelling received.
     pub sdes: Vec<String>,
+    /// OSRTP options (`OSRTP-offer`, `OSRTP-accept`, ... as flags, or the
+    /// `OSRTP` list): what follows `OSRTP-`, in the spelling received.
+    pub osrtp: Vec<String>,
     /// Flags not understood, in the spelling received.
     pub unknown: Vec<String>,
 }

@@ -251,15 +251,18 @@ mod tests {
     #[test]
     fn empty_value_is_a_flag_and_unknowns_warn() {
         let f = parse(
-            "  loop-protect=  SDES-off SDES-no-AES_CM_128_HMAC_SHA1_32  OSRTP-accept foo=bar ",
+            "  loop-protect=  SDES-off SDES-no-AES_CM_128_HMAC_SHA1_32  OSRTP-accept foo=bar bogus-flag ",
         );
         assert!(f.flags.loop_protect);
         assert_eq!(f.flags.sdes, ["off", "no-AES_CM_128_HMAC_SHA1_32"]);
-        assert_eq!(f.flags.unknown, ["OSRTP-accept"]);
-        assert_eq!(f.warnings.len(), 2);
+        assert_eq!(f.flags.osrtp, ["accept"]);
+        assert_eq!(f.flags.unknown, ["bogus-flag"]);
         assert_eq!(
-            f.warnings.last().map(String::as_str),
-            Some("Ignored unsupported key 'foo'")
+            f.warnings,
+            [
+                "Ignored unsupported key 'foo'",
+                "Ignored unsupported flag 'bogus-flag'"
+            ]
         );
     }
 }

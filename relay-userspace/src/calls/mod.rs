@@ -224,6 +224,8 @@ pub struct Signal {
     pub transport_protocol: Option<String>,
     /// The `SDES-...` flags.
     pub sdes: sdes::SdesOptions,
+    /// The `OSRTP` options.
+    pub osrtp: sdes::OsrtpOptions,
 }
 
 /// rtpengine's `ICE=`, as far as it decides who gets the relay's ICE.
@@ -1545,10 +1547,10 @@ fn sdes_offer(call: &mut Call, from: usize, to: usize, sig: &Signal) {
         sdes::on_offer(
             &mut s.sdes,
             &mut r.sdes,
-            offer.crypto.clone(),
-            &offer.protocol,
+            offer.srtp(),
             sig.transport_protocol.as_deref(),
             &sig.sdes,
+            sig.osrtp,
         );
     }
 }
@@ -1565,7 +1567,7 @@ fn sdes_answer(call: &mut Call, offerer: usize, answerer: usize, sig: &Signal) {
         .zip(a.medias.iter_mut())
         .zip(&sig.medias)
     {
-        sdes::on_answer(&mut om.sdes, &mut am.sdes, answer.crypto.clone());
+        sdes::on_answer(&mut om.sdes, &mut am.sdes, answer.srtp(), sig.osrtp);
         sdes::sync_ports(om);
         sdes::sync_ports(am);
     }

@@ -298,8 +298,22 @@ pub struct MediaOffer {
     pub ice_ufrag: Option<String>,
     /// The usable `a=crypto` lines of the media (SDES).
     pub crypto: Vec<relay_media::sdes::Crypto>,
+    /// Any `a=crypto` line, usable or not (an OSRTP offer or answer keys
+    /// SRTP end to end even with a suite relayd lacks).
+    pub any_crypto: bool,
     /// `a=setup` and `a=fingerprint` of the media (or the session).
     pub dtls: super::dtls::PeerDtls,
+}
+
+impl MediaOffer {
+    /// What the media says about SDES-SRTP.
+    pub(crate) fn srtp(&self) -> super::sdes::SdpSrtp<'_> {
+        super::sdes::SdpSrtp {
+            crypto: &self.crypto,
+            any_crypto: self.any_crypto || !self.crypto.is_empty(),
+            protocol: &self.protocol,
+        }
+    }
 }
 
 /// Microseconds within the current wall-clock second.

@@ -14,6 +14,15 @@
 //!
 //! SRTP on both sides without `transport-protocol` passes end to end
 //! untouched (and stays in the kernel).
+//!
+//! OSRTP (RFC 8643, rtpengine's `OSRTP` key) is the same bridging with the
+//! plain profile kept on the `m=` line: an `RTP/AVP[F]` section with
+//! `a=crypto` is an SRTP offer. `OSRTP=offer` makes the relay's offer to the
+//! callee such a section (its own lines, as for `RTP/SAVP`; the callee keys
+//! its side only if it answers with one of them); `OSRTP=accept` on the
+//! answer makes the relay take a caller's OSRTP offer that the callee
+//! declined (a plain answer), terminating SRTP toward the caller. The
+//! `-legacy` forms (the section offered twice) are not built.
 
 use std::sync::Arc;
 
@@ -76,6 +85,39 @@ impl SdesOptions {
     }
 }
 
+/// The `OSRTP` options relayd acts on (`OSRTP-...` flags or the `OSRTP`
+/// list).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OsrtpOptions {
+    /// `offer` (`offer-RFC`): a plain offer goes out as an OSRTP one.
+    pub offer: bool,
+    /// `accept` (`accept-RFC`): a plain answer to a party's OSRTP offer
+    /// still gives that party SRTP.
+    pub accept: bool,
+}
+
+impl OsrtpOptions {
+    /// From the values received. `offer-legacy` and `accept-legacy` (the
+    /// non-RFC form with each section listed twice) are not built and are
+    /// ignored, as rtpengine 10.5 ignores them; so are unknown values (10.5
+    /// only logs those too).
+    pub fn parse(items: &[String]) -> Self {
+        let mut o = OsrtpOptions::default();
+        for item in items {
+            let v = item.to_ascii_lowercase().replace('_', "-");
+            match v.as_str() {
+                "offer" | "offer-rfc" => o.offer = true,
+                "accept" | "accept-rfc" => o.accept = true,
+                "offer-legacy" | "accept-legacy" => {
+                    tracing::debug!(option = %item, "legacy OSRTP is not built: ignored");
+                }
+                _ => tracing::info!(option = %item, "unknown OSRTP option ignored"),
+            }
+        }
+        o
+    }
+}
+
 /// `RTP/SAVP` or `RTP/SAVPF`: SRTP keyed by SDES (DTLS-SRTP is `UDP/TLS/...`).
 pub(crate) fn is_sdes_srtp(proto: &str) -> bool {
     proto.eq_ignore_ascii_case("RTP/SAVP") || proto.eq_ignore_ascii_case("RTP/SAVPF")
@@ -101,49 +143,83 @@ pub struct MediaSdes {
     /// The party offered SRTP towards a plain callee: the relay answers it
     /// with a key of its own once the callee answers.
     pub terminate: bool,
+    /// The party's offer was OSRTP (a plain profile with `a=crypto`),
+    /// passed on as it came: `OSRTP=accept` on a plain answer terminates.
+    pub osrtp: bool,
 }
 
-/// An offer from the party owning `sender` (its media `offer_crypto`,
-/// protocol `own`) to the one owning `recipient`, asked to arrive as
-/// `asked` (`transport-protocol`).
+/// What one media of an SDP said about SRTP.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SdpSrtp<'a> {
+    /// The `a=crypto` lines relayd can use.
+    pub crypto: &'a [Crypto],
+    /// Any `a=crypto` line at all (usable or not).
+    pub any_crypto: bool,
+    /// The `m=` line's transport protocol.
+    pub protocol: &'a str,
+}
+
+impl SdpSrtp<'_> {
+    /// SRTP keyed by SDES: an SRTP profile, or (RFC 8643) a plain one
+    /// carrying `a=crypto`.
+    fn is_srtp(&self) -> bool {
+        is_sdes_srtp(self.protocol) || (is_plain_rtp(self.protocol) && self.any_crypto)
+    }
+}
+
+/// An offer from the party owning `sender` (its media `offer`) to the one
+/// owning `recipient`, asked to arrive as `asked` (`transport-protocol`).
 pub(crate) fn on_offer(
     sender: &mut MediaSdes,
     recipient: &mut MediaSdes,
-    offer_crypto: Vec<Crypto>,
-    own: &str,
+    offer: SdpSrtp<'_>,
     asked: Option<&str>,
     opts: &SdesOptions,
+    osrtp: OsrtpOptions,
 ) {
-    sender.party = offer_crypto;
+    sender.party = offer.crypto.to_vec();
     sender.lines = None;
-    let to = asked.unwrap_or(own);
     sender.terminate = false;
-    if is_plain_rtp(own) && is_sdes_srtp(to) {
+    sender.osrtp = false;
+    let from_srtp = offer.is_srtp();
+    // An SRTP offer stays SRTP unless a plain profile is asked for; a plain
+    // one goes out as SRTP when an SRTP profile is asked for, or as OSRTP.
+    let to = asked.unwrap_or(offer.protocol);
+    let to_srtp =
+        is_sdes_srtp(to) || (asked.is_none() && from_srtp) || (osrtp.offer && is_plain_rtp(to));
+    if !from_srtp && to_srtp {
         recipient.relay = if opts.off {
             Vec::new()
         } else {
             relay_offer(&recipient.relay, opts)
         };
         recipient.lines = Some(recipient.relay.iter().map(ToString::to_string).collect());
-    } else if is_sdes_srtp(own) && is_plain_rtp(to) {
+    } else if from_srtp && !to_srtp {
         sender.terminate = true;
         recipient.relay.clear();
         recipient.lines = Some(Vec::new());
     } else {
+        // SRTP end to end (an OSRTP offer too): the endpoints key each
+        // other, unless the answer declines an OSRTP offer.
+        sender.osrtp = from_srtp && is_plain_rtp(offer.protocol);
         recipient.relay.clear();
         recipient.lines = None;
     }
 }
 
 /// The answer from the party owning `answerer` to the offer of the one
-/// owning `offerer`.
+/// owning `offerer`; `osrtp` as the answer's flags say.
 pub(crate) fn on_answer(
     offerer: &mut MediaSdes,
     answerer: &mut MediaSdes,
-    answer_crypto: Vec<Crypto>,
+    answer: SdpSrtp<'_>,
+    osrtp: OsrtpOptions,
 ) {
-    answerer.party = answer_crypto;
+    answerer.party = answer.crypto.to_vec();
     answerer.lines = None;
+    // A plain answer to an OSRTP offer declines SRTP; `OSRTP=accept` makes
+    // the relay take the offer itself, as for an SRTP offer to a plain callee.
+    let accepted = offerer.osrtp && osrtp.accept && !answer.any_crypto;
     if !answerer.relay.is_empty() {
         // The callee picked one of the relay's lines by tag.
         answerer.active = answerer.party.iter().find_map(|theirs| {
@@ -155,7 +231,7 @@ pub(crate) fn on_answer(
         });
         offerer.active = None;
         offerer.lines = Some(Vec::new());
-    } else if offerer.terminate {
+    } else if offerer.terminate || accepted {
         answerer.active = None;
         // The caller's first usable suite; `SDES-no-` only shapes the
         // relay's own offers (rtpengine 10.5 ignores it here too).
@@ -553,6 +629,7 @@ pub(crate) fn restored_media(record: Option<&relay_state::SrtpRecord>) -> MediaS
         lines: None,
         active: Some(keys),
         terminate: false,
+        osrtp: false,
     }
 }
 
@@ -615,6 +692,19 @@ pub(crate) fn warn_dropped(port: &MediaPort, error: &SrtpError) {
 mod tests {
     use super::*;
 
+    fn sdp<'a>(crypto: &'a [Crypto], protocol: &'a str) -> SdpSrtp<'a> {
+        SdpSrtp {
+            crypto,
+            any_crypto: !crypto.is_empty(),
+            protocol,
+        }
+    }
+
+    const NO_OSRTP: OsrtpOptions = OsrtpOptions {
+        offer: false,
+        accept: false,
+    };
+
     fn opts(items: &[&str]) -> SdesOptions {
         SdesOptions::parse(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
@@ -657,10 +747,10 @@ mod tests {
         on_offer(
             &mut a,
             &mut b,
-            vec![],
-            "RTP/AVP",
+            sdp(&[], "RTP/AVP"),
             Some("RTP/SAVP"),
             &opts(&[]),
+            NO_OSRTP,
         );
         assert_eq!(b.lines.as_ref().map(Vec::len), Some(3));
         let first = b.relay.clone();
@@ -668,14 +758,19 @@ mod tests {
         on_offer(
             &mut a,
             &mut b,
-            vec![],
-            "RTP/AVP",
+            sdp(&[], "RTP/AVP"),
             Some("RTP/SAVP"),
             &opts(&[]),
+            NO_OSRTP,
         );
         assert_eq!(b.relay, first);
         let theirs = Crypto::generate(7, SrtpProfile::AesCm128HmacSha1_80);
-        on_answer(&mut a, &mut b, vec![theirs.clone()]);
+        on_answer(
+            &mut a,
+            &mut b,
+            sdp(std::slice::from_ref(&theirs), "RTP/SAVP"),
+            NO_OSRTP,
+        );
         let (party, relay) = b.active.clone().expect("bridged");
         assert_eq!(party, theirs);
         assert_eq!(
@@ -696,14 +791,14 @@ mod tests {
         on_offer(
             &mut a,
             &mut b,
-            offered.clone(),
-            "RTP/SAVP",
+            sdp(&offered, "RTP/SAVP"),
             Some("RTP/AVP"),
             &opts(&[]),
+            NO_OSRTP,
         );
         assert_eq!(b.lines, Some(vec![]));
         // SDES-no- does not steer the pick (rtpengine 10.5 neither).
-        on_answer(&mut a, &mut b, vec![]);
+        on_answer(&mut a, &mut b, sdp(&[], "RTP/AVP"), NO_OSRTP);
         let (party, relay) = a.active.clone().expect("bridged");
         assert_eq!(party, offered[0]);
         assert_eq!(
@@ -718,11 +813,130 @@ mod tests {
     fn srtp_end_to_end_passes_through() {
         let (mut a, mut b) = (MediaSdes::default(), MediaSdes::default());
         let offered = vec![Crypto::generate(1, SrtpProfile::AesCm128HmacSha1_80)];
-        on_offer(&mut a, &mut b, offered, "RTP/SAVP", None, &opts(&[]));
+        on_offer(
+            &mut a,
+            &mut b,
+            sdp(&offered, "RTP/SAVP"),
+            None,
+            &opts(&[]),
+            NO_OSRTP,
+        );
         assert_eq!(b.lines, None);
-        on_answer(&mut a, &mut b, vec![]);
+        on_answer(&mut a, &mut b, sdp(&offered[..1], "RTP/SAVP"), NO_OSRTP);
         assert!(a.active.is_none() && b.active.is_none());
         assert_eq!(a.lines, None);
+    }
+
+    const OFFER: OsrtpOptions = OsrtpOptions {
+        offer: true,
+        accept: false,
+    };
+    const ACCEPT: OsrtpOptions = OsrtpOptions {
+        offer: false,
+        accept: true,
+    };
+
+    #[test]
+    fn osrtp_options_parse_the_rfc_forms_and_skip_legacy() {
+        let parse = |items: &[&str]| {
+            OsrtpOptions::parse(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(parse(&["offer"]), OFFER);
+        assert_eq!(parse(&["offer-RFC"]), OFFER);
+        assert_eq!(parse(&["ACCEPT"]), ACCEPT);
+        assert_eq!(parse(&["accept-RFC"]), ACCEPT);
+        assert_eq!(parse(&["offer-legacy", "accept-legacy", "bogus"]), NO_OSRTP);
+    }
+
+    #[test]
+    fn osrtp_offer_keys_the_callee_on_the_plain_profile_if_it_answers_with_crypto() {
+        let (mut a, mut b) = (MediaSdes::default(), MediaSdes::default());
+        on_offer(&mut a, &mut b, sdp(&[], "RTP/AVP"), None, &opts(&[]), OFFER);
+        assert_eq!(b.lines.as_ref().map(Vec::len), Some(3));
+        // Without the flag a plain offer stays plain.
+        let (mut c, mut d) = (MediaSdes::default(), MediaSdes::default());
+        on_offer(
+            &mut c,
+            &mut d,
+            sdp(&[], "RTP/AVP"),
+            None,
+            &opts(&[]),
+            NO_OSRTP,
+        );
+        assert_eq!(d.lines, None);
+        let theirs = Crypto::generate(7, SrtpProfile::AesCm128HmacSha1_80);
+        on_answer(
+            &mut a,
+            &mut b,
+            sdp(std::slice::from_ref(&theirs), "RTP/AVP"),
+            NO_OSRTP,
+        );
+        let (party, relay) = b.active.clone().expect("the callee side is SRTP");
+        assert_eq!((party, relay.tag), (theirs, 7));
+        assert_eq!(a.lines, Some(vec![]), "the caller gets plain RTP");
+        assert!(a.active.is_none());
+        // A plain answer declines: plain on both sides.
+        on_offer(&mut a, &mut b, sdp(&[], "RTP/AVP"), None, &opts(&[]), OFFER);
+        on_answer(&mut a, &mut b, sdp(&[], "RTP/AVP"), ACCEPT);
+        assert!(a.active.is_none() && b.active.is_none());
+        assert_eq!(a.lines, Some(vec![]));
+    }
+
+    #[test]
+    fn osrtp_accept_terminates_toward_a_caller_the_callee_declined() {
+        let offered = [Crypto::generate(1, SrtpProfile::AesCm128HmacSha1_80)];
+        let offer = |a: &mut MediaSdes, b: &mut MediaSdes| {
+            on_offer(a, b, sdp(&offered, "RTP/AVP"), None, &opts(&[]), NO_OSRTP);
+            // Passed on as it came: the callee may key the caller directly.
+            assert_eq!(b.lines, None);
+            assert!(a.osrtp);
+        };
+        // Without accept a plain answer leaves the call plain.
+        let (mut a, mut b) = (MediaSdes::default(), MediaSdes::default());
+        offer(&mut a, &mut b);
+        on_answer(&mut a, &mut b, sdp(&[], "RTP/AVP"), NO_OSRTP);
+        assert!(a.active.is_none());
+        assert_eq!(a.lines, None);
+        // With it the relay answers the caller with its own key.
+        offer(&mut a, &mut b);
+        on_answer(&mut a, &mut b, sdp(&[], "RTP/AVP"), ACCEPT);
+        let (party, relay) = a.active.clone().expect("the caller side is SRTP");
+        assert_eq!(party, offered[0]);
+        assert_eq!((relay.tag, relay.profile()), (1, offered[0].profile()));
+        assert_ne!(relay.key, party.key);
+        assert_eq!(a.lines, Some(vec![relay.to_string()]));
+        assert!(b.active.is_none());
+        // An answer with crypto keys the caller end to end: nothing to do.
+        offer(&mut a, &mut b);
+        on_answer(&mut a, &mut b, sdp(&offered, "RTP/AVP"), ACCEPT);
+        assert!(a.active.is_none() && b.active.is_none());
+        assert_eq!(a.lines, None);
+        // An unusable line still keys end to end: not a decline.
+        offer(&mut a, &mut b);
+        let unusable = SdpSrtp {
+            crypto: &[],
+            any_crypto: true,
+            protocol: "RTP/AVP",
+        };
+        on_answer(&mut a, &mut b, unusable, ACCEPT);
+        assert!(a.active.is_none());
+    }
+
+    #[test]
+    fn osrtp_offer_to_a_plain_profile_is_bridged_like_savp() {
+        let offered = [Crypto::generate(1, SrtpProfile::AesCm128HmacSha1_32)];
+        let (mut a, mut b) = (MediaSdes::default(), MediaSdes::default());
+        on_offer(
+            &mut a,
+            &mut b,
+            sdp(&offered, "RTP/AVP"),
+            Some("RTP/AVP"),
+            &opts(&[]),
+            NO_OSRTP,
+        );
+        assert_eq!(b.lines, Some(vec![]), "the callee gets no crypto");
+        on_answer(&mut a, &mut b, sdp(&[], "RTP/AVP"), NO_OSRTP);
+        assert_eq!(a.active.as_ref().map(|k| k.1.tag), Some(1));
     }
 
     #[test]

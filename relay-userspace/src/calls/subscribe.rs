@@ -184,6 +184,7 @@ impl CallManager {
                     mid: None,
                     ice_ufrag: None,
                     crypto: Vec::new(),
+                    any_crypto: false,
                     dtls: Default::default(),
                 }
             })
@@ -504,5 +505,6 @@ fn signal(call_id: &str, tag: &str, medias: Vec<MediaOffer>) -> Signal {
         rtcp_mux_flag: super::RtcpMuxFlag::Default,
         transport_protocol: None,
         sdes: Default::default(),
+        osrtp: Default::default(),
     }
 }

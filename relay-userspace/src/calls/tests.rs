@@ -154,6 +154,7 @@ fn media(rtp: SocketAddr) -> MediaOffer {
         codecs: Vec::new(),
         ice_ufrag: None,
         crypto: Vec::new(),
+        any_crypto: false,
         dtls: Default::default(),
     }
 }
@@ -177,6 +178,7 @@ fn signal(call: &str, from: &str, to: Option<&str>, rtp: SocketAddr) -> Signal {
         rtcp_mux_flag: RtcpMuxFlag::Default,
         transport_protocol: None,
         sdes: Default::default(),
+        osrtp: Default::default(),
     }
 }
 

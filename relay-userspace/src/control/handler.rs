@@ -422,6 +422,7 @@ fn offer_answer(
         rtcp_mux_flag: rtcp_mux_flag(&oa.rtcp_mux),
         transport_protocol: oa.transport_protocol.clone(),
         sdes: crate::calls::sdes::SdesOptions::parse(&oa.flags.sdes),
+        osrtp: crate::calls::sdes::OsrtpOptions::parse(&oa.flags.osrtp),
     };
     let planned = if is_offer {
         calls.offer(&signal, now)
@@ -567,6 +568,7 @@ pub(super) fn media_offers(
                     .iter()
                     .filter_map(|v| relay_media::sdes::Crypto::parse(v).ok())
                     .collect(),
+                any_crypto: !m.crypto.is_empty(),
                 dtls: crate::calls::dtls::PeerDtls {
                     setup: m.setup.clone(),
                     fingerprint: m.fingerprint.clone(),

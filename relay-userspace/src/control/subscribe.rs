@@ -136,6 +136,7 @@ fn signal(call_id: &str, tag: &str, sdp: &Sdp) -> Signal {
         rtcp_mux_flag: crate::calls::RtcpMuxFlag::Default,
         transport_protocol: None,
         sdes: Default::default(),
+        osrtp: Default::default(),
     }
 }
 
