@@ -35,6 +35,8 @@ pub enum DtlsError {
     Timeout,
     #[error("no common SRTP protection profile")]
     NoSrtpProfile,
+    #[error("{0:?} is not a DTLS-SRTP protection profile relayd negotiates")]
+    NotDtlsProfile(crate::SrtpProfile),
     #[error("not a DTLS record")]
     NotDtls,
     #[error("DTLS client not started")]

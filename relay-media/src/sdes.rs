@@ -20,7 +20,7 @@ pub enum SdesError {
     /// Not `<tag> <suite> <key-params>`.
     #[error("a=crypto syntax: {0}")]
     Syntax(&'static str),
-    /// A suite relayd does not implement (e.g. AES_256_CM_HMAC_SHA1_80, F8).
+    /// A suite relayd does not implement (F8, AES-192: see [`SrtpProfile`]).
     #[error("unsupported crypto suite {0}")]
     UnknownSuite(String),
     /// A key method other than `inline`.
@@ -244,8 +244,12 @@ mod tests {
                 SdesError::Syntax("no key parameters"),
             ),
             (
-                format!("1 AES_256_CM_HMAC_SHA1_80 {k80}"),
-                SdesError::UnknownSuite("AES_256_CM_HMAC_SHA1_80".into()),
+                format!("1 F8_128_HMAC_SHA1_80 {k80}"),
+                SdesError::UnknownSuite("F8_128_HMAC_SHA1_80".into()),
+            ),
+            (
+                format!("1 AES_192_CM_HMAC_SHA1_80 {k80}"),
+                SdesError::UnknownSuite("AES_192_CM_HMAC_SHA1_80".into()),
             ),
             (
                 format!("1 AES_CM_128_HMAC_SHA1_80 {k80};{k80}"),
@@ -271,7 +275,16 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(Crypto::parse(&line), Err(want), "{line:?}");
         }
-        // A 30-byte key offered for GCM (needs 28).
+        // A 30-byte key offered for AES-256 (needs 32 + 14) and for GCM
+        // (needs 28).
+        assert!(matches!(
+            Crypto::parse(&format!("1 AES_256_CM_HMAC_SHA1_80 {k80}")),
+            Err(SdesError::Key(SrtpError::KeyLength {
+                want: 46,
+                got: 30,
+                ..
+            }))
+        ));
         assert!(matches!(
             Crypto::parse("1 AEAD_AES_128_GCM inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"),
             Err(SdesError::Key(SrtpError::KeyLength {

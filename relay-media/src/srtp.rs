@@ -72,7 +72,7 @@ pub enum Direction {
 pub struct SrtpKey {
     /// The crypto suite / protection profile.
     pub profile: SrtpProfile,
-    /// Master key (16 bytes for every profile here).
+    /// Master key (16 or 32 bytes, as the profile says).
     pub key: Vec<u8>,
     /// Master salt (14 bytes, 12 for GCM).
     pub salt: Vec<u8>,
@@ -119,21 +119,52 @@ impl SrtpKey {
 }
 
 fn policies(profile: SrtpProfile) -> (CryptoPolicy, CryptoPolicy) {
+    // RFC 4568 §6.2.2 / RFC 5764 §4.1.2: the _32 suites shorten the SRTP
+    // tag only; SRTCP keeps the 80-bit one.
     match profile {
-        SrtpProfile::AesCm128HmacSha1_80 => (
-            CryptoPolicy::aes_cm_128_hmac_sha1_80(),
-            CryptoPolicy::aes_cm_128_hmac_sha1_80(),
-        ),
-        // RFC 4568 §6.2.2 / RFC 5764 §4.1.2: SRTCP keeps the 80-bit tag.
-        SrtpProfile::AesCm128HmacSha1_32 => (
-            CryptoPolicy::aes_cm_128_hmac_sha1_32(),
-            CryptoPolicy::aes_cm_128_hmac_sha1_80(),
+        SrtpProfile::AeadAes256Gcm => (
+            CryptoPolicy::aes_gcm_256_16_auth(),
+            CryptoPolicy::aes_gcm_256_16_auth(),
         ),
         SrtpProfile::AeadAes128Gcm => (
             CryptoPolicy::aes_gcm_128_16_auth(),
             CryptoPolicy::aes_gcm_128_16_auth(),
         ),
+        SrtpProfile::Aes256CmHmacSha1_80 => (
+            CryptoPolicy::aes_cm_256_hmac_sha1_80(),
+            CryptoPolicy::aes_cm_256_hmac_sha1_80(),
+        ),
+        SrtpProfile::Aes256CmHmacSha1_32 => (
+            CryptoPolicy::aes_cm_256_hmac_sha1_32(),
+            CryptoPolicy::aes_cm_256_hmac_sha1_80(),
+        ),
+        SrtpProfile::AesCm128HmacSha1_80 => (
+            CryptoPolicy::aes_cm_128_hmac_sha1_80(),
+            CryptoPolicy::aes_cm_128_hmac_sha1_80(),
+        ),
+        SrtpProfile::AesCm128HmacSha1_32 => (
+            CryptoPolicy::aes_cm_128_hmac_sha1_32(),
+            CryptoPolicy::aes_cm_128_hmac_sha1_80(),
+        ),
+        SrtpProfile::NullHmacSha1_80 => (
+            CryptoPolicy::null_cipher_hmac_sha1_80(),
+            CryptoPolicy::null_cipher_hmac_sha1_80(),
+        ),
+        SrtpProfile::NullHmacSha1_32 => (
+            null_cipher_hmac_sha1_32(),
+            CryptoPolicy::null_cipher_hmac_sha1_80(),
+        ),
     }
+}
+
+/// libsrtp2 has no setter for NULL_HMAC_SHA1_32: its _80 policy with the
+/// 4-byte tag (the same change its AES-CM _32 setters make).
+fn null_cipher_hmac_sha1_32() -> CryptoPolicy {
+    let mut raw = CryptoPolicy::null_cipher_hmac_sha1_80().into_raw();
+    raw.auth_tag_len = 4;
+    // SAFETY: initialised by libsrtp's own setter; only the tag length,
+    // which libsrtp's HMAC accepts from 0 to 20, is changed.
+    unsafe { CryptoPolicy::from_raw(raw) }
 }
 
 /// An SRTP/SRTCP context for one direction of one media port.

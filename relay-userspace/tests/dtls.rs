@@ -884,6 +884,13 @@ fn a_real_chromium_talks_to_a_plain_phone() {
         .unwrap();
     let srtp = srtp_of_browser(&q).unwrap_or_else(|| panic!("no SRTP: {q:?}"));
     assert_eq!(int(&srtp, "auth failures"), 0, "{q:?}");
+    // Chromium lists AEAD_AES_256_GCM first in use_srtp, and so does
+    // relayd's DTLS server, whose preference decides: both report it.
+    assert_eq!(
+        (stats["cipher"].as_str(), text(&srtp, "suite").as_str()),
+        (Some("AEAD_AES_256_GCM"), "AEAD_AES_256_GCM"),
+        "{stats} {q:?}"
+    );
     eprintln!(
         "Chromium: {packets} packets to the phone (peak {loudest}), {frames} received, level {level:.3}, cipher {}, relay suite {}",
         stats["cipher"],

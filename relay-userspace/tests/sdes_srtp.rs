@@ -8,8 +8,12 @@
 //! never reach B; the SRTP call stays out of XDP while a plain call beside
 //! it goes into XDP and keeps its media. Then the other way round: a plain
 //! caller with `transport-protocol: RTP/SAVP`, the pylibsrtp callee taking
-//! the relay's `a=crypto` line by tag, media both ways. AES_CM_128_HMAC_SHA1_80,
-//! AEAD_AES_128_GCM and AES_CM_128_HMAC_SHA1_32, one call each.
+//! the relay's `a=crypto` line by tag, media both ways. One call each way
+//! per suite relayd implements: AES_CM_128_HMAC_SHA1_80/32, AEAD_AES_128_GCM,
+//! AEAD_AES_256_GCM, AES_256_CM_HMAC_SHA1_80/32 and NULL_HMAC_SHA1_80/32
+//! (pylibsrtp names only the suites with a DTLS-SRTP profile; the peer
+//! script fills in its libsrtp's policy for the others). A line whose key
+//! does not fit its suite's length is passed over for the next one.
 //!
 //! Needs python3 with pylibsrtp (`pip install pylibsrtp`); the test installs
 //! it when missing and skips, saying why, only if that fails.
@@ -136,6 +140,29 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
 }
 
+/// Every suite relayd implements, in rtpengine's order.
+const SUITES: [&str; 8] = [
+    "AEAD_AES_256_GCM",
+    "AEAD_AES_128_GCM",
+    "AES_256_CM_HMAC_SHA1_80",
+    "AES_256_CM_HMAC_SHA1_32",
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+    "NULL_HMAC_SHA1_80",
+    "NULL_HMAC_SHA1_32",
+];
+
+/// Length of a suite's `inline:` key||salt (RFC 4568, RFC 6188, RFC 7714).
+fn key_salt_len(suite: &str) -> usize {
+    match suite {
+        "AEAD_AES_128_GCM" => 16 + 12,
+        "AEAD_AES_256_GCM" => 32 + 12,
+        "AES_256_CM_HMAC_SHA1_80" | "AES_256_CM_HMAC_SHA1_32" => 32 + 14,
+        // AES_CM_128 and NULL: a 128-bit master key and 112-bit salt.
+        _ => 16 + 14,
+    }
+}
+
 fn crypto_line(sdp: &str) -> Vec<&str> {
     sdp.lines()
         .filter_map(|l| l.strip_prefix("a=crypto:"))
@@ -214,8 +241,7 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
     let call = format!("{mode:?}-{suite}");
     let profile = mode.profile();
     let (a_port, b_port) = (6000 + n * 10, 42000 + n * 10);
-    let key_len = if suite == "AEAD_AES_128_GCM" { 28 } else { 30 };
-    let peer_key: Vec<u8> = (0..key_len)
+    let peer_key: Vec<u8> = (0..key_salt_len(suite))
         .map(|i| (i as u8) ^ (n as u8).wrapping_mul(37).wrapping_add(1))
         .collect();
     let offer_sdp = format!(
@@ -304,7 +330,11 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
     for seq in 0..N {
         let plain = rtp(seq, 0xa0a0_0000 + u32::from(n), &[seq as u8; 160]);
         let protected = peer.op("protect", &plain).unwrap();
-        assert_ne!(protected, plain);
+        assert_eq!(
+            protected[12..plain.len()] != plain[12..],
+            !suite.starts_with("NULL"),
+            "{suite}: the NULL suites only authenticate"
+        );
         a_rtp.send_to(&protected, relay_a).unwrap();
         let (got, from) = recv(&b_rtp).unwrap_or_else(|| panic!("{suite}: B got no RTP {seq}"));
         assert_eq!(from, relay_b, "{suite}");
@@ -321,7 +351,7 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
         b_rtp.send_to(&plain, relay_b).unwrap();
         let (got, from) = recv(&a_rtp).unwrap_or_else(|| panic!("{suite}: A got no SRTP {seq}"));
         assert_eq!(from, relay_a, "{suite}");
-        assert_ne!(got, plain, "{suite}: encrypted towards A");
+        assert_ne!(got, plain, "{suite}: protected towards A");
         assert_eq!(peer.op("unprotect", &got).unwrap(), plain, "{suite}");
     }
     // RTCP both ways on the RTCP ports.
@@ -421,8 +451,7 @@ fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
     let (tag, relay_key) = (fields[0], fields[2].strip_prefix("inline:").unwrap());
     let (_, relay_b_port) = sdp_endpoint(to_b.as_bytes()).unwrap();
     let relay_b: SocketAddr = format!("{RELAY_B}:{relay_b_port}").parse().unwrap();
-    let key_len = if suite == "AEAD_AES_128_GCM" { 28 } else { 30 };
-    let callee_key: Vec<u8> = (0..key_len)
+    let callee_key: Vec<u8> = (0..key_salt_len(suite))
         .map(|i| (i as u8) ^ (n as u8).wrapping_mul(91).wrapping_add(7))
         .collect();
     let answer_sdp = format!(
@@ -461,7 +490,7 @@ fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
         let plain = rtp(seq, 0xc0c0_0000 + u32::from(n), &[seq as u8; 80]);
         a_rtp.send_to(&plain, relay_a).unwrap();
         let (got, _) = recv(&b_rtp).unwrap_or_else(|| panic!("{suite}: B got no SRTP {seq}"));
-        assert_ne!(got, plain, "{suite}: encrypted towards B");
+        assert_ne!(got, plain, "{suite}: protected towards B");
         assert_eq!(peer.op("unprotect", &got).unwrap(), plain, "{suite}");
         let back = rtp(500 + seq, 0xd0d0_0000 + u32::from(n), b"srtp callee");
         b_rtp
@@ -471,6 +500,65 @@ fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
         assert_eq!(from, relay_a);
         assert_eq!(got, back, "{suite}: A gets what B encrypted, decrypted");
     }
+}
+
+/// An SRTP caller whose first line's key is a 128-bit one under
+/// AES_256_CM_HMAC_SHA1_80 (30 bytes where the suite needs 46): the relay
+/// passes over it and answers the second line, AEAD_AES_256_GCM, whose
+/// media then flows.
+fn misfit_key_is_passed_over(bed: &Bed, peer: &mut Peer) {
+    let call = "misfit-key";
+    let (a_port, b_port) = (6900, 42900);
+    let short: Vec<u8> = (0..30u8).collect();
+    let gcm: Vec<u8> = (0..44u8).map(|b| b ^ 0x33).collect();
+    let offer_sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
+         m=audio {a_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{}\r\n\
+         a=crypto:2 AEAD_AES_256_GCM inline:{}\r\na=sendrecv\r\n",
+        b64(&short),
+        b64(&gcm)
+    );
+    let answer_sdp = format!(
+        "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
+         m=audio {b_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    );
+    let (relay_b_port, relay_a_port, relay_key) =
+        signal(bed, call, &offer_sdp, &answer_sdp, Srtp::Savp);
+    assert_eq!(
+        base64_len(&relay_key),
+        44,
+        "the relay answers tag 2 with a GCM-256 key"
+    );
+    let r = peer.call(serde_json::json!({
+        "op": "keys", "suite": "AEAD_AES_256_GCM", "tx": b64(&gcm), "rx": relay_key,
+    }));
+    assert_eq!(r["ok"], true, "{r}");
+    let a_rtp = bind_udp(&bed.t.a, &format!("{HOST_A}:{a_port}")).unwrap();
+    let b_rtp = bind_udp(&bed.t.b, &format!("{HOST_B}:{b_port}")).unwrap();
+    for sock in [&a_rtp, &b_rtp] {
+        sock.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+    }
+    let relay_a: SocketAddr = format!("{RELAY_A}:{relay_a_port}").parse().unwrap();
+    let relay_b: SocketAddr = format!("{RELAY_B}:{relay_b_port}").parse().unwrap();
+    let plain = rtp(1, 0x0909, b"second line");
+    a_rtp
+        .send_to(&peer.op("protect", &plain).unwrap(), relay_a)
+        .unwrap();
+    assert_eq!(recv(&b_rtp).map(|r| r.0), Some(plain), "A to B");
+    let back = rtp(1, 0x0a0a, b"back");
+    b_rtp.send_to(&back, relay_b).unwrap();
+    let got = recv(&a_rtp).expect("A gets SRTP").0;
+    assert_eq!(peer.op("unprotect", &got), Ok(back), "B to A");
+    let _ = bed.ng.request(&common::command("delete", call));
+}
+
+fn base64_len(s: &str) -> usize {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(s)
+        .map_or(0, |v| v.len())
 }
 
 #[test]
@@ -512,18 +600,12 @@ fn pylibsrtp_caller_talks_to_a_plain_phone_through_relayd() {
     wait_kernelized(&bed.ng, plain);
 
     let mut peer = Peer::start();
-    for (n, suite) in [
-        "AES_CM_128_HMAC_SHA1_80",
-        "AEAD_AES_128_GCM",
-        "AES_CM_128_HMAC_SHA1_32",
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (n, suite) in SUITES.into_iter().enumerate() {
         srtp_call(&bed, &mut peer, suite, n as u16 + 1, Srtp::Savp);
         srtp_callee(&bed, &mut peer, suite, n as u16 + 1, Srtp::Savp);
         plain_round(suite);
     }
+    misfit_key_is_passed_over(&bed, &mut peer);
     wait_kernelized(&bed.ng, plain);
 
     drop(peer);
@@ -816,8 +898,9 @@ fn osrtp_calls_carry_media_through_relayd() {
     let mut peer = Peer::start();
     for (n, suite) in [
         "AES_CM_128_HMAC_SHA1_80",
-        "AEAD_AES_128_GCM",
-        "AES_CM_128_HMAC_SHA1_32",
+        "AEAD_AES_256_GCM",
+        "AES_256_CM_HMAC_SHA1_32",
+        "NULL_HMAC_SHA1_80",
     ]
     .into_iter()
     .enumerate()

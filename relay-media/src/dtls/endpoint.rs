@@ -77,7 +77,7 @@ impl Default for DtlsConfig {
         DtlsConfig {
             mtu: 1200,
             ciphers: DEFAULT_CIPHERS.to_owned(),
-            profiles: SrtpProfile::ALL.to_vec(),
+            profiles: SrtpProfile::DTLS.to_vec(),
             handshake_timeout: Duration::from_secs(30),
         }
     }
@@ -98,11 +98,19 @@ impl std::fmt::Debug for DtlsContext {
     }
 }
 
-fn openssl_profile_name(p: SrtpProfile) -> &'static str {
+/// OpenSSL's name for a `use_srtp` profile; `None` for those it does not
+/// negotiate (AES-256 CM has no DTLS-SRTP number, and OpenSSL leaves
+/// out the NULL ciphers RFC 5764 registers).
+fn openssl_profile_name(p: SrtpProfile) -> Option<&'static str> {
     match p {
-        SrtpProfile::AesCm128HmacSha1_80 => "SRTP_AES128_CM_SHA1_80",
-        SrtpProfile::AesCm128HmacSha1_32 => "SRTP_AES128_CM_SHA1_32",
-        SrtpProfile::AeadAes128Gcm => "SRTP_AEAD_AES_128_GCM",
+        SrtpProfile::AesCm128HmacSha1_80 => Some("SRTP_AES128_CM_SHA1_80"),
+        SrtpProfile::AesCm128HmacSha1_32 => Some("SRTP_AES128_CM_SHA1_32"),
+        SrtpProfile::AeadAes128Gcm => Some("SRTP_AEAD_AES_128_GCM"),
+        SrtpProfile::AeadAes256Gcm => Some("SRTP_AEAD_AES_256_GCM"),
+        SrtpProfile::Aes256CmHmacSha1_80
+        | SrtpProfile::Aes256CmHmacSha1_32
+        | SrtpProfile::NullHmacSha1_80
+        | SrtpProfile::NullHmacSha1_32 => None,
     }
 }
 
@@ -119,11 +127,11 @@ impl DtlsContext {
         b.set_cipher_list(&config.ciphers)?;
         // Our MTU (set per association), not a query of the in-memory BIO.
         b.set_options(SslOptions::NO_QUERY_MTU);
-        let names: Vec<&str> = config
+        let names = config
             .profiles
             .iter()
-            .map(|p| openssl_profile_name(*p))
-            .collect();
+            .map(|p| openssl_profile_name(*p).ok_or(DtlsError::NotDtlsProfile(*p)))
+            .collect::<Result<Vec<_>, _>>()?;
         b.set_tlsext_use_srtp(&names.join(":"))?;
         Ok(DtlsContext {
             ctx: b.build(),

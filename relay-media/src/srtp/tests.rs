@@ -118,13 +118,13 @@ fn round_trip_every_profile_rtp_and_rtcp() {
             let plain = rtp(seq, 0x1111, &[seq as u8; 160]);
             let mut p = plain.clone();
             tx.protect_rtp(&mut p).unwrap();
-            let tag = match profile {
-                SrtpProfile::AesCm128HmacSha1_80 => 10,
-                SrtpProfile::AesCm128HmacSha1_32 => 4,
-                SrtpProfile::AeadAes128Gcm => 16,
-            };
-            assert_eq!(p.len(), plain.len() + tag, "{profile:?}");
-            assert_ne!(p[12..plain.len()], plain[12..], "{profile:?} encrypts");
+            assert_eq!(p.len(), plain.len() + profile.rtp_tag_len(), "{profile:?}");
+            // The NULL suites authenticate only: the payload travels as is.
+            assert_eq!(
+                p[12..plain.len()] != plain[12..],
+                profile.encrypts(),
+                "{profile:?} encrypts or not"
+            );
             rx.unprotect_rtp(&mut p).unwrap();
             assert_eq!(p, plain, "{profile:?}");
         }
@@ -132,12 +132,14 @@ fn round_trip_every_profile_rtp_and_rtcp() {
         let mut p = plain.clone();
         tx.protect_rtcp(&mut p).unwrap();
         // E flag + SRTCP index (4), then the tag: 80 bits even for _32.
-        let tag = if profile == SrtpProfile::AeadAes128Gcm {
-            16
-        } else {
-            10
-        };
+        let tag = if profile.salt_len() == 12 { 16 } else { 10 };
         assert_eq!(p.len(), plain.len() + 4 + tag, "{profile:?} SRTCP");
+        // The E flag says whether SRTCP is encrypted (RFC 3711 §3.4).
+        assert_eq!(
+            p[plain.len()] & 0x80 != 0,
+            profile.encrypts(),
+            "{profile:?} SRTCP E flag"
+        );
         rx.unprotect_rtcp(&mut p).unwrap();
         assert_eq!(p, plain, "{profile:?} SRTCP");
     }
@@ -236,4 +238,164 @@ fn runts_and_bad_key_lengths_are_errors_not_panics() {
         Direction::Inbound
     )
     .is_err());
+}
+
+/// RFC 3711 §4.3.1 key derivation (key derivation rate 0) with the AES
+/// of the master key's size (RFC 6188 §3): AES-CM keystream under the
+/// master key, IV = (master salt XOR label << 48) << 16.
+fn reference_kdf(master_key: &[u8], master_salt: &[u8], label: u8, len: usize) -> Vec<u8> {
+    let mut iv = [0u8; 16];
+    iv[..14].copy_from_slice(master_salt);
+    iv[7] ^= label;
+    let mut out = vec![0u8; len];
+    match master_key.len() {
+        16 => ctr::Ctr128BE::<aes::Aes128>::new_from_slices(master_key, &iv)
+            .unwrap()
+            .apply_keystream(&mut out),
+        24 => ctr::Ctr128BE::<aes::Aes192>::new_from_slices(master_key, &iv)
+            .unwrap()
+            .apply_keystream(&mut out),
+        32 => ctr::Ctr128BE::<aes::Aes256>::new_from_slices(master_key, &iv)
+            .unwrap()
+            .apply_keystream(&mut out),
+        n => panic!("no AES with a {n}-byte key"),
+    }
+    out
+}
+
+/// SRTP of one packet under `key` at ROC 0, computed from the master key
+/// without libsrtp: the session keys by [`reference_kdf`], AES-CM over the
+/// payload (none for the NULL suites), HMAC-SHA1 tag of the profile's length.
+fn reference_protect_with(key: &SrtpKey, plain: &[u8]) -> Vec<u8> {
+    reference_protect_raw(
+        &key.key,
+        &key.salt,
+        key.profile.rtp_tag_len(),
+        key.profile.encrypts(),
+        plain,
+    )
+}
+
+fn reference_protect_raw(
+    mk: &[u8],
+    ms: &[u8],
+    tag_len: usize,
+    encrypts: bool,
+    plain: &[u8],
+) -> Vec<u8> {
+    let cipher_key = reference_kdf(mk, ms, 0, mk.len());
+    let cipher_salt = reference_kdf(mk, ms, 2, 14);
+    let auth_key = reference_kdf(mk, ms, 1, 20);
+    let seq = u16::from_be_bytes([plain[2], plain[3]]);
+    let mut iv = [0u8; 16];
+    iv[..14].copy_from_slice(&cipher_salt);
+    for (i, b) in plain[8..12].iter().enumerate() {
+        iv[4 + i] ^= b;
+    }
+    for (i, b) in seq.to_be_bytes().iter().enumerate() {
+        iv[12 + i] ^= b;
+    }
+    let mut out = plain.to_vec();
+    if encrypts {
+        let body = &mut out[12..];
+        match cipher_key.len() {
+            16 => ctr::Ctr128BE::<aes::Aes128>::new_from_slices(&cipher_key, &iv)
+                .unwrap()
+                .apply_keystream(body),
+            24 => ctr::Ctr128BE::<aes::Aes192>::new_from_slices(&cipher_key, &iv)
+                .unwrap()
+                .apply_keystream(body),
+            _ => ctr::Ctr128BE::<aes::Aes256>::new_from_slices(&cipher_key, &iv)
+                .unwrap()
+                .apply_keystream(body),
+        }
+    }
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&auth_key).unwrap();
+    mac.update(&out);
+    mac.update(&0u32.to_be_bytes());
+    out.extend_from_slice(&mac.finalize().into_bytes()[..tag_len]);
+    out
+}
+
+#[test]
+fn reference_kdf_matches_rfc3711_b3() {
+    let (mk, ms) = (hex(B3_MASTER_KEY), hex(B3_MASTER_SALT));
+    assert_eq!(reference_kdf(&mk, &ms, 0, 16), hex(B3_CIPHER_KEY));
+    assert_eq!(reference_kdf(&mk, &ms, 2, 14), hex(B3_CIPHER_SALT));
+    assert_eq!(reference_kdf(&mk, &ms, 1, 20), hex(B3_AUTH_KEY));
+}
+
+#[test]
+fn counter_mode_and_null_suites_match_an_independent_implementation() {
+    // Every HMAC-SHA1 suite, the master key's size choosing the AES of
+    // both the key derivation and the cipher (RFC 6188 §3); the NULL
+    // suites derive their authentication key from the full master key too.
+    for profile in SrtpProfile::ALL.into_iter().filter(|p| p.salt_len() == 14) {
+        let key = SrtpKey::new(
+            profile,
+            &(0..profile.key_len() as u8).collect::<Vec<_>>(),
+            &(0..14u8).map(|b| b.wrapping_mul(17)).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let mut ctx = SrtpContext::new(key.clone(), Direction::Outbound).unwrap();
+        for seq in [1u16, 2, 0x7fff] {
+            let plain = rtp(seq, SSRC, &[0x3c; 40]);
+            let mut packet = plain.clone();
+            ctx.protect_rtp(&mut packet).unwrap();
+            assert_eq!(
+                packet,
+                reference_protect_with(&key, &plain),
+                "{profile:?} seq {seq}"
+            );
+        }
+        // And libsrtp accepts the reference's packets.
+        let mut rx = SrtpContext::new(key.clone(), Direction::Inbound).unwrap();
+        let plain = rtp(9, SSRC, b"reference");
+        let mut packet = reference_protect_with(&key, &plain);
+        rx.unprotect_rtp(&mut packet).unwrap();
+        assert_eq!(packet, plain, "{profile:?}");
+    }
+}
+
+#[test]
+fn every_profile_checks_its_own_key_lengths() {
+    for profile in SrtpProfile::ALL {
+        let (k, s) = (profile.key_len(), profile.salt_len());
+        assert!(SrtpKey::new(profile, &vec![1; k], &vec![2; s]).is_ok());
+        for (kl, sl) in [(k - 1, s), (k + 8, s), (k, s + 2), (k, s - 2)] {
+            let err = SrtpKey::new(profile, &vec![1; kl], &vec![2; sl]).unwrap_err();
+            assert!(
+                matches!(err, SrtpError::KeyLength { profile: p, .. } if p == profile),
+                "{profile:?} {kl}/{sl}: {err:?}"
+            );
+        }
+    }
+}
+
+/// Why relayd has no AES_192_CM suites: libsrtp2 (up to 2.7) runs the
+/// AES-256 key derivation for them, over the 24-byte master key padded
+/// with the salt (cisco/libsrtp#763), so its packets differ from RFC 6188's.
+/// When this fails, the linked libsrtp derives AES-192 keys as the RFC
+/// says and the two suites can join `SrtpProfile`.
+#[test]
+fn libsrtp_aes_192_key_derivation_is_not_rfc_6188() {
+    let (mk, ms): (Vec<u8>, Vec<u8>) = ((0..24).collect(), (0..14).map(|b| b * 3).collect());
+    let material = [&mk[..], &ms[..]].concat();
+    let policy = srtp::StreamPolicy {
+        rtp: CryptoPolicy::aes_cm_192_hmac_sha1_80(),
+        rtcp: CryptoPolicy::aes_cm_192_hmac_sha1_80(),
+        key: &material,
+        window_size: 0,
+        allow_repeat_tx: false,
+        encrypt_extension_headers: &[],
+    };
+    let mut session = Session::with_outbound_template(policy).unwrap();
+    let plain = rtp(1, SSRC, &[0x3c; 40]);
+    let mut packet = plain.clone();
+    session.protect(&mut packet).unwrap();
+    assert_ne!(
+        packet,
+        reference_protect_raw(&mk, &ms, 10, true, &plain),
+        "libsrtp's AES-192 now follows RFC 6188: add the AES_192_CM suites"
+    );
 }

@@ -35,8 +35,9 @@ use relay_media::{
 use super::{model::Media, port::MediaPort};
 
 /// rtpengine 10.5's suites in the order (and so with the tags) it offers
-/// them; relayd offers those it implements under the same tags, so a peer
-/// sees the same tag for the same suite from either relay.
+/// them; relayd offers those it implements (all but AES-192 and F8, see
+/// `SrtpProfile`) under the same tags, so a peer sees the same tag for the
+/// same suite from either relay.
 const RTPENGINE_SUITES: [&str; 12] = [
     "AEAD_AES_256_GCM",
     "AEAD_AES_128_GCM",
@@ -720,9 +721,14 @@ mod tests {
         assert_eq!(
             offer(&opts(&[])),
             [
+                (1, "AEAD_AES_256_GCM"),
                 (2, "AEAD_AES_128_GCM"),
+                (3, "AES_256_CM_HMAC_SHA1_80"),
+                (4, "AES_256_CM_HMAC_SHA1_32"),
                 (7, "AES_CM_128_HMAC_SHA1_80"),
-                (8, "AES_CM_128_HMAC_SHA1_32")
+                (8, "AES_CM_128_HMAC_SHA1_32"),
+                (11, "NULL_HMAC_SHA1_80"),
+                (12, "NULL_HMAC_SHA1_32")
             ]
         );
         // As rtpengine: excluded suites close the gap in the numbering.
@@ -734,8 +740,12 @@ mod tests {
             ])),
             [
                 (1, "AEAD_AES_128_GCM"),
+                (2, "AES_256_CM_HMAC_SHA1_80"),
+                (3, "AES_256_CM_HMAC_SHA1_32"),
                 (6, "AES_CM_128_HMAC_SHA1_80"),
-                (7, "AES_CM_128_HMAC_SHA1_32")
+                (7, "AES_CM_128_HMAC_SHA1_32"),
+                (9, "NULL_HMAC_SHA1_80"),
+                (10, "NULL_HMAC_SHA1_32")
             ]
         );
         assert!(opts(&["off"]).off);
@@ -752,7 +762,7 @@ mod tests {
             &opts(&[]),
             NO_OSRTP,
         );
-        assert_eq!(b.lines.as_ref().map(Vec::len), Some(3));
+        assert_eq!(b.lines.as_ref().map(Vec::len), Some(8));
         let first = b.relay.clone();
         // A re-offer keeps the keys.
         on_offer(
@@ -852,7 +862,7 @@ mod tests {
     fn osrtp_offer_keys_the_callee_on_the_plain_profile_if_it_answers_with_crypto() {
         let (mut a, mut b) = (MediaSdes::default(), MediaSdes::default());
         on_offer(&mut a, &mut b, sdp(&[], "RTP/AVP"), None, &opts(&[]), OFFER);
-        assert_eq!(b.lines.as_ref().map(Vec::len), Some(3));
+        assert_eq!(b.lines.as_ref().map(Vec::len), Some(8));
         // Without the flag a plain offer stays plain.
         let (mut c, mut d) = (MediaSdes::default(), MediaSdes::default());
         on_offer(
@@ -1138,6 +1148,29 @@ mod tests {
             );
         }
         assert_eq!(restored.record().inbound[0].roc, 2);
+    }
+
+    #[test]
+    fn every_suite_is_recorded_by_name_and_restored() {
+        // The state store keeps the suite's SDES name, so records written
+        // before a suite existed still read, and each new one comes back.
+        for profile in SrtpProfile::ALL {
+            let keys = (Crypto::generate(3, profile), Crypto::generate(3, profile));
+            let mut run = Run::new(&keys);
+            let mut live = PortSrtp::from_sdes(&keys).unwrap();
+            assert!(run.step(&mut [&mut live], 1), "{profile:?}");
+            let record = live.record();
+            assert_eq!(record.party.suite, profile.sdes_name());
+            let mut restored = PortSrtp::from_record(&record, true).unwrap();
+            assert_eq!(restored.suite(), profile.sdes_name());
+            assert!(run.step(&mut [&mut restored], 2), "{profile:?}");
+        }
+        let mut record = PortSrtp::from_sdes(&keys()).unwrap().record();
+        record.party.suite = "AES_192_CM_HMAC_SHA1_80".into();
+        assert!(matches!(
+            PortSrtp::from_record(&record, true),
+            Err(SrtpError::Lib(_))
+        ));
     }
 
     #[test]
