@@ -7,7 +7,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use anyhow::Result;
+use anyhow::{bail, Context as _, Result};
 use relay_tests::netns::{mac_text, veth_with_queues, Netns};
 
 use crate::traffic::Flow;
@@ -120,6 +120,78 @@ impl Bed {
         }
         Ok(Bed { relay, traffic })
     }
+}
+
+impl Bed {
+    /// Puts each side's receive processing on its own core, as on a host
+    /// whose NIC interrupts go to the relay's core: everything [`RELAY_IF`]
+    /// receives (the relay's XDP program, the stack under the userspace
+    /// relays) on the relays' CPU 1, what [`TRAFFIC_IF`] receives (the sink)
+    /// on the generator's CPU 0. veth runs its receive processing on the
+    /// sending CPU otherwise, so the relay's share would land on the
+    /// generator's core. Each side's NAPI runs in a kernel thread pinned to
+    /// its CPU (veth has NAPI with XDP or GRO on: GRO is turned on, as NICs
+    /// have it), and RPS sends the relay side's stack work to CPU 1 too.
+    /// Called before every measured point: attaching an XDP program makes
+    /// new NAPI threads.
+    pub fn confine_receive(&self) -> Result<()> {
+        for (ns, ifname, cpu) in [
+            (&self.relay, RELAY_IF, 1u32),
+            (&self.traffic, TRAFFIC_IF, 0),
+        ] {
+            let mut ethtool = ns.command("ethtool")?;
+            ethtool.args(["-K", ifname, "gro", "on"]);
+            let status = ethtool.status().context("running ethtool")?;
+            if !status.success() {
+                bail!("ethtool could not turn GRO on for {ifname}");
+            }
+            let mut script = format!("echo 1 > /sys/class/net/{ifname}/threaded");
+            if cpu == 1 {
+                script.push_str(&format!(
+                    " && for q in /sys/class/net/{ifname}/queues/rx-*; do echo {:x} > $q/rps_cpus; done",
+                    1u32 << cpu
+                ));
+            }
+            // `ip netns exec` mounts the namespace's own /sys.
+            let mut sh = std::process::Command::new("ip");
+            sh.args(["netns", "exec", ns.name(), "sh", "-c", &script]);
+            if !sh.status().context("running sh")?.success() {
+                bail!("could not make {ifname}'s NAPI threaded");
+            }
+            let pinned = pin_kernel_threads(&format!("napi/{ifname}-"), cpu)?;
+            if pinned == 0 {
+                bail!("{ifname} has no NAPI thread to pin");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pins every kernel thread whose name starts with `prefix` to `cpu`;
+/// how many there were.
+fn pin_kernel_threads(prefix: &str, cpu: u32) -> Result<usize> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu as usize)?;
+    let mut pinned = 0;
+    for entry in std::fs::read_dir("/proc").context("reading /proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
+        if comm.trim_end().starts_with(prefix) {
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &set)
+                .with_context(|| format!("pinning {} to CPU {cpu}", comm.trim_end()))?;
+            pinned += 1;
+        }
+    }
+    Ok(pinned)
 }
 
 #[cfg(test)]

@@ -490,6 +490,7 @@ fn measure_point_for(
     let traffic = rig.traffic;
     // Nothing of the previous point may still be on its way.
     measure::settle(traffic)?;
+    rig.bed.confine_receive()?;
     let before = Snapshot::take(rig, l)?;
     let maps = l.maps;
     let (sent, summary) = rig.bed.traffic.run(|| -> Result<_> {

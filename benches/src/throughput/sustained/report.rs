@@ -140,8 +140,11 @@ pub fn line(kind: Kind, calls: u32, p: &Point) -> String {
         p.setup.as_secs_f64(),
         p.sent.largest_batch,
         p.sent.worst_lateness.as_micros(),
-        if p.sent.skipped > 0 {
-            format!(", {} skipped", p.sent.skipped)
+        if p.sent.skipped > 0 || p.sent.refused > 0 {
+            format!(
+                ", {} skipped, {} refused by the veth",
+                p.sent.skipped, p.sent.refused
+            )
         } else {
             String::new()
         }
