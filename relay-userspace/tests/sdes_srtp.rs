@@ -263,7 +263,7 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
             vec![mode.caller_offer()],
         ))
         .unwrap();
-    let to_b = String::from_utf8(o.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    let to_b = sdp_of(&o);
     assert!(to_b.contains(" RTP/AVP 0\r\n"), "{to_b}");
     match mode {
         Srtp::Savp => assert!(crypto_line(&to_b).is_empty(), "{to_b}"),
@@ -293,7 +293,7 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
             mode.callee_answer(),
         ))
         .unwrap();
-    let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    let to_a = sdp_of(&a);
     assert!(to_a.contains(&format!(" {profile} 0\r\n")), "{to_a}");
     let lines = crypto_line(&to_a);
     assert_eq!(lines.len(), 1, "{to_a}");
@@ -441,7 +441,7 @@ fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
             vec![mode.callee_offer()],
         ))
         .unwrap();
-    let to_b = String::from_utf8(o.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    let to_b = sdp_of(&o);
     assert!(to_b.contains(&format!(" {profile} 0\r\n")), "{to_b}");
     let line = crypto_line(&to_b)
         .into_iter()
@@ -470,7 +470,7 @@ fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
             ("sdp", s(&answer_sdp)),
         ]))
         .unwrap();
-    let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    let to_a = sdp_of(&a);
     assert!(to_a.contains(" RTP/AVP 0\r\n"), "{to_a}");
     assert!(crypto_line(&to_a).is_empty(), "{to_a}");
     let (_, relay_a_port) = sdp_endpoint(to_a.as_bytes()).unwrap();
@@ -669,7 +669,7 @@ fn signal(
             mode.callee_answer(),
         ))
         .unwrap();
-    let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    let to_a = sdp_of(&a);
     let lines = crypto_line(&to_a);
     assert_eq!(lines.len(), 1, "{to_a}");
     let relay_key = lines[0]
@@ -843,7 +843,7 @@ fn osrtp_declined(bed: &Bed) {
             ("OSRTP", Value::str_list(["offer"])),
         ]))
         .unwrap();
-    let to_b = String::from_utf8(o.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    let to_b = sdp_of(&o);
     assert!(to_b.contains(" RTP/AVP 0\r\n"), "{to_b}");
     assert!(
         !crypto_line(&to_b).is_empty(),
@@ -865,7 +865,7 @@ fn osrtp_declined(bed: &Bed) {
             ("OSRTP", Value::str_list(["accept"])),
         ]))
         .unwrap();
-    let to_a = String::from_utf8(a.get("sdp").and_then(Value::as_bytes).unwrap().to_vec()).unwrap();
+    let to_a = sdp_of(&a);
     assert!(crypto_line(&to_a).is_empty(), "{to_a}");
     let (_, relay_a_port) = sdp_endpoint(to_a.as_bytes()).unwrap();
     let relay_a: SocketAddr = format!("{RELAY_A}:{relay_a_port}").parse().unwrap();
@@ -930,4 +930,13 @@ fn osrtp_calls_carry_media_through_relayd() {
     }
     drop(peer);
     common::stop_relayd(&bed.t.r, relayd);
+}
+
+/// The SDP of an NG reply, as text.
+fn sdp_of(reply: &Value) -> String {
+    let sdp = reply
+        .get("sdp")
+        .and_then(Value::as_bytes)
+        .expect("the reply has an SDP");
+    String::from_utf8(sdp.to_vec()).expect("the SDP is text")
 }
