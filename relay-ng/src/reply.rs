@@ -13,7 +13,7 @@ use crate::bencode::{Dict, Value};
 pub const SESSION_LIMIT_MESSAGE: &str = "Parallel session limit reached";
 
 /// Separator between several warnings in the single `warning` string.
-pub const WARNING_SEPARATOR: &str = "; ";
+const WARNING_SEPARATOR: &str = "; ";
 
 /// `{result: pong}`.
 pub fn pong() -> Value {
@@ -27,14 +27,26 @@ pub fn ok(extra: Dict) -> Value {
 
 /// `extra` plus `result: ok`, and `warning` (the warnings joined with "; ")
 /// unless there are none. rtpengine's `warning` is a single string.
-pub fn ok_with_warnings(mut extra: Dict, warnings: &[String]) -> Value {
-    if !warnings.is_empty() {
-        extra.insert(
-            b"warning".to_vec(),
-            Value::str(&warnings.join(WARNING_SEPARATOR)),
-        );
+pub fn ok_with_warnings(extra: Dict, warnings: &[String]) -> Value {
+    with_warnings(ok(extra), warnings)
+}
+
+/// `reply` with `warning` (as [`ok_with_warnings`] writes it) when it is an
+/// `ok` reply and there are warnings; any other reply as it is.
+pub fn with_warnings(reply: Value, warnings: &[String]) -> Value {
+    match reply {
+        Value::Dict(mut dict)
+            if !warnings.is_empty()
+                && dict.get(b"result".as_slice()).and_then(Value::as_str) == Some("ok") =>
+        {
+            dict.insert(
+                b"warning".to_vec(),
+                Value::str(&warnings.join(WARNING_SEPARATOR)),
+            );
+            Value::Dict(dict)
+        }
+        other => other,
     }
-    ok(extra)
 }
 
 /// `{result: error, error-reason: reason}`.

@@ -383,8 +383,51 @@ fn osrtp_key_and_flags() {
         let Command::Offer(o) = parsed.command else {
             panic!("not an offer");
         };
-        assert_eq!(o.flags.osrtp, ["offer", "accept-RFC"]);
+        assert!(o.flags.osrtp_offer && o.flags.osrtp_accept);
         assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    }
+    // Spelling aside, only offer and accept are acted on; the legacy forms
+    // and unknown values are warned about and set nothing.
+    let parsed = parse(&request(&[
+        ("command", Value::str("offer")),
+        ("call-id", Value::str("c")),
+        ("from-tag", Value::str("f")),
+        ("sdp", Value::str("v=0\r\n")),
+        (
+            "OSRTP",
+            Value::str_list(["offer-legacy", "accept_legacy", "bogus"]),
+        ),
+    ]))
+    .expect("valid");
+    let Command::Offer(o) = parsed.command else {
+        panic!("not an offer");
+    };
+    assert!(!o.flags.osrtp_offer && !o.flags.osrtp_accept);
+    assert_eq!(
+        parsed.warnings,
+        [
+            "Ignored unsupported OSRTP option 'offer-legacy'",
+            "Ignored unsupported OSRTP option 'accept_legacy'",
+            "Ignored unsupported OSRTP option 'bogus'",
+        ]
+    );
+    for (value, offer, accept) in [("ACCEPT", false, true), ("Offer_RFC", true, false)] {
+        let parsed = parse(&request(&[
+            ("command", Value::str("offer")),
+            ("call-id", Value::str("c")),
+            ("from-tag", Value::str("f")),
+            ("sdp", Value::str("v=0\r\n")),
+            ("OSRTP", Value::str_list([value])),
+        ]))
+        .expect("valid");
+        let Command::Offer(o) = parsed.command else {
+            panic!("not an offer");
+        };
+        assert_eq!(
+            (o.flags.osrtp_offer, o.flags.osrtp_accept),
+            (offer, accept),
+            "{value}"
+        );
     }
 }
 

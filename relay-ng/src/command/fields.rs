@@ -298,16 +298,15 @@ impl Fields {
         self.flags.sdes.push(item);
     }
 
-    /// One OSRTP option, with a warning unless relayd acts on it (`offer`,
-    /// `accept` and their `-RFC` forms; the legacy forms are not built).
+    /// One OSRTP option: `offer` and `accept` and their `-RFC` forms; the
+    /// rest (the legacy forms, which are not built, and misspellings) is
+    /// warned about.
     fn push_osrtp(&mut self, item: String) {
-        if !matches!(
-            normalize(&item).as_str(),
-            "offer" | "offer-rfc" | "accept" | "accept-rfc"
-        ) {
-            self.warn(format!("Ignored unsupported OSRTP option '{item}'"));
+        match normalize(&item).as_str() {
+            "offer" | "offer-rfc" => self.flags.osrtp_offer = true,
+            "accept" | "accept-rfc" => self.flags.osrtp_accept = true,
+            _ => self.warn(format!("Ignored unsupported OSRTP option '{item}'")),
         }
-        self.flags.osrtp.push(item);
     }
 
     /// Appends one interface name to `direction` (an `rtpp-flags`

@@ -64,9 +64,12 @@ pub struct Flags {
     /// SDES options (`SDES-off`, `SDES-no-<SUITE>`, ... as flags, or the
     /// `SDES` list): what follows `SDES-`, in the spelling received.
     pub sdes: Vec<String>,
-    /// OSRTP options (`OSRTP-offer`, `OSRTP-accept`, ... as flags, or the
-    /// `OSRTP` list): what follows `OSRTP-`, in the spelling received.
-    pub osrtp: Vec<String>,
+    /// OSRTP `offer` (or `offer-RFC`; as an `OSRTP-` flag or in the `OSRTP`
+    /// list): a plain offer goes out as an opportunistic SRTP one.
+    pub osrtp_offer: bool,
+    /// OSRTP `accept` (or `accept-RFC`): a plain answer to an OSRTP offer
+    /// still gives the offerer SRTP, ending at the relay.
+    pub osrtp_accept: bool,
     /// Flags not understood, in the spelling received.
     pub unknown: Vec<String>,
 }

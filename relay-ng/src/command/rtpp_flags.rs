@@ -255,7 +255,7 @@ mod tests {
         );
         assert!(f.flags.loop_protect);
         assert_eq!(f.flags.sdes, ["off", "no-AES_CM_128_HMAC_SHA1_32"]);
-        assert_eq!(f.flags.osrtp, ["accept"]);
+        assert!(f.flags.osrtp_accept && !f.flags.osrtp_offer);
         assert_eq!(f.flags.unknown, ["bogus-flag"]);
         assert_eq!(
             f.warnings,

@@ -98,24 +98,13 @@ pub struct OsrtpOptions {
 }
 
 impl OsrtpOptions {
-    /// From the values received. `offer-legacy` and `accept-legacy` (the
-    /// non-RFC form with each section listed twice) are not built and are
-    /// ignored, as rtpengine 10.5 ignores them; so are unknown values (10.5
-    /// only logs those too).
-    pub fn parse(items: &[String]) -> Self {
-        let mut o = OsrtpOptions::default();
-        for item in items {
-            let v = item.to_ascii_lowercase().replace('_', "-");
-            match v.as_str() {
-                "offer" | "offer-rfc" => o.offer = true,
-                "accept" | "accept-rfc" => o.accept = true,
-                "offer-legacy" | "accept-legacy" => {
-                    tracing::debug!(option = %item, "legacy OSRTP is not built: ignored");
-                }
-                _ => tracing::info!(option = %item, "unknown OSRTP option ignored"),
-            }
+    /// As the request's flags say (relay-ng reads the values and warns
+    /// about the legacy forms, which are not built, as 10.5 ignores them).
+    pub fn from_flags(flags: &relay_ng::command::Flags) -> Self {
+        OsrtpOptions {
+            offer: flags.osrtp_offer,
+            accept: flags.osrtp_accept,
         }
-        o
     }
 }
 
@@ -845,18 +834,6 @@ mod tests {
         offer: false,
         accept: true,
     };
-
-    #[test]
-    fn osrtp_options_parse_the_rfc_forms_and_skip_legacy() {
-        let parse = |items: &[&str]| {
-            OsrtpOptions::parse(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        };
-        assert_eq!(parse(&["offer"]), OFFER);
-        assert_eq!(parse(&["offer-RFC"]), OFFER);
-        assert_eq!(parse(&["ACCEPT"]), ACCEPT);
-        assert_eq!(parse(&["accept-RFC"]), ACCEPT);
-        assert_eq!(parse(&["offer-legacy", "accept-legacy", "bogus"]), NO_OSRTP);
-    }
 
     #[test]
     fn osrtp_offer_keys_the_callee_on_the_plain_profile_if_it_answers_with_crypto() {

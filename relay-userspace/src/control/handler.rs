@@ -165,23 +165,6 @@ fn ok(extra: relay_ng::Dict, warnings: &[String]) -> Value {
     }
 }
 
-/// `reply` with the request's `warnings` added when it is an `ok`.
-fn with_warnings(reply: Value, warnings: &[String]) -> Value {
-    match reply {
-        Value::Dict(mut dict)
-            if !warnings.is_empty()
-                && dict.get(b"result".as_slice()).and_then(Value::as_str) == Some("ok") =>
-        {
-            dict.insert(
-                b"warning".to_vec(),
-                Value::str(&warnings.join(relay_ng::reply::WARNING_SEPARATOR)),
-            );
-            Value::Dict(dict)
-        }
-        other => other,
-    }
-}
-
 /// `SIP-source-address` with `received-from`: the address media is
 /// expected from instead of the SDP's, as rtpengine takes it.
 fn sip_source(oa: &OfferAnswer) -> Option<std::net::IpAddr> {
@@ -300,15 +283,17 @@ fn dispatch(
         {
             reply::error(STANDBY_REFUSAL)
         }
-        Command::Publish(oa) => with_warnings(super::subscribe::publish(&oa, calls, now), warnings),
+        Command::Publish(oa) => {
+            reply::with_warnings(super::subscribe::publish(&oa, calls, now), warnings)
+        }
         Command::SubscribeRequest(s) => {
-            with_warnings(super::subscribe::request(&s, calls, now), warnings)
+            reply::with_warnings(super::subscribe::request(&s, calls, now), warnings)
         }
         Command::SubscribeAnswer(a) => {
-            with_warnings(super::subscribe::answer(&a, calls, now), warnings)
+            reply::with_warnings(super::subscribe::answer(&a, calls, now), warnings)
         }
         Command::Unsubscribe(u) => {
-            with_warnings(super::subscribe::unsubscribe(&u, calls), warnings)
+            reply::with_warnings(super::subscribe::unsubscribe(&u, calls), warnings)
         }
         Command::Statistics => ok(
             super::reply::statistics(&crate::stats::totals(calls, stats)),
@@ -422,7 +407,7 @@ fn offer_answer(
         rtcp_mux_flag: rtcp_mux_flag(&oa.rtcp_mux),
         transport_protocol: oa.transport_protocol.clone(),
         sdes: crate::calls::sdes::SdesOptions::parse(&oa.flags.sdes),
-        osrtp: crate::calls::sdes::OsrtpOptions::parse(&oa.flags.osrtp),
+        osrtp: crate::calls::sdes::OsrtpOptions::from_flags(&oa.flags),
     };
     let planned = if is_offer {
         calls.offer(&signal, now)
