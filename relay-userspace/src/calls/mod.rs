@@ -1001,17 +1001,18 @@ impl CallManager {
         delay: Option<Duration>,
         now: Instant,
     ) -> Result<CallSummary, CallError> {
+        // Out of the map while its ports are freed and synced (both need
+        // the manager mutably).
         let mut call = self.calls.remove(call_id).ok_or(CallError::UnknownCall)?;
         let released = release_branch(&mut call, to_tag);
-        self.calls.insert(call_id.to_owned(), call);
         let Some(medias) = released else {
+            self.calls.insert(call_id.to_owned(), call);
             return self.delete(call_id, None, delay, now);
         };
         self.changed.mark(call_id);
         for (iface, media) in medias {
             self.free_media(iface, media);
         }
-        let call = self.calls.remove(call_id).ok_or(CallError::UnknownCall)?;
         call.link_sinks();
         self.sync_all(&call);
         let summary = summary::summarize(&call, &self.kernel, &self.interfaces);
@@ -1420,7 +1421,6 @@ fn inherit_media_state(call: &mut Call, from: usize, to: usize, now: Instant) {
     }
 }
 
-/// Parties of a call: its monologues and the to-tags aliased to them.
 /// Takes the medias of branch `tag` and of the port set its party kept for
 /// it out of `call`, putting another of the party's sets in dialogue if
 /// the released one was; None (nothing taken) when `tag` names no answered
@@ -1432,22 +1432,14 @@ fn release_branch(call: &mut Call, tag: &str) -> Option<Vec<(usize, Media)>> {
         return None;
     }
     let set = call.monologues[branch].peer;
-    let party = set.and_then(|s| call.monologues[s].tag.clone());
-    let other_set = |call: &Call| {
-        (0..call.monologues.len()).find(|&i| {
-            Some(i) != set
-                && live(&call.monologues[i])
-                && call.monologues[i].tag.is_some()
-                && call.monologues[i].tag == party
-        })
-    };
-    // Another set of the party, and the branch that set is kept for.
-    let (next_set, next_branch) = other_set(call).and_then(|q| {
-        let r = (0..call.monologues.len()).find(|&r| {
-            r != branch && call.monologues[r].peer == Some(q) && live(&call.monologues[r])
-        })?;
-        Some((q, r))
+    let party = set.and_then(|s| call.monologues[s].tag.clone())?;
+    // Another live set of the party, and the live branch it is kept for.
+    let ms = &call.monologues;
+    let next_set = (0..ms.len()).find(|&q| {
+        Some(q) != set && live(&ms[q]) && ms[q].tag.as_deref() == Some(party.as_str())
     })?;
+    let next_branch =
+        (0..ms.len()).find(|&r| r != branch && ms[r].peer == Some(next_set) && live(&ms[r]))?;
     let mut taken = Vec::new();
     for i in [Some(branch), set].into_iter().flatten() {
         let m = &mut call.monologues[i];
@@ -1462,6 +1454,7 @@ fn release_branch(call: &mut Call, tag: &str) -> Option<Vec<(usize, Media)>> {
     Some(taken)
 }
 
+/// Parties of a call: its monologues and the to-tags aliased to them.
 fn party_count(call: &Call) -> usize {
     call.monologues.len()
         + call
