@@ -299,72 +299,8 @@ fn write_state_seeds() {
     let Change::Put(plain) = &changes[0] else {
         unreachable!()
     };
-    let v2_port = |p: &PortRecord| v2::PortRecord {
-        local: p.local,
-        learner: p.learner.clone(),
-        symmetric: p.symmetric,
-        tracking: p.tracking,
-        kernel: p.kernel,
-        user: p.user,
-        last_packet_ms: p.last_packet_ms,
-        kernel_retired: p.kernel_retired,
-        kernel_live: p.kernel_live,
-        rtp: p.rtp,
-    };
-    let v2_medias = |m: &MonologueRecord| -> Vec<v2::MediaRecord> {
-        m.medias
-            .iter()
-            .map(|md| v2::MediaRecord {
-                index: md.index,
-                kind: md.kind.clone(),
-                protocol: md.protocol.clone(),
-                muted: md.muted,
-                rtp: v2_port(&md.rtp),
-                rtcp: v2_port(&md.rtcp),
-            })
-            .collect()
-    };
-    let v2_call = v2::Change::Put(v2::CallRecord {
-        call_id: plain.call_id.clone(),
-        created_ms: plain.created_ms,
-        last_signal_ms: plain.last_signal_ms,
-        delete_at_ms: plain.delete_at_ms,
-        monologues: plain
-            .monologues
-            .iter()
-            .map(|m| v2::MonologueRecord {
-                tag: m.tag.clone(),
-                aliases: m.aliases.clone(),
-                via_branch: m.via_branch.clone(),
-                interface: m.interface.clone(),
-                address: m.address,
-                peer: m.peer,
-                created_ms: m.created_ms,
-                medias: v2_medias(m),
-                subscribed: m.subscribed.clone(),
-            })
-            .collect(),
-    });
-    let v1_call = v1::Change::Put(v1::CallRecord {
-        call_id: plain.call_id.clone(),
-        created_ms: plain.created_ms,
-        last_signal_ms: plain.last_signal_ms,
-        delete_at_ms: plain.delete_at_ms,
-        monologues: plain
-            .monologues
-            .iter()
-            .map(|m| v1::MonologueRecord {
-                tag: m.tag.clone(),
-                aliases: m.aliases.clone(),
-                via_branch: m.via_branch.clone(),
-                interface: m.interface.clone(),
-                address: m.address,
-                peer: m.peer,
-                created_ms: m.created_ms,
-                medias: v2_medias(m),
-            })
-            .collect(),
-    });
+    let v2_call = v2::Change::Put(v2::CallRecord::from_current(plain));
+    let v1_call = v1::Change::Put(v1::CallRecord::from_current(plain));
     // The layout of relay-state's journal module docs, with `whole`'s
     // salt: header (magic, format, salt), then salt, length, CRC, payload.
     let older = |version: u32, payload: Vec<u8>| {

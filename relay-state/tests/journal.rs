@@ -965,26 +965,11 @@ fn in_use_tells_whether_a_journal_holds_the_directory() {
 fn a_journal_of_record_format_1_is_read() {
     use relay_state::records::v1;
     let current = call("a", 100);
-    let old = v1::Change::Put(v1::CallRecord {
-        call_id: current.call_id.clone(),
-        created_ms: current.created_ms,
-        last_signal_ms: current.last_signal_ms,
-        delete_at_ms: current.delete_at_ms,
-        monologues: current
-            .monologues
-            .iter()
-            .map(|m| v1::MonologueRecord {
-                tag: m.tag.clone(),
-                aliases: m.aliases.clone(),
-                via_branch: m.via_branch.clone(),
-                interface: m.interface.clone(),
-                address: m.address,
-                peer: m.peer,
-                created_ms: m.created_ms,
-                medias: m.medias.iter().map(v2_media).collect(),
-            })
-            .collect(),
-    });
+    assert!(
+        current.ports().all(|p| p.srtp.is_none()),
+        "format 1 has no SRTP state"
+    );
+    let old = v1::Change::Put(v1::CallRecord::from_current(&current));
     let salt = *b"saltsalt";
     let mut bytes = b"XRJ2".to_vec();
     bytes.extend_from_slice(&1u32.to_le_bytes());
@@ -997,34 +982,6 @@ fn a_journal_of_record_format_1_is_read() {
     assert_eq!(state, state_of(&[put("a", 100)]));
 }
 
-/// `m` as record format 2 had it (no SRTP state).
-fn v2_media(m: &relay_state::MediaRecord) -> relay_state::records::v2::MediaRecord {
-    use relay_state::records::v2;
-    let port = |p: &PortRecord| {
-        assert!(p.srtp.is_none(), "format 2 has no SRTP state");
-        v2::PortRecord {
-            local: p.local,
-            learner: p.learner.clone(),
-            symmetric: p.symmetric,
-            tracking: p.tracking,
-            kernel: p.kernel,
-            user: p.user,
-            last_packet_ms: p.last_packet_ms,
-            kernel_retired: p.kernel_retired,
-            kernel_live: p.kernel_live,
-            rtp: p.rtp,
-        }
-    };
-    v2::MediaRecord {
-        index: m.index,
-        kind: m.kind.clone(),
-        protocol: m.protocol.clone(),
-        muted: m.muted,
-        rtp: port(&m.rtp),
-        rtcp: port(&m.rtcp),
-    }
-}
-
 /// A journal an earlier relayd wrote in record format 2 (before SDES-SRTP
 /// state) loads whole, each port without SRTP state; the first commit
 /// rewrites it in the current format.
@@ -1032,27 +989,11 @@ fn v2_media(m: &relay_state::MediaRecord) -> relay_state::records::v2::MediaReco
 fn a_journal_of_record_format_2_is_read() {
     use relay_state::records::v2;
     let current = call("a", 100);
-    let old = v2::Change::Put(v2::CallRecord {
-        call_id: current.call_id.clone(),
-        created_ms: current.created_ms,
-        last_signal_ms: current.last_signal_ms,
-        delete_at_ms: current.delete_at_ms,
-        monologues: current
-            .monologues
-            .iter()
-            .map(|m| v2::MonologueRecord {
-                tag: m.tag.clone(),
-                aliases: m.aliases.clone(),
-                via_branch: m.via_branch.clone(),
-                interface: m.interface.clone(),
-                address: m.address,
-                peer: m.peer,
-                created_ms: m.created_ms,
-                medias: m.medias.iter().map(v2_media).collect(),
-                subscribed: m.subscribed.clone(),
-            })
-            .collect(),
-    });
+    assert!(
+        current.ports().all(|p| p.srtp.is_none()),
+        "format 2 has no SRTP state"
+    );
+    let old = v2::Change::Put(v2::CallRecord::from_current(&current));
     let salt = *b"saltsalt";
     let mut bytes = b"XRJ2".to_vec();
     bytes.extend_from_slice(&2u32.to_le_bytes());

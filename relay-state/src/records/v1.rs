@@ -85,6 +85,35 @@ impl From<Change> for crate::Change {
     }
 }
 
+/// What a relayd of format 1 would have written for `c`: format 2's
+/// ([`v2::CallRecord::from_current`]) without subscriptions. For tests and
+/// fuzz seeds that write earlier relayds' journals.
+impl CallRecord {
+    pub fn from_current(c: &super::CallRecord) -> Self {
+        let v2 = v2::CallRecord::from_current(c);
+        CallRecord {
+            call_id: v2.call_id,
+            created_ms: v2.created_ms,
+            last_signal_ms: v2.last_signal_ms,
+            delete_at_ms: v2.delete_at_ms,
+            monologues: v2
+                .monologues
+                .into_iter()
+                .map(|m| MonologueRecord {
+                    tag: m.tag,
+                    aliases: m.aliases,
+                    via_branch: m.via_branch,
+                    interface: m.interface,
+                    address: m.address,
+                    peer: m.peer,
+                    created_ms: m.created_ms,
+                    medias: m.medias,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

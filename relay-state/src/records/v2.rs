@@ -143,6 +143,58 @@ impl From<Change> for crate::Change {
     }
 }
 
+/// What a relayd of format 2 would have written for `c`: the current
+/// record without its SRTP and WebRTC state. For tests and fuzz seeds that
+/// write earlier relayds' journals; relayd itself never writes an old format.
+impl CallRecord {
+    pub fn from_current(c: &super::CallRecord) -> Self {
+        let port = |p: &super::PortRecord| PortRecord {
+            local: p.local,
+            learner: p.learner.clone(),
+            symmetric: p.symmetric,
+            tracking: p.tracking,
+            kernel: p.kernel,
+            user: p.user,
+            last_packet_ms: p.last_packet_ms,
+            kernel_retired: p.kernel_retired,
+            kernel_live: p.kernel_live,
+            rtp: p.rtp,
+        };
+        CallRecord {
+            call_id: c.call_id.clone(),
+            created_ms: c.created_ms,
+            last_signal_ms: c.last_signal_ms,
+            delete_at_ms: c.delete_at_ms,
+            monologues: c
+                .monologues
+                .iter()
+                .map(|m| MonologueRecord {
+                    tag: m.tag.clone(),
+                    aliases: m.aliases.clone(),
+                    via_branch: m.via_branch.clone(),
+                    interface: m.interface.clone(),
+                    address: m.address,
+                    peer: m.peer,
+                    created_ms: m.created_ms,
+                    medias: m
+                        .medias
+                        .iter()
+                        .map(|md| MediaRecord {
+                            index: md.index,
+                            kind: md.kind.clone(),
+                            protocol: md.protocol.clone(),
+                            muted: md.muted,
+                            rtp: port(&md.rtp),
+                            rtcp: port(&md.rtcp),
+                        })
+                        .collect(),
+                    subscribed: m.subscribed.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
