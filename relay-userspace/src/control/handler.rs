@@ -867,4 +867,59 @@ mod tests {
             r#"c1 {"result":"pong"}"#
         );
     }
+
+    /// A trickle-ICE fragment (`fragment` flag) is answered `ok` without
+    /// SDP, for a call offered or not, and leaves the call's media as the
+    /// offer made it (it is not a re-offer).
+    #[tokio::test]
+    async fn a_trickle_fragment_changes_nothing_and_gets_no_sdp() {
+        let calls = calls(47_320);
+        let mut cache = CookieCache::new(Duration::from_secs(30));
+        let fragment = |cookie: &str, call: &str| {
+            format!(
+                r#"{cookie} {{"command":"offer","call-id":"{call}","from-tag":"a","flags":["fragment"],"sdp":"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=ice-ufrag:F7gI\r\na=ice-pwd:x9cml7YzichV2XlhiMu8gA\r\na=candidate:3 1 UDP 16777215 198.51.100.7 26600 typ relay raddr 10.0.0.1 rport 5000\r\n"}}"#
+            )
+        };
+        assert_eq!(
+            ask(&calls, &mut cache, fragment("f1", "early").as_bytes()),
+            r#"f1 {"result":"ok"}"#,
+            "a fragment ahead of its offer"
+        );
+        assert!(
+            !calls.lock().unwrap().has_call("early"),
+            "it sets up no call"
+        );
+        let offer = br#"f2 {"command":"offer","call-id":"t1","from-tag":"a","sdp":"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0 8\r\n"}"#;
+        assert!(ask(&calls, &mut cache, offer).contains(r#""result":"ok""#));
+        let codecs = |calls: &Mutex<CallManager>| calls.lock().unwrap().carried_codecs("t1", "a");
+        let before = codecs(&calls);
+        assert_eq!(before[0].len(), 2, "{before:?}");
+        assert_eq!(
+            ask(&calls, &mut cache, fragment("f3", "t1").as_bytes()),
+            r#"f3 {"result":"ok"}"#
+        );
+        assert_eq!(
+            codecs(&calls),
+            before,
+            "the fragment's one codec did not replace the offer's"
+        );
+    }
+
+    /// Replies built apart from the offer/answer path (publish, subscribe)
+    /// carry the warnings of what the request asked for in vain.
+    #[tokio::test]
+    async fn publish_replies_carry_the_request_warnings() {
+        let calls = calls(47_330);
+        let mut cache = CookieCache::new(Duration::from_secs(30));
+        let publish = br#"p1 {"command":"publish","call-id":"p","from-tag":"pub","flags":["no-such-flag"],"sdp":"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"}"#;
+        let reply: serde_json::Value = serde_json::from_str(
+            ask(&calls, &mut cache, publish)
+                .strip_prefix("p1 ")
+                .unwrap(),
+        )
+        .expect("a JSON reply");
+        assert_eq!(reply["result"], "ok");
+        assert_eq!(reply["warning"], "Ignored unsupported flag 'no-such-flag'");
+        assert!(reply["sdp"].is_string());
+    }
 }
