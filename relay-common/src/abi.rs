@@ -170,8 +170,8 @@ pub struct StreamStats {
     pub passed: u64,
     /// host: CLOCK_MONOTONIC(_COARSE) ns of the last packet.
     pub last_seen_ns: u64,
-    /// host: rate-cap bucket, thousandths of a packet (internal).
-    pub tokens_milli: u64,
+    /// host: rate-cap bucket, billionths of a packet (internal).
+    pub tokens_nano: u64,
     /// host: last refill of the bucket (internal).
     pub refill_ns: u64,
     /// host: the stream's packet-rate cap, 0 = none (set by relayd).
@@ -190,7 +190,7 @@ impl StreamStats {
             dropped,
             passed,
             last_seen_ns,
-            tokens_milli: _,
+            tokens_nano: _,
             refill_ns: _,
             max_pps: _,
             _pad0: _,
@@ -386,7 +386,7 @@ layout![
     off StreamStats.dropped,
     off StreamStats.passed,
     off StreamStats.last_seen_ns,
-    off StreamStats.tokens_milli,
+    off StreamStats.tokens_nano,
     off StreamStats.refill_ns,
     off StreamStats.max_pps,
     off StreamStats._pad0,

@@ -94,7 +94,7 @@ struct relay_stream_stats {
 	__u64 passed;       /* host: packets handed to the kernel stack: FIB/neighbour
 	                     * miss, no checksum, no headroom (atomic adds) */
 	__u64 last_seen_ns; /* host: CLOCK_MONOTONIC(_COARSE) of the last packet */
-	__u64 tokens_milli; /* host: rate-cap bucket, thousandths of a packet */
+	__u64 tokens_nano;  /* host: rate-cap bucket, billionths of a packet */
 	__u64 refill_ns;    /* host: when the bucket was last refilled */
 	__u32 max_pps;      /* host: the stream's packet-rate cap, 0 = none (set by relayd) */
 	__u32 _pad0;        /* zero */

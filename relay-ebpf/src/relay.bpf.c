@@ -74,7 +74,7 @@ __attribute__((used)) volatile const struct relay_abi_meta relay_abi = {
 		OFF(relay_stream_stats, dropped),
 		OFF(relay_stream_stats, passed),
 		OFF(relay_stream_stats, last_seen_ns),
-		OFF(relay_stream_stats, tokens_milli),
+		OFF(relay_stream_stats, tokens_nano),
 		OFF(relay_stream_stats, refill_ns),
 		OFF(relay_stream_stats, max_pps),
 		OFF(relay_stream_stats, _pad0),
@@ -290,33 +290,45 @@ static __always_inline int is_rtcp(const struct udphdr *udp, const void *data_en
 	return (p[0] & 0xc0) == 0x80 && p[1] >= 192 && p[1] <= 223;
 }
 
+/* One packet in the rate-cap bucket's units. */
+#define RELAY_TOKEN 1000000000ull
+
 /*
  * Per-stream packet-rate cap: a token bucket, refilled at max_pps and holding
- * at most one second of packets. Thousandths of a token keep slow refills
- * (coarse clock ticks) exact enough. Plain reads and writes: RSS keeps a flow
- * on one CPU, and should two CPUs race here the cap errs by a packet or two.
+ * at most one second of packets. It counts billionths of a packet, so any
+ * gap earns exactly gap_ns x max_pps with no division: thousandths rounded
+ * the sub-microsecond gaps of a flood down to nothing and starved the stream.
+ *
+ * RSS keeps a flow on one CPU, but a flood from many sources is spread over
+ * all of them, which is when the cap matters. So each stretch of time is
+ * earned by the one CPU whose compare-and-swap moves refill_ns over it (a
+ * clock read on another CPU may lag: time never runs backwards here), and
+ * the bucket itself changes only by compare-and-swap: no token is earned or
+ * spent twice. Should the bucket stay contended for four tries the packet is
+ * dropped, which errs towards the cap.
  */
 static __always_inline int take_token(struct relay_stream_stats *st, __u64 now)
 {
-	__u32 max_pps = st->max_pps;
-	__u64 cap = (__u64)max_pps * 1000;
-	__u64 elapsed = now - st->refill_ns;
-	__u64 tokens = st->tokens_milli;
+	__u64 max_pps = st->max_pps;
+	__u64 cap = max_pps * RELAY_TOKEN;
+	__u64 last = st->refill_ns;
+	__u64 earned = 0, tokens, left;
+	int i, pass;
 
-	/* Refill; a bucket idle for a second or more is simply full. */
-	if (elapsed >= 1000000000ull)
-		tokens = cap;
-	else
-		tokens += elapsed * max_pps / 1000000;
-	if (tokens > cap)
-		tokens = cap;
-	st->refill_ns = now;
-	if (tokens < 1000) {
-		st->tokens_milli = tokens;
-		return 0;
+	if (now > last && __sync_val_compare_and_swap(&st->refill_ns, last, now) == last)
+		earned = now - last >= 1000000000ull ? cap : (now - last) * max_pps;
+#pragma unroll
+	for (i = 0; i < 4; i++) {
+		tokens = st->tokens_nano;
+		/* No overflow: both terms are at most cap < 2^63. */
+		left = tokens + earned < cap ? tokens + earned : cap;
+		pass = left >= RELAY_TOKEN;
+		if (pass)
+			left -= RELAY_TOKEN;
+		if (__sync_val_compare_and_swap(&st->tokens_nano, tokens, left) == tokens)
+			return pass;
 	}
-	st->tokens_milli = tokens - 1000;
-	return 1;
+	return 0;
 }
 
 SEC("xdp")

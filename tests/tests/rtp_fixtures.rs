@@ -398,3 +398,71 @@ fn installing_seeds_the_figures() {
         assert_eq!((m.received, rtp::lost_total(&m)), (5, 1));
     });
 }
+
+/// XDP's verdict on one G.711 packet from the host to `port` at `now_ns`
+/// (no model: for rate-cap scenarios, where only pass or drop matters).
+fn verdict(b: &mut Bench, port: &Port, seq: u16, now_ns: u64) -> u32 {
+    let src: SocketAddrV4 = format!("{HOST}:5000").parse().unwrap();
+    let dst: SocketAddrV4 = format!("{RELAY}:{}", port.port).parse().unwrap();
+    let mut frame = UdpFrame::new(src, dst);
+    frame.src_mac = MAC_HOST;
+    frame.dst_mac = MAC_RELAY;
+    frame.payload = g711(seq);
+    let input = frame.build();
+    b.dp.set_test_clock(now_ns).unwrap();
+    let ctx = xdp_md_for(b.ifindex, input.len());
+    let mut out = vec![0u8; input.len() + 64];
+    b.dp.relay_program()
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(&input),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })
+        .expect("test run")
+        .return_value
+}
+
+/// A flood denser than one packet per millionth of a second over the cap
+/// (here one every 500 ns against 1000 pps) must still let the cap's rate
+/// through: the bucket once earned nothing from such short gaps (rounded
+/// down to zero thousandths of a packet) and starved the stream, its own
+/// packets included, for as long as the flood lasted. RTP streams read the
+/// precise clock, which is where gaps that short are seen.
+#[test]
+fn rate_cap_lets_its_rate_through_a_dense_flood() {
+    require_root!();
+    with_bench("rtpcap", |b| {
+        const CAP: u32 = 1000;
+        const GAP_NS: u64 = 500;
+        let port = Port::rtp(10);
+        b.dp.install(&StreamSpec {
+            max_pps: CAP,
+            ..port.spec(false)
+        })
+        .unwrap();
+        let start = 5_000_000_000u64;
+        let passed_in = |b: &mut Bench, from: u64, packets: u64| -> u64 {
+            (0..packets)
+                .filter(|i| {
+                    let seq = (from + i) as u16;
+                    verdict(b, &port, seq, start + (from + i) * GAP_NS) == XDP_TX
+                })
+                .count() as u64
+        };
+        // One second of burst: the first CAP pass, then the bucket is dry
+        // (the 1 ms these packets take earns the next one, due at 1 ms).
+        let burst = passed_in(b, 0, 2 * u64::from(CAP));
+        assert_eq!(burst, u64::from(CAP), "the burst");
+        // 20 ms more of the flood: the cap's 20 packets, give or take one.
+        let later = passed_in(b, 2 * u64::from(CAP), 40_000);
+        assert!(
+            (19..=21).contains(&later),
+            "{later} packets passed in 20 ms of flood under a {CAP} pps cap"
+        );
+        let stats = b.dp.stream_stats(port.slot).unwrap();
+        assert_eq!(stats.packets, burst + later);
+        assert_eq!(stats.dropped, 42_000 - burst - later);
+    });
+}

@@ -18,7 +18,10 @@
 use std::{
     net::{SocketAddr, UdpSocket},
     process::Command,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -26,7 +29,7 @@ use relay_common::CounterId;
 use relay_tests::{
     netns::{veth_with_queues, Netns},
     packet::rtp_payload,
-    peer::attach_peer_pass,
+    peer::{attach_peer_pass, PeerPass},
     require_root,
     topology::{bind_udp, exchange},
     PinDirGuard,
@@ -131,133 +134,195 @@ fn send_from(cpu: usize, sock: &UdpSocket, to: SocketAddr, payload: &[u8]) -> u6
     sent
 }
 
+/// The three namespaces, wired with two-queue veths and XPS, and relayd's
+/// datapath on the relay's side in native mode.
+struct TwoQueueBed {
+    cpus: [usize; 2],
+    a: Netns,
+    r: Netns,
+    b: Netns,
+    dp: XdpDatapath,
+    /// The far ends' pass programs, which native XDP transmit needs.
+    _peers: [PeerPass; 2],
+    _pins: PinDirGuard,
+}
+
+/// Two tests would share the two CPUs and spoil each other's load.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+impl TwoQueueBed {
+    /// `None` (after saying why) on a machine with fewer than two CPUs.
+    fn new(tag: &str) -> Option<Self> {
+        let Some(cpus) = two_cpus() else {
+            eprintln!("SKIPPED {tag}: fewer than two CPUs available");
+            return None;
+        };
+        let (a, r, b) = (
+            Netns::new(&format!("{tag}a")).unwrap(),
+            Netns::new(&format!("{tag}r")).unwrap(),
+            Netns::new(&format!("{tag}b")).unwrap(),
+        );
+        veth_with_queues(
+            a.end("a0", "10.30.1.2/24", MAC_A0),
+            r.end("a1", "10.30.1.1/24", MAC_A1),
+            2,
+        )
+        .unwrap();
+        // Two queues here too: each CPU redirects into b0's queue of its own.
+        veth_with_queues(
+            r.end("b1", "10.30.2.1/24", MAC_B1),
+            b.end("b0", "10.30.2.2/24", MAC_B0),
+            2,
+        )
+        .unwrap();
+        r.static_neighbour(HOST_A, MAC_A0, "a1").unwrap();
+        r.static_neighbour(HOST_B, MAC_B0, "b1").unwrap();
+        for (queue, cpu) in cpus.into_iter().enumerate() {
+            set_xps(&a, "a0", queue, cpu);
+        }
+        let peers = [
+            a.run(|| attach_peer_pass("a0")).unwrap().unwrap(),
+            b.run(|| attach_peer_pass("b0")).unwrap().unwrap(),
+        ];
+
+        let pins = PinDirGuard::new(tag);
+        let config = XdpConfig {
+            interfaces: vec!["a1".into(), "b1".into()],
+            pin_dir: pins.0.clone(),
+            mode: ModePolicy::Native,
+            max_streams: 1024,
+            max_addresses: 8,
+            row_ports: 0..=u16::MAX,
+            enable_forwarding: true,
+            test_clock: false,
+            next_hop_cache: Duration::from_millis(500),
+        };
+        let dp = r.run(|| XdpDatapath::start(&config)).unwrap().unwrap();
+        for att in dp.attachments() {
+            assert_eq!(att.mode, AttachMode::Native, "{}", att.iface);
+        }
+        Some(TwoQueueBed {
+            cpus,
+            a,
+            r,
+            b,
+            dp,
+            _peers: peers,
+            _pins: pins,
+        })
+    }
+
+    /// A to B through the relay's port 30000, as slot [`SLOT`].
+    fn install(&mut self, max_pps: u32, media: MediaTracking) -> SocketAddr {
+        let sa = |ip: &str, port: u16| SocketAddr::new(ip.parse().unwrap(), port);
+        let to = sa(RELAY_A, 30000);
+        self.dp
+            .install(&StreamSpec {
+                local: to,
+                peer: sa(HOST_B, 40000),
+                source: sa(RELAY_B, 30002),
+                strict_source: None,
+                stats_slot: SLOT,
+                to_userspace: false,
+                max_pps,
+                media,
+                ice: false,
+                rtcp_demux: false,
+            })
+            .unwrap();
+        to
+    }
+
+    /// Sends `payload` to `to` from a thread on each CPU (up to
+    /// [`PER_THREAD`] each) while B drains; returns what was sent, what B
+    /// received and how long the sending took.
+    fn flood(
+        &self,
+        tx: &UdpSocket,
+        rx: &UdpSocket,
+        to: SocketAddr,
+        payload: &[u8],
+    ) -> (u64, u64, Duration) {
+        let done = AtomicBool::new(false);
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            // Drains B so its stack does not answer with ICMP; what B's socket
+            // drops under load does not matter, the program counts forwarding.
+            let receiver = s.spawn(|| {
+                rx.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                let mut buf = [0u8; 2048];
+                let mut got = 0u64;
+                loop {
+                    match rx.recv_from(&mut buf) {
+                        Ok(_) => got += 1,
+                        Err(_) if done.load(Ordering::Relaxed) => return got,
+                        Err(_) => {}
+                    }
+                }
+            });
+            let senders = self
+                .cpus
+                .map(|cpu| s.spawn(move || send_from(cpu, tx, to, payload)));
+            let sent: u64 = senders.into_iter().map(|h| h.join().unwrap()).sum();
+            let took = started.elapsed();
+            done.store(true, Ordering::Relaxed);
+            (sent, receiver.join().unwrap(), took)
+        })
+    }
+
+    /// The stream's record once the last frames have left their queues.
+    fn settled_stats(&self) -> relay_common::StreamStats {
+        let mut stats = self.dp.stream_stats(SLOT).unwrap();
+        let settle = Instant::now() + Duration::from_secs(5);
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.dp.stream_stats(SLOT).unwrap();
+            let settled = now.packets == stats.packets && now.dropped == stats.dropped;
+            stats = now;
+            if settled || Instant::now() > settle {
+                return stats;
+            }
+        }
+    }
+
+    /// XDP packets per receive queue of a1 since `before`.
+    fn queues_since(&self, before: [u64; 2]) -> [u64; 2] {
+        let after = xdp_packets_per_queue(&self.r, "a1");
+        [0, 1].map(|q| after[q] - before[q])
+    }
+}
+
 #[test]
 fn stream_counters_stay_exact_with_two_receive_queues() {
     require_root!();
-    let Some(cpus) = two_cpus() else {
-        eprintln!(
-            "SKIPPED stream_counters_stay_exact_with_two_receive_queues: \
-             fewer than two CPUs available"
-        );
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut bed) = TwoQueueBed::new("2q") else {
         return;
     };
-    let (a, r, b) = (
-        Netns::new("2qa").unwrap(),
-        Netns::new("2qr").unwrap(),
-        Netns::new("2qb").unwrap(),
-    );
-    veth_with_queues(
-        a.end("a0", "10.30.1.2/24", MAC_A0),
-        r.end("a1", "10.30.1.1/24", MAC_A1),
-        2,
-    )
-    .unwrap();
-    // Two queues here too: each CPU redirects into b0's queue of its own.
-    veth_with_queues(
-        r.end("b1", "10.30.2.1/24", MAC_B1),
-        b.end("b0", "10.30.2.2/24", MAC_B0),
-        2,
-    )
-    .unwrap();
-    r.static_neighbour(HOST_A, MAC_A0, "a1").unwrap();
-    r.static_neighbour(HOST_B, MAC_B0, "b1").unwrap();
-    for (queue, cpu) in cpus.into_iter().enumerate() {
-        set_xps(&a, "a0", queue, cpu);
-    }
-    let _peer_a = a.run(|| attach_peer_pass("a0")).unwrap().unwrap();
-    let _peer_b = b.run(|| attach_peer_pass("b0")).unwrap().unwrap();
-
-    let pins = PinDirGuard::new("twoq");
-    let config = XdpConfig {
-        interfaces: vec!["a1".into(), "b1".into()],
-        pin_dir: pins.0.clone(),
-        mode: ModePolicy::Native,
-        max_streams: 1024,
-        max_addresses: 8,
-        row_ports: 0..=u16::MAX,
-        enable_forwarding: true,
-        test_clock: false,
-        next_hop_cache: Duration::from_millis(500),
-    };
-    let mut dp = r.run(|| XdpDatapath::start(&config)).unwrap().unwrap();
-    for att in dp.attachments() {
-        assert_eq!(att.mode, AttachMode::Native, "{}", att.iface);
-    }
-    let sa = |ip: &str, port: u16| SocketAddr::new(ip.parse().unwrap(), port);
-    let to = sa(RELAY_A, 30000);
-    dp.install(&StreamSpec {
-        local: to,
-        peer: sa(HOST_B, 40000),
-        source: sa(RELAY_B, 30002),
-        strict_source: None,
-        stats_slot: SLOT,
-        to_userspace: false,
-        max_pps: 0,
-        media: MediaTracking::Rtp { clock_rate: 0 },
-        ice: false,
-        rtcp_demux: false,
-    })
-    .unwrap();
-
-    let tx = bind_udp(&a, &format!("{HOST_A}:5000")).unwrap();
-    let rx = bind_udp(&b, &format!("{HOST_B}:40000")).unwrap();
+    let to = bed.install(0, MediaTracking::Rtp { clock_rate: 0 });
+    let cpus = bed.cpus;
+    let tx = bind_udp(&bed.a, &format!("{HOST_A}:5000")).unwrap();
+    let rx = bind_udp(&bed.b, &format!("{HOST_B}:40000")).unwrap();
     // The path works before the load starts.
     assert_eq!(exchange(&tx, &to.to_string(), &rx, 1).unwrap().len(), 1);
 
     let payload = rtp_payload(172);
-    let stats_before = dp.stream_stats(SLOT).unwrap();
-    let rtp_before = dp.rtp_stats(SLOT).unwrap();
-    let cpu_before = redirected_per_cpu(&dp);
-    let queues_before = xdp_packets_per_queue(&r, "a1");
+    let stats_before = bed.dp.stream_stats(SLOT).unwrap();
+    let rtp_before = bed.dp.rtp_stats(SLOT).unwrap();
+    let cpu_before = redirected_per_cpu(&bed.dp);
+    let queues_before = xdp_packets_per_queue(&bed.r, "a1");
 
-    let done = AtomicBool::new(false);
-    let (sent, received) = std::thread::scope(|s| {
-        // Drains B so its stack does not answer with ICMP; what B's socket
-        // drops under load does not matter, the program counts forwarding.
-        let receiver = s.spawn(|| {
-            rx.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let mut buf = [0u8; 2048];
-            let mut got = 0u64;
-            loop {
-                match rx.recv_from(&mut buf) {
-                    Ok(_) => got += 1,
-                    Err(_) if done.load(Ordering::Relaxed) => return got,
-                    Err(_) => {}
-                }
-            }
-        });
-        let senders = cpus.map(|cpu| {
-            let (tx, payload) = (&tx, &payload);
-            s.spawn(move || send_from(cpu, tx, to, payload))
-        });
-        let sent: u64 = senders.into_iter().map(|h| h.join().unwrap()).sum();
-        done.store(true, Ordering::Relaxed);
-        (sent, receiver.join().unwrap())
-    });
+    let (sent, received, _) = bed.flood(&tx, &rx, to, &payload);
 
-    // The last frames may still wait in a queue for their NAPI poll.
-    let mut stats = dp.stream_stats(SLOT).unwrap();
-    let settle = Instant::now() + Duration::from_secs(5);
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = dp.stream_stats(SLOT).unwrap();
-        let settled = now.packets == stats.packets;
-        stats = now;
-        if settled || Instant::now() > settle {
-            break;
-        }
-    }
-    let rtp = dp.rtp_stats(SLOT).unwrap();
-    let per_cpu: Vec<u64> = redirected_per_cpu(&dp)
+    let stats = bed.settled_stats();
+    let rtp = bed.dp.rtp_stats(SLOT).unwrap();
+    let per_cpu: Vec<u64> = redirected_per_cpu(&bed.dp)
         .iter()
         .zip(&cpu_before)
         .map(|(after, before)| after - before)
         .collect();
-    let per_queue = {
-        let after = xdp_packets_per_queue(&r, "a1");
-        [0, 1].map(|q| after[q] - queues_before[q])
-    };
+    let per_queue = bed.queues_since(queues_before);
     let packets = stats.packets - stats_before.packets;
     let bytes = stats.bytes - stats_before.bytes;
     let forwarded: u64 = per_cpu.iter().sum();
@@ -298,5 +363,69 @@ fn stream_counters_stay_exact_with_two_receive_queues() {
         packets,
         "stream RTP packets"
     );
-    dp.shutdown();
+    bed.dp.shutdown();
+}
+
+/// The per-stream rate cap holds when two CPUs carry the stream (a flood
+/// that RSS spreads over receive queues): each CPU used to read and write
+/// the bucket without the other, so tokens could be earned or spent twice,
+/// and the flood's sub-microsecond gaps earned nothing at all.
+#[test]
+fn rate_cap_holds_with_two_receive_queues() {
+    require_root!();
+    // An RTP stream with a known clock, as calls have, runs on the precise
+    // clock; one without on the coarse clock (ticks of 1-10 ms).
+    rate_cap_holds_for("2qcap", MediaTracking::Rtp { clock_rate: 8000 });
+    rate_cap_holds_for("2qcapc", MediaTracking::None);
+}
+
+fn rate_cap_holds_for(tag: &str, media: MediaTracking) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut bed) = TwoQueueBed::new(tag) else {
+        return;
+    };
+    const CAP: u64 = 2000;
+    let to = bed.install(CAP as u32, media);
+    let tx = bind_udp(&bed.a, &format!("{HOST_A}:5000")).unwrap();
+    let rx = bind_udp(&bed.b, &format!("{HOST_B}:40000")).unwrap();
+    assert_eq!(exchange(&tx, &to.to_string(), &rx, 1).unwrap().len(), 1);
+    let before = bed.dp.stream_stats(SLOT).unwrap();
+    let queues_before = xdp_packets_per_queue(&bed.r, "a1");
+
+    let (sent, _, took) = bed.flood(&tx, &rx, to, &rtp_payload(172));
+
+    let stats = bed.settled_stats();
+    let passed = stats.packets - before.packets;
+    let dropped = stats.dropped - before.dropped;
+    let per_queue = bed.queues_since(queues_before);
+    let secs = took.as_secs_f64();
+    // The bucket starts with a second's worth (less the one packet of the
+    // check above) and earns CAP a second while the flood lasts, and for
+    // the moment the queues take to drain after it (50 ms allowed).
+    let due = CAP as f64 * (1.0 + secs);
+    let most = due + CAP as f64 * 0.05;
+    eprintln!(
+        "{media:?}: sent {sent} in {secs:.2} s; a1 XDP packets by queue {per_queue:?}; \
+         passed {passed}, dropped {dropped}; the cap allows {due:.0}"
+    );
+    assert!(
+        per_queue.iter().all(|&n| n * 10 >= sent),
+        "the flood did not arrive on both receive queues (by queue {per_queue:?})"
+    );
+    assert!(
+        sent as f64 > 5.0 * most,
+        "the flood ({sent} packets) was too thin to test a {CAP} pps cap"
+    );
+    assert_eq!(passed + dropped, sent, "every packet passed or dropped");
+    // Near the cap: not more (tokens earned or spent twice), and not much
+    // less (a flood's short gaps earning nothing).
+    assert!(
+        passed as f64 <= most,
+        "{passed} packets passed a {CAP} pps cap in {secs:.2} s (at most {most:.0})"
+    );
+    assert!(
+        passed as f64 >= 0.9 * due,
+        "only {passed} packets passed a {CAP} pps cap in {secs:.2} s ({due:.0} due)"
+    );
+    bed.dp.shutdown();
 }

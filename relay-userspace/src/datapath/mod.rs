@@ -27,7 +27,7 @@ pub struct StreamSpec {
     /// socket), and the DoS shield leaves them alone. `peer`, `source` and
     /// `strict_source` are ignored.
     pub to_userspace: bool,
-    /// Packet-rate cap (per CPU, one second of burst); 0 = none.
+    /// Packet-rate cap (one bucket for all CPUs, one second of burst); 0 = none.
     pub max_pps: u32,
     /// What the port carries, for its RTP figures.
     pub media: MediaTracking,

@@ -138,7 +138,7 @@ impl Predecessor {
         };
         Ok(StreamState {
             stats: StreamStats {
-                tokens_milli: 0,
+                tokens_nano: 0,
                 refill_ns: 0,
                 ..stats
             },
