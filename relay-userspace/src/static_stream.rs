@@ -1,11 +1,13 @@
 //! `--static-stream` entries: forwarding set up at start-up without any
 //! signalling, for demos, tests and fixed trunks.
 //!
-//! Syntax: `LOCAL=PEER[,src=ADDR:PORT][,strict=ADDR:PORT][,rtp=HZ|,rtcp]`
+//! Syntax: `LOCAL=PEER[,src=ADDR:PORT][,strict=ADDR:PORT][,rtp=HZ|,rtcp][,max-pps=N]`
 //! where every address is `IP:PORT`. `src` defaults to LOCAL; `strict`
 //! makes the kernel drop packets from any other sender; `rtp` keeps RTP
 //! figures for the stream as for a call's RTP port (`HZ`: the codec's clock
-//! rate for the jitter, 0 if unknown), `rtcp` counts it as an RTCP port.
+//! rate for the jitter, 0 if unknown), `rtcp` counts it as an RTCP port,
+//! `max-pps` caps its packet rate in XDP as `--max-stream-pps` caps a
+//! call's (a static stream may be a trunk, so it takes no cap by default).
 
 use std::net::SocketAddr;
 
@@ -15,7 +17,7 @@ use crate::datapath::StreamSpec;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
     "bad --static-stream {input:?}: {reason} \
-     (expected LOCAL=PEER[,src=IP:PORT][,strict=IP:PORT][,rtp=HZ|,rtcp])"
+     (expected LOCAL=PEER[,src=IP:PORT][,strict=IP:PORT][,rtp=HZ|,rtcp][,max-pps=N])"
 )]
 pub struct StaticStreamError {
     input: String,
@@ -62,6 +64,12 @@ pub fn parse(input: &str, stats_slot: u32) -> Result<StreamSpec, StaticStreamErr
                     .map_err(|_| fail(format!("rtp clock rate {v:?} is not a number of Hz")))?;
                 spec.media = crate::datapath::MediaTracking::Rtp { clock_rate };
             }
+            Some(("max-pps", v)) => {
+                spec.max_pps = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| fail(format!("max-pps {v:?} is not a number of packets")))?;
+            }
             None if option.trim() == "rtcp" => spec.media = crate::datapath::MediaTracking::Rtcp,
             _ => return Err(fail(format!("unknown option {option:?}"))),
         }
@@ -85,6 +93,15 @@ mod tests {
         assert_eq!(s.source, "10.0.2.1:30002".parse().unwrap());
         assert_eq!(s.strict_source, Some("10.0.1.2:5000".parse().unwrap()));
         assert_eq!(s.stats_slot, 7);
+    }
+
+    #[test]
+    fn rate_cap_option() {
+        let s = parse("10.0.0.1:30000=10.0.2.2:4000,max-pps=150", 0).unwrap();
+        assert_eq!(s.max_pps, 150);
+        assert_eq!(parse("10.0.0.1:30000=10.0.2.2:4000", 0).unwrap().max_pps, 0);
+        let e = parse("10.0.0.1:30000=10.0.2.2:4000,max-pps=fast", 0).unwrap_err();
+        assert!(e.to_string().contains("max-pps \"fast\""), "{e}");
     }
 
     #[test]

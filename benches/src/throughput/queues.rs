@@ -7,6 +7,12 @@
 //! relay ratio below it is the relay's own shared state (program-wide
 //! counters, the address table, stream records) limiting it.
 //!
+//! Then one stream alone, its packets sent from both lanes (as when a
+//! flood from many sources is spread over the queues): both CPUs write the
+//! same stream record (atomic counter adds, the RTP figures), and once more
+//! with a rate cap above anything offered, which adds the bucket's
+//! compare-and-swaps on that record without dropping anything.
+//!
 //! The rounds alternate 1 and 2 lanes so load from elsewhere hits both.
 
 use std::{fmt::Write as _, path::Path, time::Duration};
@@ -58,15 +64,28 @@ pub fn run(relayd: &Path, calls: u32, rounds: u32, seconds: f64) -> Result<Vec<R
             rounds,
             length,
         )?);
-        if let Some(dir) = relay.pin_dir() {
-            let maps = relay_userspace::datapath::xdp::RelayMaps::open_pinned(
-                &relay_userspace::datapath::xdp::versioned_dir(dir),
-            )?;
-            eprintln!(
-                "   relayd XDP counters: {}",
-                super::sustained::report::nonzero(&maps.counters()?)
-            );
-        }
+        print_counters(&relay)?;
+    }
+    // One stream (the caller's direction of the first call, RTP figures on).
+    let ([spec, _], [flow, _]) = static_call(0, 0);
+    for (what, spec) in [
+        ("relayd XDP, one stream", spec.clone()),
+        (
+            "relayd XDP, one stream, rate cap",
+            format!("{spec},max-pps={CAP_ABOVE_ANY}"),
+        ),
+    ] {
+        let (relay, _) = relays::start_static_streams(0, &bed.relay, relayd, 1, &[spec])?;
+        runs.extend(rounds_of(
+            &bed,
+            &mut traffic,
+            std::slice::from_ref(&flow),
+            relay.pid(),
+            what,
+            rounds,
+            length,
+        )?);
+        print_counters(&relay)?;
     }
     // relayd stopped and its pins removed: the veth is free for the bounce.
     let flows: Vec<Flow> = (0..calls).flat_map(|i| static_call(0, i).1).collect();
@@ -81,6 +100,24 @@ pub fn run(relayd: &Path, calls: u32, rounds: u32, seconds: f64) -> Result<Vec<R
         length,
     )?);
     Ok(runs)
+}
+
+/// A rate cap no generator here reaches: the bucket is worked on for every
+/// packet and never runs dry.
+const CAP_ABOVE_ANY: u32 = 1_000_000_000;
+
+/// Prints relayd's program-wide counters (what happened to the packets).
+fn print_counters(relay: &relays::Relay) -> Result<()> {
+    if let Some(dir) = relay.pin_dir() {
+        let maps = relay_userspace::datapath::xdp::RelayMaps::open_pinned(
+            &relay_userspace::datapath::xdp::versioned_dir(dir),
+        )?;
+        eprintln!(
+            "   relayd XDP counters: {}",
+            super::sustained::report::nonzero(&maps.counters()?)
+        );
+    }
+    Ok(())
 }
 
 fn rounds_of(
@@ -133,8 +170,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// The Markdown table: median forwarded pps per lane count, and the ratio.
 pub fn markdown(runs: &[Run], calls: u32) -> String {
     let mut out = format!(
-        "Unpaced flood of {calls} calls' flows, generator lanes = receive queues in use, \
-         median of the rounds.\n\n\
+        "Unpaced flood of {calls} calls' flows (one stream's for the one-stream rows), \
+         generator lanes = receive queues in use, median of the rounds.\n\n\
          | path | 1 queue: forwarded pps | 2 queues: forwarded pps | 2 / 1 | softirq, 1 / 2 queues | rounds |\n\
          |---|---|---|---|---|---|\n"
     );

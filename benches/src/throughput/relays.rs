@@ -113,14 +113,29 @@ pub fn start_static(
     relayd: &Path,
     calls: u32,
 ) -> Result<(Relay, Vec<Flow>, std::time::Duration)> {
-    let mut toml = String::from("static-stream = [\n");
+    let mut specs = Vec::with_capacity(2 * calls as usize);
     let mut flows = Vec::with_capacity(2 * calls as usize);
     for i in 0..calls {
         let (streams, pair) = static_call(slot, i);
-        for spec in streams {
-            toml.push_str(&format!("  \"{spec}\",\n"));
-        }
+        specs.extend(streams);
         flows.extend(pair);
+    }
+    let (relay, elapsed) = start_static_streams(slot, ns, relayd, calls, &specs)?;
+    Ok((relay, flows, elapsed))
+}
+
+/// relayd XDP with `specs` as its static streams (`calls` sizes its
+/// tables and log name); also returns how long it took to start.
+pub fn start_static_streams(
+    slot: usize,
+    ns: &Netns,
+    relayd: &Path,
+    calls: u32,
+    specs: &[String],
+) -> Result<(Relay, std::time::Duration)> {
+    let mut toml = String::from("static-stream = [\n");
+    for spec in specs {
+        toml.push_str(&format!("  \"{spec}\",\n"));
     }
     toml.push_str("]\n");
     let config = Scratch(std::env::temp_dir().join(format!(
@@ -132,7 +147,7 @@ pub fn start_static(
     let mut relay = start_with(Kind::RelaydXdp, slot, ns, relayd, calls, Some(&config.0))?;
     let elapsed = started.elapsed();
     relay._config = Some(config);
-    Ok((relay, flows, elapsed))
+    Ok((relay, elapsed))
 }
 
 fn start_with(
