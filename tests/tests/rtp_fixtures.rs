@@ -78,17 +78,14 @@ struct Bench {
 }
 
 impl Bench {
-    /// Sends `payload` from the host's `from_port` to `port` at `now_ns`; checks the
-    /// action and that the kernel's figures equal `model` fed the same.
-    fn send(
+    /// Runs the program on `payload` from the host's `from_port` to `port`
+    /// at `now_ns`: its verdict and the frame it left.
+    fn run(
         &mut self,
-        what: &str,
         port: &Port,
         payload: &[u8],
         (now_ns, from_port): (u64, u16),
-        model: &mut RtpStats,
-        action: u32,
-    ) {
+    ) -> (u32, Vec<u8>) {
         let src: SocketAddrV4 = format!("{HOST}:{from_port}").parse().unwrap();
         let dst: SocketAddrV4 = format!("{RELAY}:{}", port.port).parse().unwrap();
         let mut frame = UdpFrame::new(src, dst);
@@ -109,12 +106,27 @@ impl Bench {
                 ctx_in: Some(&ctx),
                 ..TestRunOptions::default()
             })
-            .unwrap_or_else(|e| panic!("{what}: test run failed: {e}"));
-        assert_eq!(result.return_value, action, "{what}: action");
+            .expect("test run");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    /// Sends `payload` from the host's `from_port` to `port` at `now_ns`; checks the
+    /// action and that the kernel's figures equal `model` fed the same.
+    fn send(
+        &mut self,
+        what: &str,
+        port: &Port,
+        payload: &[u8],
+        (now_ns, from_port): (u64, u16),
+        model: &mut RtpStats,
+        action: u32,
+    ) {
+        let (verdict, out) = self.run(port, payload, (now_ns, from_port));
+        assert_eq!(verdict, action, "{what}: action");
         if action == XDP_TX {
             // Only addresses and ports change: the payload (SRTP or not)
             // leaves byte for byte as it came.
-            let out = &out[..result.data_size_out as usize];
             assert_eq!(
                 &out[out.len() - payload.len()..],
                 payload,
@@ -402,26 +414,7 @@ fn installing_seeds_the_figures() {
 /// XDP's verdict on one G.711 packet from the host to `port` at `now_ns`
 /// (no model: for rate-cap scenarios, where only pass or drop matters).
 fn verdict(b: &mut Bench, port: &Port, seq: u16, now_ns: u64) -> u32 {
-    let src: SocketAddrV4 = format!("{HOST}:5000").parse().unwrap();
-    let dst: SocketAddrV4 = format!("{RELAY}:{}", port.port).parse().unwrap();
-    let mut frame = UdpFrame::new(src, dst);
-    frame.src_mac = MAC_HOST;
-    frame.dst_mac = MAC_RELAY;
-    frame.payload = g711(seq);
-    let input = frame.build();
-    b.dp.set_test_clock(now_ns).unwrap();
-    let ctx = xdp_md_for(b.ifindex, input.len());
-    let mut out = vec![0u8; input.len() + 64];
-    b.dp.relay_program()
-        .unwrap()
-        .test_run(TestRunOptions {
-            data_in: Some(&input),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })
-        .expect("test run")
-        .return_value
+    b.run(port, &g711(seq), (now_ns, 5000)).0
 }
 
 /// A flood denser than one packet per millionth of a second over the cap
