@@ -60,8 +60,9 @@ impl Deferred {
         self.start.is_empty() && self.stop.is_empty() && self.retired.is_empty()
     }
 
-    /// Does the work: stops the freed ports' forwarders, then starts a
-    /// forwarder for every port still open. Needs a Tokio runtime.
+    /// Does the work: stops the freed ports' forwarders, then arms a
+    /// forwarder for every port still open, to start with its first
+    /// datagram ([`forwarder::arm`]). Needs a Tokio runtime.
     pub fn run(self) {
         for task in self.stop {
             task.abort();
@@ -69,13 +70,12 @@ impl Deferred {
         drop(self.retired);
         let Some(events) = self.events else { return };
         for port in self.start.iter().filter_map(Weak::upgrade) {
-            // Under the port's lock, so that a port freed meanwhile (marked
-            // closed under the same lock) never gets a forwarder, and one
-            // freed later finds the task to stop.
-            let mut state = port.state();
-            if !state.closed && state.forwarder.is_none() {
-                let task = forwarder::spawn(port.clone(), events.clone());
-                state.forwarder = Some(task.abort_handle());
+            let open = {
+                let state = port.state();
+                !state.closed && state.forwarder.is_none()
+            };
+            if open {
+                forwarder::arm(&port, &events);
             }
         }
     }

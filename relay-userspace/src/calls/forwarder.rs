@@ -38,6 +38,67 @@ pub enum PortEvent {
     Confirmed(Arc<MediaPort>),
 }
 
+/// Starts `port`'s forwarder when its socket first has something to read,
+/// not before: the runtime's reactor wakes the starter on a worker thread,
+/// which spawns the task there. An offer's ports thus cost no task and
+/// wake no worker until media arrives, and a call deleted before any
+/// arrived (a failed attempt, a fork branch that lost) never had one.
+/// Spawning from the signalling thread woke the idle runtime worker for
+/// every port, a futex or eventfd write and a context switch each.
+pub fn arm(port: &Arc<MediaPort>, events: &mpsc::UnboundedSender<PortEvent>) {
+    let starter = Arc::new(Starter {
+        port: Arc::downgrade(port),
+        events: events.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        fired: std::sync::atomic::AtomicBool::new(false),
+    });
+    let waker = std::task::Waker::from(starter.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    if port.socket.poll_readable(&mut cx).is_ready() {
+        starter.start();
+    }
+}
+
+/// Spawns a port's forwarder once, when woken (see [`arm`]).
+struct Starter {
+    /// Weak: a port freed before anything arrived needs no forwarder, and
+    /// its socket (which holds this waker) must not keep it alive.
+    port: std::sync::Weak<MediaPort>,
+    events: mpsc::UnboundedSender<PortEvent>,
+    runtime: tokio::runtime::Handle,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl Starter {
+    fn start(&self) {
+        if self.fired.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Some(port) = self.port.upgrade() else {
+            return;
+        };
+        // Under the port's lock, so that a port freed meanwhile (marked
+        // closed under the same lock) never gets a forwarder, and one freed
+        // later finds the task to stop.
+        let mut state = port.state();
+        if !state.closed && state.forwarder.is_none() {
+            let _runtime = self.runtime.enter();
+            let task = spawn(port.clone(), self.events.clone());
+            state.forwarder = Some(task.abort_handle());
+        }
+    }
+}
+
+impl std::task::Wake for Starter {
+    fn wake(self: Arc<Self>) {
+        self.start();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.start();
+    }
+}
+
 /// Starts relaying packets that arrive on `port`.
 pub fn spawn(port: Arc<MediaPort>, events: mpsc::UnboundedSender<PortEvent>) -> JoinHandle<()> {
     tokio::spawn(async move {

@@ -33,6 +33,13 @@ impl MediaSocket {
         })
     }
 
+    /// Whether the socket may have a datagram (or an error) to read; if
+    /// not yet, `cx`'s waker is woken when it may (the runtime's reactor
+    /// wakes it, on a worker thread). Readiness is kept either way.
+    pub fn poll_readable(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.inner.poll_read_ready(cx).map(drop)
+    }
+
     /// Waits until the socket may have a datagram (or an error) to read.
     pub async fn readable(&self) -> io::Result<()> {
         // Dropping the guard keeps the readiness: `try_io` clears it.

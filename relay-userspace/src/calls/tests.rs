@@ -332,6 +332,60 @@ async fn media_flows_in_userspace_then_goes_to_the_kernel() {
     assert_eq!(h.mgr.port_usage()[0].1, 0);
 }
 
+// A port's forwarder task starts with the first datagram its socket
+// receives, not when the port opens: signalling alone spawns no task and
+// wakes no runtime worker (forwarder::arm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarders_start_with_the_first_datagram() {
+    let mut h = harness(47400, 47499);
+    let now = Instant::now();
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    h.offer(&signal("lazy", "A", None, a_addr), now).unwrap();
+    let answer = h
+        .answer(&signal("lazy", "A", Some("B"), b_addr), now)
+        .unwrap();
+    let relay_for_a = sa(&format!("127.0.0.1:{}", answer.medias[0].rtp_port));
+    let started = |h: &Harness| -> Vec<SocketAddr> {
+        let mut ports: Vec<SocketAddr> = h
+            .mgr
+            .calls
+            .values()
+            .flat_map(Call::ports)
+            .filter(|p| p.state().forwarder.is_some())
+            .map(|p| p.local)
+            .collect();
+        ports.sort();
+        ports
+    };
+    assert_eq!(
+        started(&h),
+        Vec::<SocketAddr>::new(),
+        "no task before media"
+    );
+
+    a.send_to(b"from A", relay_for_a).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = b.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"from A");
+    assert_eq!(
+        started(&h),
+        vec![relay_for_a],
+        "only the port that received"
+    );
+
+    // A call deleted before any media never had a task, and frees all.
+    h.delete("lazy", None, Some(Duration::ZERO), now).unwrap();
+    h.offer(&signal("lazy2", "A", None, a_addr), now).unwrap();
+    h.answer(&signal("lazy2", "A", Some("B"), b_addr), now)
+        .unwrap();
+    assert_eq!(started(&h), Vec::<SocketAddr>::new());
+    h.delete("lazy2", None, Some(Duration::ZERO), now).unwrap();
+    assert_eq!(h.mgr.port_usage()[0].1, 0);
+}
+
 // One-way media (B never sends, as a recvonly phone or an announcement's
 // listener) goes into the kernel at A's first packet; when B sends from
 // elsewhere than its SDP (NAT), A's entry follows it.
