@@ -235,6 +235,49 @@ fn request(base: Vec<(&str, Value)>, more: Vec<(&str, Value)>) -> Value {
     Value::dict(base.into_iter().chain(more))
 }
 
+/// One PCMU audio stream from `host` on `port` under `profile` (session
+/// version `session`: 1 in the offers here, 2 in the answers), with an
+/// `a=crypto:` line for each of `crypto` (`TAG SUITE inline:KEY`).
+fn audio_sdp(session: u8, host: &str, port: u16, profile: &str, crypto: &[String]) -> String {
+    let crypto: String = crypto.iter().map(|c| format!("a=crypto:{c}\r\n")).collect();
+    format!(
+        "v=0\r\no=- {session} 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n\
+         m=audio {port} {profile} 0\r\na=rtpmap:0 PCMU/8000\r\n{crypto}a=sendrecv\r\n"
+    )
+}
+
+/// A's `offer` of `sdp` in `call`, toward B, with `more` options.
+fn offer(bed: &Bed, call: &str, sdp: &str, more: Vec<(&str, Value)>) -> Value {
+    bed.ng
+        .ok(&request(
+            vec![
+                ("command", s("offer")),
+                ("call-id", s(call)),
+                ("from-tag", s("tag-A")),
+                ("sdp", s(sdp)),
+                ("direction", Value::str_list(["a", "b"])),
+            ],
+            more,
+        ))
+        .unwrap()
+}
+
+/// B's `answer` of `sdp` in `call`, with `more` options.
+fn answer(bed: &Bed, call: &str, sdp: &str, more: Vec<(&str, Value)>) -> Value {
+    bed.ng
+        .ok(&request(
+            vec![
+                ("command", s("answer")),
+                ("call-id", s(call)),
+                ("from-tag", s("tag-A")),
+                ("to-tag", s("tag-B")),
+                ("sdp", s(sdp)),
+            ],
+            more,
+        ))
+        .unwrap()
+}
+
 /// One SRTP call under `suite`: SDP both ways, media both ways, a wrong
 /// key and a replay refused.
 fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
@@ -244,25 +287,14 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
     let peer_key: Vec<u8> = (0..key_salt_len(suite))
         .map(|i| (i as u8) ^ (n as u8).wrapping_mul(37).wrapping_add(1))
         .collect();
-    let offer_sdp = format!(
-        "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
-         m=audio {a_port} {profile} 0\r\na=rtpmap:0 PCMU/8000\r\n\
-         a=crypto:1 {suite} inline:{}\r\na=sendrecv\r\n",
-        b64(&peer_key)
+    let offer_sdp = audio_sdp(
+        1,
+        HOST_A,
+        a_port,
+        profile,
+        &[format!("1 {suite} inline:{}", b64(&peer_key))],
     );
-    let o = bed
-        .ng
-        .ok(&request(
-            vec![
-                ("command", s("offer")),
-                ("call-id", s(&call)),
-                ("from-tag", s("tag-A")),
-                ("sdp", s(&offer_sdp)),
-                ("direction", Value::str_list(["a", "b"])),
-            ],
-            vec![mode.caller_offer()],
-        ))
-        .unwrap();
+    let o = offer(bed, &call, &offer_sdp, vec![mode.caller_offer()]);
     let to_b = sdp_of(&o);
     assert!(to_b.contains(" RTP/AVP 0\r\n"), "{to_b}");
     match mode {
@@ -276,23 +308,8 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
     }
     let (_, relay_b_port) = sdp_endpoint(to_b.as_bytes()).unwrap();
     let relay_b: SocketAddr = format!("{RELAY_B}:{relay_b_port}").parse().unwrap();
-    let answer_sdp = format!(
-        "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
-         m=audio {b_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
-    );
-    let a = bed
-        .ng
-        .ok(&request(
-            vec![
-                ("command", s("answer")),
-                ("call-id", s(&call)),
-                ("from-tag", s("tag-A")),
-                ("to-tag", s("tag-B")),
-                ("sdp", s(&answer_sdp)),
-            ],
-            mode.callee_answer(),
-        ))
-        .unwrap();
+    let answer_sdp = audio_sdp(2, HOST_B, b_port, "RTP/AVP", &[]);
+    let a = answer(bed, &call, &answer_sdp, mode.callee_answer());
     let to_a = sdp_of(&a);
     assert!(to_a.contains(&format!(" {profile} 0\r\n")), "{to_a}");
     let lines = crypto_line(&to_a);
@@ -319,10 +336,6 @@ fn srtp_call(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
     let a_rtcp = bind_udp(&bed.t.a, &format!("{HOST_A}:{}", a_port + 1)).unwrap();
     let b_rtp = bind_udp(&bed.t.b, &format!("{HOST_B}:{b_port}")).unwrap();
     let b_rtcp = bind_udp(&bed.t.b, &format!("{HOST_B}:{}", b_port + 1)).unwrap();
-    for sock in [&a_rtp, &a_rtcp, &b_rtp, &b_rtcp] {
-        sock.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
-    }
 
     // A -> B: SRTP in, the very RTP out.
     const N: u16 = 20;
@@ -423,24 +436,13 @@ fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
     let call = format!("{mode:?}-callee-{suite}");
     let profile = mode.profile();
     let (a_port, b_port) = (7000 + n * 10, 43000 + n * 10);
-    let offer_sdp = format!(
-        "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
-         m=audio {a_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    let offer_sdp = audio_sdp(1, HOST_A, a_port, "RTP/AVP", &[]);
+    let o = offer(
+        bed,
+        &call,
+        &offer_sdp,
+        vec![("DTLS", s("off")), mode.callee_offer()],
     );
-    let o = bed
-        .ng
-        .ok(&request(
-            vec![
-                ("command", s("offer")),
-                ("call-id", s(&call)),
-                ("from-tag", s("tag-A")),
-                ("sdp", s(&offer_sdp)),
-                ("direction", Value::str_list(["a", "b"])),
-                ("DTLS", s("off")),
-            ],
-            vec![mode.callee_offer()],
-        ))
-        .unwrap();
     let to_b = sdp_of(&o);
     assert!(to_b.contains(&format!(" {profile} 0\r\n")), "{to_b}");
     let line = crypto_line(&to_b)
@@ -454,22 +456,14 @@ fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
     let callee_key: Vec<u8> = (0..key_salt_len(suite))
         .map(|i| (i as u8) ^ (n as u8).wrapping_mul(91).wrapping_add(7))
         .collect();
-    let answer_sdp = format!(
-        "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
-         m=audio {b_port} {profile} 0\r\na=rtpmap:0 PCMU/8000\r\n\
-         a=crypto:{tag} {suite} inline:{}\r\na=sendrecv\r\n",
-        b64(&callee_key)
+    let answer_sdp = audio_sdp(
+        2,
+        HOST_B,
+        b_port,
+        profile,
+        &[format!("{tag} {suite} inline:{}", b64(&callee_key))],
     );
-    let a = bed
-        .ng
-        .ok(&Value::dict([
-            ("command", s("answer")),
-            ("call-id", s(&call)),
-            ("from-tag", s("tag-A")),
-            ("to-tag", s("tag-B")),
-            ("sdp", s(&answer_sdp)),
-        ]))
-        .unwrap();
+    let a = answer(bed, &call, &answer_sdp, Vec::new());
     let to_a = sdp_of(&a);
     assert!(to_a.contains(" RTP/AVP 0\r\n"), "{to_a}");
     assert!(crypto_line(&to_a).is_empty(), "{to_a}");
@@ -482,10 +476,6 @@ fn srtp_callee(bed: &Bed, peer: &mut Peer, suite: &str, n: u16, mode: Srtp) {
 
     let a_rtp = bind_udp(&bed.t.a, &format!("{HOST_A}:{a_port}")).unwrap();
     let b_rtp = bind_udp(&bed.t.b, &format!("{HOST_B}:{b_port}")).unwrap();
-    for sock in [&a_rtp, &b_rtp] {
-        sock.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
-    }
     for seq in 0..20u16 {
         let plain = rtp(seq, 0xc0c0_0000 + u32::from(n), &[seq as u8; 80]);
         a_rtp.send_to(&plain, relay_a).unwrap();
@@ -511,18 +501,17 @@ fn misfit_key_is_passed_over(bed: &Bed, peer: &mut Peer) {
     let (a_port, b_port) = (6900, 42900);
     let short: Vec<u8> = (0..30u8).collect();
     let gcm: Vec<u8> = (0..44u8).map(|b| b ^ 0x33).collect();
-    let offer_sdp = format!(
-        "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
-         m=audio {a_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
-         a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{}\r\n\
-         a=crypto:2 AEAD_AES_256_GCM inline:{}\r\na=sendrecv\r\n",
-        b64(&short),
-        b64(&gcm)
+    let offer_sdp = audio_sdp(
+        1,
+        HOST_A,
+        a_port,
+        "RTP/SAVP",
+        &[
+            format!("1 AES_256_CM_HMAC_SHA1_80 inline:{}", b64(&short)),
+            format!("2 AEAD_AES_256_GCM inline:{}", b64(&gcm)),
+        ],
     );
-    let answer_sdp = format!(
-        "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
-         m=audio {b_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
-    );
+    let answer_sdp = audio_sdp(2, HOST_B, b_port, "RTP/AVP", &[]);
     let (relay_b_port, relay_a_port, relay_key) =
         signal(bed, call, &offer_sdp, &answer_sdp, Srtp::Savp);
     assert_eq!(
@@ -536,10 +525,6 @@ fn misfit_key_is_passed_over(bed: &Bed, peer: &mut Peer) {
     assert_eq!(r["ok"], true, "{r}");
     let a_rtp = bind_udp(&bed.t.a, &format!("{HOST_A}:{a_port}")).unwrap();
     let b_rtp = bind_udp(&bed.t.b, &format!("{HOST_B}:{b_port}")).unwrap();
-    for sock in [&a_rtp, &b_rtp] {
-        sock.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
-    }
     let relay_a: SocketAddr = format!("{RELAY_A}:{relay_a_port}").parse().unwrap();
     let relay_b: SocketAddr = format!("{RELAY_B}:{relay_b_port}").parse().unwrap();
     let plain = rtp(1, 0x0909, b"second line");
@@ -579,10 +564,6 @@ fn pylibsrtp_caller_talks_to_a_plain_phone_through_relayd() {
     let (_, pa) = sdp_endpoint(a.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
     let plain_a = bind_udp(&bed.t.a, &format!("{HOST_A}:5000")).unwrap();
     let plain_b = bind_udp(&bed.t.b, &format!("{HOST_B}:40000")).unwrap();
-    for sock in [&plain_a, &plain_b] {
-        sock.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
-    }
     let to_b: SocketAddr = format!("{RELAY_B}:{pb}").parse().unwrap();
     let to_a: SocketAddr = format!("{RELAY_A}:{pa}").parse().unwrap();
     let mut plain_seq = 0u16;
@@ -642,33 +623,9 @@ fn signal(
     answer_sdp: &str,
     mode: Srtp,
 ) -> (u16, u16, String) {
-    let o = bed
-        .ng
-        .ok(&request(
-            vec![
-                ("command", s("offer")),
-                ("call-id", s(call)),
-                ("from-tag", s("tag-A")),
-                ("sdp", s(offer_sdp)),
-                ("direction", Value::str_list(["a", "b"])),
-            ],
-            vec![mode.caller_offer()],
-        ))
-        .unwrap();
+    let o = offer(bed, call, offer_sdp, vec![mode.caller_offer()]);
     let (_, relay_b_port) = sdp_endpoint(o.get("sdp").and_then(Value::as_bytes).unwrap()).unwrap();
-    let a = bed
-        .ng
-        .ok(&request(
-            vec![
-                ("command", s("answer")),
-                ("call-id", s(call)),
-                ("from-tag", s("tag-A")),
-                ("to-tag", s("tag-B")),
-                ("sdp", s(answer_sdp)),
-            ],
-            mode.callee_answer(),
-        ))
-        .unwrap();
+    let a = answer(bed, call, answer_sdp, mode.callee_answer());
     let to_a = sdp_of(&a);
     let lines = crypto_line(&to_a);
     assert_eq!(lines.len(), 1, "{to_a}");
@@ -686,17 +643,14 @@ fn signal(
 fn bridge_srtp_caller(bed: &Bed, peer: &mut Peer, call: &str, suite: &str, mode: Srtp) -> Bridged {
     let (a_port, b_port) = (6500, 42500);
     let peer_key: Vec<u8> = (0..30u8).map(|i| i.wrapping_mul(13) ^ 0x5a).collect();
-    let offer_sdp = format!(
-        "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
-         m=audio {a_port} {} 0\r\na=rtpmap:0 PCMU/8000\r\n\
-         a=crypto:1 {suite} inline:{}\r\na=sendrecv\r\n",
+    let offer_sdp = audio_sdp(
+        1,
+        HOST_A,
+        a_port,
         mode.profile(),
-        b64(&peer_key)
+        &[format!("1 {suite} inline:{}", b64(&peer_key))],
     );
-    let answer_sdp = format!(
-        "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
-         m=audio {b_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
-    );
+    let answer_sdp = audio_sdp(2, HOST_B, b_port, "RTP/AVP", &[]);
     let (relay_b_port, relay_a_port, relay_key) = signal(bed, call, &offer_sdp, &answer_sdp, mode);
     let r = peer.call(serde_json::json!({
         "op": "keys", "suite": suite, "tx": b64(&peer_key), "rx": relay_key,
@@ -704,10 +658,6 @@ fn bridge_srtp_caller(bed: &Bed, peer: &mut Peer, call: &str, suite: &str, mode:
     assert_eq!(r["ok"], true, "{r}");
     let a_rtp = bind_udp(&bed.t.a, &format!("{HOST_A}:{a_port}")).unwrap();
     let b_rtp = bind_udp(&bed.t.b, &format!("{HOST_B}:{b_port}")).unwrap();
-    for sock in [&a_rtp, &b_rtp] {
-        sock.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
-    }
     Bridged {
         relay_a: format!("{RELAY_A}:{relay_a_port}").parse().unwrap(),
         relay_b: format!("{RELAY_B}:{relay_b_port}").parse().unwrap(),
@@ -828,21 +778,13 @@ fn an_sdes_call_keeps_its_keys_and_rocs_across_kill_9() {
 fn osrtp_declined(bed: &Bed) {
     let call = "osrtp-declined";
     let (a_port, b_port) = (7900, 43900);
-    let offer_sdp = format!(
-        "v=0\r\no=- 1 1 IN IP4 {HOST_A}\r\ns=-\r\nc=IN IP4 {HOST_A}\r\nt=0 0\r\n\
-         m=audio {a_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    let offer_sdp = audio_sdp(1, HOST_A, a_port, "RTP/AVP", &[]);
+    let o = offer(
+        bed,
+        call,
+        &offer_sdp,
+        vec![("OSRTP", Value::str_list(["offer"]))],
     );
-    let o = bed
-        .ng
-        .ok(&Value::dict([
-            ("command", s("offer")),
-            ("call-id", s(call)),
-            ("from-tag", s("tag-A")),
-            ("sdp", s(&offer_sdp)),
-            ("direction", Value::str_list(["a", "b"])),
-            ("OSRTP", Value::str_list(["offer"])),
-        ]))
-        .unwrap();
     let to_b = sdp_of(&o);
     assert!(to_b.contains(" RTP/AVP 0\r\n"), "{to_b}");
     assert!(
@@ -850,21 +792,13 @@ fn osrtp_declined(bed: &Bed) {
         "offered opportunistically: {to_b}"
     );
     let (_, relay_b_port) = sdp_endpoint(to_b.as_bytes()).unwrap();
-    let answer_sdp = format!(
-        "v=0\r\no=- 2 1 IN IP4 {HOST_B}\r\ns=-\r\nc=IN IP4 {HOST_B}\r\nt=0 0\r\n\
-         m=audio {b_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    let answer_sdp = audio_sdp(2, HOST_B, b_port, "RTP/AVP", &[]);
+    let a = answer(
+        bed,
+        call,
+        &answer_sdp,
+        vec![("OSRTP", Value::str_list(["accept"]))],
     );
-    let a = bed
-        .ng
-        .ok(&Value::dict([
-            ("command", s("answer")),
-            ("call-id", s(call)),
-            ("from-tag", s("tag-A")),
-            ("to-tag", s("tag-B")),
-            ("sdp", s(&answer_sdp)),
-            ("OSRTP", Value::str_list(["accept"])),
-        ]))
-        .unwrap();
     let to_a = sdp_of(&a);
     assert!(crypto_line(&to_a).is_empty(), "{to_a}");
     let (_, relay_a_port) = sdp_endpoint(to_a.as_bytes()).unwrap();
@@ -872,10 +806,6 @@ fn osrtp_declined(bed: &Bed) {
     let relay_b: SocketAddr = format!("{RELAY_B}:{relay_b_port}").parse().unwrap();
     let a_rtp = bind_udp(&bed.t.a, &format!("{HOST_A}:{a_port}")).unwrap();
     let b_rtp = bind_udp(&bed.t.b, &format!("{HOST_B}:{b_port}")).unwrap();
-    for sock in [&a_rtp, &b_rtp] {
-        sock.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
-    }
     for seq in 0..5u16 {
         let p = rtp(seq, 0x0505, b"declined");
         a_rtp.send_to(&p, relay_a).unwrap();
