@@ -70,13 +70,7 @@ impl Deferred {
         drop(self.retired);
         let Some(events) = self.events else { return };
         for port in self.start.iter().filter_map(Weak::upgrade) {
-            let open = {
-                let state = port.state();
-                !state.closed && state.forwarder.is_none()
-            };
-            if open {
-                forwarder::arm(&port, &events);
-            }
+            forwarder::arm(&port, &events);
         }
     }
 }

@@ -50,7 +50,6 @@ pub fn arm(port: &Arc<MediaPort>, events: &mpsc::UnboundedSender<PortEvent>) {
         port: Arc::downgrade(port),
         events: events.clone(),
         runtime: tokio::runtime::Handle::current(),
-        fired: std::sync::atomic::AtomicBool::new(false),
     });
     let waker = std::task::Waker::from(starter.clone());
     let mut cx = std::task::Context::from_waker(&waker);
@@ -59,27 +58,25 @@ pub fn arm(port: &Arc<MediaPort>, events: &mpsc::UnboundedSender<PortEvent>) {
     }
 }
 
-/// Spawns a port's forwarder once, when woken (see [`arm`]).
+/// Spawns a port's forwarder when woken (see [`arm`]), unless it has one
+/// or was freed.
 struct Starter {
     /// Weak: a port freed before anything arrived needs no forwarder, and
     /// its socket (which holds this waker) must not keep it alive.
     port: std::sync::Weak<MediaPort>,
     events: mpsc::UnboundedSender<PortEvent>,
     runtime: tokio::runtime::Handle,
-    fired: std::sync::atomic::AtomicBool,
 }
 
 impl Starter {
     fn start(&self) {
-        if self.fired.swap(true, Ordering::Relaxed) {
-            return;
-        }
         let Some(port) = self.port.upgrade() else {
             return;
         };
         // Under the port's lock, so that a port freed meanwhile (marked
-        // closed under the same lock) never gets a forwarder, and one freed
-        // later finds the task to stop.
+        // closed under the same lock) never gets a forwarder, one freed
+        // later finds the task to stop, and a second wake-up finds the
+        // first one's task.
         let mut state = port.state();
         if !state.closed && state.forwarder.is_none() {
             let _runtime = self.runtime.enter();
